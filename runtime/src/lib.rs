@@ -1,0 +1,34 @@
+//! cairn-runtime: the three seams between cairn's sans-IO core and the world
+//! (DESIGN §2), and their implementations for the two worlds.
+//!
+//! - `Clock`: `TokioClock` (real time, or madsim's virtual time under
+//!   `--cfg madsim`) and `SkewedClock` (per-node offset and drift for simulation).
+//! - `Storage`: `RocksStorage` (production, not under madsim) and `SimStorage`
+//!   (in memory, pending vs durable state, fault hooks; works in both worlds).
+//! - `Transport`: `GrpcTransport`, the Raft peer service over tonic (madsim-tonic
+//!   in simulation).
+//!
+//! `cfg(madsim)` is confined to this crate, `sim-tests/` and dependency renames.
+
+pub mod clock;
+#[cfg(not(madsim))]
+pub mod rocks_storage;
+pub mod sim_storage;
+pub mod storage;
+pub mod transport;
+
+pub use clock::{Clock, MonoTime, Skew, SkewedClock, TokioClock};
+#[cfg(not(madsim))]
+pub use rocks_storage::RocksStorage;
+pub use sim_storage::{RecoveryReport, SimDisk, SimStorage};
+pub use storage::{BatchOp, Direction, KvPair, ScanIter, Storage, StorageError, StorageSnapshot, SyncFuture, WriteBatch};
+
+/// A Raft member's id. Zero is never a valid id (Raft uses it for "none").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct NodeId(pub u64);
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:x}", self.0)
+    }
+}

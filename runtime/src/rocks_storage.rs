@@ -1,0 +1,249 @@
+//! `RocksStorage`: the production Storage, on RocksDB (never built under madsim).
+//!
+//! Writes are applied on the caller's thread without fsync (`write`), so the
+//! order of visibility is the order of calls. `write_sync` does the same and
+//! then asks a dedicated writer thread to sync the write-ahead log; the thread
+//! drains every sync request queued meanwhile and serves them all with one
+//! `FlushWAL(sync)` — group commit. A batch is durable once its sync resolves,
+//! and so is everything written before it (one WAL, written in order).
+//!
+//! A failed sync halts the storage: every later write fails with `Halted`.
+//! The writer thread owns no state but the DB handle; dropping the storage
+//! stops and joins it, so the same path can be reopened at once.
+//! Tests: `runtime/tests/storage_contract.rs` (the contract shared with
+//! `SimStorage`) and `runtime/tests/rocks_kill9.rs` (durability across kill -9).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, WriteOptions, DB};
+
+use crate::storage::{check_cf, BatchOp, Direction, ScanIter, Storage, StorageError, StorageSnapshot, SyncFuture, WriteBatch};
+
+type SyncReply = futures::channel::oneshot::Sender<Result<(), StorageError>>;
+
+pub struct RocksStorage {
+    db: Arc<DB>,
+    families: Vec<String>,
+    halted: Arc<AtomicBool>,
+    /// Sync requests for the writer thread. `None` only while dropping.
+    sync_tx: Option<mpsc::Sender<SyncReply>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+fn io_err(e: rocksdb::Error) -> StorageError {
+    let msg = e.into_string();
+    if msg.contains("No space left") {
+        StorageError::NoSpace
+    } else {
+        StorageError::Io(msg)
+    }
+}
+
+impl RocksStorage {
+    /// Opens (creating if needed) a RocksDB at `path` with `families`.
+    pub fn open(path: &Path, families: &[&str]) -> Result<RocksStorage, StorageError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // cairn batches its own writes; a few background threads are enough on
+        // small machines and keep compaction from starving the node loop.
+        opts.increase_parallelism(2);
+        let descriptors = families.iter().map(|cf| ColumnFamilyDescriptor::new(*cf, Options::default()));
+        let db = Arc::new(DB::open_cf_descriptors(&opts, path, descriptors).map_err(io_err)?);
+        let halted = Arc::new(AtomicBool::new(false));
+        let (sync_tx, sync_rx) = mpsc::channel::<SyncReply>();
+        let writer = {
+            let (db, halted) = (db.clone(), halted.clone());
+            std::thread::Builder::new()
+                .name("cairn-rocks-sync".into())
+                .spawn(move || sync_loop(&db, &halted, &sync_rx))
+                .map_err(|e| StorageError::Io(format!("spawning the sync thread: {e}")))?
+        };
+        Ok(RocksStorage {
+            db,
+            families: families.iter().map(|s| (*s).to_owned()).collect(),
+            halted,
+            sync_tx: Some(sync_tx),
+            writer: Some(writer),
+        })
+    }
+
+    fn to_rocks_batch(&self, batch: &WriteBatch) -> Result<rocksdb::WriteBatch, StorageError> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for op in batch.ops() {
+            match op {
+                BatchOp::Put { cf, key, value } => wb.put_cf(self.cf(cf)?, key, value),
+                BatchOp::Delete { cf, key } => wb.delete_cf(self.cf(cf)?, key),
+                BatchOp::DeleteRange { cf, start, end } => {
+                    if start < end {
+                        wb.delete_range_cf(self.cf(cf)?, start, end)
+                    }
+                }
+            }
+        }
+        Ok(wb)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        check_cf(&self.families, name)?;
+        self.db.cf_handle(name).ok_or_else(|| StorageError::UnknownColumnFamily(name.to_owned()))
+    }
+}
+
+/// The writer thread: one WAL sync per run of queued requests.
+fn sync_loop(db: &DB, halted: &AtomicBool, rx: &mpsc::Receiver<SyncReply>) {
+    while let Ok(first) = rx.recv() {
+        let mut waiters = vec![first];
+        waiters.extend(rx.try_iter());
+        let result = if halted.load(Ordering::SeqCst) {
+            Err(StorageError::Halted)
+        } else {
+            db.flush_wal(true).map_err(|e| {
+                halted.store(true, Ordering::SeqCst);
+                StorageError::SyncFailed(e.into_string())
+            })
+        };
+        for w in waiters {
+            // The waiter may have given up (its future dropped); nothing to do.
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+impl Drop for RocksStorage {
+    fn drop(&mut self) {
+        self.sync_tx.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn read_opts(start: &[u8], end: Option<&[u8]>) -> ReadOptions {
+    let mut ro = ReadOptions::default();
+    ro.set_iterate_lower_bound(start.to_vec());
+    if let Some(end) = end {
+        ro.set_iterate_upper_bound(end.to_vec());
+    }
+    ro
+}
+
+fn mode(dir: Direction) -> IteratorMode<'static> {
+    match dir {
+        Direction::Forward => IteratorMode::Start,
+        Direction::Reverse => IteratorMode::End,
+    }
+}
+
+fn empty_range(start: &[u8], end: Option<&[u8]>) -> bool {
+    end.is_some_and(|e| e <= start)
+}
+
+fn map_iter<'a, I>(it: I) -> ScanIter<'a>
+where
+    I: Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>> + Send + 'a,
+{
+    Box::new(it.map(|r| r.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(io_err)))
+}
+
+impl Storage for RocksStorage {
+    fn column_families(&self) -> Vec<String> {
+        self.families.clone()
+    }
+
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db.get_cf(self.cf(cf)?, key).map_err(io_err)
+    }
+
+    fn scan(&self, cf: &str, start: &[u8], end: Option<&[u8]>, dir: Direction) -> Result<ScanIter<'_>, StorageError> {
+        let handle = self.cf(cf)?;
+        if empty_range(start, end) {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        Ok(map_iter(self.db.iterator_cf_opt(handle, read_opts(start, end), mode(dir))))
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        if self.halted.load(Ordering::SeqCst) {
+            return Err(StorageError::Halted);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let wb = self.to_rocks_batch(&batch)?;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        self.db.write_opt(wb, &wo).map_err(io_err)
+    }
+
+    fn write_sync(&self, batch: WriteBatch) -> SyncFuture {
+        if let Err(e) = self.write(batch) {
+            return Box::pin(async move { Err(e) });
+        }
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let queued = self.sync_tx.as_ref().map(|s| s.send(tx).is_ok()).unwrap_or(false);
+        Box::pin(async move {
+            if !queued {
+                return Err(StorageError::Closed);
+            }
+            rx.await.unwrap_or(Err(StorageError::Closed))
+        })
+    }
+
+    fn snapshot(&self) -> Arc<dyn StorageSnapshot> {
+        let snap = self.db.snapshot();
+        // SAFETY: the snapshot borrows the DB; `RocksSnapshot` owns an `Arc` of
+        // that same DB and declares `snap` first, so the snapshot is released
+        // before the last reference to the DB can go.
+        let snap: rocksdb::SnapshotWithThreadMode<'static, DB> = unsafe { std::mem::transmute(snap) };
+        Arc::new(RocksSnapshot { snap, db: self.db.clone(), families: self.families.clone() })
+    }
+
+    fn approximate_size(&self) -> u64 {
+        const PROPS: [&str; 2] = ["rocksdb.estimate-live-data-size", "rocksdb.cur-size-all-mem-tables"];
+        let mut total = 0;
+        for name in &self.families {
+            let Some(cf) = self.db.cf_handle(name) else { continue };
+            for p in PROPS {
+                total += self.db.property_int_value_cf(cf, p).ok().flatten().unwrap_or(0);
+            }
+        }
+        total
+    }
+}
+
+struct RocksSnapshot {
+    // Field order matters: `snap` must drop before `db`.
+    snap: rocksdb::SnapshotWithThreadMode<'static, DB>,
+    db: Arc<DB>,
+    families: Vec<String>,
+}
+
+// SAFETY: a RocksDB snapshot is an immutable sequence number; reading through
+// it from several threads is supported by RocksDB.
+unsafe impl Send for RocksSnapshot {}
+unsafe impl Sync for RocksSnapshot {}
+
+impl RocksSnapshot {
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        check_cf(&self.families, name)?;
+        self.db.cf_handle(name).ok_or_else(|| StorageError::UnknownColumnFamily(name.to_owned()))
+    }
+}
+
+impl StorageSnapshot for RocksSnapshot {
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.snap.get_cf(self.cf(cf)?, key).map_err(io_err)
+    }
+
+    fn scan(&self, cf: &str, start: &[u8], end: Option<&[u8]>, dir: Direction) -> Result<ScanIter<'_>, StorageError> {
+        let handle = self.cf(cf)?;
+        if empty_range(start, end) {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        Ok(map_iter(self.snap.iterator_cf_opt(handle, read_opts(start, end), mode(dir))))
+    }
+}

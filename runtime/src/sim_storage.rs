@@ -1,0 +1,468 @@
+//! `SimStorage`: an in-memory Storage with pending vs durable state and fault
+//! hooks, for simulation and fast tests. Works inside and outside madsim.
+//!
+//! Model. A `SimDisk` is the machine's disk and outlives a node's process. It
+//! holds the *durable* state: a checkpoint (one ordered map per column family)
+//! plus a write-ahead log of checksummed batch records. A `SimStorage` is an
+//! open handle: its *visible* state is the durable state plus every batch
+//! written since the last sync (*pending*, in memory only). A sync appends the
+//! pending batches to the log as records; a crash drops the pending batches.
+//! Reopening replays the log into the checkpoint, verifying each record's
+//! checksum: a torn record (the torn-write fault) is detected, discarded with
+//! everything after it, and counted in `RecoveryReport`.
+//!
+//! Faults (set on the disk, so a fault scheduler can reach a running node):
+//! - `fail_next_sync`: the next sync fails with `SyncFailed`; the handle then
+//!   halts (every later write fails with `Halted`) — the node must stop.
+//! - `set_sync_latency`: each sync takes this long (in madsim's time under
+//!   madsim, tokio's otherwise).
+//! - `set_no_space`: writes fail with `NoSpace` until cleared.
+//! - `set_tear_on_crash`: at the next crash the last pending batch is written
+//!   to the log partially (a torn record) instead of being dropped whole.
+//!
+//! Invariants: a batch is never partially visible after recovery; a record is
+//! in the log only if its sync began; the visible state equals checkpoint +
+//! log + pending, applied in order. Tests: `runtime/tests/storage_contract.rs`.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::storage::{check_cf, BatchOp, Direction, ScanIter, Storage, StorageError, StorageSnapshot, SyncFuture, WriteBatch};
+
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+/// Column family name → its ordered contents. Each map is shared with
+/// snapshots and copied on write.
+type Families = BTreeMap<String, Arc<Map>>;
+
+/// One synced batch as it lies in the simulated log.
+#[derive(Debug, Clone)]
+struct Record {
+    bytes: Vec<u8>,
+    checksum: u32,
+}
+
+/// What recovery found when the disk was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Records replayed from the log.
+    pub records_replayed: usize,
+    /// Torn records detected (bad checksum) and discarded.
+    pub torn_records_discarded: usize,
+}
+
+#[derive(Debug, Default)]
+struct DiskFaults {
+    fail_next_sync: bool,
+    sync_latency: Duration,
+    no_space: bool,
+    tear_on_crash: bool,
+}
+
+#[derive(Debug, Default)]
+struct DiskState {
+    checkpoint: Families,
+    log: Vec<Record>,
+    faults: DiskFaults,
+    /// Bumped by every crash; handles opened before it are dead.
+    epoch: u64,
+    /// The open handle's pending batches, not yet in the log. Kept on the disk
+    /// (as the OS page cache would be) so `crash` can drop or tear them.
+    pending: Vec<WriteBatch>,
+    syncs: u64,
+}
+
+/// The simulated disk of one node. Cheap to clone; clones share the disk.
+#[derive(Debug, Clone, Default)]
+pub struct SimDisk {
+    inner: Arc<Mutex<DiskState>>,
+}
+
+impl SimDisk {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DiskState> {
+        self.inner.lock().expect("sim disk lock poisoned")
+    }
+
+    /// Power loss: everything not synced is gone (or, with the torn-write fault
+    /// armed, the last unsynced batch is left half-written in the log). Every
+    /// handle open on this disk stops working; reopen with `SimStorage::open`.
+    pub fn crash(&self) {
+        let mut st = self.lock();
+        let pending = std::mem::take(&mut st.pending);
+        if st.faults.tear_on_crash {
+            st.faults.tear_on_crash = false;
+            if let Some(last) = pending.last() {
+                let full = encode_batch(last);
+                let torn = full[..full.len() / 2].to_vec();
+                st.log.push(Record { bytes: torn, checksum: checksum(&full) });
+            }
+        }
+        st.epoch += 1;
+    }
+
+    /// The next sync fails (EIO); the storage halts.
+    pub fn fail_next_sync(&self) {
+        self.lock().faults.fail_next_sync = true;
+    }
+
+    pub fn set_sync_latency(&self, latency: Duration) {
+        self.lock().faults.sync_latency = latency;
+    }
+
+    pub fn set_no_space(&self, no_space: bool) {
+        self.lock().faults.no_space = no_space;
+    }
+
+    /// Arms the torn-write fault for the next crash.
+    pub fn set_tear_on_crash(&self, tear: bool) {
+        self.lock().faults.tear_on_crash = tear;
+    }
+
+    /// Number of syncs that reached the disk (for tests of group commit).
+    pub fn sync_count(&self) -> u64 {
+        self.lock().syncs
+    }
+}
+
+struct Handle {
+    disk: SimDisk,
+    families: Vec<String>,
+    /// The visible state: durable + pending.
+    visible: Families,
+    epoch: u64,
+    halted: bool,
+    report: RecoveryReport,
+}
+
+/// An open `SimStorage`. Cheap to clone; clones share the handle.
+#[derive(Clone)]
+pub struct SimStorage {
+    inner: Arc<Mutex<Handle>>,
+}
+
+impl SimStorage {
+    /// A fresh storage on a new, empty disk.
+    pub fn new(families: &[&str]) -> SimStorage {
+        Self::open(&SimDisk::new(), families).expect("opening an empty disk cannot fail")
+    }
+
+    /// Opens `disk` (after a crash or a clean close), replaying its log.
+    pub fn open(disk: &SimDisk, families: &[&str]) -> Result<SimStorage, StorageError> {
+        let mut st = disk.lock();
+        st.pending.clear();
+        let report = recover(&mut st)?;
+        for cf in families {
+            st.checkpoint.entry((*cf).to_owned()).or_default();
+        }
+        let handle = Handle {
+            disk: disk.clone(),
+            families: families.iter().map(|s| (*s).to_owned()).collect(),
+            visible: st.checkpoint.clone(),
+            epoch: st.epoch,
+            halted: false,
+            report,
+        };
+        Ok(SimStorage { inner: Arc::new(Mutex::new(handle)) })
+    }
+
+    /// What recovery found when this handle was opened.
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.lock().report
+    }
+
+    pub fn disk(&self) -> SimDisk {
+        self.lock().disk.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Handle> {
+        self.inner.lock().expect("sim storage lock poisoned")
+    }
+}
+
+/// Replays the log into the checkpoint, stopping at the first torn record.
+fn recover(st: &mut DiskState) -> Result<RecoveryReport, StorageError> {
+    let mut report = RecoveryReport::default();
+    let log = std::mem::take(&mut st.log);
+    for (i, record) in log.iter().enumerate() {
+        if checksum(&record.bytes) != record.checksum {
+            // A torn tail: its batch never completed, so it and anything after
+            // it (nothing, in a sequential log) are discarded.
+            report.torn_records_discarded = log.len() - i;
+            break;
+        }
+        let batch = decode_batch(&record.bytes)?;
+        apply_batch(&mut st.checkpoint, &batch);
+        report.records_replayed += 1;
+    }
+    Ok(report)
+}
+
+impl Handle {
+    fn check_alive(&self, disk: &DiskState) -> Result<(), StorageError> {
+        if self.halted {
+            return Err(StorageError::Halted);
+        }
+        if self.epoch != disk.epoch {
+            return Err(StorageError::Closed);
+        }
+        Ok(())
+    }
+
+    fn check_batch(&self, batch: &WriteBatch) -> Result<(), StorageError> {
+        for op in batch.ops() {
+            check_cf(&self.families, op_cf(op))?;
+        }
+        Ok(())
+    }
+}
+
+impl Storage for SimStorage {
+    fn column_families(&self) -> Vec<String> {
+        self.lock().families.clone()
+    }
+
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let h = self.lock();
+        let cf = check_cf(&h.families, cf)?;
+        Ok(h.visible.get(cf).and_then(|m| m.get(key)).cloned())
+    }
+
+    fn scan(&self, cf: &str, start: &[u8], end: Option<&[u8]>, dir: Direction) -> Result<ScanIter<'_>, StorageError> {
+        let map = {
+            let h = self.lock();
+            let cf = check_cf(&h.families, cf)?;
+            h.visible.get(cf).cloned().unwrap_or_default()
+        };
+        Ok(scan_map(map, start, end, dir))
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let mut h = self.lock();
+        let mut disk = h.disk.lock();
+        h.check_alive(&disk)?;
+        h.check_batch(&batch)?;
+        if disk.faults.no_space {
+            return Err(StorageError::NoSpace);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        disk.pending.push(batch.clone());
+        drop(disk);
+        apply_batch(&mut h.visible, &batch);
+        Ok(())
+    }
+
+    fn write_sync(&self, batch: WriteBatch) -> SyncFuture {
+        let this = self.clone();
+        Box::pin(async move {
+            this.write(batch)?;
+            let (disk, latency) = {
+                let h = this.lock();
+                let latency = h.disk.lock().faults.sync_latency;
+                (h.disk.clone(), latency)
+            };
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            let mut h = this.lock();
+            let mut st = disk.lock();
+            h.check_alive(&st)?;
+            if std::mem::take(&mut st.faults.fail_next_sync) {
+                h.halted = true;
+                return Err(StorageError::SyncFailed("injected EIO on fsync".into()));
+            }
+            let pending = std::mem::take(&mut st.pending);
+            for b in &pending {
+                let bytes = encode_batch(b);
+                st.log.push(Record { checksum: checksum(&bytes), bytes });
+            }
+            st.syncs += 1;
+            Ok(())
+        })
+    }
+
+    fn snapshot(&self) -> Arc<dyn StorageSnapshot> {
+        let h = self.lock();
+        Arc::new(SimSnapshot { families: h.families.clone(), maps: h.visible.clone() })
+    }
+
+    fn approximate_size(&self) -> u64 {
+        let h = self.lock();
+        h.visible.values().flat_map(|m| m.iter()).map(|(k, v)| (k.len() + v.len()) as u64).sum()
+    }
+}
+
+struct SimSnapshot {
+    families: Vec<String>,
+    maps: Families,
+}
+
+impl StorageSnapshot for SimSnapshot {
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let cf = check_cf(&self.families, cf)?;
+        Ok(self.maps.get(cf).and_then(|m| m.get(key)).cloned())
+    }
+
+    fn scan(&self, cf: &str, start: &[u8], end: Option<&[u8]>, dir: Direction) -> Result<ScanIter<'_>, StorageError> {
+        let cf = check_cf(&self.families, cf)?;
+        Ok(scan_map(self.maps.get(cf).cloned().unwrap_or_default(), start, end, dir))
+    }
+}
+
+/// Iterates a shared map lazily: each step looks up the next key after the
+/// cursor, so the iterator owns only the `Arc` and a cursor.
+fn scan_map(map: Arc<Map>, start: &[u8], end: Option<&[u8]>, dir: Direction) -> ScanIter<'static> {
+    let lower = start.to_vec();
+    let upper = end.map(<[u8]>::to_vec);
+    if upper.as_ref().is_some_and(|u| *u <= lower) {
+        return Box::new(std::iter::empty());
+    }
+    let mut cursor: Option<Vec<u8>> = None;
+    Box::new(std::iter::from_fn(move || {
+        let next = match dir {
+            Direction::Forward => {
+                let from = match &cursor {
+                    Some(c) => Bound::Excluded(c.clone()),
+                    None => Bound::Included(lower.clone()),
+                };
+                let to = upper.clone().map_or(Bound::Unbounded, Bound::Excluded);
+                map.range::<Vec<u8>, _>((from, to)).next()
+            }
+            Direction::Reverse => {
+                let to = match &cursor {
+                    Some(c) => Bound::Excluded(c.clone()),
+                    None => upper.clone().map_or(Bound::Unbounded, Bound::Excluded),
+                };
+                map.range::<Vec<u8>, _>((Bound::Included(lower.clone()), to)).next_back()
+            }
+        };
+        let (k, v) = next?;
+        cursor = Some(k.clone());
+        Some(Ok((k.clone(), v.clone())))
+    }))
+}
+
+fn op_cf(op: &BatchOp) -> &str {
+    match op {
+        BatchOp::Put { cf, .. } | BatchOp::Delete { cf, .. } | BatchOp::DeleteRange { cf, .. } => cf,
+    }
+}
+
+fn apply_batch(families: &mut Families, batch: &WriteBatch) {
+    for op in batch.ops() {
+        let map = Arc::make_mut(families.entry(op_cf(op).to_owned()).or_default());
+        match op {
+            BatchOp::Put { key, value, .. } => {
+                map.insert(key.clone(), value.clone());
+            }
+            BatchOp::Delete { key, .. } => {
+                map.remove(key);
+            }
+            BatchOp::DeleteRange { start, end, .. } => {
+                if start < end {
+                    let doomed: Vec<Vec<u8>> = map.range(start.clone()..end.clone()).map(|(k, _)| k.clone()).collect();
+                    for k in doomed {
+                        map.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---- record encoding: tag byte, then length-prefixed fields ------------------
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn encode_batch(batch: &WriteBatch) -> Vec<u8> {
+    let mut out = Vec::with_capacity(batch.size_bytes() + 32 * batch.len());
+    for op in batch.ops() {
+        match op {
+            BatchOp::Put { cf, key, value } => {
+                out.push(0);
+                put_bytes(&mut out, cf.as_bytes());
+                put_bytes(&mut out, key);
+                put_bytes(&mut out, value);
+            }
+            BatchOp::Delete { cf, key } => {
+                out.push(1);
+                put_bytes(&mut out, cf.as_bytes());
+                put_bytes(&mut out, key);
+            }
+            BatchOp::DeleteRange { cf, start, end } => {
+                out.push(2);
+                put_bytes(&mut out, cf.as_bytes());
+                put_bytes(&mut out, start);
+                put_bytes(&mut out, end);
+            }
+        }
+    }
+    out
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn bytes(&mut self) -> Result<Vec<u8>, StorageError> {
+        let corrupt = || StorageError::Corruption("truncated log record".into());
+        let len_bytes: [u8; 8] = self.0.get(..8).ok_or_else(corrupt)?.try_into().expect("slice of 8");
+        let len = u64::from_le_bytes(len_bytes) as usize;
+        let body = self.0.get(8..8 + len).ok_or_else(corrupt)?.to_vec();
+        self.0 = &self.0[8 + len..];
+        Ok(body)
+    }
+
+    fn string(&mut self) -> Result<String, StorageError> {
+        String::from_utf8(self.bytes()?).map_err(|_| StorageError::Corruption("column family name".into()))
+    }
+}
+
+fn decode_batch(bytes: &[u8]) -> Result<WriteBatch, StorageError> {
+    let mut r = Reader(bytes);
+    let mut batch = WriteBatch::new();
+    while let Some((&tag, rest)) = r.0.split_first() {
+        r.0 = rest;
+        let cf = r.string()?;
+        match tag {
+            0 => {
+                let (k, v) = (r.bytes()?, r.bytes()?);
+                batch.put(&cf, k, v);
+            }
+            1 => batch.delete(&cf, r.bytes()?),
+            2 => {
+                let (s, e) = (r.bytes()?, r.bytes()?);
+                batch.delete_range(&cf, s, e);
+            }
+            t => return Err(StorageError::Corruption(format!("unknown op tag {t}"))),
+        }
+    }
+    Ok(batch)
+}
+
+/// FNV-1a, 32 bits: enough to detect a torn record in simulation.
+fn checksum(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_encoding_round_trips() {
+        let mut b = WriteBatch::new();
+        b.put("a", b"k".to_vec(), b"v".to_vec());
+        b.delete("b", b"".to_vec());
+        b.delete_range("a", b"x".to_vec(), b"z".to_vec());
+        assert_eq!(decode_batch(&encode_batch(&b)).expect("decodes"), b);
+    }
+}

@@ -1,0 +1,324 @@
+//! The Transport seam: Raft messages and snapshots between members.
+//!
+//! As far as the core is concerned delivery is unreliable and unordered: Raft
+//! tolerates loss, duplication and reordering, so the transport drops rather
+//! than blocks. One implementation, `GrpcTransport`, over the `RaftPeer` gRPC
+//! service of `cairn-proto`; under `--cfg madsim` the same code runs on
+//! madsim-tonic's simulated network.
+//!
+//! Sending: one worker task per peer owns a bounded queue (`PEER_QUEUE_LEN`
+//! messages; when full, new messages are dropped and counted) and sends what
+//! it drains as one `MessageBatch`, each call under a deadline — a partition in
+//! simulation is unbounded latency, not an error. A failed or timed-out call is
+//! reported upward as `Inbound::Unreachable` so Raft can probe again; the next
+//! call reconnects (tonic's lazy channel; madsim-tonic connects per call).
+//! Snapshots are streamed in `SNAPSHOT_CHUNK_BYTES` chunks on their own call.
+//!
+//! Receiving: `PeerService` implements the gRPC service and forwards to the
+//! node's bounded inbound channel; a member of another cluster is refused.
+//! Tests: `runtime/tests/transport_tokio.rs` (real TCP) and
+//! `runtime/tests/sim_transport.rs` (two simulated nodes under madsim).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
+use cairn_proto::raftpb::raft_peer_server::RaftPeer;
+pub use cairn_proto::raftpb::raft_peer_server::RaftPeerServer;
+use cairn_proto::raftpb::{Message, MessageBatch, MessageBatchResponse, MessageType, SnapshotChunk, SnapshotResponse};
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::NodeId;
+
+/// Messages queued per peer before new ones are dropped.
+pub const PEER_QUEUE_LEN: usize = 4096;
+/// Most messages sent in one `MessageBatch`.
+pub const MAX_BATCH_MESSAGES: usize = 256;
+/// Bytes of application state per snapshot chunk.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("unknown peer {0}")]
+    UnknownPeer(NodeId),
+    #[error("peer {0} unreachable: {1}")]
+    Unreachable(NodeId, String),
+    #[error("call to peer {0} timed out")]
+    Timeout(NodeId),
+}
+
+/// What the transport hands to the node.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Raft messages received from a peer.
+    Messages(Vec<Message>),
+    /// A complete snapshot received from the leader: the MsgSnap message and
+    /// the application state it describes.
+    Snapshot { message: Message, data: Vec<u8> },
+    /// A send to this peer failed; Raft should fall back to probing it.
+    Unreachable(NodeId),
+}
+
+pub type SnapshotFuture = Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send + 'static>>;
+
+/// The Transport seam.
+pub trait Transport: Send + Sync + 'static {
+    /// Queues each message for its `to`; never blocks, may drop.
+    fn send(&self, msgs: Vec<Message>);
+    /// Streams a snapshot to `message.to`. Resolves when the peer has it all.
+    fn send_snapshot(&self, message: Message, data: Vec<u8>) -> SnapshotFuture;
+    /// Adds or replaces a peer's address (membership change).
+    fn add_peer(&self, id: NodeId, url: String);
+    fn remove_peer(&self, id: NodeId);
+}
+
+/// Deadlines for peer calls.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportConfig {
+    pub call_timeout: Duration,
+    pub snapshot_timeout: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self { call_timeout: Duration::from_secs(2), snapshot_timeout: Duration::from_secs(60) }
+    }
+}
+
+struct Peer {
+    url: String,
+    queue: mpsc::Sender<Message>,
+    channel: Channel,
+    /// Dropping the handle stops the worker.
+    _worker: tokio::task::JoinHandle<()>,
+}
+
+/// The gRPC peer transport.
+pub struct GrpcTransport {
+    me: NodeId,
+    cluster_id: u64,
+    config: TransportConfig,
+    peers: Mutex<BTreeMap<NodeId, Peer>>,
+    inbound: mpsc::Sender<Inbound>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl GrpcTransport {
+    /// `inbound` receives `Unreachable` reports; `peers` are the other members.
+    pub fn new(
+        me: NodeId,
+        cluster_id: u64,
+        config: TransportConfig,
+        peers: BTreeMap<NodeId, String>,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> Self {
+        let t = GrpcTransport {
+            me,
+            cluster_id,
+            config,
+            peers: Mutex::new(BTreeMap::new()),
+            inbound,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        for (id, url) in peers {
+            t.add_peer(id, url);
+        }
+        t
+    }
+
+    /// Messages dropped because a peer's queue was full.
+    pub fn dropped_messages(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Peer>> {
+        self.peers.lock().expect("transport peers lock poisoned")
+    }
+}
+
+fn lazy_channel(url: &str) -> Option<Channel> {
+    Endpoint::from_shared(url.to_owned()).ok().map(|e| e.connect_timeout(Duration::from_secs(1)).connect_lazy())
+}
+
+impl Transport for GrpcTransport {
+    fn send(&self, msgs: Vec<Message>) {
+        let peers = self.lock();
+        for m in msgs {
+            let Some(peer) = peers.get(&NodeId(m.to)) else { continue };
+            if peer.queue.try_send(m).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn send_snapshot(&self, message: Message, data: Vec<u8>) -> SnapshotFuture {
+        let to = NodeId(message.to);
+        let channel = self.lock().get(&to).map(|p| p.channel.clone());
+        let (cluster_id, deadline) = (self.cluster_id, self.config.snapshot_timeout);
+        Box::pin(async move {
+            let channel = channel.ok_or(TransportError::UnknownPeer(to))?;
+            let chunks = snapshot_chunks(cluster_id, message, data);
+            let mut client = RaftPeerClient::new(channel);
+            let call = client.send_snapshot(tokio_stream::iter(chunks));
+            match tokio::time::timeout(deadline, call).await {
+                Err(_) => Err(TransportError::Timeout(to)),
+                Ok(Err(status)) => Err(TransportError::Unreachable(to, status.message().to_owned())),
+                Ok(Ok(_)) => Ok(()),
+            }
+        })
+    }
+
+    fn add_peer(&self, id: NodeId, url: String) {
+        if id == self.me {
+            return;
+        }
+        let mut peers = self.lock();
+        if peers.get(&id).is_some_and(|p| p.url == url) {
+            return;
+        }
+        let Some(channel) = lazy_channel(&url) else {
+            tracing::warn!(peer = %id, %url, "invalid peer url; peer ignored");
+            return;
+        };
+        let (queue, rx) = mpsc::channel(PEER_QUEUE_LEN);
+        let worker = PeerWorker {
+            me: self.me,
+            to: id,
+            cluster_id: self.cluster_id,
+            client: RaftPeerClient::new(channel.clone()),
+            call_timeout: self.config.call_timeout,
+            inbound: self.inbound.clone(),
+        };
+        let handle = tokio::spawn(worker.run(rx));
+        peers.insert(id, Peer { url, queue, channel, _worker: handle });
+    }
+
+    fn remove_peer(&self, id: NodeId) {
+        if let Some(peer) = self.lock().remove(&id) {
+            peer._worker.abort();
+        }
+    }
+}
+
+fn snapshot_chunks(cluster_id: u64, message: Message, data: Vec<u8>) -> Vec<SnapshotChunk> {
+    let mut chunks: Vec<SnapshotChunk> = data
+        .chunks(SNAPSHOT_CHUNK_BYTES)
+        .scan(0u64, |offset, c| {
+            let chunk = SnapshotChunk { cluster_id, message: None, offset: *offset, data: c.to_vec(), last: false };
+            *offset += c.len() as u64;
+            Some(chunk)
+        })
+        .collect();
+    if chunks.is_empty() {
+        chunks.push(SnapshotChunk { cluster_id, message: None, offset: 0, data: Vec::new(), last: false });
+    }
+    chunks[0].message = Some(message);
+    chunks.last_mut().expect("at least one chunk").last = true;
+    chunks
+}
+
+struct PeerWorker {
+    me: NodeId,
+    to: NodeId,
+    cluster_id: u64,
+    client: RaftPeerClient<Channel>,
+    call_timeout: Duration,
+    inbound: mpsc::Sender<Inbound>,
+}
+
+impl PeerWorker {
+    async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH_MESSAGES);
+        while rx.recv_many(&mut batch, MAX_BATCH_MESSAGES).await > 0 {
+            let messages = std::mem::take(&mut batch);
+            let req = MessageBatch { cluster_id: self.cluster_id, from: self.me.0, messages };
+            let outcome = tokio::time::timeout(self.call_timeout, self.client.send(req)).await;
+            if !matches!(outcome, Ok(Ok(_))) {
+                tracing::debug!(peer = %self.to, ?outcome, "peer send failed");
+                // Raft re-probes an unreachable peer; losing this report under
+                // load is harmless, the next failure reports again.
+                let _ = self.inbound.try_send(Inbound::Unreachable(self.to));
+            }
+        }
+    }
+}
+
+/// The receiving side: the `RaftPeer` gRPC service; serve it with
+/// `RaftPeerServer::new(PeerService::new(..))` (the server type's generics
+/// differ between the two worlds, so it is not named here).
+#[derive(Clone)]
+pub struct PeerService {
+    cluster_id: u64,
+    inbound: mpsc::Sender<Inbound>,
+    max_snapshot_bytes: u64,
+}
+
+impl PeerService {
+    pub fn new(cluster_id: u64, inbound: mpsc::Sender<Inbound>) -> Self {
+        Self { cluster_id, inbound, max_snapshot_bytes: 8 << 30 }
+    }
+
+    fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
+        if cluster_id != self.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "cluster id mismatch: request from cluster {cluster_id:x}, this is cluster {:x}",
+                self.cluster_id
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn send(&self, request: Request<MessageBatch>) -> Result<Response<MessageBatchResponse>, Status> {
+        let batch = request.into_inner();
+        self.check_cluster(batch.cluster_id)?;
+        self.inbound
+            .try_send(Inbound::Messages(batch.messages))
+            .map_err(|_| Status::resource_exhausted("raft inbound queue full"))?;
+        Ok(Response::new(MessageBatchResponse {}))
+    }
+
+    async fn send_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut message: Option<Message> = None;
+        let mut data = Vec::new();
+        loop {
+            let chunk = stream.message().await?.ok_or_else(|| Status::invalid_argument("snapshot stream ended early"))?;
+            self.check_cluster(chunk.cluster_id)?;
+            if chunk.offset != data.len() as u64 {
+                return Err(Status::invalid_argument("snapshot chunk out of order"));
+            }
+            if data.len() as u64 + chunk.data.len() as u64 > self.max_snapshot_bytes {
+                return Err(Status::resource_exhausted("snapshot too large"));
+            }
+            if message.is_none() {
+                message = chunk.message;
+            }
+            data.extend_from_slice(&chunk.data);
+            if chunk.last {
+                break;
+            }
+        }
+        let message = message.ok_or_else(|| Status::invalid_argument("snapshot stream without its message"))?;
+        if message.msg_type() != MessageType::MsgSnap {
+            return Err(Status::invalid_argument("snapshot stream must carry a MsgSnap"));
+        }
+        let received_bytes = data.len() as u64;
+        self.inbound
+            .send(Inbound::Snapshot { message, data })
+            .await
+            .map_err(|_| Status::unavailable("node stopped"))?;
+        Ok(Response::new(SnapshotResponse { received_bytes }))
+    }
+}

@@ -1,0 +1,8 @@
+//! cairn: an etcd-compatible, strongly consistent key-value store, built to be
+//! proven correct by deterministic simulation. See `shared/DESIGN.md`.
+//!
+//! The core modules (`raft`, `mvcc`, …) are sans-IO state machines: they take
+//! time, randomness and storage only through `cairn-runtime`'s seams.
+
+pub mod mvcc;
+pub mod raft;

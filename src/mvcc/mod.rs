@@ -1,0 +1,1 @@
+//! MVCC key-value store (in progress).

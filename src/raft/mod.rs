@@ -1,0 +1,1 @@
+//! Raft consensus core (in progress).
