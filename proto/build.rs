@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcd/etcdserverpb/rpc.proto",
         "proto/etcd/v3lockpb/v3lock.proto",
         "proto/etcd/v3electionpb/v3election.proto",
+        "proto/cairnpb/internal.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -48,3 +48,10 @@ pub mod v3lockpb {
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
 }
+
+/// cairn's internal records (Raft entry payloads, member records, state
+/// snapshots). Not part of any client-visible API.
+#[allow(clippy::all, missing_docs)]
+pub mod cairnpb {
+    tonic::include_proto!("cairnpb");
+}

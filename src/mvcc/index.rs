@@ -45,7 +45,7 @@ impl KeyRange {
 
     /// Bounds for `BTreeMap::range`; `None` when the range is empty (a
     /// reversed span would make `BTreeMap::range` panic).
-    fn bounds(&self) -> Option<(Bound<&[u8]>, Bound<&[u8]>)> {
+    fn bounds(&self) -> Option<KeyBounds<'_>> {
         match self {
             KeyRange::Single(k) => Some((Bound::Included(k), Bound::Included(k))),
             KeyRange::Span { start, end: None } => Some((Bound::Included(start), Bound::Unbounded)),
@@ -54,6 +54,8 @@ impl KeyRange {
         }
     }
 }
+
+type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// The put that is visible for a key at some revision, with the key's
 /// `create_revision` and `version` at that put.
@@ -179,11 +181,9 @@ impl KeyIndex {
 
     /// Keys in `range` alive at `at`, in key order, with their visible put.
     pub fn range<'a>(&'a self, range: &'a KeyRange, at: Revision) -> impl Iterator<Item = (&'a [u8], LiveRev)> + 'a {
-        let entries = match range.bounds() {
-            Some(bounds) => Some(self.keys.range::<[u8], _>(bounds)),
-            None => None,
-        };
-        entries
+        range
+            .bounds()
+            .map(|bounds| self.keys.range::<[u8], _>(bounds))
             .into_iter()
             .flatten()
             .filter_map(move |(k, h)| h.get(at).map(|live| (k.as_slice(), live)))

@@ -1,0 +1,32 @@
+//! History checkers for the simulation suite.
+//!
+//! - `history`: what a client observed (`Operation`: request, call/return
+//!   times, outcome `Ok` / `Failed` / `Unknown`).
+//! - `model`: a sequential model of etcd's KV API (revisions, compaction,
+//!   per-key value / create / mod revision / version, Range at a revision, Txn).
+//! - `linearizability`: a Wing & Gong / Lowe style search over a history,
+//!   memoised on (linearized set, model state), bounded by a step budget.
+//! - `committed`: the final committed history read back from the cluster.
+//! - `serializable`: serializable (possibly stale) reads return exactly the
+//!   state at the revision they report.
+//! - `durability`: every acknowledged write survives, no invented values.
+//!
+//! Tests: each module's unit tests, and `tests/checker_histories.rs`.
+
+mod canonical;
+pub mod committed;
+pub mod durability;
+pub mod history;
+pub mod linearizability;
+pub mod model;
+pub mod serializable;
+
+pub use committed::{CommittedChange, CommittedHistory, HistoryError};
+pub use durability::{acknowledged_writes, check_durability, possibly_written_values, AckedWrite, DurabilityViolation};
+pub use history::{
+    Compare, CompareOp, CompareTarget, EtcdError, KeyValue, Operation, Outcome, Request, Response, Revision, Txn,
+    TxnOp, TxnOpResult,
+};
+pub use linearizability::{check_linearizable, check_linearizable_with, CheckOptions, CheckResult};
+pub use model::{matches, EtcdState};
+pub use serializable::{check_serializable_reads, ReadViolation};

@@ -1,0 +1,316 @@
+//! From raw settings (text, each with where it came from) to a validated
+//! [`Config`]: defaults, parsing, then the cross-setting checks in etcd's
+//! order (flag checks of `embed.Config.Validate`, then the bootstrap checks of
+//! `VerifyBootstrap` / `VerifyJoinExisting`). The first failure is returned.
+//! Tests: `super::tests`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::ConfigError;
+use super::spec::FlagSpec;
+use super::url::{self, Url};
+use super::values::{self, ClusterState};
+use super::Config;
+
+/// Where a setting's text came from, for error messages.
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    Flag(&'static str),
+    Env(String),
+    File { key: &'static str, path: String },
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Flag(name) => write!(f, "flag --{name}"),
+            Origin::Env(var) => f.write_str(var),
+            Origin::File { key, path } => write!(f, "{key} in {path}"),
+        }
+    }
+}
+
+/// The settings given explicitly, by flag name. Invariant: all come from one
+/// world — the config file, or flags and `CAIRN_*` variables (never both).
+#[derive(Debug, Default)]
+pub(crate) struct Settings {
+    values: BTreeMap<&'static str, (String, Origin)>,
+    pub from_file: bool,
+    pub config_file: Option<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+impl Settings {
+    /// Settings read from the config file at `path`.
+    pub fn for_file(path: &str) -> Settings {
+        Settings {
+            from_file: true,
+            config_file: Some(PathBuf::from(path)),
+            ..Settings::default()
+        }
+    }
+
+    /// Records `flag = text` unless it is already set (the caller adds the
+    /// stronger source first).
+    pub fn set_if_unset(&mut self, flag: &FlagSpec, text: String, origin: Origin) {
+        self.values.entry(flag.name).or_insert((text, origin));
+    }
+
+    /// Records `flag = text`, replacing an earlier value (repeated flags).
+    pub fn set(&mut self, flag: &FlagSpec, text: String, origin: Origin) {
+        self.values.insert(flag.name, (text, origin));
+    }
+
+    fn is_set(&self, name: &str) -> bool {
+        self.values.contains_key(name)
+    }
+
+    fn text(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(|(text, _)| text.as_str())
+    }
+
+    /// Parses setting `name` (or `default` when unset) with `parse`.
+    /// Defaults are built-in constants, so a default that fails is a bug.
+    fn parse<T>(
+        &self,
+        name: &'static str,
+        default: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let Some((text, origin)) = self.values.get(name) else {
+            return Ok(parse(default).unwrap_or_else(|e| {
+                panic!("built-in default {default:?} of --{name} must parse: {e}")
+            }));
+        };
+        parse(text).map_err(|reason| ConfigError::InvalidValue {
+            value: text.clone(),
+            origin: origin.to_string(),
+            reason,
+        })
+    }
+
+    /// Parses URL list `name`; https is refused after the syntax is accepted.
+    fn urls(&self, name: &'static str, default: &str, bind: bool) -> Result<Vec<Url>, ConfigError> {
+        let urls = self.parse(name, default, |text| {
+            let urls = url::parse_url_list(text)?;
+            if bind {
+                urls.iter().try_for_each(Url::check_bindable)?;
+            }
+            Ok(urls)
+        })?;
+        reject_tls(name, urls.iter())?;
+        Ok(urls)
+    }
+}
+
+fn reject_tls<'a>(
+    flag: &'static str,
+    mut urls: impl Iterator<Item = &'a Url>,
+) -> Result<(), ConfigError> {
+    match urls.find(|u| u.is_tls()) {
+        Some(url) => Err(ConfigError::TlsNotSupported {
+            url: url.to_string(),
+            flag,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn non_empty(text: &str) -> Result<String, String> {
+    match text {
+        "" => Err("must not be empty".to_string()),
+        _ => Ok(text.to_string()),
+    }
+}
+
+/// Builds and validates the configuration.
+pub(crate) fn build(settings: Settings) -> Result<Config, ConfigError> {
+    let s = &settings;
+    let name = s.parse("name", super::DEFAULT_NAME, non_empty)?;
+    let data_dir = match s.text("data-dir") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(format!("{name}.cairn")),
+    };
+    let heartbeat_ms = s.parse("heartbeat-interval", "100", values::parse_u64)?;
+    let election_ms = s.parse("election-timeout", "1000", values::parse_u64)?;
+    let listen_peer_urls = s.urls("listen-peer-urls", super::DEFAULT_PEER_URL, true)?;
+    let listen_client_urls = s.urls("listen-client-urls", super::DEFAULT_CLIENT_URL, true)?;
+    let initial_advertise_peer_urls = s.urls(
+        "initial-advertise-peer-urls",
+        super::DEFAULT_PEER_URL,
+        false,
+    )?;
+    let advertise_client_urls =
+        s.urls("advertise-client-urls", super::DEFAULT_CLIENT_URL, false)?;
+    let initial_cluster = match s.is_set("initial-cluster") {
+        true => s.parse("initial-cluster", "", url::parse_initial_cluster)?,
+        // etcd's default: this member alone, at its advertised peer URLs.
+        false => BTreeMap::from([(name.clone(), initial_advertise_peer_urls.clone())]),
+    };
+    reject_tls("initial-cluster", initial_cluster.values().flatten())?;
+    let mode = s.parse(
+        "auto-compaction-mode",
+        "periodic",
+        values::parse_compaction_mode,
+    )?;
+    s.parse("logger", "zap", values::parse_logger)?;
+    let config = Config {
+        initial_cluster_state: s.parse(
+            "initial-cluster-state",
+            "new",
+            values::parse_cluster_state,
+        )?,
+        initial_cluster_token: s.parse(
+            "initial-cluster-token",
+            super::DEFAULT_CLUSTER_TOKEN,
+            |t| Ok(t.to_string()),
+        )?,
+        snapshot_count: match s.parse("snapshot-count", "100000", values::parse_u64)? {
+            0 => super::DEFAULT_SNAPSHOT_COUNT,
+            n => n,
+        },
+        max_txn_ops: s.parse("max-txn-ops", "128", parse_usize)?,
+        max_request_bytes: s.parse("max-request-bytes", "1572864", parse_usize)?,
+        quota_backend_bytes: match s.parse("quota-backend-bytes", "0", values::parse_u64)? {
+            0 => super::DEFAULT_QUOTA_BACKEND_BYTES,
+            n => n,
+        },
+        auto_compaction: s.parse("auto-compaction-retention", "0", |t| {
+            values::parse_retention(mode, t)
+        })?,
+        log_level: s.parse("log-level", "info", values::parse_log_level)?,
+        enable_pprof: s.parse("enable-pprof", "false", values::parse_bool)?,
+        heartbeat_interval: Duration::from_millis(heartbeat_ms),
+        election_timeout: Duration::from_millis(election_ms),
+        name,
+        data_dir,
+        listen_client_urls,
+        advertise_client_urls,
+        listen_peer_urls,
+        initial_advertise_peer_urls,
+        initial_cluster,
+        config_file: settings.config_file.clone(),
+        warnings: Vec::new(),
+    };
+    validate(s, &config, heartbeat_ms, election_ms)?;
+    Ok(Config {
+        warnings: collect_warnings(settings, &config),
+        ..config
+    })
+}
+
+fn parse_usize(text: &str) -> Result<usize, String> {
+    let n = values::parse_u64(text)?;
+    usize::try_from(n).map_err(|_| "value out of range".to_string())
+}
+
+fn validate(
+    s: &Settings,
+    c: &Config,
+    heartbeat_ms: u64,
+    election_ms: u64,
+) -> Result<(), ConfigError> {
+    // etcd checks this only for flags and variables: a config file always has
+    // the default advertise URL to fall back on.
+    if !s.from_file && s.is_set("listen-client-urls") && !s.is_set("advertise-client-urls") {
+        return Err(ConfigError::UnsetAdvertiseClientUrls);
+    }
+    validate_timing(heartbeat_ms, election_ms)?;
+    if c.max_txn_ops == 0 {
+        return Err(ConfigError::Zero("max-txn-ops"));
+    }
+    if c.max_request_bytes == 0 {
+        return Err(ConfigError::Zero("max-request-bytes"));
+    }
+    validate_membership(c)
+}
+
+/// etcd's bounds: both positive, election ≥ 5 heartbeats, election ≤ 50 s.
+fn validate_timing(heartbeat_ms: u64, election_ms: u64) -> Result<(), ConfigError> {
+    if heartbeat_ms == 0 {
+        return Err(ConfigError::ZeroHeartbeat(heartbeat_ms));
+    }
+    if election_ms == 0 {
+        return Err(ConfigError::ZeroElection(election_ms));
+    }
+    if heartbeat_ms.saturating_mul(5) > election_ms {
+        return Err(ConfigError::ElectionTooShort {
+            election_ms,
+            heartbeat_ms,
+        });
+    }
+    if election_ms > super::MAX_ELECTION_TIMEOUT_MS {
+        return Err(ConfigError::ElectionTooLong(election_ms));
+    }
+    Ok(())
+}
+
+/// This member is in the initial cluster, (when bootstrapping) at exactly the
+/// URLs it advertises, and no URL belongs to two entries.
+fn validate_membership(c: &Config) -> Result<(), ConfigError> {
+    let Some(listed) = c.initial_cluster.get(&c.name) else {
+        return Err(ConfigError::LocalMemberMissing(c.name.clone()));
+    };
+    if c.initial_cluster_state == ClusterState::New {
+        advertise_matches_cluster(&c.name, listed, &c.initial_advertise_peer_urls)?;
+    }
+    check_duplicate_urls(&c.initial_cluster)
+}
+
+fn advertise_matches_cluster(
+    name: &str,
+    listed: &[Url],
+    advertised: &[Url],
+) -> Result<(), ConfigError> {
+    let listed_set: BTreeSet<String> = listed.iter().map(Url::to_string).collect();
+    let advertised_set: BTreeSet<String> = advertised.iter().map(Url::to_string).collect();
+    let not_advertised: Vec<String> = listed_set
+        .difference(&advertised_set)
+        .map(|u| format!("{name}={u}"))
+        .collect();
+    if !not_advertised.is_empty() {
+        return Err(ConfigError::ClusterUrlNotAdvertised {
+            missing: not_advertised.join(","),
+            advertised: url::join_urls(advertised),
+        });
+    }
+    let not_listed: Vec<&String> = advertised_set.difference(&listed_set).collect();
+    if !not_listed.is_empty() {
+        let entry = BTreeMap::from([(name.to_string(), advertised.to_vec())]);
+        return Err(ConfigError::AdvertisedUrlNotInCluster {
+            missing: not_listed
+                .iter()
+                .map(|u| u.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            entry: url::format_initial_cluster(&entry),
+        });
+    }
+    Ok(())
+}
+
+fn check_duplicate_urls(cluster: &BTreeMap<String, Vec<Url>>) -> Result<(), ConfigError> {
+    let mut seen = BTreeSet::new();
+    for url in cluster.values().flatten() {
+        if !seen.insert(url.to_string()) {
+            return Err(ConfigError::DuplicateUrl {
+                cluster: url::format_initial_cluster(cluster),
+                url: url.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What was accepted but will have no effect, for the server to log.
+fn collect_warnings(settings: Settings, c: &Config) -> Vec<String> {
+    let mut warnings = settings.warnings;
+    if c.enable_pprof {
+        warnings.push(
+            "--enable-pprof is accepted for compatibility; cairn serves no Go profiles".into(),
+        );
+    }
+    warnings
+}

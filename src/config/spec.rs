@@ -1,0 +1,300 @@
+//! The table of settings cairn accepts, and the `--help` / `--version` texts
+//! generated from it.
+//!
+//! Invariant: every setting has exactly one row here; the command-line parser,
+//! the `CAIRN_*` environment lookup, the config-file reader and the help text
+//! all read this table, so a setting cannot be accepted in one place and
+//! forgotten in another. `--help`, `-h` and `--version` are not rows: they are
+//! actions, not settings, and are never read from the environment or the file.
+
+/// How a setting's value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Free text: names, paths, URL lists, enumerations.
+    Text,
+    /// A non-negative decimal integer.
+    Number,
+    /// A Go-style boolean: `--flag` alone means true.
+    Bool,
+}
+
+/// The group a setting is listed under in `--help` (etcd's groups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Section {
+    Member,
+    Clustering,
+    Logging,
+    Other,
+}
+
+/// One setting: its flag name (also its config-file key and, upper-snake-cased
+/// behind `CAIRN_`, its environment variable).
+#[derive(Debug)]
+pub(crate) struct FlagSpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The default as shown in `--help`; derived defaults are resolved in
+    /// `build.rs`, this string only describes them.
+    pub default: &'static str,
+    pub section: Section,
+    pub help: &'static str,
+    /// Whether the config file has a key of this name (all but `config-file`).
+    pub in_file: bool,
+}
+
+const fn spec(
+    name: &'static str,
+    kind: Kind,
+    default: &'static str,
+    section: Section,
+    help: &'static str,
+) -> FlagSpec {
+    FlagSpec {
+        name,
+        kind,
+        default,
+        section,
+        help,
+        in_file: true,
+    }
+}
+
+use Kind::{Bool, Number, Text};
+use Section::{Clustering, Logging, Member, Other};
+
+/// Every setting cairn accepts, in `--help` order.
+pub(crate) const FLAGS: &[FlagSpec] = &[
+    spec(
+        "name",
+        Text,
+        "default",
+        Member,
+        "Human-readable name of this member.",
+    ),
+    spec(
+        "data-dir",
+        Text,
+        "${name}.cairn",
+        Member,
+        "Directory holding this member's data (Raft log, snapshots, key-value store).",
+    ),
+    spec(
+        "snapshot-count",
+        Number,
+        "100000",
+        Member,
+        "Applied entries between two snapshots of the Raft log; 0 means the default.",
+    ),
+    spec(
+        "heartbeat-interval",
+        Number,
+        "100",
+        Member,
+        "Milliseconds between two heartbeats of the leader (one Raft tick).",
+    ),
+    spec(
+        "election-timeout",
+        Number,
+        "1000",
+        Member,
+        "Milliseconds a follower waits without hearing a leader before it campaigns; \
+         at least 5 times --heartbeat-interval and at most 50000.",
+    ),
+    spec(
+        "listen-peer-urls",
+        Text,
+        "http://localhost:2380",
+        Member,
+        "Comma-separated URLs this member listens on for traffic from other members \
+         (host must be an IP address or localhost).",
+    ),
+    spec(
+        "listen-client-urls",
+        Text,
+        "http://localhost:2379",
+        Member,
+        "Comma-separated URLs this member listens on for client traffic \
+         (host must be an IP address or localhost).",
+    ),
+    spec(
+        "max-txn-ops",
+        Number,
+        "128",
+        Member,
+        "Largest number of operations a single transaction may carry.",
+    ),
+    spec(
+        "max-request-bytes",
+        Number,
+        "1572864",
+        Member,
+        "Largest client request, in bytes, the server accepts.",
+    ),
+    spec(
+        "quota-backend-bytes",
+        Number,
+        "0",
+        Member,
+        "Size of the key-value store, in bytes, past which the NOSPACE alarm is raised; \
+         0 means the default of 2 GiB.",
+    ),
+    spec(
+        "initial-advertise-peer-urls",
+        Text,
+        "http://localhost:2380",
+        Clustering,
+        "Comma-separated peer URLs of this member, as the other members reach it.",
+    ),
+    spec(
+        "initial-cluster",
+        Text,
+        "${name}=${initial-advertise-peer-urls}",
+        Clustering,
+        "Every member of the cluster being bootstrapped, as comma-separated name=peer-url \
+         pairs; a name may repeat to give a member several URLs.",
+    ),
+    spec(
+        "initial-cluster-state",
+        Text,
+        "new",
+        Clustering,
+        "'new' to bootstrap a new cluster, 'existing' to join one this member was added to. \
+         Only read on the first start.",
+    ),
+    spec(
+        "initial-cluster-token",
+        Text,
+        "etcd-cluster",
+        Clustering,
+        "Token distinguishing this cluster from others bootstrapped from the same peer URLs; \
+         it goes into the cluster and member ids.",
+    ),
+    spec(
+        "advertise-client-urls",
+        Text,
+        "http://localhost:2379",
+        Clustering,
+        "Comma-separated client URLs of this member, as clients reach it. Required when \
+         --listen-client-urls is given on the command line or in the environment.",
+    ),
+    spec(
+        "auto-compaction-retention",
+        Text,
+        "0",
+        Clustering,
+        "History kept by automatic compaction: hours (or a Go duration such as '30m') in \
+         periodic mode, a number of revisions in revision mode; 0 disables it.",
+    ),
+    spec(
+        "auto-compaction-mode",
+        Text,
+        "periodic",
+        Clustering,
+        "How --auto-compaction-retention is read: 'periodic' or 'revision'.",
+    ),
+    spec(
+        "logger",
+        Text,
+        "zap",
+        Logging,
+        "Accepted for compatibility with etcd; 'zap' is the only value.",
+    ),
+    spec(
+        "log-level",
+        Text,
+        "info",
+        Logging,
+        "Lowest level logged: debug, info, warn, error, dpanic, panic or fatal.",
+    ),
+    spec(
+        "enable-pprof",
+        Bool,
+        "false",
+        Other,
+        "Accepted for compatibility with etcd and ignored: cairn serves no Go profiles.",
+    ),
+    FlagSpec {
+        name: "config-file",
+        kind: Text,
+        default: "",
+        section: Other,
+        help: "YAML file with etcd's configuration keys. When given, every other flag and \
+               CAIRN_* variable is ignored, as etcd does.",
+        in_file: false,
+    },
+];
+
+/// The row for flag `name`, if cairn accepts it.
+pub(crate) fn lookup(name: &str) -> Option<&'static FlagSpec> {
+    FLAGS.iter().find(|f| f.name == name)
+}
+
+/// The environment variable that can set flag `name`: `CAIRN_` + upper snake case.
+pub(crate) fn env_name(name: &str) -> String {
+    format!("CAIRN_{}", name.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// The `--help` text, etcd style: usage, then every flag with its default.
+pub(crate) fn help_text() -> String {
+    let mut out = String::from(
+        "Usage:\n\n  cairn [flags]\n    Start a cairn server.\n\n  cairn --version\n    \
+         Show the version of cairn.\n\n  cairn -h | --help\n    Show this help.\n\n  \
+         cairn --config-file <path>\n    Read the configuration from a YAML file with etcd's \
+         keys;\n    other flags and CAIRN_* variables are then ignored.\n\n\
+         Flags may be written --flag=value, --flag value, -flag=value or -flag value.\n\
+         Every flag can also be set by the environment variable CAIRN_<FLAG_IN_UPPER_SNAKE>\n\
+         (e.g. CAIRN_INITIAL_CLUSTER); a flag on the command line wins. ETCD_* variables are\n\
+         not read.\n",
+    );
+    for (section, title) in [
+        (Member, "Member"),
+        (Clustering, "Clustering"),
+        (Logging, "Logging"),
+        (Other, "Other"),
+    ] {
+        out.push_str(&format!("\n{title}:\n"));
+        for flag in FLAGS.iter().filter(|f| f.section == section) {
+            out.push_str(&help_entry(flag));
+        }
+    }
+    out
+}
+
+fn help_entry(flag: &FlagSpec) -> String {
+    let shown = match flag.kind {
+        Number | Bool => flag.default.to_string(),
+        Text => format!("'{}'", flag.default),
+    };
+    format!("  --{} {}\n{}", flag.name, shown, wrap(flag.help, "    ", 80))
+}
+
+/// `text` as lines of at most `width` columns (longer words stay whole),
+/// each starting with `indent` and ending with a newline.
+fn wrap(text: &str, indent: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::from(indent);
+    for word in text.split_whitespace() {
+        if line.len() > indent.len() && line.len() + 1 + word.len() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from(indent);
+        }
+        if line.len() > indent.len() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
+/// The `--version` text.
+pub(crate) fn version_text() -> String {
+    format!(
+        "cairn Version: {}\netcd API Version: 3.5\nOS/Arch: {}/{}\n",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}

@@ -1,0 +1,199 @@
+//! Parsers for single values and the small enums they produce. Each returns
+//! the reason as a `String`; the caller adds the value and where it came from.
+//! Pure functions, tested in `super::tests` (`values_*`).
+
+use std::time::Duration;
+
+/// Go's `strconv.ParseBool`, which etcd's boolean flags use.
+pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err("expected true or false".to_string()),
+    }
+}
+
+/// A non-negative decimal integer. (Go's flag package would also read `0x`,
+/// `0o`, `0b` and leading-zero octal; cairn does not, so `0100` is 100.)
+pub(crate) fn parse_u64(text: &str) -> Result<u64, String> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("expected a non-negative decimal integer".to_string());
+    }
+    text.parse::<u64>()
+        .map_err(|_| "value out of range".to_string())
+}
+
+/// A Go `time.ParseDuration` string such as `1h30m`, `90s`, `1.5h`, `0`.
+/// Negative durations are refused (a retention cannot be negative).
+pub(crate) fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("expected a duration such as 1h, 30m or 90s, got {text:?}");
+    let body = text.strip_prefix('+').unwrap_or(text);
+    if body == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if body.is_empty() {
+        return Err(bad());
+    }
+    let mut total_nanos: u128 = 0;
+    let mut rest = body;
+    while !rest.is_empty() {
+        let (nanos, after) = duration_term(rest).ok_or_else(bad)?;
+        total_nanos = total_nanos.checked_add(nanos).ok_or_else(bad)?;
+        rest = after;
+    }
+    let secs = u64::try_from(total_nanos / 1_000_000_000).map_err(|_| bad())?;
+    let sub = u32::try_from(total_nanos % 1_000_000_000).map_err(|_| bad())?;
+    Ok(Duration::new(secs, sub))
+}
+
+/// One `<decimal><unit>` term of a Go duration: its nanoseconds and the rest.
+fn duration_term(text: &str) -> Option<(u128, &str)> {
+    let number_len = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, rest) = text.split_at(number_len);
+    let unit_len = rest
+        .find(|c: char| c.is_ascii_digit() || c == '.')
+        .unwrap_or(rest.len());
+    let (unit, rest) = rest.split_at(unit_len);
+    let unit_nanos: u128 = match unit {
+        "ns" => 1,
+        "us" | "µs" | "μs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60 * 1_000_000_000,
+        "h" => 3_600 * 1_000_000_000,
+        _ => return None,
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return None;
+    }
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let mut nanos = whole.checked_mul(unit_nanos)?;
+    if !fraction.is_empty() {
+        let digits = u32::try_from(fraction.len()).ok().filter(|d| *d <= 30)?;
+        let fraction: u128 = fraction.parse().ok()?;
+        nanos = nanos.checked_add(fraction.checked_mul(unit_nanos)? / 10u128.pow(digits))?;
+    }
+    Some((nanos, rest))
+}
+
+/// `--initial-cluster-state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    /// Bootstrap a new cluster from `--initial-cluster`.
+    New,
+    /// Join a cluster this member was added to with `member add`.
+    Existing,
+}
+
+pub(crate) fn parse_cluster_state(text: &str) -> Result<ClusterState, String> {
+    match text {
+        "new" => Ok(ClusterState::New),
+        "existing" => Ok(ClusterState::Existing),
+        _ => Err("valid values are \"new\" and \"existing\"".to_string()),
+    }
+}
+
+/// `--log-level`, with zap's level names as etcd accepts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    /// zap's "development panic"; logs like `Error` outside development.
+    DPanic,
+    Panic,
+    Fatal,
+}
+
+impl LogLevel {
+    /// The `tracing` level the server filters at. `tracing` stops at ERROR;
+    /// dpanic, panic and fatal keep only errors, the nearest it has.
+    pub fn tracing_level(self) -> tracing::Level {
+        match self {
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Error | LogLevel::DPanic | LogLevel::Panic | LogLevel::Fatal => {
+                tracing::Level::ERROR
+            }
+        }
+    }
+}
+
+pub(crate) fn parse_log_level(text: &str) -> Result<LogLevel, String> {
+    match text {
+        "debug" => Ok(LogLevel::Debug),
+        "info" => Ok(LogLevel::Info),
+        "warn" => Ok(LogLevel::Warn),
+        "error" => Ok(LogLevel::Error),
+        "dpanic" => Ok(LogLevel::DPanic),
+        "panic" => Ok(LogLevel::Panic),
+        "fatal" => Ok(LogLevel::Fatal),
+        _ => Err(
+            "unknown level; valid levels are debug, info, warn, error, dpanic, panic, fatal"
+                .to_string(),
+        ),
+    }
+}
+
+/// `--logger`: etcd 3.5 knows only zap; cairn logs through `tracing` whatever it says.
+pub(crate) fn parse_logger(text: &str) -> Result<(), String> {
+    match text {
+        "zap" => Ok(()),
+        _ => Err("unknown logger option; the only valid value is \"zap\"".to_string()),
+    }
+}
+
+/// What automatic compaction keeps, from `--auto-compaction-mode` and
+/// `--auto-compaction-retention` together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Retention 0 (the default): no automatic compaction.
+    Disabled,
+    /// Keep this much history (periodic mode).
+    Periodic(Duration),
+    /// Keep this many revisions (revision mode).
+    Revision(u64),
+}
+
+/// `--auto-compaction-mode`, before the retention is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CompactionMode {
+    Periodic,
+    Revision,
+}
+
+pub(crate) fn parse_compaction_mode(text: &str) -> Result<CompactionMode, String> {
+    match text {
+        "periodic" => Ok(CompactionMode::Periodic),
+        "revision" => Ok(CompactionMode::Revision),
+        _ => Err("valid modes are \"periodic\" and \"revision\"".to_string()),
+    }
+}
+
+/// The retention as etcd reads it: a bare integer is hours (periodic) or
+/// revisions (revision); periodic also takes a Go duration.
+pub(crate) fn parse_retention(mode: CompactionMode, text: &str) -> Result<AutoCompaction, String> {
+    if let Ok(count) = parse_u64(text) {
+        return Ok(match (count, mode) {
+            (0, _) => AutoCompaction::Disabled,
+            (n, CompactionMode::Revision) => AutoCompaction::Revision(n),
+            (hours, CompactionMode::Periodic) => {
+                AutoCompaction::Periodic(Duration::from_secs(hours.saturating_mul(3600)))
+            }
+        });
+    }
+    if mode == CompactionMode::Revision {
+        return Err("revision mode takes a number of revisions".to_string());
+    }
+    match parse_go_duration(text)? {
+        Duration::ZERO => Ok(AutoCompaction::Disabled),
+        kept => Ok(AutoCompaction::Periodic(kept)),
+    }
+}

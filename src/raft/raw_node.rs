@@ -1,0 +1,313 @@
+//! RawNode: the application's handle on the Raft state machine, and `Ready`,
+//! the batch of work it hands back.
+//!
+//! The driving loop (the server, or `testkit`):
+//! ```text
+//! loop {
+//!     tick / step / propose / read_index ...
+//!     if node.has_ready() {
+//!         let rd = node.ready();
+//!         1. install rd.snapshot (if any) and persist its metadata;
+//!         2. persist rd.entries and rd.hard_state (synced if rd.must_sync);
+//!         3. send rd.messages;
+//!         4. apply rd.committed_entries; answer rd.read_states once applied;
+//!         node.advance(rd);
+//!     }
+//! }
+//! ```
+//! Only one Ready is outstanding at a time: `has_ready()` is false and
+//! `ready()` panics until `advance` is called. A Ready that is taken but never
+//! advanced (the process crashed) loses nothing that was acknowledged:
+//! nothing in it was sent before it was persisted.
+//!
+//! Tests: `raft::golden`, `raft::properties`.
+
+use cairn_proto::raftpb::{ConfChange, Entry, EntryType, HardState, Message, MessageType, Snapshot};
+use prost::Message as _;
+use rand::rngs::StdRng;
+
+use super::log::snapshot_index_term;
+use super::progress::Progress;
+use super::raft::{decode_conf_change, Raft};
+use super::{Config, RaftError, RaftState, ReadState, Role};
+
+/// Volatile state worth reporting: who leads, and our role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SoftState {
+    pub leader_id: u64,
+    pub role: Role,
+}
+
+/// Outcome of a snapshot transfer, reported by the transport to the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotStatus {
+    Finish,
+    Failure,
+}
+
+/// Work for the application. Each field states when it may be acted on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ready {
+    /// Changed leader or role; informational, no ordering duty.
+    pub soft_state: Option<SoftState>,
+    /// New term / vote / commit. Persist before sending `messages` (a vote
+    /// must be durable before it is granted). Only term and vote changes
+    /// require a sync (see `must_sync`); commit may be lost and relearned.
+    pub hard_state: Option<HardState>,
+    /// A snapshot from the leader to install: replace the application state
+    /// with it and persist its metadata before persisting `entries` (which
+    /// follow it) and before sending `messages`.
+    pub snapshot: Option<Snapshot>,
+    /// Entries to append to the durable log (overwriting any durable entries
+    /// at or after the first one's index). Persist before sending `messages`:
+    /// acknowledgements in them vouch for these entries.
+    pub entries: Vec<Entry>,
+    /// Committed entries to apply, in order. Apply only after `entries` and
+    /// `snapshot` of this Ready are persisted (they may include entries of
+    /// this very Ready). Conf-change entries take effect in Raft at `advance`.
+    pub committed_entries: Vec<Entry>,
+    /// Messages to send, after everything above is persisted. Delivery may
+    /// drop, duplicate or reorder them; a MsgSnap's outcome is reported back
+    /// with `report_snapshot`.
+    pub messages: Vec<Message>,
+    /// Answers to ReadIndex requests: serve each read once applied >= index.
+    pub read_states: Vec<ReadState>,
+    /// Whether the write of `hard_state` / `entries` / `snapshot` must be
+    /// synced (durable) before `messages` are sent.
+    pub must_sync: bool,
+}
+
+/// A read-only view of a node for tests, metrics and the server.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub id: u64,
+    pub hard_state: HardState,
+    pub soft_state: SoftState,
+    pub applied: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub lead_transferee: u64,
+    /// Per-node progress, as the leader sees it (empty on followers).
+    pub progress: Vec<(u64, Progress)>,
+}
+
+#[derive(Debug)]
+pub struct RawNode {
+    raft: Raft,
+    /// What the last Ready reported, to report only changes.
+    prev_soft_state: SoftState,
+    prev_hard_state: HardState,
+    /// A Ready was handed out and not yet advanced.
+    ready_outstanding: bool,
+}
+
+impl RawNode {
+    /// Builds a node from recovered (or bootstrap) state. `rng` drives
+    /// election jitter; seed it from the runtime for determinism.
+    pub fn new(cfg: &Config, state: RaftState, rng: StdRng) -> Result<RawNode, RaftError> {
+        let prev_hard_state = state.hard_state.clone();
+        let raft = Raft::new(cfg, state, rng)?;
+        let mut node = RawNode { raft, prev_soft_state: SoftState::default(), prev_hard_state, ready_outstanding: false };
+        node.prev_soft_state = node.soft_state();
+        Ok(node)
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn id(&self) -> u64 {
+        self.raft.id
+    }
+
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Starts an election now (as if the election timeout elapsed).
+    pub fn campaign(&mut self) {
+        self.raft.hup(false);
+    }
+
+    /// Steps a message received from a peer.
+    pub fn step(&mut self, m: Message) -> Result<(), RaftError> {
+        let t = m.msg_type();
+        if matches!(
+            t,
+            MessageType::MsgHup
+                | MessageType::MsgBeat
+                | MessageType::MsgUnreachable
+                | MessageType::MsgSnapStatus
+                | MessageType::MsgCheckQuorum
+        ) {
+            return Err(RaftError::StepLocalMessage(t));
+        }
+        self.raft.step(m)
+    }
+
+    fn local_message(&self, t: MessageType) -> Message {
+        let mut m = Message { from: self.raft.id, to: self.raft.id, ..Default::default() };
+        m.set_msg_type(t);
+        m
+    }
+
+    /// Proposes `data` as a normal entry (forwarded to the leader by followers).
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
+        let mut m = self.local_message(MessageType::MsgProp);
+        m.entries = vec![Entry { data, ..Default::default() }];
+        self.raft.step(m)
+    }
+
+    /// Proposes a membership change; it takes effect when applied. Refused
+    /// while an earlier change is not yet applied.
+    pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(), RaftError> {
+        let mut entry = Entry { data: cc.encode_to_vec(), ..Default::default() };
+        entry.set_entry_type(EntryType::EntryConfChange);
+        let mut m = self.local_message(MessageType::MsgProp);
+        m.entries = vec![entry];
+        self.raft.step(m)
+    }
+
+    /// Asks for a linearizable read point; the answer is a `ReadState` with
+    /// the same `ctx` in a later Ready. Contexts must be unique.
+    pub fn read_index(&mut self, ctx: Vec<u8>) -> Result<(), RaftError> {
+        let mut m = self.local_message(MessageType::MsgReadIndex);
+        m.context = ctx;
+        self.raft.step(m)
+    }
+
+    /// Asks the leader to hand leadership to `transferee` (MoveLeader).
+    pub fn transfer_leader(&mut self, transferee: u64) -> Result<(), RaftError> {
+        let mut m = self.local_message(MessageType::MsgTransferLeader);
+        m.from = transferee; // the transferee travels in `from`, as in etcd
+        self.raft.step(m)
+    }
+
+    pub fn report_unreachable(&mut self, to: u64) {
+        self.raft.report_unreachable(to);
+    }
+
+    pub fn report_snapshot(&mut self, to: u64, status: SnapshotStatus) {
+        self.raft.report_snapshot(to, status == SnapshotStatus::Finish);
+    }
+
+    /// The application took a snapshot of its state at `index` (<= applied):
+    /// the log up to `index` is dropped and the returned snapshot (with the
+    /// membership at `index`) is what lagging followers will be sent. The
+    /// caller persists it with `storage::compaction_batch`.
+    pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<Snapshot, RaftError> {
+        let log = &self.raft.log;
+        if index <= log.snapshot_index() {
+            return Err(RaftError::Compaction { index, reason: "already compacted" });
+        }
+        if index > log.applied() || index > log.stabled() {
+            return Err(RaftError::Compaction { index, reason: "not yet applied" });
+        }
+        let conf = self.raft.conf_state_at(index);
+        Ok(self.raft.log.compact(index, conf, data))
+    }
+
+    pub fn soft_state(&self) -> SoftState {
+        let mut role = self.raft.role;
+        if role == Role::Follower && self.raft.tracker.learners.contains(&self.raft.id) {
+            role = Role::Learner;
+        }
+        SoftState { leader_id: self.raft.leader_id, role }
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        HardState { term: self.raft.term, vote: self.raft.vote, commit: self.raft.log.committed() }
+    }
+
+    pub fn has_ready(&self) -> bool {
+        if self.ready_outstanding {
+            return false;
+        }
+        let r = &self.raft;
+        self.soft_state() != self.prev_soft_state
+            || self.hard_state() != self.prev_hard_state
+            || r.log.pending_snapshot().is_some()
+            || !r.log.unstable_entries().is_empty()
+            || !r.msgs.is_empty()
+            || !r.read_states.is_empty()
+            || (r.log.applied() < r.log.committed() && r.log.pending_snapshot().is_none())
+    }
+
+    /// Takes the pending work. Call `advance` with it once it is done.
+    pub fn ready(&mut self) -> Ready {
+        assert!(!self.ready_outstanding, "node {}: ready() before advance() of the previous Ready", self.raft.id);
+        self.ready_outstanding = true;
+        let soft = self.soft_state();
+        let hard = self.hard_state();
+        let soft_state = (soft != self.prev_soft_state).then_some(soft);
+        let hard_state = (hard != self.prev_hard_state).then(|| hard.clone());
+        let vote_changed = hard.term != self.prev_hard_state.term || hard.vote != self.prev_hard_state.vote;
+        self.prev_soft_state = soft;
+        self.prev_hard_state = hard;
+        let log = &self.raft.log;
+        let rd = Ready {
+            soft_state,
+            hard_state,
+            snapshot: log.pending_snapshot().cloned(),
+            entries: log.unstable_entries().to_vec(),
+            committed_entries: log.next_committed_entries(self.raft.config().max_committed_size_per_ready),
+            messages: std::mem::take(&mut self.raft.msgs),
+            read_states: std::mem::take(&mut self.raft.read_states),
+            must_sync: false,
+        };
+        let must_sync = vote_changed || !rd.entries.is_empty() || rd.snapshot.is_some();
+        Ready { must_sync, ..rd }
+    }
+
+    /// The application finished the Ready: what it persisted becomes stable
+    /// (a leader counts its own copy only now), what it applied is applied
+    /// (conf changes take effect here).
+    pub fn advance(&mut self, rd: Ready) {
+        assert!(self.ready_outstanding, "node {}: advance() without ready()", self.raft.id);
+        self.ready_outstanding = false;
+        if rd.snapshot.is_some() {
+            self.raft.log.snapshot_installed();
+        }
+        if let Some(last) = rd.entries.last() {
+            self.raft.log.stable_to(last.index, last.term);
+            self.raft.on_persisted();
+        }
+        for e in &rd.committed_entries {
+            self.raft.log.applied_to(e.index);
+            // A snapshot received meanwhile carries a newer membership.
+            let superseded = self.raft.log.pending_snapshot().is_some();
+            if let Some(cc) = decode_conf_change(e).filter(|_| !superseded) {
+                self.raft.apply_conf_change(&cc);
+            }
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let r = &self.raft;
+        let progress = if r.role == Role::Leader {
+            r.tracker.progress.iter().map(|(&id, p)| (id, p.clone())).collect()
+        } else {
+            Vec::new()
+        };
+        Status {
+            id: r.id,
+            hard_state: self.hard_state(),
+            soft_state: self.soft_state(),
+            applied: r.log.applied(),
+            first_index: r.log.first_index(),
+            last_index: r.log.last_index(),
+            lead_transferee: r.lead_transferee,
+            progress,
+        }
+    }
+
+    /// Index and term of the latest snapshot.
+    pub fn snapshot_index_term(&self) -> (u64, u64) {
+        snapshot_index_term(self.raft.log.snapshot())
+    }
+
+    /// Panics with context if any invariant is broken. Tests call this after every step.
+    pub fn check_invariants(&self) {
+        self.raft.check_invariants();
+    }
+}

@@ -1,0 +1,191 @@
+//! The applied state of a member: MVCC plus cairn's own records (applied
+//! index, members), and how committed entries change it.
+//!
+//! Exactly-once apply: every entry's effects and the new applied index are
+//! written in one Storage batch (`extra` of the MVCC write), so after a crash
+//! the persisted applied index says precisely which entries are in the state;
+//! entries at or below it are skipped when Raft replays them.
+//!
+//! State-machine column families: MVCC's plus `server` (applied index,
+//! member id, members). A follower that falls behind a compaction receives
+//! all of them as a `StateSnapshot` and replaces its own (`install_snapshot`).
+//! Tests: `src/server/tests.rs` and the integration tests in `tests/`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cairn_proto::cairnpb::{internal_request::Request, InternalRequest, MemberAttributes, MemberRecord, StatePair, StateSnapshot};
+use cairn_proto::etcdserverpb::{CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse};
+use cairn_runtime::{Direction, Storage, StorageError, WriteBatch};
+use prost::Message as _;
+
+use crate::mvcc::{self, MvccError, MvccStore, Revision};
+
+pub const CF_SERVER: &str = "server";
+const KEY_APPLIED: &[u8] = b"applied_index";
+const KEY_MEMBER_ID: &[u8] = b"member_id";
+const MEMBER_PREFIX: &[u8] = b"member/";
+
+/// Every column family of the applied state (what a state snapshot carries).
+pub fn state_column_families() -> Vec<&'static str> {
+    let mut cfs: Vec<&'static str> = mvcc::COLUMN_FAMILIES.to_vec();
+    cfs.push(CF_SERVER);
+    cfs
+}
+
+/// Every column family a member's storage is opened with.
+pub fn all_column_families() -> Vec<&'static str> {
+    let mut cfs = state_column_families();
+    cfs.extend(crate::raft::storage::COLUMN_FAMILIES);
+    cfs
+}
+
+/// The result of applying one client request.
+#[derive(Debug, Clone)]
+pub enum Applied {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse, bool),
+    Published,
+}
+
+/// What applying an entry produced for the waiting client, if any.
+pub struct ApplyOutcome {
+    pub result: Result<Applied, MvccError>,
+    /// The store revision after the apply (for the response header).
+    pub revision: Revision,
+}
+
+fn member_key(id: u64) -> Vec<u8> {
+    let mut k = MEMBER_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn applied_batch(index: u64) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    b.put(CF_SERVER, KEY_APPLIED, index.to_be_bytes().to_vec());
+    b
+}
+
+pub fn read_applied_index(storage: &dyn Storage) -> Result<u64, StorageError> {
+    Ok(storage
+        .get(CF_SERVER, KEY_APPLIED)?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
+pub fn read_member_id(storage: &dyn Storage) -> Result<Option<u64>, StorageError> {
+    Ok(storage.get(CF_SERVER, KEY_MEMBER_ID)?.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(u64::from_be_bytes))
+}
+
+/// The writes that found a member's applied state: its id and the founding members.
+pub fn bootstrap_batch(member_id: u64, members: &[MemberRecord]) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    b.put(CF_SERVER, KEY_MEMBER_ID, member_id.to_be_bytes().to_vec());
+    for m in members {
+        b.put(CF_SERVER, member_key(m.id), m.encode_to_vec());
+    }
+    b
+}
+
+pub fn load_members(storage: &dyn Storage) -> Result<BTreeMap<u64, MemberRecord>, StorageError> {
+    let mut end = MEMBER_PREFIX.to_vec();
+    *end.last_mut().expect("non-empty prefix") += 1;
+    let mut members = BTreeMap::new();
+    for item in storage.scan(CF_SERVER, MEMBER_PREFIX, Some(&end), Direction::Forward)? {
+        let (_, v) = item?;
+        let m = MemberRecord::decode(v.as_slice()).map_err(|e| StorageError::Corruption(format!("member record: {e}")))?;
+        members.insert(m.id, m);
+    }
+    Ok(members)
+}
+
+/// Applies one normal entry's request at `index` to `store`.
+pub fn apply_request(store: &mut MvccStore, members: &mut BTreeMap<u64, MemberRecord>, req: &InternalRequest, index: u64) -> ApplyOutcome {
+    let extra = applied_batch(index);
+    let no_leases = |_lease: i64| false;
+    let result = match &req.request {
+        Some(Request::Put(r)) => store.put(r, &no_leases, extra).map(|o| (Applied::Put(o.response), o.revision)),
+        Some(Request::DeleteRange(r)) => store.delete_range(r, extra).map(|o| (Applied::DeleteRange(o.response), o.revision)),
+        Some(Request::Txn(r)) => store.txn(r, &no_leases, extra).map(|o| (Applied::Txn(o.response), o.revision)),
+        Some(Request::Compaction(r)) => {
+            store.compact(r, extra).map(|o| (Applied::Compaction(o.response, r.physical), o.revision))
+        }
+        Some(Request::Publish(attrs)) => publish(store, members, attrs, extra).map(|()| (Applied::Published, store.current_revision())),
+        None => write_extra(store, extra).map(|()| (Applied::Published, store.current_revision())),
+    };
+    match result {
+        Ok((applied, revision)) => ApplyOutcome { result: Ok(applied), revision },
+        Err(e) => ApplyOutcome { result: Err(e), revision: store.current_revision() },
+    }
+}
+
+/// Records that an entry without client effects (a leader's empty entry, a
+/// conf change) was applied at `index`, with the member changes it made.
+pub fn apply_marker(store: &MvccStore, index: u64, member_changes: WriteBatch) -> Result<(), StorageError> {
+    let mut b = member_changes;
+    b.extend(applied_batch(index));
+    store.storage().write(b)
+}
+
+fn write_extra(store: &MvccStore, extra: WriteBatch) -> Result<(), MvccError> {
+    store.storage().write(extra).map_err(MvccError::from)
+}
+
+fn publish(store: &MvccStore, members: &mut BTreeMap<u64, MemberRecord>, attrs: &MemberAttributes, mut extra: WriteBatch) -> Result<(), MvccError> {
+    if let Some(m) = members.get_mut(&attrs.id) {
+        m.name.clone_from(&attrs.name);
+        m.client_urls.clone_from(&attrs.client_urls);
+        extra.put(CF_SERVER, member_key(m.id), m.encode_to_vec());
+    }
+    write_extra(store, extra)
+}
+
+/// Membership writes for an applied conf change.
+pub fn member_change_batch(added: Option<&MemberRecord>, removed: Option<u64>) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    if let Some(m) = added {
+        b.put(CF_SERVER, member_key(m.id), m.encode_to_vec());
+    }
+    if let Some(id) = removed {
+        b.delete(CF_SERVER, member_key(id));
+    }
+    b
+}
+
+/// Encodes the applied state from a consistent storage snapshot.
+pub fn encode_state_snapshot(snap: &dyn cairn_runtime::StorageSnapshot, applied_index: u64) -> Result<Vec<u8>, StorageError> {
+    let mut out = StateSnapshot { applied_index, pairs: Vec::new() };
+    for cf in state_column_families() {
+        for item in snap.scan(cf, b"", None, Direction::Forward)? {
+            let (key, value) = item?;
+            if cf == CF_SERVER && key == KEY_MEMBER_ID {
+                continue; // the receiver keeps its own identity
+            }
+            out.pairs.push(StatePair { cf: cf.to_owned(), key, value });
+        }
+    }
+    Ok(out.encode_to_vec())
+}
+
+/// Replaces the applied state in `storage` with a received snapshot; returns
+/// its applied index. The caller reopens the MVCC store afterwards.
+pub fn install_state_snapshot(storage: &Arc<dyn Storage>, data: &[u8]) -> Result<u64, StorageError> {
+    let snap = StateSnapshot::decode(data).map_err(|e| StorageError::Corruption(format!("state snapshot: {e}")))?;
+    let member_id = read_member_id(storage.as_ref())?;
+    let mut b = WriteBatch::new();
+    for cf in state_column_families() {
+        b.delete_range(cf, Vec::new(), vec![0xff; 64]);
+    }
+    for p in snap.pairs {
+        b.put(&p.cf, p.key, p.value);
+    }
+    if let Some(id) = member_id {
+        b.put(CF_SERVER, KEY_MEMBER_ID, id.to_be_bytes().to_vec());
+    }
+    b.put(CF_SERVER, KEY_APPLIED, snap.applied_index.to_be_bytes().to_vec());
+    storage.write(b)?;
+    Ok(snap.applied_index)
+}
