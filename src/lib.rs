@@ -4,6 +4,8 @@
 //! The core modules (`raft`, `mvcc`, …) are sans-IO state machines: they take
 //! time, randomness and storage only through `cairn-runtime`'s seams.
 
+pub mod api;
 pub mod config;
 pub mod mvcc;
 pub mod raft;
+pub mod server;

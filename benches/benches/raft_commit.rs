@@ -11,6 +11,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 
 fn cluster() -> (Cluster, u64) {
     let mut c = Cluster::new(&[1, 2, 3], &[1, 2, 3], &[], 10, Config::new(1), 42);
+    c.check_every_step = false; // measure Raft, not the test-only invariant checks
     c.node_mut(1).campaign();
     c.stabilize();
     let leader = c.leader().expect("node 1 wins the first election");

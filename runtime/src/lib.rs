@@ -10,6 +10,7 @@
 //!
 //! `cfg(madsim)` is confined to this crate, `sim-tests/` and dependency renames.
 
+pub mod client_port;
 pub mod clock;
 #[cfg(not(madsim))]
 pub mod rocks_storage;

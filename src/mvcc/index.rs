@@ -281,10 +281,6 @@ impl KeyIndex {
             .collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

@@ -101,6 +101,8 @@ pub struct RaftState {
 pub enum RaftError {
     #[error("raft: proposal dropped (no leader, leader transfer in progress, or removed)")]
     ProposalDropped,
+    #[error("raft: read index dropped (no known leader)")]
+    ReadIndexDropped,
     #[error("raft: a configuration change is already pending")]
     ConfChangePending,
     #[error("raft: message type {0:?} is local and cannot be stepped")]

@@ -379,6 +379,7 @@ impl Raft {
         let my_resp = if self.role == Role::PreCandidate { MessageType::MsgPreVoteResp } else { MessageType::MsgVoteResp };
         match t {
             MessageType::MsgProp => Err(RaftError::ProposalDropped),
+            MessageType::MsgReadIndex => Err(RaftError::ReadIndexDropped),
             MessageType::MsgApp | MessageType::MsgHeartbeat | MessageType::MsgSnap => {
                 // A leader of our term exists: we lost.
                 self.become_follower(m.term, m.from);
@@ -440,7 +441,11 @@ impl Raft {
     /// Forwards a proposal, read or transfer request to the leader.
     fn forward(&mut self, mut m: Message) -> Result<(), RaftError> {
         if self.leader_id == 0 {
-            return Err(RaftError::ProposalDropped);
+            return Err(if m.msg_type() == MessageType::MsgReadIndex {
+                RaftError::ReadIndexDropped
+            } else {
+                RaftError::ProposalDropped
+            });
         }
         m.to = self.leader_id;
         if m.msg_type() != MessageType::MsgTransferLeader {

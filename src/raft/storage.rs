@@ -129,7 +129,6 @@ pub fn load(storage: &dyn Storage) -> Result<RaftState, RaftStorageError> {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
     use std::task::{Context, Poll, Waker};
 
     use cairn_proto::raftpb::{ConfState, SnapshotMetadata};

@@ -142,6 +142,9 @@ pub struct Cluster {
     seed: u64,
     /// Every (term -> vote) each node ever made durable; one vote per term.
     votes: BTreeMap<u64, BTreeMap<u64, u64>>,
+    /// Run `check_invariants` after every step (on by default; the
+    /// benchmark turns it off to measure Raft rather than the checks).
+    pub check_every_step: bool,
 }
 
 /// The bootstrap state of a founding member: a snapshot at `index` (term 1)
@@ -172,6 +175,7 @@ impl Cluster {
             base_cfg,
             seed,
             votes: BTreeMap::new(),
+            check_every_step: true,
         };
         for &id in ids {
             let founding = voters.contains(&id) || learners.contains(&id);
@@ -219,6 +223,9 @@ impl Cluster {
     }
 
     pub fn check_invariants(&self) {
+        if !self.check_every_step {
+            return;
+        }
         for sn in self.nodes.values() {
             if let Some(n) = &sn.node {
                 n.check_invariants();
@@ -334,7 +341,9 @@ impl Cluster {
     pub fn tick(&mut self, id: u64) {
         if let Some(n) = self.nodes.get_mut(&id).and_then(|n| n.node.as_mut()) {
             n.tick();
-            n.check_invariants();
+        }
+        if self.check_every_step {
+            self.check_invariants();
         }
     }
 

@@ -1,0 +1,176 @@
+//! Serving a member's client port, and opening its data directory.
+//!
+//! etcd serves gRPC and plain HTTP (`/health`, `/version`, `/metrics`) on the
+//! same client port. In the tokio world each accepted connection is sniffed:
+//! one starting with the HTTP/2 preface (`PRI `) goes to the gRPC router, any
+//! other is answered as one HTTP/1.1 request by `http` and closed. Under
+//! madsim only gRPC is served (the simulated network carries no raw bytes).
+//! Tests: `tests/http_endpoints.rs` in the root package.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::{Storage, StorageError};
+
+/// An HTTP reply: status code, content type, body.
+pub struct HttpReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+/// Answers a GET of `path` (e.g. `/health`); `None` means 404.
+pub type HttpHandler = Arc<dyn Fn(&str) -> Option<HttpReply> + Send + Sync>;
+
+/// Opens the member's storage in `dir`: RocksDB in production; in a
+/// simulation build (which never runs the binary) an in-memory SimStorage.
+pub fn open_storage(dir: &Path, families: &[&str]) -> Result<Arc<dyn Storage>, StorageError> {
+    #[cfg(not(madsim))]
+    {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("creating {}: {e}", dir.display())))?;
+        Ok(Arc::new(crate::RocksStorage::open(dir, families)?))
+    }
+    #[cfg(madsim)]
+    {
+        let _ = dir;
+        Ok(Arc::new(crate::SimStorage::new(families)))
+    }
+}
+
+/// A bound listening socket (so bind errors surface before serving starts,
+/// and port 0 can be resolved). Under madsim, only the address: madsim-tonic
+/// binds it itself.
+pub struct Listener {
+    #[cfg(not(madsim))]
+    inner: tokio::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl Listener {
+    pub async fn bind(addr: SocketAddr) -> Result<Listener, std::io::Error> {
+        #[cfg(not(madsim))]
+        {
+            let inner = tokio::net::TcpListener::bind(addr).await?;
+            let addr = inner.local_addr()?;
+            Ok(Listener { inner, addr })
+        }
+        #[cfg(madsim)]
+        Ok(Listener { addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Serves the Raft peer service on `listener`.
+pub async fn serve_peers(
+    listener: Listener,
+    cluster_id: u64,
+    inbound: tokio::sync::mpsc::Sender<crate::transport::Inbound>,
+) -> Result<(), std::io::Error> {
+    use crate::transport::{PeerService, RaftPeerServer};
+    let router = tonic::transport::Server::builder().add_service(RaftPeerServer::new(PeerService::new(cluster_id, inbound)));
+    #[cfg(not(madsim))]
+    {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener.inner);
+        router.serve_with_incoming(incoming).await.map_err(std::io::Error::other)
+    }
+    #[cfg(madsim)]
+    router.serve(listener.addr).await.map_err(std::io::Error::other)
+}
+
+/// Serves `grpc` and `http` on `listener` until the task is dropped.
+#[cfg(not(madsim))]
+pub async fn serve_client_port(
+    listener: Listener,
+    grpc: tonic::transport::server::Router,
+    http: HttpHandler,
+) -> Result<(), std::io::Error> {
+    let listener = listener.inner;
+    use tokio::sync::mpsc;
+    let (tx, rx) = mpsc::channel::<Result<tokio::net::TcpStream, std::io::Error>>(128);
+    let grpc_task = tokio::spawn(grpc.serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)));
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let (tx, http) = (tx.clone(), http.clone());
+        tokio::spawn(async move {
+            if is_http2(&stream).await {
+                let _ = tx.send(Ok(stream)).await;
+            } else {
+                let _ = answer_http1(stream, &http).await;
+            }
+        });
+        if grpc_task.is_finished() {
+            return Err(std::io::Error::other("gRPC server stopped"));
+        }
+    }
+}
+
+#[cfg(madsim)]
+pub async fn serve_client_port(
+    listener: Listener,
+    grpc: tonic::transport::server::Router,
+    _http: HttpHandler,
+) -> Result<(), std::io::Error> {
+    grpc.serve(listener.addr).await.map_err(std::io::Error::other)
+}
+
+/// Waits for the first bytes of a connection: `PRI ` opens HTTP/2.
+#[cfg(not(madsim))]
+async fn is_http2(stream: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 4];
+    for _ in 0..200 {
+        match stream.peek(&mut buf).await {
+            Ok(n) if n >= 4 => return &buf == b"PRI ",
+            Ok(0) | Err(_) => return false,
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+        }
+    }
+    false
+}
+
+#[cfg(not(madsim))]
+async fn answer_http1(mut stream: tokio::net::TcpStream, http: &HttpHandler) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut req = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    // Read the request head (bounded: 16 KiB).
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&req);
+    let mut parts = head.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    let path = target.split('?').next().unwrap_or("/");
+    let reply = match method {
+        "GET" | "HEAD" => http(path).unwrap_or(HttpReply {
+            status: 404,
+            content_type: "text/plain; charset=utf-8",
+            body: "404 page not found\n".into(),
+        }),
+        _ => HttpReply { status: 405, content_type: "text/plain; charset=utf-8", body: "Method Not Allowed\n".into() },
+    };
+    let reason = match reply.status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let body = if method == "HEAD" { "" } else { reply.body.as_str() };
+    let out = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        reply.status,
+        reply.content_type,
+        reply.body.len()
+    );
+    stream.write_all(out.as_bytes()).await?;
+    stream.shutdown().await
+}

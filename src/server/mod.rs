@@ -1,0 +1,424 @@
+//! The server: one member of a cairn cluster (DESIGN §4).
+//!
+//! `Server::start` recovers (or bootstraps) the member's state from Storage
+//! and spawns the node loop (`node.rs`), which owns the Raft `RawNode`. The
+//! returned `Server` handle is what the gRPC API calls: writes are proposed
+//! through Raft and answered when applied; linearizable reads wait for a
+//! ReadIndex and for the applied index to reach it; serializable reads are
+//! served from local state at once.
+//!
+//! Shared state (`Shared`) is read by request handlers and written only by
+//! the node loop: the MVCC store (a `RwLock`, never held across an await),
+//! the member list, and Raft's progress as atomics.
+//! Tests: `src/server/tests.rs` (single node and clusters over SimStorage on
+//! tokio) and the integration tests in `tests/` (real binary, etcdctl).
+
+mod node;
+pub mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use cairn_proto::cairnpb::{internal_request::Request, InternalRequest, MemberRecord};
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse, HashResponse, Member,
+    MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest,
+    TxnResponse,
+};
+use cairn_runtime::transport::{Inbound, Transport};
+use cairn_runtime::{Clock, Storage};
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::mvcc::{self, MvccError, MvccStore};
+pub use node::{Metrics, FSYNC_BUCKETS_SECS};
+use state::Applied;
+
+/// The etcd API version cairn implements (what `Status.version` reports;
+/// clients use it to decide which features a server has).
+pub const ETCD_API_VERSION: &str = "3.5.0";
+
+/// etcd refuses proposals when applying falls this far behind committing.
+const MAX_APPLY_GAP: u64 = 5000;
+
+/// How a member runs. Built by the binary from `config::Config`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub name: String,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    /// The founding members (id, name, peer URLs), this one included.
+    pub initial_members: Vec<MemberRecord>,
+    /// This member's advertised client URLs.
+    pub client_urls: Vec<String>,
+    pub heartbeat_interval: Duration,
+    pub election_ticks: usize,
+    pub snapshot_count: u64,
+    pub max_txn_ops: usize,
+    pub max_request_bytes: usize,
+    /// 0: etcd's default of 2 GiB.
+    pub quota_backend_bytes: u64,
+    /// How long a request may wait for Raft before `request timed out`.
+    pub request_timeout: Duration,
+    /// Seed of the member's RNG (election jitter).
+    pub rng_seed: u64,
+}
+
+impl ServerConfig {
+    /// A single-member cluster with etcd's defaults, for tests.
+    pub fn single(name: &str, member_id: u64) -> ServerConfig {
+        ServerConfig {
+            name: name.to_owned(),
+            member_id,
+            cluster_id: member_id ^ 0x5eed,
+            initial_members: vec![MemberRecord {
+                id: member_id,
+                name: name.to_owned(),
+                peer_urls: vec!["http://localhost:2380".into()],
+                client_urls: vec![],
+                is_learner: false,
+            }],
+            client_urls: vec!["http://localhost:2379".into()],
+            heartbeat_interval: Duration::from_millis(100),
+            election_ticks: 10,
+            snapshot_count: 100_000,
+            max_txn_ops: mvcc::DEFAULT_MAX_TXN_OPS,
+            max_request_bytes: 1536 * 1024,
+            quota_backend_bytes: 0,
+            request_timeout: Duration::from_secs(7),
+            rng_seed: member_id,
+        }
+    }
+}
+
+/// Expected failures of a request, each one of etcd's errors (mapped to gRPC
+/// codes and messages in `api/`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Mvcc(#[from] MvccError),
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: not capable")]
+    NotCapable,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+}
+
+/// Raft progress as the handlers see it (written by the node loop).
+#[derive(Debug, Default)]
+pub(crate) struct RaftProgress {
+    pub leader: AtomicU64,
+    pub term: AtomicU64,
+    pub commit_index: AtomicU64,
+    pub applied_index: AtomicU64,
+    pub is_learner: AtomicBool,
+}
+
+/// State shared by the node loop (writer) and the request handlers (readers).
+pub(crate) struct Shared {
+    pub config: ServerConfig,
+    pub mvcc: RwLock<MvccStore>,
+    pub members: RwLock<BTreeMap<u64, MemberRecord>>,
+    pub raft: RaftProgress,
+    pub metrics: Metrics,
+    pub storage: Arc<dyn Storage>,
+    pub stopped: AtomicBool,
+    /// The applied index, for readers waiting to catch up.
+    pub applied: watch::Sender<u64>,
+}
+
+/// What handlers ask of the node loop.
+pub(crate) enum Command {
+    Propose { request: InternalRequest, done: oneshot::Sender<Result<(Applied, i64), ServerError>> },
+    ReadIndex { done: oneshot::Sender<Result<u64, ServerError>> },
+}
+
+/// A handle on a running member. Cheap to clone.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    next_request_id: Arc<AtomicU64>,
+}
+
+impl Server {
+    /// Recovers or bootstraps the member on `storage` and starts its node loop.
+    /// `inbound` is where the peer service delivers messages from other members.
+    pub fn start(
+        config: ServerConfig,
+        storage: Arc<dyn Storage>,
+        transport: Arc<dyn Transport>,
+        clock: Arc<dyn Clock>,
+        inbound: mpsc::Receiver<Inbound>,
+    ) -> Result<Server, StartError> {
+        let (shared, raw) = node::recover(config, storage)?;
+        let (commands, command_rx) = mpsc::channel(node::COMMAND_QUEUE_LEN);
+        let shared = Arc::new(shared);
+        node::spawn(raw, shared.clone(), transport, clock, command_rx, inbound);
+        Ok(Server { shared, commands, next_request_id: Arc::new(AtomicU64::new(1)) })
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.shared.config.member_id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.shared.config.cluster_id
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.shared.raft.leader.load(Ordering::SeqCst)).filter(|l| *l != 0)
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::SeqCst)
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Approximate bytes of the member's storage.
+    pub fn db_size(&self) -> u64 {
+        self.shared.storage.approximate_size()
+    }
+
+    pub fn max_request_bytes(&self) -> usize {
+        self.shared.config.max_request_bytes
+    }
+
+    /// The header of a response at `revision`.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.shared.config.cluster_id,
+            member_id: self.shared.config.member_id,
+            revision,
+            raft_term: self.shared.raft.term.load(Ordering::SeqCst),
+        }
+    }
+
+    fn current_revision(&self) -> i64 {
+        self.shared.mvcc.read().expect("mvcc lock poisoned").current_revision().0
+    }
+
+    // ---- KV ----
+
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, ServerError> {
+        mvcc::check_range_request(&req)?;
+        if !req.serializable {
+            self.linearizable_barrier().await?;
+        }
+        let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
+        let mut resp = store.range(&req)?;
+        resp.header = Some(self.header(store.current_revision().0));
+        Ok(resp)
+    }
+
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse, ServerError> {
+        mvcc::check_put_request(&req)?;
+        match self.propose(Request::Put(req)).await? {
+            (Applied::Put(mut resp), rev) => {
+                resp.header = Some(self.header(rev));
+                Ok(resp)
+            }
+            other => unreachable_apply("put", other),
+        }
+    }
+
+    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse, ServerError> {
+        mvcc::check_delete_request(&req)?;
+        match self.propose(Request::DeleteRange(req)).await? {
+            (Applied::DeleteRange(mut resp), rev) => {
+                resp.header = Some(self.header(rev));
+                Ok(resp)
+            }
+            other => unreachable_apply("delete", other),
+        }
+    }
+
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, ServerError> {
+        mvcc::check_txn_request(&req, self.shared.config.max_txn_ops)?;
+        if mvcc::is_read_only_txn(&req) {
+            if !txn_is_serializable(&req) {
+                self.linearizable_barrier().await?;
+            }
+            let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
+            let mut resp = store.read_txn(&req)?;
+            resp.header = Some(self.header(store.current_revision().0));
+            return Ok(resp);
+        }
+        match self.propose(Request::Txn(req)).await? {
+            (Applied::Txn(mut resp), rev) => {
+                resp.header = Some(self.header(rev));
+                Ok(resp)
+            }
+            other => unreachable_apply("txn", other),
+        }
+    }
+
+    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, ServerError> {
+        match self.propose(Request::Compaction(req)).await? {
+            (Applied::Compaction(mut resp, physical), rev) => {
+                if physical {
+                    // The deletion is durable once storage has synced past it.
+                    self.shared.storage.sync().await.map_err(|_| ServerError::Stopped)?;
+                }
+                resp.header = Some(self.header(rev));
+                Ok(resp)
+            }
+            other => unreachable_apply("compaction", other),
+        }
+    }
+
+    // ---- Maintenance and Cluster ----
+
+    pub async fn status(&self) -> Result<StatusResponse, ServerError> {
+        let raft = &self.shared.raft;
+        let db_size = self.shared.storage.approximate_size() as i64;
+        Ok(StatusResponse {
+            header: Some(self.header(self.current_revision())),
+            version: ETCD_API_VERSION.to_owned(),
+            db_size,
+            leader: raft.leader.load(Ordering::SeqCst),
+            raft_index: raft.commit_index.load(Ordering::SeqCst),
+            raft_term: raft.term.load(Ordering::SeqCst),
+            raft_applied_index: raft.applied_index.load(Ordering::SeqCst),
+            errors: Vec::new(),
+            db_size_in_use: db_size,
+            is_learner: raft.is_learner.load(Ordering::SeqCst),
+        })
+    }
+
+    pub async fn hash(&self) -> Result<HashResponse, ServerError> {
+        let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
+        let hash = store.hash()?;
+        Ok(HashResponse { header: Some(self.header(store.current_revision().0)), hash })
+    }
+
+    pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, ServerError> {
+        let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
+        let h = store.hash_kv(revision)?;
+        Ok(HashKvResponse { header: Some(self.header(h.revision.0)), hash: h.hash, compact_revision: h.compact_revision })
+    }
+
+    pub async fn member_list(&self, linearizable: bool) -> Result<MemberListResponse, ServerError> {
+        if linearizable {
+            self.linearizable_barrier().await?;
+        }
+        let members = self.shared.members.read().expect("members lock poisoned");
+        let members = members
+            .values()
+            .map(|m| Member {
+                id: m.id,
+                name: m.name.clone(),
+                peer_ur_ls: m.peer_urls.clone(),
+                client_ur_ls: m.client_urls.clone(),
+                is_learner: m.is_learner,
+            })
+            .collect();
+        Ok(MemberListResponse { header: Some(self.header(self.current_revision())), members })
+    }
+
+    // ---- plumbing ----
+
+    async fn send(&self, cmd: Command) -> Result<(), ServerError> {
+        if self.is_stopped() {
+            return Err(ServerError::Stopped);
+        }
+        self.commands.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ServerError::TooManyRequests,
+            mpsc::error::TrySendError::Closed(_) => ServerError::Stopped,
+        })
+    }
+
+    /// Proposes a write and waits until it is applied here.
+    async fn propose(&self, request: Request) -> Result<(Applied, i64), ServerError> {
+        let raft = &self.shared.raft;
+        if raft.commit_index.load(Ordering::SeqCst).saturating_sub(raft.applied_index.load(Ordering::SeqCst)) > MAX_APPLY_GAP {
+            return Err(ServerError::TooManyRequests);
+        }
+        let request = InternalRequest {
+            id: self.next_request_id.fetch_add(1, Ordering::Relaxed),
+            member_id: self.shared.config.member_id,
+            request: Some(request),
+        };
+        if request.encoded_len() > self.shared.config.max_request_bytes {
+            return Err(ServerError::RequestTooLarge);
+        }
+        let (done, rx) = oneshot::channel();
+        self.send(Command::Propose { request, done }).await?;
+        let applied = self.wait(rx).await?;
+        applied.map_err(|e| match e {
+            ServerError::Mvcc(MvccError::Storage(_)) => ServerError::Stopped,
+            e => e,
+        })
+    }
+
+    /// Returns once this member has applied everything committed before the
+    /// call: the ReadIndex protocol, then waiting for apply.
+    async fn linearizable_barrier(&self) -> Result<(), ServerError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Command::ReadIndex { done }).await?;
+        let index = self.wait(rx).await??;
+        let mut applied = self.shared.applied.subscribe();
+        let wait = async move { applied.wait_for(|a| *a >= index).await.map(|_| ()) };
+        match tokio::time::timeout(self.shared.config.request_timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    async fn wait<T>(&self, rx: oneshot::Receiver<T>) -> Result<T, ServerError> {
+        match tokio::time::timeout(self.shared.config.request_timeout, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(if self.is_stopped() { ServerError::Stopped } else { ServerError::LeaderChanged }),
+            Err(_) => Err(if self.leader().is_none() { ServerError::NoLeader } else { ServerError::Timeout }),
+        }
+    }
+}
+
+fn unreachable_apply<T>(what: &str, got: (Applied, i64)) -> Result<T, ServerError> {
+    // The apply result always matches the request kind; anything else is a bug.
+    panic!("{what} was applied as {:?}", got.0)
+}
+
+/// A read-only txn is served without ReadIndex only if all its ranges are serializable.
+fn txn_is_serializable(req: &TxnRequest) -> bool {
+    use cairn_proto::etcdserverpb::request_op::Request as Op;
+    req.success.iter().chain(&req.failure).all(|op| match &op.request {
+        Some(Op::RequestRange(r)) => r.serializable,
+        Some(Op::RequestTxn(t)) => txn_is_serializable(t),
+        _ => true,
+    })
+}
+
+/// Why a member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot read the data directory: {0}")]
+    Storage(#[from] cairn_runtime::StorageError),
+    #[error("cannot recover the raft log: {0}")]
+    RaftStorage(#[from] crate::raft::storage::RaftStorageError),
+    #[error("cannot recover the key-value store: {0}")]
+    Mvcc(#[from] MvccError),
+    #[error("raft: {0}")]
+    Raft(#[from] crate::raft::RaftError),
+    #[error("the data directory belongs to member {found:x}, but this member is {expected:x} (check --name and --initial-cluster)")]
+    MemberMismatch { found: u64, expected: u64 },
+}

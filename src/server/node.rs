@@ -1,0 +1,528 @@
+//! The node loop: the one task that owns a member's `RawNode` (DESIGN §4).
+//!
+//! Each turn: tick on the Clock, step inbound peer messages, take proposals
+//! and read requests from handlers, then drain Ready:
+//! 1. install a received snapshot (state first, then Raft's record of it);
+//! 2. persist entries and hard state — one synced batch when `must_sync`, so
+//!    every proposal that arrived meanwhile shares the fsync (group commit);
+//! 3. send messages (only now: they may acknowledge what was just persisted);
+//!    snapshots stream in their own task;
+//! 4. apply committed entries, each in one batch with the applied index, and
+//!    answer the waiting handler if this member proposed it;
+//! 5. answer read states; advance; snapshot and compact the log every
+//!    `snapshot_count` applied entries.
+//! A storage error is fatal: the member stops and every request fails with
+//! `server stopped` (a failed fsync must never be followed by more writes).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use cairn_proto::cairnpb::{InternalRequest, MemberAttributes, MemberRecord};
+use cairn_runtime::transport::{Inbound, Transport};
+use cairn_runtime::{Clock, NodeId, Storage, StorageError};
+use prost::Message as _;
+use rand::SeedableRng;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::state::{self, Applied};
+use super::{Command, RaftProgress, ServerConfig, ServerError, Shared, StartError};
+use crate::mvcc::{MvccError, MvccStore};
+use crate::raft::{self, ConfChangeType, Entry, EntryType, MessageType, RawNode, Ready, Role, SnapshotStatus};
+
+/// Handler requests queued before new ones are refused with `too many requests`.
+pub const COMMAND_QUEUE_LEN: usize = 8192;
+
+type ProposeReply = oneshot::Sender<Result<(Applied, i64), ServerError>>;
+type ReadReply = oneshot::Sender<Result<u64, ServerError>>;
+
+/// Counters for `/metrics` (Prometheus names in `api/http.rs`).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub proposals_committed: AtomicU64,
+    pub proposals_applied: AtomicU64,
+    pub proposals_pending: AtomicU64,
+    pub proposals_failed: AtomicU64,
+    pub leader_changes: AtomicU64,
+    pub has_leader: AtomicBool,
+    /// Histogram of synced-write durations: counts per bucket of `FSYNC_BUCKETS_SECS`, then the sum in µs.
+    pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS_SECS.len()],
+    pub fsync_count: AtomicU64,
+    pub fsync_sum_micros: AtomicU64,
+}
+
+/// Upper bounds (seconds) of the fsync histogram's buckets, as etcd's.
+pub const FSYNC_BUCKETS_SECS: [f64; 14] =
+    [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192];
+
+impl Metrics {
+    fn observe_fsync(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, bound) in FSYNC_BUCKETS_SECS.iter().enumerate() {
+            if secs <= *bound {
+                self.fsync_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.fsync_count.fetch_add(1, Ordering::Relaxed);
+        self.fsync_sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Recovers the member's durable state (bootstrapping a new member).
+pub(super) fn recover(config: ServerConfig, storage: Arc<dyn Storage>) -> Result<(Shared, RawNode), StartError> {
+    match state::read_member_id(storage.as_ref())? {
+        Some(found) if found != config.member_id => {
+            return Err(StartError::MemberMismatch { found, expected: config.member_id })
+        }
+        Some(_) => {}
+        None => bootstrap(&config, storage.as_ref())?,
+    }
+    let raft_state = raft::storage::load(storage.as_ref())?;
+    let applied = state::read_applied_index(storage.as_ref())?;
+    let snapshot_index = raft_state.snapshot.metadata.as_ref().map_or(0, |m| m.index);
+    let mut cfg = raft::Config::new(config.member_id);
+    cfg.election_tick = config.election_ticks.max(2);
+    cfg.heartbeat_tick = 1;
+    // Entries at or below the persisted applied index are already in the state.
+    cfg.applied = applied.max(snapshot_index);
+    let rng = rand::rngs::StdRng::seed_from_u64(config.rng_seed);
+    let raw = RawNode::new(&cfg, raft_state, rng)?;
+    let mvcc = MvccStore::open(storage.clone())?;
+    let members = state::load_members(storage.as_ref())?;
+    let (applied_tx, _) = watch::channel(cfg.applied);
+    let progress = RaftProgress::default();
+    progress.applied_index.store(cfg.applied, Ordering::SeqCst);
+    let shared = Shared {
+        config,
+        mvcc: RwLock::new(mvcc),
+        members: RwLock::new(members),
+        raft: progress,
+        metrics: Metrics::default(),
+        storage,
+        stopped: AtomicBool::new(false),
+        applied: applied_tx,
+    };
+    Ok((shared, raw))
+}
+
+fn bootstrap(config: &ServerConfig, storage: &dyn Storage) -> Result<(), StorageError> {
+    let voters: Vec<u64> = config.initial_members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
+    let learners: Vec<u64> = config.initial_members.iter().filter(|m| m.is_learner).map(|m| m.id).collect();
+    let state = raft::RaftState {
+        hard_state: raft::HardState { term: 1, vote: 0, commit: 1 },
+        snapshot: raft::Snapshot {
+            metadata: Some(raft::SnapshotMetadata {
+                conf_state: Some(raft::ConfState { voters, learners }),
+                index: 1,
+                term: 1,
+            }),
+            data: Vec::new(),
+        },
+        entries: Vec::new(),
+    };
+    let mut batch = raft::storage::bootstrap_batch(&state);
+    batch.extend(state::bootstrap_batch(config.member_id, &config.initial_members));
+    // Synchronous by design: a member must not start before its identity is on disk.
+    storage.write(batch)?;
+    Ok(())
+}
+
+pub(super) fn spawn(
+    raw: RawNode,
+    shared: Arc<Shared>,
+    transport: Arc<dyn Transport>,
+    clock: Arc<dyn Clock>,
+    commands: mpsc::Receiver<Command>,
+    inbound: mpsc::Receiver<Inbound>,
+) {
+    let (snapshot_reports, snapshot_report_rx) = mpsc::channel(64);
+    let node = Node {
+        raw,
+        shared,
+        transport,
+        clock,
+        waiters: BTreeMap::new(),
+        reads: BTreeMap::new(),
+        next_read_ctx: 1,
+        pending_snapshots: BTreeMap::new(),
+        snapshot_reports,
+        last_snapshot_index: 0,
+        published: false,
+        leader: 0,
+    };
+    tokio::spawn(node.run(commands, inbound, snapshot_report_rx));
+}
+
+struct Node {
+    raw: RawNode,
+    shared: Arc<Shared>,
+    transport: Arc<dyn Transport>,
+    clock: Arc<dyn Clock>,
+    /// Proposals of this member waiting for their entry to apply, by request id.
+    waiters: BTreeMap<u64, ProposeReply>,
+    /// Read-index requests in flight, by context.
+    reads: BTreeMap<u64, Vec<ReadReply>>,
+    next_read_ctx: u64,
+    /// Snapshot state received from the leader, by snapshot index, until
+    /// Raft hands the snapshot out in a Ready.
+    pending_snapshots: BTreeMap<u64, Vec<u8>>,
+    snapshot_reports: mpsc::Sender<(u64, bool)>,
+    last_snapshot_index: u64,
+    /// Whether this member's client URLs were published through Raft.
+    published: bool,
+    leader: u64,
+}
+
+impl Node {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut snapshot_reports: mpsc::Receiver<(u64, bool)>,
+    ) {
+        self.last_snapshot_index = self.raw.snapshot_index_term().0;
+        let interval = self.shared.config.heartbeat_interval;
+        let mut tick = self.clock.sleep(interval);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut tick => {
+                    tick = self.clock.sleep(interval);
+                    self.raw.tick();
+                    self.on_tick();
+                }
+                Some(m) = inbound.recv() => self.on_inbound(m),
+                Some((to, ok)) = snapshot_reports.recv() => {
+                    let status = if ok { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+                    self.raw.report_snapshot(to, status);
+                }
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.on_commands(cmd, &mut commands),
+                    None => return,
+                },
+            }
+            if let Err(e) = self.drain_ready().await {
+                tracing::error!(error = %e, "storage failed; stopping this member");
+                self.stop();
+                return;
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        for (_, w) in std::mem::take(&mut self.waiters) {
+            let _ = w.send(Err(ServerError::Stopped));
+        }
+        for (_, ws) in std::mem::take(&mut self.reads) {
+            for w in ws {
+                let _ = w.send(Err(ServerError::Stopped));
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        // Handlers that gave up (deadline) leave closed senders behind.
+        self.waiters.retain(|_, w| !w.is_closed());
+        self.reads.retain(|_, ws| {
+            ws.retain(|w| !w.is_closed());
+            !ws.is_empty()
+        });
+        self.shared.metrics.proposals_pending.store(self.waiters.len() as u64, Ordering::Relaxed);
+        if !self.published && self.leader != 0 {
+            self.publish();
+        }
+    }
+
+    /// Proposes this member's name and client URLs (retried each tick until applied).
+    fn publish(&mut self) {
+        let cfg = &self.shared.config;
+        let attrs = MemberAttributes { id: cfg.member_id, name: cfg.name.clone(), client_urls: cfg.client_urls.clone() };
+        let req = InternalRequest {
+            id: 0,
+            member_id: cfg.member_id,
+            request: Some(cairn_proto::cairnpb::internal_request::Request::Publish(attrs)),
+        };
+        let _ = self.raw.propose(req.encode_to_vec());
+    }
+
+    fn on_inbound(&mut self, m: Inbound) {
+        match m {
+            Inbound::Messages(msgs) => {
+                for msg in msgs {
+                    // A snapshot is accepted only with its state (streamed).
+                    if msg.msg_type() == MessageType::MsgSnap {
+                        continue;
+                    }
+                    let _ = self.raw.step(msg);
+                }
+            }
+            Inbound::Snapshot { message, data } => {
+                let index = message.snapshot.as_ref().and_then(|s| s.metadata.as_ref()).map_or(0, |m| m.index);
+                self.pending_snapshots.insert(index, data);
+                let _ = self.raw.step(message);
+            }
+            Inbound::Unreachable(NodeId(id)) => self.raw.report_unreachable(id),
+        }
+    }
+
+    fn on_commands(&mut self, first: Command, rx: &mut mpsc::Receiver<Command>) {
+        let mut reads = Vec::new();
+        let mut next = Some(first);
+        // Take everything queued: one ReadIndex serves all reads of the batch.
+        while let Some(cmd) = next.take().or_else(|| rx.try_recv().ok()) {
+            match cmd {
+                Command::Propose { request, done } => self.propose(request, done),
+                Command::ReadIndex { done } => reads.push(done),
+            }
+            if reads.len() + self.waiters.len() > COMMAND_QUEUE_LEN * 4 {
+                break;
+            }
+        }
+        if reads.is_empty() {
+            return;
+        }
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        match self.raw.read_index(ctx.to_be_bytes().to_vec()) {
+            Ok(()) => {
+                self.reads.insert(ctx, reads);
+            }
+            Err(_) => {
+                for r in reads {
+                    let _ = r.send(Err(ServerError::NoLeader));
+                }
+            }
+        }
+    }
+
+    fn propose(&mut self, request: InternalRequest, done: ProposeReply) {
+        let id = request.id;
+        match self.raw.propose(request.encode_to_vec()) {
+            Ok(()) => {
+                self.waiters.insert(id, done);
+            }
+            Err(_) => {
+                self.shared.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
+                let err = if self.leader == 0 { ServerError::NoLeader } else { ServerError::LeaderChanged };
+                let _ = done.send(Err(err));
+            }
+        }
+    }
+
+    async fn drain_ready(&mut self) -> Result<(), StorageError> {
+        while self.raw.has_ready() {
+            let rd = self.raw.ready();
+            self.handle_ready(rd).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_ready(&mut self, mut rd: Ready) -> Result<(), StorageError> {
+        if let Some(ss) = &rd.soft_state {
+            self.on_soft_state(ss.leader_id, ss.role);
+        }
+        if let Some(snap) = &rd.snapshot {
+            self.install_snapshot(snap)?;
+        }
+        self.persist(&rd).await?;
+        let messages = std::mem::take(&mut rd.messages);
+        self.send(messages)?;
+        // `advance` needs the committed entries back: it marks them applied.
+        self.apply(&rd.committed_entries)?;
+        for rs in std::mem::take(&mut rd.read_states) {
+            self.answer_read(rs);
+        }
+        if let Some(hs) = &rd.hard_state {
+            self.shared.raft.term.store(hs.term, Ordering::SeqCst);
+            self.shared.raft.commit_index.store(hs.commit, Ordering::SeqCst);
+            self.shared.metrics.proposals_committed.store(hs.commit, Ordering::Relaxed);
+        }
+        self.raw.advance(rd);
+        self.maybe_compact_log()
+    }
+
+    fn on_soft_state(&mut self, leader: u64, role: Role) {
+        if leader != self.leader {
+            if leader != 0 {
+                self.shared.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+            }
+            // Reads waiting on the old leader will never be answered.
+            for (_, ws) in std::mem::take(&mut self.reads) {
+                for w in ws {
+                    let _ = w.send(Err(ServerError::LeaderChanged));
+                }
+            }
+            tracing::info!(member = %NodeId(self.shared.config.member_id), leader = %NodeId(leader), "leader changed");
+        }
+        self.leader = leader;
+        self.shared.raft.leader.store(leader, Ordering::SeqCst);
+        self.shared.raft.is_learner.store(role == Role::Learner, Ordering::SeqCst);
+        self.shared.metrics.has_leader.store(leader != 0, Ordering::Relaxed);
+    }
+
+    async fn persist(&mut self, rd: &Ready) -> Result<(), StorageError> {
+        let batch = raft::storage::ready_batch(rd);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if rd.must_sync {
+            let t0 = self.clock.now();
+            self.shared.storage.write_sync(batch).await?;
+            self.shared.metrics.observe_fsync(self.clock.now().saturating_duration_since(t0));
+            Ok(())
+        } else {
+            self.shared.storage.write(batch)
+        }
+    }
+
+    fn send(&mut self, messages: Vec<raft::Message>) -> Result<(), StorageError> {
+        let (snaps, msgs): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| m.msg_type() == MessageType::MsgSnap);
+        self.transport.send(msgs);
+        for m in snaps {
+            self.send_snapshot(m)?;
+        }
+        Ok(())
+    }
+
+    /// Streams the current applied state (a consistent storage snapshot taken
+    /// between applies) with the Raft snapshot message.
+    fn send_snapshot(&mut self, m: raft::Message) -> Result<(), StorageError> {
+        let applied = self.shared.raft.applied_index.load(Ordering::SeqCst);
+        let data = state::encode_state_snapshot(self.shared.storage.snapshot().as_ref(), applied)?;
+        let (transport, reports, to) = (self.transport.clone(), self.snapshot_reports.clone(), m.to);
+        tokio::spawn(async move {
+            let ok = transport.send_snapshot(m, data).await.is_ok();
+            let _ = reports.send((to, ok)).await;
+        });
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snap: &raft::Snapshot) -> Result<(), StorageError> {
+        let index = snap.metadata.as_ref().map_or(0, |m| m.index);
+        let data = self
+            .pending_snapshots
+            .remove(&index)
+            .ok_or_else(|| StorageError::Corruption(format!("raft installed snapshot {index} without its state")))?;
+        self.pending_snapshots.retain(|i, _| *i > index);
+        let applied = state::install_state_snapshot(&self.shared.storage, &data)?;
+        let store = MvccStore::open(self.shared.storage.clone()).map_err(mvcc_storage_error)?;
+        *self.shared.mvcc.write().expect("mvcc lock poisoned") = store;
+        *self.shared.members.write().expect("members lock poisoned") = state::load_members(self.shared.storage.as_ref())?;
+        self.set_applied(applied.max(index));
+        tracing::info!(index, applied, "installed snapshot from the leader");
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        for e in entries {
+            if e.index <= self.shared.raft.applied_index.load(Ordering::SeqCst) {
+                continue;
+            }
+            match e.entry_type() {
+                EntryType::EntryNormal if !e.data.is_empty() => self.apply_normal(e)?,
+                EntryType::EntryConfChange => self.apply_conf_change(e)?,
+                EntryType::EntryNormal => {
+                    let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
+                    state::apply_marker(&store, e.index, cairn_runtime::WriteBatch::new())?;
+                }
+            }
+            self.set_applied(e.index);
+            self.shared.metrics.proposals_applied.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn apply_normal(&mut self, e: &Entry) -> Result<(), StorageError> {
+        let req = InternalRequest::decode(e.data.as_slice())
+            .map_err(|err| StorageError::Corruption(format!("entry {} does not decode: {err}", e.index)))?;
+        let outcome = {
+            let mut store = self.shared.mvcc.write().expect("mvcc lock poisoned");
+            let mut members = self.shared.members.write().expect("members lock poisoned");
+            state::apply_request(&mut store, &mut members, &req, e.index)
+        };
+        if let Err(MvccError::Storage(err)) = &outcome.result {
+            return Err(err.clone());
+        }
+        let me = self.shared.config.member_id;
+        if req.member_id == me {
+            if matches!(outcome.result, Ok(Applied::Published)) && req.id == 0 {
+                self.published = true;
+            }
+            if let Some(w) = self.waiters.remove(&req.id) {
+                let _ = w.send(outcome.result.map(|a| (a, outcome.revision.0)).map_err(ServerError::from));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, e: &Entry) -> Result<(), StorageError> {
+        let Some(cc) = raft::decode_conf_change(e) else {
+            let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
+            return state::apply_marker(&store, e.index, cairn_runtime::WriteBatch::new());
+        };
+        let record = MemberRecord::decode(cc.context.as_slice()).ok();
+        let (added, removed) = match cc.change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let mut m = record.unwrap_or(MemberRecord { id: cc.node_id, ..Default::default() });
+                m.id = cc.node_id;
+                m.is_learner = cc.change_type() == ConfChangeType::AddLearnerNode;
+                (Some(m), None)
+            }
+            ConfChangeType::RemoveNode => (None, Some(cc.node_id)),
+        };
+        {
+            let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
+            state::apply_marker(&store, e.index, state::member_change_batch(added.as_ref(), removed))?;
+        }
+        let mut members = self.shared.members.write().expect("members lock poisoned");
+        if let Some(m) = added {
+            if let Some(url) = m.peer_urls.first() {
+                self.transport.add_peer(NodeId(m.id), url.clone());
+            }
+            members.insert(m.id, m);
+        }
+        if let Some(id) = removed {
+            self.transport.remove_peer(NodeId(id));
+            members.remove(&id);
+        }
+        Ok(())
+    }
+
+    fn set_applied(&mut self, index: u64) {
+        self.shared.raft.applied_index.store(index, Ordering::SeqCst);
+        self.shared.applied.send_replace(index);
+    }
+
+    fn answer_read(&mut self, rs: raft::ReadState) {
+        let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()).map(u64::from_be_bytes) else { return };
+        for w in self.reads.remove(&ctx).unwrap_or_default() {
+            let _ = w.send(Ok(rs.index));
+        }
+    }
+
+    /// Every `snapshot_count` applied entries: snapshot and drop the log prefix.
+    fn maybe_compact_log(&mut self) -> Result<(), StorageError> {
+        let applied = self.shared.raft.applied_index.load(Ordering::SeqCst);
+        if applied < self.last_snapshot_index + self.shared.config.snapshot_count {
+            return Ok(());
+        }
+        match self.raw.compact(applied, Vec::new()) {
+            Ok(snap) => {
+                self.shared.storage.write(raft::storage::compaction_batch(&snap))?;
+                self.last_snapshot_index = applied;
+                tracing::debug!(index = applied, "compacted the raft log");
+            }
+            Err(e) => tracing::debug!(error = %e, "log compaction postponed"),
+        }
+        Ok(())
+    }
+}
+
+fn mvcc_storage_error(e: MvccError) -> StorageError {
+    match e {
+        MvccError::Storage(s) => s,
+        other => StorageError::Corruption(other.to_string()),
+    }
+}

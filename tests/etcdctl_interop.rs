@@ -1,0 +1,175 @@
+//! The real etcdctl (Debian `etcd-client`, v3.4) against the real `cairn`
+//! binary, with etcd 3.4 itself as the oracle: the same session runs against
+//! both, and every output must be byte for byte etcd's once ids and terms
+//! are masked (revisions are compared as they are: both start fresh).
+#![cfg(not(madsim))]
+
+mod common;
+
+use common::*;
+
+/// Masks the values of JSON fields that legitimately differ between servers.
+fn mask(text: &str) -> String {
+    let mut out = text.to_owned();
+    for field in ["cluster_id", "member_id", "raft_term"] {
+        let pat = format!("\"{field}\":");
+        let mut masked = String::new();
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(&pat) {
+            masked.push_str(&rest[..i + pat.len()]);
+            rest = &rest[i + pat.len()..];
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            masked.push('N');
+            rest = &rest[digits..];
+        }
+        masked.push_str(rest);
+        out = masked;
+    }
+    out
+}
+
+struct Step {
+    args: Vec<String>,
+    stdin: Option<&'static str>,
+}
+
+fn step(cmd: &str) -> Step {
+    Step { args: cmd.split_whitespace().map(str::to_owned).collect(), stdin: None }
+}
+
+/// Runs the session; returns one transcript entry per step (exit status, stdout, stderr).
+fn run_session(endpoint: &str, steps: &[Step]) -> Vec<String> {
+    steps
+        .iter()
+        .map(|s| {
+            let args: Vec<&str> = s.args.iter().map(String::as_str).collect();
+            let out = etcdctl(endpoint, &args, s.stdin);
+            format!(
+                "$ etcdctl {}\n[exit {}]\n{}{}",
+                s.args.join(" "),
+                out.status.code().unwrap_or(-1),
+                mask(&String::from_utf8_lossy(&out.stdout)),
+                mask(&String::from_utf8_lossy(&out.stderr))
+            )
+        })
+        .collect()
+}
+
+fn kv_session() -> Vec<Step> {
+    let mut s: Vec<Step> = [
+        "put foo bar",
+        "get foo",
+        "get foo --hex",
+        "get foo --print-value-only",
+        "put foo1 bar1",
+        "put foo2 bar2",
+        "put foo3 bar3",
+        "get foo --prefix",
+        "get foo --prefix --keys-only",
+        "get foo --prefix --limit=2",
+        "get foo --prefix --sort-by=VALUE --order=DESCEND",
+        "get foo --prefix --sort-by=MODIFY --order=ASCEND --keys-only",
+        "get foo1 --from-key",
+        "get foo --prefix --count-only -w json",
+        "get foo -w json",
+        "get foo --rev=2",
+        "get foo --rev=1",
+        "get foo --rev=100",
+        "put foo baz --prev-kv",
+        "get foo -w json",
+        "del foo",
+        "get foo",
+        "del nothing",
+        "del foo --prefix --prev-kv",
+        "get foo --prefix",
+        "put / 0",
+        "put /home 1",
+        "put /home/root 2",
+        "put /home/mysql 2",
+        "put /home/etcd 2",
+        "put /home/etcd/history 3",
+        "get /home/ --keys-only --prefix",
+        "get /home --keys-only --prefix",
+        "get / --prefix --keys-only --limit=3 --order=DESCEND",
+        "compaction 5",
+        "get foo --rev=3",
+        "compaction 4",
+        "get /home --prefix --rev=5",
+        "put a",
+        "get",
+    ]
+    .into_iter()
+    .map(step)
+    .collect();
+    s.push(Step { args: vec!["txn".into()], stdin: Some("value(\"/home\") = \"1\"\n\nput a 1\n\nput b 2\n\n") });
+    s.push(Step { args: vec!["txn".into()], stdin: Some("value(\"/home\") = \"nope\"\n\nput a 1\n\nput b 2\nget a\n\n") });
+    s.push(Step { args: vec!["txn".into(), "-w".into(), "json".into()], stdin: Some("mod(\"a\") > \"0\"\n\nget a\n\n\n") });
+    s.push(step("get a b"));
+    s
+}
+
+#[test]
+fn etcdctl_kv_session_matches_etcd_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = start_etcd(dir.path());
+    let cairn = start_cairn(dir.path());
+    let steps = kv_session();
+    let expected = run_session(&etcd.endpoint(), &steps);
+    let got = run_session(&cairn.endpoint(), &steps);
+    let mut diffs = Vec::new();
+    for (e, g) in expected.iter().zip(&got) {
+        if e != g {
+            diffs.push(format!("--- etcd\n{e}\n+++ cairn\n{g}"));
+        }
+    }
+    assert!(diffs.is_empty(), "{} of {} steps differ from etcd:\n{}", diffs.len(), steps.len(), diffs.join("\n"));
+}
+
+#[test]
+fn etcdctl_reference_examples_print_exactly_etcds_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cairn = start_cairn(dir.path());
+    let ep = cairn.endpoint();
+    assert_eq!(ctl_ok(&ep, &["put", "foo", "bar"]), "OK\n");
+    assert_eq!(ctl_ok(&ep, &["get", "foo"]), "foo\nbar\n");
+    assert_eq!(ctl_ok(&ep, &["get", "foo", "--hex"]), "\\x66\\x6f\\x6f\n\\x62\\x61\\x72\n");
+    assert_eq!(ctl_ok(&ep, &["get", "foo", "--print-value-only"]), "bar\n");
+    for (k, v) in [("/", "0"), ("/home", "1"), ("/home/root", "2"), ("/home/mysql", "2"), ("/home/etcd", "2"), ("/home/etcd/history", "3")] {
+        ctl_ok(&ep, &["put", k, v]);
+    }
+    assert_eq!(
+        ctl_ok(&ep, &["get", "/home/", "--keys-only", "--prefix"]),
+        "/home/etcd\n\n/home/etcd/history\n\n/home/mysql\n\n/home/root\n\n"
+    );
+    assert_eq!(
+        ctl_ok(&ep, &["get", "/home", "--keys-only", "--prefix"]),
+        "/home\n\n/home/etcd\n\n/home/etcd/history\n\n/home/mysql\n\n/home/root\n\n"
+    );
+    assert_eq!(ctl_ok(&ep, &["del", "/home", "--prefix"]), "5\n");
+    let out = etcdctl(&ep, &["txn"], Some("value(\"foo\") = \"bar\"\n\nput a 1\n\nput b 2\n\n"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SUCCESS\n\nOK\n");
+}
+
+#[test]
+fn etcdctl_cluster_views_show_this_member() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cairn = start_cairn(dir.path());
+    let ep = cairn.endpoint();
+    let health = String::from_utf8_lossy(&etcdctl(&ep, &["endpoint", "health"], None).stderr).into_owned()
+        + &String::from_utf8_lossy(&etcdctl(&ep, &["endpoint", "health"], None).stdout);
+    assert!(health.contains(&format!("{ep} is healthy: successfully committed proposal")), "{health}");
+
+    let members = ctl_ok(&ep, &["member", "list", "-w", "table"]);
+    let lines: Vec<&str> = members.lines().collect();
+    assert_eq!(lines[1].split('|').map(str::trim).collect::<Vec<_>>(), ["", "ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER", ""]);
+    let row: Vec<&str> = lines[3].split('|').map(str::trim).collect();
+    assert_eq!(&row[2..7], ["started", "c1", cairn.peer_url.as_str(), cairn.client_url.as_str(), "false"], "{members}");
+
+    let status = ctl_ok(&ep, &["endpoint", "status", "-w", "table"]);
+    let row: Vec<&str> = status.lines().nth(3).expect("status row").split('|').map(str::trim).collect();
+    assert_eq!(row[1], ep);
+    assert_eq!(row[3], "3.5.0", "reports the etcd API version: {status}");
+    assert_eq!((row[5], row[6]), ("true", "false"), "leader, not learner: {status}");
+    let (term, index, applied): (u64, u64, u64) = (row[7].parse().expect("term"), row[8].parse().expect("index"), row[9].parse().expect("applied"));
+    assert!(term >= 2 && index >= 2 && applied <= index, "{status}");
+}
