@@ -94,7 +94,6 @@ impl Default for TransportConfig {
 struct Peer {
     url: String,
     queue: mpsc::Sender<Message>,
-    channel: Channel,
     /// Dropping the handle stops the worker.
     _worker: tokio::task::JoinHandle<()>,
 }
@@ -159,7 +158,9 @@ impl Transport for GrpcTransport {
 
     fn send_snapshot(&self, message: Message, data: Vec<u8>) -> SnapshotFuture {
         let to = NodeId(message.to);
-        let channel = self.lock().get(&to).map(|p| p.channel.clone());
+        // A fresh connection per snapshot: they are rare, and a stale
+        // connection could lead to a dead incarnation of the peer.
+        let channel = self.lock().get(&to).and_then(|p| lazy_channel(&p.url));
         let (cluster_id, deadline) = (self.cluster_id, self.config.snapshot_timeout);
         Box::pin(async move {
             let channel = channel.ok_or(TransportError::UnknownPeer(to))?;
@@ -188,6 +189,7 @@ impl Transport for GrpcTransport {
         };
         let (queue, rx) = mpsc::channel(PEER_QUEUE_LEN);
         let worker = PeerWorker {
+            url: url.clone(),
             me: self.me,
             to: id,
             cluster_id: self.cluster_id,
@@ -196,7 +198,7 @@ impl Transport for GrpcTransport {
             inbound: self.inbound.clone(),
         };
         let handle = tokio::spawn(worker.run(rx));
-        peers.insert(id, Peer { url, queue, channel, _worker: handle });
+        peers.insert(id, Peer { url, queue, _worker: handle });
     }
 
     fn remove_peer(&self, id: NodeId) {
@@ -224,6 +226,7 @@ fn snapshot_chunks(cluster_id: u64, message: Message, data: Vec<u8>) -> Vec<Snap
 }
 
 struct PeerWorker {
+    url: String,
     me: NodeId,
     to: NodeId,
     cluster_id: u64,
@@ -241,6 +244,11 @@ impl PeerWorker {
             let outcome = tokio::time::timeout(self.call_timeout, self.client.send(req)).await;
             if !matches!(outcome, Ok(Ok(_))) {
                 tracing::debug!(peer = %self.to, ?outcome, "peer send failed");
+                // Start over with a fresh connection: the old one may lead to
+                // a dead incarnation of the peer that still holds the socket.
+                if let Some(channel) = lazy_channel(&self.url) {
+                    self.client = RaftPeerClient::new(channel);
+                }
                 // Raft re-probes an unreachable peer; losing this report under
                 // load is harmless, the next failure reports again.
                 let _ = self.inbound.try_send(Inbound::Unreachable(self.to));

@@ -140,6 +140,8 @@ pub(crate) struct Shared {
     pub stopped: AtomicBool,
     /// The applied index, for readers waiting to catch up.
     pub applied: watch::Sender<u64>,
+    /// Set by `Server::shutdown`; the node loop exits when it changes.
+    pub shutdown: watch::Sender<bool>,
 }
 
 /// What handlers ask of the node loop.
@@ -171,6 +173,12 @@ impl Server {
         let shared = Arc::new(shared);
         node::spawn(raw, shared.clone(), transport, clock, command_rx, inbound);
         Ok(Server { shared, commands, next_request_id: Arc::new(AtomicU64::new(1)) })
+    }
+
+    /// Stops the node loop: the member stops ticking, sending and applying,
+    /// and every request fails with `server stopped`.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
     }
 
     pub fn member_id(&self) -> u64 {
@@ -259,11 +267,14 @@ impl Server {
             }
             let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
             let mut resp = store.read_txn(&req)?;
-            resp.header = Some(self.header(store.current_revision().0));
+            let rev = store.current_revision().0;
+            fill_nested_headers(&mut resp, rev);
+            resp.header = Some(self.header(rev));
             return Ok(resp);
         }
         match self.propose(Request::Txn(req)).await? {
             (Applied::Txn(mut resp), rev) => {
+                fill_nested_headers(&mut resp, rev);
                 resp.header = Some(self.header(rev));
                 Ok(resp)
             }
@@ -396,6 +407,24 @@ impl Server {
 fn unreachable_apply<T>(what: &str, got: (Applied, i64)) -> Result<T, ServerError> {
     // The apply result always matches the request kind; anything else is a bug.
     panic!("{what} was applied as {:?}", got.0)
+}
+
+/// etcd gives every response inside a txn a header carrying only the revision.
+fn fill_nested_headers(resp: &mut TxnResponse, revision: i64) {
+    use cairn_proto::etcdserverpb::response_op::Response as Op;
+    let header = || Some(ResponseHeader { revision, ..Default::default() });
+    for op in &mut resp.responses {
+        match &mut op.response {
+            Some(Op::ResponseRange(r)) => r.header = header(),
+            Some(Op::ResponsePut(r)) => r.header = header(),
+            Some(Op::ResponseDeleteRange(r)) => r.header = header(),
+            Some(Op::ResponseTxn(t)) => {
+                fill_nested_headers(t, revision);
+                t.header = header();
+            }
+            None => {}
+        }
+    }
 }
 
 /// A read-only txn is served without ReadIndex only if all its ranges are serializable.

@@ -93,6 +93,8 @@ pub(super) fn recover(config: ServerConfig, storage: Arc<dyn Storage>) -> Result
     let (applied_tx, _) = watch::channel(cfg.applied);
     let progress = RaftProgress::default();
     progress.applied_index.store(cfg.applied, Ordering::SeqCst);
+    progress.term.store(raw.hard_state().term, Ordering::SeqCst);
+    progress.commit_index.store(raw.hard_state().commit, Ordering::SeqCst);
     let shared = Shared {
         config,
         mvcc: RwLock::new(mvcc),
@@ -102,6 +104,7 @@ pub(super) fn recover(config: ServerConfig, storage: Arc<dyn Storage>) -> Result
         storage,
         stopped: AtomicBool::new(false),
         applied: applied_tx,
+        shutdown: watch::channel(false).0,
     };
     Ok((shared, raw))
 }
@@ -184,9 +187,14 @@ impl Node {
         self.last_snapshot_index = self.raw.snapshot_index_term().0;
         let interval = self.shared.config.heartbeat_interval;
         let mut tick = self.clock.sleep(interval);
+        let mut shutdown = self.shared.shutdown.subscribe();
         loop {
             tokio::select! {
                 biased;
+                _ = shutdown.changed() => {
+                    self.stop();
+                    return;
+                }
                 _ = &mut tick => {
                     tick = self.clock.sleep(interval);
                     self.raw.tick();
@@ -392,8 +400,13 @@ impl Node {
         let applied = self.shared.raft.applied_index.load(Ordering::SeqCst);
         let data = state::encode_state_snapshot(self.shared.storage.snapshot().as_ref(), applied)?;
         let (transport, reports, to) = (self.transport.clone(), self.snapshot_reports.clone(), m.to);
+        tracing::info!(to = %NodeId(to), applied, bytes = data.len(), "sending a snapshot");
         tokio::spawn(async move {
-            let ok = transport.send_snapshot(m, data).await.is_ok();
+            let result = transport.send_snapshot(m, data).await;
+            if let Err(e) = &result {
+                tracing::warn!(to = %NodeId(to), error = %e, "snapshot not delivered");
+            }
+            let ok = result.is_ok();
             let _ = reports.send((to, ok)).await;
         });
         Ok(())

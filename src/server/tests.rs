@@ -22,6 +22,7 @@ struct Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
+        self.server.shutdown();
         self.peer_task.abort();
     }
 }
@@ -58,10 +59,15 @@ fn fast(mut c: ServerConfig) -> ServerConfig {
 }
 
 async fn wait_leader(servers: &[&Server]) -> u64 {
+    wait_leader_except(servers, 0).await
+}
+
+/// Waits until all `servers` agree on one leader that is not `dead`.
+async fn wait_leader_except(servers: &[&Server], dead: u64) -> u64 {
     for _ in 0..500 {
         let leaders: Vec<Option<u64>> = servers.iter().map(|s| s.leader()).collect();
         if let Some(Some(l)) = leaders.first() {
-            if leaders.iter().all(|x| *x == Some(*l)) {
+            if *l != dead && leaders.iter().all(|x| *x == Some(*l)) {
                 return *l;
             }
         }
@@ -164,7 +170,7 @@ async fn three_members_replicate_and_survive_the_loss_of_the_leader() {
     let dead = members.remove(li);
     drop(dead);
     let survivors: Vec<&Server> = members.iter().map(|m| &m.server).collect();
-    let new_leader = wait_leader(&survivors).await;
+    let new_leader = wait_leader_except(&survivors, leader).await;
     assert_ne!(new_leader, leader);
     for i in 10..20 {
         members[i % 2].server.put(put(&format!("k{i}"), "v")).await.expect("put after failover");
@@ -204,6 +210,11 @@ async fn lagging_member_catches_up_by_snapshot_and_all_hashes_agree() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(caught_up, "the restarted member reaches the same revision and HashKV");
+    let st = restarted.server.status().await.expect("status");
+    assert!(
+        caught_up,
+        "the restarted member reaches the same revision and HashKV: target {target:?}, restarted status {st:?}, hash {:?}",
+        restarted.server.hash_kv(0).await
+    );
     assert_eq!(value(&restarted.server, "k39", true).await, Some(b"v39".to_vec()));
 }
