@@ -47,6 +47,6 @@ CARGO_TARGET_DIR="$target" cargo test --workspace --no-fail-fast
 log "simulation world: build and test (target: $target/sim)"
 export RUSTFLAGS="--cfg madsim" RUSTDOCFLAGS="--cfg madsim"
 CARGO_TARGET_DIR="$target/sim" cargo build --workspace --tests
-CARGO_TARGET_DIR="$target/sim" cargo test -p cairn-runtime --tests --no-fail-fast
+CARGO_TARGET_DIR="$target/sim" cargo test -p cairn-runtime -p cairn-sim-tests --tests --no-fail-fast
 
 log "all tests passed in $(( $(date +%s) - start )) s"

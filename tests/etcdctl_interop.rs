@@ -11,7 +11,11 @@ use common::*;
 /// Masks the values of JSON fields that legitimately differ between servers,
 /// and drops etcdctl's own retry log lines (they carry times and client ids).
 fn mask(text: &str) -> String {
-    let mut out: String = text.lines().filter(|l| !l.starts_with("{\"level\":")).map(|l| format!("{l}\n")).collect();
+    let mut out: String = text
+        .lines()
+        .filter(|l| !l.starts_with("{\"level\":"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     for field in ["cluster_id", "member_id", "raft_term"] {
         let pat = format!("\"{field}\":");
         let mut masked = String::new();
@@ -31,11 +35,14 @@ fn mask(text: &str) -> String {
 
 struct Step {
     args: Vec<String>,
-    stdin: Option<&'static str>,
+    stdin: Option<String>,
 }
 
 fn step(cmd: &str) -> Step {
-    Step { args: cmd.split_whitespace().map(str::to_owned).collect(), stdin: None }
+    Step {
+        args: cmd.split_whitespace().map(str::to_owned).collect(),
+        stdin: None,
+    }
 }
 
 /// Runs the session; returns one transcript entry per step (exit status, stdout, stderr).
@@ -44,7 +51,7 @@ fn run_session(endpoint: &str, steps: &[Step]) -> Vec<String> {
         .iter()
         .map(|s| {
             let args: Vec<&str> = s.args.iter().map(String::as_str).collect();
-            let out = etcdctl(endpoint, &args, s.stdin);
+            let out = etcdctl(endpoint, &args, s.stdin.as_deref());
             format!(
                 "$ etcdctl {}\n[exit {}]\n{}{}",
                 s.args.join(" "),
@@ -102,19 +109,66 @@ fn kv_session() -> Vec<Step> {
     .into_iter()
     .map(step)
     .collect();
-    s.push(Step { args: vec!["txn".into()], stdin: Some("value(\"/home\") = \"1\"\n\nput a 1\n\nput b 2\n\n") });
-    s.push(Step { args: vec!["txn".into()], stdin: Some("value(\"/home\") = \"nope\"\n\nput a 1\n\nput b 2\nget a\n\n") });
-    s.push(Step { args: vec!["txn".into(), "-w".into(), "json".into()], stdin: Some("mod(\"a\") > \"0\"\n\nget a\n\n\n") });
+    s.push(Step {
+        args: vec!["txn".into()],
+        stdin: Some("value(\"/home\") = \"1\"\n\nput a 1\n\nput b 2\n\n".into()),
+    });
+    s.push(Step {
+        args: vec!["txn".into()],
+        stdin: Some("value(\"/home\") = \"nope\"\n\nput a 1\n\nput b 2\nget a\n\n".into()),
+    });
+    s.push(Step {
+        args: vec!["txn".into(), "-w".into(), "json".into()],
+        stdin: Some("mod(\"a\") > \"0\"\n\nget a\n\n\n".into()),
+    });
     s.push(step("get a b"));
     s
 }
 
+/// Bad input: each gets etcd's error, and the server keeps serving.
+fn bad_input_session() -> Vec<Step> {
+    let many_puts: String = (0..129).map(|i| format!("put k{i} v\n")).collect();
+    let big_value = "x".repeat(1_600_000);
+    vec![
+        Step {
+            args: vec!["put".into(), "big".into()],
+            stdin: Some(big_value),
+        },
+        Step {
+            args: vec!["txn".into()],
+            stdin: Some(format!("\n{many_puts}\n\n")),
+        },
+        Step {
+            args: vec!["txn".into()],
+            stdin: Some("\nput a 1\nput a 2\n\n\n".into()),
+        },
+        Step {
+            args: vec!["txn".into()],
+            stdin: Some("\nput a 1\ndel a\n\n\n".into()),
+        },
+        step("get z a"),
+        step("get --rev=-1 a"),
+        step("compaction 1000"),
+        step("put ok 1"),
+        step("get ok"),
+        step("del \x00"),
+    ]
+}
+
+#[test]
+fn etcdctl_bad_input_gets_etcds_errors_and_the_server_keeps_serving() {
+    assert_sessions_match(bad_input_session());
+}
+
 #[test]
 fn etcdctl_kv_session_matches_etcd_byte_for_byte() {
+    assert_sessions_match(kv_session());
+}
+
+fn assert_sessions_match(steps: Vec<Step>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let etcd = start_etcd(dir.path());
     let cairn = start_cairn(dir.path());
-    let steps = kv_session();
     let expected = run_session(&etcd.endpoint(), &steps);
     let got = run_session(&cairn.endpoint(), &steps);
     let mut diffs = Vec::new();
@@ -123,7 +177,13 @@ fn etcdctl_kv_session_matches_etcd_byte_for_byte() {
             diffs.push(format!("--- etcd\n{e}\n+++ cairn\n{g}"));
         }
     }
-    assert!(diffs.is_empty(), "{} of {} steps differ from etcd:\n{}", diffs.len(), steps.len(), diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{} of {} steps differ from etcd:\n{}",
+        diffs.len(),
+        steps.len(),
+        diffs.join("\n")
+    );
 }
 
 #[test]
@@ -133,9 +193,19 @@ fn etcdctl_reference_examples_print_exactly_etcds_output() {
     let ep = cairn.endpoint();
     assert_eq!(ctl_ok(&ep, &["put", "foo", "bar"]), "OK\n");
     assert_eq!(ctl_ok(&ep, &["get", "foo"]), "foo\nbar\n");
-    assert_eq!(ctl_ok(&ep, &["get", "foo", "--hex"]), "\\x66\\x6f\\x6f\n\\x62\\x61\\x72\n");
+    assert_eq!(
+        ctl_ok(&ep, &["get", "foo", "--hex"]),
+        "\\x66\\x6f\\x6f\n\\x62\\x61\\x72\n"
+    );
     assert_eq!(ctl_ok(&ep, &["get", "foo", "--print-value-only"]), "bar\n");
-    for (k, v) in [("/", "0"), ("/home", "1"), ("/home/root", "2"), ("/home/mysql", "2"), ("/home/etcd", "2"), ("/home/etcd/history", "3")] {
+    for (k, v) in [
+        ("/", "0"),
+        ("/home", "1"),
+        ("/home/root", "2"),
+        ("/home/mysql", "2"),
+        ("/home/etcd", "2"),
+        ("/home/etcd/history", "3"),
+    ] {
         ctl_ok(&ep, &["put", k, v]);
     }
     assert_eq!(
@@ -147,7 +217,11 @@ fn etcdctl_reference_examples_print_exactly_etcds_output() {
         "/home\n\n/home/etcd\n\n/home/etcd/history\n\n/home/mysql\n\n/home/root\n\n"
     );
     assert_eq!(ctl_ok(&ep, &["del", "/home", "--prefix"]), "5\n");
-    let out = etcdctl(&ep, &["txn"], Some("value(\"foo\") = \"bar\"\n\nput a 1\n\nput b 2\n\n"));
+    let out = etcdctl(
+        &ep,
+        &["txn"],
+        Some("value(\"foo\") = \"bar\"\n\nput a 1\n\nput b 2\n\n"),
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "SUCCESS\n\nOK\n");
 }
 
@@ -156,21 +230,61 @@ fn etcdctl_cluster_views_show_this_member() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cairn = start_cairn(dir.path());
     let ep = cairn.endpoint();
-    let health = String::from_utf8_lossy(&etcdctl(&ep, &["endpoint", "health"], None).stderr).into_owned()
+    let health = String::from_utf8_lossy(&etcdctl(&ep, &["endpoint", "health"], None).stderr)
+        .into_owned()
         + &String::from_utf8_lossy(&etcdctl(&ep, &["endpoint", "health"], None).stdout);
-    assert!(health.contains(&format!("{ep} is healthy: successfully committed proposal")), "{health}");
+    assert!(
+        health.contains(&format!("{ep} is healthy: successfully committed proposal")),
+        "{health}"
+    );
 
     let members = ctl_ok(&ep, &["member", "list", "-w", "table"]);
     let lines: Vec<&str> = members.lines().collect();
-    assert_eq!(lines[1].split('|').map(str::trim).collect::<Vec<_>>(), ["", "ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER", ""]);
+    assert_eq!(
+        lines[1].split('|').map(str::trim).collect::<Vec<_>>(),
+        [
+            "",
+            "ID",
+            "STATUS",
+            "NAME",
+            "PEER ADDRS",
+            "CLIENT ADDRS",
+            "IS LEARNER",
+            ""
+        ]
+    );
     let row: Vec<&str> = lines[3].split('|').map(str::trim).collect();
-    assert_eq!(&row[2..7], ["started", "c1", cairn.peer_url.as_str(), cairn.client_url.as_str(), "false"], "{members}");
+    assert_eq!(
+        &row[2..7],
+        [
+            "started",
+            "c1",
+            cairn.peer_url.as_str(),
+            cairn.client_url.as_str(),
+            "false"
+        ],
+        "{members}"
+    );
 
     let status = ctl_ok(&ep, &["endpoint", "status", "-w", "table"]);
-    let row: Vec<&str> = status.lines().nth(3).expect("status row").split('|').map(str::trim).collect();
+    let row: Vec<&str> = status
+        .lines()
+        .nth(3)
+        .expect("status row")
+        .split('|')
+        .map(str::trim)
+        .collect();
     assert_eq!(row[1], ep);
     assert_eq!(row[3], "3.5.0", "reports the etcd API version: {status}");
-    assert_eq!((row[5], row[6]), ("true", "false"), "leader, not learner: {status}");
-    let (term, index, applied): (u64, u64, u64) = (row[7].parse().expect("term"), row[8].parse().expect("index"), row[9].parse().expect("applied"));
+    assert_eq!(
+        (row[5], row[6]),
+        ("true", "false"),
+        "leader, not learner: {status}"
+    );
+    let (term, index, applied): (u64, u64, u64) = (
+        row[7].parse().expect("term"),
+        row[8].parse().expect("index"),
+        row[9].parse().expect("applied"),
+    );
     assert!(term >= 2 && index >= 2 && applied <= index, "{status}");
 }

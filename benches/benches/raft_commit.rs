@@ -33,7 +33,9 @@ fn bench_commit(crit: &mut Criterion) {
         let mut n = 0u64;
         b.iter(|| {
             n += 1;
-            c.node_mut(leader).propose(n.to_be_bytes().to_vec()).expect("leader accepts");
+            c.node_mut(leader)
+                .propose(n.to_be_bytes().to_vec())
+                .expect("leader accepts");
             c.stabilize();
             if n % 1024 == 0 {
                 compact_all(&mut c);
@@ -46,7 +48,9 @@ fn bench_commit(crit: &mut Criterion) {
             cluster,
             |(c, leader)| {
                 for i in 0..64u64 {
-                    c.node_mut(*leader).propose(i.to_be_bytes().to_vec()).expect("leader accepts");
+                    c.node_mut(*leader)
+                        .propose(i.to_be_bytes().to_vec())
+                        .expect("leader accepts");
                 }
                 c.stabilize();
             },

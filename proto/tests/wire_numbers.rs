@@ -16,7 +16,12 @@ fn enc<M: Message>(m: &M) -> Vec<u8> {
 
 #[test]
 fn response_header() {
-    let h = pb::ResponseHeader { cluster_id: 1, member_id: 2, revision: 3, raft_term: 4 };
+    let h = pb::ResponseHeader {
+        cluster_id: 1,
+        member_id: 2,
+        revision: 3,
+        raft_term: 4,
+    };
     assert_eq!(enc(&h), [0x08, 1, 0x10, 2, 0x18, 3, 0x20, 4]);
 }
 
@@ -56,7 +61,10 @@ fn range_request() {
 fn range_response() {
     let r = pb::RangeResponse {
         header: None,
-        kvs: vec![mvccpb::KeyValue { key: b"k".to_vec(), ..Default::default() }],
+        kvs: vec![mvccpb::KeyValue {
+            key: b"k".to_vec(),
+            ..Default::default()
+        }],
         more: true,
         count: 9,
     };
@@ -81,7 +89,11 @@ fn put_request() {
 
 #[test]
 fn delete_range() {
-    let d = pb::DeleteRangeRequest { key: b"a".to_vec(), range_end: vec![0], prev_kv: true };
+    let d = pb::DeleteRangeRequest {
+        key: b"a".to_vec(),
+        range_end: vec![0],
+        prev_kv: true,
+    };
     assert_eq!(enc(&d), [0x0a, 1, b'a', 0x12, 1, 0, 0x18, 1]);
     let d = pb::DeleteRangeResponse {
         header: None,
@@ -108,8 +120,14 @@ fn key_value_and_event() {
 
     let ev = mvccpb::Event {
         r#type: mvccpb::event::EventType::Delete as i32,
-        kv: Some(mvccpb::KeyValue { lease: 1, ..Default::default() }),
-        prev_kv: Some(mvccpb::KeyValue { version: 1, ..Default::default() }),
+        kv: Some(mvccpb::KeyValue {
+            lease: 1,
+            ..Default::default()
+        }),
+        prev_kv: Some(mvccpb::KeyValue {
+            version: 1,
+            ..Default::default()
+        }),
     };
     assert_eq!(enc(&ev), [0x08, 1, 0x12, 2, 0x30, 1, 0x1a, 2, 0x20, 1]);
 }
@@ -133,12 +151,18 @@ fn compare() {
         (TargetUnion::ModRevision(1), 0x30),
         (TargetUnion::Lease(1), 0x40),
     ] {
-        let c = pb::Compare { target_union: Some(u), ..Default::default() };
+        let c = pb::Compare {
+            target_union: Some(u),
+            ..Default::default()
+        };
         assert_eq!(enc(&c), [tag, 1]);
     }
 
     // range_end is field 64: tag 64 << 3 | 2 = 514 = varint [0x82, 0x04].
-    let c = pb::Compare { range_end: b"z".to_vec(), ..Default::default() };
+    let c = pb::Compare {
+        range_end: b"z".to_vec(),
+        ..Default::default()
+    };
     assert_eq!(enc(&c), [0x82, 0x04, 1, b'z']);
     assert_eq!(CompareTarget::Lease as i32, 4);
 }
@@ -153,7 +177,9 @@ fn txn() {
             request: Some(Request::RequestTxn(pb::TxnRequest::default())),
         }],
         failure: vec![pb::RequestOp {
-            request: Some(Request::RequestDeleteRange(pb::DeleteRangeRequest::default())),
+            request: Some(Request::RequestDeleteRange(
+                pb::DeleteRangeRequest::default(),
+            )),
         }],
     };
     assert_eq!(enc(&t), [0x0a, 0, 0x12, 2, 0x22, 0, 0x1a, 2, 0x1a, 0]);
@@ -162,8 +188,12 @@ fn txn() {
         header: None,
         succeeded: true,
         responses: vec![
-            pb::ResponseOp { response: Some(Response::ResponseRange(Default::default())) },
-            pb::ResponseOp { response: Some(Response::ResponsePut(Default::default())) },
+            pb::ResponseOp {
+                response: Some(Response::ResponseRange(Default::default())),
+            },
+            pb::ResponseOp {
+                response: Some(Response::ResponsePut(Default::default())),
+            },
         ],
     };
     assert_eq!(enc(&r), [0x10, 1, 0x1a, 2, 0x0a, 0, 0x1a, 2, 0x12, 0]);
@@ -183,7 +213,8 @@ fn watch_create_request() {
         fragment: true,
     };
     let body = [
-        0x0a, 1, b'a', 0x12, 1, b'b', 0x18, 9, 0x20, 1, // key, range_end, start_revision, progress_notify
+        0x0a, 1, b'a', 0x12, 1, b'b', 0x18, 9, 0x20,
+        1, // key, range_end, start_revision, progress_notify
         0x2a, 1, 1, // filters: packed repeated enum, field 5
         0x30, 1, 0x38, 42, 0x40, 1, // prev_kv 6, watch_id 7, fragment 8
     ];
@@ -201,7 +232,9 @@ fn watch_create_request() {
 fn watch_cancel_and_progress() {
     use pb::watch_request::RequestUnion;
     let c = pb::WatchRequest {
-        request_union: Some(RequestUnion::CancelRequest(pb::WatchCancelRequest { watch_id: 42 })),
+        request_union: Some(RequestUnion::CancelRequest(pb::WatchCancelRequest {
+            watch_id: 42,
+        })),
     };
     assert_eq!(enc(&c), [0x12, 2, 0x08, 42]);
     let p = pb::WatchRequest {
@@ -232,9 +265,18 @@ fn watch_response() {
 fn lease() {
     let g = pb::LeaseGrantRequest { ttl: 10, id: 7 };
     assert_eq!(enc(&g), [0x08, 10, 0x10, 7]);
-    let g = pb::LeaseGrantResponse { header: None, id: 7, ttl: 10, error: "e".into() };
+    let g = pb::LeaseGrantResponse {
+        header: None,
+        id: 7,
+        ttl: 10,
+        error: "e".into(),
+    };
     assert_eq!(enc(&g), [0x10, 7, 0x18, 10, 0x22, 1, b'e']);
-    let k = pb::LeaseKeepAliveResponse { header: None, id: 7, ttl: 10 };
+    let k = pb::LeaseKeepAliveResponse {
+        header: None,
+        id: 7,
+        ttl: 10,
+    };
     assert_eq!(enc(&k), [0x10, 7, 0x18, 10]);
     let t = pb::LeaseTimeToLiveRequest { id: 7, keys: true };
     assert_eq!(enc(&t), [0x08, 7, 0x10, 1]);
@@ -246,17 +288,31 @@ fn lease() {
         keys: vec![b"k".to_vec()],
     };
     assert_eq!(enc(&t), [0x10, 7, 0x18, 5, 0x20, 10, 0x2a, 1, b'k']);
-    let c = pb::LeaseCheckpoint { id: 7, remaining_ttl: 3 };
+    let c = pb::LeaseCheckpoint {
+        id: 7,
+        remaining_ttl: 3,
+    };
     assert_eq!(enc(&c), [0x08, 7, 0x10, 3]);
-    let l = pb::LeaseLeasesResponse { header: None, leases: vec![pb::LeaseStatus { id: 1 }] };
+    let l = pb::LeaseLeasesResponse {
+        header: None,
+        leases: vec![pb::LeaseStatus { id: 1 }],
+    };
     assert_eq!(enc(&l), [0x12, 2, 0x08, 1]);
 }
 
 #[test]
 fn member_and_status() {
-    let m = pb::Member { id: 1, name: "n".into(), is_learner: true, ..Default::default() };
+    let m = pb::Member {
+        id: 1,
+        name: "n".into(),
+        is_learner: true,
+        ..Default::default()
+    };
     assert_eq!(enc(&m), [0x08, 1, 0x12, 1, b'n', 0x28, 1]);
-    let a = pb::MemberAddRequest { is_learner: true, ..Default::default() };
+    let a = pb::MemberAddRequest {
+        is_learner: true,
+        ..Default::default()
+    };
     assert_eq!(enc(&a), [0x10, 1]);
     let l = pb::MemberListRequest { linearizable: true };
     assert_eq!(enc(&l), [0x08, 1]);
@@ -279,8 +335,10 @@ fn member_and_status() {
         enc(&s),
         [
             0x12, 5, b'3', b'.', b'5', b'.', b'0', // version 2
-            0x18, 100, 0x20, 2, 0x28, 5, 0x30, 6, // dbSize 3, leader 4, raftIndex 5, raftTerm 6
-            0x38, 7, 0x42, 1, b'x', 0x48, 50, 0x50, 1, // raftAppliedIndex 7, errors 8, dbSizeInUse 9, isLearner 10
+            0x18, 100, 0x20, 2, 0x28, 5, 0x30,
+            6, // dbSize 3, leader 4, raftIndex 5, raftTerm 6
+            0x38, 7, 0x42, 1, b'x', 0x48, 50, 0x50,
+            1, // raftAppliedIndex 7, errors 8, dbSizeInUse 9, isLearner 10
         ]
     );
 }
@@ -293,11 +351,22 @@ fn maintenance_misc() {
         alarm: pb::AlarmType::Corrupt as i32,
     };
     assert_eq!(enc(&a), [0x08, 2, 0x10, 3, 0x18, 2]);
-    let h = pb::HashKvResponse { header: None, hash: 9, compact_revision: 4 };
+    let h = pb::HashKvResponse {
+        header: None,
+        hash: 9,
+        compact_revision: 4,
+    };
     assert_eq!(enc(&h), [0x10, 9, 0x18, 4]);
-    let s = pb::SnapshotResponse { header: None, remaining_bytes: 1, blob: b"b".to_vec() };
+    let s = pb::SnapshotResponse {
+        header: None,
+        remaining_bytes: 1,
+        blob: b"b".to_vec(),
+    };
     assert_eq!(enc(&s), [0x10, 1, 0x1a, 1, b'b']);
-    let c = pb::CompactionRequest { revision: 4, physical: true };
+    let c = pb::CompactionRequest {
+        revision: 4,
+        physical: true,
+    };
     assert_eq!(enc(&c), [0x08, 4, 0x10, 1]);
     let d = pb::DowngradeRequest {
         action: pb::downgrade_request::DowngradeAction::Cancel as i32,
@@ -321,21 +390,43 @@ fn auth() {
         hashed_password: "h".into(),
     };
     assert_eq!(enc(&u), [0x0a, 1, b'n', 0x1a, 2, 0x08, 1, 0x22, 1, b'h']);
-    let s = pb::AuthStatusResponse { header: None, enabled: true, auth_revision: 8 };
+    let s = pb::AuthStatusResponse {
+        header: None,
+        enabled: true,
+        auth_revision: 8,
+    };
     assert_eq!(enc(&s), [0x10, 1, 0x18, 8]);
-    let g = pb::AuthRoleGrantPermissionRequest { name: "r".into(), perm: Some(p) };
+    let g = pb::AuthRoleGrantPermissionRequest {
+        name: "r".into(),
+        perm: Some(p),
+    };
     assert_eq!(enc(&g)[..3], [0x0a, 1, b'r']);
     assert_eq!(enc(&g)[3], 0x12);
 }
 
 #[test]
 fn lock_and_election() {
-    let l = v3lockpb::LockRequest { name: b"n".to_vec(), lease: 5 };
+    let l = v3lockpb::LockRequest {
+        name: b"n".to_vec(),
+        lease: 5,
+    };
     assert_eq!(enc(&l), [0x0a, 1, b'n', 0x10, 5]);
-    let k = v3electionpb::LeaderKey { name: b"n".to_vec(), key: b"k".to_vec(), rev: 3, lease: 4 };
+    let k = v3electionpb::LeaderKey {
+        name: b"n".to_vec(),
+        key: b"k".to_vec(),
+        rev: 3,
+        lease: 4,
+    };
     assert_eq!(enc(&k), [0x0a, 1, b'n', 0x12, 1, b'k', 0x18, 3, 0x20, 4]);
-    let c = v3electionpb::CampaignRequest { name: b"n".to_vec(), lease: 5, value: b"v".to_vec() };
+    let c = v3electionpb::CampaignRequest {
+        name: b"n".to_vec(),
+        lease: 5,
+        value: b"v".to_vec(),
+    };
     assert_eq!(enc(&c), [0x0a, 1, b'n', 0x10, 5, 0x1a, 1, b'v']);
-    let p = v3electionpb::ProclaimRequest { leader: None, value: b"v".to_vec() };
+    let p = v3electionpb::ProclaimRequest {
+        leader: None,
+        value: b"v".to_vec(),
+    };
     assert_eq!(enc(&p), [0x12, 1, b'v']);
 }

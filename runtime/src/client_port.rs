@@ -28,7 +28,8 @@ pub type HttpHandler = Arc<dyn Fn(&str) -> Option<HttpReply> + Send + Sync>;
 pub fn open_storage(dir: &Path, families: &[&str]) -> Result<Arc<dyn Storage>, StorageError> {
     #[cfg(not(madsim))]
     {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::Io(format!("creating {}: {e}", dir.display())))?;
         Ok(Arc::new(crate::RocksStorage::open(dir, families)?))
     }
     #[cfg(madsim)]
@@ -71,14 +72,21 @@ pub async fn serve_peers(
     inbound: tokio::sync::mpsc::Sender<crate::transport::Inbound>,
 ) -> Result<(), std::io::Error> {
     use crate::transport::{PeerService, RaftPeerServer};
-    let router = tonic::transport::Server::builder().add_service(RaftPeerServer::new(PeerService::new(cluster_id, inbound)));
+    let router = tonic::transport::Server::builder()
+        .add_service(RaftPeerServer::new(PeerService::new(cluster_id, inbound)));
     #[cfg(not(madsim))]
     {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener.inner);
-        router.serve_with_incoming(incoming).await.map_err(std::io::Error::other)
+        router
+            .serve_with_incoming(incoming)
+            .await
+            .map_err(std::io::Error::other)
     }
     #[cfg(madsim)]
-    router.serve(listener.addr).await.map_err(std::io::Error::other)
+    router
+        .serve(listener.addr)
+        .await
+        .map_err(std::io::Error::other)
 }
 
 /// Serves `grpc` and `http` on `listener` until the task is dropped.
@@ -91,7 +99,8 @@ pub async fn serve_client_port(
     let listener = listener.inner;
     use tokio::sync::mpsc;
     let (tx, rx) = mpsc::channel::<Result<tokio::net::TcpStream, std::io::Error>>(128);
-    let grpc_task = tokio::spawn(grpc.serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)));
+    let grpc_task =
+        tokio::spawn(grpc.serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)));
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
@@ -115,7 +124,9 @@ pub async fn serve_client_port(
     grpc: tonic::transport::server::Router,
     _http: HttpHandler,
 ) -> Result<(), std::io::Error> {
-    grpc.serve(listener.addr).await.map_err(std::io::Error::other)
+    grpc.serve(listener.addr)
+        .await
+        .map_err(std::io::Error::other)
 }
 
 /// Waits for the first bytes of a connection: `PRI ` opens HTTP/2.
@@ -133,7 +144,10 @@ async fn is_http2(stream: &tokio::net::TcpStream) -> bool {
 }
 
 #[cfg(not(madsim))]
-async fn answer_http1(mut stream: tokio::net::TcpStream, http: &HttpHandler) -> std::io::Result<()> {
+async fn answer_http1(
+    mut stream: tokio::net::TcpStream,
+    http: &HttpHandler,
+) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut req = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
@@ -155,7 +169,11 @@ async fn answer_http1(mut stream: tokio::net::TcpStream, http: &HttpHandler) -> 
             content_type: "text/plain; charset=utf-8",
             body: "404 page not found\n".into(),
         }),
-        _ => HttpReply { status: 405, content_type: "text/plain; charset=utf-8", body: "Method Not Allowed\n".into() },
+        _ => HttpReply {
+            status: 405,
+            content_type: "text/plain; charset=utf-8",
+            body: "Method Not Allowed\n".into(),
+        },
     };
     let reason = match reply.status {
         200 => "OK",
@@ -164,7 +182,11 @@ async fn answer_http1(mut stream: tokio::net::TcpStream, http: &HttpHandler) -> 
         503 => "Service Unavailable",
         _ => "Error",
     };
-    let body = if method == "HEAD" { "" } else { reply.body.as_str() };
+    let body = if method == "HEAD" {
+        ""
+    } else {
+        reply.body.as_str()
+    };
     let out = format!(
         "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         reply.status,

@@ -49,7 +49,9 @@ pub struct TokioClock {
 
 impl TokioClock {
     pub fn new() -> Self {
-        Self { origin: tokio::time::Instant::now() }
+        Self {
+            origin: tokio::time::Instant::now(),
+        }
     }
 }
 
@@ -101,12 +103,18 @@ impl SkewedClock {
     pub fn new(base: TokioClock) -> Self {
         let now = base.now().0;
         let state = SkewState {
-            skew: Skew { offset_nanos: 0, drift_ppm: 0 },
+            skew: Skew {
+                offset_nanos: 0,
+                drift_ppm: 0,
+            },
             anchor_base: now,
             anchor_skewed: now,
             last: now,
         };
-        Self { base, state: Arc::new(Mutex::new(state)) }
+        Self {
+            base,
+            state: Arc::new(Mutex::new(state)),
+        }
     }
 
     /// Changes offset and drift from now on. An offset change is a jump of the
@@ -166,22 +174,34 @@ mod tests {
     #[tokio::test]
     async fn skewed_clock_never_goes_backwards_when_offset_jumps_back() {
         let clock = SkewedClock::new(TokioClock::new());
-        clock.set_skew(Skew { offset_nanos: 5_000_000_000, drift_ppm: 0 });
+        clock.set_skew(Skew {
+            offset_nanos: 5_000_000_000,
+            drift_ppm: 0,
+        });
         let before = clock.now();
         assert!(before.0 >= Duration::from_secs(5));
-        clock.set_skew(Skew { offset_nanos: 0, drift_ppm: 0 });
+        clock.set_skew(Skew {
+            offset_nanos: 0,
+            drift_ppm: 0,
+        });
         assert!(clock.now() >= before);
     }
 
     #[tokio::test(start_paused = true)]
     async fn skewed_clock_runs_fast_by_its_drift() {
         let clock = SkewedClock::new(TokioClock::new());
-        clock.set_skew(Skew { offset_nanos: 0, drift_ppm: 100_000 }); // 10 % fast
+        clock.set_skew(Skew {
+            offset_nanos: 0,
+            drift_ppm: 100_000,
+        }); // 10 % fast
         let t0 = clock.now();
         tokio::time::sleep(Duration::from_secs(10)).await;
         let elapsed = clock.now().saturating_duration_since(t0);
         // Exactly 11 s on paused tokio time; madsim's clock also moves a few
         // nanoseconds per poll.
-        assert!(elapsed >= Duration::from_secs(11) && elapsed < Duration::from_millis(11_001), "{elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_secs(11) && elapsed < Duration::from_millis(11_001),
+            "{elapsed:?}"
+        );
     }
 }

@@ -22,7 +22,10 @@ pub use clock::{Clock, MonoTime, Skew, SkewedClock, TokioClock};
 #[cfg(not(madsim))]
 pub use rocks_storage::RocksStorage;
 pub use sim_storage::{RecoveryReport, SimDisk, SimStorage};
-pub use storage::{BatchOp, Direction, KvPair, ScanIter, Storage, StorageError, StorageSnapshot, SyncFuture, WriteBatch};
+pub use storage::{
+    BatchOp, Direction, KvPair, ScanIter, Storage, StorageError, StorageSnapshot, SyncFuture,
+    WriteBatch,
+};
 
 /// A Raft member's id. Zero is never a valid id (Raft uses it for "none").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -20,7 +20,10 @@ use std::thread::JoinHandle;
 
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, WriteOptions, DB};
 
-use crate::storage::{check_cf, BatchOp, Direction, ScanIter, Storage, StorageError, StorageSnapshot, SyncFuture, WriteBatch};
+use crate::storage::{
+    check_cf, BatchOp, Direction, ScanIter, Storage, StorageError, StorageSnapshot, SyncFuture,
+    WriteBatch,
+};
 
 type SyncReply = futures::channel::oneshot::Sender<Result<(), StorageError>>;
 
@@ -51,7 +54,9 @@ impl RocksStorage {
         // cairn batches its own writes; a few background threads are enough on
         // small machines and keep compaction from starving the node loop.
         opts.increase_parallelism(2);
-        let descriptors = families.iter().map(|cf| ColumnFamilyDescriptor::new(*cf, Options::default()));
+        let descriptors = families
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(*cf, Options::default()));
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, descriptors).map_err(io_err)?);
         let halted = Arc::new(AtomicBool::new(false));
         let (sync_tx, sync_rx) = mpsc::channel::<SyncReply>();
@@ -89,7 +94,9 @@ impl RocksStorage {
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
         check_cf(&self.families, name)?;
-        self.db.cf_handle(name).ok_or_else(|| StorageError::UnknownColumnFamily(name.to_owned()))
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StorageError::UnknownColumnFamily(name.to_owned()))
     }
 }
 
@@ -158,12 +165,22 @@ impl Storage for RocksStorage {
         self.db.get_cf(self.cf(cf)?, key).map_err(io_err)
     }
 
-    fn scan(&self, cf: &str, start: &[u8], end: Option<&[u8]>, dir: Direction) -> Result<ScanIter<'_>, StorageError> {
+    fn scan(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        dir: Direction,
+    ) -> Result<ScanIter<'_>, StorageError> {
         let handle = self.cf(cf)?;
         if empty_range(start, end) {
             return Ok(Box::new(std::iter::empty()));
         }
-        Ok(map_iter(self.db.iterator_cf_opt(handle, read_opts(start, end), mode(dir))))
+        Ok(map_iter(self.db.iterator_cf_opt(
+            handle,
+            read_opts(start, end),
+            mode(dir),
+        )))
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
@@ -184,7 +201,11 @@ impl Storage for RocksStorage {
             return Box::pin(async move { Err(e) });
         }
         let (tx, rx) = futures::channel::oneshot::channel();
-        let queued = self.sync_tx.as_ref().map(|s| s.send(tx).is_ok()).unwrap_or(false);
+        let queued = self
+            .sync_tx
+            .as_ref()
+            .map(|s| s.send(tx).is_ok())
+            .unwrap_or(false);
         Box::pin(async move {
             if !queued {
                 return Err(StorageError::Closed);
@@ -198,17 +219,32 @@ impl Storage for RocksStorage {
         // SAFETY: the snapshot borrows the DB; `RocksSnapshot` owns an `Arc` of
         // that same DB and declares `snap` first, so the snapshot is released
         // before the last reference to the DB can go.
-        let snap: rocksdb::SnapshotWithThreadMode<'static, DB> = unsafe { std::mem::transmute(snap) };
-        Arc::new(RocksSnapshot { snap, db: self.db.clone(), families: self.families.clone() })
+        let snap: rocksdb::SnapshotWithThreadMode<'static, DB> =
+            unsafe { std::mem::transmute(snap) };
+        Arc::new(RocksSnapshot {
+            snap,
+            db: self.db.clone(),
+            families: self.families.clone(),
+        })
     }
 
     fn approximate_size(&self) -> u64 {
-        const PROPS: [&str; 2] = ["rocksdb.estimate-live-data-size", "rocksdb.cur-size-all-mem-tables"];
+        const PROPS: [&str; 2] = [
+            "rocksdb.estimate-live-data-size",
+            "rocksdb.cur-size-all-mem-tables",
+        ];
         let mut total = 0;
         for name in &self.families {
-            let Some(cf) = self.db.cf_handle(name) else { continue };
+            let Some(cf) = self.db.cf_handle(name) else {
+                continue;
+            };
             for p in PROPS {
-                total += self.db.property_int_value_cf(cf, p).ok().flatten().unwrap_or(0);
+                total += self
+                    .db
+                    .property_int_value_cf(cf, p)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
             }
         }
         total
@@ -230,7 +266,9 @@ unsafe impl Sync for RocksSnapshot {}
 impl RocksSnapshot {
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
         check_cf(&self.families, name)?;
-        self.db.cf_handle(name).ok_or_else(|| StorageError::UnknownColumnFamily(name.to_owned()))
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StorageError::UnknownColumnFamily(name.to_owned()))
     }
 }
 
@@ -239,11 +277,21 @@ impl StorageSnapshot for RocksSnapshot {
         self.snap.get_cf(self.cf(cf)?, key).map_err(io_err)
     }
 
-    fn scan(&self, cf: &str, start: &[u8], end: Option<&[u8]>, dir: Direction) -> Result<ScanIter<'_>, StorageError> {
+    fn scan(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        dir: Direction,
+    ) -> Result<ScanIter<'_>, StorageError> {
         let handle = self.cf(cf)?;
         if empty_range(start, end) {
             return Ok(Box::new(std::iter::empty()));
         }
-        Ok(map_iter(self.snap.iterator_cf_opt(handle, read_opts(start, end), mode(dir))))
+        Ok(map_iter(self.snap.iterator_cf_opt(
+            handle,
+            read_opts(start, end),
+            mode(dir),
+        )))
     }
 }

@@ -29,7 +29,10 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::storage::{check_cf, BatchOp, Direction, ScanIter, Storage, StorageError, StorageSnapshot, SyncFuture, WriteBatch};
+use crate::storage::{
+    check_cf, BatchOp, Direction, ScanIter, Storage, StorageError, StorageSnapshot, SyncFuture,
+    WriteBatch,
+};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 /// Column family name → its ordered contents. Each map is shared with
@@ -99,7 +102,10 @@ impl SimDisk {
             if let Some(last) = pending.last() {
                 let full = encode_batch(last);
                 let torn = full[..full.len() / 2].to_vec();
-                st.log.push(Record { bytes: torn, checksum: checksum(&full) });
+                st.log.push(Record {
+                    bytes: torn,
+                    checksum: checksum(&full),
+                });
             }
         }
         st.epoch += 1;
@@ -167,7 +173,9 @@ impl SimStorage {
             halted: false,
             report,
         };
-        Ok(SimStorage { inner: Arc::new(Mutex::new(handle)) })
+        Ok(SimStorage {
+            inner: Arc::new(Mutex::new(handle)),
+        })
     }
 
     /// What recovery found when this handle was opened.
@@ -232,7 +240,13 @@ impl Storage for SimStorage {
         Ok(h.visible.get(cf).and_then(|m| m.get(key)).cloned())
     }
 
-    fn scan(&self, cf: &str, start: &[u8], end: Option<&[u8]>, dir: Direction) -> Result<ScanIter<'_>, StorageError> {
+    fn scan(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        dir: Direction,
+    ) -> Result<ScanIter<'_>, StorageError> {
         let map = {
             let h = self.lock();
             let cf = check_cf(&h.families, cf)?;
@@ -280,7 +294,10 @@ impl Storage for SimStorage {
             let pending = std::mem::take(&mut st.pending);
             for b in &pending {
                 let bytes = encode_batch(b);
-                st.log.push(Record { checksum: checksum(&bytes), bytes });
+                st.log.push(Record {
+                    checksum: checksum(&bytes),
+                    bytes,
+                });
             }
             st.syncs += 1;
             Ok(())
@@ -289,12 +306,19 @@ impl Storage for SimStorage {
 
     fn snapshot(&self) -> Arc<dyn StorageSnapshot> {
         let h = self.lock();
-        Arc::new(SimSnapshot { families: h.families.clone(), maps: h.visible.clone() })
+        Arc::new(SimSnapshot {
+            families: h.families.clone(),
+            maps: h.visible.clone(),
+        })
     }
 
     fn approximate_size(&self) -> u64 {
         let h = self.lock();
-        h.visible.values().flat_map(|m| m.iter()).map(|(k, v)| (k.len() + v.len()) as u64).sum()
+        h.visible
+            .values()
+            .flat_map(|m| m.iter())
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum()
     }
 }
 
@@ -309,9 +333,20 @@ impl StorageSnapshot for SimSnapshot {
         Ok(self.maps.get(cf).and_then(|m| m.get(key)).cloned())
     }
 
-    fn scan(&self, cf: &str, start: &[u8], end: Option<&[u8]>, dir: Direction) -> Result<ScanIter<'_>, StorageError> {
+    fn scan(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        dir: Direction,
+    ) -> Result<ScanIter<'_>, StorageError> {
         let cf = check_cf(&self.families, cf)?;
-        Ok(scan_map(self.maps.get(cf).cloned().unwrap_or_default(), start, end, dir))
+        Ok(scan_map(
+            self.maps.get(cf).cloned().unwrap_or_default(),
+            start,
+            end,
+            dir,
+        ))
     }
 }
 
@@ -339,7 +374,8 @@ fn scan_map(map: Arc<Map>, start: &[u8], end: Option<&[u8]>, dir: Direction) -> 
                     Some(c) => Bound::Excluded(c.clone()),
                     None => upper.clone().map_or(Bound::Unbounded, Bound::Excluded),
                 };
-                map.range::<Vec<u8>, _>((Bound::Included(lower.clone()), to)).next_back()
+                map.range::<Vec<u8>, _>((Bound::Included(lower.clone()), to))
+                    .next_back()
             }
         };
         let (k, v) = next?;
@@ -350,7 +386,9 @@ fn scan_map(map: Arc<Map>, start: &[u8], end: Option<&[u8]>, dir: Direction) -> 
 
 fn op_cf(op: &BatchOp) -> &str {
     match op {
-        BatchOp::Put { cf, .. } | BatchOp::Delete { cf, .. } | BatchOp::DeleteRange { cf, .. } => cf,
+        BatchOp::Put { cf, .. } | BatchOp::Delete { cf, .. } | BatchOp::DeleteRange { cf, .. } => {
+            cf
+        }
     }
 }
 
@@ -366,7 +404,10 @@ fn apply_batch(families: &mut Families, batch: &WriteBatch) {
             }
             BatchOp::DeleteRange { start, end, .. } => {
                 if start < end {
-                    let doomed: Vec<Vec<u8>> = map.range(start.clone()..end.clone()).map(|(k, _)| k.clone()).collect();
+                    let doomed: Vec<Vec<u8>> = map
+                        .range(start.clone()..end.clone())
+                        .map(|(k, _)| k.clone())
+                        .collect();
                     for k in doomed {
                         map.remove(&k);
                     }
@@ -414,7 +455,12 @@ struct Reader<'a>(&'a [u8]);
 impl Reader<'_> {
     fn bytes(&mut self) -> Result<Vec<u8>, StorageError> {
         let corrupt = || StorageError::Corruption("truncated log record".into());
-        let len_bytes: [u8; 8] = self.0.get(..8).ok_or_else(corrupt)?.try_into().expect("slice of 8");
+        let len_bytes: [u8; 8] = self
+            .0
+            .get(..8)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .expect("slice of 8");
         let len = u64::from_le_bytes(len_bytes) as usize;
         let body = self.0.get(8..8 + len).ok_or_else(corrupt)?.to_vec();
         self.0 = &self.0[8 + len..];
@@ -422,7 +468,8 @@ impl Reader<'_> {
     }
 
     fn string(&mut self) -> Result<String, StorageError> {
-        String::from_utf8(self.bytes()?).map_err(|_| StorageError::Corruption("column family name".into()))
+        String::from_utf8(self.bytes()?)
+            .map_err(|_| StorageError::Corruption("column family name".into()))
     }
 }
 
@@ -450,7 +497,9 @@ fn decode_batch(bytes: &[u8]) -> Result<WriteBatch, StorageError> {
 
 /// FNV-1a, 32 bits: enough to detect a torn record in simulation.
 fn checksum(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
 }
 
 #[cfg(test)]

@@ -61,10 +61,21 @@ pub enum Direction {
 /// One operation of a write batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOp {
-    Put { cf: String, key: Vec<u8>, value: Vec<u8> },
-    Delete { cf: String, key: Vec<u8> },
+    Put {
+        cf: String,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        cf: String,
+        key: Vec<u8>,
+    },
     /// Deletes every key in `[start, end)`.
-    DeleteRange { cf: String, start: Vec<u8>, end: Vec<u8> },
+    DeleteRange {
+        cf: String,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
 }
 
 /// An atomic group of writes, applied in order.
@@ -83,19 +94,30 @@ impl WriteBatch {
     pub fn put(&mut self, cf: &str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         let (key, value) = (key.into(), value.into());
         self.size_bytes += key.len() + value.len();
-        self.ops.push(BatchOp::Put { cf: cf.to_owned(), key, value });
+        self.ops.push(BatchOp::Put {
+            cf: cf.to_owned(),
+            key,
+            value,
+        });
     }
 
     pub fn delete(&mut self, cf: &str, key: impl Into<Vec<u8>>) {
         let key = key.into();
         self.size_bytes += key.len();
-        self.ops.push(BatchOp::Delete { cf: cf.to_owned(), key });
+        self.ops.push(BatchOp::Delete {
+            cf: cf.to_owned(),
+            key,
+        });
     }
 
     pub fn delete_range(&mut self, cf: &str, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
         let (start, end) = (start.into(), end.into());
         self.size_bytes += start.len() + end.len();
-        self.ops.push(BatchOp::DeleteRange { cf: cf.to_owned(), start, end });
+        self.ops.push(BatchOp::DeleteRange {
+            cf: cf.to_owned(),
+            start,
+            end,
+        });
     }
 
     /// Appends every operation of `other` after this batch's own.
@@ -129,7 +151,13 @@ impl WriteBatch {
 pub trait StorageSnapshot: Send + Sync {
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
     /// Pairs with `start <= key < end` (`end = None`: to the end of the family).
-    fn scan(&self, cf: &str, start: &[u8], end: Option<&[u8]>, dir: Direction) -> Result<ScanIter<'_>, StorageError>;
+    fn scan(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        dir: Direction,
+    ) -> Result<ScanIter<'_>, StorageError>;
 }
 
 /// The storage seam. See the module documentation for the contract.
@@ -141,7 +169,13 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Pairs with `start <= key < end` (`end = None`: to the end of the family),
     /// in the order `dir`. The view is consistent for the whole iteration.
-    fn scan(&self, cf: &str, start: &[u8], end: Option<&[u8]>, dir: Direction) -> Result<ScanIter<'_>, StorageError>;
+    fn scan(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        dir: Direction,
+    ) -> Result<ScanIter<'_>, StorageError>;
 
     /// Applies `batch` atomically and makes it visible before returning. Not
     /// durable until a later `write_sync` (or `sync`) completes.

@@ -29,7 +29,9 @@ use std::time::Duration;
 use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::raftpb::raft_peer_server::RaftPeer;
 pub use cairn_proto::raftpb::raft_peer_server::RaftPeerServer;
-use cairn_proto::raftpb::{Message, MessageBatch, MessageBatchResponse, MessageType, SnapshotChunk, SnapshotResponse};
+use cairn_proto::raftpb::{
+    Message, MessageBatch, MessageBatchResponse, MessageType, SnapshotChunk, SnapshotResponse,
+};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
@@ -65,7 +67,8 @@ pub enum Inbound {
     Unreachable(NodeId),
 }
 
-pub type SnapshotFuture = Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send + 'static>>;
+pub type SnapshotFuture =
+    Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send + 'static>>;
 
 /// The Transport seam.
 pub trait Transport: Send + Sync + 'static {
@@ -87,7 +90,10 @@ pub struct TransportConfig {
 
 impl Default for TransportConfig {
     fn default() -> Self {
-        Self { call_timeout: Duration::from_secs(2), snapshot_timeout: Duration::from_secs(60) }
+        Self {
+            call_timeout: Duration::from_secs(2),
+            snapshot_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -142,14 +148,18 @@ impl GrpcTransport {
 }
 
 fn lazy_channel(url: &str) -> Option<Channel> {
-    Endpoint::from_shared(url.to_owned()).ok().map(|e| e.connect_timeout(Duration::from_secs(1)).connect_lazy())
+    Endpoint::from_shared(url.to_owned())
+        .ok()
+        .map(|e| e.connect_timeout(Duration::from_secs(1)).connect_lazy())
 }
 
 impl Transport for GrpcTransport {
     fn send(&self, msgs: Vec<Message>) {
         let peers = self.lock();
         for m in msgs {
-            let Some(peer) = peers.get(&NodeId(m.to)) else { continue };
+            let Some(peer) = peers.get(&NodeId(m.to)) else {
+                continue;
+            };
             if peer.queue.try_send(m).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -169,7 +179,9 @@ impl Transport for GrpcTransport {
             let call = client.send_snapshot(tokio_stream::iter(chunks));
             match tokio::time::timeout(deadline, call).await {
                 Err(_) => Err(TransportError::Timeout(to)),
-                Ok(Err(status)) => Err(TransportError::Unreachable(to, status.message().to_owned())),
+                Ok(Err(status)) => {
+                    Err(TransportError::Unreachable(to, status.message().to_owned()))
+                }
                 Ok(Ok(_)) => Ok(()),
             }
         })
@@ -198,7 +210,14 @@ impl Transport for GrpcTransport {
             inbound: self.inbound.clone(),
         };
         let handle = tokio::spawn(worker.run(rx));
-        peers.insert(id, Peer { url, queue, _worker: handle });
+        peers.insert(
+            id,
+            Peer {
+                url,
+                queue,
+                _worker: handle,
+            },
+        );
     }
 
     fn remove_peer(&self, id: NodeId) {
@@ -212,13 +231,25 @@ fn snapshot_chunks(cluster_id: u64, message: Message, data: Vec<u8>) -> Vec<Snap
     let mut chunks: Vec<SnapshotChunk> = data
         .chunks(SNAPSHOT_CHUNK_BYTES)
         .scan(0u64, |offset, c| {
-            let chunk = SnapshotChunk { cluster_id, message: None, offset: *offset, data: c.to_vec(), last: false };
+            let chunk = SnapshotChunk {
+                cluster_id,
+                message: None,
+                offset: *offset,
+                data: c.to_vec(),
+                last: false,
+            };
             *offset += c.len() as u64;
             Some(chunk)
         })
         .collect();
     if chunks.is_empty() {
-        chunks.push(SnapshotChunk { cluster_id, message: None, offset: 0, data: Vec::new(), last: false });
+        chunks.push(SnapshotChunk {
+            cluster_id,
+            message: None,
+            offset: 0,
+            data: Vec::new(),
+            last: false,
+        });
     }
     chunks[0].message = Some(message);
     chunks.last_mut().expect("at least one chunk").last = true;
@@ -240,7 +271,11 @@ impl PeerWorker {
         let mut batch = Vec::with_capacity(MAX_BATCH_MESSAGES);
         while rx.recv_many(&mut batch, MAX_BATCH_MESSAGES).await > 0 {
             let messages = std::mem::take(&mut batch);
-            let req = MessageBatch { cluster_id: self.cluster_id, from: self.me.0, messages };
+            let req = MessageBatch {
+                cluster_id: self.cluster_id,
+                from: self.me.0,
+                messages,
+            };
             let outcome = tokio::time::timeout(self.call_timeout, self.client.send(req)).await;
             if !matches!(outcome, Ok(Ok(_))) {
                 tracing::debug!(peer = %self.to, ?outcome, "peer send failed");
@@ -269,7 +304,11 @@ pub struct PeerService {
 
 impl PeerService {
     pub fn new(cluster_id: u64, inbound: mpsc::Sender<Inbound>) -> Self {
-        Self { cluster_id, inbound, max_snapshot_bytes: 8 << 30 }
+        Self {
+            cluster_id,
+            inbound,
+            max_snapshot_bytes: 8 << 30,
+        }
     }
 
     fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
@@ -285,7 +324,10 @@ impl PeerService {
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
-    async fn send(&self, request: Request<MessageBatch>) -> Result<Response<MessageBatchResponse>, Status> {
+    async fn send(
+        &self,
+        request: Request<MessageBatch>,
+    ) -> Result<Response<MessageBatchResponse>, Status> {
         let batch = request.into_inner();
         self.check_cluster(batch.cluster_id)?;
         self.inbound
@@ -302,7 +344,10 @@ impl RaftPeer for PeerService {
         let mut message: Option<Message> = None;
         let mut data = Vec::new();
         loop {
-            let chunk = stream.message().await?.ok_or_else(|| Status::invalid_argument("snapshot stream ended early"))?;
+            let chunk = stream
+                .message()
+                .await?
+                .ok_or_else(|| Status::invalid_argument("snapshot stream ended early"))?;
             self.check_cluster(chunk.cluster_id)?;
             if chunk.offset != data.len() as u64 {
                 return Err(Status::invalid_argument("snapshot chunk out of order"));
@@ -318,9 +363,12 @@ impl RaftPeer for PeerService {
                 break;
             }
         }
-        let message = message.ok_or_else(|| Status::invalid_argument("snapshot stream without its message"))?;
+        let message = message
+            .ok_or_else(|| Status::invalid_argument("snapshot stream without its message"))?;
         if message.msg_type() != MessageType::MsgSnap {
-            return Err(Status::invalid_argument("snapshot stream must carry a MsgSnap"));
+            return Err(Status::invalid_argument(
+                "snapshot stream must carry a MsgSnap",
+            ));
         }
         let received_bytes = data.len() as u64;
         self.inbound

@@ -15,7 +15,9 @@ const CFS: &[&str] = &["log", "state"];
 /// The child: runs only when re-executed by the parent test.
 #[tokio::test]
 async fn kill9_child_writer() {
-    let Ok(dir) = std::env::var(DIR_ENV) else { return };
+    let Ok(dir) = std::env::var(DIR_ENV) else {
+        return;
+    };
     let s = RocksStorage::open(std::path::Path::new(&dir), CFS).expect("open");
     for i in 0u64.. {
         let mut b = WriteBatch::new();
@@ -30,7 +32,12 @@ async fn kill9_child_writer() {
 fn rocks_synced_batches_survive_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "kill9_child_writer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "kill9_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(DIR_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -55,10 +62,17 @@ fn rocks_synced_batches_survive_kill_9() {
 
     let s = RocksStorage::open(dir.path(), CFS).expect("reopen after kill -9");
     for i in 0..=last_acked {
-        assert_eq!(s.get("log", &i.to_be_bytes()).expect("get"), Some(vec![i as u8; 1000]), "acked batch {i} lost");
+        assert_eq!(
+            s.get("log", &i.to_be_bytes()).expect("get"),
+            Some(vec![i as u8; 1000]),
+            "acked batch {i} lost"
+        );
     }
     // Atomicity: `state/last` always names a batch whose log entry exists.
-    let last = s.get("state", b"last").expect("get").expect("state written");
+    let last = s
+        .get("state", b"last")
+        .expect("get")
+        .expect("state written");
     let last = u64::from_be_bytes(last.try_into().expect("8 bytes"));
     assert!(last >= last_acked);
     assert!(s.get("log", &last.to_be_bytes()).expect("get").is_some());

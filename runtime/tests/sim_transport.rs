@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cairn_proto::raftpb::{Entry, Message, MessageType, Snapshot, SnapshotMetadata};
-use cairn_runtime::transport::{GrpcTransport, RaftPeerServer, Inbound, PeerService, Transport, TransportConfig};
+use cairn_runtime::transport::{
+    GrpcTransport, Inbound, PeerService, RaftPeerServer, Transport, TransportConfig,
+};
 use cairn_runtime::{NodeId, SimDisk, SimStorage, Storage, WriteBatch};
 use madsim::runtime::Handle;
 use tokio::sync::mpsc;
@@ -16,9 +18,20 @@ use tokio::sync::mpsc;
 const CLUSTER: u64 = 0xc0ffee;
 
 fn msg(from: u64, to: u64, index: u64) -> Message {
-    let mut m = Message { from, to, term: 3, index, ..Default::default() };
+    let mut m = Message {
+        from,
+        to,
+        term: 3,
+        index,
+        ..Default::default()
+    };
     m.set_msg_type(MessageType::MsgApp);
-    m.entries.push(Entry { term: 3, index: index + 1, data: b"hello".to_vec(), ..Default::default() });
+    m.entries.push(Entry {
+        term: 3,
+        index: index + 1,
+        data: b"hello".to_vec(),
+        ..Default::default()
+    });
     m
 }
 
@@ -41,7 +54,11 @@ fn serve_peer(handle: &Handle, name: &str, ip: &str) -> mpsc::Receiver<Inbound> 
 async fn transport_round_trip_between_two_simulated_nodes() {
     let handle = Handle::current();
     let mut inbox2 = serve_peer(&handle, "n2", "10.0.0.2");
-    let client = handle.create_node().name("n1").ip("10.0.0.1".parse().expect("ip")).build();
+    let client = handle
+        .create_node()
+        .name("n1")
+        .ip("10.0.0.1".parse().expect("ip"))
+        .build();
     let sent = client
         .spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await; // let the server bind
@@ -49,10 +66,19 @@ async fn transport_round_trip_between_two_simulated_nodes() {
             let peers = BTreeMap::from([(NodeId(2), "http://10.0.0.2:2380".to_owned())]);
             let t = GrpcTransport::new(NodeId(1), CLUSTER, TransportConfig::default(), peers, tx);
             t.send(vec![msg(1, 2, 10), msg(1, 2, 11)]);
-            let mut snap = Message { from: 1, to: 2, term: 3, ..Default::default() };
+            let mut snap = Message {
+                from: 1,
+                to: 2,
+                term: 3,
+                ..Default::default()
+            };
             snap.set_msg_type(MessageType::MsgSnap);
             snap.snapshot = Some(Snapshot {
-                metadata: Some(SnapshotMetadata { index: 100, term: 3, conf_state: None }),
+                metadata: Some(SnapshotMetadata {
+                    index: 100,
+                    term: 3,
+                    conf_state: None,
+                }),
                 data: Vec::new(),
             });
             let state: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
@@ -64,17 +90,29 @@ async fn transport_round_trip_between_two_simulated_nodes() {
 
     let mut got = Vec::new();
     while got.len() < 2 {
-        match tokio::time::timeout(Duration::from_secs(5), inbox2.recv()).await.expect("messages arrive") {
+        match tokio::time::timeout(Duration::from_secs(5), inbox2.recv())
+            .await
+            .expect("messages arrive")
+        {
             Some(Inbound::Messages(ms)) => got.extend(ms),
             Some(Inbound::Snapshot { message, data }) => {
-                assert_eq!(message.snapshot.and_then(|s| s.metadata).map(|m| m.index), Some(100));
+                assert_eq!(
+                    message.snapshot.and_then(|s| s.metadata).map(|m| m.index),
+                    Some(100)
+                );
                 assert_eq!(data.len(), 3_000_000);
-                assert!(data.iter().enumerate().all(|(i, b)| *b == i as u8), "chunks reassembled in order");
+                assert!(
+                    data.iter().enumerate().all(|(i, b)| *b == i as u8),
+                    "chunks reassembled in order"
+                );
             }
             other => panic!("unexpected inbound {other:?}"),
         }
     }
-    assert_eq!(got.iter().map(|m| m.index).collect::<Vec<_>>(), vec![10, 11]);
+    assert_eq!(
+        got.iter().map(|m| m.index).collect::<Vec<_>>(),
+        vec![10, 11]
+    );
     assert_eq!(got[0].entries[0].data, b"hello".to_vec());
     drop(sent);
 }
@@ -83,14 +121,21 @@ async fn transport_round_trip_between_two_simulated_nodes() {
 async fn transport_reports_unreachable_peer_and_recovers_after_partition() {
     let handle = Handle::current();
     let mut inbox2 = serve_peer(&handle, "n2", "10.0.0.2");
-    let client = handle.create_node().name("n1").ip("10.0.0.1".parse().expect("ip")).build();
+    let client = handle
+        .create_node()
+        .name("n1")
+        .ip("10.0.0.1".parse().expect("ip"))
+        .build();
     let (c_id, s_id) = (client.id(), handle.get_node("n2").expect("n2").id());
     let (tx, mut reports) = mpsc::channel(16);
     let t = client
         .spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let peers = BTreeMap::from([(NodeId(2), "http://10.0.0.2:2380".to_owned())]);
-            let cfg = TransportConfig { call_timeout: Duration::from_millis(500), ..Default::default() };
+            let cfg = TransportConfig {
+                call_timeout: Duration::from_millis(500),
+                ..Default::default()
+            };
             GrpcTransport::new(NodeId(1), CLUSTER, cfg, peers, tx)
         })
         .await
@@ -98,7 +143,10 @@ async fn transport_reports_unreachable_peer_and_recovers_after_partition() {
     let net = madsim::net::NetSim::current();
     net.clog_link(c_id, s_id);
     t.send(vec![msg(1, 2, 1)]);
-    match tokio::time::timeout(Duration::from_secs(5), reports.recv()).await.expect("a report") {
+    match tokio::time::timeout(Duration::from_secs(5), reports.recv())
+        .await
+        .expect("a report")
+    {
         Some(Inbound::Unreachable(NodeId(2))) => {}
         other => panic!("expected Unreachable(2), got {other:?}"),
     }
@@ -107,7 +155,9 @@ async fn transport_reports_unreachable_peer_and_recovers_after_partition() {
     let mut delivered = false;
     for i in 0..20 {
         t.send(vec![msg(1, 2, 100 + i)]);
-        if let Ok(Some(Inbound::Messages(ms))) = tokio::time::timeout(Duration::from_millis(500), inbox2.recv()).await {
+        if let Ok(Some(Inbound::Messages(ms))) =
+            tokio::time::timeout(Duration::from_millis(500), inbox2.recv()).await
+        {
             delivered = ms.iter().any(|m| m.index >= 100);
             if delivered {
                 break;
@@ -121,7 +171,11 @@ async fn transport_reports_unreachable_peer_and_recovers_after_partition() {
 async fn sim_storage_crash_of_a_simulated_node_loses_unsynced_data() {
     let handle = Handle::current();
     let disk = SimDisk::new();
-    let node = handle.create_node().name("db").ip("10.0.0.9".parse().expect("ip")).build();
+    let node = handle
+        .create_node()
+        .name("db")
+        .ip("10.0.0.9".parse().expect("ip"))
+        .build();
     let d = disk.clone();
     node.spawn(async move {
         let s = SimStorage::open(&d, &["kv"]).expect("open");

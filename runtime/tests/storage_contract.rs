@@ -32,8 +32,17 @@ impl Backend for Rocks {
     }
 }
 
-fn scan_all(s: &dyn Storage, cf: &str, start: &[u8], end: Option<&[u8]>, dir: Direction) -> Vec<(Vec<u8>, Vec<u8>)> {
-    s.scan(cf, start, end, dir).expect("scan").map(|r| r.expect("scan item")).collect()
+fn scan_all(
+    s: &dyn Storage,
+    cf: &str,
+    start: &[u8],
+    end: Option<&[u8]>,
+    dir: Direction,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    s.scan(cf, start, end, dir)
+        .expect("scan")
+        .map(|r| r.expect("scan item"))
+        .collect()
 }
 
 fn keys(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<Vec<u8>> {
@@ -70,13 +79,19 @@ async fn batch_is_atomic_and_applied_in_order(b: &mut dyn Backend) {
     s.write_sync(batch).await.expect("write");
     assert_eq!(s.get("a", b"k1").expect("get"), Some(b"v2".to_vec()));
     assert_eq!(s.get("a", b"k2").expect("get"), None);
-    assert_eq!(s.get("b", b"k1").expect("get"), Some(b"other-family".to_vec()));
+    assert_eq!(
+        s.get("b", b"k1").expect("get"),
+        Some(b"other-family".to_vec())
+    );
 
     // A batch that names an unknown family is refused whole.
     let mut bad = WriteBatch::new();
     bad.put("a", b"k3".to_vec(), b"v".to_vec());
     bad.put("nope", b"k".to_vec(), b"v".to_vec());
-    assert!(matches!(s.write(bad), Err(StorageError::UnknownColumnFamily(_))));
+    assert!(matches!(
+        s.write(bad),
+        Err(StorageError::UnknownColumnFamily(_))
+    ));
     assert_eq!(s.get("a", b"k3").expect("get"), None);
 }
 
@@ -92,7 +107,15 @@ async fn unsynced_write_is_visible_at_once(b: &mut dyn Backend) {
 contract!(scan_is_ordered_and_bounded_in_both_directions);
 async fn scan_is_ordered_and_bounded_in_both_directions(b: &mut dyn Backend) {
     let s = b.open();
-    let all: Vec<Vec<u8>> = vec![b"".to_vec(), vec![0], b"a".to_vec(), b"ab".to_vec(), b"b".to_vec(), vec![0xff], vec![0xff, 0]];
+    let all: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        vec![0],
+        b"a".to_vec(),
+        b"ab".to_vec(),
+        b"b".to_vec(),
+        vec![0xff],
+        vec![0xff, 0],
+    ];
     let mut batch = WriteBatch::new();
     for (i, k) in all.iter().rev().enumerate() {
         batch.put("a", k.clone(), vec![i as u8]);
@@ -100,21 +123,42 @@ async fn scan_is_ordered_and_bounded_in_both_directions(b: &mut dyn Backend) {
     batch.put("b", b"aa".to_vec(), b"not in a".to_vec());
     s.write_sync(batch).await.expect("write");
 
-    assert_eq!(keys(&scan_all(&*s, "a", b"", None, Direction::Forward)), all);
+    assert_eq!(
+        keys(&scan_all(&*s, "a", b"", None, Direction::Forward)),
+        all
+    );
     let mut rev = all.clone();
     rev.reverse();
-    assert_eq!(keys(&scan_all(&*s, "a", b"", None, Direction::Reverse)), rev);
+    assert_eq!(
+        keys(&scan_all(&*s, "a", b"", None, Direction::Reverse)),
+        rev
+    );
     // [a, b): start included, end excluded.
-    assert_eq!(keys(&scan_all(&*s, "a", b"a", Some(b"b"), Direction::Forward)), vec![b"a".to_vec(), b"ab".to_vec()]);
-    assert_eq!(keys(&scan_all(&*s, "a", b"a", Some(b"b"), Direction::Reverse)), vec![b"ab".to_vec(), b"a".to_vec()]);
+    assert_eq!(
+        keys(&scan_all(&*s, "a", b"a", Some(b"b"), Direction::Forward)),
+        vec![b"a".to_vec(), b"ab".to_vec()]
+    );
+    assert_eq!(
+        keys(&scan_all(&*s, "a", b"a", Some(b"b"), Direction::Reverse)),
+        vec![b"ab".to_vec(), b"a".to_vec()]
+    );
     // Bounds between keys.
-    assert_eq!(keys(&scan_all(&*s, "a", b"aa", Some(b"az"), Direction::Forward)), vec![b"ab".to_vec()]);
+    assert_eq!(
+        keys(&scan_all(&*s, "a", b"aa", Some(b"az"), Direction::Forward)),
+        vec![b"ab".to_vec()]
+    );
     // Empty and inverted ranges.
     assert!(scan_all(&*s, "a", b"b", Some(b"b"), Direction::Forward).is_empty());
     assert!(scan_all(&*s, "a", b"c", Some(b"a"), Direction::Reverse).is_empty());
     // Open end in reverse starts from the last key.
-    assert_eq!(keys(&scan_all(&*s, "a", &[0xff], None, Direction::Reverse)), vec![vec![0xff, 0], vec![0xff]]);
-    assert!(matches!(s.scan("zz", b"", None, Direction::Forward).map(|_| ()), Err(StorageError::UnknownColumnFamily(_))));
+    assert_eq!(
+        keys(&scan_all(&*s, "a", &[0xff], None, Direction::Reverse)),
+        vec![vec![0xff, 0], vec![0xff]]
+    );
+    assert!(matches!(
+        s.scan("zz", b"", None, Direction::Forward).map(|_| ()),
+        Err(StorageError::UnknownColumnFamily(_))
+    ));
 }
 
 contract!(delete_range_removes_exactly_the_range);
@@ -128,7 +172,10 @@ async fn delete_range_removes_exactly_the_range(b: &mut dyn Backend) {
     let mut del = WriteBatch::new();
     del.delete_range("a", b"b".to_vec(), b"d".to_vec());
     s.write_sync(del).await.expect("delete range");
-    assert_eq!(keys(&scan_all(&*s, "a", b"", None, Direction::Forward)), vec![b"a".to_vec(), b"d".to_vec()]);
+    assert_eq!(
+        keys(&scan_all(&*s, "a", b"", None, Direction::Forward)),
+        vec![b"a".to_vec(), b"d".to_vec()]
+    );
 }
 
 contract!(snapshot_is_isolated_from_later_writes);
@@ -156,9 +203,15 @@ async fn snapshot_is_isolated_from_later_writes(b: &mut dyn Backend) {
     }
     assert!(iter.next().is_none());
     assert_eq!(seen, 100);
-    assert_eq!(snap.get("a", &5u32.to_be_bytes()).expect("get"), Some(b"old".to_vec()));
+    assert_eq!(
+        snap.get("a", &5u32.to_be_bytes()).expect("get"),
+        Some(b"old".to_vec())
+    );
     assert_eq!(snap.get("a", &1005u32.to_be_bytes()).expect("get"), None);
-    assert_eq!(s.get("a", &1005u32.to_be_bytes()).expect("get"), Some(b"added".to_vec()));
+    assert_eq!(
+        s.get("a", &1005u32.to_be_bytes()).expect("get"),
+        Some(b"added".to_vec())
+    );
 }
 
 contract!(empty_and_huge_keys_and_values_round_trip);
@@ -172,11 +225,17 @@ async fn empty_and_huge_keys_and_values_round_trip(b: &mut dyn Backend) {
     batch.put("b", b"empty-value".to_vec(), Vec::new());
     s.write_sync(batch).await.expect("write");
     assert_eq!(s.get("a", b"").expect("get"), Some(Vec::new()));
-    assert_eq!(s.get("a", &huge_key).expect("get"), Some(huge_value.clone()));
+    assert_eq!(
+        s.get("a", &huge_key).expect("get"),
+        Some(huge_value.clone())
+    );
     assert_eq!(s.get("b", b"empty-value").expect("get"), Some(Vec::new()));
     drop(s);
     let s = b.open();
-    assert_eq!(s.get("a", &huge_key).expect("get after reopen"), Some(huge_value));
+    assert_eq!(
+        s.get("a", &huge_key).expect("get after reopen"),
+        Some(huge_value)
+    );
     assert!(s.approximate_size() > 0 || cfg!(not(madsim)));
 }
 
@@ -192,7 +251,9 @@ async fn reopen_after_close_recovers_everything_synced(b: &mut dyn Backend) {
             }
             s.write(batch).expect("write");
         }
-        s.sync().await.expect("sync covers the unsynced writes before it");
+        s.sync()
+            .await
+            .expect("sync covers the unsynced writes before it");
     }
     let s = b.open();
     // Batch i puts i, and every tenth batch deletes i/2: keys 0, 5, 10, 15, 20 end up deleted.
@@ -235,7 +296,11 @@ async fn sim_crash_loses_unsynced_and_keeps_synced_writes() {
     s.write_sync(put("synced", "1")).await.expect("sync");
     s.write(put("unsynced", "2")).expect("write");
     disk.crash();
-    assert_eq!(s.write(put("x", "y")), Err(StorageError::Closed), "a crashed handle is dead");
+    assert_eq!(
+        s.write(put("x", "y")),
+        Err(StorageError::Closed),
+        "a crashed handle is dead"
+    );
     let s = SimStorage::open(&disk, CFS).expect("reopen");
     assert_eq!(s.get("a", b"synced").expect("get"), Some(b"1".to_vec()));
     assert_eq!(s.get("a", b"unsynced").expect("get"), None);
@@ -264,7 +329,13 @@ async fn sim_batch_is_never_partially_visible_after_crash() {
     s.write(batch).expect("write");
     disk.crash();
     let s = SimStorage::open(&disk, CFS).expect("reopen");
-    assert_eq!((s.get("a", b"x").expect("get"), s.get("b", b"y").expect("get")), (None, None));
+    assert_eq!(
+        (
+            s.get("a", b"x").expect("get"),
+            s.get("b", b"y").expect("get")
+        ),
+        (None, None)
+    );
 }
 
 #[tokio::test]
@@ -281,10 +352,17 @@ async fn sim_torn_batch_is_detected_and_discarded_on_recovery() {
     disk.crash();
     let s = SimStorage::open(&disk, CFS).expect("reopen");
     let report = s.recovery_report();
-    assert_eq!(report.torn_records_discarded, 1, "the torn record must be detected: {report:?}");
+    assert_eq!(
+        report.torn_records_discarded, 1,
+        "the torn record must be detected: {report:?}"
+    );
     assert_eq!(s.get("a", b"durable").expect("get"), Some(b"1".to_vec()));
     let torn_keys = scan_all(&s, "a", b"torn-", Some(b"torn."), Direction::Forward);
-    assert!(torn_keys.is_empty(), "no part of a torn batch may be visible: {}", torn_keys.len());
+    assert!(
+        torn_keys.is_empty(),
+        "no part of a torn batch may be visible: {}",
+        torn_keys.len()
+    );
     // The log is healed: later writes and crashes behave normally.
     s.write_sync(put("after", "1")).await.expect("sync");
     disk.crash();
@@ -298,9 +376,15 @@ async fn sim_failed_sync_halts_the_storage() {
     let disk = SimDisk::new();
     let s = SimStorage::open(&disk, CFS).expect("open");
     disk.fail_next_sync();
-    assert!(matches!(s.write_sync(put("k", "v")).await, Err(StorageError::SyncFailed(_))));
+    assert!(matches!(
+        s.write_sync(put("k", "v")).await,
+        Err(StorageError::SyncFailed(_))
+    ));
     assert_eq!(s.write(put("k2", "v")), Err(StorageError::Halted));
-    assert_eq!(s.write_sync(put("k3", "v")).await, Err(StorageError::Halted));
+    assert_eq!(
+        s.write_sync(put("k3", "v")).await,
+        Err(StorageError::Halted)
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cairn_proto::raftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
-use cairn_runtime::transport::{GrpcTransport, Inbound, PeerService, RaftPeerServer, Transport, TransportConfig};
+use cairn_runtime::transport::{
+    GrpcTransport, Inbound, PeerService, RaftPeerServer, Transport, TransportConfig,
+};
 use cairn_runtime::NodeId;
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,14 +43,22 @@ async fn serve(addr: SocketAddr, cluster: u64, tx: mpsc::Sender<Inbound>) -> one
 }
 
 fn heartbeat(to: u64, term: u64) -> Message {
-    let mut m = Message { from: 1, to, term, ..Default::default() };
+    let mut m = Message {
+        from: 1,
+        to,
+        term,
+        ..Default::default()
+    };
     m.set_msg_type(MessageType::MsgHeartbeat);
     m
 }
 
 async fn next_messages(rx: &mut mpsc::Receiver<Inbound>) -> Vec<Message> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("inbound within 5 s") {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("inbound within 5 s")
+        {
             Some(Inbound::Messages(ms)) => return ms,
             Some(_) => continue,
             None => panic!("inbound closed"),
@@ -58,7 +68,10 @@ async fn next_messages(rx: &mut mpsc::Receiver<Inbound>) -> Vec<Message> {
 
 fn transport(addr: SocketAddr, reports: mpsc::Sender<Inbound>) -> GrpcTransport {
     let peers = BTreeMap::from([(NodeId(2), format!("http://{addr}"))]);
-    let cfg = TransportConfig { call_timeout: Duration::from_millis(500), snapshot_timeout: Duration::from_secs(10) };
+    let cfg = TransportConfig {
+        call_timeout: Duration::from_millis(500),
+        snapshot_timeout: Duration::from_secs(10),
+    };
     GrpcTransport::new(NodeId(1), CLUSTER, cfg, peers, reports)
 }
 
@@ -70,7 +83,11 @@ async fn transport_delivers_messages_and_streams_snapshots_over_tcp() {
     let (rtx, _reports) = mpsc::channel(64);
     let t = transport(addr, rtx);
 
-    t.send(vec![heartbeat(2, 1), heartbeat(2, 2), heartbeat(3, 9) /* unknown peer: dropped */]);
+    t.send(vec![
+        heartbeat(2, 1),
+        heartbeat(2, 2),
+        heartbeat(3, 9), /* unknown peer: dropped */
+    ]);
     let mut got = Vec::new();
     while got.len() < 2 {
         got.extend(next_messages(&mut inbox).await);
@@ -79,12 +96,27 @@ async fn transport_delivers_messages_and_streams_snapshots_over_tcp() {
 
     let mut snap = heartbeat(2, 5);
     snap.set_msg_type(MessageType::MsgSnap);
-    snap.snapshot = Some(Snapshot { metadata: Some(SnapshotMetadata { index: 42, term: 5, conf_state: None }), data: vec![] });
+    snap.snapshot = Some(Snapshot {
+        metadata: Some(SnapshotMetadata {
+            index: 42,
+            term: 5,
+            conf_state: None,
+        }),
+        data: vec![],
+    });
     let state: Vec<u8> = (0..2_500_000u32).map(|i| (i % 253) as u8).collect();
-    t.send_snapshot(snap, state.clone()).await.expect("snapshot");
-    match tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await.expect("snapshot arrives") {
+    t.send_snapshot(snap, state.clone())
+        .await
+        .expect("snapshot");
+    match tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+        .await
+        .expect("snapshot arrives")
+    {
         Some(Inbound::Snapshot { message, data }) => {
-            assert_eq!(message.snapshot.and_then(|s| s.metadata).map(|m| m.index), Some(42));
+            assert_eq!(
+                message.snapshot.and_then(|s| s.metadata).map(|m| m.index),
+                Some(42)
+            );
             assert_eq!(data, state);
         }
         other => panic!("expected a snapshot, got {other:?}"),
@@ -104,7 +136,10 @@ async fn transport_reports_unreachable_and_reconnects_after_peer_restart() {
     stop.send(()).expect("stop server");
     tokio::time::sleep(Duration::from_millis(200)).await;
     t.send(vec![heartbeat(2, 2)]);
-    match tokio::time::timeout(Duration::from_secs(5), reports.recv()).await.expect("a report") {
+    match tokio::time::timeout(Duration::from_secs(5), reports.recv())
+        .await
+        .expect("a report")
+    {
         Some(Inbound::Unreachable(NodeId(2))) => {}
         other => panic!("expected Unreachable(2), got {other:?}"),
     }
@@ -113,7 +148,9 @@ async fn transport_reports_unreachable_and_reconnects_after_peer_restart() {
     let mut delivered = false;
     for term in 3..40 {
         t.send(vec![heartbeat(2, term)]);
-        if let Ok(Some(Inbound::Messages(ms))) = tokio::time::timeout(Duration::from_millis(300), inbox.recv()).await {
+        if let Ok(Some(Inbound::Messages(ms))) =
+            tokio::time::timeout(Duration::from_millis(300), inbox.recv()).await
+        {
             if ms.iter().any(|m| m.term >= 3) {
                 delivered = true;
                 break;
@@ -131,9 +168,15 @@ async fn transport_refuses_messages_from_another_cluster() {
     let (rtx, mut reports) = mpsc::channel(64);
     let t = transport(addr, rtx);
     t.send(vec![heartbeat(2, 1)]);
-    match tokio::time::timeout(Duration::from_secs(5), reports.recv()).await.expect("a report") {
+    match tokio::time::timeout(Duration::from_secs(5), reports.recv())
+        .await
+        .expect("a report")
+    {
         Some(Inbound::Unreachable(NodeId(2))) => {}
         other => panic!("expected the call to fail, got {other:?}"),
     }
-    assert!(inbox.try_recv().is_err(), "nothing from another cluster reaches the node");
+    assert!(
+        inbox.try_recv().is_err(),
+        "nothing from another cluster reaches the node"
+    );
 }

@@ -9,9 +9,10 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use cairn_sim_tests::checker::{
-    acknowledged_writes, check_durability, check_linearizable, check_serializable_reads, possibly_written_values,
-    CheckResult, CommittedHistory, Compare, CompareOp, CompareTarget, EtcdError, EtcdState, KeyValue, Operation,
-    Outcome, Request, Response, Revision, Txn, TxnOp, TxnOpResult,
+    acknowledged_writes, check_durability, check_linearizable, check_serializable_reads,
+    possibly_written_values, CheckResult, CommittedHistory, Compare, CompareOp, CompareTarget,
+    EtcdError, EtcdState, KeyValue, Operation, Outcome, Request, Response, Revision, Txn, TxnOp,
+    TxnOpResult,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -28,7 +29,14 @@ fn put(client: u64, call: u64, ret: u64, key: &str, value: &str, revision: u64) 
     )
 }
 
-fn get(client: u64, call: u64, ret: u64, key: &str, header: u64, kv: Option<KeyValue>) -> Operation {
+fn get(
+    client: u64,
+    call: u64,
+    ret: u64,
+    key: &str,
+    header: u64,
+    kv: Option<KeyValue>,
+) -> Operation {
     Operation::ok(
         client,
         call,
@@ -48,7 +56,11 @@ fn kv(value: &str, create: u64, modified: u64, version: u64) -> Option<KeyValue>
 /// `if version(key) == version then put key=value else get key`.
 fn cas(key: &str, version: u64, value: &str) -> Request {
     Request::Txn(Txn {
-        compares: vec![Compare::new(key, CompareTarget::Version(version), CompareOp::Equal)],
+        compares: vec![Compare::new(
+            key,
+            CompareTarget::Version(version),
+            CompareOp::Equal,
+        )],
         success: vec![TxnOp::Put {
             key: key.into(),
             value: value.into(),
@@ -154,7 +166,13 @@ fn cas_race_with_exactly_one_winner_is_linearizable() {
             cas("a", 1, "x"),
             txn_ok(3, false, vec![TxnOpResult::Get(kv("y", 2, 3, 2))]),
         ),
-        Operation::ok(2, 4, 9, cas("a", 1, "y"), txn_ok(3, true, vec![TxnOpResult::Put])),
+        Operation::ok(
+            2,
+            4,
+            9,
+            cas("a", 1, "y"),
+            txn_ok(3, true, vec![TxnOpResult::Put]),
+        ),
         get(3, 11, 12, "a", 3, kv("y", 2, 3, 2)),
     ]);
 }
@@ -195,7 +213,13 @@ fn read_at_compacted_revision_errors_after_compaction() {
                 header_revision: Revision(3),
             },
         ),
-        Operation::ok(2, 7, 8, Request::get_at("a", 2), Response::Error(EtcdError::Compacted)),
+        Operation::ok(
+            2,
+            7,
+            8,
+            Request::get_at("a", 2),
+            Response::Error(EtcdError::Compacted),
+        ),
         Operation::ok(
             2,
             9,
@@ -206,7 +230,13 @@ fn read_at_compacted_revision_errors_after_compaction() {
                 kv: kv("2", 2, 3, 2),
             },
         ),
-        Operation::ok(2, 11, 12, Request::compact(2), Response::Error(EtcdError::Compacted)),
+        Operation::ok(
+            2,
+            11,
+            12,
+            Request::compact(2),
+            Response::Error(EtcdError::Compacted),
+        ),
     ]);
 }
 
@@ -216,7 +246,13 @@ fn timed_out_compaction_may_explain_a_compacted_error() {
         put(1, 1, 2, "a", "1", 2),
         put(1, 3, 4, "a", "2", 3),
         Operation::unknown(1, 5, Request::compact(3)),
-        Operation::ok(2, 7, 8, Request::get_at("a", 2), Response::Error(EtcdError::Compacted)),
+        Operation::ok(
+            2,
+            7,
+            8,
+            Request::get_at("a", 2),
+            Response::Error(EtcdError::Compacted),
+        ),
     ]);
 }
 
@@ -244,8 +280,20 @@ fn stale_read_with_current_header_is_a_violation() {
 fn lost_update_two_cas_winners_is_a_violation() {
     assert_violation(&[
         put(1, 1, 2, "a", "0", 2),
-        Operation::ok(1, 3, 10, cas("a", 1, "x"), txn_ok(3, true, vec![TxnOpResult::Put])),
-        Operation::ok(2, 4, 9, cas("a", 1, "y"), txn_ok(4, true, vec![TxnOpResult::Put])),
+        Operation::ok(
+            1,
+            3,
+            10,
+            cas("a", 1, "x"),
+            txn_ok(3, true, vec![TxnOpResult::Put]),
+        ),
+        Operation::ok(
+            2,
+            4,
+            9,
+            cas("a", 1, "y"),
+            txn_ok(4, true, vec![TxnOpResult::Put]),
+        ),
     ]);
 }
 
@@ -253,8 +301,20 @@ fn lost_update_two_cas_winners_is_a_violation() {
 fn lost_update_hidden_by_shared_revision_is_a_violation() {
     assert_violation(&[
         put(1, 1, 2, "a", "0", 2),
-        Operation::ok(1, 3, 10, cas("a", 1, "x"), txn_ok(3, true, vec![TxnOpResult::Put])),
-        Operation::ok(2, 4, 9, cas("a", 1, "y"), txn_ok(3, true, vec![TxnOpResult::Put])),
+        Operation::ok(
+            1,
+            3,
+            10,
+            cas("a", 1, "x"),
+            txn_ok(3, true, vec![TxnOpResult::Put]),
+        ),
+        Operation::ok(
+            2,
+            4,
+            9,
+            cas("a", 1, "y"),
+            txn_ok(3, true, vec![TxnOpResult::Put]),
+        ),
     ]);
 }
 
@@ -268,7 +328,10 @@ fn read_of_a_failed_write_is_a_violation() {
 
 #[test]
 fn read_of_a_never_issued_write_is_a_violation() {
-    assert_violation(&[put(1, 1, 2, "a", "1", 2), get(2, 3, 4, "a", 2, kv("ghost", 2, 2, 1))]);
+    assert_violation(&[
+        put(1, 1, 2, "a", "1", 2),
+        get(2, 3, 4, "a", 2, kv("ghost", 2, 2, 1)),
+    ]);
 }
 
 #[test]
@@ -534,7 +597,11 @@ const CONCURRENT: Shape = Shape {
 fn random_sequential_histories_are_linearizable() {
     for seed in 0..20 {
         let generated = generate(seed, SEQUENTIAL);
-        assert_eq!(check_linearizable(&generated.ops), CheckResult::Ok, "seed {seed}");
+        assert_eq!(
+            check_linearizable(&generated.ops),
+            CheckResult::Ok,
+            "seed {seed}"
+        );
     }
 }
 
@@ -555,7 +622,11 @@ fn ok_gets(ops: &[Operation]) -> Vec<usize> {
 
 /// Corruptions no legal execution can produce.
 fn corrupt(op: &mut Operation, how: u64) {
-    let Outcome::Ok(Response::Get { header_revision, kv }) = &mut op.output else {
+    let Outcome::Ok(Response::Get {
+        header_revision,
+        kv,
+    }) = &mut op.output
+    else {
         panic!("only Gets are corrupted")
     };
     match how {
@@ -577,7 +648,10 @@ fn corrupted_random_histories_are_violations() {
         let victim = gets[rng.below(gets.len() as u64) as usize];
         corrupt(&mut generated.ops[victim], seed % 3);
         let result = check_linearizable(&generated.ops);
-        assert!(result.is_violation(), "seed {seed}, corrupted #{victim}: {result}");
+        assert!(
+            result.is_violation(),
+            "seed {seed}, corrupted #{victim}: {result}"
+        );
     }
 }
 
@@ -645,7 +719,8 @@ fn stale_reads(rng: &mut Rng, state: &EtcdState, count: usize) -> Vec<Operation>
 fn stale_serializable_reads_of_committed_states_pass() {
     let generated = generate(3, CONCURRENT);
     let reads = stale_reads(&mut Rng::new(3), &generated.state, 200);
-    let violations = check_serializable_reads(&reads, &final_history(&generated.state)).expect("complete history");
+    let violations = check_serializable_reads(&reads, &final_history(&generated.state))
+        .expect("complete history");
     assert!(violations.is_empty(), "{violations:?}");
 }
 
@@ -658,7 +733,8 @@ fn serializable_read_of_a_state_never_committed_fails() {
         corrupt(&mut read, how);
         reads.push(read);
     }
-    let violations = check_serializable_reads(&reads, &final_history(&generated.state)).expect("complete history");
+    let violations = check_serializable_reads(&reads, &final_history(&generated.state))
+        .expect("complete history");
     assert_eq!(
         violations.iter().map(|v| v.op).collect::<Vec<_>>(),
         vec![50, 51, 52],
@@ -672,7 +748,8 @@ fn acknowledged_writes_of_generated_histories_are_durable() {
         let generated = generate(seed, CONCURRENT);
         let acked = acknowledged_writes(&generated.ops);
         let written = possibly_written_values(&generated.ops);
-        let violations = check_durability(&acked, &written, &final_history(&generated.state)).expect("valid history");
+        let violations = check_durability(&acked, &written, &final_history(&generated.state))
+            .expect("valid history");
         assert!(violations.is_empty(), "seed {seed}: {violations:?}");
     }
 }
@@ -691,7 +768,10 @@ fn lost_acknowledged_write_is_a_durability_violation() {
     let mut history = final_history(&generated.state);
     history.changes.retain(|change| change.revision < newest);
     history.current_revision = Revision(newest.0 - 1);
-    let lost = acked.iter().filter(|write| write.revision == newest).count();
+    let lost = acked
+        .iter()
+        .filter(|write| write.revision == newest)
+        .count();
     let violations = check_durability(&acked, &written, &history).expect("valid history");
     assert_eq!(violations.len(), lost, "{violations:?}");
 }
@@ -699,8 +779,13 @@ fn lost_acknowledged_write_is_a_durability_violation() {
 #[test]
 fn value_from_a_failed_write_is_a_durability_violation() {
     let ops = [Operation::failed(1, 1, 2, Request::put("a", "1"))];
-    let history = CommittedHistory::complete(vec![cairn_sim_tests::checker::CommittedChange::new(2, "a", Some("1"))]);
+    let history = CommittedHistory::complete(vec![cairn_sim_tests::checker::CommittedChange::new(
+        2,
+        "a",
+        Some("1"),
+    )]);
     let written: BTreeSet<_> = possibly_written_values(&ops);
-    let violations = check_durability(&acknowledged_writes(&ops), &written, &history).expect("valid history");
+    let violations =
+        check_durability(&acknowledged_writes(&ops), &written, &history).expect("valid history");
     assert_eq!(violations.len(), 1, "{violations:?}");
 }

@@ -21,15 +21,24 @@ pub fn handler(server: Server) -> HttpHandler {
         "/version" => Some(HttpReply {
             status: 200,
             content_type: JSON,
-            body: format!("{{\"etcdserver\":\"{ETCD_API_VERSION}\",\"etcdcluster\":\"{}.0\"}}", cluster_version()),
+            body: format!(
+                "{{\"etcdserver\":\"{ETCD_API_VERSION}\",\"etcdcluster\":\"{}.0\"}}",
+                cluster_version()
+            ),
         }),
-        "/metrics" => Some(HttpReply { status: 200, content_type: "text/plain; version=0.0.4", body: metrics(&server) }),
+        "/metrics" => Some(HttpReply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body: metrics(&server),
+        }),
         _ => None,
     })
 }
 
 fn cluster_version() -> &'static str {
-    ETCD_API_VERSION.rsplit_once('.').map_or(ETCD_API_VERSION, |(major_minor, _)| major_minor)
+    ETCD_API_VERSION
+        .rsplit_once('.')
+        .map_or(ETCD_API_VERSION, |(major_minor, _)| major_minor)
 }
 
 fn health(server: &Server) -> HttpReply {
@@ -41,8 +50,16 @@ fn health(server: &Server) -> HttpReply {
         None
     };
     match reason {
-        None => HttpReply { status: 200, content_type: JSON, body: r#"{"health":"true","reason":""}"#.into() },
-        Some(r) => HttpReply { status: 503, content_type: JSON, body: format!(r#"{{"health":"false","reason":"{r}"}}"#) },
+        None => HttpReply {
+            status: 200,
+            content_type: JSON,
+            body: r#"{"health":"true","reason":""}"#.into(),
+        },
+        Some(r) => HttpReply {
+            status: 503,
+            content_type: JSON,
+            body: format!(r#"{{"health":"false","reason":"{r}"}}"#),
+        },
     }
 }
 
@@ -50,23 +67,72 @@ fn metrics(server: &Server) -> String {
     let m = server.metrics();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
     };
-    gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", "gauge", u64::from(server.leader().is_some()));
-    gauge("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", "counter", m.leader_changes.load(Ordering::Relaxed));
-    gauge("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", "gauge", m.proposals_committed.load(Ordering::Relaxed));
-    gauge("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", "gauge", m.proposals_applied.load(Ordering::Relaxed));
-    gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit.", "gauge", m.proposals_pending.load(Ordering::Relaxed));
-    gauge("etcd_server_proposals_failed_total", "The total number of failed proposals seen.", "counter", m.proposals_failed.load(Ordering::Relaxed));
-    gauge("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", "gauge", server.db_size());
+    gauge(
+        "etcd_server_has_leader",
+        "Whether or not a leader exists. 1 is existence, 0 is not.",
+        "gauge",
+        u64::from(server.leader().is_some()),
+    );
+    gauge(
+        "etcd_server_leader_changes_seen_total",
+        "The number of leader changes seen.",
+        "counter",
+        m.leader_changes.load(Ordering::Relaxed),
+    );
+    gauge(
+        "etcd_server_proposals_committed_total",
+        "The total number of consensus proposals committed.",
+        "gauge",
+        m.proposals_committed.load(Ordering::Relaxed),
+    );
+    gauge(
+        "etcd_server_proposals_applied_total",
+        "The total number of consensus proposals applied.",
+        "gauge",
+        m.proposals_applied.load(Ordering::Relaxed),
+    );
+    gauge(
+        "etcd_server_proposals_pending",
+        "The current number of pending proposals to commit.",
+        "gauge",
+        m.proposals_pending.load(Ordering::Relaxed),
+    );
+    gauge(
+        "etcd_server_proposals_failed_total",
+        "The total number of failed proposals seen.",
+        "counter",
+        m.proposals_failed.load(Ordering::Relaxed),
+    );
+    gauge(
+        "etcd_mvcc_db_total_size_in_bytes",
+        "Total size of the underlying database physically allocated in bytes.",
+        "gauge",
+        server.db_size(),
+    );
     let name = "etcd_disk_wal_fsync_duration_seconds";
-    let _ = writeln!(out, "# HELP {name} The latency distributions of fsync called by WAL.\n# TYPE {name} histogram");
+    let _ = writeln!(
+        out,
+        "# HELP {name} The latency distributions of fsync called by WAL.\n# TYPE {name} histogram"
+    );
     for (i, bound) in FSYNC_BUCKETS_SECS.iter().enumerate() {
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", m.fsync_buckets[i].load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"{bound}\"}} {}",
+            m.fsync_buckets[i].load(Ordering::Relaxed)
+        );
     }
     let count = m.fsync_count.load(Ordering::Relaxed);
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-    let _ = writeln!(out, "{name}_sum {}", m.fsync_sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+    let _ = writeln!(
+        out,
+        "{name}_sum {}",
+        m.fsync_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    );
     let _ = writeln!(out, "{name}_count {count}");
     out
 }

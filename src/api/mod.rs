@@ -25,7 +25,9 @@ pub fn status_of(e: ServerError) -> Status {
     use tonic::Code;
     let (code, msg): (Code, String) = match &e {
         ServerError::Mvcc(m) => match m {
-            MvccError::Compacted | MvccError::FutureRevision => (Code::OutOfRange, format!("etcdserver: {m}")),
+            MvccError::Compacted | MvccError::FutureRevision => {
+                (Code::OutOfRange, format!("etcdserver: {m}"))
+            }
             MvccError::LeaseNotFound => (Code::NotFound, m.to_string()),
             MvccError::KeyNotFound
             | MvccError::DuplicateKey
@@ -41,7 +43,9 @@ pub fn status_of(e: ServerError) -> Status {
         | ServerError::Timeout
         | ServerError::Stopped
         | ServerError::NotCapable => (Code::Unavailable, e.to_string()),
-        ServerError::TooManyRequests | ServerError::NoSpace => (Code::ResourceExhausted, e.to_string()),
+        ServerError::TooManyRequests | ServerError::NoSpace => {
+            (Code::ResourceExhausted, e.to_string())
+        }
         ServerError::RequestTooLarge => (Code::InvalidArgument, e.to_string()),
     };
     Status::new(code, msg)
@@ -57,7 +61,10 @@ pub struct KvService(pub Server);
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
         reply(self.0.range(request.into_inner()).await)
     }
 
@@ -65,7 +72,10 @@ impl Kv for KvService {
         reply(self.0.put(request.into_inner()).await)
     }
 
-    async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
         reply(self.0.delete_range(request.into_inner()).await)
     }
 
@@ -73,7 +83,10 @@ impl Kv for KvService {
         reply(self.0.txn(request.into_inner()).await)
     }
 
-    async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
         reply(self.0.compact(request.into_inner()).await)
     }
 }
@@ -82,46 +95,86 @@ impl Kv for KvService {
 #[derive(Clone)]
 pub struct MaintenanceService(pub Server);
 
-type SnapshotStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
+type SnapshotStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
         let req = request.into_inner();
         if req.action() != alarm_request::AlarmAction::Get {
-            return Err(Status::unimplemented("cairn raises no alarms yet; only alarm list is supported"));
+            return Err(Status::unimplemented(
+                "cairn raises no alarms yet; only alarm list is supported",
+            ));
         }
-        let header = self.0.header(self.0.status().await.map_err(status_of)?.header.map_or(0, |h| h.revision));
-        Ok(Response::new(AlarmResponse { header: Some(header), alarms: Vec::new() }))
+        let header = self.0.header(
+            self.0
+                .status()
+                .await
+                .map_err(status_of)?
+                .header
+                .map_or(0, |h| h.revision),
+        );
+        Ok(Response::new(AlarmResponse {
+            header: Some(header),
+            alarms: Vec::new(),
+        }))
     }
 
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         reply(self.0.status().await)
     }
 
-    async fn defragment(&self, _request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
-        Err(Status::unimplemented("cairn: defragment is not supported yet (RocksDB compacts in the background)"))
+    async fn defragment(
+        &self,
+        _request: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        Err(Status::unimplemented(
+            "cairn: defragment is not supported yet (RocksDB compacts in the background)",
+        ))
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         reply(self.0.hash().await)
     }
 
-    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
         reply(self.0.hash_kv(request.into_inner().revision).await)
     }
 
     type SnapshotStream = SnapshotStream;
 
-    async fn snapshot(&self, _request: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented("cairn: snapshot save is not supported yet"))
+    async fn snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented(
+            "cairn: snapshot save is not supported yet",
+        ))
     }
 
-    async fn move_leader(&self, _request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented("cairn: move-leader is not supported yet"))
+    async fn move_leader(
+        &self,
+        _request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(Status::unimplemented(
+            "cairn: move-leader is not supported yet",
+        ))
     }
 
-    async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+    async fn downgrade(
+        &self,
+        _request: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
         Err(Status::unimplemented("cairn: downgrade is not supported"))
     }
 }
@@ -132,24 +185,47 @@ pub struct ClusterService(pub Server);
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_add(&self, _request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
-        Err(Status::unimplemented("cairn: runtime membership changes are not supported yet"))
+    async fn member_add(
+        &self,
+        _request: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        Err(Status::unimplemented(
+            "cairn: runtime membership changes are not supported yet",
+        ))
     }
 
-    async fn member_remove(&self, _request: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(Status::unimplemented("cairn: runtime membership changes are not supported yet"))
+    async fn member_remove(
+        &self,
+        _request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        Err(Status::unimplemented(
+            "cairn: runtime membership changes are not supported yet",
+        ))
     }
 
-    async fn member_update(&self, _request: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(Status::unimplemented("cairn: runtime membership changes are not supported yet"))
+    async fn member_update(
+        &self,
+        _request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        Err(Status::unimplemented(
+            "cairn: runtime membership changes are not supported yet",
+        ))
     }
 
-    async fn member_list(&self, request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+    async fn member_list(
+        &self,
+        request: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
         reply(self.0.member_list(request.into_inner().linearizable).await)
     }
 
-    async fn member_promote(&self, _request: Request<MemberPromoteRequest>) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(Status::unimplemented("cairn: runtime membership changes are not supported yet"))
+    async fn member_promote(
+        &self,
+        _request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        Err(Status::unimplemented(
+            "cairn: runtime membership changes are not supported yet",
+        ))
     }
 }
 
@@ -160,6 +236,11 @@ pub fn client_router(server: &Server) -> tonic::transport::server::Router {
     let limit = server.max_request_bytes() + 512 * 1024;
     tonic::transport::Server::builder()
         .add_service(KvServer::new(KvService(server.clone())).max_decoding_message_size(limit))
-        .add_service(MaintenanceServer::new(MaintenanceService(server.clone())).max_decoding_message_size(limit))
-        .add_service(ClusterServer::new(ClusterService(server.clone())).max_decoding_message_size(limit))
+        .add_service(
+            MaintenanceServer::new(MaintenanceService(server.clone()))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService(server.clone())).max_decoding_message_size(limit),
+        )
 }

@@ -26,7 +26,13 @@ fn main() -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    if config.auto_compaction != cairn::config::AutoCompaction::Disabled {
+        tracing::warn!("--auto-compaction-* is accepted but not implemented yet: nothing is compacted automatically");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cairn: cannot start the async runtime: {e}");
@@ -53,7 +59,11 @@ fn report_config_error(e: &ConfigError) -> ExitCode {
 
 fn init_logging(config: &Config) {
     let level = config.log_level.tracing_level();
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_target(false).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn server_config(config: &Config) -> ServerConfig {
@@ -76,7 +86,11 @@ fn server_config(config: &Config) -> ServerConfig {
         member_id,
         cluster_id: config.cluster_id().0,
         initial_members,
-        client_urls: config.advertise_client_urls.iter().map(ToString::to_string).collect(),
+        client_urls: config
+            .advertise_client_urls
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         heartbeat_interval: config.heartbeat_interval,
         election_ticks: config.election_ticks(),
         snapshot_count: config.snapshot_count,
@@ -90,8 +104,11 @@ fn server_config(config: &Config) -> ServerConfig {
 
 async fn run(config: Config) -> Result<(), String> {
     let sc = server_config(&config);
-    let storage = client_port::open_storage(&config.data_dir, &cairn::server::state::all_column_families())
-        .map_err(|e| format!("cannot open data dir {}: {e}", config.data_dir.display()))?;
+    let storage = client_port::open_storage(
+        &config.data_dir,
+        &cairn::server::state::all_column_families(),
+    )
+    .map_err(|e| format!("cannot open data dir {}: {e}", config.data_dir.display()))?;
     let peers: BTreeMap<NodeId, String> = sc
         .initial_members
         .iter()
@@ -106,8 +123,14 @@ async fn run(config: Config) -> Result<(), String> {
         peers,
         inbound_tx.clone(),
     ));
-    let server = Server::start(sc.clone(), storage, transport, Arc::new(TokioClock::new()), inbound_rx)
-        .map_err(|e| e.to_string())?;
+    let server = Server::start(
+        sc.clone(),
+        storage,
+        transport,
+        Arc::new(TokioClock::new()),
+        inbound_rx,
+    )
+    .map_err(|e| e.to_string())?;
     tracing::info!(name = %sc.name, member = %NodeId(sc.member_id), cluster = %NodeId(sc.cluster_id), data_dir = %config.data_dir.display(), "cairn member started");
 
     // Each server task reports here when it ends (it only ends on an error).
@@ -119,23 +142,35 @@ async fn run(config: Config) -> Result<(), String> {
         let ended_tx = ended_tx.clone();
         tokio::spawn(async move {
             let r = client_port::serve_peers(listener, cluster_id, inbound).await;
-            let _ = ended_tx.send(format!("peer server on {addr} stopped: {r:?}")).await;
+            let _ = ended_tx
+                .send(format!("peer server on {addr} stopped: {r:?}"))
+                .await;
         });
     }
     for addr in config.listen_client_addrs() {
         let listener = bind(addr).await?;
         tracing::info!(%addr, "serving clients (gRPC and HTTP)");
-        let (router, http) = (cairn::api::client_router(&server), cairn::api::http::handler(server.clone()));
+        let (router, http) = (
+            cairn::api::client_router(&server),
+            cairn::api::http::handler(server.clone()),
+        );
         let ended_tx = ended_tx.clone();
         tokio::spawn(async move {
             let r = client_port::serve_client_port(listener, router, http).await;
-            let _ = ended_tx.send(format!("client server on {addr} stopped: {r:?}")).await;
+            let _ = ended_tx
+                .send(format!("client server on {addr} stopped: {r:?}"))
+                .await;
         });
     }
     drop(ended_tx);
-    Err(ended.recv().await.unwrap_or_else(|| "no listeners configured".to_owned()))
+    Err(ended
+        .recv()
+        .await
+        .unwrap_or_else(|| "no listeners configured".to_owned()))
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<client_port::Listener, String> {
-    client_port::Listener::bind(addr).await.map_err(|e| format!("listen tcp {addr}: bind: {e}"))
+    client_port::Listener::bind(addr)
+        .await
+        .map_err(|e| format!("listen tcp {addr}: bind: {e}"))
 }

@@ -265,7 +265,12 @@ fn help_entry(flag: &FlagSpec) -> String {
         Number | Bool => flag.default.to_string(),
         Text => format!("'{}'", flag.default),
     };
-    format!("  --{} {}\n{}", flag.name, shown, wrap(flag.help, "    ", 80))
+    format!(
+        "  --{} {}\n{}",
+        flag.name,
+        shown,
+        wrap(flag.help, "    ", 80)
+    )
 }
 
 /// `text` as lines of at most `width` columns (longer words stay whole),

@@ -22,7 +22,10 @@ pub enum KeyRange {
     /// `range_end` empty: exactly `key`.
     Single(Vec<u8>),
     /// `[start, end)`; `end = None` when `range_end` is `"\0"` (all keys ≥ start).
-    Span { start: Vec<u8>, end: Option<Vec<u8>> },
+    Span {
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+    },
 }
 
 impl KeyRange {
@@ -31,15 +34,23 @@ impl KeyRange {
     pub fn new(key: &[u8], range_end: &[u8]) -> KeyRange {
         match range_end {
             [] => KeyRange::Single(key.to_vec()),
-            [0] => KeyRange::Span { start: key.to_vec(), end: None },
-            end => KeyRange::Span { start: key.to_vec(), end: Some(end.to_vec()) },
+            [0] => KeyRange::Span {
+                start: key.to_vec(),
+                end: None,
+            },
+            end => KeyRange::Span {
+                start: key.to_vec(),
+                end: Some(end.to_vec()),
+            },
         }
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
         match self {
             KeyRange::Single(k) => k.as_slice() == key,
-            KeyRange::Span { start, end } => start.as_slice() <= key && end.as_ref().is_none_or(|e| key < e.as_slice()),
+            KeyRange::Span { start, end } => {
+                start.as_slice() <= key && end.as_ref().is_none_or(|e| key < e.as_slice())
+            }
         }
     }
 
@@ -49,7 +60,10 @@ impl KeyRange {
         match self {
             KeyRange::Single(k) => Some((Bound::Included(k), Bound::Included(k))),
             KeyRange::Span { start, end: None } => Some((Bound::Included(start), Bound::Unbounded)),
-            KeyRange::Span { start, end: Some(end) } if start < end => Some((Bound::Included(start), Bound::Excluded(end))),
+            KeyRange::Span {
+                start,
+                end: Some(end),
+            } if start < end => Some((Bound::Included(start), Bound::Excluded(end))),
             KeyRange::Span { .. } => None,
         }
     }
@@ -82,7 +96,12 @@ struct Generation {
 
 impl Generation {
     fn new(created: Revision, version: i64, first: KeyRevision) -> Self {
-        Generation { created, version, puts: vec![first], tombstone: None }
+        Generation {
+            created,
+            version,
+            puts: vec![first],
+            tombstone: None,
+        }
     }
 
     fn version_of(&self, put_index: usize) -> i64 {
@@ -109,7 +128,11 @@ impl KeyHistory {
                 return None;
             }
             if let Some(i) = g.puts.iter().rposition(|p| p.main <= at) {
-                return Some(LiveRev { rev: g.puts[i], created: g.created, version: g.version_of(i) });
+                return Some(LiveRev {
+                    rev: g.puts[i],
+                    created: g.created,
+                    version: g.version_of(i),
+                });
             }
         }
         None
@@ -117,9 +140,12 @@ impl KeyHistory {
 
     /// Every stored change, oldest first, with whether it is a tombstone.
     fn changes(&self) -> impl Iterator<Item = (KeyRevision, bool)> + '_ {
-        self.generations
-            .iter()
-            .flat_map(|g| g.puts.iter().map(|p| (*p, false)).chain(g.tombstone.map(|t| (t, true))))
+        self.generations.iter().flat_map(|g| {
+            g.puts
+                .iter()
+                .map(|p| (*p, false))
+                .chain(g.tombstone.map(|t| (t, true)))
+        })
     }
 
     /// The newest change at or before `at`, if any.
@@ -134,17 +160,28 @@ impl KeyHistory {
             return (Some(self.clone()), Vec::new());
         };
         // Keep the latest change ≤ at unless it is a tombstone, and all later ones.
-        let dropped: Vec<_> = self.changes().filter(|(r, _)| *r < latest || (*r == latest && tomb)).collect();
+        let dropped: Vec<_> = self
+            .changes()
+            .filter(|(r, _)| *r < latest || (*r == latest && tomb))
+            .collect();
         let survives = |r: &KeyRevision| *r > latest || (*r == latest && !tomb);
         let mut generations = Vec::new();
         for g in &self.generations {
             let puts: Vec<_> = g.puts.iter().copied().filter(survives).collect();
             let tombstone = g.tombstone.filter(survives);
             if puts.is_empty() {
-                assert!(tombstone.is_none(), "compaction at {at} left a tombstone without its puts");
+                assert!(
+                    tombstone.is_none(),
+                    "compaction at {at} left a tombstone without its puts"
+                );
                 continue;
             }
-            generations.push(Generation { created: g.created, version: g.version, puts, tombstone });
+            generations.push(Generation {
+                created: g.created,
+                version: g.version,
+                puts,
+                tombstone,
+            });
         }
         let history = (!generations.is_empty()).then_some(KeyHistory { generations });
         (history, dropped)
@@ -176,11 +213,19 @@ impl KeyIndex {
     pub fn current(&self, key: &[u8]) -> Option<LiveRev> {
         let g = self.keys.get(key)?.last_open()?;
         let rev = *g.puts.last().expect("a generation always has a put");
-        Some(LiveRev { rev, created: g.created, version: g.version })
+        Some(LiveRev {
+            rev,
+            created: g.created,
+            version: g.version,
+        })
     }
 
     /// Keys in `range` alive at `at`, in key order, with their visible put.
-    pub fn range<'a>(&'a self, range: &'a KeyRange, at: Revision) -> impl Iterator<Item = (&'a [u8], LiveRev)> + 'a {
+    pub fn range<'a>(
+        &'a self,
+        range: &'a KeyRange,
+        at: Revision,
+    ) -> impl Iterator<Item = (&'a [u8], LiveRev)> + 'a {
         range
             .bounds()
             .map(|bounds| self.keys.range::<[u8], _>(bounds))
@@ -192,11 +237,22 @@ impl KeyIndex {
     /// Records a put at `rev`, which must be newer than every change of the key.
     pub fn put(&mut self, key: &[u8], rev: KeyRevision) {
         let Some(h) = self.keys.get_mut(key) else {
-            self.keys.insert(key.to_vec(), KeyHistory { generations: vec![Generation::new(rev.main, 1, rev)] });
+            self.keys.insert(
+                key.to_vec(),
+                KeyHistory {
+                    generations: vec![Generation::new(rev.main, 1, rev)],
+                },
+            );
             return;
         };
-        let last = h.generations.last_mut().expect("a key history is never empty");
-        assert!(last.puts.last().is_some_and(|p| *p < rev), "put at {rev:?} is not newer than the key's history");
+        let last = h
+            .generations
+            .last_mut()
+            .expect("a key history is never empty");
+        assert!(
+            last.puts.last().is_some_and(|p| *p < rev),
+            "put at {rev:?} is not newer than the key's history"
+        );
         match last.tombstone {
             None => {
                 last.puts.push(rev);
@@ -217,7 +273,10 @@ impl KeyIndex {
             .and_then(|h| h.generations.last_mut())
             .filter(|g| g.tombstone.is_none())
             .unwrap_or_else(|| panic!("tombstone at {rev:?} for a key that is not alive"));
-        assert!(g.puts.last().is_some_and(|p| *p < rev), "tombstone at {rev:?} is not newer than the key's puts");
+        assert!(
+            g.puts.last().is_some_and(|p| *p < rev),
+            "tombstone at {rev:?} is not newer than the key's puts"
+        );
         g.tombstone = Some(rev);
     }
 
@@ -235,11 +294,19 @@ impl KeyIndex {
         let fresh = Generation::new(Revision(kv.create_revision), kv.version, rev);
         match self.keys.get_mut(kv.key.as_slice()) {
             None => {
-                self.keys.insert(kv.key.clone(), KeyHistory { generations: vec![fresh] });
+                self.keys.insert(
+                    kv.key.clone(),
+                    KeyHistory {
+                        generations: vec![fresh],
+                    },
+                );
             }
             Some(h) if h.last_open().is_none() => h.generations.push(fresh),
             Some(h) => {
-                let g = h.generations.last_mut().expect("a key history is never empty");
+                let g = h
+                    .generations
+                    .last_mut()
+                    .expect("a key history is never empty");
                 g.puts.push(rev);
                 g.version = kv.version;
             }
@@ -295,7 +362,11 @@ mod tests {
     }
 
     fn live(rev: KeyRevision, created: i64, version: i64) -> Option<LiveRev> {
-        Some(LiveRev { rev, created: Revision(created), version })
+        Some(LiveRev {
+            rev,
+            created: Revision(created),
+            version,
+        })
     }
 
     /// put@2, put@3, del@4, put@5, put@6 on key "a".
@@ -325,7 +396,10 @@ mod tests {
     fn compaction_keeps_latest_put_and_drops_tombstoned_generations() {
         let mut ix = sample();
         let plan = ix.plan_compaction(Revision(4));
-        assert_eq!(plan.dropped, vec![(r(2, 0), false), (r(3, 0), false), (r(4, 0), true)]);
+        assert_eq!(
+            plan.dropped,
+            vec![(r(2, 0), false), (r(3, 0), false), (r(4, 0), true)]
+        );
         ix.apply_compaction(plan);
         assert_eq!(ix.get(b"a", Revision(5)), live(r(5, 0), 5, 1));
 

@@ -32,14 +32,20 @@ impl Kv {
         out.push(FORMAT_V1);
         put_bytes(&mut out, &self.key);
         put_bytes(&mut out, &self.value);
-        for n in [self.create_revision, self.mod_revision, self.version, self.lease] {
+        for n in [
+            self.create_revision,
+            self.mod_revision,
+            self.version,
+            self.lease,
+        ] {
             out.extend_from_slice(&n.to_be_bytes());
         }
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Kv, MvccError> {
-        let corrupt = || MvccError::Corrupt(format!("undecodable kv record of {} bytes", bytes.len()));
+        let corrupt =
+            || MvccError::Corrupt(format!("undecodable kv record of {} bytes", bytes.len()));
         let mut r = Reader { bytes, pos: 0 };
         if r.take(1).ok_or_else(corrupt)? != [FORMAT_V1] {
             return Err(corrupt());
@@ -54,12 +60,20 @@ impl Kv {
             return Err(corrupt());
         }
         let [create_revision, mod_revision, version, lease] = ints;
-        Ok(Kv { key, value, create_revision, mod_revision, version, lease })
+        Ok(Kv {
+            key,
+            value,
+            create_revision,
+            mod_revision,
+            version,
+            lease,
+        })
     }
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    let len = u32::try_from(b.len()).expect("keys and values are bounded by the request size limit");
+    let len =
+        u32::try_from(b.len()).expect("keys and values are bounded by the request size limit");
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(b);
 }
@@ -93,7 +107,14 @@ mod tests {
 
     #[test]
     fn kv_encoding_round_trips() {
-        let kv = Kv { key: b"k".to_vec(), value: vec![0, 1, 2], create_revision: 2, mod_revision: 7, version: 3, lease: -5 };
+        let kv = Kv {
+            key: b"k".to_vec(),
+            value: vec![0, 1, 2],
+            create_revision: 2,
+            mod_revision: 7,
+            version: 3,
+            lease: -5,
+        };
         assert_eq!(Kv::decode(&kv.encode()), Ok(kv.clone()));
         let mut bytes = kv.encode();
         bytes.pop();

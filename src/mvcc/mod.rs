@@ -40,8 +40,13 @@ mod tests;
 pub use index::KeyRange;
 pub use kv::Kv;
 pub use revision::{KeyRevision, Revision};
-pub use store::{is_read_only_txn, HashKv, MvccStore, WriteOutcome, CF_KV, CF_META, COLUMN_FAMILIES};
-pub use validate::{check_delete_request, check_put_request, check_range_request, check_txn_request, DEFAULT_MAX_TXN_OPS};
+pub use store::{
+    is_read_only_txn, HashKv, MvccStore, WriteOutcome, CF_KV, CF_META, COLUMN_FAMILIES,
+};
+pub use validate::{
+    check_delete_request, check_put_request, check_range_request, check_txn_request,
+    DEFAULT_MAX_TXN_OPS,
+};
 
 use cairn_runtime::StorageError;
 

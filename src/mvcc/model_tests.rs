@@ -21,7 +21,8 @@ use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUni
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse,
+    RequestOp, TxnRequest,
 };
 use cairn_runtime::{Direction, SimDisk, WriteBatch};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
@@ -53,11 +54,33 @@ enum SubOp {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put { key: u8, value: u8, lease: u8, ignore_value: bool, prev_kv: bool },
-    Delete { key: u8, end: Option<u8>, prev_kv: bool },
-    Txn { cmp_key: u8, cmp_version: u8, then: Vec<SubOp>, otherwise: Vec<SubOp> },
-    Range { key: u8, end: Option<u8>, rev: u8, limit: u8 },
-    Compact { rev: u8 },
+    Put {
+        key: u8,
+        value: u8,
+        lease: u8,
+        ignore_value: bool,
+        prev_kv: bool,
+    },
+    Delete {
+        key: u8,
+        end: Option<u8>,
+        prev_kv: bool,
+    },
+    Txn {
+        cmp_key: u8,
+        cmp_version: u8,
+        then: Vec<SubOp>,
+        otherwise: Vec<SubOp>,
+    },
+    Range {
+        key: u8,
+        end: Option<u8>,
+        rev: u8,
+        limit: u8,
+    },
+    Compact {
+        rev: u8,
+    },
     Sync,
     Restart,
     Crash,
@@ -72,9 +95,18 @@ impl Arbitrary for SubOp {
     fn arbitrary(g: &mut Gen) -> Self {
         let k = u8::arbitrary(g);
         match u8::arbitrary(g) % 3 {
-            0 => SubOp::Put { key: k, value: u8::arbitrary(g) % 4 },
-            1 => SubOp::Delete { key: k, end: Option::arbitrary(g) },
-            _ => SubOp::Range { key: k, end: Option::arbitrary(g) },
+            0 => SubOp::Put {
+                key: k,
+                value: u8::arbitrary(g) % 4,
+            },
+            1 => SubOp::Delete {
+                key: k,
+                end: Option::arbitrary(g),
+            },
+            _ => SubOp::Range {
+                key: k,
+                end: Option::arbitrary(g),
+            },
         }
     }
 }
@@ -90,15 +122,26 @@ impl Arbitrary for Op {
                 ignore_value: u8::arbitrary(g) % 5 == 0,
                 prev_kv: bool::arbitrary(g),
             },
-            6..=8 => Op::Delete { key: k, end: Option::arbitrary(g), prev_kv: bool::arbitrary(g) },
+            6..=8 => Op::Delete {
+                key: k,
+                end: Option::arbitrary(g),
+                prev_kv: bool::arbitrary(g),
+            },
             9..=11 => Op::Txn {
                 cmp_key: k,
                 cmp_version: u8::arbitrary(g) % 3,
                 then: small_vec(g, SubOp::arbitrary),
                 otherwise: small_vec(g, SubOp::arbitrary),
             },
-            12..=14 => Op::Range { key: k, end: Option::arbitrary(g), rev: u8::arbitrary(g), limit: u8::arbitrary(g) % 4 },
-            15 | 16 => Op::Compact { rev: u8::arbitrary(g) },
+            12..=14 => Op::Range {
+                key: k,
+                end: Option::arbitrary(g),
+                rev: u8::arbitrary(g),
+                limit: u8::arbitrary(g) % 4,
+            },
+            15 | 16 => Op::Compact {
+                rev: u8::arbitrary(g),
+            },
             17 => Op::Sync,
             18 => Op::Restart,
             _ => Op::Crash,
@@ -132,15 +175,35 @@ struct Model {
 
 impl Model {
     fn new() -> Self {
-        Model { hist: BTreeMap::new(), current: 1, compacted: -1, applied: 0 }
+        Model {
+            hist: BTreeMap::new(),
+            current: 1,
+            compacted: -1,
+            applied: 0,
+        }
     }
 
     fn state(&self, key: &[u8], at: i64) -> Option<MKv> {
         let mut state: Option<MKv> = None;
-        for (rev, change) in self.hist.get(key).into_iter().flatten().filter(|(r, _)| *r <= at) {
+        for (rev, change) in self
+            .hist
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|(r, _)| *r <= at)
+        {
             state = change.as_ref().map(|(value, lease)| {
-                let (create_revision, version) = state.as_ref().map_or((*rev, 1), |s| (s.create_revision, s.version + 1));
-                MKv { key: key.to_vec(), value: value.clone(), create_revision, mod_revision: *rev, version, lease: *lease }
+                let (create_revision, version) = state
+                    .as_ref()
+                    .map_or((*rev, 1), |s| (s.create_revision, s.version + 1));
+                MKv {
+                    key: key.to_vec(),
+                    value: value.clone(),
+                    create_revision,
+                    mod_revision: *rev,
+                    version,
+                    lease: *lease,
+                }
             });
         }
         state
@@ -155,7 +218,11 @@ impl Model {
     }
 
     fn range_at(&self, key: &[u8], end: &[u8], at: i64) -> Vec<MKv> {
-        self.hist.keys().filter(|k| Self::in_range(k, key, end)).filter_map(|k| self.state(k, at)).collect()
+        self.hist
+            .keys()
+            .filter(|k| Self::in_range(k, key, end))
+            .filter_map(|k| self.state(k, at))
+            .collect()
     }
 
     fn read(&self, key: &[u8], end: &[u8], rev: i64) -> Result<Vec<MKv>, MvccError> {
@@ -170,12 +237,19 @@ impl Model {
     }
 
     fn record(&mut self, key: &[u8], rev: i64, change: Option<(Vec<u8>, i64)>) {
-        self.hist.entry(key.to_vec()).or_default().push((rev, change));
+        self.hist
+            .entry(key.to_vec())
+            .or_default()
+            .push((rev, change));
     }
 
     /// Deletes the live keys of a range at `rev`; returns how many.
     fn delete(&mut self, key: &[u8], end: &[u8], rev: i64) -> usize {
-        let live: Vec<_> = self.range_at(key, end, rev).into_iter().map(|kv| kv.key).collect();
+        let live: Vec<_> = self
+            .range_at(key, end, rev)
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
         for k in &live {
             self.record(k, rev, None);
         }
@@ -189,7 +263,10 @@ impl Model {
             .values()
             .map(|changes| {
                 let later = changes.iter().filter(|(r, _)| *r > c).count();
-                let kept = changes.iter().rfind(|(r, _)| *r <= c).is_some_and(|(_, ch)| ch.is_some());
+                let kept = changes
+                    .iter()
+                    .rfind(|(r, _)| *r <= c)
+                    .is_some_and(|(_, ch)| ch.is_some());
                 later + usize::from(kept)
             })
             .sum()
@@ -212,17 +289,25 @@ fn from_store(resp: &RangeResponse) -> Vec<MKv> {
 
 fn sub_op_request(op: &SubOp) -> RequestOp {
     let request = match op {
-        SubOp::Put { key: k, value } => {
-            Request::RequestPut(PutRequest { key: key(*k), value: vec![*value], ..Default::default() })
-        }
-        SubOp::Delete { key: k, end } => {
-            Request::RequestDeleteRange(DeleteRangeRequest { key: key(*k), range_end: range_end(*end), prev_kv: false })
-        }
-        SubOp::Range { key: k, end } => {
-            Request::RequestRange(RangeRequest { key: key(*k), range_end: range_end(*end), ..Default::default() })
-        }
+        SubOp::Put { key: k, value } => Request::RequestPut(PutRequest {
+            key: key(*k),
+            value: vec![*value],
+            ..Default::default()
+        }),
+        SubOp::Delete { key: k, end } => Request::RequestDeleteRange(DeleteRangeRequest {
+            key: key(*k),
+            range_end: range_end(*end),
+            prev_kv: false,
+        }),
+        SubOp::Range { key: k, end } => Request::RequestRange(RangeRequest {
+            key: key(*k),
+            range_end: range_end(*end),
+            ..Default::default()
+        }),
     };
-    RequestOp { request: Some(request) }
+    RequestOp {
+        request: Some(request),
+    }
 }
 
 struct Harness {
@@ -237,32 +322,70 @@ impl Harness {
     fn new() -> Self {
         let (disk, store) = fresh();
         let hash = store.hash_kv(0).expect("hash of an empty store");
-        Harness { disk, store, model: Model::new(), synced: (Model::new(), hash) }
+        Harness {
+            disk,
+            store,
+            model: Model::new(),
+            synced: (Model::new(), hash),
+        }
     }
 
     /// The server's `extra`: the applied counter, advanced by every write request.
     fn extra(&mut self) -> WriteBatch {
         self.model.applied += 1;
         let mut b = WriteBatch::new();
-        b.put(CF_META, APPLIED_KEY.to_vec(), self.model.applied.to_be_bytes().to_vec());
+        b.put(
+            CF_META,
+            APPLIED_KEY.to_vec(),
+            self.model.applied.to_be_bytes().to_vec(),
+        );
         b
     }
 
     fn stored_applied(&self) -> u64 {
-        let raw = self.store.storage().get(CF_META, APPLIED_KEY).expect("meta readable");
-        raw.map_or(0, |b| u64::from_be_bytes(b.as_slice().try_into().expect("applied counter is 8 bytes")))
+        let raw = self
+            .store
+            .storage()
+            .get(CF_META, APPLIED_KEY)
+            .expect("meta readable");
+        raw.map_or(0, |b| {
+            u64::from_be_bytes(b.as_slice().try_into().expect("applied counter is 8 bytes"))
+        })
     }
 
     fn run(&mut self, op: &Op) -> Result<(), String> {
         match op {
-            Op::Put { key, value, lease, ignore_value, prev_kv } => self.put(key, value, lease, *ignore_value, *prev_kv),
-            Op::Delete { key: k, end, prev_kv } => self.delete(&key(*k), &range_end(*end), *prev_kv),
-            Op::Txn { cmp_key, cmp_version, then, otherwise } => self.txn(*cmp_key, *cmp_version, then, otherwise),
-            Op::Range { key: k, end, rev, limit } => self.range(&key(*k), &range_end(*end), *rev, *limit),
+            Op::Put {
+                key,
+                value,
+                lease,
+                ignore_value,
+                prev_kv,
+            } => self.put(key, value, lease, *ignore_value, *prev_kv),
+            Op::Delete {
+                key: k,
+                end,
+                prev_kv,
+            } => self.delete(&key(*k), &range_end(*end), *prev_kv),
+            Op::Txn {
+                cmp_key,
+                cmp_version,
+                then,
+                otherwise,
+            } => self.txn(*cmp_key, *cmp_version, then, otherwise),
+            Op::Range {
+                key: k,
+                end,
+                rev,
+                limit,
+            } => self.range(&key(*k), &range_end(*end), *rev, *limit),
             Op::Compact { rev } => self.compact(*rev),
             Op::Sync => {
                 block_on(self.store.storage().sync()).map_err(|e| format!("sync: {e}"))?;
-                self.synced = (self.model.clone(), self.store.hash_kv(0).map_err(|e| e.to_string())?);
+                self.synced = (
+                    self.model.clone(),
+                    self.store.hash_kv(0).map_err(|e| e.to_string())?,
+                );
                 Ok(())
             }
             Op::Restart => self.restart(),
@@ -271,10 +394,28 @@ impl Harness {
         self.check_state()
     }
 
-    fn put(&mut self, k: &u8, value: &u8, lease: &u8, ignore_value: bool, prev_kv: bool) -> Result<(), String> {
+    fn put(
+        &mut self,
+        k: &u8,
+        value: &u8,
+        lease: &u8,
+        ignore_value: bool,
+        prev_kv: bool,
+    ) -> Result<(), String> {
         let k = key(*k);
-        let value = if ignore_value { Vec::new() } else { vec![*value] };
-        let req = PutRequest { key: k.clone(), value: value.clone(), lease: *lease as i64, prev_kv, ignore_value, ignore_lease: false };
+        let value = if ignore_value {
+            Vec::new()
+        } else {
+            vec![*value]
+        };
+        let req = PutRequest {
+            key: k.clone(),
+            value: value.clone(),
+            lease: *lease as i64,
+            prev_kv,
+            ignore_value,
+            ignore_lease: false,
+        };
         let extra = self.extra();
         let got = self.store.put(&req, &no_lease_check, extra);
         let rev = self.model.current + 1;
@@ -286,12 +427,26 @@ impl Harness {
         match (got, want) {
             (Err(e), Err(w)) if e == w => Ok(()),
             (Ok(out), Ok(())) => {
-                let value = if ignore_value { prev.clone().map(|p| p.value).unwrap_or_default() } else { value };
+                let value = if ignore_value {
+                    prev.clone().map(|p| p.value).unwrap_or_default()
+                } else {
+                    value
+                };
                 self.model.record(&k, rev, Some((value, *lease as i64)));
                 self.model.current = rev;
-                let got_prev = out.response.prev_kv.map(|kv| from_store(&RangeResponse { kvs: vec![kv], ..Default::default() }));
+                let got_prev = out.response.prev_kv.map(|kv| {
+                    from_store(&RangeResponse {
+                        kvs: vec![kv],
+                        ..Default::default()
+                    })
+                });
                 let want_prev = if prev_kv { prev.map(|p| vec![p]) } else { None };
-                check(out.revision.0 == rev && out.events.len() == 1, "put outcome", &out.revision, &rev)?;
+                check(
+                    out.revision.0 == rev && out.events.len() == 1,
+                    "put outcome",
+                    &out.revision,
+                    &rev,
+                )?;
                 check(got_prev == want_prev, "put prev_kv", &got_prev, &want_prev)
             }
             (got, want) => Err(format!("put {req:?}: got {got:?}, model {want:?}")),
@@ -299,24 +454,60 @@ impl Harness {
     }
 
     fn delete(&mut self, k: &[u8], end: &[u8], prev_kv: bool) -> Result<(), String> {
-        let req = DeleteRangeRequest { key: k.to_vec(), range_end: end.to_vec(), prev_kv };
+        let req = DeleteRangeRequest {
+            key: k.to_vec(),
+            range_end: end.to_vec(),
+            prev_kv,
+        };
         let extra = self.extra();
-        let out = self.store.delete_range(&req, extra).map_err(|e| format!("delete {req:?}: {e}"))?;
+        let out = self
+            .store
+            .delete_range(&req, extra)
+            .map_err(|e| format!("delete {req:?}: {e}"))?;
         let prevs = self.model.range_at(k, end, self.model.current);
         let rev = self.model.current + 1;
         let deleted = self.model.delete(k, end, rev);
         if deleted > 0 {
             self.model.current = rev;
         }
-        let got_prev = from_store(&RangeResponse { kvs: out.response.prev_kvs.clone(), ..Default::default() });
+        let got_prev = from_store(&RangeResponse {
+            kvs: out.response.prev_kvs.clone(),
+            ..Default::default()
+        });
         let want_prev = if prev_kv { prevs } else { Vec::new() };
-        check(out.response.deleted as usize == deleted, "deleted count", &out.response.deleted, &deleted)?;
-        check(out.revision.0 == self.model.current, "delete revision", &out.revision, &self.model.current)?;
-        check(out.events.len() == deleted, "delete events", &out.events.len(), &deleted)?;
-        check(got_prev == want_prev, "delete prev_kvs", &got_prev, &want_prev)
+        check(
+            out.response.deleted as usize == deleted,
+            "deleted count",
+            &out.response.deleted,
+            &deleted,
+        )?;
+        check(
+            out.revision.0 == self.model.current,
+            "delete revision",
+            &out.revision,
+            &self.model.current,
+        )?;
+        check(
+            out.events.len() == deleted,
+            "delete events",
+            &out.events.len(),
+            &deleted,
+        )?;
+        check(
+            got_prev == want_prev,
+            "delete prev_kvs",
+            &got_prev,
+            &want_prev,
+        )
     }
 
-    fn txn(&mut self, cmp_key: u8, cmp_version: u8, then: &[SubOp], otherwise: &[SubOp]) -> Result<(), String> {
+    fn txn(
+        &mut self,
+        cmp_key: u8,
+        cmp_version: u8,
+        then: &[SubOp],
+        otherwise: &[SubOp],
+    ) -> Result<(), String> {
         let req = TxnRequest {
             compare: vec![Compare {
                 key: key(cmp_key),
@@ -332,10 +523,21 @@ impl Harness {
             return Ok(()); // the API layer refuses it; it is never applied
         }
         let extra = self.extra();
-        let out = self.store.txn(&req, &no_lease_check, extra).map_err(|e| format!("txn {req:?}: {e}"))?;
-        let version = self.model.state(&key(cmp_key), self.model.current).map_or(0, |kv| kv.version);
+        let out = self
+            .store
+            .txn(&req, &no_lease_check, extra)
+            .map_err(|e| format!("txn {req:?}: {e}"))?;
+        let version = self
+            .model
+            .state(&key(cmp_key), self.model.current)
+            .map_or(0, |kv| kv.version);
         let succeeded = version == cmp_version as i64;
-        check(out.response.succeeded == succeeded, "txn branch", &out.response.succeeded, &succeeded)?;
+        check(
+            out.response.succeeded == succeeded,
+            "txn branch",
+            &out.response.succeeded,
+            &succeeded,
+        )?;
         let ops = if succeeded { then } else { otherwise };
         let rev = self.model.current + 1;
         let mut changed = false;
@@ -355,23 +557,43 @@ impl Harness {
                     let want = self.model.range_at(&key(*k), &range_end(*end), head);
                     check(from_store(r) == want, "txn range", &from_store(r), &want)?;
                 }
-                (op, resp) => return Err(format!("txn response {resp:?} does not match op {op:?}")),
+                (op, resp) => {
+                    return Err(format!("txn response {resp:?} does not match op {op:?}"))
+                }
             }
         }
         if changed {
             self.model.current = rev;
         }
-        check(out.revision.0 == self.model.current, "txn revision", &out.revision, &self.model.current)
+        check(
+            out.revision.0 == self.model.current,
+            "txn revision",
+            &out.revision,
+            &self.model.current,
+        )
     }
 
     fn range(&mut self, k: &[u8], end: &[u8], rev: u8, limit: u8) -> Result<(), String> {
         let rev = rev as i64 % (self.model.current + 2);
-        let req = RangeRequest { key: k.to_vec(), range_end: end.to_vec(), revision: rev, limit: limit as i64, ..Default::default() };
-        let got = self.store.range(&req).map(|r| (from_store(&r), r.count, r.more));
+        let req = RangeRequest {
+            key: k.to_vec(),
+            range_end: end.to_vec(),
+            revision: rev,
+            limit: limit as i64,
+            ..Default::default()
+        };
+        let got = self
+            .store
+            .range(&req)
+            .map(|r| (from_store(&r), r.count, r.more));
         let want = self.model.read(k, end, rev).map(|all| {
             let count = all.len() as i64;
             let more = limit > 0 && all.len() > limit as usize;
-            let kvs = if limit > 0 { all.into_iter().take(limit as usize).collect() } else { all };
+            let kvs = if limit > 0 {
+                all.into_iter().take(limit as usize).collect()
+            } else {
+                all
+            };
             (kvs, count, more)
         });
         check(got == want, "range", &got, &want)
@@ -380,7 +602,16 @@ impl Harness {
     fn compact(&mut self, rev: u8) -> Result<(), String> {
         let rev = rev as i64 % (self.model.current + 2);
         let extra = self.extra();
-        let got = self.store.compact(&CompactionRequest { revision: rev, physical: true }, extra).map(|o| o.revision.0);
+        let got = self
+            .store
+            .compact(
+                &CompactionRequest {
+                    revision: rev,
+                    physical: true,
+                },
+                extra,
+            )
+            .map(|o| o.revision.0);
         let want = if rev <= self.model.compacted {
             Err(MvccError::Compacted)
         } else if rev > self.model.current {
@@ -390,16 +621,32 @@ impl Harness {
             Ok(self.model.current)
         };
         check(got == want, "compact", &got, &want)?;
-        let stored = self.store.storage().scan(CF_KV, &[], None, Direction::Forward).map_err(|e| e.to_string())?.count();
+        let stored = self
+            .store
+            .storage()
+            .scan(CF_KV, &[], None, Direction::Forward)
+            .map_err(|e| e.to_string())?
+            .count();
         let expected = self.model.expected_stored();
-        check(stored == expected, "stored changes after compaction", &stored, &expected)
+        check(
+            stored == expected,
+            "stored changes after compaction",
+            &stored,
+            &expected,
+        )
     }
 
     fn restart(&mut self) -> Result<(), String> {
         block_on(self.store.storage().sync()).map_err(|e| format!("sync: {e}"))?;
-        let before = (self.store.hash_kv(0).map_err(|e| e.to_string())?, self.store.hash().map_err(|e| e.to_string())?);
+        let before = (
+            self.store.hash_kv(0).map_err(|e| e.to_string())?,
+            self.store.hash().map_err(|e| e.to_string())?,
+        );
         self.store = open_on(&self.disk);
-        let after = (self.store.hash_kv(0).map_err(|e| e.to_string())?, self.store.hash().map_err(|e| e.to_string())?);
+        let after = (
+            self.store.hash_kv(0).map_err(|e| e.to_string())?,
+            self.store.hash().map_err(|e| e.to_string())?,
+        );
         check(before == after, "hashes across restart", &before, &after)?;
         self.synced = (self.model.clone(), after.0);
         Ok(())
@@ -410,7 +657,12 @@ impl Harness {
         self.store = open_on(&self.disk);
         self.model = self.synced.0.clone();
         let hash = self.store.hash_kv(0).map_err(|e| e.to_string())?;
-        check(hash == self.synced.1, "HashKV after crash equals HashKV at the last sync", &hash, &self.synced.1)
+        check(
+            hash == self.synced.1,
+            "HashKV after crash equals HashKV at the last sync",
+            &hash,
+            &self.synced.1,
+        )
     }
 
     /// Current revision, compact revision, applied counter and the whole
@@ -418,10 +670,23 @@ impl Harness {
     fn check_state(&self) -> Result<(), String> {
         let m = &self.model;
         let compacted = self.store.compact_revision().map_or(-1, |c| c.0);
-        let got = (self.store.current_revision().0, compacted, self.stored_applied());
+        let got = (
+            self.store.current_revision().0,
+            compacted,
+            self.stored_applied(),
+        );
         let want = (m.current, m.compacted, m.applied);
-        check(got == want, "revision, compact revision, applied", &got, &want)?;
-        let all = self.store.range(&RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() });
+        check(
+            got == want,
+            "revision, compact revision, applied",
+            &got,
+            &want,
+        )?;
+        let all = self.store.range(&RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        });
         let all = all.map(|r| from_store(&r)).map_err(|e| e.to_string())?;
         let want = m.range_at(&[0], &[0], m.current);
         check(all == want, "whole keyspace", &all, &want)
@@ -430,16 +695,31 @@ impl Harness {
     /// Every revision from 1 to one past current reads as the model says.
     fn check_history(&self) -> Result<(), String> {
         for rev in 1..=self.model.current + 1 {
-            let got = self.store.range(&RangeRequest { key: vec![0], range_end: vec![0], revision: rev, ..Default::default() });
+            let got = self.store.range(&RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                revision: rev,
+                ..Default::default()
+            });
             let got = got.map(|r| from_store(&r));
             let want = self.model.read(&[0], &[0], rev);
-            check(got == want, &format!("history at revision {rev}"), &got, &want)?;
+            check(
+                got == want,
+                &format!("history at revision {rev}"),
+                &got,
+                &want,
+            )?;
         }
         Ok(())
     }
 }
 
-fn check<T: std::fmt::Debug, U: std::fmt::Debug>(ok: bool, what: &str, got: &T, want: &U) -> Result<(), String> {
+fn check<T: std::fmt::Debug, U: std::fmt::Debug>(
+    ok: bool,
+    what: &str,
+    got: &T,
+    want: &U,
+) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
@@ -463,19 +743,29 @@ fn store_matches_model(ops: Vec<Op>) -> TestResult {
 
 #[test]
 fn store_matches_model_under_random_histories() {
-    QuickCheck::new().tests(1000).rng(Gen::new(100)).quickcheck(store_matches_model as fn(Vec<Op>) -> TestResult);
+    QuickCheck::new()
+        .tests(1000)
+        .rng(Gen::new(100))
+        .quickcheck(store_matches_model as fn(Vec<Op>) -> TestResult);
 }
 
 /// HashKV at every hashable revision is the same before and after a restart
 /// (the index rebuilt from Storage) — what members compare for consistency.
 fn hash_kv_survives_restart(ops: Vec<Op>) -> TestResult {
     let mut h = Harness::new();
-    for op in ops.iter().filter(|op| !matches!(op, Op::Restart | Op::Crash)) {
+    for op in ops
+        .iter()
+        .filter(|op| !matches!(op, Op::Restart | Op::Crash))
+    {
         if let Err(e) = h.run(op) {
             return TestResult::error(format!("{op:?}: {e}"));
         }
     }
-    let hashes = |s: &MvccStore| -> Vec<Result<HashKv, MvccError>> { (0..=s.current_revision().0 + 1).map(|r| s.hash_kv(r)).collect() };
+    let hashes = |s: &MvccStore| -> Vec<Result<HashKv, MvccError>> {
+        (0..=s.current_revision().0 + 1)
+            .map(|r| s.hash_kv(r))
+            .collect()
+    };
     let before = (hashes(&h.store), h.store.hash());
     if let Err(e) = h.restart() {
         return TestResult::error(e);
@@ -489,5 +779,8 @@ fn hash_kv_survives_restart(ops: Vec<Op>) -> TestResult {
 
 #[test]
 fn hash_kv_equals_pre_restart_hash_kv() {
-    QuickCheck::new().tests(300).rng(Gen::new(100)).quickcheck(hash_kv_survives_restart as fn(Vec<Op>) -> TestResult);
+    QuickCheck::new()
+        .tests(300)
+        .rng(Gen::new(100))
+        .quickcheck(hash_kv_survives_restart as fn(Vec<Op>) -> TestResult);
 }

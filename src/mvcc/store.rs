@@ -26,8 +26,9 @@ use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
-    Compare, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, RequestOp, ResponseOp, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, TxnRequest,
+    TxnResponse,
 };
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use cairn_runtime::{Direction, Storage, StorageError, WriteBatch};
@@ -105,12 +106,21 @@ struct Pending {
 
 impl Pending {
     fn new(rev: Revision) -> Self {
-        Pending { rev, changes: Vec::new(), overlay: BTreeMap::new() }
+        Pending {
+            rev,
+            changes: Vec::new(),
+            overlay: BTreeMap::new(),
+        }
     }
 
     fn record(&mut self, kv: Kv, tombstone: bool, prev: Option<Kv>) {
-        self.overlay.insert(kv.key.clone(), (!tombstone).then(|| kv.clone()));
-        self.changes.push(Change { kv, tombstone, prev });
+        self.overlay
+            .insert(kv.key.clone(), (!tombstone).then(|| kv.clone()));
+        self.changes.push(Change {
+            kv,
+            tombstone,
+            prev,
+        });
     }
 }
 
@@ -151,7 +161,11 @@ impl View<'_> {
         if requested > self.head().0 {
             return Err(MvccError::FutureRevision);
         }
-        let at = if requested <= 0 { self.head() } else { Revision(requested) };
+        let at = if requested <= 0 {
+            self.head()
+        } else {
+            Revision(requested)
+        };
         if self.store.compacted.is_some_and(|c| at < c) {
             return Err(MvccError::Compacted);
         }
@@ -193,20 +207,31 @@ impl View<'_> {
     fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
         let at = self.resolve(req.revision)?;
         let found = self.collect(&KeyRange::new(&req.key, &req.range_end), at);
-        let mut resp = RangeResponse { count: found.len() as i64, ..Default::default() };
+        let mut resp = RangeResponse {
+            count: found.len() as i64,
+            ..Default::default()
+        };
         if req.count_only {
             return Ok(resp);
         }
         // As etcd: with sorting or filters every kv is read, otherwise one more
         // than the limit (to learn `more`).
-        let filtered =
-            req.min_mod_revision != 0 || req.max_mod_revision != 0 || req.min_create_revision != 0 || req.max_create_revision != 0;
+        let filtered = req.min_mod_revision != 0
+            || req.max_mod_revision != 0
+            || req.min_create_revision != 0
+            || req.max_create_revision != 0;
         let take = if req.sort_order() != SortOrder::None || filtered || req.limit <= 0 {
             found.len()
         } else {
-            usize::try_from(req.limit).unwrap_or(usize::MAX).saturating_add(1).min(found.len())
+            usize::try_from(req.limit)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
+                .min(found.len())
         };
-        let mut kvs = found[..take].iter().map(|(_, f)| self.load(f)).collect::<Result<Vec<_>, _>>()?;
+        let mut kvs = found[..take]
+            .iter()
+            .map(|(_, f)| self.load(f))
+            .collect::<Result<Vec<_>, _>>()?;
         kvs.retain(|kv| passes_filters(req, kv));
         sort_kvs(req, &mut kvs);
         if req.limit > 0 && kvs.len() as i64 > req.limit {
@@ -252,8 +277,14 @@ impl View<'_> {
     }
 
     /// etcd's checkRequestPut for one op: ignore_* need the key; leases must exist.
-    fn check_put_op(&self, op: &RequestOp, lease_exists: &dyn Fn(i64) -> bool) -> Result<(), MvccError> {
-        let Some(Request::RequestPut(p)) = &op.request else { return Ok(()) };
+    fn check_put_op(
+        &self,
+        op: &RequestOp,
+        lease_exists: &dyn Fn(i64) -> bool,
+    ) -> Result<(), MvccError> {
+        let Some(Request::RequestPut(p)) = &op.request else {
+            return Ok(());
+        };
         if (p.ignore_value || p.ignore_lease) && self.latest(&p.key).is_none() {
             return Err(MvccError::KeyNotFound);
         }
@@ -266,7 +297,9 @@ impl View<'_> {
     /// etcd's checkRequestRange for one op (note: `revision < 0` counts as
     /// compacted here, unlike a top-level range — as in etcd).
     fn check_range_op(&self, op: &RequestOp) -> Result<(), MvccError> {
-        let Some(Request::RequestRange(r)) = &op.request else { return Ok(()) };
+        let Some(Request::RequestRange(r)) = &op.request else {
+            return Ok(());
+        };
         let first = self.store.compacted.map_or(-1, |c| c.0);
         match r.revision {
             0 => Ok(()),
@@ -335,7 +368,8 @@ fn sort_kvs(req: &RangeRequest, kvs: &mut [Kv]) {
 /// etcd's compareKV: a missing or mismatched target union compares against
 /// zero / the empty value.
 fn compare_kv(c: &Compare, kv: &Kv) -> bool {
-    let int = |want: fn(&TargetUnion) -> Option<i64>| c.target_union.as_ref().and_then(want).unwrap_or(0);
+    let int =
+        |want: fn(&TargetUnion) -> Option<i64>| c.target_union.as_ref().and_then(want).unwrap_or(0);
     let ord = match c.target() {
         CompareTarget::Value => {
             let v = match &c.target_union {
@@ -344,12 +378,34 @@ fn compare_kv(c: &Compare, kv: &Kv) -> bool {
             };
             kv.value.as_slice().cmp(v)
         }
-        CompareTarget::Version => kv.version.cmp(&int(|t| if let TargetUnion::Version(v) = t { Some(*v) } else { None })),
-        CompareTarget::Create => {
-            kv.create_revision.cmp(&int(|t| if let TargetUnion::CreateRevision(v) = t { Some(*v) } else { None }))
-        }
-        CompareTarget::Mod => kv.mod_revision.cmp(&int(|t| if let TargetUnion::ModRevision(v) = t { Some(*v) } else { None })),
-        CompareTarget::Lease => kv.lease.cmp(&int(|t| if let TargetUnion::Lease(v) = t { Some(*v) } else { None })),
+        CompareTarget::Version => kv.version.cmp(&int(|t| {
+            if let TargetUnion::Version(v) = t {
+                Some(*v)
+            } else {
+                None
+            }
+        })),
+        CompareTarget::Create => kv.create_revision.cmp(&int(|t| {
+            if let TargetUnion::CreateRevision(v) = t {
+                Some(*v)
+            } else {
+                None
+            }
+        })),
+        CompareTarget::Mod => kv.mod_revision.cmp(&int(|t| {
+            if let TargetUnion::ModRevision(v) = t {
+                Some(*v)
+            } else {
+                None
+            }
+        })),
+        CompareTarget::Lease => kv.lease.cmp(&int(|t| {
+            if let TargetUnion::Lease(v) = t {
+                Some(*v)
+            } else {
+                None
+            }
+        })),
     };
     match c.result() {
         CompareResult::Equal => ord == Ordering::Equal,
@@ -371,17 +427,28 @@ fn to_pb(kv: Kv, keys_only: bool) -> KeyValue {
 }
 
 fn to_event(c: Change) -> Event {
-    let kind = if c.tombstone { EventType::Delete } else { EventType::Put };
-    Event { r#type: kind as i32, kv: Some(to_pb(c.kv, false)), prev_kv: c.prev.map(|p| to_pb(p, false)) }
+    let kind = if c.tombstone {
+        EventType::Delete
+    } else {
+        EventType::Put
+    };
+    Event {
+        r#type: kind as i32,
+        kv: Some(to_pb(c.kv, false)),
+        prev_kv: c.prev.map(|p| to_pb(p, false)),
+    }
 }
 
 /// Whether a txn only reads, on both branches, recursively (etcd's isTxnReadonly).
 pub fn is_read_only_txn(req: &TxnRequest) -> bool {
-    req.success.iter().chain(&req.failure).all(|op| match &op.request {
-        Some(Request::RequestRange(_)) | None => true,
-        Some(Request::RequestTxn(t)) => is_read_only_txn(t),
-        Some(_) => false,
-    })
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(_)) | None => true,
+            Some(Request::RequestTxn(t)) => is_read_only_txn(t),
+            Some(_) => false,
+        })
 }
 
 /// Executes one write request against a `Pending` overlay.
@@ -392,11 +459,17 @@ struct Exec<'a> {
 
 impl<'a> Exec<'a> {
     fn new(store: &'a MvccStore) -> Self {
-        Exec { store, p: Pending::new(store.current.next()) }
+        Exec {
+            store,
+            p: Pending::new(store.current.next()),
+        }
     }
 
     fn view(&self) -> View<'_> {
-        View { store: self.store, pending: Some(&self.p) }
+        View {
+            store: self.store,
+            pending: Some(&self.p),
+        }
     }
 
     fn put(&mut self, req: &PutRequest) -> Result<PutResponse, MvccError> {
@@ -425,9 +498,23 @@ impl<'a> Exec<'a> {
                 lease = prev.lease;
             }
         }
-        let kv = Kv { key: req.key.clone(), value, create_revision, mod_revision: rev, version, lease };
-        let resp = PutResponse { header: None, prev_kv: prev.clone().filter(|_| req.prev_kv).map(|p| to_pb(p, false)) };
-        self.p.record(kv, false, prev.filter(|_| self.store.events_prev_kv));
+        let kv = Kv {
+            key: req.key.clone(),
+            value,
+            create_revision,
+            mod_revision: rev,
+            version,
+            lease,
+        };
+        let resp = PutResponse {
+            header: None,
+            prev_kv: prev
+                .clone()
+                .filter(|_| req.prev_kv)
+                .map(|p| to_pb(p, false)),
+        };
+        self.p
+            .record(kv, false, prev.filter(|_| self.store.events_prev_kv));
         Ok(resp)
     }
 
@@ -437,46 +524,85 @@ impl<'a> Exec<'a> {
         let need_prev = req.prev_kv || self.store.events_prev_kv;
         let mut deleted = Vec::with_capacity(found.len());
         for (key, f) in found {
-            let prev = if need_prev { Some(view.load(&f)?) } else { None };
+            let prev = if need_prev {
+                Some(view.load(&f)?)
+            } else {
+                None
+            };
             deleted.push((key, prev));
         }
-        let mut resp = DeleteRangeResponse { deleted: deleted.len() as i64, ..Default::default() };
+        let mut resp = DeleteRangeResponse {
+            deleted: deleted.len() as i64,
+            ..Default::default()
+        };
         for (key, prev) in deleted {
             if req.prev_kv {
-                resp.prev_kvs.push(to_pb(prev.clone().expect("loaded because prev_kv was asked"), false));
+                resp.prev_kvs.push(to_pb(
+                    prev.clone().expect("loaded because prev_kv was asked"),
+                    false,
+                ));
             }
-            let tomb = Kv { key, mod_revision: self.p.rev.0, ..Default::default() };
-            self.p.record(tomb, true, prev.filter(|_| self.store.events_prev_kv));
+            let tomb = Kv {
+                key,
+                mod_revision: self.p.rev.0,
+                ..Default::default()
+            };
+            self.p
+                .record(tomb, true, prev.filter(|_| self.store.events_prev_kv));
         }
         Ok(resp)
     }
 
     /// A whole txn: branches and request checks against the state before it,
     /// then the ops in order, each seeing the earlier ones.
-    fn txn(&mut self, req: &TxnRequest, lease_exists: &dyn Fn(i64) -> bool) -> Result<TxnResponse, MvccError> {
-        let before = View { store: self.store, pending: None };
+    fn txn(
+        &mut self,
+        req: &TxnRequest,
+        lease_exists: &dyn Fn(i64) -> bool,
+    ) -> Result<TxnResponse, MvccError> {
+        let before = View {
+            store: self.store,
+            pending: None,
+        };
         let path = before.txn_path(req)?;
-        walk_path(req, &path, &mut 0, &mut |op| before.check_put_op(op, lease_exists))?;
+        walk_path(req, &path, &mut 0, &mut |op| {
+            before.check_put_op(op, lease_exists)
+        })?;
         walk_path(req, &path, &mut 0, &mut |op| before.check_range_op(op))?;
         self.apply_txn(req, &path, &mut 0)
     }
 
-    fn apply_txn(&mut self, req: &TxnRequest, path: &[bool], pos: &mut usize) -> Result<TxnResponse, MvccError> {
+    fn apply_txn(
+        &mut self,
+        req: &TxnRequest,
+        path: &[bool],
+        pos: &mut usize,
+    ) -> Result<TxnResponse, MvccError> {
         let succeeded = path[*pos];
         *pos += 1;
         let ops = branch(req, succeeded);
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
-                Some(Request::RequestRange(r)) => Some(Response::ResponseRange(self.view().range(r)?)),
+                Some(Request::RequestRange(r)) => {
+                    Some(Response::ResponseRange(self.view().range(r)?))
+                }
                 Some(Request::RequestPut(r)) => Some(Response::ResponsePut(self.put(r)?)),
-                Some(Request::RequestDeleteRange(r)) => Some(Response::ResponseDeleteRange(self.delete_range(r)?)),
-                Some(Request::RequestTxn(t)) => Some(Response::ResponseTxn(self.apply_txn(t, path, pos)?)),
+                Some(Request::RequestDeleteRange(r)) => {
+                    Some(Response::ResponseDeleteRange(self.delete_range(r)?))
+                }
+                Some(Request::RequestTxn(t)) => {
+                    Some(Response::ResponseTxn(self.apply_txn(t, path, pos)?))
+                }
                 None => None,
             };
             responses.push(ResponseOp { response });
         }
-        Ok(TxnResponse { header: None, succeeded, responses })
+        Ok(TxnResponse {
+            header: None,
+            succeeded,
+            responses,
+        })
     }
 }
 
@@ -485,15 +611,26 @@ impl MvccStore {
     /// rebuilds the key index from the `kv` family.
     pub fn open(storage: Arc<dyn Storage>) -> Result<MvccStore, MvccError> {
         let families = storage.column_families();
-        if let Some(missing) = COLUMN_FAMILIES.iter().find(|cf| !families.iter().any(|f| f == *cf)) {
+        if let Some(missing) = COLUMN_FAMILIES
+            .iter()
+            .find(|cf| !families.iter().any(|f| f == *cf))
+        {
             return Err(StorageError::UnknownColumnFamily((*missing).to_owned()).into());
         }
         let compacted = read_compact_revision(storage.as_ref())?;
         let (index, last) = rebuild_index(storage.as_ref())?;
         // A fully compacted history leaves no record of the newest revision
         // but the compact revision itself, which is then the newest (as etcd).
-        let current = Revision::INITIAL.max(last).max(compacted.unwrap_or_default());
-        Ok(MvccStore { storage, index, current, compacted, events_prev_kv: false })
+        let current = Revision::INITIAL
+            .max(last)
+            .max(compacted.unwrap_or_default());
+        Ok(MvccStore {
+            storage,
+            index,
+            current,
+            compacted,
+            events_prev_kv: false,
+        })
     }
 
     pub fn current_revision(&self) -> Revision {
@@ -516,14 +653,19 @@ impl MvccStore {
     }
 
     fn view(&self) -> View<'_> {
-        View { store: self, pending: None }
+        View {
+            store: self,
+            pending: None,
+        }
     }
 
     fn load(&self, rev: KeyRevision) -> Result<Kv, MvccError> {
         let bytes = self
             .storage
             .get(CF_KV, &rev.to_key(false))?
-            .ok_or_else(|| MvccError::Corrupt(format!("indexed revision {rev:?} is missing from storage")))?;
+            .ok_or_else(|| {
+                MvccError::Corrupt(format!("indexed revision {rev:?} is missing from storage"))
+            })?;
         Kv::decode(&bytes)
     }
 
@@ -547,7 +689,12 @@ impl MvccStore {
     /// Every change with main revision in `[from, to]`, as watch events in
     /// revision order (for watchers catching up). `prev_kv` is filled where
     /// the previous revision is still stored.
-    pub fn events_between(&self, from: Revision, to: Revision, prev_kv: bool) -> Result<Vec<Event>, MvccError> {
+    pub fn events_between(
+        &self,
+        from: Revision,
+        to: Revision,
+        prev_kv: bool,
+    ) -> Result<Vec<Event>, MvccError> {
         if self.compacted.is_some_and(|c| from <= c) && from <= to {
             return Err(MvccError::Compacted);
         }
@@ -556,15 +703,28 @@ impl MvccStore {
         if from > to {
             return Ok(events);
         }
-        for item in self.storage.scan(CF_KV, &start_key(from), Some(&start_key(to.next())), Direction::Forward)? {
+        for item in self.storage.scan(
+            CF_KV,
+            &start_key(from),
+            Some(&start_key(to.next())),
+            Direction::Forward,
+        )? {
             let (k, v) = item?;
             let (rev, tombstone) = decode_key(&k)?;
             let kv = Kv::decode(&v)?;
             let prev = match prev_kv {
-                true => self.index.get(&kv.key, Revision(rev.main.0 - 1)).map(|l| self.load(l.rev)).transpose()?,
+                true => self
+                    .index
+                    .get(&kv.key, Revision(rev.main.0 - 1))
+                    .map(|l| self.load(l.rev))
+                    .transpose()?,
                 false => None,
             };
-            events.push(to_event(Change { kv, tombstone, prev }));
+            events.push(to_event(Change {
+                kv,
+                tombstone,
+                prev,
+            }));
         }
         Ok(events)
     }
@@ -581,11 +741,18 @@ impl MvccStore {
         if revision > self.current.0 {
             return Err(MvccError::FutureRevision);
         }
-        let at = if revision <= 0 { self.current } else { Revision(revision) };
+        let at = if revision <= 0 {
+            self.current
+        } else {
+            Revision(revision)
+        };
         let keep = self.index.keep(at);
         let mut h = Crc32c::new();
         h.update(CF_KV.as_bytes());
-        for item in self.storage.scan(CF_KV, &[], Some(&start_key(at.next())), Direction::Forward)? {
+        for item in
+            self.storage
+                .scan(CF_KV, &[], Some(&start_key(at.next())), Direction::Forward)?
+        {
             let (k, v) = item?;
             let (rev, _) = decode_key(&k)?;
             if rev.main.0 <= compact && !keep.is_empty() && !keep.contains(&rev) {
@@ -594,7 +761,12 @@ impl MvccStore {
             h.update(&k);
             h.update(&v);
         }
-        Ok(HashKv { hash: h.finish(), compact_revision: compact, hash_revision: at, revision: self.current })
+        Ok(HashKv {
+            hash: h.finish(),
+            compact_revision: compact,
+            hash_revision: at,
+            revision: self.current,
+        })
     }
 
     /// etcd's Hash: a crc32c over everything MVCC stores.
@@ -667,12 +839,20 @@ impl MvccStore {
         extra: WriteBatch,
     ) -> Result<WriteOutcome<CompactionResponse>, MvccError> {
         let rev = Revision(req.revision);
-        let outcome = |revision| WriteOutcome { response: CompactionResponse::default(), revision, events: Vec::new() };
+        let outcome = |revision| WriteOutcome {
+            response: CompactionResponse::default(),
+            revision,
+            events: Vec::new(),
+        };
         if rev.0 <= self.compacted.map_or(-1, |c| c.0) {
-            return self.finish::<()>(Err(MvccError::Compacted), extra).map(|_| outcome(self.current));
+            return self
+                .finish::<()>(Err(MvccError::Compacted), extra)
+                .map(|_| outcome(self.current));
         }
         if rev > self.current {
-            return self.finish::<()>(Err(MvccError::FutureRevision), extra).map(|_| outcome(self.current));
+            return self
+                .finish::<()>(Err(MvccError::FutureRevision), extra)
+                .map(|_| outcome(self.current));
         }
         let plan = self.index.plan_compaction(rev);
         let mut batch = WriteBatch::new();
@@ -689,11 +869,19 @@ impl MvccStore {
 
     /// Commits a successful execution, or writes only `extra` after an
     /// expected error (and returns that error).
-    fn finish<R>(&mut self, result: Result<(R, Pending), MvccError>, extra: WriteBatch) -> Result<WriteOutcome<R>, MvccError> {
+    fn finish<R>(
+        &mut self,
+        result: Result<(R, Pending), MvccError>,
+        extra: WriteBatch,
+    ) -> Result<WriteOutcome<R>, MvccError> {
         match result {
             Ok((response, pending)) => {
                 let (revision, events) = self.commit(pending, extra)?;
-                Ok(WriteOutcome { response, revision, events })
+                Ok(WriteOutcome {
+                    response,
+                    revision,
+                    events,
+                })
             }
             Err(e) => {
                 if !extra.is_empty() {
@@ -704,11 +892,19 @@ impl MvccStore {
         }
     }
 
-    fn commit(&mut self, pending: Pending, extra: WriteBatch) -> Result<(Revision, Vec<Event>), MvccError> {
+    fn commit(
+        &mut self,
+        pending: Pending,
+        extra: WriteBatch,
+    ) -> Result<(Revision, Vec<Event>), MvccError> {
         let rev = pending.rev;
         let mut batch = WriteBatch::new();
         for (sub, c) in pending.changes.iter().enumerate() {
-            batch.put(CF_KV, KeyRevision::new(rev, sub as i64).to_key(c.tombstone), c.kv.encode());
+            batch.put(
+                CF_KV,
+                KeyRevision::new(rev, sub as i64).to_key(c.tombstone),
+                c.kv.encode(),
+            );
         }
         batch.extend(extra);
         if !batch.is_empty() {
@@ -732,21 +928,39 @@ impl MvccStore {
     /// Verifies the invariants against Storage (expensive: tests and
     /// simulation only). Panics with context when one is broken.
     pub fn check_invariants(&self) {
-        let (rebuilt, last) = rebuild_index(self.storage.as_ref()).expect("storage readable while checking invariants");
-        assert!(rebuilt == self.index, "key index diverged from the kv family");
-        assert!(last <= self.current, "stored revision {last} is newer than current {}", self.current);
-        let stored = read_compact_revision(self.storage.as_ref()).expect("meta readable while checking invariants");
-        assert_eq!(stored, self.compacted, "compact revision differs from storage");
-        assert!(self.compacted.is_none_or(|c| c <= self.current), "compact revision is newer than current");
+        let (rebuilt, last) = rebuild_index(self.storage.as_ref())
+            .expect("storage readable while checking invariants");
+        assert!(
+            rebuilt == self.index,
+            "key index diverged from the kv family"
+        );
+        assert!(
+            last <= self.current,
+            "stored revision {last} is newer than current {}",
+            self.current
+        );
+        let stored = read_compact_revision(self.storage.as_ref())
+            .expect("meta readable while checking invariants");
+        assert_eq!(
+            stored, self.compacted,
+            "compact revision differs from storage"
+        );
+        assert!(
+            self.compacted.is_none_or(|c| c <= self.current),
+            "compact revision is newer than current"
+        );
     }
 }
 
 fn decode_key(k: &[u8]) -> Result<(KeyRevision, bool), MvccError> {
-    KeyRevision::from_key(k).ok_or_else(|| MvccError::Corrupt(format!("undecodable revision key {k:?}")))
+    KeyRevision::from_key(k)
+        .ok_or_else(|| MvccError::Corrupt(format!("undecodable revision key {k:?}")))
 }
 
 fn read_compact_revision(storage: &dyn Storage) -> Result<Option<Revision>, MvccError> {
-    let Some(bytes) = storage.get(CF_META, COMPACT_REVISION_KEY)? else { return Ok(None) };
+    let Some(bytes) = storage.get(CF_META, COMPACT_REVISION_KEY)? else {
+        return Ok(None);
+    };
     let raw: [u8; 8] = bytes
         .as_slice()
         .try_into()
@@ -780,7 +994,11 @@ const fn crc32c_table() -> [u32; 256] {
         let mut c = i as u32;
         let mut bit = 0;
         while bit < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
             bit += 1;
         }
         table[i] = c;

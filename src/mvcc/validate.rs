@@ -9,7 +9,9 @@
 use std::collections::BTreeSet;
 
 use cairn_proto::etcdserverpb::request_op::Request;
-use cairn_proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use cairn_proto::etcdserverpb::{
+    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
 
 use super::MvccError;
 
@@ -95,7 +97,10 @@ impl Interval {
         } else {
             d.range_end.clone()
         };
-        Interval { begin: d.key.clone(), end }
+        Interval {
+            begin: d.key.clone(),
+            end,
+        }
     }
 
     fn hits(&self, key: &[u8]) -> bool {
@@ -118,7 +123,9 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<Interval
     let hit = |dels: &[Interval], k: &[u8]| dels.iter().any(|d| d.hits(k));
     let mut puts = BTreeSet::new();
     for op in ops {
-        let Some(Request::RequestTxn(t)) = &op.request else { continue };
+        let Some(Request::RequestTxn(t)) = &op.request else {
+            continue;
+        };
         let (then_puts, then_dels) = check_intervals(&t.success)?;
         let (else_puts, else_dels) = check_intervals(&t.failure)?;
         for k in &then_puts {
@@ -137,7 +144,9 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<Interval
         dels.extend(else_dels);
     }
     for op in ops {
-        let Some(Request::RequestPut(p)) = &op.request else { continue };
+        let Some(Request::RequestPut(p)) = &op.request else {
+            continue;
+        };
         if puts.contains(&p.key) || hit(&dels, &p.key) {
             return Err(MvccError::DuplicateKey);
         }

@@ -58,7 +58,11 @@ fn parse_file(text: &str) -> Vec<Command> {
                 lines.next();
             }
         }
-        out.push(Command { preamble: std::mem::take(&mut preamble), line: line.to_owned(), expected });
+        out.push(Command {
+            preamble: std::mem::take(&mut preamble),
+            line: line.to_owned(),
+            expected,
+        });
     }
     out
 }
@@ -188,7 +192,12 @@ fn render_ready(id: u64, rd: &Ready, out: &mut String) {
         writeln!(out, "  role={:?} leader={}", ss.role, ss.leader_id).expect("w");
     }
     if let Some(hs) = &rd.hard_state {
-        writeln!(out, "  hard-state term={} vote={} commit={}", hs.term, hs.vote, hs.commit).expect("w");
+        writeln!(
+            out,
+            "  hard-state term={} vote={} commit={}",
+            hs.term, hs.vote, hs.commit
+        )
+        .expect("w");
     }
     if let Some(s) = &rd.snapshot {
         writeln!(out, "  snapshot {}", render_snapshot(s)).expect("w");
@@ -203,7 +212,13 @@ fn render_ready(id: u64, rd: &Ready, out: &mut String) {
         writeln!(out, "  send {}", render_message(m)).expect("w");
     }
     for r in &rd.read_states {
-        writeln!(out, "  read-state index={} ctx={}", r.index, String::from_utf8_lossy(&r.request_ctx)).expect("w");
+        writeln!(
+            out,
+            "  read-state index={} ctx={}",
+            r.index,
+            String::from_utf8_lossy(&r.request_ctx)
+        )
+        .expect("w");
     }
     if rd.must_sync {
         writeln!(out, "  must-sync").expect("w");
@@ -218,7 +233,9 @@ fn render_deliveries(to: u64, ds: &[Delivery], out: &mut String) {
     for d in ds {
         match d {
             Delivery::Stepped(m, None) => writeln!(out, "  {}", render_message(m)).expect("w"),
-            Delivery::Stepped(m, Some(err)) => writeln!(out, "  {} ({err})", render_message(m)).expect("w"),
+            Delivery::Stepped(m, Some(err)) => {
+                writeln!(out, "  {} ({err})", render_message(m)).expect("w")
+            }
             Delivery::Dropped(m) => writeln!(out, "  {} DROPPED", render_message(m)).expect("w"),
         }
     }
@@ -270,7 +287,10 @@ impl Interp {
             "conf-change" => self.conf_change(&args, &mut out),
             "read-index" => {
                 let id = num(args[0]);
-                let res = self.c().node_mut(id).read_index(args[1].as_bytes().to_vec());
+                let res = self
+                    .c()
+                    .node_mut(id)
+                    .read_index(args[1].as_bytes().to_vec());
                 ok_or_err(res, &mut out);
             }
             "transfer-leader" => {
@@ -343,7 +363,13 @@ impl Interp {
             "applied" => {
                 let id = num(args[0]);
                 let app = &self.c().nodes[&id].app;
-                writeln!(out, "applied-index={} entries={}", app.applied_index, render_entries(&app.applied)).expect("w");
+                writeln!(
+                    out,
+                    "applied-index={} entries={}",
+                    app.applied_index,
+                    render_entries(&app.applied)
+                )
+                .expect("w");
             }
             other => panic!("unknown command {other:?}"),
         }
@@ -356,10 +382,16 @@ impl Interp {
 
     fn add_nodes(&mut self, args: &[&str], out: &mut String) {
         let n = num(args[0]);
-        let mut cfg = Config { election_tick: 10, heartbeat_tick: 5, ..Config::new(1) };
+        let mut cfg = Config {
+            election_tick: 10,
+            heartbeat_tick: 5,
+            ..Config::new(1)
+        };
         let (mut voters, mut learners, mut index, mut seed) = (Vec::new(), Vec::new(), 10, 1);
         for a in &args[1..] {
-            let (k, v) = a.split_once('=').unwrap_or_else(|| panic!("bad option {a:?}"));
+            let (k, v) = a
+                .split_once('=')
+                .unwrap_or_else(|| panic!("bad option {a:?}"));
             match k {
                 "voters" => voters = parse_list(v),
                 "learners" => learners = parse_list(v),
@@ -390,7 +422,13 @@ impl Interp {
             }
         }
         let after = self.c().node(id).soft_state();
-        writeln!(out, "role={:?} term={}", after.role, self.c().node(id).hard_state().term).expect("w");
+        writeln!(
+            out,
+            "role={:?} term={}",
+            after.role,
+            self.c().node(id).hard_state().term
+        )
+        .expect("w");
     }
 
     fn conf_change(&mut self, args: &[&str], out: &mut String) {
@@ -402,7 +440,10 @@ impl Interp {
             "add-learner" => ConfChangeType::AddLearnerNode,
             _ => panic!("unknown conf change {k}"),
         };
-        let mut cc = ConfChange { node_id: num(v), ..Default::default() };
+        let mut cc = ConfChange {
+            node_id: num(v),
+            ..Default::default()
+        };
         cc.set_change_type(change);
         let res = self.c().node_mut(id).propose_conf_change(cc);
         ok_or_err(res, out);
@@ -430,20 +471,33 @@ impl Interp {
         }
         for to in targets {
             let c = self.c();
-            let (mine, rest): (Vec<Message>, Vec<Message>) = std::mem::take(&mut c.network).into_iter().partition(|m| {
-                m.to == to
-                    && only.as_ref().is_none_or(|t| type_name(m.msg_type()) == *t)
-                    && from.is_none_or(|f| m.from == f)
-            });
+            let (mine, rest): (Vec<Message>, Vec<Message>) =
+                std::mem::take(&mut c.network).into_iter().partition(|m| {
+                    m.to == to
+                        && only.as_ref().is_none_or(|t| type_name(m.msg_type()) == *t)
+                        && from.is_none_or(|f| m.from == f)
+                });
             c.network = rest;
-            let ds: Vec<Delivery> =
-                mine.into_iter().map(|m| if drop { Delivery::Dropped(c.drop_now(m)) } else { c.deliver(m) }).collect();
+            let ds: Vec<Delivery> = mine
+                .into_iter()
+                .map(|m| {
+                    if drop {
+                        Delivery::Dropped(c.drop_now(m))
+                    } else {
+                        c.deliver(m)
+                    }
+                })
+                .collect();
             render_deliveries(to, &ds, out);
         }
     }
 
     fn stabilize(&mut self, args: &[&str], out: &mut String) {
-        let ids: Vec<u64> = if args.is_empty() { self.c().ids() } else { args.iter().map(|a| num(a)).collect() };
+        let ids: Vec<u64> = if args.is_empty() {
+            self.c().ids()
+        } else {
+            args.iter().map(|a| num(a)).collect()
+        };
         for _ in 0..1000 {
             let mut moved = false;
             for &id in &ids {
@@ -491,7 +545,12 @@ impl Interp {
                 ProgressState::Snapshot => "snapshot",
             };
             let learner = if p.is_learner { " learner" } else { "" };
-            write!(out, "  {pid}: {state} match={} next={}{learner}", p.matched, p.next).expect("w");
+            write!(
+                out,
+                "  {pid}: {state} match={} next={}{learner}",
+                p.matched, p.next
+            )
+            .expect("w");
             if p.inflights.count() > 0 {
                 write!(out, " inflight={}", p.inflights.count()).expect("w");
             }
@@ -514,7 +573,8 @@ fn ok_or_err(res: Result<(), super::RaftError>, out: &mut String) {
 }
 
 fn run_file(path: &Path) -> (String, String) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let mut interp = Interp { cluster: None };
     let mut actual = String::new();
     let mut expected = String::new();
@@ -549,7 +609,14 @@ fn diff(expected: &str, actual: &str) -> String {
         match (e.get(i), a.get(i)) {
             (Some(x), Some(y)) if x == y => {}
             (x, y) => {
-                writeln!(out, "line {}:\n  - {}\n  + {}", i + 1, x.unwrap_or(&"<none>"), y.unwrap_or(&"<none>")).expect("w");
+                writeln!(
+                    out,
+                    "line {}:\n  - {}\n  + {}",
+                    i + 1,
+                    x.unwrap_or(&"<none>"),
+                    y.unwrap_or(&"<none>")
+                )
+                .expect("w");
                 break;
             }
         }
@@ -561,7 +628,11 @@ fn diff(expected: &str, actual: &str) -> String {
 fn golden_scripts() {
     let rewrite = std::env::var_os("REWRITE").is_some();
     let files = testdata_files();
-    assert!(files.len() >= 25, "expected at least 25 golden scripts, found {}", files.len());
+    assert!(
+        files.len() >= 25,
+        "expected at least 25 golden scripts, found {}",
+        files.len()
+    );
     let mut failures = Vec::new();
     for path in files {
         let (actual, expected) = run_file(&path);
@@ -569,10 +640,15 @@ fn golden_scripts() {
             continue;
         }
         if rewrite {
-            std::fs::write(&path, actual.trim_end().to_owned() + "\n").expect("rewrite golden file");
+            std::fs::write(&path, actual.trim_end().to_owned() + "\n")
+                .expect("rewrite golden file");
         } else {
             failures.push(format!("{}:\n{}", path.display(), diff(&expected, &actual)));
         }
     }
-    assert!(failures.is_empty(), "golden mismatches (REWRITE=1 to update, then review):\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden mismatches (REWRITE=1 to update, then review):\n{}",
+        failures.join("\n")
+    );
 }

@@ -25,7 +25,10 @@ pub(crate) fn snapshot_index_term(s: &Snapshot) -> (u64, u64) {
 
 /// The conf state stored in a snapshot (empty when there is none).
 pub(crate) fn snapshot_conf_state(s: &Snapshot) -> ConfState {
-    s.metadata.as_ref().and_then(|m| m.conf_state.clone()).unwrap_or_default()
+    s.metadata
+        .as_ref()
+        .and_then(|m| m.conf_state.clone())
+        .unwrap_or_default()
 }
 
 /// Bytes an entry costs on the wire; used for message and Ready size limits.
@@ -56,8 +59,18 @@ impl RaftLog {
     /// A log recovered from storage: everything given is stable.
     pub fn new(snapshot: Snapshot, entries: Vec<Entry>, committed: u64, applied: u64) -> Self {
         let (snap_index, _) = snapshot_index_term(&snapshot);
-        let entries: Vec<Entry> = entries.into_iter().filter(|e| e.index > snap_index).collect();
-        let mut log = RaftLog { snapshot, snapshot_pending: false, entries, stabled: 0, committed, applied };
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .filter(|e| e.index > snap_index)
+            .collect();
+        let mut log = RaftLog {
+            snapshot,
+            snapshot_pending: false,
+            entries,
+            stabled: 0,
+            committed,
+            applied,
+        };
         log.stabled = log.last_index();
         // Applied entries were committed, even if the commit-only hard state
         // update that said so was not synced before a crash.
@@ -89,7 +102,8 @@ impl RaftLog {
     }
 
     pub fn last_term(&self) -> u64 {
-        self.term(self.last_index()).expect("the last index always has a known term")
+        self.term(self.last_index())
+            .expect("the last index always has a known term")
     }
 
     pub fn stabled(&self) -> u64 {
@@ -123,7 +137,8 @@ impl RaftLog {
 
     /// Raft §5.4.1: a candidate's log is at least as up to date as ours.
     pub fn is_up_to_date(&self, last_index: u64, last_term: u64) -> bool {
-        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     pub fn entry(&self, index: u64) -> Option<&Entry> {
@@ -176,7 +191,9 @@ impl RaftLog {
     /// First index of `ents` whose term differs from ours (or that we lack);
     /// 0 if every entry is already in the log.
     fn find_conflict(&self, ents: &[Entry]) -> u64 {
-        ents.iter().find(|e| !self.match_term(e.index, e.term)).map_or(0, |e| e.index)
+        ents.iter()
+            .find(|e| !self.match_term(e.index, e.term))
+            .map_or(0, |e| e.index)
     }
 
     /// Fast back-off: the largest index `<= index` whose term is `<= term`,
@@ -195,14 +212,24 @@ impl RaftLog {
     /// Follower side of MsgApp: appends `ents` after `(index, log_term)` if
     /// that entry matches, truncating a conflicting suffix. Returns the last
     /// index the message vouches for, or `None` on a mismatch.
-    pub fn maybe_append(&mut self, index: u64, log_term: u64, commit: u64, ents: &[Entry]) -> Option<u64> {
+    pub fn maybe_append(
+        &mut self,
+        index: u64,
+        log_term: u64,
+        commit: u64,
+        ents: &[Entry],
+    ) -> Option<u64> {
         if !self.match_term(index, log_term) {
             return None;
         }
         let last_new = index + ents.len() as u64;
         let conflict = self.find_conflict(ents);
         if conflict != 0 {
-            assert!(conflict > self.committed, "conflict at {conflict} within committed {}", self.committed);
+            assert!(
+                conflict > self.committed,
+                "conflict at {conflict} within committed {}",
+                self.committed
+            );
             let start = (conflict - index - 1) as usize;
             self.append(&ents[start..]);
         }
@@ -213,8 +240,18 @@ impl RaftLog {
     /// Appends entries, truncating anything at or after the first one.
     pub fn append(&mut self, ents: &[Entry]) {
         let Some(first) = ents.first() else { return };
-        assert!(first.index > self.committed, "append at {} overwrites committed {}", first.index, self.committed);
-        assert!(first.index <= self.last_index() + 1, "append at {} leaves a hole after {}", first.index, self.last_index());
+        assert!(
+            first.index > self.committed,
+            "append at {} overwrites committed {}",
+            first.index,
+            self.committed
+        );
+        assert!(
+            first.index <= self.last_index() + 1,
+            "append at {} leaves a hole after {}",
+            first.index,
+            self.last_index()
+        );
         let keep = (first.index - self.first_index()) as usize;
         self.entries.truncate(keep);
         self.stabled = self.stabled.min(first.index - 1);
@@ -223,7 +260,11 @@ impl RaftLog {
 
     pub fn commit_to(&mut self, index: u64) {
         if index > self.committed {
-            assert!(index <= self.last_index(), "commit {index} beyond last index {}", self.last_index());
+            assert!(
+                index <= self.last_index(),
+                "commit {index} beyond last index {}",
+                self.last_index()
+            );
             self.committed = index;
         }
     }
@@ -243,7 +284,11 @@ impl RaftLog {
     }
 
     pub fn applied_to(&mut self, index: u64) {
-        assert!(index <= self.committed, "applied {index} beyond committed {}", self.committed);
+        assert!(
+            index <= self.committed,
+            "applied {index} beyond committed {}",
+            self.committed
+        );
         self.applied = self.applied.max(index);
     }
 
@@ -253,7 +298,8 @@ impl RaftLog {
         if self.snapshot_pending || self.applied >= self.committed {
             return Vec::new();
         }
-        self.slice(self.applied + 1, self.committed, max_bytes).expect("unapplied entries are never compacted")
+        self.slice(self.applied + 1, self.committed, max_bytes)
+            .expect("unapplied entries are never compacted")
     }
 
     /// Replaces the whole log with a snapshot received from the leader.
@@ -268,13 +314,32 @@ impl RaftLog {
 
     /// The application took a snapshot at `index`: forget entries up to it.
     pub fn compact(&mut self, index: u64, conf_state: ConfState, data: Vec<u8>) -> Snapshot {
-        assert!(index <= self.applied, "compact at {index} beyond applied {}", self.applied);
-        assert!(index <= self.stabled, "compact at {index} beyond stabled {}", self.stabled);
-        assert!(index > self.snapshot_index(), "compact at {index} not after snapshot {}", self.snapshot_index());
+        assert!(
+            index <= self.applied,
+            "compact at {index} beyond applied {}",
+            self.applied
+        );
+        assert!(
+            index <= self.stabled,
+            "compact at {index} beyond stabled {}",
+            self.stabled
+        );
+        assert!(
+            index > self.snapshot_index(),
+            "compact at {index} not after snapshot {}",
+            self.snapshot_index()
+        );
         let term = self.term(index).expect("index within the log");
         let drop = (index - self.snapshot_index()) as usize;
         self.entries.drain(..drop);
-        self.snapshot = Snapshot { metadata: Some(SnapshotMetadata { conf_state: Some(conf_state), index, term }), data };
+        self.snapshot = Snapshot {
+            metadata: Some(SnapshotMetadata {
+                conf_state: Some(conf_state),
+                index,
+                term,
+            }),
+            data,
+        };
         self.snapshot.clone()
     }
 
@@ -285,15 +350,42 @@ impl RaftLog {
         for (k, e) in self.entries.iter().enumerate() {
             assert_eq!(e.index, snap + 1 + k as u64, "log hole at position {k}");
             assert!(e.term >= prev_term, "term decreases at index {}", e.index);
-            assert!(e.term <= current_term, "entry {} has term {} > current {current_term}", e.index, e.term);
+            assert!(
+                e.term <= current_term,
+                "entry {} has term {} > current {current_term}",
+                e.index,
+                e.term
+            );
             prev_term = e.term;
         }
-        assert!(self.committed <= self.last_index(), "commit {} > last {}", self.committed, self.last_index());
-        assert!(self.applied <= self.committed, "applied {} > commit {}", self.applied, self.committed);
-        assert!(self.committed >= snap, "commit {} below snapshot {snap}", self.committed);
-        assert!(self.stabled >= snap && self.stabled <= self.last_index(), "stabled {} out of range", self.stabled);
+        assert!(
+            self.committed <= self.last_index(),
+            "commit {} > last {}",
+            self.committed,
+            self.last_index()
+        );
+        assert!(
+            self.applied <= self.committed,
+            "applied {} > commit {}",
+            self.applied,
+            self.committed
+        );
+        assert!(
+            self.committed >= snap,
+            "commit {} below snapshot {snap}",
+            self.committed
+        );
+        assert!(
+            self.stabled >= snap && self.stabled <= self.last_index(),
+            "stabled {} out of range",
+            self.stabled
+        );
         if !self.snapshot_pending {
-            assert!(self.applied >= snap, "applied {} below installed snapshot {snap}", self.applied);
+            assert!(
+                self.applied >= snap,
+                "applied {} below installed snapshot {snap}",
+                self.applied
+            );
         }
     }
 }

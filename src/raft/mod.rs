@@ -56,7 +56,8 @@ mod golden;
 mod properties;
 
 pub use cairn_proto::raftpb::{
-    ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot, SnapshotMetadata,
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message, MessageType,
+    Snapshot, SnapshotMetadata,
 };
 pub use log::RaftLog;
 pub use progress::{Inflights, Progress, ProgressState};
@@ -169,13 +170,19 @@ impl Config {
             return Err(RaftError::InvalidConfig("heartbeat_tick must be positive"));
         }
         if self.election_tick <= self.heartbeat_tick {
-            return Err(RaftError::InvalidConfig("election_tick must exceed heartbeat_tick"));
+            return Err(RaftError::InvalidConfig(
+                "election_tick must exceed heartbeat_tick",
+            ));
         }
         if self.max_inflight_msgs == 0 {
-            return Err(RaftError::InvalidConfig("max_inflight_msgs must be positive"));
+            return Err(RaftError::InvalidConfig(
+                "max_inflight_msgs must be positive",
+            ));
         }
         if self.max_pending_read_index == 0 {
-            return Err(RaftError::InvalidConfig("max_pending_read_index must be positive"));
+            return Err(RaftError::InvalidConfig(
+                "max_pending_read_index must be positive",
+            ));
         }
         Ok(())
     }

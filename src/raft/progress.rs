@@ -34,7 +34,12 @@ pub struct Inflights {
 impl Inflights {
     pub fn new(max_count: usize, max_bytes: u64) -> Self {
         assert!(max_count > 0, "max_inflight_msgs must be positive");
-        Inflights { queue: VecDeque::with_capacity(max_count.min(64)), bytes: 0, max_count, max_bytes }
+        Inflights {
+            queue: VecDeque::with_capacity(max_count.min(64)),
+            bytes: 0,
+            max_count,
+            max_bytes,
+        }
     }
 
     pub fn full(&self) -> bool {
@@ -50,7 +55,10 @@ impl Inflights {
     }
 
     pub fn add(&mut self, last_index: u64, bytes: u64) {
-        assert!(self.queue.len() < self.max_count, "inflights overflow at {last_index}");
+        assert!(
+            self.queue.len() < self.max_count,
+            "inflights overflow at {last_index}"
+        );
         if let Some(&(prev, _)) = self.queue.back() {
             assert!(last_index > prev, "inflight {last_index} not after {prev}");
         }
@@ -101,7 +109,12 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(next: u64, max_inflight_msgs: usize, max_inflight_bytes: u64, is_learner: bool) -> Self {
+    pub fn new(
+        next: u64,
+        max_inflight_msgs: usize,
+        max_inflight_bytes: u64,
+        is_learner: bool,
+    ) -> Self {
         Progress {
             matched: 0,
             next: next.max(1),

@@ -49,7 +49,14 @@ impl Arbitrary for Schedule {
 
     fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
         let s = self.clone();
-        Box::new((1..=4).map(move |k| Schedule { steps: s.steps * k / 5, ..s.clone() }).filter(|x| x.steps >= 10))
+        Box::new(
+            (1..=4)
+                .map(move |k| Schedule {
+                    steps: s.steps * k / 5,
+                    ..s.clone()
+                })
+                .filter(|x| x.steps >= 10),
+        )
     }
 }
 
@@ -80,11 +87,21 @@ struct Checker {
 
 impl Checker {
     fn max_term(c: &Cluster) -> u64 {
-        c.ids().into_iter().filter(|&id| c.is_up(id)).map(|id| c.node(id).hard_state().term).max().unwrap_or(0)
+        c.ids()
+            .into_iter()
+            .filter(|&id| c.is_up(id))
+            .map(|id| c.node(id).hard_state().term)
+            .max()
+            .unwrap_or(0)
     }
 
     fn max_commit(c: &Cluster) -> u64 {
-        c.ids().into_iter().filter(|&id| c.is_up(id)).map(|id| c.node(id).hard_state().commit).max().unwrap_or(0)
+        c.ids()
+            .into_iter()
+            .filter(|&id| c.is_up(id))
+            .map(|id| c.node(id).hard_state().commit)
+            .max()
+            .unwrap_or(0)
     }
 
     fn new(property: Property) -> Self {
@@ -118,7 +135,10 @@ impl Checker {
                 *seen = 0; // a snapshot install reset the application
             }
             for e in &sn.app.applied[*seen..] {
-                let prev = self.committed.entry(e.index).or_insert((e.term, e.data.clone(), max_term));
+                let prev =
+                    self.committed
+                        .entry(e.index)
+                        .or_insert((e.term, e.data.clone(), max_term));
                 assert!(
                     self.property != Property::StateMachineSafety || (prev.0 == e.term && prev.1 == e.data),
                     "state-machine safety: node {id} applied {}/{} {:?}, another node applied term {} {:?}",
@@ -142,7 +162,10 @@ impl Checker {
             let term = n.raft().term;
             let first_time = !self.leaders.contains_key(&term);
             let prev = *self.leaders.entry(term).or_insert(id);
-            assert_eq!(prev, id, "election safety: {prev} and {id} both led term {term}");
+            assert_eq!(
+                prev, id,
+                "election safety: {prev} and {id} both led term {term}"
+            );
             if first_time && self.property == Property::LeaderCompleteness {
                 self.check_completeness(c, id, term);
             }
@@ -170,9 +193,15 @@ impl Checker {
                 let (la, lb) = (&c.node(a).raft().log, &c.node(b).raft().log);
                 let lo = la.first_index().max(lb.first_index());
                 let hi = la.last_index().min(lb.last_index());
-                let Some(top) = (lo..=hi).rev().find(|&i| la.term(i) == lb.term(i)) else { continue };
+                let Some(top) = (lo..=hi).rev().find(|&i| la.term(i) == lb.term(i)) else {
+                    continue;
+                };
                 for i in lo..=top {
-                    assert_eq!(la.entry(i), lb.entry(i), "log matching: nodes {a} and {b} differ at {i} below {top}");
+                    assert_eq!(
+                        la.entry(i),
+                        lb.entry(i),
+                        "log matching: nodes {a} and {b} differ at {i} below {top}"
+                    );
                 }
             }
         }
@@ -183,7 +212,12 @@ impl Checker {
             let seen = self.reads_seen.entry(id).or_insert(0);
             for rs in &sn.app.read_states[*seen..] {
                 if let Some(&floor) = self.reads.get(&rs.request_ctx) {
-                    assert!(rs.index >= floor, "read {:?} answered at {} below commit {floor}", rs.request_ctx, rs.index);
+                    assert!(
+                        rs.index >= floor,
+                        "read {:?} answered at {} below commit {floor}",
+                        rs.request_ctx,
+                        rs.index
+                    );
                 }
             }
             *seen = sn.app.read_states.len();
@@ -271,7 +305,9 @@ fn check_liveness(c: &mut Cluster, checker: &mut Checker) -> Result<(), String> 
             checker.observe(c);
         }
     }
-    Err(format!("no leader committed a proposal within {bound_ticks} ticks after healing"))
+    Err(format!(
+        "no leader committed a proposal within {bound_ticks} ticks after healing"
+    ))
 }
 
 /// Nodes at the same applied index have the same application state.
@@ -286,7 +322,10 @@ fn check_convergence(c: &mut Cluster, _tick: usize) -> Result<(), String> {
     for (id, sn) in &c.nodes {
         let prev = *by_index.entry(sn.app.applied_index).or_insert(sn.app.hash);
         if prev != sn.app.hash {
-            return Err(format!("node {id} diverged at applied index {}", sn.app.applied_index));
+            return Err(format!(
+                "node {id} diverged at applied index {}",
+                sn.app.applied_index
+            ));
         }
     }
     Ok(())
@@ -315,40 +354,63 @@ fn run_schedule(s: Schedule, property: Property) -> TestResult {
 const CASES: u64 = 25;
 
 fn check(property: Property, prop: fn(Schedule) -> TestResult) {
-    QuickCheck::new().tests(CASES).max_tests(CASES).quickcheck(prop);
+    QuickCheck::new()
+        .tests(CASES)
+        .max_tests(CASES)
+        .quickcheck(prop);
     // Plus a fixed sweep, so every run also covers the same schedules.
     for seed in 0..10u64 {
-        let s = Schedule { seed, nodes: 1 + seed % 5, steps: 400, pre_vote: seed % 2 == 0 };
-        assert!(!run_schedule(s.clone(), property).is_failure(), "{property:?} failed for {s:?}");
+        let s = Schedule {
+            seed,
+            nodes: 1 + seed % 5,
+            steps: 400,
+            pre_vote: seed % 2 == 0,
+        };
+        assert!(
+            !run_schedule(s.clone(), property).is_failure(),
+            "{property:?} failed for {s:?}"
+        );
     }
 }
 
 #[test]
 fn election_safety() {
-    check(Property::ElectionSafety, |s| run_schedule(s, Property::ElectionSafety));
+    check(Property::ElectionSafety, |s| {
+        run_schedule(s, Property::ElectionSafety)
+    });
 }
 
 #[test]
 fn log_matching() {
-    check(Property::LogMatching, |s| run_schedule(s, Property::LogMatching));
+    check(Property::LogMatching, |s| {
+        run_schedule(s, Property::LogMatching)
+    });
 }
 
 #[test]
 fn leader_completeness() {
-    check(Property::LeaderCompleteness, |s| run_schedule(s, Property::LeaderCompleteness));
+    check(Property::LeaderCompleteness, |s| {
+        run_schedule(s, Property::LeaderCompleteness)
+    });
 }
 
 #[test]
 fn state_machine_safety() {
-    check(Property::StateMachineSafety, |s| run_schedule(s, Property::StateMachineSafety));
+    check(Property::StateMachineSafety, |s| {
+        run_schedule(s, Property::StateMachineSafety)
+    });
 }
 
 #[test]
 fn read_index_linearizable() {
-    check(Property::ReadIndexLinearizable, |s| run_schedule(s, Property::ReadIndexLinearizable));
+    check(Property::ReadIndexLinearizable, |s| {
+        run_schedule(s, Property::ReadIndexLinearizable)
+    });
 }
 
 #[test]
 fn liveness_after_heal() {
-    check(Property::LivenessAfterHeal, |s| run_schedule(s, Property::LivenessAfterHeal));
+    check(Property::LivenessAfterHeal, |s| {
+        run_schedule(s, Property::LivenessAfterHeal)
+    });
 }

@@ -12,7 +12,9 @@
 //! above the current one; plus those of `RaftLog` and `ProgressTracker`.
 //! Tests: `raft::golden` (scripts in `src/raft/testdata/`), `raft::properties`.
 
-use cairn_proto::raftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, Snapshot};
+use cairn_proto::raftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+};
 use prost::Message as _;
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -28,7 +30,10 @@ use super::{Config, RaftError, RaftState, ReadState, Role};
 pub const TRANSFER_CONTEXT: &[u8] = b"CampaignTransfer";
 
 fn msg(to: u64, msg_type: MessageType) -> Message {
-    let mut m = Message { to, ..Default::default() };
+    let mut m = Message {
+        to,
+        ..Default::default()
+    };
     m.set_msg_type(msg_type);
     m
 }
@@ -78,7 +83,11 @@ pub struct Raft {
 impl Raft {
     pub fn new(cfg: &Config, state: RaftState, rng: StdRng) -> Result<Raft, RaftError> {
         cfg.validate()?;
-        let RaftState { hard_state, snapshot, entries } = state;
+        let RaftState {
+            hard_state,
+            snapshot,
+            entries,
+        } = state;
         let log = RaftLog::new(snapshot, entries, hard_state.commit, cfg.applied);
         let mut r = Raft {
             id: cfg.id,
@@ -157,7 +166,9 @@ impl Raft {
         self.leader_id = 0;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
-        self.randomized_election_timeout = self.rng.random_range(self.cfg.election_tick..2 * self.cfg.election_tick);
+        self.randomized_election_timeout = self
+            .rng
+            .random_range(self.cfg.election_tick..2 * self.cfg.election_tick);
         self.lead_transferee = 0;
         self.tracker.reset_votes();
         self.read_only.clear();
@@ -167,7 +178,12 @@ impl Raft {
         let id = self.id;
         for (&pid, pr) in self.tracker.progress.iter_mut() {
             let is_learner = pr.is_learner;
-            *pr = super::progress::Progress::new(next, self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes, is_learner);
+            *pr = super::progress::Progress::new(
+                next,
+                self.cfg.max_inflight_msgs,
+                self.cfg.max_inflight_bytes,
+                is_learner,
+            );
             if pid == id {
                 pr.matched = stabled;
                 pr.next = pr.next.max(stabled + 1);
@@ -182,7 +198,12 @@ impl Raft {
     }
 
     fn become_pre_candidate(&mut self) {
-        assert_ne!(self.role, Role::Leader, "leader {} cannot become pre-candidate", self.id);
+        assert_ne!(
+            self.role,
+            Role::Leader,
+            "leader {} cannot become pre-candidate",
+            self.id
+        );
         // Pre-vote changes neither term nor vote: a node that cannot win
         // disturbs nobody.
         self.tracker.reset_votes();
@@ -191,14 +212,25 @@ impl Raft {
     }
 
     fn become_candidate(&mut self) {
-        assert_ne!(self.role, Role::Leader, "leader {} cannot become candidate", self.id);
+        assert_ne!(
+            self.role,
+            Role::Leader,
+            "leader {} cannot become candidate",
+            self.id
+        );
         self.reset(self.term + 1);
         self.vote = self.id;
         self.role = Role::Candidate;
     }
 
     fn become_leader(&mut self) {
-        assert_eq!(self.role, Role::Candidate, "{} becomes leader from {:?}", self.id, self.role);
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "{} becomes leader from {:?}",
+            self.id,
+            self.role
+        );
         self.reset(self.term);
         self.role = Role::Leader;
         self.leader_id = self.id;
@@ -252,7 +284,13 @@ impl Raft {
     }
 
     fn request_votes(&mut self, t: MessageType, term: u64, transfer: bool) {
-        let voters: Vec<u64> = self.tracker.voters.iter().copied().filter(|&v| v != self.id).collect();
+        let voters: Vec<u64> = self
+            .tracker
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != self.id)
+            .collect();
         for to in voters {
             let mut m = msg(to, t);
             m.term = term;
@@ -333,7 +371,9 @@ impl Raft {
     }
 
     fn in_lease(&self) -> bool {
-        self.cfg.check_quorum && self.leader_id != 0 && self.election_elapsed < self.cfg.election_tick
+        self.cfg.check_quorum
+            && self.leader_id != 0
+            && self.election_elapsed < self.cfg.election_tick
     }
 
     /// A message from an older term. Tell a stale leader our term so it
@@ -342,7 +382,9 @@ impl Raft {
     /// so the pre-candidate learns our term.
     fn answer_stale(&mut self, m: &Message) {
         let t = m.msg_type();
-        if (self.cfg.check_quorum || self.cfg.pre_vote) && matches!(t, MessageType::MsgApp | MessageType::MsgHeartbeat) {
+        if (self.cfg.check_quorum || self.cfg.pre_vote)
+            && matches!(t, MessageType::MsgApp | MessageType::MsgHeartbeat)
+        {
             self.send(msg(m.from, MessageType::MsgAppResp));
         } else if t == MessageType::MsgPreVote {
             let mut resp = msg(m.from, MessageType::MsgPreVoteResp);
@@ -376,7 +418,11 @@ impl Raft {
 
     fn step_candidate(&mut self, m: Message) -> Result<(), RaftError> {
         let t = m.msg_type();
-        let my_resp = if self.role == Role::PreCandidate { MessageType::MsgPreVoteResp } else { MessageType::MsgVoteResp };
+        let my_resp = if self.role == Role::PreCandidate {
+            MessageType::MsgPreVoteResp
+        } else {
+            MessageType::MsgVoteResp
+        };
         match t {
             MessageType::MsgProp => Err(RaftError::ProposalDropped),
             MessageType::MsgReadIndex => Err(RaftError::ReadIndexDropped),
@@ -404,7 +450,9 @@ impl Raft {
 
     fn step_follower(&mut self, m: Message) -> Result<(), RaftError> {
         match m.msg_type() {
-            MessageType::MsgProp | MessageType::MsgReadIndex | MessageType::MsgTransferLeader => self.forward(m),
+            MessageType::MsgProp | MessageType::MsgReadIndex | MessageType::MsgTransferLeader => {
+                self.forward(m)
+            }
             MessageType::MsgApp => {
                 self.heard_from_leader(m.from);
                 self.handle_append(&m);
@@ -426,7 +474,10 @@ impl Raft {
                 Ok(())
             }
             MessageType::MsgReadIndexResp => {
-                self.read_states.push(ReadState { index: m.index, request_ctx: m.context });
+                self.read_states.push(ReadState {
+                    index: m.index,
+                    request_ctx: m.context,
+                });
                 Ok(())
             }
             _ => Ok(()),
@@ -497,14 +548,24 @@ impl Raft {
             return;
         }
         let stabled = self.log.stabled();
-        let updated = self.tracker.progress.get_mut(&self.id).is_some_and(|pr| pr.maybe_update(stabled));
+        let updated = self
+            .tracker
+            .progress
+            .get_mut(&self.id)
+            .is_some_and(|pr| pr.maybe_update(stabled));
         if updated && self.maybe_commit() {
             self.bcast_append();
         }
     }
 
     pub fn bcast_append(&mut self) {
-        let peers: Vec<u64> = self.tracker.progress.keys().copied().filter(|&id| id != self.id).collect();
+        let peers: Vec<u64> = self
+            .tracker
+            .progress
+            .keys()
+            .copied()
+            .filter(|&id| id != self.id)
+            .collect();
         for id in peers {
             self.send_append(id, true);
         }
@@ -514,7 +575,9 @@ impl Raft {
     /// anything was sent. `send_if_empty`: also send an empty append (a probe
     /// or a commit update).
     fn send_append(&mut self, to: u64, send_if_empty: bool) -> bool {
-        let Some(pr) = self.tracker.progress.get(&to) else { return false };
+        let Some(pr) = self.tracker.progress.get(&to) else {
+            return false;
+        };
         if pr.is_paused() {
             return false;
         }
@@ -529,7 +592,11 @@ impl Raft {
         }
         let bytes = entries.iter().map(entry_size).sum();
         let last = entries.last().map(|e| e.index);
-        self.tracker.progress.get_mut(&to).expect("checked above").sent_append(last, bytes);
+        self.tracker
+            .progress
+            .get_mut(&to)
+            .expect("checked above")
+            .sent_append(last, bytes);
         let mut m = msg(to, MessageType::MsgApp);
         m.index = prev_index;
         m.log_term = prev_term;
@@ -553,13 +620,22 @@ impl Raft {
     }
 
     fn bcast_heartbeat(&mut self) {
-        let context = self.read_only.last_pending().map(<[u8]>::to_vec).unwrap_or_default();
+        let context = self
+            .read_only
+            .last_pending()
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
         self.bcast_heartbeat_with(context);
     }
 
     fn bcast_heartbeat_with(&mut self, context: Vec<u8>) {
-        let peers: Vec<(u64, u64)> =
-            self.tracker.progress.iter().filter(|(&id, _)| id != self.id).map(|(&id, pr)| (id, pr.matched)).collect();
+        let peers: Vec<(u64, u64)> = self
+            .tracker
+            .progress
+            .iter()
+            .filter(|(&id, _)| id != self.id)
+            .map(|(&id, pr)| (id, pr.matched))
+            .collect();
         for (to, matched) in peers {
             let mut m = msg(to, MessageType::MsgHeartbeat);
             // Never tell a follower to commit beyond what it is known to hold.
@@ -586,7 +662,9 @@ impl Raft {
 
     fn handle_append_response(&mut self, m: &Message) {
         let last_index = self.log.last_index();
-        let Some(pr) = self.tracker.progress.get_mut(&m.from) else { return };
+        let Some(pr) = self.tracker.progress.get_mut(&m.from) else {
+            return;
+        };
         pr.recent_active = true;
         if m.reject {
             return self.handle_append_rejection(m);
@@ -620,9 +698,16 @@ impl Raft {
         // Fast back-off: skip the follower's whole conflicting term at once.
         let mut hint = m.reject_hint;
         if m.reject_hint_term > 0 {
-            hint = self.log.find_conflict_by_term(m.reject_hint, m.reject_hint_term).0;
+            hint = self
+                .log
+                .find_conflict_by_term(m.reject_hint, m.reject_hint_term)
+                .0;
         }
-        let pr = self.tracker.progress.get_mut(&m.from).expect("caller checked");
+        let pr = self
+            .tracker
+            .progress
+            .get_mut(&m.from)
+            .expect("caller checked");
         if pr.maybe_decr_to(m.index, hint) {
             if pr.state == ProgressState::Replicate {
                 pr.become_probe();
@@ -633,7 +718,9 @@ impl Raft {
 
     fn handle_heartbeat_response(&mut self, m: &Message) {
         let last_index = self.log.last_index();
-        let Some(pr) = self.tracker.progress.get_mut(&m.from) else { return };
+        let Some(pr) = self.tracker.progress.get_mut(&m.from) else {
+            return;
+        };
         pr.recent_active = true;
         pr.probe_sent = false;
         if pr.state == ProgressState::Replicate && pr.inflights.full() {
@@ -665,7 +752,10 @@ impl Raft {
             return; // bounded: the client retries
         }
         let context = m.context.clone();
-        if self.read_only.add_request(self.log.committed(), m.from, context.clone()) {
+        if self
+            .read_only
+            .add_request(self.log.committed(), m.from, context.clone())
+        {
             self.handle_read_ack(self.id, &context);
             self.bcast_heartbeat_with(context);
         }
@@ -678,8 +768,13 @@ impl Raft {
     }
 
     fn handle_read_ack(&mut self, from: u64, context: &[u8]) {
-        let Some(acks) = self.read_only.recv_ack(from, context) else { return };
-        let voter_acks = acks.iter().filter(|id| self.tracker.voters.contains(id)).count();
+        let Some(acks) = self.read_only.recv_ack(from, context) else {
+            return;
+        };
+        let voter_acks = acks
+            .iter()
+            .filter(|id| self.tracker.voters.contains(id))
+            .count();
         if voter_acks < self.tracker.quorum() {
             return;
         }
@@ -690,7 +785,10 @@ impl Raft {
 
     fn answer_read(&mut self, from: u64, index: u64, context: Vec<u8>) {
         if from == 0 || from == self.id {
-            self.read_states.push(ReadState { index, request_ctx: context });
+            self.read_states.push(ReadState {
+                index,
+                request_ctx: context,
+            });
         } else {
             let mut m = msg(from, MessageType::MsgReadIndexResp);
             m.index = index;
@@ -715,7 +813,11 @@ impl Raft {
         // The transfer must finish within an election timeout or it is aborted.
         self.election_elapsed = 0;
         self.lead_transferee = transferee;
-        let matched = self.tracker.progress.get(&transferee).map_or(0, |p| p.matched);
+        let matched = self
+            .tracker
+            .progress
+            .get(&transferee)
+            .map_or(0, |p| p.matched);
         if matched == self.log.last_index() {
             self.send_timeout_now(transferee);
         } else {
@@ -735,12 +837,17 @@ impl Raft {
             resp.index = self.log.committed();
             return self.send(resp);
         }
-        if let Some(last_new) = self.log.maybe_append(m.index, m.log_term, m.commit, &m.entries) {
+        if let Some(last_new) = self
+            .log
+            .maybe_append(m.index, m.log_term, m.commit, &m.entries)
+        {
             resp.index = last_new;
             return self.send(resp);
         }
         // Mismatch: hint the largest index that may match, with its term.
-        let (hint_index, hint_term) = self.log.find_conflict_by_term(m.index.min(self.log.last_index()), m.log_term);
+        let (hint_index, hint_term) = self
+            .log
+            .find_conflict_by_term(m.index.min(self.log.last_index()), m.log_term);
         resp.index = m.index;
         resp.reject = true;
         resp.reject_hint = hint_index;
@@ -758,7 +865,11 @@ impl Raft {
     fn handle_snapshot(&mut self, m: Message) {
         let Some(snapshot) = m.snapshot else { return };
         let mut resp = msg(m.from, MessageType::MsgAppResp);
-        resp.index = if self.restore(snapshot) { self.log.last_index() } else { self.log.committed() };
+        resp.index = if self.restore(snapshot) {
+            self.log.last_index()
+        } else {
+            self.log.committed()
+        };
         self.send(resp);
     }
 
@@ -846,7 +957,9 @@ impl Raft {
         if self.role != Role::Leader {
             return;
         }
-        let Some(pr) = self.tracker.progress.get_mut(&to) else { return };
+        let Some(pr) = self.tracker.progress.get_mut(&to) else {
+            return;
+        };
         if pr.state != ProgressState::Snapshot {
             return;
         }
@@ -881,8 +994,13 @@ impl Raft {
             self.bcast_append();
         } else {
             // Probe newly added members now rather than at the next heartbeat.
-            let fresh: Vec<u64> =
-                self.tracker.progress.iter().filter(|(&id, p)| id != self.id && p.matched == 0).map(|(&id, _)| id).collect();
+            let fresh: Vec<u64> = self
+                .tracker
+                .progress
+                .iter()
+                .filter(|(&id, p)| id != self.id && p.matched == 0)
+                .map(|(&id, _)| id)
+                .collect();
             for id in fresh {
                 self.send_append(id, true);
             }
@@ -892,17 +1010,41 @@ impl Raft {
     pub fn check_invariants(&self) {
         self.log.check_invariants(self.term);
         self.tracker.check_invariants();
-        assert!(self.log.last_term() <= self.term, "last log term {} > term {}", self.log.last_term(), self.term);
+        assert!(
+            self.log.last_term() <= self.term,
+            "last log term {} > term {}",
+            self.log.last_term(),
+            self.term
+        );
         match self.role {
             Role::Leader => {
-                assert_eq!(self.leader_id, self.id, "leader {} does not know it leads", self.id);
-                assert_eq!(self.vote, self.id, "leader {} did not vote for itself in term {}", self.id, self.term);
-                assert!(self.tracker.is_voter(self.id), "leader {} is not a voter", self.id);
+                assert_eq!(
+                    self.leader_id, self.id,
+                    "leader {} does not know it leads",
+                    self.id
+                );
+                assert_eq!(
+                    self.vote, self.id,
+                    "leader {} did not vote for itself in term {}",
+                    self.id, self.term
+                );
+                assert!(
+                    self.tracker.is_voter(self.id),
+                    "leader {} is not a voter",
+                    self.id
+                );
                 for (id, pr) in &self.tracker.progress {
-                    assert!(pr.matched <= self.log.last_index(), "progress of {id} beyond leader's log");
+                    assert!(
+                        pr.matched <= self.log.last_index(),
+                        "progress of {id} beyond leader's log"
+                    );
                 }
             }
-            Role::Candidate => assert_eq!(self.vote, self.id, "candidate {} did not vote for itself", self.id),
+            Role::Candidate => assert_eq!(
+                self.vote, self.id,
+                "candidate {} did not vote for itself",
+                self.id
+            ),
             _ => {}
         }
     }
@@ -913,7 +1055,10 @@ pub fn decode_conf_change(e: &Entry) -> Option<ConfChange> {
     if e.entry_type() != EntryType::EntryConfChange {
         return None;
     }
-    Some(ConfChange::decode(e.data.as_slice()).expect("conf-change entries are written by propose_conf_change"))
+    Some(
+        ConfChange::decode(e.data.as_slice())
+            .expect("conf-change entries are written by propose_conf_change"),
+    )
 }
 
 fn apply_to_tracker(t: &mut ProgressTracker, cc: &ConfChange, next: u64) {

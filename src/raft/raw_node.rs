@@ -22,7 +22,9 @@
 //!
 //! Tests: `raft::golden`, `raft::properties`.
 
-use cairn_proto::raftpb::{ConfChange, Entry, EntryType, HardState, Message, MessageType, Snapshot};
+use cairn_proto::raftpb::{
+    ConfChange, Entry, EntryType, HardState, Message, MessageType, Snapshot,
+};
 use prost::Message as _;
 use rand::rngs::StdRng;
 
@@ -107,7 +109,12 @@ impl RawNode {
     pub fn new(cfg: &Config, state: RaftState, rng: StdRng) -> Result<RawNode, RaftError> {
         let prev_hard_state = state.hard_state.clone();
         let raft = Raft::new(cfg, state, rng)?;
-        let mut node = RawNode { raft, prev_soft_state: SoftState::default(), prev_hard_state, ready_outstanding: false };
+        let mut node = RawNode {
+            raft,
+            prev_soft_state: SoftState::default(),
+            prev_hard_state,
+            ready_outstanding: false,
+        };
         node.prev_soft_state = node.soft_state();
         Ok(node)
     }
@@ -146,7 +153,11 @@ impl RawNode {
     }
 
     fn local_message(&self, t: MessageType) -> Message {
-        let mut m = Message { from: self.raft.id, to: self.raft.id, ..Default::default() };
+        let mut m = Message {
+            from: self.raft.id,
+            to: self.raft.id,
+            ..Default::default()
+        };
         m.set_msg_type(t);
         m
     }
@@ -154,14 +165,20 @@ impl RawNode {
     /// Proposes `data` as a normal entry (forwarded to the leader by followers).
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
         let mut m = self.local_message(MessageType::MsgProp);
-        m.entries = vec![Entry { data, ..Default::default() }];
+        m.entries = vec![Entry {
+            data,
+            ..Default::default()
+        }];
         self.raft.step(m)
     }
 
     /// Proposes a membership change; it takes effect when applied. Refused
     /// while an earlier change is not yet applied.
     pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(), RaftError> {
-        let mut entry = Entry { data: cc.encode_to_vec(), ..Default::default() };
+        let mut entry = Entry {
+            data: cc.encode_to_vec(),
+            ..Default::default()
+        };
         entry.set_entry_type(EntryType::EntryConfChange);
         let mut m = self.local_message(MessageType::MsgProp);
         m.entries = vec![entry];
@@ -188,7 +205,8 @@ impl RawNode {
     }
 
     pub fn report_snapshot(&mut self, to: u64, status: SnapshotStatus) {
-        self.raft.report_snapshot(to, status == SnapshotStatus::Finish);
+        self.raft
+            .report_snapshot(to, status == SnapshotStatus::Finish);
     }
 
     /// The application took a snapshot of its state at `index` (<= applied):
@@ -198,10 +216,16 @@ impl RawNode {
     pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<Snapshot, RaftError> {
         let log = &self.raft.log;
         if index <= log.snapshot_index() {
-            return Err(RaftError::Compaction { index, reason: "already compacted" });
+            return Err(RaftError::Compaction {
+                index,
+                reason: "already compacted",
+            });
         }
         if index > log.applied() || index > log.stabled() {
-            return Err(RaftError::Compaction { index, reason: "not yet applied" });
+            return Err(RaftError::Compaction {
+                index,
+                reason: "not yet applied",
+            });
         }
         let conf = self.raft.conf_state_at(index);
         Ok(self.raft.log.compact(index, conf, data))
@@ -212,11 +236,18 @@ impl RawNode {
         if role == Role::Follower && self.raft.tracker.learners.contains(&self.raft.id) {
             role = Role::Learner;
         }
-        SoftState { leader_id: self.raft.leader_id, role }
+        SoftState {
+            leader_id: self.raft.leader_id,
+            role,
+        }
     }
 
     pub fn hard_state(&self) -> HardState {
-        HardState { term: self.raft.term, vote: self.raft.vote, commit: self.raft.log.committed() }
+        HardState {
+            term: self.raft.term,
+            vote: self.raft.vote,
+            commit: self.raft.log.committed(),
+        }
     }
 
     pub fn has_ready(&self) -> bool {
@@ -235,13 +266,18 @@ impl RawNode {
 
     /// Takes the pending work. Call `advance` with it once it is done.
     pub fn ready(&mut self) -> Ready {
-        assert!(!self.ready_outstanding, "node {}: ready() before advance() of the previous Ready", self.raft.id);
+        assert!(
+            !self.ready_outstanding,
+            "node {}: ready() before advance() of the previous Ready",
+            self.raft.id
+        );
         self.ready_outstanding = true;
         let soft = self.soft_state();
         let hard = self.hard_state();
         let soft_state = (soft != self.prev_soft_state).then_some(soft);
         let hard_state = (hard != self.prev_hard_state).then(|| hard.clone());
-        let vote_changed = hard.term != self.prev_hard_state.term || hard.vote != self.prev_hard_state.vote;
+        let vote_changed =
+            hard.term != self.prev_hard_state.term || hard.vote != self.prev_hard_state.vote;
         self.prev_soft_state = soft;
         self.prev_hard_state = hard;
         let log = &self.raft.log;
@@ -250,7 +286,8 @@ impl RawNode {
             hard_state,
             snapshot: log.pending_snapshot().cloned(),
             entries: log.unstable_entries().to_vec(),
-            committed_entries: log.next_committed_entries(self.raft.config().max_committed_size_per_ready),
+            committed_entries: log
+                .next_committed_entries(self.raft.config().max_committed_size_per_ready),
             messages: std::mem::take(&mut self.raft.msgs),
             read_states: std::mem::take(&mut self.raft.read_states),
             must_sync: false,
@@ -263,7 +300,11 @@ impl RawNode {
     /// (a leader counts its own copy only now), what it applied is applied
     /// (conf changes take effect here).
     pub fn advance(&mut self, rd: Ready) {
-        assert!(self.ready_outstanding, "node {}: advance() without ready()", self.raft.id);
+        assert!(
+            self.ready_outstanding,
+            "node {}: advance() without ready()",
+            self.raft.id
+        );
         self.ready_outstanding = false;
         if rd.snapshot.is_some() {
             self.raft.log.snapshot_installed();
@@ -285,7 +326,11 @@ impl RawNode {
     pub fn status(&self) -> Status {
         let r = &self.raft;
         let progress = if r.role == Role::Leader {
-            r.tracker.progress.iter().map(|(&id, p)| (id, p.clone())).collect()
+            r.tracker
+                .progress
+                .iter()
+                .map(|(&id, p)| (id, p.clone()))
+                .collect()
         } else {
             Vec::new()
         };

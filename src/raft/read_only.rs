@@ -36,7 +36,15 @@ impl ReadOnly {
             return false;
         }
         self.queue.push_back(context.clone());
-        self.pending.insert(context.clone(), ReadIndexStatus { index, from, context, acks: BTreeSet::new() });
+        self.pending.insert(
+            context.clone(),
+            ReadIndexStatus {
+                index,
+                from,
+                context,
+                acks: BTreeSet::new(),
+            },
+        );
         true
     }
 
@@ -49,10 +57,16 @@ impl ReadOnly {
 
     /// Removes and returns the request with `context` and every earlier one.
     pub fn advance(&mut self, context: &[u8]) -> Vec<ReadIndexStatus> {
-        let Some(pos) = self.queue.iter().position(|c| c.as_slice() == context) else { return Vec::new() };
+        let Some(pos) = self.queue.iter().position(|c| c.as_slice() == context) else {
+            return Vec::new();
+        };
         self.queue
             .drain(..=pos)
-            .map(|c| self.pending.remove(&c).expect("queue and pending map hold the same contexts"))
+            .map(|c| {
+                self.pending
+                    .remove(&c)
+                    .expect("queue and pending map hold the same contexts")
+            })
             .collect()
     }
 

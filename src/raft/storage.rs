@@ -79,7 +79,11 @@ pub fn compaction_batch(snapshot: &Snapshot) -> WriteBatch {
     let (index, _) = snapshot_index_term(snapshot);
     let mut batch = WriteBatch::new();
     batch.put(CF_RAFT_STATE, KEY_SNAPSHOT, snapshot.encode_to_vec());
-    batch.delete_range(CF_RAFT_LOG, log_key(0).to_vec(), log_key(index + 1).to_vec());
+    batch.delete_range(
+        CF_RAFT_LOG,
+        log_key(0).to_vec(),
+        log_key(index + 1).to_vec(),
+    );
     batch
 }
 
@@ -88,7 +92,11 @@ pub fn compaction_batch(snapshot: &Snapshot) -> WriteBatch {
 pub fn bootstrap_batch(state: &RaftState) -> WriteBatch {
     let mut batch = WriteBatch::new();
     batch.put(CF_RAFT_STATE, KEY_SNAPSHOT, state.snapshot.encode_to_vec());
-    batch.put(CF_RAFT_STATE, KEY_HARD_STATE, state.hard_state.encode_to_vec());
+    batch.put(
+        CF_RAFT_STATE,
+        KEY_HARD_STATE,
+        state.hard_state.encode_to_vec(),
+    );
     for e in &state.entries {
         batch.put(CF_RAFT_LOG, log_key(e.index).to_vec(), e.encode_to_vec());
     }
@@ -111,20 +119,35 @@ pub fn load(storage: &dyn Storage) -> Result<RaftState, RaftStorageError> {
     };
     let (snap_index, _) = snapshot_index_term(&snapshot);
     let mut entries = Vec::new();
-    for kv in storage.scan(CF_RAFT_LOG, &log_key(snap_index + 1), None, Direction::Forward)? {
+    for kv in storage.scan(
+        CF_RAFT_LOG,
+        &log_key(snap_index + 1),
+        None,
+        Direction::Forward,
+    )? {
         let (key, value) = kv?;
         let e: Entry = decode("entry", &value)?;
         let expected = snap_index + 1 + entries.len() as u64;
         if key.as_slice() != log_key(e.index) || e.index != expected {
-            return Err(RaftStorageError::Corrupt(format!("log hole: expected index {expected}, found {}", e.index)));
+            return Err(RaftStorageError::Corrupt(format!(
+                "log hole: expected index {expected}, found {}",
+                e.index
+            )));
         }
         entries.push(e);
     }
     let last = snap_index + entries.len() as u64;
     if hard_state.commit > last {
-        return Err(RaftStorageError::Corrupt(format!("commit {} beyond last index {last}", hard_state.commit)));
+        return Err(RaftStorageError::Corrupt(format!(
+            "commit {} beyond last index {last}",
+            hard_state.commit
+        )));
     }
-    Ok(RaftState { hard_state, snapshot, entries })
+    Ok(RaftState {
+        hard_state,
+        snapshot,
+        entries,
+    })
 }
 
 #[cfg(test)]
@@ -147,18 +170,33 @@ mod tests {
     }
 
     fn entry(term: u64, index: u64) -> Entry {
-        Entry { term, index, data: format!("e{index}").into_bytes(), ..Default::default() }
+        Entry {
+            term,
+            index,
+            data: format!("e{index}").into_bytes(),
+            ..Default::default()
+        }
     }
 
     fn bootstrap() -> RaftState {
         let meta = SnapshotMetadata {
-            conf_state: Some(ConfState { voters: vec![1, 2, 3], learners: vec![] }),
+            conf_state: Some(ConfState {
+                voters: vec![1, 2, 3],
+                learners: vec![],
+            }),
             index: 10,
             term: 1,
         };
         RaftState {
-            hard_state: HardState { term: 1, vote: 0, commit: 10 },
-            snapshot: Snapshot { metadata: Some(meta), data: vec![] },
+            hard_state: HardState {
+                term: 1,
+                vote: 0,
+                commit: 10,
+            },
+            snapshot: Snapshot {
+                metadata: Some(meta),
+                data: vec![],
+            },
             entries: vec![],
         }
     }
@@ -169,23 +207,42 @@ mod tests {
         let storage = SimStorage::open(&disk, &COLUMN_FAMILIES).expect("open");
         sync(&storage, bootstrap_batch(&bootstrap()));
         let synced = Ready {
-            hard_state: Some(HardState { term: 2, vote: 1, commit: 11 }),
+            hard_state: Some(HardState {
+                term: 2,
+                vote: 1,
+                commit: 11,
+            }),
             entries: vec![entry(2, 11), entry(2, 12)],
             ..Default::default()
         };
         sync(&storage, ready_batch(&synced));
         // Written but not synced: must not survive a crash.
         let unsynced = Ready {
-            hard_state: Some(HardState { term: 3, vote: 2, commit: 12 }),
+            hard_state: Some(HardState {
+                term: 3,
+                vote: 2,
+                commit: 12,
+            }),
             entries: vec![entry(3, 13)],
             ..Default::default()
         };
         storage.write(ready_batch(&unsynced)).expect("write");
-        assert_eq!(load(&storage).expect("load").entries.len(), 3, "unsynced write is visible before the crash");
+        assert_eq!(
+            load(&storage).expect("load").entries.len(),
+            3,
+            "unsynced write is visible before the crash"
+        );
         disk.crash();
         let reopened = SimStorage::open(&disk, &COLUMN_FAMILIES).expect("reopen");
         let state = load(&reopened).expect("load");
-        assert_eq!(state.hard_state, HardState { term: 2, vote: 1, commit: 11 });
+        assert_eq!(
+            state.hard_state,
+            HardState {
+                term: 2,
+                vote: 1,
+                commit: 11
+            }
+        );
         assert_eq!(state.entries, vec![entry(2, 11), entry(2, 12)]);
         assert_eq!(state.snapshot, bootstrap().snapshot);
     }
@@ -194,9 +251,15 @@ mod tests {
     fn conflicting_entries_replace_the_durable_suffix() {
         let storage = SimStorage::new(&COLUMN_FAMILIES);
         sync(&storage, bootstrap_batch(&bootstrap()));
-        let first = Ready { entries: (11..=14).map(|i| entry(2, i)).collect(), ..Default::default() };
+        let first = Ready {
+            entries: (11..=14).map(|i| entry(2, i)).collect(),
+            ..Default::default()
+        };
         sync(&storage, ready_batch(&first));
-        let overwrite = Ready { entries: vec![entry(3, 12)], ..Default::default() };
+        let overwrite = Ready {
+            entries: vec![entry(3, 12)],
+            ..Default::default()
+        };
         sync(&storage, ready_batch(&overwrite));
         let state = load(&storage).expect("load");
         assert_eq!(state.entries, vec![entry(2, 11), entry(3, 12)]);
@@ -206,18 +269,41 @@ mod tests {
     fn compaction_and_snapshot_install_truncate_the_log() {
         let storage = SimStorage::new(&COLUMN_FAMILIES);
         sync(&storage, bootstrap_batch(&bootstrap()));
-        sync(&storage, ready_batch(&Ready { entries: (11..=15).map(|i| entry(2, i)).collect(), ..Default::default() }));
-        let meta = |index, term| SnapshotMetadata { conf_state: Some(ConfState { voters: vec![1, 2, 3], learners: vec![] }), index, term };
-        let snap = Snapshot { metadata: Some(meta(13, 2)), data: b"app@13".to_vec() };
+        sync(
+            &storage,
+            ready_batch(&Ready {
+                entries: (11..=15).map(|i| entry(2, i)).collect(),
+                ..Default::default()
+            }),
+        );
+        let meta = |index, term| SnapshotMetadata {
+            conf_state: Some(ConfState {
+                voters: vec![1, 2, 3],
+                learners: vec![],
+            }),
+            index,
+            term,
+        };
+        let snap = Snapshot {
+            metadata: Some(meta(13, 2)),
+            data: b"app@13".to_vec(),
+        };
         sync(&storage, compaction_batch(&snap));
         let state = load(&storage).expect("load");
         assert_eq!(state.snapshot, snap);
         assert_eq!(state.entries, vec![entry(2, 14), entry(2, 15)]);
         // A snapshot received from a leader replaces the whole log.
-        let installed = Snapshot { metadata: Some(meta(20, 3)), data: b"app@20".to_vec() };
+        let installed = Snapshot {
+            metadata: Some(meta(20, 3)),
+            data: b"app@20".to_vec(),
+        };
         let rd = Ready {
             snapshot: Some(installed.clone()),
-            hard_state: Some(HardState { term: 3, vote: 0, commit: 20 }),
+            hard_state: Some(HardState {
+                term: 3,
+                vote: 0,
+                commit: 20,
+            }),
             ..Default::default()
         };
         sync(&storage, ready_batch(&rd));
@@ -233,10 +319,18 @@ mod tests {
         use rand::SeedableRng;
         let storage = SimStorage::new(&COLUMN_FAMILIES);
         let mut boot = bootstrap();
-        boot.snapshot.metadata.as_mut().expect("set").conf_state = Some(ConfState { voters: vec![1], learners: vec![] });
+        boot.snapshot.metadata.as_mut().expect("set").conf_state = Some(ConfState {
+            voters: vec![1],
+            learners: vec![],
+        });
         sync(&storage, bootstrap_batch(&boot));
         let cfg = Config::new(1);
-        let mut node = RawNode::new(&cfg, load(&storage).expect("load"), rand::rngs::StdRng::seed_from_u64(1)).expect("node");
+        let mut node = RawNode::new(
+            &cfg,
+            load(&storage).expect("load"),
+            rand::rngs::StdRng::seed_from_u64(1),
+        )
+        .expect("node");
         node.campaign();
         for _ in 0..4 {
             while node.has_ready() {
@@ -252,8 +346,16 @@ mod tests {
             node.advance(rd);
         }
         let before = node.status();
-        let cfg = Config { applied: before.applied, ..Config::new(1) };
-        let restarted = RawNode::new(&cfg, load(&storage).expect("load"), rand::rngs::StdRng::seed_from_u64(2)).expect("node");
+        let cfg = Config {
+            applied: before.applied,
+            ..Config::new(1)
+        };
+        let restarted = RawNode::new(
+            &cfg,
+            load(&storage).expect("load"),
+            rand::rngs::StdRng::seed_from_u64(2),
+        )
+        .expect("node");
         restarted.check_invariants();
         let after = restarted.status();
         assert_eq!(after.hard_state, before.hard_state);

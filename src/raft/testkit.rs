@@ -13,16 +13,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_proto::raftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot, SnapshotMetadata};
+use cairn_proto::raftpb::{
+    ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot, SnapshotMetadata,
+};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::{Config, RaftState, RawNode, Ready, ReadState, SnapshotStatus};
+use super::{Config, RaftState, RawNode, ReadState, Ready, SnapshotStatus};
 
 /// One durable write, as the persistence adapter would issue it.
 #[derive(Debug, Clone)]
 enum DiskOp {
-    Ready { hard_state: Option<HardState>, snapshot: Option<Snapshot>, entries: Vec<Entry> },
+    Ready {
+        hard_state: Option<HardState>,
+        snapshot: Option<Snapshot>,
+        entries: Vec<Entry>,
+    },
     Compact(Snapshot),
 }
 
@@ -59,14 +65,19 @@ fn snap_index(s: &Snapshot) -> u64 {
 
 fn apply_op(st: &mut RaftState, op: DiskOp) {
     match op {
-        DiskOp::Ready { hard_state, snapshot, entries } => {
+        DiskOp::Ready {
+            hard_state,
+            snapshot,
+            entries,
+        } => {
             if let Some(s) = snapshot {
                 st.snapshot = s;
                 st.entries.clear();
             }
             if let Some(first) = entries.first() {
                 let base = snap_index(&st.snapshot);
-                st.entries.truncate(first.index.saturating_sub(base + 1) as usize);
+                st.entries
+                    .truncate(first.index.saturating_sub(base + 1) as usize);
                 st.entries.extend(entries);
             }
             if let Some(hs) = hard_state {
@@ -112,7 +123,11 @@ impl App {
     fn install(&mut self, s: &Snapshot) {
         let be = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
         self.applied_index = snap_index(s);
-        self.hash = if s.data.len() == 16 { be(&s.data[8..16]) } else { 0 };
+        self.hash = if s.data.len() == 16 {
+            be(&s.data[8..16])
+        } else {
+            0
+        };
         self.applied.clear();
     }
 }
@@ -151,15 +166,42 @@ pub struct Cluster {
 /// carrying the founding membership.
 pub fn bootstrap_state(voters: &[u64], learners: &[u64], index: u64) -> RaftState {
     if index == 0 {
-        let cs = ConfState { voters: voters.to_vec(), learners: learners.to_vec() };
-        let meta = SnapshotMetadata { conf_state: Some(cs), index: 0, term: 0 };
-        return RaftState { snapshot: Snapshot { metadata: Some(meta), data: vec![] }, ..Default::default() };
+        let cs = ConfState {
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+        };
+        let meta = SnapshotMetadata {
+            conf_state: Some(cs),
+            index: 0,
+            term: 0,
+        };
+        return RaftState {
+            snapshot: Snapshot {
+                metadata: Some(meta),
+                data: vec![],
+            },
+            ..Default::default()
+        };
     }
-    let cs = ConfState { voters: voters.to_vec(), learners: learners.to_vec() };
-    let meta = SnapshotMetadata { conf_state: Some(cs), index, term: 1 };
+    let cs = ConfState {
+        voters: voters.to_vec(),
+        learners: learners.to_vec(),
+    };
+    let meta = SnapshotMetadata {
+        conf_state: Some(cs),
+        index,
+        term: 1,
+    };
     RaftState {
-        hard_state: HardState { term: 1, vote: 0, commit: index },
-        snapshot: Snapshot { metadata: Some(meta), data: vec![] },
+        hard_state: HardState {
+            term: 1,
+            vote: 0,
+            commit: index,
+        },
+        snapshot: Snapshot {
+            metadata: Some(meta),
+            data: vec![],
+        },
         entries: vec![],
     }
 }
@@ -167,7 +209,14 @@ pub fn bootstrap_state(voters: &[u64], learners: &[u64], index: u64) -> RaftStat
 impl Cluster {
     /// Nodes `ids`; those in `voters` / `learners` are founding members
     /// bootstrapped at `index`, the others start empty (to be added later).
-    pub fn new(ids: &[u64], voters: &[u64], learners: &[u64], index: u64, base_cfg: Config, seed: u64) -> Cluster {
+    pub fn new(
+        ids: &[u64],
+        voters: &[u64],
+        learners: &[u64],
+        index: u64,
+        base_cfg: Config,
+        seed: u64,
+    ) -> Cluster {
         let mut c = Cluster {
             nodes: BTreeMap::new(),
             network: Vec::new(),
@@ -179,24 +228,49 @@ impl Cluster {
         };
         for &id in ids {
             let founding = voters.contains(&id) || learners.contains(&id);
-            let state = if founding { bootstrap_state(voters, learners, index) } else { RaftState::default() };
+            let state = if founding {
+                bootstrap_state(voters, learners, index)
+            } else {
+                RaftState::default()
+            };
             c.add_node(id, state);
         }
         c
     }
 
     pub fn add_node(&mut self, id: u64, state: RaftState) {
-        let disk = Disk { durable: state, pending: Vec::new() };
-        let app = App { applied_index: snap_index(&disk.durable.snapshot), ..Default::default() };
-        self.nodes.insert(id, SimNode { node: None, disk, app, restarts: 0 });
+        let disk = Disk {
+            durable: state,
+            pending: Vec::new(),
+        };
+        let app = App {
+            applied_index: snap_index(&disk.durable.snapshot),
+            ..Default::default()
+        };
+        self.nodes.insert(
+            id,
+            SimNode {
+                node: None,
+                disk,
+                app,
+                restarts: 0,
+            },
+        );
         self.start(id);
     }
 
     fn start(&mut self, id: u64) {
         let seed = self.seed;
         let sn = self.nodes.get_mut(&id).expect("known node");
-        let cfg = Config { id, applied: sn.app.applied_index, ..self.base_cfg.clone() };
-        let rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(id * 7919 + sn.restarts));
+        let cfg = Config {
+            id,
+            applied: sn.app.applied_index,
+            ..self.base_cfg.clone()
+        };
+        let rng = StdRng::seed_from_u64(
+            seed.wrapping_mul(1_000_003)
+                .wrapping_add(id * 7919 + sn.restarts),
+        );
         let node = RawNode::new(&cfg, sn.disk.durable.clone(), rng).expect("valid test config");
         node.check_invariants();
         sn.node = Some(node);
@@ -211,11 +285,17 @@ impl Cluster {
     }
 
     pub fn node(&self, id: u64) -> &RawNode {
-        self.nodes.get(&id).and_then(|n| n.node.as_ref()).unwrap_or_else(|| panic!("node {id} is not running"))
+        self.nodes
+            .get(&id)
+            .and_then(|n| n.node.as_ref())
+            .unwrap_or_else(|| panic!("node {id} is not running"))
     }
 
     pub fn node_mut(&mut self, id: u64) -> &mut RawNode {
-        self.nodes.get_mut(&id).and_then(|n| n.node.as_mut()).unwrap_or_else(|| panic!("node {id} is not running"))
+        self.nodes
+            .get_mut(&id)
+            .and_then(|n| n.node.as_mut())
+            .unwrap_or_else(|| panic!("node {id} is not running"))
     }
 
     pub fn is_up(&self, id: u64) -> bool {
@@ -242,7 +322,11 @@ impl Cluster {
             return None;
         }
         let rd = node.ready();
-        let op = DiskOp::Ready { hard_state: rd.hard_state.clone(), snapshot: rd.snapshot.clone(), entries: rd.entries.clone() };
+        let op = DiskOp::Ready {
+            hard_state: rd.hard_state.clone(),
+            snapshot: rd.snapshot.clone(),
+            entries: rd.entries.clone(),
+        };
         sn.disk.write(op, rd.must_sync);
         if let Some(s) = &rd.snapshot {
             sn.app.install(s);
@@ -268,7 +352,11 @@ impl Cluster {
         }
         let votes = self.votes.entry(id).or_default();
         let prev = *votes.entry(hs.term).or_insert(hs.vote);
-        assert_eq!(prev, hs.vote, "node {id} voted for {prev} and {} in term {}", hs.vote, hs.term);
+        assert_eq!(
+            prev, hs.vote,
+            "node {id} voted for {prev} and {} in term {}",
+            hs.vote, hs.term
+        );
     }
 
     /// Puts a message on the network, unless its link is cut.
@@ -324,7 +412,9 @@ impl Cluster {
 
     /// Delivers (or drops) every in-flight message addressed to `to`, in order.
     pub fn deliver_to(&mut self, to: u64, drop: bool) -> Vec<Delivery> {
-        let (mine, rest): (Vec<Message>, Vec<Message>) = std::mem::take(&mut self.network).into_iter().partition(|m| m.to == to);
+        let (mine, rest): (Vec<Message>, Vec<Message>) = std::mem::take(&mut self.network)
+            .into_iter()
+            .partition(|m| m.to == to);
         self.network = rest;
         mine.into_iter()
             .map(|m| {

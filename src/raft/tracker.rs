@@ -45,7 +45,12 @@ impl ProgressTracker {
     /// Replaces the membership with `cs`; every progress starts over at `next`.
     pub fn reset_conf(&mut self, cs: &ConfState, next: u64) {
         self.voters = cs.voters.iter().copied().collect();
-        self.learners = cs.learners.iter().copied().filter(|id| !self.voters.contains(id)).collect();
+        self.learners = cs
+            .learners
+            .iter()
+            .copied()
+            .filter(|id| !self.voters.contains(id))
+            .collect();
         self.progress.clear();
         for &id in self.voters.clone().iter() {
             self.insert_progress(id, next, false);
@@ -56,14 +61,22 @@ impl ProgressTracker {
     }
 
     pub fn insert_progress(&mut self, id: u64, next: u64, is_learner: bool) {
-        let mut pr = Progress::new(next, self.max_inflight_msgs, self.max_inflight_bytes, is_learner);
+        let mut pr = Progress::new(
+            next,
+            self.max_inflight_msgs,
+            self.max_inflight_bytes,
+            is_learner,
+        );
         // A new member must not make check-quorum fail before it had a chance to answer.
         pr.recent_active = true;
         self.progress.insert(id, pr);
     }
 
     pub fn conf_state(&self) -> ConfState {
-        ConfState { voters: self.voters.iter().copied().collect(), learners: self.learners.iter().copied().collect() }
+        ConfState {
+            voters: self.voters.iter().copied().collect(),
+            learners: self.learners.iter().copied().collect(),
+        }
     }
 
     pub fn quorum(&self) -> usize {
@@ -79,8 +92,11 @@ impl ProgressTracker {
         if self.voters.is_empty() {
             return 0;
         }
-        let mut matched: Vec<u64> =
-            self.voters.iter().map(|id| self.progress.get(id).map_or(0, |p| p.matched)).collect();
+        let mut matched: Vec<u64> = self
+            .voters
+            .iter()
+            .map(|id| self.progress.get(id).map_or(0, |p| p.matched))
+            .collect();
         matched.sort_unstable_by(|a, b| b.cmp(a));
         matched[self.quorum() - 1]
     }
@@ -105,8 +121,16 @@ impl ProgressTracker {
     }
 
     pub fn tally_votes(&self) -> VoteResult {
-        let granted = self.voters.iter().filter(|id| self.votes.get(id) == Some(&true)).count();
-        let rejected = self.voters.iter().filter(|id| self.votes.get(id) == Some(&false)).count();
+        let granted = self
+            .voters
+            .iter()
+            .filter(|id| self.votes.get(id) == Some(&true))
+            .count();
+        let rejected = self
+            .voters
+            .iter()
+            .filter(|id| self.votes.get(id) == Some(&false))
+            .count();
         let missing = self.voters.len() - granted - rejected;
         if granted >= self.quorum() {
             VoteResult::Won
@@ -122,13 +146,27 @@ impl ProgressTracker {
     }
 
     pub fn check_invariants(&self) {
-        assert!(self.voters.is_disjoint(&self.learners), "voters {:?} and learners {:?} overlap", self.voters, self.learners);
+        assert!(
+            self.voters.is_disjoint(&self.learners),
+            "voters {:?} and learners {:?} overlap",
+            self.voters,
+            self.learners
+        );
         let members: BTreeSet<u64> = self.voters.union(&self.learners).copied().collect();
         let tracked: BTreeSet<u64> = self.progress.keys().copied().collect();
         assert_eq!(members, tracked, "progress does not match membership");
         for (id, pr) in &self.progress {
-            assert!(pr.matched < pr.next, "progress of {id}: matched {} >= next {}", pr.matched, pr.next);
-            assert_eq!(pr.is_learner, self.learners.contains(id), "learner flag of {id}");
+            assert!(
+                pr.matched < pr.next,
+                "progress of {id}: matched {} >= next {}",
+                pr.matched,
+                pr.next
+            );
+            assert_eq!(
+                pr.is_learner,
+                self.learners.contains(id),
+                "learner flag of {id}"
+            );
         }
     }
 }

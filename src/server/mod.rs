@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest, MemberRecord};
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse, HashResponse, Member,
-    MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest,
-    TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
+    HashResponse, Member, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
 };
 use cairn_runtime::transport::{Inbound, Transport};
 use cairn_runtime::{Clock, Storage};
@@ -146,8 +146,13 @@ pub(crate) struct Shared {
 
 /// What handlers ask of the node loop.
 pub(crate) enum Command {
-    Propose { request: InternalRequest, done: oneshot::Sender<Result<(Applied, i64), ServerError>> },
-    ReadIndex { done: oneshot::Sender<Result<u64, ServerError>> },
+    Propose {
+        request: InternalRequest,
+        done: oneshot::Sender<Result<(Applied, i64), ServerError>>,
+    },
+    ReadIndex {
+        done: oneshot::Sender<Result<u64, ServerError>>,
+    },
 }
 
 /// A handle on a running member. Cheap to clone.
@@ -172,7 +177,11 @@ impl Server {
         let (commands, command_rx) = mpsc::channel(node::COMMAND_QUEUE_LEN);
         let shared = Arc::new(shared);
         node::spawn(raw, shared.clone(), transport, clock, command_rx, inbound);
-        Ok(Server { shared, commands, next_request_id: Arc::new(AtomicU64::new(1)) })
+        Ok(Server {
+            shared,
+            commands,
+            next_request_id: Arc::new(AtomicU64::new(1)),
+        })
     }
 
     /// Stops the node loop: the member stops ticking, sending and applying,
@@ -221,7 +230,12 @@ impl Server {
     }
 
     fn current_revision(&self) -> i64 {
-        self.shared.mvcc.read().expect("mvcc lock poisoned").current_revision().0
+        self.shared
+            .mvcc
+            .read()
+            .expect("mvcc lock poisoned")
+            .current_revision()
+            .0
     }
 
     // ---- KV ----
@@ -248,7 +262,10 @@ impl Server {
         }
     }
 
-    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse, ServerError> {
+    pub async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, ServerError> {
         mvcc::check_delete_request(&req)?;
         match self.propose(Request::DeleteRange(req)).await? {
             (Applied::DeleteRange(mut resp), rev) => {
@@ -287,7 +304,11 @@ impl Server {
             (Applied::Compaction(mut resp, physical), rev) => {
                 if physical {
                     // The deletion is durable once storage has synced past it.
-                    self.shared.storage.sync().await.map_err(|_| ServerError::Stopped)?;
+                    self.shared
+                        .storage
+                        .sync()
+                        .await
+                        .map_err(|_| ServerError::Stopped)?;
                 }
                 resp.header = Some(self.header(rev));
                 Ok(resp)
@@ -318,13 +339,20 @@ impl Server {
     pub async fn hash(&self) -> Result<HashResponse, ServerError> {
         let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
         let hash = store.hash()?;
-        Ok(HashResponse { header: Some(self.header(store.current_revision().0)), hash })
+        Ok(HashResponse {
+            header: Some(self.header(store.current_revision().0)),
+            hash,
+        })
     }
 
     pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, ServerError> {
         let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
         let h = store.hash_kv(revision)?;
-        Ok(HashKvResponse { header: Some(self.header(h.revision.0)), hash: h.hash, compact_revision: h.compact_revision })
+        Ok(HashKvResponse {
+            header: Some(self.header(h.revision.0)),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+        })
     }
 
     pub async fn member_list(&self, linearizable: bool) -> Result<MemberListResponse, ServerError> {
@@ -342,7 +370,10 @@ impl Server {
                 is_learner: m.is_learner,
             })
             .collect();
-        Ok(MemberListResponse { header: Some(self.header(self.current_revision())), members })
+        Ok(MemberListResponse {
+            header: Some(self.header(self.current_revision())),
+            members,
+        })
     }
 
     // ---- plumbing ----
@@ -360,7 +391,12 @@ impl Server {
     /// Proposes a write and waits until it is applied here.
     async fn propose(&self, request: Request) -> Result<(Applied, i64), ServerError> {
         let raft = &self.shared.raft;
-        if raft.commit_index.load(Ordering::SeqCst).saturating_sub(raft.applied_index.load(Ordering::SeqCst)) > MAX_APPLY_GAP {
+        if raft
+            .commit_index
+            .load(Ordering::SeqCst)
+            .saturating_sub(raft.applied_index.load(Ordering::SeqCst))
+            > MAX_APPLY_GAP
+        {
             return Err(ServerError::TooManyRequests);
         }
         let request = InternalRequest {
@@ -398,8 +434,16 @@ impl Server {
     async fn wait<T>(&self, rx: oneshot::Receiver<T>) -> Result<T, ServerError> {
         match tokio::time::timeout(self.shared.config.request_timeout, rx).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(_)) => Err(if self.is_stopped() { ServerError::Stopped } else { ServerError::LeaderChanged }),
-            Err(_) => Err(if self.leader().is_none() { ServerError::NoLeader } else { ServerError::Timeout }),
+            Ok(Err(_)) => Err(if self.is_stopped() {
+                ServerError::Stopped
+            } else {
+                ServerError::LeaderChanged
+            }),
+            Err(_) => Err(if self.leader().is_none() {
+                ServerError::NoLeader
+            } else {
+                ServerError::Timeout
+            }),
         }
     }
 }
@@ -412,7 +456,12 @@ fn unreachable_apply<T>(what: &str, got: (Applied, i64)) -> Result<T, ServerErro
 /// etcd gives every response inside a txn a header carrying only the revision.
 fn fill_nested_headers(resp: &mut TxnResponse, revision: i64) {
     use cairn_proto::etcdserverpb::response_op::Response as Op;
-    let header = || Some(ResponseHeader { revision, ..Default::default() });
+    let header = || {
+        Some(ResponseHeader {
+            revision,
+            ..Default::default()
+        })
+    };
     for op in &mut resp.responses {
         match &mut op.response {
             Some(Op::ResponseRange(r)) => r.header = header(),
@@ -430,11 +479,14 @@ fn fill_nested_headers(resp: &mut TxnResponse, revision: i64) {
 /// A read-only txn is served without ReadIndex only if all its ranges are serializable.
 fn txn_is_serializable(req: &TxnRequest) -> bool {
     use cairn_proto::etcdserverpb::request_op::Request as Op;
-    req.success.iter().chain(&req.failure).all(|op| match &op.request {
-        Some(Op::RequestRange(r)) => r.serializable,
-        Some(Op::RequestTxn(t)) => txn_is_serializable(t),
-        _ => true,
-    })
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Op::RequestRange(r)) => r.serializable,
+            Some(Op::RequestTxn(t)) => txn_is_serializable(t),
+            _ => true,
+        })
 }
 
 /// Why a member could not start.

@@ -29,7 +29,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::state::{self, Applied};
 use super::{Command, RaftProgress, ServerConfig, ServerError, Shared, StartError};
 use crate::mvcc::{MvccError, MvccStore};
-use crate::raft::{self, ConfChangeType, Entry, EntryType, MessageType, RawNode, Ready, Role, SnapshotStatus};
+use crate::raft::{
+    self, ConfChangeType, Entry, EntryType, MessageType, RawNode, Ready, Role, SnapshotStatus,
+};
 
 /// Handler requests queued before new ones are refused with `too many requests`.
 pub const COMMAND_QUEUE_LEN: usize = 8192;
@@ -53,8 +55,10 @@ pub struct Metrics {
 }
 
 /// Upper bounds (seconds) of the fsync histogram's buckets, as etcd's.
-pub const FSYNC_BUCKETS_SECS: [f64; 14] =
-    [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192];
+pub const FSYNC_BUCKETS_SECS: [f64; 14] = [
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
+    8.192,
+];
 
 impl Metrics {
     fn observe_fsync(&self, d: Duration) {
@@ -65,15 +69,22 @@ impl Metrics {
             }
         }
         self.fsync_count.fetch_add(1, Ordering::Relaxed);
-        self.fsync_sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.fsync_sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
 /// Recovers the member's durable state (bootstrapping a new member).
-pub(super) fn recover(config: ServerConfig, storage: Arc<dyn Storage>) -> Result<(Shared, RawNode), StartError> {
+pub(super) fn recover(
+    config: ServerConfig,
+    storage: Arc<dyn Storage>,
+) -> Result<(Shared, RawNode), StartError> {
     match state::read_member_id(storage.as_ref())? {
         Some(found) if found != config.member_id => {
-            return Err(StartError::MemberMismatch { found, expected: config.member_id })
+            return Err(StartError::MemberMismatch {
+                found,
+                expected: config.member_id,
+            })
         }
         Some(_) => {}
         None => bootstrap(&config, storage.as_ref())?,
@@ -94,7 +105,9 @@ pub(super) fn recover(config: ServerConfig, storage: Arc<dyn Storage>) -> Result
     let progress = RaftProgress::default();
     progress.applied_index.store(cfg.applied, Ordering::SeqCst);
     progress.term.store(raw.hard_state().term, Ordering::SeqCst);
-    progress.commit_index.store(raw.hard_state().commit, Ordering::SeqCst);
+    progress
+        .commit_index
+        .store(raw.hard_state().commit, Ordering::SeqCst);
     let shared = Shared {
         config,
         mvcc: RwLock::new(mvcc),
@@ -110,10 +123,24 @@ pub(super) fn recover(config: ServerConfig, storage: Arc<dyn Storage>) -> Result
 }
 
 fn bootstrap(config: &ServerConfig, storage: &dyn Storage) -> Result<(), StorageError> {
-    let voters: Vec<u64> = config.initial_members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
-    let learners: Vec<u64> = config.initial_members.iter().filter(|m| m.is_learner).map(|m| m.id).collect();
+    let voters: Vec<u64> = config
+        .initial_members
+        .iter()
+        .filter(|m| !m.is_learner)
+        .map(|m| m.id)
+        .collect();
+    let learners: Vec<u64> = config
+        .initial_members
+        .iter()
+        .filter(|m| m.is_learner)
+        .map(|m| m.id)
+        .collect();
     let state = raft::RaftState {
-        hard_state: raft::HardState { term: 1, vote: 0, commit: 1 },
+        hard_state: raft::HardState {
+            term: 1,
+            vote: 0,
+            commit: 1,
+        },
         snapshot: raft::Snapshot {
             metadata: Some(raft::SnapshotMetadata {
                 conf_state: Some(raft::ConfState { voters, learners }),
@@ -125,7 +152,10 @@ fn bootstrap(config: &ServerConfig, storage: &dyn Storage) -> Result<(), Storage
         entries: Vec::new(),
     };
     let mut batch = raft::storage::bootstrap_batch(&state);
-    batch.extend(state::bootstrap_batch(config.member_id, &config.initial_members));
+    batch.extend(state::bootstrap_batch(
+        config.member_id,
+        &config.initial_members,
+    ));
     // Synchronous by design: a member must not start before its identity is on disk.
     storage.write(batch)?;
     Ok(())
@@ -237,7 +267,10 @@ impl Node {
             ws.retain(|w| !w.is_closed());
             !ws.is_empty()
         });
-        self.shared.metrics.proposals_pending.store(self.waiters.len() as u64, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .proposals_pending
+            .store(self.waiters.len() as u64, Ordering::Relaxed);
         if !self.published && self.leader != 0 {
             self.publish();
         }
@@ -246,11 +279,17 @@ impl Node {
     /// Proposes this member's name and client URLs (retried each tick until applied).
     fn publish(&mut self) {
         let cfg = &self.shared.config;
-        let attrs = MemberAttributes { id: cfg.member_id, name: cfg.name.clone(), client_urls: cfg.client_urls.clone() };
+        let attrs = MemberAttributes {
+            id: cfg.member_id,
+            name: cfg.name.clone(),
+            client_urls: cfg.client_urls.clone(),
+        };
         let req = InternalRequest {
             id: 0,
             member_id: cfg.member_id,
-            request: Some(cairn_proto::cairnpb::internal_request::Request::Publish(attrs)),
+            request: Some(cairn_proto::cairnpb::internal_request::Request::Publish(
+                attrs,
+            )),
         };
         let _ = self.raw.propose(req.encode_to_vec());
     }
@@ -267,7 +306,11 @@ impl Node {
                 }
             }
             Inbound::Snapshot { message, data } => {
-                let index = message.snapshot.as_ref().and_then(|s| s.metadata.as_ref()).map_or(0, |m| m.index);
+                let index = message
+                    .snapshot
+                    .as_ref()
+                    .and_then(|s| s.metadata.as_ref())
+                    .map_or(0, |m| m.index);
                 self.pending_snapshots.insert(index, data);
                 let _ = self.raw.step(message);
             }
@@ -312,8 +355,15 @@ impl Node {
                 self.waiters.insert(id, done);
             }
             Err(_) => {
-                self.shared.metrics.proposals_failed.fetch_add(1, Ordering::Relaxed);
-                let err = if self.leader == 0 { ServerError::NoLeader } else { ServerError::LeaderChanged };
+                self.shared
+                    .metrics
+                    .proposals_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                let err = if self.leader == 0 {
+                    ServerError::NoLeader
+                } else {
+                    ServerError::LeaderChanged
+                };
                 let _ = done.send(Err(err));
             }
         }
@@ -344,8 +394,14 @@ impl Node {
         }
         if let Some(hs) = &rd.hard_state {
             self.shared.raft.term.store(hs.term, Ordering::SeqCst);
-            self.shared.raft.commit_index.store(hs.commit, Ordering::SeqCst);
-            self.shared.metrics.proposals_committed.store(hs.commit, Ordering::Relaxed);
+            self.shared
+                .raft
+                .commit_index
+                .store(hs.commit, Ordering::SeqCst);
+            self.shared
+                .metrics
+                .proposals_committed
+                .store(hs.commit, Ordering::Relaxed);
         }
         self.raw.advance(rd);
         self.maybe_compact_log()
@@ -354,7 +410,10 @@ impl Node {
     fn on_soft_state(&mut self, leader: u64, role: Role) {
         if leader != self.leader {
             if leader != 0 {
-                self.shared.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .metrics
+                    .leader_changes
+                    .fetch_add(1, Ordering::Relaxed);
             }
             // Reads waiting on the old leader will never be answered.
             for (_, ws) in std::mem::take(&mut self.reads) {
@@ -366,8 +425,14 @@ impl Node {
         }
         self.leader = leader;
         self.shared.raft.leader.store(leader, Ordering::SeqCst);
-        self.shared.raft.is_learner.store(role == Role::Learner, Ordering::SeqCst);
-        self.shared.metrics.has_leader.store(leader != 0, Ordering::Relaxed);
+        self.shared
+            .raft
+            .is_learner
+            .store(role == Role::Learner, Ordering::SeqCst);
+        self.shared
+            .metrics
+            .has_leader
+            .store(leader != 0, Ordering::Relaxed);
     }
 
     async fn persist(&mut self, rd: &Ready) -> Result<(), StorageError> {
@@ -378,7 +443,9 @@ impl Node {
         if rd.must_sync {
             let t0 = self.clock.now();
             self.shared.storage.write_sync(batch).await?;
-            self.shared.metrics.observe_fsync(self.clock.now().saturating_duration_since(t0));
+            self.shared
+                .metrics
+                .observe_fsync(self.clock.now().saturating_duration_since(t0));
             Ok(())
         } else {
             self.shared.storage.write(batch)
@@ -386,7 +453,9 @@ impl Node {
     }
 
     fn send(&mut self, messages: Vec<raft::Message>) -> Result<(), StorageError> {
-        let (snaps, msgs): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| m.msg_type() == MessageType::MsgSnap);
+        let (snaps, msgs): (Vec<_>, Vec<_>) = messages
+            .into_iter()
+            .partition(|m| m.msg_type() == MessageType::MsgSnap);
         self.transport.send(msgs);
         for m in snaps {
             self.send_snapshot(m)?;
@@ -399,7 +468,8 @@ impl Node {
     fn send_snapshot(&mut self, m: raft::Message) -> Result<(), StorageError> {
         let applied = self.shared.raft.applied_index.load(Ordering::SeqCst);
         let data = state::encode_state_snapshot(self.shared.storage.snapshot().as_ref(), applied)?;
-        let (transport, reports, to) = (self.transport.clone(), self.snapshot_reports.clone(), m.to);
+        let (transport, reports, to) =
+            (self.transport.clone(), self.snapshot_reports.clone(), m.to);
         tracing::info!(to = %NodeId(to), applied, bytes = data.len(), "sending a snapshot");
         tokio::spawn(async move {
             let result = transport.send_snapshot(m, data).await;
@@ -414,15 +484,15 @@ impl Node {
 
     fn install_snapshot(&mut self, snap: &raft::Snapshot) -> Result<(), StorageError> {
         let index = snap.metadata.as_ref().map_or(0, |m| m.index);
-        let data = self
-            .pending_snapshots
-            .remove(&index)
-            .ok_or_else(|| StorageError::Corruption(format!("raft installed snapshot {index} without its state")))?;
+        let data = self.pending_snapshots.remove(&index).ok_or_else(|| {
+            StorageError::Corruption(format!("raft installed snapshot {index} without its state"))
+        })?;
         self.pending_snapshots.retain(|i, _| *i > index);
         let applied = state::install_state_snapshot(&self.shared.storage, &data)?;
         let store = MvccStore::open(self.shared.storage.clone()).map_err(mvcc_storage_error)?;
         *self.shared.mvcc.write().expect("mvcc lock poisoned") = store;
-        *self.shared.members.write().expect("members lock poisoned") = state::load_members(self.shared.storage.as_ref())?;
+        *self.shared.members.write().expect("members lock poisoned") =
+            state::load_members(self.shared.storage.as_ref())?;
         self.set_applied(applied.max(index));
         tracing::info!(index, applied, "installed snapshot from the leader");
         Ok(())
@@ -442,14 +512,18 @@ impl Node {
                 }
             }
             self.set_applied(e.index);
-            self.shared.metrics.proposals_applied.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .metrics
+                .proposals_applied
+                .fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
 
     fn apply_normal(&mut self, e: &Entry) -> Result<(), StorageError> {
-        let req = InternalRequest::decode(e.data.as_slice())
-            .map_err(|err| StorageError::Corruption(format!("entry {} does not decode: {err}", e.index)))?;
+        let req = InternalRequest::decode(e.data.as_slice()).map_err(|err| {
+            StorageError::Corruption(format!("entry {} does not decode: {err}", e.index))
+        })?;
         let outcome = {
             let mut store = self.shared.mvcc.write().expect("mvcc lock poisoned");
             let mut members = self.shared.members.write().expect("members lock poisoned");
@@ -464,7 +538,12 @@ impl Node {
                 self.published = true;
             }
             if let Some(w) = self.waiters.remove(&req.id) {
-                let _ = w.send(outcome.result.map(|a| (a, outcome.revision.0)).map_err(ServerError::from));
+                let _ = w.send(
+                    outcome
+                        .result
+                        .map(|a| (a, outcome.revision.0))
+                        .map_err(ServerError::from),
+                );
             }
         }
         Ok(())
@@ -478,7 +557,10 @@ impl Node {
         let record = MemberRecord::decode(cc.context.as_slice()).ok();
         let (added, removed) = match cc.change_type() {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                let mut m = record.unwrap_or(MemberRecord { id: cc.node_id, ..Default::default() });
+                let mut m = record.unwrap_or(MemberRecord {
+                    id: cc.node_id,
+                    ..Default::default()
+                });
                 m.id = cc.node_id;
                 m.is_learner = cc.change_type() == ConfChangeType::AddLearnerNode;
                 (Some(m), None)
@@ -487,7 +569,11 @@ impl Node {
         };
         {
             let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
-            state::apply_marker(&store, e.index, state::member_change_batch(added.as_ref(), removed))?;
+            state::apply_marker(
+                &store,
+                e.index,
+                state::member_change_batch(added.as_ref(), removed),
+            )?;
         }
         let mut members = self.shared.members.write().expect("members lock poisoned");
         if let Some(m) = added {
@@ -504,12 +590,17 @@ impl Node {
     }
 
     fn set_applied(&mut self, index: u64) {
-        self.shared.raft.applied_index.store(index, Ordering::SeqCst);
+        self.shared
+            .raft
+            .applied_index
+            .store(index, Ordering::SeqCst);
         self.shared.applied.send_replace(index);
     }
 
     fn answer_read(&mut self, rs: raft::ReadState) {
-        let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()).map(u64::from_be_bytes) else { return };
+        let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()).map(u64::from_be_bytes) else {
+            return;
+        };
         for w in self.reads.remove(&ctx).unwrap_or_default() {
             let _ = w.send(Ok(rs.index));
         }
@@ -523,7 +614,9 @@ impl Node {
         }
         match self.raw.compact(applied, Vec::new()) {
             Ok(snap) => {
-                self.shared.storage.write(raft::storage::compaction_batch(&snap))?;
+                self.shared
+                    .storage
+                    .write(raft::storage::compaction_batch(&snap))?;
                 self.last_snapshot_index = applied;
                 tracing::debug!(index = applied, "compacted the raft log");
             }

@@ -14,8 +14,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cairn_proto::cairnpb::{internal_request::Request, InternalRequest, MemberAttributes, MemberRecord, StatePair, StateSnapshot};
-use cairn_proto::etcdserverpb::{CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse};
+use cairn_proto::cairnpb::{
+    internal_request::Request, InternalRequest, MemberAttributes, MemberRecord, StatePair,
+    StateSnapshot,
+};
+use cairn_proto::etcdserverpb::{
+    CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse,
+};
 use cairn_runtime::{Direction, Storage, StorageError, WriteBatch};
 use prost::Message as _;
 
@@ -77,7 +82,10 @@ pub fn read_applied_index(storage: &dyn Storage) -> Result<u64, StorageError> {
 }
 
 pub fn read_member_id(storage: &dyn Storage) -> Result<Option<u64>, StorageError> {
-    Ok(storage.get(CF_SERVER, KEY_MEMBER_ID)?.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(u64::from_be_bytes))
+    Ok(storage
+        .get(CF_SERVER, KEY_MEMBER_ID)?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(u64::from_be_bytes))
 }
 
 /// The writes that found a member's applied state: its id and the founding members.
@@ -96,35 +104,58 @@ pub fn load_members(storage: &dyn Storage) -> Result<BTreeMap<u64, MemberRecord>
     let mut members = BTreeMap::new();
     for item in storage.scan(CF_SERVER, MEMBER_PREFIX, Some(&end), Direction::Forward)? {
         let (_, v) = item?;
-        let m = MemberRecord::decode(v.as_slice()).map_err(|e| StorageError::Corruption(format!("member record: {e}")))?;
+        let m = MemberRecord::decode(v.as_slice())
+            .map_err(|e| StorageError::Corruption(format!("member record: {e}")))?;
         members.insert(m.id, m);
     }
     Ok(members)
 }
 
 /// Applies one normal entry's request at `index` to `store`.
-pub fn apply_request(store: &mut MvccStore, members: &mut BTreeMap<u64, MemberRecord>, req: &InternalRequest, index: u64) -> ApplyOutcome {
+pub fn apply_request(
+    store: &mut MvccStore,
+    members: &mut BTreeMap<u64, MemberRecord>,
+    req: &InternalRequest,
+    index: u64,
+) -> ApplyOutcome {
     let extra = applied_batch(index);
     let no_leases = |_lease: i64| false;
     let result = match &req.request {
-        Some(Request::Put(r)) => store.put(r, &no_leases, extra).map(|o| (Applied::Put(o.response), o.revision)),
-        Some(Request::DeleteRange(r)) => store.delete_range(r, extra).map(|o| (Applied::DeleteRange(o.response), o.revision)),
-        Some(Request::Txn(r)) => store.txn(r, &no_leases, extra).map(|o| (Applied::Txn(o.response), o.revision)),
-        Some(Request::Compaction(r)) => {
-            store.compact(r, extra).map(|o| (Applied::Compaction(o.response, r.physical), o.revision))
-        }
-        Some(Request::Publish(attrs)) => publish(store, members, attrs, extra).map(|()| (Applied::Published, store.current_revision())),
+        Some(Request::Put(r)) => store
+            .put(r, &no_leases, extra)
+            .map(|o| (Applied::Put(o.response), o.revision)),
+        Some(Request::DeleteRange(r)) => store
+            .delete_range(r, extra)
+            .map(|o| (Applied::DeleteRange(o.response), o.revision)),
+        Some(Request::Txn(r)) => store
+            .txn(r, &no_leases, extra)
+            .map(|o| (Applied::Txn(o.response), o.revision)),
+        Some(Request::Compaction(r)) => store
+            .compact(r, extra)
+            .map(|o| (Applied::Compaction(o.response, r.physical), o.revision)),
+        Some(Request::Publish(attrs)) => publish(store, members, attrs, extra)
+            .map(|()| (Applied::Published, store.current_revision())),
         None => write_extra(store, extra).map(|()| (Applied::Published, store.current_revision())),
     };
     match result {
-        Ok((applied, revision)) => ApplyOutcome { result: Ok(applied), revision },
-        Err(e) => ApplyOutcome { result: Err(e), revision: store.current_revision() },
+        Ok((applied, revision)) => ApplyOutcome {
+            result: Ok(applied),
+            revision,
+        },
+        Err(e) => ApplyOutcome {
+            result: Err(e),
+            revision: store.current_revision(),
+        },
     }
 }
 
 /// Records that an entry without client effects (a leader's empty entry, a
 /// conf change) was applied at `index`, with the member changes it made.
-pub fn apply_marker(store: &MvccStore, index: u64, member_changes: WriteBatch) -> Result<(), StorageError> {
+pub fn apply_marker(
+    store: &MvccStore,
+    index: u64,
+    member_changes: WriteBatch,
+) -> Result<(), StorageError> {
     let mut b = member_changes;
     b.extend(applied_batch(index));
     store.storage().write(b)
@@ -134,7 +165,12 @@ fn write_extra(store: &MvccStore, extra: WriteBatch) -> Result<(), MvccError> {
     store.storage().write(extra).map_err(MvccError::from)
 }
 
-fn publish(store: &MvccStore, members: &mut BTreeMap<u64, MemberRecord>, attrs: &MemberAttributes, mut extra: WriteBatch) -> Result<(), MvccError> {
+fn publish(
+    store: &MvccStore,
+    members: &mut BTreeMap<u64, MemberRecord>,
+    attrs: &MemberAttributes,
+    mut extra: WriteBatch,
+) -> Result<(), MvccError> {
     if let Some(m) = members.get_mut(&attrs.id) {
         m.name.clone_from(&attrs.name);
         m.client_urls.clone_from(&attrs.client_urls);
@@ -156,15 +192,25 @@ pub fn member_change_batch(added: Option<&MemberRecord>, removed: Option<u64>) -
 }
 
 /// Encodes the applied state from a consistent storage snapshot.
-pub fn encode_state_snapshot(snap: &dyn cairn_runtime::StorageSnapshot, applied_index: u64) -> Result<Vec<u8>, StorageError> {
-    let mut out = StateSnapshot { applied_index, pairs: Vec::new() };
+pub fn encode_state_snapshot(
+    snap: &dyn cairn_runtime::StorageSnapshot,
+    applied_index: u64,
+) -> Result<Vec<u8>, StorageError> {
+    let mut out = StateSnapshot {
+        applied_index,
+        pairs: Vec::new(),
+    };
     for cf in state_column_families() {
         for item in snap.scan(cf, b"", None, Direction::Forward)? {
             let (key, value) = item?;
             if cf == CF_SERVER && key == KEY_MEMBER_ID {
                 continue; // the receiver keeps its own identity
             }
-            out.pairs.push(StatePair { cf: cf.to_owned(), key, value });
+            out.pairs.push(StatePair {
+                cf: cf.to_owned(),
+                key,
+                value,
+            });
         }
     }
     Ok(out.encode_to_vec())
@@ -172,8 +218,12 @@ pub fn encode_state_snapshot(snap: &dyn cairn_runtime::StorageSnapshot, applied_
 
 /// Replaces the applied state in `storage` with a received snapshot; returns
 /// its applied index. The caller reopens the MVCC store afterwards.
-pub fn install_state_snapshot(storage: &Arc<dyn Storage>, data: &[u8]) -> Result<u64, StorageError> {
-    let snap = StateSnapshot::decode(data).map_err(|e| StorageError::Corruption(format!("state snapshot: {e}")))?;
+pub fn install_state_snapshot(
+    storage: &Arc<dyn Storage>,
+    data: &[u8],
+) -> Result<u64, StorageError> {
+    let snap = StateSnapshot::decode(data)
+        .map_err(|e| StorageError::Corruption(format!("state snapshot: {e}")))?;
     let member_id = read_member_id(storage.as_ref())?;
     let mut b = WriteBatch::new();
     for cf in state_column_families() {
@@ -185,7 +235,11 @@ pub fn install_state_snapshot(storage: &Arc<dyn Storage>, data: &[u8]) -> Result
     if let Some(id) = member_id {
         b.put(CF_SERVER, KEY_MEMBER_ID, id.to_be_bytes().to_vec());
     }
-    b.put(CF_SERVER, KEY_APPLIED, snap.applied_index.to_be_bytes().to_vec());
+    b.put(
+        CF_SERVER,
+        KEY_APPLIED,
+        snap.applied_index.to_be_bytes().to_vec(),
+    );
     storage.write(b)?;
     Ok(snap.applied_index)
 }

@@ -28,11 +28,18 @@ impl Drop for Member {
 }
 
 fn put(k: &str, v: &str) -> PutRequest {
-    PutRequest { key: k.into(), value: v.into(), ..Default::default() }
+    PutRequest {
+        key: k.into(),
+        value: v.into(),
+        ..Default::default()
+    }
 }
 
 fn get(k: &str) -> RangeRequest {
-    RangeRequest { key: k.into(), ..Default::default() }
+    RangeRequest {
+        key: k.into(),
+        ..Default::default()
+    }
 }
 
 async fn start_member(config: ServerConfig, disk: &SimDisk, listener: Listener) -> Member {
@@ -44,10 +51,17 @@ async fn start_member(config: ServerConfig, disk: &SimDisk, listener: Listener) 
         .filter(|m| m.id != config.member_id)
         .map(|m| (NodeId(m.id), m.peer_urls[0].clone()))
         .collect();
-    let transport = Arc::new(GrpcTransport::new(NodeId(config.member_id), config.cluster_id, TransportConfig::default(), peers, tx.clone()));
+    let transport = Arc::new(GrpcTransport::new(
+        NodeId(config.member_id),
+        config.cluster_id,
+        TransportConfig::default(),
+        peers,
+        tx.clone(),
+    ));
     let cluster_id = config.cluster_id;
     let peer_task = tokio::spawn(serve_peers(listener, cluster_id, tx));
-    let server = Server::start(config, storage, transport, Arc::new(TokioClock::new()), rx).expect("start");
+    let server =
+        Server::start(config, storage, transport, Arc::new(TokioClock::new()), rx).expect("start");
     Member { server, peer_task }
 }
 
@@ -77,49 +91,94 @@ async fn wait_leader_except(servers: &[&Server], dead: u64) -> u64 {
 }
 
 async fn value(s: &Server, k: &str, serializable: bool) -> Option<Vec<u8>> {
-    let resp = s.range(RangeRequest { serializable, ..get(k) }).await.expect("range");
+    let resp = s
+        .range(RangeRequest {
+            serializable,
+            ..get(k)
+        })
+        .await
+        .expect("range");
     resp.kvs.first().map(|kv| kv.value.clone())
 }
 
 #[tokio::test]
 async fn single_member_serves_kv_and_recovers_acknowledged_writes_after_crash() {
     let disk = SimDisk::new();
-    let listener = Listener::bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+    let listener = Listener::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
     let cfg = fast(ServerConfig::single("one", 1));
     let m = start_member(cfg.clone(), &disk, listener).await;
     wait_leader(&[&m.server]).await;
 
     for i in 0..20 {
-        let resp = m.server.put(put(&format!("k{i}"), &format!("v{i}"))).await.expect("put");
+        let resp = m
+            .server
+            .put(put(&format!("k{i}"), &format!("v{i}")))
+            .await
+            .expect("put");
         assert_eq!(resp.header.expect("header").revision, i + 2);
     }
     assert_eq!(value(&m.server, "k7", false).await, Some(b"v7".to_vec()));
     assert_eq!(value(&m.server, "k7", true).await, Some(b"v7".to_vec()));
-    let err = m.server.range(RangeRequest { revision: 100, ..get("k1") }).await.expect_err("future revision");
+    let err = m
+        .server
+        .range(RangeRequest {
+            revision: 100,
+            ..get("k1")
+        })
+        .await
+        .expect_err("future revision");
     assert_eq!(err, ServerError::Mvcc(MvccError::FutureRevision));
-    m.server.compact(CompactionRequest { revision: 5, physical: true }).await.expect("compact");
-    let err = m.server.range(RangeRequest { revision: 4, ..get("k1") }).await.expect_err("compacted");
+    m.server
+        .compact(CompactionRequest {
+            revision: 5,
+            physical: true,
+        })
+        .await
+        .expect("compact");
+    let err = m
+        .server
+        .range(RangeRequest {
+            revision: 4,
+            ..get("k1")
+        })
+        .await
+        .expect_err("compacted");
     assert_eq!(err, ServerError::Mvcc(MvccError::Compacted));
     let hash_before = m.server.hash_kv(0).await.expect("hash").hash;
 
     // Power loss: every acknowledged write was synced through the Raft log.
     disk.crash();
     drop(m);
-    let listener = Listener::bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+    let listener = Listener::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
     let m = start_member(cfg, &disk, listener).await;
     wait_leader(&[&m.server]).await;
     for i in 0..20 {
-        assert_eq!(value(&m.server, &format!("k{i}"), false).await, Some(format!("v{i}").into_bytes()));
+        assert_eq!(
+            value(&m.server, &format!("k{i}"), false).await,
+            Some(format!("v{i}").into_bytes())
+        );
     }
     assert_eq!(m.server.hash_kv(0).await.expect("hash").hash, hash_before);
-    let resp = m.server.put(put("after", "crash")).await.expect("put after restart");
+    let resp = m
+        .server
+        .put(put("after", "crash"))
+        .await
+        .expect("put after restart");
     assert_eq!(resp.header.expect("header").revision, 22);
 }
 
 async fn three_members(snapshot_count: u64) -> (Vec<ServerConfig>, Vec<SimDisk>, Vec<Member>) {
     let mut listeners = Vec::new();
     for _ in 0..3 {
-        listeners.push(Listener::bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind"));
+        listeners.push(
+            Listener::bind("127.0.0.1:0".parse().expect("addr"))
+                .await
+                .expect("bind"),
+        );
     }
     let members: Vec<MemberRecord> = listeners
         .iter()
@@ -173,10 +232,18 @@ async fn three_members_replicate_and_survive_the_loss_of_the_leader() {
     let new_leader = wait_leader_except(&survivors, leader).await;
     assert_ne!(new_leader, leader);
     for i in 10..20 {
-        members[i % 2].server.put(put(&format!("k{i}"), "v")).await.expect("put after failover");
+        members[i % 2]
+            .server
+            .put(put(&format!("k{i}"), "v"))
+            .await
+            .expect("put after failover");
     }
     for i in 0..20 {
-        assert_eq!(value(&members[0].server, &format!("k{i}"), false).await, Some(b"v".to_vec()), "k{i}");
+        assert_eq!(
+            value(&members[0].server, &format!("k{i}"), false).await,
+            Some(b"v".to_vec()),
+            "k{i}"
+        );
     }
     let _ = configs;
 }
@@ -188,22 +255,38 @@ async fn lagging_member_catches_up_by_snapshot_and_all_hashes_agree() {
     let servers: Vec<&Server> = members.iter().flatten().map(|m| &m.server).collect();
     let leader = wait_leader(&servers).await;
     // Crash a follower, write past several log compactions, restart it.
-    let fi = (0..3).find(|i| *i as u64 + 1 != leader).expect("a follower");
-    let addr = configs[fi].initial_members[fi].peer_urls[0].trim_start_matches("http://").parse().expect("addr");
+    let fi = (0..3)
+        .find(|i| *i as u64 + 1 != leader)
+        .expect("a follower");
+    let addr = configs[fi].initial_members[fi].peer_urls[0]
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
     disks[fi].crash();
     drop(members[fi].take());
-    let live = members[(fi + 1) % 3].as_ref().expect("live member").server.clone();
+    let live = members[(fi + 1) % 3]
+        .as_ref()
+        .expect("live member")
+        .server
+        .clone();
     for i in 0..40 {
-        live.put(put(&format!("k{i}"), &format!("v{i}"))).await.expect("put");
+        live.put(put(&format!("k{i}"), &format!("v{i}")))
+            .await
+            .expect("put");
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let listener = Listener::bind(addr).await.expect("rebind the follower's peer port");
+    let listener = Listener::bind(addr)
+        .await
+        .expect("rebind the follower's peer port");
     let restarted = start_member(configs[fi].clone(), &disks[fi], listener).await;
     let target = live.hash_kv(0).await.expect("hash");
     let mut caught_up = false;
     for _ in 0..300 {
         if let Ok(h) = restarted.server.hash_kv(0).await {
-            if h.hash == target.hash && h.header.as_ref().map(|x| x.revision) == target.header.as_ref().map(|x| x.revision) {
+            if h.hash == target.hash
+                && h.header.as_ref().map(|x| x.revision)
+                    == target.header.as_ref().map(|x| x.revision)
+            {
                 caught_up = true;
                 break;
             }
@@ -216,5 +299,8 @@ async fn lagging_member_catches_up_by_snapshot_and_all_hashes_agree() {
         "the restarted member reaches the same revision and HashKV: target {target:?}, restarted status {st:?}, hash {:?}",
         restarted.server.hash_kv(0).await
     );
-    assert_eq!(value(&restarted.server, "k39", true).await, Some(b"v39".to_vec()));
+    assert_eq!(
+        value(&restarted.server, "k39", true).await,
+        Some(b"v39".to_vec())
+    );
 }

@@ -9,7 +9,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A server process, killed (SIGKILL) when dropped.
@@ -49,7 +53,13 @@ pub fn cairn_bin() -> &'static str {
 }
 
 /// Starts `cairn` with `args` (plus `--data-dir` in `dir` unless given), logging to a file.
-pub fn spawn_cairn(name: &str, dir: &Path, client_port: u16, peer_port: u16, extra: &[String]) -> Proc {
+pub fn spawn_cairn(
+    name: &str,
+    dir: &Path,
+    client_port: u16,
+    peer_port: u16,
+    extra: &[String],
+) -> Proc {
     let client_url = format!("http://127.0.0.1:{client_port}");
     let peer_url = format!("http://127.0.0.1:{peer_port}");
     let data_dir = dir.join(format!("{name}.cairn"));
@@ -72,7 +82,14 @@ pub fn spawn_cairn(name: &str, dir: &Path, client_port: u16, peer_port: u16, ext
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("spawn cairn");
-    Proc { child, client_url, peer_url, name: name.to_owned(), data_dir, log }
+    Proc {
+        child,
+        client_url,
+        peer_url,
+        name: name.to_owned(),
+        data_dir,
+        log,
+    }
 }
 
 /// Starts a single cairn member and waits until it has a leader.
@@ -103,7 +120,14 @@ pub fn start_etcd(dir: &Path) -> Proc {
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("spawn etcd (install the Debian package etcd-server)");
-    let p = Proc { child, client_url, peer_url, name: "c1".into(), data_dir, log };
+    let p = Proc {
+        child,
+        client_url,
+        peer_url,
+        name: "c1".into(),
+        data_dir,
+        log,
+    };
     wait_healthy(&p);
     p
 }
@@ -122,11 +146,18 @@ pub fn http_get(endpoint: &str, path: &str) -> Option<(u16, String)> {
     let addr: SocketAddr = endpoint.parse().ok()?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     let status = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((status, body))
 }
 

@@ -16,7 +16,9 @@
 
 use std::collections::BTreeSet;
 
-use super::history::{CompareOp, CompareTarget, Operation, Outcome, Request, Response, TxnOp, TxnOpResult, Value};
+use super::history::{
+    CompareOp, CompareTarget, Operation, Outcome, Request, Response, TxnOp, TxnOpResult, Value,
+};
 
 /// Stands for every unread value; cannot be a real compare operand or read
 /// result, since those are all "read" and stay as they are.
@@ -39,7 +41,9 @@ pub fn read_values(history: &[Operation]) -> Option<BTreeSet<Value>> {
 
 /// Adds value operands; false if an ordering compare on a value is present.
 fn collect_compares(request: &Request, read: &mut BTreeSet<Value>) -> bool {
-    let Request::Txn(txn) = request else { return true };
+    let Request::Txn(txn) = request else {
+        return true;
+    };
     for compare in &txn.compares {
         if let CompareTarget::Value(operand) = &compare.target {
             if !matches!(compare.op, CompareOp::Equal | CompareOp::NotEqual) {
@@ -69,7 +73,13 @@ fn collect_response(response: &Response, read: &mut BTreeSet<Value>) {
 
 /// `request` with every value outside `read` replaced by `UNREAD`.
 pub fn canonical(request: &Request, read: &BTreeSet<Value>) -> Request {
-    let value = |v: &Value| if read.contains(v) { v.clone() } else { UNREAD.to_owned() };
+    let value = |v: &Value| {
+        if read.contains(v) {
+            v.clone()
+        } else {
+            UNREAD.to_owned()
+        }
+    };
     let op = |op: &TxnOp| match op {
         TxnOp::Put { key, value: v } => TxnOp::Put {
             key: key.clone(),
@@ -113,23 +123,37 @@ mod tests {
 
     #[test]
     fn unread_put_values_become_the_placeholder() {
-        let history = [get_seeing("seen"), Operation::unknown(1, 3, Request::put("a", "x"))];
+        let history = [
+            get_seeing("seen"),
+            Operation::unknown(1, 3, Request::put("a", "x")),
+        ];
         let read = read_values(&history).expect("no ordering compare");
-        assert_eq!(canonical(&Request::put("a", "x"), &read), Request::put("a", UNREAD));
-        assert_eq!(canonical(&Request::put("a", "seen"), &read), Request::put("a", "seen"));
+        assert_eq!(
+            canonical(&Request::put("a", "x"), &read),
+            Request::put("a", UNREAD)
+        );
+        assert_eq!(
+            canonical(&Request::put("a", "seen"), &read),
+            Request::put("a", "seen")
+        );
     }
 
     #[test]
     fn compare_operands_count_as_read() {
         let txn = Txn {
-            compares: vec![Compare::new("a", CompareTarget::Value("x".into()), CompareOp::Equal)],
+            compares: vec![Compare::new(
+                "a",
+                CompareTarget::Value("x".into()),
+                CompareOp::Equal,
+            )],
             success: vec![TxnOp::Put {
                 key: "a".into(),
                 value: "y".into(),
             }],
             failure: vec![],
         };
-        let read = read_values(&[Operation::unknown(1, 1, Request::Txn(txn.clone()))]).expect("equality only");
+        let read = read_values(&[Operation::unknown(1, 1, Request::Txn(txn.clone()))])
+            .expect("equality only");
         assert!(read.contains("x"));
         let Request::Txn(canonical_txn) = canonical(&Request::Txn(txn), &read) else {
             panic!("still a txn")
@@ -146,9 +170,16 @@ mod tests {
     #[test]
     fn ordering_compare_on_values_disables_canonicalisation() {
         let txn = Txn {
-            compares: vec![Compare::new("a", CompareTarget::Value("x".into()), CompareOp::Less)],
+            compares: vec![Compare::new(
+                "a",
+                CompareTarget::Value("x".into()),
+                CompareOp::Less,
+            )],
             ..Txn::default()
         };
-        assert_eq!(read_values(&[Operation::unknown(1, 1, Request::Txn(txn))]), None);
+        assert_eq!(
+            read_values(&[Operation::unknown(1, 1, Request::Txn(txn))]),
+            None
+        );
     }
 }

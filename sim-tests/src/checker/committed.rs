@@ -95,7 +95,8 @@ impl CommittedHistory {
                     self.current_revision
                 )));
             }
-            let previous = by_revision.insert((change.revision, change.key.clone()), change.value.clone());
+            let previous =
+                by_revision.insert((change.revision, change.key.clone()), change.value.clone());
             if previous.is_some() {
                 return Err(HistoryError(format!(
                     "key {} changes twice at revision {}",
@@ -174,7 +175,9 @@ impl Timelines {
     pub fn state_at(&self, key: &str, revision: Revision) -> Option<&KeyValue> {
         let states = self.keys.get(key)?;
         let newer = states.partition_point(|(changed, _)| *changed <= revision);
-        newer.checked_sub(1).and_then(|index| states[index].1.as_ref())
+        newer
+            .checked_sub(1)
+            .and_then(|index| states[index].1.as_ref())
     }
 
     /// The revisions [from, until) during which the key held `value`, if ever.
@@ -183,7 +186,10 @@ impl Timelines {
         let index = states
             .iter()
             .position(|(_, kv)| kv.as_ref().is_some_and(|kv| kv.value == value))?;
-        Some((states[index].0, states.get(index + 1).map(|(revision, _)| *revision)))
+        Some((
+            states[index].0,
+            states.get(index + 1).map(|(revision, _)| *revision),
+        ))
     }
 }
 
@@ -205,11 +211,23 @@ mod tests {
     fn replay_derives_versions_and_create_revisions() {
         let timelines = Timelines::replay(&history()).expect("valid history");
         assert_eq!(timelines.state_at("a", Revision(1)), None);
-        assert_eq!(timelines.state_at("a", Revision(3)), Some(&KeyValue::new("1", 2, 2, 1)));
-        assert_eq!(timelines.state_at("a", Revision(4)), Some(&KeyValue::new("2", 2, 4, 2)));
+        assert_eq!(
+            timelines.state_at("a", Revision(3)),
+            Some(&KeyValue::new("1", 2, 2, 1))
+        );
+        assert_eq!(
+            timelines.state_at("a", Revision(4)),
+            Some(&KeyValue::new("2", 2, 4, 2))
+        );
         assert_eq!(timelines.state_at("a", Revision(5)), None);
-        assert_eq!(timelines.state_at("a", Revision(6)), Some(&KeyValue::new("3", 6, 6, 1)));
-        assert_eq!(timelines.when_held("a", "2"), Some((Revision(4), Some(Revision(5)))));
+        assert_eq!(
+            timelines.state_at("a", Revision(6)),
+            Some(&KeyValue::new("3", 6, 6, 1))
+        );
+        assert_eq!(
+            timelines.when_held("a", "2"),
+            Some((Revision(4), Some(Revision(5))))
+        );
         assert_eq!(timelines.when_held("a", "3"), Some((Revision(6), None)));
     }
 
@@ -219,7 +237,9 @@ mod tests {
         gap.changes.remove(1);
         assert!(gap.validate().is_err());
         let mut duplicate = history();
-        duplicate.changes.push(CommittedChange::new(4, "a", Some("9")));
+        duplicate
+            .changes
+            .push(CommittedChange::new(4, "a", Some("9")));
         assert!(duplicate.validate().is_err());
         let mut beyond = history();
         beyond.current_revision = Revision(5);

@@ -25,7 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::committed::{CommittedChange, CommittedHistory, HistoryError};
-use super::history::{Key, Operation, Outcome, Request, Response, Revision, TxnOp, TxnOpResult, Value};
+use super::history::{
+    Key, Operation, Outcome, Request, Response, Revision, TxnOp, TxnOpResult, Value,
+};
 
 /// A write some client saw succeed: `value` None for a delete of a live key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,14 +51,20 @@ impl fmt::Display for AckedWrite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DurabilityViolation {
     /// Acknowledged at a revision the cluster no longer reaches.
-    BeyondCurrentRevision { write: AckedWrite, current: Revision },
+    BeyondCurrentRevision {
+        write: AckedWrite,
+        current: Revision,
+    },
     /// The history has something else (or nothing) for the key at that revision.
     Lost {
         write: AckedWrite,
         found: Option<Option<Value>>,
     },
     /// Two acknowledgements of different changes at one (revision, key).
-    ConflictingAcks { first: AckedWrite, second: AckedWrite },
+    ConflictingAcks {
+        first: AckedWrite,
+        second: AckedWrite,
+    },
     /// A value no client possibly wrote.
     UnwrittenValue { change: CommittedChange },
     /// A value written once appears at several revisions.
@@ -73,7 +81,9 @@ impl fmt::Display for DurabilityViolation {
             DurabilityViolation::BeyondCurrentRevision { write, current } => {
                 write!(f, "{write}, but the cluster is only at revision {current}")
             }
-            DurabilityViolation::Lost { write, found: None } => write!(f, "{write}, but the key has no change there"),
+            DurabilityViolation::Lost { write, found: None } => {
+                write!(f, "{write}, but the key has no change there")
+            }
             DurabilityViolation::Lost {
                 write,
                 found: Some(found),
@@ -85,9 +95,17 @@ impl fmt::Display for DurabilityViolation {
                 };
                 write!(f, "{write}, but the history has {found}")
             }
-            DurabilityViolation::ConflictingAcks { first, second } => write!(f, "{first} and {second}"),
-            DurabilityViolation::UnwrittenValue { change } => write!(f, "{change} but no client wrote that value"),
-            DurabilityViolation::DuplicateValue { key, value, revisions } => {
+            DurabilityViolation::ConflictingAcks { first, second } => {
+                write!(f, "{first} and {second}")
+            }
+            DurabilityViolation::UnwrittenValue { change } => {
+                write!(f, "{change} but no client wrote that value")
+            }
+            DurabilityViolation::DuplicateValue {
+                key,
+                value,
+                revisions,
+            } => {
                 write!(
                     f,
                     "{key}={value} was written once but appears at revisions {revisions:?}"
@@ -159,18 +177,24 @@ fn unwritten_values<'a>(
     by_revision: &'a BTreeMap<(Revision, Key), Option<Value>>,
     possibly_written: &'a BTreeSet<Value>,
 ) -> impl Iterator<Item = DurabilityViolation> + 'a {
-    by_revision.iter().filter_map(move |((revision, key), value)| {
-        let value = value.as_ref().filter(|value| !possibly_written.contains(*value))?;
-        let change = CommittedChange {
-            revision: *revision,
-            key: key.clone(),
-            value: Some(value.clone()),
-        };
-        Some(DurabilityViolation::UnwrittenValue { change })
-    })
+    by_revision
+        .iter()
+        .filter_map(move |((revision, key), value)| {
+            let value = value
+                .as_ref()
+                .filter(|value| !possibly_written.contains(*value))?;
+            let change = CommittedChange {
+                revision: *revision,
+                key: key.clone(),
+                value: Some(value.clone()),
+            };
+            Some(DurabilityViolation::UnwrittenValue { change })
+        })
 }
 
-fn duplicate_values(by_revision: &BTreeMap<(Revision, Key), Option<Value>>) -> Vec<DurabilityViolation> {
+fn duplicate_values(
+    by_revision: &BTreeMap<(Revision, Key), Option<Value>>,
+) -> Vec<DurabilityViolation> {
     let mut revisions: BTreeMap<(&Key, &Value), Vec<Revision>> = BTreeMap::new();
     for ((revision, key), value) in by_revision {
         if let Some(value) = value {
@@ -180,11 +204,13 @@ fn duplicate_values(by_revision: &BTreeMap<(Revision, Key), Option<Value>>) -> V
     revisions
         .into_iter()
         .filter(|(_, revisions)| revisions.len() > 1)
-        .map(|((key, value), revisions)| DurabilityViolation::DuplicateValue {
-            key: key.clone(),
-            value: value.clone(),
-            revisions,
-        })
+        .map(
+            |((key, value), revisions)| DurabilityViolation::DuplicateValue {
+                key: key.clone(),
+                value: value.clone(),
+                revisions,
+            },
+        )
         .collect()
 }
 
@@ -194,7 +220,9 @@ fn duplicate_values(by_revision: &BTreeMap<(Revision, Key), Option<Value>>) -> V
 pub fn acknowledged_writes(ops: &[Operation]) -> Vec<AckedWrite> {
     let mut acked = Vec::new();
     for op in ops {
-        let Outcome::Ok(response) = &op.output else { continue };
+        let Outcome::Ok(response) = &op.output else {
+            continue;
+        };
         match (&op.input, response) {
             (Request::Put { key, value }, Response::Put { header_revision }) => {
                 acked.push(AckedWrite {
@@ -224,7 +252,11 @@ pub fn acknowledged_writes(ops: &[Operation]) -> Vec<AckedWrite> {
                     results,
                 },
             ) => {
-                let branch = if *succeeded { &txn.success } else { &txn.failure };
+                let branch = if *succeeded {
+                    &txn.success
+                } else {
+                    &txn.failure
+                };
                 acked.extend(txn_writes(branch, results, *header_revision));
             }
             _ => {}
@@ -247,11 +279,13 @@ fn txn_writes<'a>(
                 value: Some(value.clone()),
                 revision,
             }),
-            (TxnOp::Delete { key }, TxnOpResult::Delete { deleted }) if *deleted > 0 => Some(AckedWrite {
-                key: key.clone(),
-                value: None,
-                revision,
-            }),
+            (TxnOp::Delete { key }, TxnOpResult::Delete { deleted }) if *deleted > 0 => {
+                Some(AckedWrite {
+                    key: key.clone(),
+                    value: None,
+                    revision,
+                })
+            }
             _ => None,
         })
 }
@@ -267,8 +301,18 @@ pub fn possibly_written_values(ops: &[Operation]) -> BTreeSet<Value> {
                 values.insert(value.clone());
                 continue;
             }
-            (Request::Txn(txn), Outcome::Ok(Response::Txn { succeeded: true, .. })) => vec![&txn.success],
-            (Request::Txn(txn), Outcome::Ok(Response::Txn { succeeded: false, .. })) => vec![&txn.failure],
+            (
+                Request::Txn(txn),
+                Outcome::Ok(Response::Txn {
+                    succeeded: true, ..
+                }),
+            ) => vec![&txn.success],
+            (
+                Request::Txn(txn),
+                Outcome::Ok(Response::Txn {
+                    succeeded: false, ..
+                }),
+            ) => vec![&txn.failure],
             (Request::Txn(txn), Outcome::Unknown) => vec![&txn.success, &txn.failure],
             _ => continue,
         };
@@ -311,7 +355,11 @@ mod tests {
 
     #[test]
     fn surviving_writes_pass() {
-        let acked = [ack("a", Some("1"), 2), ack("b", Some("2"), 3), ack("a", None, 4)];
+        let acked = [
+            ack("a", Some("1"), 2),
+            ack("b", Some("2"), 3),
+            ack("a", None, 4),
+        ];
         assert_eq!(check(&acked, &history()), vec![]);
     }
 
@@ -319,7 +367,10 @@ mod tests {
     fn write_beyond_current_revision_is_lost() {
         let violations = check(&[ack("a", Some("3"), 5)], &history());
         assert!(
-            matches!(violations[..], [DurabilityViolation::BeyondCurrentRevision { .. }]),
+            matches!(
+                violations[..],
+                [DurabilityViolation::BeyondCurrentRevision { .. }]
+            ),
             "{violations:?}"
         );
     }
@@ -334,7 +385,9 @@ mod tests {
             "{violations:?}"
         );
         assert!(
-            violations[0].to_string().contains("but the history has rev 3: put b=3"),
+            violations[0]
+                .to_string()
+                .contains("but the history has rev 3: put b=3"),
             "{}",
             violations[0]
         );
@@ -373,7 +426,10 @@ mod tests {
 
     #[test]
     fn conflicting_acknowledgements_are_flagged() {
-        let violations = check(&[ack("a", Some("1"), 2), ack("a", Some("3"), 2)], &history());
+        let violations = check(
+            &[ack("a", Some("1"), 2), ack("a", Some("3"), 2)],
+            &history(),
+        );
         assert!(
             violations
                 .iter()
@@ -385,7 +441,11 @@ mod tests {
     #[test]
     fn acknowledged_writes_come_from_ok_outcomes_only() {
         let txn = Txn {
-            compares: vec![Compare::new("a", CompareTarget::Version(0), CompareOp::Equal)],
+            compares: vec![Compare::new(
+                "a",
+                CompareTarget::Version(0),
+                CompareOp::Equal,
+            )],
             success: vec![
                 TxnOp::Put {
                     key: "a".into(),
@@ -445,7 +505,11 @@ mod tests {
         ];
         assert_eq!(
             acknowledged_writes(&ops),
-            vec![ack("a", Some("1"), 2), ack("a", None, 3), ack("a", Some("t"), 4)]
+            vec![
+                ack("a", Some("1"), 2),
+                ack("a", None, 3),
+                ack("a", Some("t"), 4)
+            ]
         );
         let expected: BTreeSet<Value> = ["1", "3", "t"].into_iter().map(str::to_owned).collect();
         assert_eq!(possibly_written_values(&ops), expected);

@@ -208,7 +208,9 @@ impl Request {
     }
 
     pub fn delete(key: &str) -> Request {
-        Request::Delete { key: key.to_owned() }
+        Request::Delete {
+            key: key.to_owned(),
+        }
     }
 
     pub fn compact(revision: u64) -> Request {
@@ -247,10 +249,16 @@ impl Response {
     /// The header revision, if the response has a header (errors do not).
     pub fn header_revision(&self) -> Option<Revision> {
         match self {
-            Response::Get { header_revision, .. }
+            Response::Get {
+                header_revision, ..
+            }
             | Response::Put { header_revision }
-            | Response::Delete { header_revision, .. }
-            | Response::Txn { header_revision, .. }
+            | Response::Delete {
+                header_revision, ..
+            }
+            | Response::Txn {
+                header_revision, ..
+            }
             | Response::Compact { header_revision } => Some(*header_revision),
             Response::Error(_) => None,
         }
@@ -304,16 +312,17 @@ impl Operation {
 
 /// Checks the invariants in the module header; the error names the operation.
 pub fn validate(history: &[Operation]) -> Result<(), String> {
-    history
-        .iter()
-        .enumerate()
-        .try_for_each(|(index, op)| validate_one(op).map_err(|why| format!("op #{index} ({op}): {why}")))
+    history.iter().enumerate().try_for_each(|(index, op)| {
+        validate_one(op).map_err(|why| format!("op #{index} ({op}): {why}"))
+    })
 }
 
 fn validate_one(op: &Operation) -> Result<(), String> {
     match (op.ret, &op.output) {
         (None, Outcome::Ok(_)) => Err("an Ok outcome needs a return time".to_owned()),
-        (Some(ret), _) if ret < op.call => Err(format!("returns at {ret}, before its call at {}", op.call)),
+        (Some(ret), _) if ret < op.call => {
+            Err(format!("returns at {ret}, before its call at {}", op.call))
+        }
         _ => Ok(()),
     }
 }
@@ -321,7 +330,9 @@ fn validate_one(op: &Operation) -> Result<(), String> {
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Request::Get { key, revision } if *revision == Revision::LATEST => write!(f, "Get({key})"),
+            Request::Get { key, revision } if *revision == Revision::LATEST => {
+                write!(f, "Get({key})")
+            }
             Request::Get { key, revision } => write!(f, "Get({key} @{revision})"),
             Request::Put { key, value } => write!(f, "Put({key}={value})"),
             Request::Delete { key } => write!(f, "Delete({key})"),
@@ -394,7 +405,10 @@ impl fmt::Display for OptKv<'_> {
 impl fmt::Display for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Response::Get { header_revision, kv } => write!(f, "rev {header_revision}: {}", OptKv(kv)),
+            Response::Get {
+                header_revision,
+                kv,
+            } => write!(f, "rev {header_revision}: {}", OptKv(kv)),
             Response::Put { header_revision } => write!(f, "rev {header_revision}"),
             Response::Delete {
                 header_revision,
@@ -406,10 +420,18 @@ impl fmt::Display for Response {
                 succeeded,
                 results,
             } => {
-                write!(f, "rev {header_revision}, succeeded {succeeded}, [{}]", join(results))
+                write!(
+                    f,
+                    "rev {header_revision}, succeeded {succeeded}, [{}]",
+                    join(results)
+                )
             }
-            Response::Error(EtcdError::Compacted) => write!(f, "error: required revision has been compacted"),
-            Response::Error(EtcdError::FutureRevision) => write!(f, "error: required revision is a future revision"),
+            Response::Error(EtcdError::Compacted) => {
+                write!(f, "error: required revision has been compacted")
+            }
+            Response::Error(EtcdError::FutureRevision) => {
+                write!(f, "error: required revision is a future revision")
+            }
         }
     }
 }
@@ -446,7 +468,11 @@ impl fmt::Display for Operation {
 }
 
 fn join<T: fmt::Display>(items: &[T]) -> String {
-    items.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]

@@ -67,7 +67,9 @@ pub struct CheckOptions {
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { max_steps: 2_000_000 }
+        CheckOptions {
+            max_steps: 2_000_000,
+        }
     }
 }
 
@@ -173,7 +175,11 @@ fn prepare(history: &[Operation]) -> Vec<Entry> {
 fn class_members(history: &[Operation], entries: &[Entry]) -> Vec<Vec<usize>> {
     let classes = entries.iter().map(|e| e.class + 1).max().unwrap_or(0);
     let mut members = vec![Vec::new(); classes];
-    for (e, entry) in entries.iter().enumerate().filter(|(_, entry)| entry.uncertain) {
+    for (e, entry) in entries
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.uncertain)
+    {
         members[entry.class].push(e);
     }
     for list in &mut members {
@@ -235,7 +241,9 @@ impl Deadlines {
     fn min_without(&self, own: u64) -> u64 {
         let mut smallest = self.0.iter();
         match smallest.next() {
-            Some((&first, &count)) if first == own && count == 1 => smallest.next().map_or(u64::MAX, |(&d, _)| d),
+            Some((&first, &count)) if first == own && count == 1 => {
+                smallest.next().map_or(u64::MAX, |(&d, _)| d)
+            }
             Some((&first, _)) => first,
             None => u64::MAX,
         }
@@ -527,13 +535,19 @@ impl<'a> Search<'a> {
             }
         }
         let (own, uncertain) = (self.entries[entry].deadline, self.entries[entry].uncertain);
-        if next_state.revision().0 > self.deadlines.min_without(own) || (uncertain && next_state == self.state) {
+        if next_state.revision().0 > self.deadlines.min_without(own)
+            || (uncertain && next_state == self.state)
+        {
             return Attempt::Rejected;
         }
         let forced = self.entries[entry].read_only;
         let key = (self.linearized.with(entry), next_state);
         if self.memo.contains(&key) {
-            return if forced { Attempt::DeadEnd } else { Attempt::Rejected };
+            return if forced {
+                Attempt::DeadEnd
+            } else {
+                Attempt::Rejected
+            };
         }
         self.memo.insert(key.clone());
         let (linearized, next_state) = key;
@@ -707,7 +721,11 @@ impl fmt::Display for Explanation<'_> {
         if let Some(&blocking) = pending.first() {
             write!(f, "  cannot linearize ")?;
             self.describe(f, blocking)?;
-            writeln!(f, "\n    (the first to return; {})", self.why_not(&pending, blocking))?;
+            writeln!(
+                f,
+                "\n    (the first to return; {})",
+                self.why_not(&pending, blocking)
+            )?;
         }
         for &entry in pending.iter().skip(1).take(SHOWN) {
             write!(f, "  pending ")?;
@@ -735,7 +753,14 @@ mod tests {
         )
     }
 
-    fn get(client: u64, call: u64, ret: u64, key: &str, header: u64, kv: Option<KeyValue>) -> Operation {
+    fn get(
+        client: u64,
+        call: u64,
+        ret: u64,
+        key: &str,
+        header: u64,
+        kv: Option<KeyValue>,
+    ) -> Operation {
         Operation::ok(
             client,
             call,
@@ -814,14 +839,20 @@ mod tests {
     fn malformed_history_is_reported_not_checked() {
         let mut op = put(1, 1, 2, "a", "x", 2);
         op.ret = None;
-        assert!(matches!(check_linearizable(&[op]), CheckResult::Malformed { .. }));
+        assert!(matches!(
+            check_linearizable(&[op]),
+            CheckResult::Malformed { .. }
+        ));
     }
 
     #[test]
     fn budget_exhaustion_is_inconclusive() {
         let history = [put(1, 1, 2, "a", "x", 2), put(1, 3, 4, "a", "y", 3)];
         let result = check_linearizable_with(&history, &CheckOptions { max_steps: 1 });
-        assert!(matches!(result, CheckResult::Inconclusive { .. }), "{result}");
+        assert!(
+            matches!(result, CheckResult::Inconclusive { .. }),
+            "{result}"
+        );
     }
 
     #[test]
@@ -829,7 +860,13 @@ mod tests {
         // 40 pending uncertain puts (unread values, so one class per key) and
         // a stale read at the very end: the search must exhaust quickly.
         let mut history: Vec<Operation> = (0..40)
-            .map(|i| Operation::unknown(9, i, Request::put(["a", "b"][i as usize % 2], &format!("t{i}"))))
+            .map(|i| {
+                Operation::unknown(
+                    9,
+                    i,
+                    Request::put(["a", "b"][i as usize % 2], &format!("t{i}")),
+                )
+            })
             .collect();
         for i in 0..200 {
             let value = format!("v{i}");

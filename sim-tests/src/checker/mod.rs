@@ -22,10 +22,12 @@ pub mod model;
 pub mod serializable;
 
 pub use committed::{CommittedChange, CommittedHistory, HistoryError};
-pub use durability::{acknowledged_writes, check_durability, possibly_written_values, AckedWrite, DurabilityViolation};
+pub use durability::{
+    acknowledged_writes, check_durability, possibly_written_values, AckedWrite, DurabilityViolation,
+};
 pub use history::{
-    Compare, CompareOp, CompareTarget, EtcdError, KeyValue, Operation, Outcome, Request, Response, Revision, Txn,
-    TxnOp, TxnOpResult,
+    Compare, CompareOp, CompareTarget, EtcdError, KeyValue, Operation, Outcome, Request, Response,
+    Revision, Txn, TxnOp, TxnOpResult,
 };
 pub use linearizability::{check_linearizable, check_linearizable_with, CheckOptions, CheckResult};
 pub use model::{matches, EtcdState};

@@ -35,7 +35,8 @@ use std::rc::Rc;
 
 use super::committed::CommittedChange;
 use super::history::{
-    Compare, CompareOp, CompareTarget, EtcdError, Key, KeyValue, Request, Response, Revision, Txn, TxnOp, TxnOpResult,
+    Compare, CompareOp, CompareTarget, EtcdError, Key, KeyValue, Request, Response, Revision, Txn,
+    TxnOp, TxnOpResult,
 };
 
 /// The store: revision, compact revision, live keys and the full change log.
@@ -194,7 +195,11 @@ impl EtcdState {
 
     fn apply_txn(&self, txn: &Txn) -> (EtcdState, Response) {
         let succeeded = txn.compares.iter().all(|compare| self.holds(compare));
-        let branch = if succeeded { &txn.success } else { &txn.failure };
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         let mut writer = Writer::new(self);
         let results = branch.iter().map(|op| writer.run(op)).collect();
         let next = writer.commit();
@@ -233,9 +238,13 @@ impl EtcdState {
         let ordering = match (&compare.target, kv) {
             // etcd: comparing the value of a missing key always fails.
             (CompareTarget::Value(_), None) => return false,
-            (CompareTarget::Value(operand), Some(kv)) => kv.value.as_bytes().cmp(operand.as_bytes()),
+            (CompareTarget::Value(operand), Some(kv)) => {
+                kv.value.as_bytes().cmp(operand.as_bytes())
+            }
             (CompareTarget::Version(operand), kv) => kv.map_or(0, |kv| kv.version).cmp(operand),
-            (CompareTarget::ModRevision(operand), kv) => kv.map_or(Revision(0), |kv| kv.mod_revision).cmp(operand),
+            (CompareTarget::ModRevision(operand), kv) => {
+                kv.map_or(Revision(0), |kv| kv.mod_revision).cmp(operand)
+            }
             (CompareTarget::CreateRevision(operand), kv) => {
                 kv.map_or(Revision(0), |kv| kv.create_revision).cmp(operand)
             }
@@ -373,7 +382,10 @@ fn logs_equal(mut a: Option<&Rc<LogEntry>>, mut b: Option<&Rc<LogEntry>>) -> boo
             (None, None) => return true,
             (Some(x), Some(y)) if Rc::ptr_eq(x, y) => return true,
             (Some(x), Some(y)) => {
-                if x.fingerprint != y.fingerprint || x.revision != y.revision || x.changes != y.changes {
+                if x.fingerprint != y.fingerprint
+                    || x.revision != y.revision
+                    || x.changes != y.changes
+                {
                     return false;
                 }
                 (a, b) = (x.prev.as_ref(), y.prev.as_ref());
@@ -387,7 +399,10 @@ impl Hash for EtcdState {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.revision.hash(state);
         self.compact_revision.hash(state);
-        self.log.as_ref().map_or(0, |entry| entry.fingerprint).hash(state);
+        self.log
+            .as_ref()
+            .map_or(0, |entry| entry.fingerprint)
+            .hash(state);
     }
 }
 
@@ -414,7 +429,11 @@ mod tests {
 
     fn cas(key: &str, version: u64, value: &str) -> Request {
         Request::Txn(Txn {
-            compares: vec![Compare::new(key, CompareTarget::Version(version), CompareOp::Equal)],
+            compares: vec![Compare::new(
+                key,
+                CompareTarget::Version(version),
+                CompareOp::Equal,
+            )],
             success: vec![TxnOp::Put {
                 key: key.into(),
                 value: value.into(),
@@ -440,15 +459,21 @@ mod tests {
         let mut s = EtcdState::new();
         assert_eq!(
             step(&mut s, Request::put("a", "1")),
-            Response::Put { header_revision: R(2) }
+            Response::Put {
+                header_revision: R(2)
+            }
         );
         assert_eq!(
             step(&mut s, Request::put("b", "2")),
-            Response::Put { header_revision: R(3) }
+            Response::Put {
+                header_revision: R(3)
+            }
         );
         assert_eq!(
             step(&mut s, Request::put("a", "3")),
-            Response::Put { header_revision: R(4) }
+            Response::Put {
+                header_revision: R(4)
+            }
         );
         let kv = Some(KeyValue::new("3", 2, 4, 2));
         assert_eq!(
@@ -541,10 +566,15 @@ mod tests {
         );
         assert_eq!(
             step(&mut s, Request::compact(2)),
-            Response::Compact { header_revision: R(3) }
+            Response::Compact {
+                header_revision: R(3)
+            }
         );
         assert_eq!(s.compact_revision(), R(2));
-        assert_eq!(step(&mut s, Request::compact(2)), Response::Error(EtcdError::Compacted));
+        assert_eq!(
+            step(&mut s, Request::compact(2)),
+            Response::Error(EtcdError::Compacted)
+        );
         assert_eq!(
             s.apply(&Request::get_at("a", 1)).1,
             Response::Error(EtcdError::Compacted)
@@ -642,8 +672,16 @@ mod tests {
         ] {
             assert!(!s.holds(&Compare::new("a", CompareTarget::Value("x".into()), op)));
         }
-        assert!(s.holds(&Compare::new("a", CompareTarget::ModRevision(R(0)), CompareOp::Equal)));
-        assert!(s.holds(&Compare::new("a", CompareTarget::CreateRevision(R(1)), CompareOp::Less)));
+        assert!(s.holds(&Compare::new(
+            "a",
+            CompareTarget::ModRevision(R(0)),
+            CompareOp::Equal
+        )));
+        assert!(s.holds(&Compare::new(
+            "a",
+            CompareTarget::CreateRevision(R(1)),
+            CompareOp::Less
+        )));
     }
 
     #[test]
@@ -664,7 +702,11 @@ mod tests {
         };
         assert_eq!(hash(&a), hash(&b));
         assert_ne!(a, c, "same revision, different history");
-        assert_eq!(a.apply(&Request::get("x")).0, a, "reads do not change the state");
+        assert_eq!(
+            a.apply(&Request::get("x")).0,
+            a,
+            "reads do not change the state"
+        );
     }
 
     #[test]
@@ -679,7 +721,10 @@ mod tests {
             .collect();
         assert_eq!(
             changes,
-            vec![(2, "a".to_owned(), Some("1".to_owned())), (3, "a".to_owned(), None)]
+            vec![
+                (2, "a".to_owned(), Some("1".to_owned())),
+                (3, "a".to_owned(), None)
+            ]
         );
     }
 

@@ -65,7 +65,13 @@ pub fn check_serializable_reads(
 
 /// Why this read is wrong, if it is.
 fn check_read(op: &Operation, timelines: &Timelines) -> Option<String> {
-    let (Request::Get { key, revision }, Outcome::Ok(Response::Get { header_revision, kv })) = (&op.input, &op.output)
+    let (
+        Request::Get { key, revision },
+        Outcome::Ok(Response::Get {
+            header_revision,
+            kv,
+        }),
+    ) = (&op.input, &op.output)
     else {
         return None;
     };
@@ -82,7 +88,9 @@ fn check_read(op: &Operation, timelines: &Timelines) -> Option<String> {
         *revision
     };
     if at > header {
-        return Some(format!("served revision {at} from a store at revision {header}"));
+        return Some(format!(
+            "served revision {at} from a store at revision {header}"
+        ));
     }
     let expected = timelines.state_at(key, at);
     (expected != kv.as_ref()).then(|| mismatch(timelines, key, at, expected, kv.as_ref()))
@@ -100,7 +108,10 @@ fn mismatch(
         return format!("{key} at revision {at} was {expected}, the read saw none");
     };
     let held = match timelines.when_held(key, &seen.value) {
-        Some((from, Some(until))) => format!("{key} held {} during revisions [{from}, {until})", seen.value),
+        Some((from, Some(until))) => format!(
+            "{key} held {} during revisions [{from}, {until})",
+            seen.value
+        ),
         Some((from, None)) => format!("{key} holds {} since revision {from}", seen.value),
         None => format!("{} was never committed to {key}", seen.value),
     };
@@ -153,7 +164,9 @@ mod tests {
         let violations = check(&[read(4, Some(KeyValue::new("1", 2, 2, 1)))]);
         assert_eq!(violations.len(), 1);
         assert!(
-            violations[0].explanation.contains("held 1 during revisions [2, 3)"),
+            violations[0]
+                .explanation
+                .contains("held 1 during revisions [2, 3)"),
             "{}",
             violations[0]
         );
@@ -161,7 +174,10 @@ mod tests {
 
     #[test]
     fn header_beyond_committed_is_flagged() {
-        assert_eq!(check(&[read(5, Some(KeyValue::new("2", 2, 3, 2)))]).len(), 1);
+        assert_eq!(
+            check(&[read(5, Some(KeyValue::new("2", 2, 3, 2)))]).len(),
+            1
+        );
     }
 
     #[test]
@@ -176,7 +192,10 @@ mod tests {
 
     #[test]
     fn wrong_version_is_flagged() {
-        assert_eq!(check(&[read(3, Some(KeyValue::new("2", 2, 3, 1)))]).len(), 1);
+        assert_eq!(
+            check(&[read(3, Some(KeyValue::new("2", 2, 3, 1)))]).len(),
+            1
+        );
     }
 
     #[test]
