@@ -151,7 +151,6 @@ fn bad_input_session() -> Vec<Step> {
         step("compaction 1000"),
         step("put ok 1"),
         step("get ok"),
-        step("del \x00"),
     ]
 }
 

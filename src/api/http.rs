@@ -46,6 +46,8 @@ fn health(server: &Server) -> HttpReply {
         Some("SERVER STOPPED")
     } else if server.leader().is_none() {
         Some("RAFT NO LEADER")
+    } else if !server.is_published() {
+        Some("NOT READY: member not yet published")
     } else {
         None
     };

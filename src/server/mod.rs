@@ -138,6 +138,8 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     pub storage: Arc<dyn Storage>,
     pub stopped: AtomicBool,
+    /// This member's name and client URLs are applied (it is ready to serve, as etcd's publish).
+    pub published: AtomicBool,
     /// The applied index, for readers waiting to catch up.
     pub applied: watch::Sender<u64>,
     /// Set by `Server::shutdown`; the node loop exits when it changes.
@@ -200,6 +202,12 @@ impl Server {
 
     pub fn leader(&self) -> Option<u64> {
         Some(self.shared.raft.leader.load(Ordering::SeqCst)).filter(|l| *l != 0)
+    }
+
+    /// Whether this member has published its client URLs through Raft, as
+    /// etcd members do before they report ready.
+    pub fn is_published(&self) -> bool {
+        self.shared.published.load(Ordering::SeqCst)
     }
 
     pub fn is_stopped(&self) -> bool {

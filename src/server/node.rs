@@ -116,6 +116,7 @@ pub(super) fn recover(
         metrics: Metrics::default(),
         storage,
         stopped: AtomicBool::new(false),
+        published: AtomicBool::new(false),
         applied: applied_tx,
         shutdown: watch::channel(false).0,
     };
@@ -425,6 +426,9 @@ impl Node {
         }
         self.leader = leader;
         self.shared.raft.leader.store(leader, Ordering::SeqCst);
+        if leader != 0 && !self.published {
+            self.publish();
+        }
         self.shared
             .raft
             .is_learner
@@ -536,6 +540,7 @@ impl Node {
         if req.member_id == me {
             if matches!(outcome.result, Ok(Applied::Published)) && req.id == 0 {
                 self.published = true;
+                self.shared.published.store(true, Ordering::SeqCst);
             }
             if let Some(w) = self.waiters.remove(&req.id) {
                 let _ = w.send(
