@@ -90,7 +90,7 @@ fn metrics(server: &Server) -> String {
         "etcd_server_proposals_committed_total",
         "The total number of consensus proposals committed.",
         "gauge",
-        m.proposals_committed.load(Ordering::Relaxed),
+        server.commit_index(),
     );
     gauge(
         "etcd_server_proposals_applied_total",

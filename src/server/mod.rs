@@ -218,6 +218,11 @@ impl Server {
         &self.shared.metrics
     }
 
+    /// The Raft commit index this member knows.
+    pub fn commit_index(&self) -> u64 {
+        self.shared.raft.commit_index.load(Ordering::SeqCst)
+    }
+
     /// Approximate bytes of the member's storage.
     pub fn db_size(&self) -> u64 {
         self.shared.storage.approximate_size()

@@ -42,7 +42,6 @@ type ReadReply = oneshot::Sender<Result<u64, ServerError>>;
 /// Counters for `/metrics` (Prometheus names in `api/http.rs`).
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub proposals_committed: AtomicU64,
     pub proposals_applied: AtomicU64,
     pub proposals_pending: AtomicU64,
     pub proposals_failed: AtomicU64,
@@ -182,7 +181,6 @@ pub(super) fn spawn(
         pending_snapshots: BTreeMap::new(),
         snapshot_reports,
         last_snapshot_index: 0,
-        published: false,
         leader: 0,
     };
     tokio::spawn(node.run(commands, inbound, snapshot_report_rx));
@@ -203,8 +201,6 @@ struct Node {
     pending_snapshots: BTreeMap<u64, Vec<u8>>,
     snapshot_reports: mpsc::Sender<(u64, bool)>,
     last_snapshot_index: u64,
-    /// Whether this member's client URLs were published through Raft.
-    published: bool,
     leader: u64,
 }
 
@@ -249,6 +245,10 @@ impl Node {
         }
     }
 
+    fn is_published(&self) -> bool {
+        self.shared.published.load(Ordering::SeqCst)
+    }
+
     fn stop(&mut self) {
         self.shared.stopped.store(true, Ordering::SeqCst);
         for (_, w) in std::mem::take(&mut self.waiters) {
@@ -272,7 +272,7 @@ impl Node {
             .metrics
             .proposals_pending
             .store(self.waiters.len() as u64, Ordering::Relaxed);
-        if !self.published && self.leader != 0 {
+        if !self.is_published() && self.leader != 0 {
             self.publish();
         }
     }
@@ -399,10 +399,6 @@ impl Node {
                 .raft
                 .commit_index
                 .store(hs.commit, Ordering::SeqCst);
-            self.shared
-                .metrics
-                .proposals_committed
-                .store(hs.commit, Ordering::Relaxed);
         }
         self.raw.advance(rd);
         self.maybe_compact_log()
@@ -426,7 +422,7 @@ impl Node {
         }
         self.leader = leader;
         self.shared.raft.leader.store(leader, Ordering::SeqCst);
-        if leader != 0 && !self.published {
+        if leader != 0 && !self.is_published() {
             self.publish();
         }
         self.shared
@@ -539,7 +535,6 @@ impl Node {
         let me = self.shared.config.member_id;
         if req.member_id == me {
             if matches!(outcome.result, Ok(Applied::Published)) && req.id == 0 {
-                self.published = true;
                 self.shared.published.store(true, Ordering::SeqCst);
             }
             if let Some(w) = self.waiters.remove(&req.id) {
