@@ -21,6 +21,7 @@ use cairn_proto::cairnpb::{
 use cairn_proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse,
 };
+use cairn_proto::mvccpb::Event;
 use cairn_runtime::{Direction, Storage, StorageError, WriteBatch};
 use prost::Message as _;
 
@@ -60,6 +61,9 @@ pub struct ApplyOutcome {
     pub result: Result<Applied, MvccError>,
     /// The store revision after the apply (for the response header).
     pub revision: Revision,
+    /// The changes the apply made, in revision order (for the watch hub);
+    /// empty when nothing changed.
+    pub events: Vec<Event>,
 }
 
 fn member_key(id: u64) -> Vec<u8> {
@@ -123,28 +127,32 @@ pub fn apply_request(
     let result = match &req.request {
         Some(Request::Put(r)) => store
             .put(r, &no_leases, extra)
-            .map(|o| (Applied::Put(o.response), o.revision)),
+            .map(|o| (Applied::Put(o.response), o.revision, o.events)),
         Some(Request::DeleteRange(r)) => store
             .delete_range(r, extra)
-            .map(|o| (Applied::DeleteRange(o.response), o.revision)),
+            .map(|o| (Applied::DeleteRange(o.response), o.revision, o.events)),
         Some(Request::Txn(r)) => store
             .txn(r, &no_leases, extra)
-            .map(|o| (Applied::Txn(o.response), o.revision)),
-        Some(Request::Compaction(r)) => store
-            .compact(r, extra)
-            .map(|o| (Applied::Compaction(o.response, r.physical), o.revision)),
+            .map(|o| (Applied::Txn(o.response), o.revision, o.events)),
+        Some(Request::Compaction(r)) => store.compact(r, extra).map(|o| {
+            let applied = Applied::Compaction(o.response, r.physical);
+            (applied, o.revision, o.events)
+        }),
         Some(Request::Publish(attrs)) => publish(store, members, attrs, extra)
-            .map(|()| (Applied::Published, store.current_revision())),
-        None => write_extra(store, extra).map(|()| (Applied::Published, store.current_revision())),
+            .map(|()| (Applied::Published, store.current_revision(), Vec::new())),
+        None => write_extra(store, extra)
+            .map(|()| (Applied::Published, store.current_revision(), Vec::new())),
     };
     match result {
-        Ok((applied, revision)) => ApplyOutcome {
+        Ok((applied, revision, events)) => ApplyOutcome {
             result: Ok(applied),
             revision,
+            events,
         },
         Err(e) => ApplyOutcome {
             result: Err(e),
             revision: store.current_revision(),
+            events: Vec::new(),
         },
     }
 }
