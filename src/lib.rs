@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod member;
 pub mod mvcc;
 pub mod raft;
 pub mod server;

@@ -14,6 +14,7 @@
 //! tokio) and the integration tests in `tests/` (real binary, etcdctl).
 
 mod node;
+pub mod probe;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::mvcc::{self, MvccError, MvccStore};
 pub use node::{Metrics, FSYNC_BUCKETS_SECS};
+pub use probe::{AppliedEntry, Probe};
 use state::Applied;
 
 /// The etcd API version cairn implements (what `Status.version` reports;
@@ -144,6 +146,8 @@ pub(crate) struct Shared {
     pub applied: watch::Sender<u64>,
     /// Set by `Server::shutdown`; the node loop exits when it changes.
     pub shutdown: watch::Sender<bool>,
+    /// A test harness's hooks (`Server::start_probed`); `None` in production.
+    pub probe: Option<Arc<dyn Probe>>,
 }
 
 /// What handlers ask of the node loop.
@@ -175,7 +179,20 @@ impl Server {
         clock: Arc<dyn Clock>,
         inbound: mpsc::Receiver<Inbound>,
     ) -> Result<Server, StartError> {
-        let (shared, raw) = node::recover(config, storage)?;
+        Server::start_probed(config, storage, transport, clock, inbound, None)
+    }
+
+    /// `start`, with a test harness's `probe` watching the member.
+    pub fn start_probed(
+        config: ServerConfig,
+        storage: Arc<dyn Storage>,
+        transport: Arc<dyn Transport>,
+        clock: Arc<dyn Clock>,
+        inbound: mpsc::Receiver<Inbound>,
+        probe: Option<Arc<dyn Probe>>,
+    ) -> Result<Server, StartError> {
+        let (mut shared, raw) = node::recover(config, storage)?;
+        shared.probe = probe;
         let (commands, command_rx) = mpsc::channel(node::COMMAND_QUEUE_LEN);
         let shared = Arc::new(shared);
         node::spawn(raw, shared.clone(), transport, clock, command_rx, inbound);

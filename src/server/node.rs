@@ -118,6 +118,7 @@ pub(super) fn recover(
         published: AtomicBool::new(false),
         applied: applied_tx,
         shutdown: watch::channel(false).0,
+        probe: None,
     };
     Ok((shared, raw))
 }
@@ -388,6 +389,12 @@ impl Node {
         self.persist(&rd).await?;
         let messages = std::mem::take(&mut rd.messages);
         self.send(messages)?;
+        if !rd.committed_entries.is_empty() {
+            let me = self.shared.config.member_id;
+            if let Some(delay) = self.shared.probe.as_ref().and_then(|p| p.delay_apply(me)) {
+                tokio::time::sleep(delay).await;
+            }
+        }
         // `advance` needs the committed entries back: it marks them applied.
         self.apply(&rd.committed_entries)?;
         for rs in std::mem::take(&mut rd.read_states) {
@@ -419,6 +426,11 @@ impl Node {
                 }
             }
             tracing::info!(member = %NodeId(self.shared.config.member_id), leader = %NodeId(leader), "leader changed");
+        }
+        if role == Role::Leader && self.leader != leader {
+            if let Some(p) = &self.shared.probe {
+                p.on_leader(leader, self.raw.hard_state().term);
+            }
         }
         self.leader = leader;
         self.shared.raft.leader.store(leader, Ordering::SeqCst);
@@ -494,6 +506,9 @@ impl Node {
         *self.shared.members.write().expect("members lock poisoned") =
             state::load_members(self.shared.storage.as_ref())?;
         self.set_applied(applied.max(index));
+        if let Some(p) = &self.shared.probe {
+            p.on_snapshot_installed(self.shared.config.member_id, applied.max(index));
+        }
         tracing::info!(index, applied, "installed snapshot from the leader");
         Ok(())
     }
@@ -503,15 +518,30 @@ impl Node {
             if e.index <= self.shared.raft.applied_index.load(Ordering::SeqCst) {
                 continue;
             }
-            match e.entry_type() {
+            let events = match e.entry_type() {
                 EntryType::EntryNormal if !e.data.is_empty() => self.apply_normal(e)?,
-                EntryType::EntryConfChange => self.apply_conf_change(e)?,
+                EntryType::EntryConfChange => {
+                    self.apply_conf_change(e)?;
+                    Vec::new()
+                }
                 EntryType::EntryNormal => {
                     let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
                     state::apply_marker(&store, e.index, cairn_runtime::WriteBatch::new())?;
+                    Vec::new()
                 }
-            }
+            };
             self.set_applied(e.index);
+            if let Some(p) = &self.shared.probe {
+                let revision = self.shared.mvcc.read().expect("mvcc lock poisoned");
+                p.on_apply(&super::AppliedEntry {
+                    member: self.shared.config.member_id,
+                    index: e.index,
+                    term: e.term,
+                    data: &e.data,
+                    events: &events,
+                    revision: revision.current_revision().0,
+                });
+            }
             self.shared
                 .metrics
                 .proposals_applied
@@ -520,7 +550,8 @@ impl Node {
         Ok(())
     }
 
-    fn apply_normal(&mut self, e: &Entry) -> Result<(), StorageError> {
+    /// Applies a client request entry; returns the changes it made.
+    fn apply_normal(&mut self, e: &Entry) -> Result<Vec<cairn_proto::mvccpb::Event>, StorageError> {
         let req = InternalRequest::decode(e.data.as_slice()).map_err(|err| {
             StorageError::Corruption(format!("entry {} does not decode: {err}", e.index))
         })?;
@@ -546,7 +577,7 @@ impl Node {
                 );
             }
         }
-        Ok(())
+        Ok(outcome.events)
     }
 
     fn apply_conf_change(&mut self, e: &Entry) -> Result<(), StorageError> {
@@ -609,7 +640,14 @@ impl Node {
     /// Every `snapshot_count` applied entries: snapshot and drop the log prefix.
     fn maybe_compact_log(&mut self) -> Result<(), StorageError> {
         let applied = self.shared.raft.applied_index.load(Ordering::SeqCst);
-        if applied < self.last_snapshot_index + self.shared.config.snapshot_count {
+        let me = self.shared.config.member_id;
+        let early = applied > self.last_snapshot_index
+            && self
+                .shared
+                .probe
+                .as_ref()
+                .is_some_and(|p| p.compact_log_early(me));
+        if applied < self.last_snapshot_index + self.shared.config.snapshot_count && !early {
             return Ok(());
         }
         match self.raw.compact(applied, Vec::new()) {

@@ -1,0 +1,52 @@
+//! Probes: how a test harness watches a member from the inside and steers it.
+//!
+//! The simulation suite's raft oracle needs to see what every member does —
+//! which member led which term, which entry it applied at which index and
+//! what that changed — and its fault scheduler wants "buggify" points inside
+//! the node loop (a delayed apply, an early log compaction). A `Probe` given
+//! to `Server::start_probed` receives both. Production members have none; a
+//! probe must not block (it is called on the node loop).
+//!
+//! Tests: the simulation suite (`sim-tests/`) is the user of every method.
+
+use std::time::Duration;
+
+use cairn_proto::mvccpb::Event;
+
+/// What a probe sees of one applied entry.
+pub struct AppliedEntry<'a> {
+    pub member: u64,
+    pub index: u64,
+    pub term: u64,
+    /// The entry's payload as committed (an encoded `InternalRequest`, a
+    /// conf change, or empty for a leader's no-op).
+    pub data: &'a [u8],
+    /// The changes the entry made, in revision order.
+    pub events: &'a [Event],
+    /// The store's revision after the entry.
+    pub revision: i64,
+}
+
+/// Hooks into a running member. Every method has a do-nothing default.
+pub trait Probe: Send + Sync {
+    /// `member` became the leader of `term`.
+    fn on_leader(&self, _member: u64, _term: u64) {}
+
+    /// `member` applied an entry (once per entry and member, in index order,
+    /// except that entries covered by an installed snapshot are never seen).
+    fn on_apply(&self, _entry: &AppliedEntry<'_>) {}
+
+    /// `member` replaced its state with a snapshot at `index`.
+    fn on_snapshot_installed(&self, _member: u64, _index: u64) {}
+
+    /// Buggify: wait this long before applying the next committed entries.
+    fn delay_apply(&self, _member: u64) -> Option<Duration> {
+        None
+    }
+
+    /// Buggify: compact the Raft log now, whatever `--snapshot-count` says
+    /// (followers that fall behind then need a snapshot).
+    fn compact_log_early(&self, _member: u64) -> bool {
+        false
+    }
+}
