@@ -116,6 +116,11 @@ impl SimDisk {
         self.lock().faults.fail_next_sync = true;
     }
 
+    /// Disarms every fault (a replaced disk, or the end of a fault phase).
+    pub fn clear_faults(&self) {
+        self.lock().faults = DiskFaults::default();
+    }
+
     pub fn set_sync_latency(&self, latency: Duration) {
         self.lock().faults.sync_latency = latency;
     }

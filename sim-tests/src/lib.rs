@@ -1,12 +1,13 @@
 //! cairn-sim-tests: the simulation suite (DESIGN §7, layer 4).
 //!
-//! For now this crate holds only the history checkers (`checker`), a pure
-//! library with no dependency on cairn, its runtime, tokio or madsim, so it
-//! builds and tests the same with and without `--cfg madsim`. The cluster
-//! harness, fault scheduler and workloads will convert their client calls into
-//! `checker::history::Operation`s and hand them to the checkers.
+//! - `checker`: the history checkers, a pure library (no cairn, runtime,
+//!   tokio or madsim) that builds and tests the same in both worlds;
+//! - `sim` (madsim only): the cluster harness, fault scheduler, workloads and
+//!   seed runner that feed the checkers.
 //!
 //! Tests: unit tests in each checker module, whole histories in
-//! `tests/checker_histories.rs`.
+//! `tests/checker_histories.rs`, and the simulation runs in `tests/sim.rs`.
 
 pub mod checker;
+#[cfg(madsim)]
+pub mod sim;

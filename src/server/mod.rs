@@ -18,6 +18,7 @@ pub mod probe;
 pub mod state;
 #[cfg(test)]
 mod tests;
+pub mod waiters;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -143,7 +144,7 @@ pub(crate) struct Shared {
     /// This member's name and client URLs are applied (it is ready to serve, as etcd's publish).
     pub published: AtomicBool,
     /// The applied index, for readers waiting to catch up.
-    pub applied: watch::Sender<u64>,
+    pub applied: waiters::IndexWaiters,
     /// Set by `Server::shutdown`; the node loop exits when it changes.
     pub shutdown: watch::Sender<bool>,
     /// A test harness's hooks (`Server::start_probed`); `None` in production.
@@ -452,8 +453,7 @@ impl Server {
         let (done, rx) = oneshot::channel();
         self.send(Command::ReadIndex { done }).await?;
         let index = self.wait(rx).await??;
-        let mut applied = self.shared.applied.subscribe();
-        let wait = async move { applied.wait_for(|a| *a >= index).await.map(|_| ()) };
+        let wait = self.shared.applied.wait_for(index);
         match tokio::time::timeout(self.shared.config.request_timeout, wait).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(ServerError::Stopped),

@@ -100,7 +100,6 @@ pub(super) fn recover(
     let raw = RawNode::new(&cfg, raft_state, rng)?;
     let mvcc = MvccStore::open(storage.clone())?;
     let members = state::load_members(storage.as_ref())?;
-    let (applied_tx, _) = watch::channel(cfg.applied);
     let progress = RaftProgress::default();
     progress.applied_index.store(cfg.applied, Ordering::SeqCst);
     progress.term.store(raw.hard_state().term, Ordering::SeqCst);
@@ -116,7 +115,7 @@ pub(super) fn recover(
         storage,
         stopped: AtomicBool::new(false),
         published: AtomicBool::new(false),
-        applied: applied_tx,
+        applied: super::waiters::IndexWaiters::new(cfg.applied),
         shutdown: watch::channel(false).0,
         probe: None,
     };
@@ -252,6 +251,7 @@ impl Node {
 
     fn stop(&mut self) {
         self.shared.stopped.store(true, Ordering::SeqCst);
+        self.shared.applied.close();
         for (_, w) in std::mem::take(&mut self.waiters) {
             let _ = w.send(Err(ServerError::Stopped));
         }
@@ -625,7 +625,7 @@ impl Node {
             .raft
             .applied_index
             .store(index, Ordering::SeqCst);
-        self.shared.applied.send_replace(index);
+        self.shared.applied.advance(index);
     }
 
     fn answer_read(&mut self, rs: raft::ReadState) {

@@ -1,0 +1,17 @@
+//! The simulation harness (madsim only): the unmodified cairn server on
+//! simulated nodes, faults from a seed, workloads, checks (DESIGN §7).
+//!
+//! - `cluster`: members on madsim nodes with SimStorage and skewed clocks;
+//! - `oracle`: the raft oracle probe and committed-history collector;
+//! - `faults`: the fault scheduler and its timeline;
+//! - `workload`: clients, the KV and list-append mixes, the recorder;
+//! - `scenario`: one run end to end, and its checks;
+//! - `runner`: seeds, one process per seed, replay commands, determinism.
+//! Tests: `tests/sim.rs` is the entry point.
+
+pub mod cluster;
+pub mod faults;
+pub mod oracle;
+pub mod runner;
+pub mod scenario;
+pub mod workload;

@@ -1,0 +1,491 @@
+//! One simulation run: start a cluster, run the workload under faults, heal,
+//! run a final phase that must succeed, then check everything.
+//!
+//! Phases: warm-up (no faults) → faults for `fault_time` → heal → the clients
+//! stop and each must get a write and a linearizable read through (retrying
+//! for up to 30 s of simulated time) → every member must reach the same
+//! revision, compact revision and HashKV → checks:
+//! - the raft oracle's invariants (election safety, committed entries never
+//!   change, equal effects at equal indexes);
+//! - linearizability of all linearizable operations (an inconclusive check —
+//!   step budget exhausted — is reported, not failed);
+//! - serializable reads returned committed states;
+//! - durability of every acknowledged write against the committed history;
+//! - list-append: no lost, duplicated or half-applied appends; every read
+//!   list is a prefix of the final list;
+//! - the final state read from the cluster equals the oracle's history.
+//! Tests: `tests/sim.rs`.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::etcdserverpb::{
+    kv_client::KvClient, maintenance_client::MaintenanceClient, HashKvRequest, RangeRequest,
+};
+use madsim::runtime::Handle;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::cluster::{ClusterSpec, SimCluster};
+use super::faults::{FaultKind, FaultScheduler, ALL_FAULTS};
+use super::oracle::Oracle;
+use super::workload::{self, Client, Recorder, Shared, LIST_KEYS};
+use crate::checker::{
+    acknowledged_writes, check_durability, check_linearizable_with, check_serializable_reads,
+    possibly_written_values, CheckOptions, CheckResult, CommittedHistory, Operation, Outcome,
+    Request, Response, Revision, TxnOp,
+};
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub cluster: ClusterSpec,
+    pub clients: usize,
+    pub warmup: Duration,
+    pub fault_time: Duration,
+    pub faults: Vec<FaultKind>,
+    /// Model steps the linearizability search may take.
+    pub check_steps: u64,
+}
+
+impl RunConfig {
+    pub fn kv(members: usize) -> RunConfig {
+        RunConfig {
+            cluster: ClusterSpec {
+                members,
+                ..ClusterSpec::default()
+            },
+            clients: 4,
+            warmup: Duration::from_secs(3),
+            fault_time: Duration::from_secs(20),
+            faults: ALL_FAULTS.to_vec(),
+            check_steps: 3_000_000,
+        }
+    }
+}
+
+/// What a run found.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub failures: Vec<String>,
+    pub notes: Vec<String>,
+    pub timeline: Vec<String>,
+    pub history: Vec<Operation>,
+    pub serializable: Vec<Operation>,
+    pub committed: CommittedHistory,
+    /// A hash of everything observable: equal for two runs of one seed.
+    pub trace_hash: u64,
+    pub simulated_secs: f64,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The history, committed changes and fault timeline, for a failure file.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# failures\n");
+        for f in &self.failures {
+            out.push_str(&format!("{f}\n"));
+        }
+        out.push_str("\n# notes\n");
+        for n in &self.notes {
+            out.push_str(&format!("{n}\n"));
+        }
+        out.push_str("\n# fault timeline (simulated time)\n");
+        for t in &self.timeline {
+            out.push_str(&format!("{t}\n"));
+        }
+        out.push_str("\n# linearizable operations (client, call, ret, request, outcome)\n");
+        for op in &self.history {
+            out.push_str(&format!("{op:?}\n"));
+        }
+        out.push_str("\n# serializable reads\n");
+        for op in &self.serializable {
+            out.push_str(&format!("{op:?}\n"));
+        }
+        out.push_str("\n# committed history\n");
+        for c in &self.committed.changes {
+            out.push_str(&format!("{c}\n"));
+        }
+        out
+    }
+}
+
+/// Runs one simulation (inside a madsim runtime whose seed drives everything).
+pub async fn run(cfg: RunConfig) -> RunReport {
+    let started = tokio::time::Instant::now();
+    let mut master = StdRng::seed_from_u64(madsim::rand::random::<u64>());
+    let oracle = Arc::new(Oracle::new(master.random()));
+    let mut cluster = SimCluster::start(cfg.cluster.clone(), oracle.clone());
+    let recorder = Arc::new(Recorder::default());
+    let shared = Arc::new(Shared::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    // A semaphore, not a watch channel: tokio's watch picks among its
+    // internal notifiers with a per-process RNG, which madsim's in-process
+    // determinism check sees as nondeterminism.
+    let final_go = Arc::new(tokio::sync::Semaphore::new(0));
+    let handle = Handle::current();
+
+    let mut client_tasks = Vec::new();
+    for c in 0..cfg.clients {
+        let node = handle
+            .create_node()
+            .name(format!("client{c}"))
+            .ip(format!("10.0.1.{}", c + 1).parse().expect("ip"))
+            .build();
+        let client = Client::new(
+            c as u64 + 1,
+            cluster.client_urls(),
+            master.random(),
+            recorder.clone(),
+            shared.clone(),
+        );
+        let (stop, final_go) = (stop.clone(), final_go.clone());
+        client_tasks.push(node.spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await; // first election
+            let mut client = workload::run_until(client, stop).await;
+            final_go.acquire().await.expect("never closed").forget();
+            let ok = final_write_and_read(&mut client).await;
+            (client.id, ok)
+        }));
+    }
+
+    let mut faults = FaultScheduler::new(StdRng::seed_from_u64(master.random()));
+    faults.kinds = cfg.faults.clone();
+    tokio::time::sleep(cfg.warmup).await;
+    faults.run(&mut cluster, cfg.fault_time).await;
+    faults.heal(&mut cluster);
+
+    // Give the healed cluster a moment under load, then stop the random mix.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    // Let every client finish its current request, then run the final phase.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    final_go.add_permits(cfg.clients);
+    tracing::info!("final phase: every client writes and reads");
+    let mut report = RunReport::default();
+    for t in client_tasks {
+        match tokio::time::timeout(Duration::from_secs(60), t).await {
+            Ok(Ok((_, true))) => {}
+            Ok(Ok((id, false))) => report.failures.push(format!(
+                "liveness: client {id} could not write and read within 30 s after healing"
+            )),
+            Ok(Err(e)) => panic!("a client task failed: {e}"),
+            Err(_) => panic!("a client did not finish within 60 s (an RPC without deadline?)"),
+        }
+    }
+    // The convergence check runs from a node of its own (it needs an IP).
+    let observer = handle
+        .create_node()
+        .name("observer")
+        .ip("10.0.2.1".parse().expect("ip"))
+        .build();
+    let urls = cluster.client_urls();
+    tracing::info!("final phase: waiting for the members to converge");
+    let (finals, failures) = observer
+        .spawn(async move { converge(urls).await })
+        .await
+        .expect("observer task");
+    report.failures.extend(failures);
+
+    report.timeline = std::mem::take(&mut faults.timeline);
+    report.history = recorder.history.lock().expect("history lock").clone();
+    report.serializable = recorder.serializable.lock().expect("history lock").clone();
+    report.committed = oracle.committed_history();
+    report.notes.push(oracle.stats());
+    report.notes.push(format!(
+        "operations: {} linearizable, {} serializable; {} acknowledged, {} unknown",
+        report.history.len(),
+        report.serializable.len(),
+        shared.acked_ops.load(Ordering::Relaxed),
+        shared.unknown_ops.load(Ordering::Relaxed)
+    ));
+    check(&cfg, &oracle, finals, &mut report);
+    report.simulated_secs = started.elapsed().as_secs_f64();
+    report.trace_hash = trace_hash(&report);
+    report
+}
+
+/// After healing, a client must get a write and a linearizable read through
+/// (retrying for up to 30 s).
+async fn final_write_and_read(c: &mut Client) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let key = "final".to_owned();
+    let (mut wrote, mut read) = (false, false);
+    while tokio::time::Instant::now() < deadline && !(wrote && read) {
+        if !wrote {
+            let value = c.next_value();
+            wrote = matches!(
+                c.call(Request::put(&key, &value), false).await,
+                Some(Response::Put { .. })
+            );
+        } else {
+            read = matches!(
+                c.call(Request::get(&key), false).await,
+                Some(Response::Get { .. })
+            );
+        }
+        if !(wrote && read) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    wrote && read
+}
+
+/// Each member's final (revision, compact revision, HashKV) and key-values.
+type FinalState = Vec<(String, i64, i64, u32, BTreeMap<String, String>)>;
+
+/// Waits until every member reports the same revision, then compares hashes.
+async fn converge(urls: Vec<String>) -> (FinalState, Vec<String>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut failures = Vec::new();
+    loop {
+        let mut states = Vec::new();
+        for url in &urls {
+            match tokio::time::timeout(Duration::from_secs(2), member_state(url)).await {
+                Ok(Ok(s)) => states.push(s),
+                _ => break,
+            }
+        }
+        let complete = states.len() == urls.len();
+        let same_rev = complete && states.windows(2).all(|w| w[0].1 == w[1].1);
+        if same_rev {
+            let same = states
+                .windows(2)
+                .all(|w| w[0].2 == w[1].2 && w[0].3 == w[1].3 && w[0].4 == w[1].4);
+            if !same {
+                let summary: Vec<String> = states
+                    .iter()
+                    .map(|s| format!("{}: rev {} compact {} hash {:08x}", s.0, s.1, s.2, s.3))
+                    .collect();
+                failures.push(format!(
+                    "members disagree at equal revision: {}",
+                    summary.join("; ")
+                ));
+            }
+            return (states, failures);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            failures.push(format!(
+                "members did not converge within 30 s: revisions {:?}",
+                states
+                    .iter()
+                    .map(|s| (s.0.clone(), s.1))
+                    .collect::<Vec<_>>()
+            ));
+            return (states, failures);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn member_state(
+    url: &str,
+) -> Result<(String, i64, i64, u32, BTreeMap<String, String>), tonic::Status> {
+    let mut m = MaintenanceClient::connect(url.to_owned())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let h = m.hash_kv(HashKvRequest { revision: 0 }).await?.into_inner();
+    let mut kv = KvClient::connect(url.to_owned())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let all = kv
+        .range(RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            serializable: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let rev = all.header.as_ref().map_or(0, |h| h.revision);
+    let hrev = h.header.as_ref().map_or(0, |h| h.revision);
+    if rev != hrev {
+        return Err(tonic::Status::unavailable("member still applying"));
+    }
+    let kvs = all
+        .kvs
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
+            )
+        })
+        .collect();
+    Ok((url.to_owned(), rev, h.compact_revision, h.hash, kvs))
+}
+
+fn check(cfg: &RunConfig, oracle: &Oracle, finals: FinalState, report: &mut RunReport) {
+    for v in oracle.violations() {
+        report.failures.push(format!("raft oracle: {v}"));
+    }
+    let options = CheckOptions {
+        max_steps: cfg.check_steps,
+    };
+    match check_linearizable_with(&report.history, &options) {
+        CheckResult::Ok => report.notes.push("linearizability: ok".into()),
+        CheckResult::Inconclusive { reason } => report.notes.push(format!(
+            "linearizability: NOT CHECKED (inconclusive: {reason})"
+        )),
+        other => report.failures.push(format!("linearizability: {other}")),
+    }
+    let committed = &report.committed;
+    match check_serializable_reads(&report.serializable, committed) {
+        Ok(v) if v.is_empty() => {}
+        Ok(v) => report
+            .failures
+            .extend(v.iter().take(10).map(|r| format!("serializable read: {r}"))),
+        Err(e) => report.failures.push(format!(
+            "oracle history incomplete (serializable check): {e}"
+        )),
+    }
+    let mut all_ops = report.history.clone();
+    all_ops.extend(report.serializable.iter().cloned());
+    let acked = acknowledged_writes(&all_ops);
+    let possible = possibly_written_values(&all_ops);
+    match check_durability(&acked, &possible, committed) {
+        Ok(v) if v.is_empty() => {}
+        Ok(v) => report
+            .failures
+            .extend(v.iter().take(10).map(|d| format!("durability: {d}"))),
+        Err(e) => report
+            .failures
+            .push(format!("oracle history incomplete (durability check): {e}")),
+    }
+    let final_state = final_values(committed);
+    report
+        .failures
+        .extend(check_lists(&report.history, &final_state));
+    if let Some((url, _, _, _, kvs)) = finals.first() {
+        if *kvs != final_state {
+            report.failures.push(format!(
+                "final state read from {url} differs from the applied history: cluster {kvs:?}, history {final_state:?}"
+            ));
+        }
+    }
+}
+
+/// The last value of every live key in a committed history.
+fn final_values(h: &CommittedHistory) -> BTreeMap<String, String> {
+    let mut last: BTreeMap<String, (Revision, Option<String>)> = BTreeMap::new();
+    for c in &h.changes {
+        let e = last.entry(c.key.clone()).or_insert((Revision(0), None));
+        if c.revision >= e.0 {
+            *e = (c.revision, c.value.clone());
+        }
+    }
+    last.into_iter()
+        .filter_map(|(k, (_, v))| v.map(|v| (k, v)))
+        .collect()
+}
+
+/// The list-append checks: see the module header.
+fn check_lists(history: &[Operation], finals: &BTreeMap<String, String>) -> Vec<String> {
+    let mut failures = Vec::new();
+    let tokens = |s: &str| -> Vec<String> { s.split(' ').map(str::to_owned).collect() };
+    let final_lists: BTreeMap<String, Vec<String>> = (0..LIST_KEYS)
+        .map(|i| {
+            let k = format!("l{i}");
+            let list = finals.get(&k).map(|v| tokens(v)).unwrap_or_default();
+            (k, list)
+        })
+        .collect();
+    // Each token in each final list once.
+    for (k, list) in &final_lists {
+        let mut seen = BTreeSet::new();
+        for t in list {
+            if !seen.insert(t) {
+                failures.push(format!("list-append: {t} appended twice to {k}"));
+            }
+        }
+    }
+    for op in history {
+        match (&op.input, &op.output) {
+            // Every list read is a prefix of the final list.
+            (Request::Get { key, revision }, Outcome::Ok(Response::Get { kv: Some(kv), .. }))
+                if key.starts_with('l') && revision.0 == 0 =>
+            {
+                let read = tokens(&kv.value);
+                let fin = &final_lists[key];
+                if !fin.starts_with(&read) {
+                    failures.push(format!(
+                        "list-append: read of {key} = {:?} is not a prefix of the final {:?}",
+                        read, fin
+                    ));
+                }
+            }
+            // An acknowledged append is in both lists; a failed one in neither.
+            (Request::Txn(t), outcome) if is_append(t) => {
+                let token = append_token(t);
+                let present: Vec<bool> = t
+                    .success
+                    .iter()
+                    .map(|o| match o {
+                        TxnOp::Put { key, .. } => final_lists[key].contains(&token),
+                        _ => false,
+                    })
+                    .collect();
+                let all = present.iter().all(|p| *p);
+                let none = present.iter().all(|p| !*p);
+                match outcome {
+                    Outcome::Ok(Response::Txn {
+                        succeeded: true, ..
+                    }) if !all => failures.push(format!(
+                        "list-append: acknowledged append {token} missing from a final list"
+                    )),
+                    Outcome::Ok(Response::Txn {
+                        succeeded: false, ..
+                    })
+                    | Outcome::Failed
+                        if !none =>
+                    {
+                        failures.push(format!(
+                            "list-append: append {token} that did not succeed is in a final list"
+                        ))
+                    }
+                    Outcome::Unknown if !all && !none => failures.push(format!(
+                        "list-append: append {token} applied to one list only"
+                    )),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    failures.truncate(10);
+    failures
+}
+
+fn is_append(t: &crate::checker::Txn) -> bool {
+    t.failure.is_empty()
+        && !t.success.is_empty()
+        && t.success
+            .iter()
+            .all(|o| matches!(o, TxnOp::Put { key, .. } if key.starts_with('l')))
+}
+
+fn append_token(t: &crate::checker::Txn) -> String {
+    match &t.success[0] {
+        TxnOp::Put { value, .. } => value.rsplit(' ').next().unwrap_or("").to_owned(),
+        _ => String::new(),
+    }
+}
+
+fn trace_hash(r: &RunReport) -> u64 {
+    let mut h = DefaultHasher::new();
+    r.history.hash(&mut h);
+    r.serializable.hash(&mut h);
+    r.timeline.hash(&mut h);
+    r.committed.changes.hash(&mut h);
+    r.failures.hash(&mut h);
+    r.simulated_secs.to_bits().hash(&mut h);
+    h.finish()
+}
