@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use super::scenario::{self, RunConfig};
 
 /// Seeds `.ci/run` runs per scenario.
-pub const CI_SEEDS_KV3: std::ops::Range<u64> = 1..41;
-pub const CI_SEEDS_KV5: std::ops::Range<u64> = 1..11;
+pub const CI_SEEDS_KV3: std::ops::Range<u64> = 1..121;
+pub const CI_SEEDS_KV5: std::ops::Range<u64> = 1..41;
 
 /// Wall-clock limit for one child (a hang is a failure, not a stuck CI).
 const CHILD_WALL_LIMIT: Duration = Duration::from_secs(600);
