@@ -4,8 +4,9 @@
 #   ./scripts/test-all.sh
 #
 # 1. Installs what the tests need and a fresh machine lacks (Debian packages:
-#    libclang-dev for RocksDB's bindgen; etcd-server and etcd-client, the real
-#    etcd and etcdctl used as oracle and client in interop tests).
+#    libclang-dev for RocksDB's bindgen; protobuf-compiler for the etcd-client
+#    crate used in interop tests; etcd-server and etcd-client, the real etcd
+#    and etcdctl used as oracle and client in interop tests).
 # 2. Normal world (tokio + RocksDB): builds the workspace and runs all tests.
 # 3. Simulation world (`--cfg madsim`, in <target>/sim): builds the workspace
 #    and runs the simulation tests.
@@ -21,7 +22,7 @@ log() { printf '\n==> %s\n' "$*"; }
 
 install_packages() {
   local missing=()
-  for pkg in libclang-dev etcd-server etcd-client; do
+  for pkg in libclang-dev protobuf-compiler etcd-server etcd-client; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0

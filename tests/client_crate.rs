@@ -1,0 +1,177 @@
+//! The `etcd-client` crate (a client nobody here wrote, on tonic over real
+//! TCP) against the real `cairn` binary: KV, Txn, compaction errors, Status,
+//! HashKV and MemberList behave as etcd documents them.
+#![cfg(not(madsim))]
+
+mod common;
+
+use common::*;
+use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
+
+async fn client(p: &Proc) -> Client {
+    Client::connect([p.client_url.clone()], None)
+        .await
+        .expect("the client connects")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_round_trip_with_revisions_prev_kv_and_prefix_ranges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = start_cairn(dir.path());
+    let mut c = client(&p).await;
+
+    let r1 = c.put("/svc/a", "1", None).await.expect("put");
+    let rev1 = r1.header().expect("header").revision();
+    let r2 = c
+        .put("/svc/a", "2", Some(PutOptions::new().with_prev_key()))
+        .await
+        .expect("put with prev_kv");
+    assert_eq!(r2.header().expect("header").revision(), rev1 + 1);
+    assert_eq!(r2.prev_key().expect("prev kv").value(), b"1");
+    c.put("/svc/b", "3", None).await.expect("put");
+
+    let all = c
+        .get("/svc/", Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("prefix get");
+    let kvs: Vec<(&[u8], &[u8])> = all.kvs().iter().map(|kv| (kv.key(), kv.value())).collect();
+    assert_eq!(
+        kvs,
+        vec![(&b"/svc/a"[..], &b"2"[..]), (&b"/svc/b"[..], &b"3"[..])]
+    );
+    assert_eq!(all.count(), 2);
+    let a = &all.kvs()[0];
+    assert_eq!(
+        (a.version(), a.create_revision(), a.mod_revision()),
+        (2, rev1, rev1 + 1)
+    );
+
+    let old = c
+        .get("/svc/a", Some(GetOptions::new().with_revision(rev1)))
+        .await
+        .expect("get at a past revision");
+    assert_eq!(old.kvs()[0].value(), b"1");
+
+    let counted = c
+        .get(
+            "/svc/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("count only");
+    assert!(counted.kvs().is_empty());
+    assert_eq!(counted.count(), 2);
+
+    let del = c
+        .delete(
+            "/svc/",
+            Some(DeleteOptions::new().with_prefix().with_prev_key()),
+        )
+        .await
+        .expect("delete prefix");
+    assert_eq!(del.deleted(), 2);
+    assert_eq!(del.prev_kvs().len(), 2);
+    let none = c.get("/svc/a", None).await.expect("get");
+    assert!(none.kvs().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn txn_compare_and_swap_takes_exactly_one_branch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = start_cairn(dir.path());
+    let mut c = client(&p).await;
+    c.put("lock", "free", None).await.expect("put");
+
+    let take = Txn::new()
+        .when([Compare::value("lock", CompareOp::Equal, "free")])
+        .and_then([TxnOp::put("lock", "me", None)])
+        .or_else([TxnOp::get("lock", None)]);
+    let first = c.txn(take.clone()).await.expect("txn");
+    assert!(first.succeeded(), "the lock was free");
+    let second = c.txn(take).await.expect("txn");
+    assert!(!second.succeeded(), "the lock is taken now");
+    match &second.op_responses()[0] {
+        etcd_client::TxnOpResponse::Get(g) => assert_eq!(g.kvs()[0].value(), b"me"),
+        other => panic!("expected the failure branch's get, got {other:?}"),
+    }
+
+    // A key that does not exist has version 0 and create revision 0.
+    let absent = Txn::new()
+        .when([Compare::version("nothing", CompareOp::Equal, 0)])
+        .and_then([TxnOp::put("nothing", "now", None)]);
+    assert!(c.txn(absent).await.expect("txn").succeeded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compacted_and_future_revisions_fail_with_etcds_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = start_cairn(dir.path());
+    let mut c = client(&p).await;
+    for i in 0..5 {
+        c.put("k", format!("v{i}"), None).await.expect("put");
+    }
+    let rev = c
+        .get("k", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("h")
+        .revision();
+    c.compact(rev - 1, None).await.expect("compact");
+
+    let err = c
+        .get("k", Some(GetOptions::new().with_revision(rev - 2)))
+        .await
+        .expect_err("a compacted revision is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("etcdserver: mvcc: required revision has been compacted"),
+        "{text}"
+    );
+    let err = c
+        .get("k", Some(GetOptions::new().with_revision(rev + 100)))
+        .await
+        .expect_err("a future revision is refused");
+    assert!(
+        err.to_string()
+            .contains("etcdserver: mvcc: required revision is a future revision"),
+        "{err}"
+    );
+    let err = c
+        .compact(rev - 1, None)
+        .await
+        .expect_err("compacting twice is refused");
+    assert!(
+        err.to_string()
+            .contains("required revision has been compacted"),
+        "{err}"
+    );
+    // The server keeps serving after the errors.
+    assert_eq!(c.get("k", None).await.expect("get").kvs()[0].value(), b"v4");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_hash_kv_and_member_list_describe_the_member() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = start_cairn(dir.path());
+    let mut c = client(&p).await;
+    c.put("a", "1", None).await.expect("put");
+
+    let status = c.status().await.expect("status");
+    let member = status.header().expect("header").member_id();
+    assert_eq!(status.leader(), member, "a single member leads itself");
+    assert!(status.raft_index() >= 2);
+    assert!(status.version().starts_with("3.5"), "{}", status.version());
+
+    let h1 = c.hash_kv(0).await.expect("hash_kv");
+    let h2 = c.hash_kv(0).await.expect("hash_kv");
+    assert_eq!(h1.hash(), h2.hash(), "nothing changed in between");
+    c.put("a", "2", None).await.expect("put");
+    assert_ne!(c.hash_kv(0).await.expect("hash_kv").hash(), h1.hash());
+
+    let members = c.member_list().await.expect("member list");
+    assert_eq!(members.members().len(), 1);
+    let m = &members.members()[0];
+    assert_eq!(m.id(), member);
+    assert_eq!(m.client_urls(), [p.client_url.clone()]);
+}
