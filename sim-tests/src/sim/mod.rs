@@ -5,6 +5,7 @@
 //! - `oracle`: the raft oracle probe and committed-history collector;
 //! - `faults`: the fault scheduler and its timeline;
 //! - `workload`: clients, the KV and list-append mixes, the recorder;
+//! - `watchers`: watch streams under faults, checked for etcd's guarantees;
 //! - `scenario`: one run end to end, and its checks;
 //! - `runner`: seeds, one process per seed, replay commands, determinism.
 //! Tests: `tests/sim.rs` is the entry point.
@@ -14,4 +15,5 @@ pub mod faults;
 pub mod oracle;
 pub mod runner;
 pub mod scenario;
+pub mod watchers;
 pub mod workload;

@@ -33,6 +33,7 @@ use rand::{Rng, SeedableRng};
 use super::cluster::{ClusterSpec, SimCluster};
 use super::faults::{FaultKind, FaultScheduler, ALL_FAULTS};
 use super::oracle::Oracle;
+use super::watchers::{check_segments, run_watcher, SeenResponse, Segment, WatchLog};
 use super::workload::{self, Client, Recorder, Shared, LIST_KEYS};
 use crate::checker::{
     acknowledged_writes, check_durability, check_linearizable_with, check_serializable_reads,
@@ -50,6 +51,8 @@ pub struct RunConfig {
     pub faults: Vec<FaultKind>,
     /// Model steps the linearizability search may take.
     pub check_steps: u64,
+    /// Run a watcher beside every client (see `watchers`).
+    pub watchers: bool,
 }
 
 impl RunConfig {
@@ -64,6 +67,7 @@ impl RunConfig {
             fault_time: Duration::from_secs(20),
             faults: ALL_FAULTS.to_vec(),
             check_steps: 3_000_000,
+            watchers: true,
         }
     }
 }
@@ -77,6 +81,7 @@ pub struct RunReport {
     pub history: Vec<Operation>,
     pub serializable: Vec<Operation>,
     pub committed: CommittedHistory,
+    pub watch_segments: Vec<Segment>,
     /// A hash of everything observable: equal for two runs of one seed.
     pub trace_hash: u64,
     pub simulated_secs: f64,
@@ -110,6 +115,10 @@ impl RunReport {
         for op in &self.serializable {
             out.push_str(&format!("{op:?}\n"));
         }
+        out.push_str("\n# watch segments\n");
+        for seg in &self.watch_segments {
+            out.push_str(&format!("{seg:?}\n"));
+        }
         out.push_str("\n# committed history\n");
         for c in &self.committed.changes {
             out.push_str(&format!("{c}\n"));
@@ -133,6 +142,8 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     let final_go = Arc::new(tokio::sync::Semaphore::new(0));
     let handle = Handle::current();
 
+    let watch_log = Arc::new(WatchLog::default());
+    let mut watcher_tasks = Vec::new();
     let mut client_tasks = Vec::new();
     for c in 0..cfg.clients {
         let node = handle
@@ -140,6 +151,19 @@ pub async fn run(cfg: RunConfig) -> RunReport {
             .name(format!("client{c}"))
             .ip(format!("10.0.1.{}", c + 1).parse().expect("ip"))
             .build();
+        if cfg.watchers {
+            let (urls, seed, shared, log, stop) = (
+                cluster.client_urls(),
+                master.random(),
+                shared.clone(),
+                watch_log.clone(),
+                stop.clone(),
+            );
+            watcher_tasks.push(node.spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                run_watcher(c as u64 + 1, urls, seed, shared, log, stop).await
+            }));
+        }
         let client = Client::new(
             c as u64 + 1,
             cluster.client_urls(),
@@ -181,6 +205,14 @@ pub async fn run(cfg: RunConfig) -> RunReport {
             Err(_) => panic!("a client did not finish within 60 s (an RPC without deadline?)"),
         }
     }
+    for t in watcher_tasks {
+        if tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .is_err()
+        {
+            panic!("a watcher did not stop within 30 s (a stream read without deadline?)");
+        }
+    }
     // The convergence check runs from a node of its own (it needs an IP).
     let observer = handle
         .create_node()
@@ -207,7 +239,26 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         shared.acked_ops.load(Ordering::Relaxed),
         shared.unknown_ops.load(Ordering::Relaxed)
     ));
+    let segments = watch_log.segments.lock().expect("watch log lock").clone();
+    let events: usize = segments
+        .iter()
+        .flat_map(|s| &s.responses)
+        .map(|r| match r {
+            SeenResponse::Events(e) => e.len(),
+            SeenResponse::Progress(_) => 0,
+        })
+        .sum();
+    report.notes.push(format!(
+        "watch: {} segments ({} created, {} cancelled), {events} events",
+        segments.len(),
+        segments.iter().filter(|s| s.created).count(),
+        segments.iter().filter(|s| s.canceled.is_some()).count()
+    ));
     check(&cfg, &oracle, finals, &mut report);
+    report
+        .failures
+        .extend(check_segments(&segments, &report.committed));
+    report.watch_segments = segments;
     report.simulated_secs = started.elapsed().as_secs_f64();
     report.trace_hash = trace_hash(&report);
     report
@@ -486,6 +537,7 @@ fn trace_hash(r: &RunReport) -> u64 {
     r.timeline.hash(&mut h);
     r.committed.changes.hash(&mut h);
     r.failures.hash(&mut h);
+    r.watch_segments.hash(&mut h);
     r.simulated_secs.to_bits().hash(&mut h);
     h.finish()
 }
