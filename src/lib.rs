@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod lease;
 pub mod mvcc;
 pub mod raft;
 pub mod server;
