@@ -388,7 +388,7 @@ impl Server {
         req: &LeaseTimeToLiveRequest,
     ) -> Option<LeaseTimeToLiveResponse> {
         let mut client = self.leases.client(url)?;
-        let mut request = tonic::Request::new(req.clone());
+        let mut request = tonic::Request::new(*req);
         mark_forwarded(&mut request);
         let call = client.lease_time_to_live(request);
         match tokio::time::timeout(self.forward_timeout(), call).await {

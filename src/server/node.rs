@@ -11,10 +11,12 @@
 //!    answer the waiting handler if this member proposed it;
 //! 5. answer read states; advance; snapshot and compact the log every
 //!    `snapshot_count` applied entries.
+//!
 //! Leases: the leader's lessor becomes primary when the leader applies the
 //! empty entry of its term (everything before it is applied) and stops being
 //! primary when leadership is lost; on each tick the primary proposes
 //! revokes of expired leases and due checkpoints (`lease::due_proposals`).
+//!
 //! A storage error is fatal: the member stops and every request fails with
 //! `server stopped` (a failed fsync must never be followed by more writes).
 
