@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod lease;
 pub mod member;
 pub mod mvcc;
 pub mod raft;

@@ -61,6 +61,8 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
         quota_backend_bytes: config.quota_backend_bytes,
         request_timeout,
         rng_seed,
+        // etcd checkpoints long leases' remaining TTLs every 5 minutes.
+        lease_checkpoint_interval: Duration::from_secs(300),
     }
 }
 

@@ -2,21 +2,25 @@
 //!
 //! Every expected failure becomes etcd's gRPC code and exact message here, in
 //! one place (`status_of`), because clients match on them. Implemented: KV
-//! (all of it), Maintenance `Status` / `Hash` / `HashKV` / `Alarm` (no alarms
+//! (all of it), Lease (all of it, `lease.rs`), Maintenance `Status` / `Hash` / `HashKV` / `Alarm` (no alarms
 //! are raised yet), Cluster `MemberList`. Other RPCs answer `Unimplemented`
 //! with a message naming what is missing.
-//! Tests: `tests/etcdctl_interop.rs`, `tests/client_crate.rs`, `tests/bad_input.rs`.
+//! Tests: `tests/etcdctl_interop.rs`, `tests/client_crate.rs`, `tests/bad_input.rs`,
+//! `tests/lease_interop.rs`.
 
 pub mod http;
+pub mod lease;
 
 use std::pin::Pin;
 
 use cairn_proto::etcdserverpb::cluster_server::{Cluster, ClusterServer};
 use cairn_proto::etcdserverpb::kv_server::{Kv, KvServer};
+use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServer};
 use cairn_proto::etcdserverpb::*;
 use tonic::{Request, Response, Status};
 
+use crate::lease::LeaseError;
 use crate::mvcc::MvccError;
 use crate::server::{Server, ServerError};
 
@@ -37,6 +41,12 @@ pub fn status_of(e: ServerError) -> Status {
             | MvccError::LeaseProvided => (Code::InvalidArgument, m.to_string()),
             MvccError::NotReadOnly | MvccError::Storage(_) => (Code::Internal, m.to_string()),
             MvccError::Corrupt(_) => (Code::DataLoss, "etcdserver: corrupt cluster".to_owned()),
+        },
+        ServerError::Lease(l) => match l {
+            LeaseError::NotFound => (Code::NotFound, l.to_string()),
+            LeaseError::AlreadyExists => (Code::FailedPrecondition, l.to_string()),
+            LeaseError::TtlTooLarge => (Code::OutOfRange, l.to_string()),
+            LeaseError::NotPrimary => (Code::Unavailable, l.to_string()),
         },
         ServerError::NoLeader
         | ServerError::LeaderChanged
@@ -242,5 +252,8 @@ pub fn client_router(server: &Server) -> tonic::transport::server::Router {
         )
         .add_service(
             ClusterServer::new(ClusterService(server.clone())).max_decoding_message_size(limit),
+        )
+        .add_service(
+            LeaseServer::new(lease::LeaseService(server.clone())).max_decoding_message_size(limit),
         )
 }

@@ -8,11 +8,15 @@
 //! served from local state at once.
 //!
 //! Shared state (`Shared`) is read by request handlers and written only by
-//! the node loop: the MVCC store (a `RwLock`, never held across an await),
-//! the member list, and Raft's progress as atomics.
+//! the node loop: the MVCC store and the lessor (`RwLock`s, never held
+//! across an await; taken in that order), the member list, and Raft's
+//! progress as atomics. The one exception: a keep-alive renews a lease's
+//! expiry in the leader's lessor directly (member-local state, not Raft's).
+//! Lease requests are in `lease.rs`.
 //! Tests: `src/server/tests.rs` (single node and clusters over SimStorage on
 //! tokio) and the integration tests in `tests/` (real binary, etcdctl).
 
+mod lease;
 mod node;
 pub mod probe;
 pub mod state;
@@ -37,6 +41,7 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::mvcc::{self, MvccError, MvccStore};
+pub use lease::FORWARDED_HEADER as LEASE_FORWARDED_HEADER;
 pub use node::{Metrics, FSYNC_BUCKETS_SECS};
 pub use probe::{AppliedEntry, Probe};
 use state::Applied;
@@ -67,8 +72,11 @@ pub struct ServerConfig {
     pub quota_backend_bytes: u64,
     /// How long a request may wait for Raft before `request timed out`.
     pub request_timeout: Duration,
-    /// Seed of the member's RNG (election jitter).
+    /// Seed of the member's RNG (election jitter, lease ids).
     pub rng_seed: u64,
+    /// How often the leader records long leases' remaining TTLs through Raft
+    /// (etcd's lease checkpoint interval, 5 minutes).
+    pub lease_checkpoint_interval: Duration,
 }
 
 impl ServerConfig {
@@ -94,6 +102,7 @@ impl ServerConfig {
             quota_backend_bytes: 0,
             request_timeout: Duration::from_secs(7),
             rng_seed: member_id,
+            lease_checkpoint_interval: Duration::from_secs(300),
         }
     }
 }
@@ -104,6 +113,8 @@ impl ServerConfig {
 pub enum ServerError {
     #[error(transparent)]
     Mvcc(#[from] MvccError),
+    #[error(transparent)]
+    Lease(#[from] crate::lease::LeaseError),
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: leader changed")]
@@ -136,10 +147,13 @@ pub(crate) struct RaftProgress {
 pub(crate) struct Shared {
     pub config: ServerConfig,
     pub mvcc: RwLock<MvccStore>,
+    pub lessor: RwLock<crate::lease::Lessor>,
     pub members: RwLock<BTreeMap<u64, MemberRecord>>,
     pub raft: RaftProgress,
     pub metrics: Metrics,
     pub storage: Arc<dyn Storage>,
+    /// The member's clock (lease expiries are measured on it).
+    pub clock: Arc<dyn Clock>,
     pub stopped: AtomicBool,
     /// This member's name and client URLs are applied (it is ready to serve, as etcd's publish).
     pub published: AtomicBool,
@@ -168,6 +182,7 @@ pub struct Server {
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
     next_request_id: Arc<AtomicU64>,
+    leases: Arc<lease::Frontend>,
 }
 
 impl Server {
@@ -192,15 +207,17 @@ impl Server {
         inbound: mpsc::Receiver<Inbound>,
         probe: Option<Arc<dyn Probe>>,
     ) -> Result<Server, StartError> {
-        let (mut shared, raw) = node::recover(config, storage)?;
+        let (mut shared, raw) = node::recover(config, storage, clock.clone())?;
         shared.probe = probe;
         let (commands, command_rx) = mpsc::channel(node::COMMAND_QUEUE_LEN);
         let shared = Arc::new(shared);
+        let leases = Arc::new(lease::Frontend::new(&shared.config));
         node::spawn(raw, shared.clone(), transport, clock, command_rx, inbound);
         Ok(Server {
             shared,
             commands,
             next_request_id: Arc::new(AtomicU64::new(1)),
+            leases,
         })
     }
 

@@ -11,6 +11,12 @@
 //!    answer the waiting handler if this member proposed it;
 //! 5. answer read states; advance; snapshot and compact the log every
 //!    `snapshot_count` applied entries.
+//!
+//! Leases: the leader's lessor becomes primary when the leader applies the
+//! empty entry of its term (everything before it is applied) and stops being
+//! primary when leadership is lost; on each tick the primary proposes
+//! revokes of expired leases and due checkpoints (`lease::due_proposals`).
+//!
 //! A storage error is fatal: the member stops and every request fails with
 //! `server stopped` (a failed fsync must never be followed by more writes).
 
@@ -27,7 +33,7 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::state::{self, Applied};
-use super::{Command, RaftProgress, ServerConfig, ServerError, Shared, StartError};
+use super::{lease, Command, RaftProgress, ServerConfig, ServerError, Shared, StartError};
 use crate::mvcc::{MvccError, MvccStore};
 use crate::raft::{
     self, ConfChangeType, Entry, EntryType, MessageType, RawNode, Ready, Role, SnapshotStatus,
@@ -77,6 +83,7 @@ impl Metrics {
 pub(super) fn recover(
     config: ServerConfig,
     storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
 ) -> Result<(Shared, RawNode), StartError> {
     match state::read_member_id(storage.as_ref())? {
         Some(found) if found != config.member_id => {
@@ -99,6 +106,7 @@ pub(super) fn recover(
     let rng = rand::rngs::StdRng::seed_from_u64(config.rng_seed);
     let raw = RawNode::new(&cfg, raft_state, rng)?;
     let mvcc = MvccStore::open(storage.clone())?;
+    let lessor = state::load_lessor(&mvcc, config.lessor_config())?;
     let members = state::load_members(storage.as_ref())?;
     let progress = RaftProgress::default();
     progress.applied_index.store(cfg.applied, Ordering::SeqCst);
@@ -109,10 +117,12 @@ pub(super) fn recover(
     let shared = Shared {
         config,
         mvcc: RwLock::new(mvcc),
+        lessor: RwLock::new(lessor),
         members: RwLock::new(members),
         raft: progress,
         metrics: Metrics::default(),
         storage,
+        clock,
         stopped: AtomicBool::new(false),
         published: AtomicBool::new(false),
         applied: super::waiters::IndexWaiters::new(cfg.applied),
@@ -276,6 +286,9 @@ impl Node {
         if !self.is_published() && self.leader != 0 {
             self.publish();
         }
+        for req in lease::due_proposals(&self.shared) {
+            let _ = self.raw.propose(req.encode_to_vec());
+        }
     }
 
     /// Proposes this member's name and client URLs (retried each tick until applied).
@@ -434,6 +447,9 @@ impl Node {
         }
         self.leader = leader;
         self.shared.raft.leader.store(leader, Ordering::SeqCst);
+        if role != Role::Leader {
+            lease::demote(&self.shared);
+        }
         if leader != 0 && !self.is_published() {
             self.publish();
         }
@@ -502,7 +518,10 @@ impl Node {
         self.pending_snapshots.retain(|i, _| *i > index);
         let applied = state::install_state_snapshot(&self.shared.storage, &data)?;
         let store = MvccStore::open(self.shared.storage.clone()).map_err(mvcc_storage_error)?;
+        let lessor = state::load_lessor(&store, self.shared.config.lessor_config())
+            .map_err(mvcc_storage_error)?;
         *self.shared.mvcc.write().expect("mvcc lock poisoned") = store;
+        *self.shared.lessor.write().expect("lessor lock poisoned") = lessor;
         *self.shared.members.write().expect("members lock poisoned") =
             state::load_members(self.shared.storage.as_ref())?;
         self.set_applied(applied.max(index));
@@ -527,6 +546,12 @@ impl Node {
                 EntryType::EntryNormal => {
                     let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
                     state::apply_marker(&store, e.index, cairn_runtime::WriteBatch::new())?;
+                    drop(store);
+                    // The leader's empty entry: everything before its term is applied.
+                    let raft = self.raw.raft();
+                    if raft.role == Role::Leader && e.term == raft.term {
+                        lease::promote(&self.shared);
+                    }
                     Vec::new()
                 }
             };
@@ -558,9 +583,11 @@ impl Node {
         let outcome = {
             let mut store = self.shared.mvcc.write().expect("mvcc lock poisoned");
             let mut members = self.shared.members.write().expect("members lock poisoned");
-            state::apply_request(&mut store, &mut members, &req, e.index)
+            let mut lessor = self.shared.lessor.write().expect("lessor lock poisoned");
+            let now = self.clock.now();
+            state::apply_request(&mut store, &mut members, &mut lessor, &req, e.index, now)
         };
-        if let Err(MvccError::Storage(err)) = &outcome.result {
+        if let Err(ServerError::Mvcc(MvccError::Storage(err))) = &outcome.result {
             return Err(err.clone());
         }
         let me = self.shared.config.member_id;
@@ -569,12 +596,7 @@ impl Node {
                 self.shared.published.store(true, Ordering::SeqCst);
             }
             if let Some(w) = self.waiters.remove(&req.id) {
-                let _ = w.send(
-                    outcome
-                        .result
-                        .map(|a| (a, outcome.revision.0))
-                        .map_err(ServerError::from),
-                );
+                let _ = w.send(outcome.result.map(|a| (a, outcome.revision.0)));
             }
         }
         Ok(outcome.events)

@@ -6,9 +6,15 @@
 //! the persisted applied index says precisely which entries are in the state;
 //! entries at or below it are skipped when Raft replays them.
 //!
-//! State-machine column families: MVCC's plus `server` (applied index,
-//! member id, members). A follower that falls behind a compaction receives
+//! State-machine column families: MVCC's, `lease` (one record per lease)
+//! and `server` (applied index, member id, members). A follower that falls behind a compaction receives
 //! all of them as a `StateSnapshot` and replaces its own (`install_snapshot`).
+//!
+//! Leases: grants, revokes and checkpoints are applied here, each in one
+//! batch with the applied index; a revoke deletes the lease's keys as one
+//! MVCC txn (one revision) whose `extra` also deletes the lease record. Puts
+//! and txns attach and detach keys from the changes they made (`events`).
+//! The lessor's replicated state is rebuilt from storage by `load_lessor`.
 //! Tests: `src/server/tests.rs` and the integration tests in `tests/`.
 
 use std::collections::BTreeMap;
@@ -19,12 +25,16 @@ use cairn_proto::cairnpb::{
     StateSnapshot,
 };
 use cairn_proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse,
+    request_op, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutResponse, RangeRequest,
+    RequestOp, TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::Event;
-use cairn_runtime::{Direction, Storage, StorageError, WriteBatch};
+use cairn_runtime::{Direction, MonoTime, Storage, StorageError, WriteBatch};
 use prost::Message as _;
 
+use super::ServerError;
+use crate::lease::{self, LeaseId, Lessor, LessorConfig};
 use crate::mvcc::{self, MvccError, MvccStore, Revision};
 
 pub const CF_SERVER: &str = "server";
@@ -35,6 +45,7 @@ const MEMBER_PREFIX: &[u8] = b"member/";
 /// Every column family of the applied state (what a state snapshot carries).
 pub fn state_column_families() -> Vec<&'static str> {
     let mut cfs: Vec<&'static str> = mvcc::COLUMN_FAMILIES.to_vec();
+    cfs.push(lease::persist::CF_LEASE);
     cfs.push(CF_SERVER);
     cfs
 }
@@ -54,11 +65,14 @@ pub enum Applied {
     Txn(TxnResponse),
     Compaction(CompactionResponse, bool),
     Published,
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    LeaseCheckpoint,
 }
 
 /// What applying an entry produced for the waiting client, if any.
 pub struct ApplyOutcome {
-    pub result: Result<Applied, MvccError>,
+    pub result: Result<Applied, ServerError>,
     /// The store revision after the apply (for the response header).
     pub revision: Revision,
     /// The changes the apply made, in revision order (for the watch hub);
@@ -115,34 +129,59 @@ pub fn load_members(storage: &dyn Storage) -> Result<BTreeMap<u64, MemberRecord>
     Ok(members)
 }
 
-/// Applies one normal entry's request at `index` to `store`.
+/// Applies one normal entry's request at `index` to `store` and `lessor`.
+/// `now` is the member's clock (a grant on the primary expires from it).
 pub fn apply_request(
     store: &mut MvccStore,
     members: &mut BTreeMap<u64, MemberRecord>,
+    lessor: &mut Lessor,
     req: &InternalRequest,
     index: u64,
+    now: MonoTime,
 ) -> ApplyOutcome {
     let extra = applied_batch(index);
-    let no_leases = |_lease: i64| false;
     let result = match &req.request {
-        Some(Request::Put(r)) => store
-            .put(r, &no_leases, extra)
-            .map(|o| (Applied::Put(o.response), o.revision, o.events)),
+        Some(Request::Put(r)) => {
+            let exists = |id: i64| lessor.contains(LeaseId(id));
+            store
+                .put(r, &exists, extra)
+                .map(|o| (Applied::Put(o.response), o.revision, o.events))
+                .map_err(ServerError::from)
+        }
         Some(Request::DeleteRange(r)) => store
             .delete_range(r, extra)
-            .map(|o| (Applied::DeleteRange(o.response), o.revision, o.events)),
-        Some(Request::Txn(r)) => store
-            .txn(r, &no_leases, extra)
-            .map(|o| (Applied::Txn(o.response), o.revision, o.events)),
-        Some(Request::Compaction(r)) => store.compact(r, extra).map(|o| {
-            let applied = Applied::Compaction(o.response, r.physical);
-            (applied, o.revision, o.events)
-        }),
+            .map(|o| (Applied::DeleteRange(o.response), o.revision, o.events))
+            .map_err(ServerError::from),
+        Some(Request::Txn(r)) => {
+            let exists = |id: i64| lessor.contains(LeaseId(id));
+            store
+                .txn(r, &exists, extra)
+                .map(|o| (Applied::Txn(o.response), o.revision, o.events))
+                .map_err(ServerError::from)
+        }
+        Some(Request::Compaction(r)) => store
+            .compact(r, extra)
+            .map(|o| {
+                let applied = Applied::Compaction(o.response, r.physical);
+                (applied, o.revision, o.events)
+            })
+            .map_err(ServerError::from),
         Some(Request::Publish(attrs)) => publish(store, members, attrs, extra)
-            .map(|()| (Applied::Published, store.current_revision(), Vec::new())),
+            .map(|()| (Applied::Published, store.current_revision(), Vec::new()))
+            .map_err(ServerError::from),
+        Some(Request::LeaseGrant(r)) => lease_grant(store, lessor, r, extra, now),
+        Some(Request::LeaseRevoke(r)) => lease_revoke(store, lessor, r, extra),
+        Some(Request::LeaseCheckpoint(c)) => {
+            lease_checkpoint(store, lessor, &c.checkpoints, extra, now)
+        }
         None => write_extra(store, extra)
-            .map(|()| (Applied::Published, store.current_revision(), Vec::new())),
+            .map(|()| (Applied::Published, store.current_revision(), Vec::new()))
+            .map_err(ServerError::from),
     };
+    if let Ok((_, _, events)) = &result {
+        // Puts attach their keys, overwrites and deletes detach them.
+        lessor.apply_events(events);
+    }
     match result {
         Ok((applied, revision, events)) => ApplyOutcome {
             result: Ok(applied),
@@ -171,6 +210,119 @@ pub fn apply_marker(
 
 fn write_extra(store: &MvccStore, extra: WriteBatch) -> Result<(), MvccError> {
     store.storage().write(extra).map_err(MvccError::from)
+}
+
+type Effects = (Applied, Revision, Vec<Event>);
+
+/// An expected failure still records the applied index.
+fn refuse(store: &MvccStore, extra: WriteBatch, e: ServerError) -> Result<Effects, ServerError> {
+    write_extra(store, extra)?;
+    Err(e)
+}
+
+fn lease_grant(
+    store: &MvccStore,
+    lessor: &mut Lessor,
+    r: &LeaseGrantRequest,
+    mut extra: WriteBatch,
+    now: MonoTime,
+) -> Result<Effects, ServerError> {
+    let id = LeaseId(r.id);
+    let ttl = match lessor.check_grant(id, r.ttl) {
+        Ok(ttl) => ttl,
+        Err(e) => return refuse(store, extra, e.into()),
+    };
+    lease::persist::put_record(&mut extra, id, ttl, 0);
+    write_extra(store, extra)?;
+    let granted = lessor.grant(id, r.ttl, now).expect("checked just above");
+    let resp = LeaseGrantResponse {
+        header: None,
+        id: r.id,
+        ttl: granted,
+        error: String::new(),
+    };
+    Ok((
+        Applied::LeaseGrant(resp),
+        store.current_revision(),
+        Vec::new(),
+    ))
+}
+
+/// Deletes the lease's keys in one revision (a txn of single-key deletes,
+/// sorted so every member writes the same changes) together with the lease
+/// record and the applied index.
+fn lease_revoke(
+    store: &mut MvccStore,
+    lessor: &mut Lessor,
+    r: &LeaseRevokeRequest,
+    mut extra: WriteBatch,
+) -> Result<Effects, ServerError> {
+    let id = LeaseId(r.id);
+    let keys = match lessor.keys(id) {
+        Ok(keys) => keys,
+        Err(e) => return refuse(store, extra, e.into()),
+    };
+    lease::persist::delete_record(&mut extra, id);
+    let deletes = TxnRequest {
+        success: keys
+            .into_iter()
+            .map(|key| RequestOp {
+                request: Some(request_op::Request::RequestDeleteRange(
+                    DeleteRangeRequest {
+                        key,
+                        ..Default::default()
+                    },
+                )),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let out = store.txn(&deletes, &|_| true, extra)?;
+    lessor.revoke(id).expect("the lease existed above");
+    let resp = LeaseRevokeResponse { header: None };
+    Ok((Applied::LeaseRevoke(resp), out.revision, out.events))
+}
+
+fn lease_checkpoint(
+    store: &MvccStore,
+    lessor: &mut Lessor,
+    checkpoints: &[cairn_proto::etcdserverpb::LeaseCheckpoint],
+    mut extra: WriteBatch,
+    now: MonoTime,
+) -> Result<Effects, ServerError> {
+    for cp in checkpoints {
+        let id = LeaseId(cp.id);
+        if lessor.checkpoint(id, cp.remaining_ttl, now) {
+            lease::persist::write_record(&mut extra, lessor, id);
+        }
+    }
+    write_extra(store, extra)?;
+    Ok((
+        Applied::LeaseCheckpoint,
+        store.current_revision(),
+        Vec::new(),
+    ))
+}
+
+/// Rebuilds the lessor's replicated state from storage: the lease records,
+/// then every live key that names a lease is attached to it.
+pub fn load_lessor(store: &MvccStore, config: LessorConfig) -> Result<Lessor, MvccError> {
+    let mut lessor = Lessor::new(config);
+    for r in lease::persist::load(store.storage().as_ref())? {
+        lessor.restore(LeaseId(r.id), r.ttl_secs, r.remaining_ttl_secs);
+    }
+    let all = RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        keys_only: true,
+        ..Default::default()
+    };
+    for kv in store.range(&all)?.kvs {
+        if kv.lease != 0 {
+            lessor.attach(&kv.key, LeaseId(kv.lease));
+        }
+    }
+    Ok(lessor)
 }
 
 fn publish(

@@ -6,8 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::cairnpb::MemberRecord;
-use cairn_proto::etcdserverpb::{CompactionRequest, PutRequest, RangeRequest};
-use cairn_runtime::client_port::{serve_peers, Listener};
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, LeaseGrantRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse, PutRequest, RangeRequest,
+};
+use cairn_runtime::client_port::{serve_client_port, serve_peers, Listener};
 use cairn_runtime::transport::{GrpcTransport, TransportConfig};
 use cairn_runtime::{NodeId, SimDisk, SimStorage, TokioClock};
 
@@ -18,12 +21,17 @@ use crate::mvcc::MvccError;
 struct Member {
     server: Server,
     peer_task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    /// The client port (gRPC), where followers forward lease keep-alives.
+    client_task: Option<tokio::task::JoinHandle<Result<(), std::io::Error>>>,
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
         self.server.shutdown();
         self.peer_task.abort();
+        if let Some(t) = &self.client_task {
+            t.abort();
+        }
     }
 }
 
@@ -62,7 +70,25 @@ async fn start_member(config: ServerConfig, disk: &SimDisk, listener: Listener) 
     let peer_task = tokio::spawn(serve_peers(listener, cluster_id, tx));
     let server =
         Server::start(config, storage, transport, Arc::new(TokioClock::new()), rx).expect("start");
-    Member { server, peer_task }
+    Member {
+        server,
+        peer_task,
+        client_task: None,
+    }
+}
+
+/// A member that also serves its client port on `client` (its published client URL).
+async fn start_serving_member(
+    config: ServerConfig,
+    disk: &SimDisk,
+    peer: Listener,
+    client: Listener,
+) -> Member {
+    let mut m = start_member(config, disk, peer).await;
+    let router = crate::api::client_router(&m.server);
+    let http = crate::api::http::handler(m.server.clone());
+    m.client_task = Some(tokio::spawn(serve_client_port(client, router, http)));
+    m
 }
 
 fn fast(mut c: ServerConfig) -> ServerConfig {
@@ -269,6 +295,9 @@ async fn lagging_member_catches_up_by_snapshot_and_all_hashes_agree() {
         .expect("live member")
         .server
         .clone();
+    // A lease and its key travel in the snapshot too.
+    let lease = grant(&live, 600).await;
+    live.put(put_leased("leased", lease)).await.expect("put");
     for i in 0..40 {
         live.put(put(&format!("k{i}"), &format!("v{i}")))
             .await
@@ -302,5 +331,366 @@ async fn lagging_member_catches_up_by_snapshot_and_all_hashes_agree() {
     assert_eq!(
         value(&restarted.server, "k39", true).await,
         Some(b"v39".to_vec())
+    );
+    let lessor = restarted.server.shared.lessor.read().expect("lessor lock");
+    assert_eq!(lessor.record(crate::lease::LeaseId(lease)), Some((600, 0)));
+    assert_eq!(
+        lessor.keys(crate::lease::LeaseId(lease)),
+        Ok(vec![b"leased".to_vec()])
+    );
+}
+
+// ---- leases ----
+
+async fn bind_local() -> Listener {
+    Listener::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind")
+}
+
+/// Three members serving their client ports (published client URLs), with
+/// leases checkpointed every `checkpoint_interval`.
+async fn three_serving_members(
+    checkpoint_interval: Duration,
+) -> (Vec<ServerConfig>, Vec<SimDisk>, Vec<Option<Member>>) {
+    let mut peers = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        peers.push(bind_local().await);
+        clients.push(bind_local().await);
+    }
+    let members: Vec<MemberRecord> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| MemberRecord {
+            id: i as u64 + 1,
+            name: format!("m{}", i + 1),
+            peer_urls: vec![format!("http://{}", l.local_addr())],
+            client_urls: vec![],
+            is_learner: false,
+        })
+        .collect();
+    let configs: Vec<ServerConfig> = (1..=3u64)
+        .zip(&clients)
+        .map(|(id, client)| {
+            let mut c = fast(ServerConfig::single(&format!("m{id}"), id));
+            c.cluster_id = 78;
+            c.initial_members = members.clone();
+            c.client_urls = vec![format!("http://{}", client.local_addr())];
+            c.lease_checkpoint_interval = checkpoint_interval;
+            c
+        })
+        .collect();
+    let disks: Vec<SimDisk> = (0..3).map(|_| SimDisk::new()).collect();
+    let mut running = Vec::new();
+    for ((c, d), (p, l)) in configs
+        .iter()
+        .zip(&disks)
+        .zip(peers.into_iter().zip(clients))
+    {
+        running.push(Some(start_serving_member(c.clone(), d, p, l).await));
+    }
+    (configs, disks, running)
+}
+
+fn live(members: &[Option<Member>]) -> Vec<&Server> {
+    members.iter().flatten().map(|m| &m.server).collect()
+}
+
+/// Waits until every live member is published (followers forward lease
+/// calls to the leader's published client URL).
+async fn wait_published(servers: &[&Server]) {
+    for _ in 0..500 {
+        if servers.iter().all(|s| s.is_published()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("members not published");
+}
+
+fn put_leased(k: &str, lease: i64) -> PutRequest {
+    PutRequest {
+        lease,
+        ..put(k, "v")
+    }
+}
+
+async fn grant(s: &Server, ttl: i64) -> i64 {
+    let resp = s
+        .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+        .await
+        .expect("grant");
+    assert_eq!(resp.ttl, ttl);
+    resp.id
+}
+
+async fn time_to_live(s: &Server, id: i64) -> LeaseTimeToLiveResponse {
+    s.lease_time_to_live(LeaseTimeToLiveRequest { id, keys: true }, false)
+        .await
+        .expect("time to live")
+}
+
+#[tokio::test]
+async fn leases_survive_a_leader_change_without_expiring_early_and_expire_in_one_revision() {
+    const TTL: i64 = 4;
+    let (configs, disks, mut members) = three_serving_members(Duration::from_secs(300)).await;
+    let leader = wait_leader(&live(&members)).await;
+    wait_published(&live(&members)).await;
+    let li = (leader - 1) as usize;
+    let fi = (li + 1) % 3;
+    let follower = members[fi].as_ref().expect("follower").server.clone();
+
+    // Granted, written and kept alive through a follower.
+    let id = grant(&follower, TTL).await;
+    for k in ["svc/a", "svc/b", "svc/c"] {
+        follower
+            .put(put_leased(k, id))
+            .await
+            .expect("put with lease");
+    }
+    let ka = follower
+        .lease_keep_alive(id, false)
+        .await
+        .expect("keep-alive");
+    assert_eq!((ka.id, ka.ttl), (id, TTL));
+    let ttl = time_to_live(&follower, id).await;
+    assert_eq!(ttl.granted_ttl, TTL);
+    assert!(ttl.ttl > 0 && ttl.ttl <= TTL, "{ttl:?}");
+    assert_eq!(
+        ttl.keys,
+        vec![b"svc/a".to_vec(), b"svc/b".to_vec(), b"svc/c".to_vec()]
+    );
+    // The last keep-alive, then the leader dies.
+    follower
+        .lease_keep_alive(id, false)
+        .await
+        .expect("keep-alive");
+    let last_keep_alive = tokio::time::Instant::now();
+    disks[li].crash();
+    drop(members[li].take());
+    let new_leader = wait_leader_except(&live(&members), leader).await;
+    assert_ne!(new_leader, leader);
+    let revision_before = follower
+        .range(get("svc/a"))
+        .await
+        .expect("range")
+        .header
+        .expect("header")
+        .revision;
+
+    // The new leader extended the lease: it lives at least TTL after the
+    // last keep-alive, and then goes away with all its keys at once.
+    let vanished_at = loop {
+        let resp = follower
+            .range(RangeRequest {
+                range_end: b"svc0".to_vec(),
+                ..get("svc/")
+            })
+            .await
+            .expect("range");
+        if resp.kvs.is_empty() {
+            break tokio::time::Instant::now();
+        }
+        assert_eq!(resp.kvs.len(), 3, "keys expire together");
+        assert!(
+            last_keep_alive.elapsed() < Duration::from_secs(TTL as u64 + 5),
+            "the lease did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        vanished_at >= last_keep_alive + Duration::from_secs(TTL as u64),
+        "expired {:?} after the last keep-alive, before its TTL",
+        vanished_at - last_keep_alive
+    );
+    let after = follower
+        .range(get("svc/a"))
+        .await
+        .expect("range")
+        .header
+        .expect("header")
+        .revision;
+    assert_eq!(after, revision_before + 1, "one revision deletes every key");
+    let at_before = follower
+        .range(RangeRequest {
+            range_end: b"svc0".to_vec(),
+            revision: revision_before,
+            ..get("svc/")
+        })
+        .await
+        .expect("range at the revision before");
+    assert_eq!(at_before.kvs.len(), 3);
+
+    // Revoked for good: gone everywhere, keep-alives answer TTL 0.
+    let survivors = live(&members);
+    for s in &survivors {
+        assert_eq!(time_to_live(s, id).await.ttl, -1);
+        assert_eq!(
+            s.lease_keep_alive(id, false).await.expect("keep-alive").ttl,
+            0
+        );
+        assert!(s.lease_leases().await.expect("leases").leases.is_empty());
+    }
+    // The old leader comes back with the lease in its storage: it learns
+    // the revoke and the lease never returns.
+    let addr = |url: &str| {
+        url.trim_start_matches("http://")
+            .parse::<std::net::SocketAddr>()
+            .expect("addr")
+    };
+    let peer = Listener::bind(addr(&configs[li].initial_members[li].peer_urls[0]))
+        .await
+        .expect("rebind peer port");
+    let client = Listener::bind(addr(&configs[li].client_urls[0]))
+        .await
+        .expect("rebind client port");
+    members[li] = Some(start_serving_member(configs[li].clone(), &disks[li], peer, client).await);
+    let back = members[li].as_ref().expect("restarted").server.clone();
+    let mut caught_up = false;
+    for _ in 0..300 {
+        let applied = back.status().await.expect("status").raft_applied_index;
+        if applied >= follower.commit_index() {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(caught_up, "the old leader catches up");
+    assert!(back.lease_leases().await.expect("leases").leases.is_empty());
+    assert_eq!(time_to_live(&back, id).await.ttl, -1);
+    assert_eq!(value(&back, "svc/a", true).await, None);
+}
+
+#[tokio::test]
+async fn checkpointed_remaining_ttl_survives_a_failover_so_long_leases_do_not_restart() {
+    const TTL: i64 = 60;
+    let (_configs, disks, mut members) = three_serving_members(Duration::from_secs(1)).await;
+    let leader = wait_leader(&live(&members)).await;
+    wait_published(&live(&members)).await;
+    let li = (leader - 1) as usize;
+    let follower = members[(li + 1) % 3]
+        .as_ref()
+        .expect("member")
+        .server
+        .clone();
+    let id = grant(&follower, TTL).await;
+    // Several checkpoints go through Raft while the lease runs down.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    disks[li].crash();
+    drop(members[li].take());
+    wait_leader_except(&live(&members), leader).await;
+    let ttl = time_to_live(&follower, id).await;
+    assert_eq!(ttl.granted_ttl, TTL);
+    // Without checkpoints the new leader would start over at 60 s (+0.2 s).
+    assert!(
+        ttl.ttl <= TTL - 2 && ttl.ttl >= TTL - 10,
+        "remaining {} after a failover 3.5 s into a {TTL} s lease",
+        ttl.ttl
+    );
+    // A keep-alive clears the checkpoint on every member (through Raft), so
+    // the next leader would start from the full TTL again.
+    let ka = follower
+        .lease_keep_alive(id, false)
+        .await
+        .expect("keep-alive");
+    assert_eq!(ka.ttl, TTL);
+    assert!(time_to_live(&follower, id).await.ttl >= TTL - 1);
+    for m in members.iter().flatten() {
+        m.server.linearizable_barrier().await.expect("barrier");
+        let record = m
+            .server
+            .shared
+            .lessor
+            .read()
+            .expect("lessor lock")
+            .record(crate::lease::LeaseId(id));
+        assert_eq!(record, Some((TTL, 0)), "checkpoint cleared");
+    }
+}
+
+#[tokio::test]
+async fn keep_alive_and_time_to_live_without_a_leader_fail_with_no_leader() {
+    let (_configs, disks, mut members) = three_serving_members(Duration::from_secs(300)).await;
+    wait_leader(&live(&members)).await;
+    wait_published(&live(&members)).await;
+    let id = grant(&members[0].as_ref().expect("member").server, 10).await;
+    for i in 1..3 {
+        disks[i].crash();
+        drop(members[i].take());
+    }
+    let alone = members[0].as_ref().expect("member").server.clone();
+    let err = alone
+        .lease_keep_alive(id, false)
+        .await
+        .expect_err("no quorum");
+    assert_eq!(err, ServerError::NoLeader);
+    let err = alone
+        .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false }, false)
+        .await
+        .expect_err("no quorum");
+    assert_eq!(err, ServerError::NoLeader);
+}
+
+#[tokio::test]
+async fn leases_and_attachments_survive_a_crash_and_restart() {
+    let disk = SimDisk::new();
+    let cfg = fast(ServerConfig::single("one", 1));
+    let m = start_member(cfg.clone(), &disk, bind_local().await).await;
+    wait_leader(&[&m.server]).await;
+    let id = grant(&m.server, 600).await;
+    let revoked = grant(&m.server, 600).await;
+    m.server.put(put_leased("a", id)).await.expect("put");
+    m.server.put(put_leased("b", id)).await.expect("put");
+    m.server.put(put_leased("c", revoked)).await.expect("put");
+    m.server.put(put("b", "no lease")).await.expect("put"); // detaches b
+    m.server
+        .lease_revoke(LeaseRevokeRequest { id: revoked })
+        .await
+        .expect("revoke");
+    let err = m
+        .server
+        .put(put_leased("d", revoked))
+        .await
+        .expect_err("revoked lease");
+    assert_eq!(err, ServerError::Mvcc(MvccError::LeaseNotFound));
+
+    disk.crash();
+    drop(m);
+    let m = start_member(cfg, &disk, bind_local().await).await;
+    wait_leader(&[&m.server]).await;
+    let ttl = time_to_live(&m.server, id).await;
+    assert_eq!(ttl.granted_ttl, 600);
+    assert!(ttl.ttl > 590 && ttl.ttl <= 600, "{ttl:?}");
+    assert_eq!(ttl.keys, vec![b"a".to_vec()]);
+    assert_eq!(time_to_live(&m.server, revoked).await.ttl, -1);
+    let listed: Vec<i64> = m
+        .server
+        .lease_leases()
+        .await
+        .expect("leases")
+        .leases
+        .iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(listed, vec![id]);
+    // Granting the same id again is refused; the attachment still revokes.
+    let err = m
+        .server
+        .lease_grant(LeaseGrantRequest { ttl: 5, id })
+        .await
+        .expect_err("duplicate id");
+    assert_eq!(
+        err,
+        ServerError::Lease(crate::lease::LeaseError::AlreadyExists)
+    );
+    m.server
+        .lease_revoke(LeaseRevokeRequest { id })
+        .await
+        .expect("revoke");
+    assert_eq!(value(&m.server, "a", false).await, None);
+    assert_eq!(
+        value(&m.server, "b", false).await,
+        Some(b"no lease".to_vec())
     );
 }

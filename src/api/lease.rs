@@ -1,0 +1,97 @@
+//! The Lease service: LeaseGrant, LeaseRevoke, LeaseKeepAlive (a
+//! bidirectional stream: each request renews and is answered with the TTL,
+//! 0 for an unknown lease, as etcd), LeaseTimeToLive (-1 for an unknown
+//! lease), LeaseLeases. The work is in `server/lease.rs`; errors become
+//! etcd's statuses in `status_of`.
+//! Tests: `tests/lease_interop.rs`, `src/server/tests.rs`.
+
+use std::pin::Pin;
+
+use cairn_proto::etcdserverpb::lease_server::Lease;
+use cairn_proto::etcdserverpb::*;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{reply, status_of};
+use crate::server::{Server, LEASE_FORWARDED_HEADER};
+
+/// Keep-alive answers buffered per stream before the stream stops reading
+/// requests (the client is not reading its answers).
+const KEEP_ALIVE_BUFFER: usize = 16;
+
+/// The Lease service.
+#[derive(Clone)]
+pub struct LeaseService(pub Server);
+
+type KeepAliveStream = Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>,
+>;
+
+fn is_forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(LEASE_FORWARDED_HEADER)
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        reply(self.0.lease_grant(request.into_inner()).await)
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        reply(self.0.lease_revoke(request.into_inner()).await)
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let forwarded = is_forwarded(&request);
+        let mut requests = request.into_inner();
+        let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
+        let server = self.0.clone();
+        tokio::spawn(async move {
+            // Ends when the client closes its side (the stream then ends
+            // cleanly), the client goes away, or a renewal fails.
+            while let Ok(Some(req)) = requests.message().await {
+                let answer = server
+                    .lease_keep_alive(req.id, forwarded)
+                    .await
+                    .map_err(status_of);
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        reply(
+            self.0
+                .lease_time_to_live(request.into_inner(), forwarded)
+                .await,
+        )
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        reply(self.0.lease_leases().await)
+    }
+}
