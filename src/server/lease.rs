@@ -283,11 +283,10 @@ impl Server {
             .raft
             .commit_index
             .load(std::sync::atomic::Ordering::SeqCst);
-        let mut applied = self.shared.applied.subscribe();
-        applied
-            .wait_for(|a| *a >= target)
+        self.shared
+            .applied
+            .wait_for(target)
             .await
-            .map(|_| ())
             .map_err(|_| ServerError::Stopped)
     }
 

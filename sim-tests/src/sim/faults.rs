@@ -8,7 +8,8 @@
 //!   unsynced batch);
 //! - pause and resume (a stopped process);
 //! - packet loss and latency spikes (the whole network, clients included);
-//! - clock offset jumps and drift changes per member;
+//! - clock drift changes (±5 %) and backward offset jumps per member (a
+//!   monotonic clock never jumps forward);
 //! - disk: a failed fsync (the member must halt; the scheduler restarts it
 //!   later, as an operator would), slow fsyncs;
 //! - buggify points inside the server (delayed apply, early log compaction),
@@ -242,8 +243,11 @@ impl FaultScheduler {
             }
             FaultKind::Clock => {
                 let i = self.random_member(n);
+                // A monotonic clock never jumps forward (a forward jump would
+                // be time really passing); backward jumps stall it instead.
+                let before = cluster.members[i].clock.skew();
                 let skew = Skew {
-                    offset_nanos: self.rng.random_range(-2_000_000_000i64..2_000_000_000),
+                    offset_nanos: before.offset_nanos - self.rng.random_range(0..2_000_000_000i64),
                     drift_ppm: self.rng.random_range(-50_000i64..50_000),
                 };
                 cluster.set_skew(i, skew);

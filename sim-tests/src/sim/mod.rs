@@ -4,6 +4,7 @@
 //! - `cluster`: members on madsim nodes with SimStorage and skewed clocks;
 //! - `oracle`: the raft oracle probe and committed-history collector;
 //! - `faults`: the fault scheduler and its timeline;
+//! - `leases`: the lease workload and its safety checks;
 //! - `workload`: clients, the KV and list-append mixes, the recorder;
 //! - `watchers`: watch streams under faults, checked for etcd's guarantees;
 //! - `scenario`: one run end to end, and its checks;
@@ -12,6 +13,7 @@
 
 pub mod cluster;
 pub mod faults;
+pub mod leases;
 pub mod oracle;
 pub mod runner;
 pub mod scenario;

@@ -53,6 +53,10 @@ struct State {
     /// (revision, key) → value (`None`: deleted), from applied events.
     changes: BTreeMap<(i64, Vec<u8>), Option<Vec<u8>>>,
     max_revision: i64,
+    /// Simulated time of the latest leadership claim.
+    last_leader_change: Duration,
+    /// key → (revision, simulated time of the first apply) of each deletion.
+    deleted_at: BTreeMap<String, Vec<(i64, Duration)>>,
     violations: Vec<String>,
     applies: u64,
     snapshot_installs: u64,
@@ -60,6 +64,7 @@ struct State {
 }
 
 pub struct Oracle {
+    start: tokio::time::Instant,
     state: Mutex<State>,
     buggify: Mutex<(Buggify, StdRng)>,
 }
@@ -84,6 +89,7 @@ fn effects_hash(events: &[Event], revision: i64) -> u64 {
 impl Oracle {
     pub fn new(seed: u64) -> Oracle {
         Oracle {
+            start: tokio::time::Instant::now(),
             state: Mutex::new(State::default()),
             buggify: Mutex::new((Buggify::default(), StdRng::seed_from_u64(seed))),
         }
@@ -106,6 +112,16 @@ impl Oracle {
             self.lock().buggify_fired += 1;
         }
         fire
+    }
+
+    /// When the latest leader took over (simulated time since the start).
+    pub fn last_leader_change(&self) -> Duration {
+        self.lock().last_leader_change
+    }
+
+    /// Every deletion: key → (revision, simulated time it was first applied).
+    pub fn deletions(&self) -> BTreeMap<String, Vec<(i64, Duration)>> {
+        self.lock().deleted_at.clone()
     }
 
     /// Every broken invariant seen so far.
@@ -170,6 +186,7 @@ impl Probe for Oracle {
             }
             _ => {
                 st.leaders.insert(term, member);
+                st.last_leader_change = self.start.elapsed();
             }
         }
     }
@@ -211,6 +228,14 @@ impl Probe for Oracle {
                 EventType::Put => Some(kv.value.clone()),
                 EventType::Delete => None,
             };
+            if value.is_none() {
+                let key = String::from_utf8_lossy(&kv.key).into_owned();
+                let at = self.start.elapsed();
+                let seen = st.deleted_at.entry(key).or_default();
+                if !seen.iter().any(|(rev, _)| *rev == kv.mod_revision) {
+                    seen.push((kv.mod_revision, at));
+                }
+            }
             st.changes.insert((kv.mod_revision, kv.key.clone()), value);
         }
         st.max_revision = st.max_revision.max(e.revision);

@@ -32,6 +32,7 @@ use rand::{Rng, SeedableRng};
 
 use super::cluster::{ClusterSpec, SimCluster};
 use super::faults::{FaultKind, FaultScheduler, ALL_FAULTS};
+use super::leases::{check_leases, run_lease_client, LeaseLife, LeaseLog};
 use super::oracle::Oracle;
 use super::watchers::{check_segments, run_watcher, SeenResponse, Segment, WatchLog};
 use super::workload::{self, Client, Recorder, Shared, LIST_KEYS};
@@ -53,6 +54,11 @@ pub struct RunConfig {
     pub check_steps: u64,
     /// Run a watcher beside every client (see `watchers`).
     pub watchers: bool,
+    /// Run a lease client beside every client (see `leases`).
+    pub leases: bool,
+    /// Check linearizability (off where lease revokes — deletions at
+    /// unknown times — make the search too expensive to finish).
+    pub check_linearizability: bool,
 }
 
 impl RunConfig {
@@ -68,6 +74,18 @@ impl RunConfig {
             faults: ALL_FAULTS.to_vec(),
             check_steps: 3_000_000,
             watchers: true,
+            leases: false,
+            check_linearizability: true,
+        }
+    }
+
+    /// Leases with short TTLs beside the KV mix, watchers and faults; every
+    /// check but linearizability.
+    pub fn lease(members: usize) -> RunConfig {
+        RunConfig {
+            leases: true,
+            check_linearizability: false,
+            ..RunConfig::kv(members)
         }
     }
 }
@@ -82,6 +100,7 @@ pub struct RunReport {
     pub serializable: Vec<Operation>,
     pub committed: CommittedHistory,
     pub watch_segments: Vec<Segment>,
+    pub lease_lives: Vec<LeaseLife>,
     /// A hash of everything observable: equal for two runs of one seed.
     pub trace_hash: u64,
     pub simulated_secs: f64,
@@ -119,6 +138,10 @@ impl RunReport {
         for seg in &self.watch_segments {
             out.push_str(&format!("{seg:?}\n"));
         }
+        out.push_str("\n# leases\n");
+        for l in &self.lease_lives {
+            out.push_str(&format!("{l:?}\n"));
+        }
         out.push_str("\n# committed history\n");
         for c in &self.committed.changes {
             out.push_str(&format!("{c}\n"));
@@ -143,6 +166,8 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     let handle = Handle::current();
 
     let watch_log = Arc::new(WatchLog::default());
+    let lease_log = Arc::new(LeaseLog::default());
+    let mut lease_tasks = Vec::new();
     let mut watcher_tasks = Vec::new();
     let mut client_tasks = Vec::new();
     for c in 0..cfg.clients {
@@ -162,6 +187,19 @@ pub async fn run(cfg: RunConfig) -> RunReport {
             watcher_tasks.push(node.spawn(async move {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 run_watcher(c as u64 + 1, urls, seed, shared, log, stop).await
+            }));
+        }
+        if cfg.leases {
+            let (urls, seed, recorder, log, stop) = (
+                cluster.client_urls(),
+                master.random(),
+                recorder.clone(),
+                lease_log.clone(),
+                stop.clone(),
+            );
+            lease_tasks.push(node.spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                run_lease_client(c as u64 + 1, urls, seed, started, recorder, log, stop).await
             }));
         }
         let client = Client::new(
@@ -203,6 +241,14 @@ pub async fn run(cfg: RunConfig) -> RunReport {
             )),
             Ok(Err(e)) => panic!("a client task failed: {e}"),
             Err(_) => panic!("a client did not finish within 60 s (an RPC without deadline?)"),
+        }
+    }
+    for t in lease_tasks {
+        if tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .is_err()
+        {
+            panic!("a lease client did not stop within 30 s (a call without deadline?)");
         }
     }
     for t in watcher_tasks {
@@ -259,6 +305,24 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         .failures
         .extend(check_segments(&segments, &report.committed));
     report.watch_segments = segments;
+    let lives = lease_log.lives.lock().expect("lease log lock").clone();
+    report.notes.push(format!(
+        "leases: {} granted, {} renewals, {} with keys deleted",
+        lives.len(),
+        lives.iter().map(|l| l.renewals.len()).sum::<usize>(),
+        lives
+            .iter()
+            .filter(|l| l.acked.iter().any(|k| oracle.deletions().contains_key(k)))
+            .count()
+    ));
+    report.failures.extend(check_leases(
+        &lives,
+        &oracle.deletions(),
+        oracle.last_leader_change(),
+        Duration::from_millis(cfg.cluster.election_ms),
+        started.elapsed(),
+    ));
+    report.lease_lives = lives;
     report.simulated_secs = started.elapsed().as_secs_f64();
     report.trace_hash = trace_hash(&report);
     report
@@ -381,6 +445,12 @@ fn check(cfg: &RunConfig, oracle: &Oracle, finals: FinalState, report: &mut RunR
     let options = CheckOptions {
         max_steps: cfg.check_steps,
     };
+    if !cfg.check_linearizability {
+        report
+            .notes
+            .push("linearizability: not checked in this scenario".into());
+        return check_rest(finals, report);
+    }
     match check_linearizable_with(&report.history, &options) {
         CheckResult::Ok => report.notes.push("linearizability: ok".into()),
         CheckResult::Inconclusive { reason } => report.notes.push(format!(
@@ -388,6 +458,11 @@ fn check(cfg: &RunConfig, oracle: &Oracle, finals: FinalState, report: &mut RunR
         )),
         other => report.failures.push(format!("linearizability: {other}")),
     }
+    check_rest(finals, report)
+}
+
+/// Every check but linearizability.
+fn check_rest(finals: FinalState, report: &mut RunReport) {
     let committed = &report.committed;
     match check_serializable_reads(&report.serializable, committed) {
         Ok(v) if v.is_empty() => {}
@@ -538,6 +613,7 @@ fn trace_hash(r: &RunReport) -> u64 {
     r.committed.changes.hash(&mut h);
     r.failures.hash(&mut h);
     r.watch_segments.hash(&mut h);
+    r.lease_lives.hash(&mut h);
     r.simulated_secs.to_bits().hash(&mut h);
     h.finish()
 }

@@ -50,6 +50,11 @@ impl Recorder {
         self.clock.fetch_add(1, Ordering::SeqCst) + 1
     }
 
+    /// Adds an operation the caller classified itself.
+    pub fn record_op(&self, op: Operation, serializable: bool) {
+        self.record(op, serializable)
+    }
+
     fn record(&self, op: Operation, serializable: bool) {
         let list = if serializable {
             &self.serializable
