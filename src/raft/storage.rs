@@ -13,7 +13,7 @@
 //! applied index, which `RawNode::new` replays (`Config::applied`). So the
 //! membership can never disagree with the applied state after a crash.
 //!
-//! Duties of the caller: write `ready_batch(&rd)` with `write_sync` when
+//! Duties of the caller: write `ready_batch(&rd, UNKNOWN_LAST_INDEX)` with `write_sync` when
 //! `rd.must_sync` (else `write`) and wait for it before sending
 //! `rd.messages`; write `compaction_batch(&snap)` after `RawNode::compact`.
 //! Every batch is atomic, so a crash leaves either the old or the new state.
@@ -47,22 +47,42 @@ pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
-/// Deletes every log entry at or after `index`.
-fn delete_log_from(batch: &mut WriteBatch, index: u64) {
-    // 9 bytes of 0xff sort after every 8-byte key.
-    batch.delete_range(CF_RAFT_LOG, log_key(index).to_vec(), vec![0xff; 9]);
+/// `persisted_last` when the caller does not know the last written index:
+/// conflicting-suffix deletions are then unbounded.
+pub const UNKNOWN_LAST_INDEX: u64 = u64::MAX;
+
+/// Deletes the log entries in `[from, through]` (through `UNKNOWN_LAST_INDEX`: all from `from`).
+fn delete_log(batch: &mut WriteBatch, from: u64, through: u64) {
+    let end = match through.checked_add(1) {
+        Some(end) => log_key(end).to_vec(),
+        // 9 bytes of 0xff sort after every 8-byte key.
+        None => vec![0xff; 9],
+    };
+    batch.delete_range(CF_RAFT_LOG, log_key(from).to_vec(), end);
 }
 
-/// The writes that persist a Ready: snapshot metadata (replacing the whole
-/// log), entries (replacing any suffix they conflict with), hard state.
-pub fn ready_batch(rd: &Ready) -> WriteBatch {
+/// The writes that persist a Ready on a log whose last written index is
+/// `persisted_last`: snapshot metadata (replacing the whole log), entries
+/// (replacing the suffix they conflict with), hard state.
+///
+/// A range deletion is written only when entries really replace written
+/// ones (a conflict, or a snapshot), and bounded to them: RocksDB keeps
+/// every range tombstone in the memtable and fragments them all at flush,
+/// so one per Ready (appends included) made flushes quadratic and stalled
+/// the node (found by the benchmarks; regression test
+/// `appends_write_no_range_deletion_and_conflicts_a_bounded_one`).
+pub fn ready_batch(rd: &Ready, persisted_last: u64) -> WriteBatch {
     let mut batch = WriteBatch::new();
+    let mut last = persisted_last;
     if let Some(snap) = &rd.snapshot {
         batch.put(CF_RAFT_STATE, KEY_SNAPSHOT, snap.encode_to_vec());
-        delete_log_from(&mut batch, 0);
+        delete_log(&mut batch, 0, last);
+        last = 0;
     }
     if let Some(first) = rd.entries.first() {
-        delete_log_from(&mut batch, first.index);
+        if first.index <= last {
+            delete_log(&mut batch, first.index, last);
+        }
         for e in &rd.entries {
             batch.put(CF_RAFT_LOG, log_key(e.index).to_vec(), e.encode_to_vec());
         }
@@ -71,6 +91,15 @@ pub fn ready_batch(rd: &Ready) -> WriteBatch {
         batch.put(CF_RAFT_STATE, KEY_HARD_STATE, hs.encode_to_vec());
     }
     batch
+}
+
+/// The last written log index once `rd` is persisted on top of `persisted_last`.
+pub fn last_index_after(rd: &Ready, persisted_last: u64) -> u64 {
+    match (rd.entries.last(), &rd.snapshot) {
+        (Some(e), _) => e.index,
+        (None, Some(snap)) => snapshot_index_term(snap).0,
+        (None, None) => persisted_last,
+    }
 }
 
 /// The writes that persist a compaction (`RawNode::compact`): the new
@@ -215,7 +244,7 @@ mod tests {
             entries: vec![entry(2, 11), entry(2, 12)],
             ..Default::default()
         };
-        sync(&storage, ready_batch(&synced));
+        sync(&storage, ready_batch(&synced, UNKNOWN_LAST_INDEX));
         // Written but not synced: must not survive a crash.
         let unsynced = Ready {
             hard_state: Some(HardState {
@@ -226,7 +255,9 @@ mod tests {
             entries: vec![entry(3, 13)],
             ..Default::default()
         };
-        storage.write(ready_batch(&unsynced)).expect("write");
+        storage
+            .write(ready_batch(&unsynced, UNKNOWN_LAST_INDEX))
+            .expect("write");
         assert_eq!(
             load(&storage).expect("load").entries.len(),
             3,
@@ -248,6 +279,40 @@ mod tests {
     }
 
     #[test]
+    fn appends_write_no_range_deletion_and_conflicts_a_bounded_one() {
+        let ranges = |b: &WriteBatch| -> Vec<(Vec<u8>, Vec<u8>)> {
+            b.ops()
+                .iter()
+                .filter_map(|op| match op {
+                    cairn_runtime::BatchOp::DeleteRange { start, end, .. } => {
+                        Some((start.clone(), end.clone()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let append = Ready {
+            entries: (6..=8).map(|i| entry(2, i)).collect(),
+            ..Default::default()
+        };
+        assert!(
+            ranges(&ready_batch(&append, 5)).is_empty(),
+            "a pure append deletes nothing"
+        );
+        assert_eq!(last_index_after(&append, 5), 8);
+        let conflict = Ready {
+            entries: vec![entry(3, 4)],
+            ..Default::default()
+        };
+        assert_eq!(
+            ranges(&ready_batch(&conflict, 8)),
+            vec![(log_key(4).to_vec(), log_key(9).to_vec())],
+            "a conflict deletes exactly the replaced suffix"
+        );
+        assert_eq!(last_index_after(&conflict, 8), 4);
+    }
+
+    #[test]
     fn conflicting_entries_replace_the_durable_suffix() {
         let storage = SimStorage::new(&COLUMN_FAMILIES);
         sync(&storage, bootstrap_batch(&bootstrap()));
@@ -255,12 +320,12 @@ mod tests {
             entries: (11..=14).map(|i| entry(2, i)).collect(),
             ..Default::default()
         };
-        sync(&storage, ready_batch(&first));
+        sync(&storage, ready_batch(&first, UNKNOWN_LAST_INDEX));
         let overwrite = Ready {
             entries: vec![entry(3, 12)],
             ..Default::default()
         };
-        sync(&storage, ready_batch(&overwrite));
+        sync(&storage, ready_batch(&overwrite, UNKNOWN_LAST_INDEX));
         let state = load(&storage).expect("load");
         assert_eq!(state.entries, vec![entry(2, 11), entry(3, 12)]);
     }
@@ -271,10 +336,13 @@ mod tests {
         sync(&storage, bootstrap_batch(&bootstrap()));
         sync(
             &storage,
-            ready_batch(&Ready {
-                entries: (11..=15).map(|i| entry(2, i)).collect(),
-                ..Default::default()
-            }),
+            ready_batch(
+                &Ready {
+                    entries: (11..=15).map(|i| entry(2, i)).collect(),
+                    ..Default::default()
+                },
+                UNKNOWN_LAST_INDEX,
+            ),
         );
         let meta = |index, term| SnapshotMetadata {
             conf_state: Some(ConfState {
@@ -306,7 +374,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        sync(&storage, ready_batch(&rd));
+        sync(&storage, ready_batch(&rd, UNKNOWN_LAST_INDEX));
         let state = load(&storage).expect("load");
         assert_eq!(state.snapshot, installed);
         assert!(state.entries.is_empty());
@@ -335,14 +403,14 @@ mod tests {
         for _ in 0..4 {
             while node.has_ready() {
                 let rd = node.ready();
-                sync(&storage, ready_batch(&rd));
+                sync(&storage, ready_batch(&rd, UNKNOWN_LAST_INDEX));
                 node.advance(rd);
             }
             node.propose(b"x".to_vec()).expect("leader accepts");
         }
         while node.has_ready() {
             let rd = node.ready();
-            sync(&storage, ready_batch(&rd));
+            sync(&storage, ready_batch(&rd, UNKNOWN_LAST_INDEX));
             node.advance(rd);
         }
         let before = node.status();

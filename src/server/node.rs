@@ -180,6 +180,8 @@ pub(super) fn spawn(
     inbound: mpsc::Receiver<Inbound>,
 ) {
     let (snapshot_reports, snapshot_report_rx) = mpsc::channel(64);
+    // Right after recovery every entry RawNode has is on disk.
+    let persisted_last = raw.raft().log.last_index();
     let node = Node {
         raw,
         shared,
@@ -191,6 +193,7 @@ pub(super) fn spawn(
         pending_snapshots: BTreeMap::new(),
         snapshot_reports,
         last_snapshot_index: 0,
+        persisted_last,
         leader: 0,
     };
     tokio::spawn(node.run(commands, inbound, snapshot_report_rx));
@@ -212,6 +215,8 @@ struct Node {
     snapshot_reports: mpsc::Sender<(u64, bool)>,
     last_snapshot_index: u64,
     leader: u64,
+    /// The last Raft log index written to storage (bounds conflict deletions).
+    persisted_last: u64,
 }
 
 impl Node {
@@ -351,7 +356,10 @@ impl Node {
         }
         let ctx = self.next_read_ctx;
         self.next_read_ctx += 1;
-        match self.raw.read_index(ctx.to_be_bytes().to_vec()) {
+        match self
+            .raw
+            .read_index(read_ctx(self.shared.config.member_id, ctx))
+        {
             Ok(()) => {
                 self.reads.insert(ctx, reads);
             }
@@ -464,7 +472,8 @@ impl Node {
     }
 
     async fn persist(&mut self, rd: &Ready) -> Result<(), StorageError> {
-        let batch = raft::storage::ready_batch(rd);
+        let batch = raft::storage::ready_batch(rd, self.persisted_last);
+        self.persisted_last = raft::storage::last_index_after(rd, self.persisted_last);
         if batch.is_empty() {
             return Ok(());
         }
@@ -651,7 +660,11 @@ impl Node {
     }
 
     fn answer_read(&mut self, rs: raft::ReadState) {
-        let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()).map(u64::from_be_bytes) else {
+        let me = self.shared.config.member_id;
+        let Some(ctx) = parse_read_ctx(&rs.request_ctx)
+            .filter(|(m, _)| *m == me)
+            .map(|(_, c)| c)
+        else {
             return;
         };
         for w in self.reads.remove(&ctx).unwrap_or_default() {
@@ -684,6 +697,24 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// A ReadIndex context unique in the cluster: the member id, then its own
+/// counter. (The leader ignores a context already pending, so counters alone
+/// would collide between members: regression test
+/// `concurrent_linearizable_reads_on_every_member_are_all_answered_promptly`.)
+fn read_ctx(member_id: u64, n: u64) -> Vec<u8> {
+    let mut ctx = member_id.to_be_bytes().to_vec();
+    ctx.extend_from_slice(&n.to_be_bytes());
+    ctx
+}
+
+fn parse_read_ctx(ctx: &[u8]) -> Option<(u64, u64)> {
+    let (m, n) = ctx.split_at_checked(8)?;
+    Some((
+        u64::from_be_bytes(m.try_into().ok()?),
+        u64::from_be_bytes(n.try_into().ok()?),
+    ))
 }
 
 fn mvcc_storage_error(e: MvccError) -> StorageError {
