@@ -93,10 +93,11 @@ cleanup() {
 trap cleanup EXIT
 
 # Ports: from a random base, skipping any port something listens on.
+# `next_port` sets PORT (no subshell, so the counter advances).
 NEXT_PORT=$((20000 + RANDOM % 20000))
-port() {
+next_port() {
   while ss -ltnH "sport = :$NEXT_PORT" 2>/dev/null | grep -q .; do NEXT_PORT=$((NEXT_PORT + 1)); done
-  echo $NEXT_PORT
+  PORT=$NEXT_PORT
   NEXT_PORT=$((NEXT_PORT + 1))
 }
 
@@ -105,7 +106,8 @@ port() {
 start_cluster() {
   local server=$1 n=$2 i ic="" cps=() pps=()
   for i in $(seq 1 "$n"); do
-    cps+=("$(port)"); pps+=("$(port)")
+    next_port; cps+=("$PORT")
+    next_port; pps+=("$PORT")
     ic="${ic:+$ic,}m$i=http://127.0.0.1:${pps[$((i - 1))]}"
   done
   MEMBER_PIDS=(); MEMBER_DIRS=(); ENDPOINTS=""
@@ -124,9 +126,12 @@ start_cluster() {
     PIDS+=($!); MEMBER_PIDS+=($!); MEMBER_DIRS+=("$dir")
     ENDPOINTS="${ENDPOINTS:+$ENDPOINTS,}127.0.0.1:$cp"
   done
-  local deadline=$((SECONDS + 60)) ep
+  local deadline=$((SECONDS + 60)) ep p
   for ep in ${ENDPOINTS//,/ }; do
     until curl -sf "http://$ep/health" 2>/dev/null | grep -q '"health":"true"'; do
+      for p in "${MEMBER_PIDS[@]}"; do
+        kill -0 "$p" 2>/dev/null || deadline=0
+      done
       if [ $SECONDS -ge $deadline ]; then
         log "$server ($n members) did not become healthy; logs in $RES"; tail -5 "$RES/$server-$n-"*.log >&2; exit 1
       fi
@@ -175,9 +180,14 @@ run_server() {
   local server=$1 n=$2 p="$1-$2"
   log "$server, $n member(s): starting"
   start_cluster "$server" "$n"
+  # Warm-up, not reported: first connections, WAL segment creation, leader settled.
+  "$BENCH" --endpoints "$ENDPOINTS" put --clients 16 --conns 4 --total 2000 --key-size 8 --val-size 256 \
+    --key-space-size 100000 >/dev/null 2>&1 || true
   log "$server, $n member(s): put"
   bench "$p-put" put "${KV[@]}" --total $PUT_TOTAL --key-size 8 --val-size 256 --key-space-size 100000
-  du -sk "${MEMBER_DIRS[0]}" | awk '{ printf "%.1f", $1 / 1024 }' >"$RES/$p.disk_mb"
+  # Allocated blocks (what the disk holds: includes preallocated WAL space), then apparent bytes.
+  printf "%s (%s)" "$(du -sk "${MEMBER_DIRS[0]}" | awk '{ printf "%.1f", $1 / 1024 }')" \
+    "$(du -sb "${MEMBER_DIRS[0]}" | awk '{ printf "%.1f", $1 / 1048576 }')" >"$RES/$p.disk_mb"
   log "$server, $n member(s): range"
   bench "$p-range-l" range "${KV[@]}" --total $RANGE_TOTAL --key bench-range --populate 1 --val-size 256 --consistency l
   bench "$p-range-s" range "${KV[@]}" --total $RANGE_TOTAL --key bench-range --populate 1 --val-size 256 --consistency s
@@ -223,8 +233,8 @@ p99_of() {
   local f="$RES/$1.json"
   { [ -f "$f" ] && [ ! -f "$RES/$1.unimplemented" ]; } || { echo "–"; return; }
   case $1 in
-    *-watch) jq -r '.events.latency_ms.p99' "$f" ;;
-    *) jq -r '.latency_ms.p99' "$f" ;;
+    *-watch) jq -r '.events.latency_ms.p99 * 100 | round / 100' "$f" ;;
+    *) jq -r '.latency_ms.p99 * 100 | round / 100' "$f" ;;
   esac
 }
 ratio() {
@@ -258,7 +268,7 @@ describe() {
     done
   done
   echo
-  echo "| members | server | peak RSS MiB (largest member) | data dir after put, MiB (member 1) |"
+  echo "| members | server | peak RSS MiB (largest member) | data dir after put, MiB allocated (apparent), member 1 |"
   echo "|---|---|---:|---:|"
   for n in $NODES; do
     for s in etcd cairn; do
@@ -266,6 +276,13 @@ describe() {
     done
   done
   notes=""
+  for f in "$RES"/*.json; do
+    k=$(basename "$f" .json)
+    [ -f "$RES/$k.unimplemented" ] && continue
+    errs=$(jq .errors "$f")
+    [ "$errs" = 0 ] && continue
+    notes="$notes\n- $k: $errs of $(jq .total "$f") requests failed ($(jq -r '.error_messages | to_entries | map("\(.value) × \(.key)") | join("; ")' "$f")); req/s counts successes only."
+  done
   for f in "$RES"/*.unimplemented; do
     [ -e "$f" ] || continue
     k=$(basename "$f" .unimplemented)
