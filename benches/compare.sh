@@ -10,10 +10,11 @@
 # the ratio cairn/etcd, each server's peak RSS (VmHWM, the largest member)
 # and the on-disk size of member 1's data dir after the put workload.
 #
-# Usage: benches/compare.sh [--quick] [--nodes "1 3"] [--check-perf s|m|l|xl]
+# Usage: benches/compare.sh [--quick] [--nodes "1 3"] [--repeat N] [--check-perf s|m|l|xl]
 #                           [--results DIR] [--out FILE]
 #   --quick           small totals: finishes in under 3 minutes
 #   --nodes LIST      cluster sizes to run (default "1 3")
+#   --repeat N        run every workload N times, report the median-throughput run
 #   --check-perf LOAD also run `etcdctl check perf --load=LOAD` (60 s each) and report PASS/FAIL
 #   --results DIR     keep every raw JSON result and server log in DIR
 #   --out FILE        also write the markdown report to FILE
@@ -26,6 +27,7 @@ set -euo pipefail
 QUICK=0
 NODES="1 3"
 CHECK_PERF=""
+REPEAT=1
 RESULTS=""
 OUT=""
 while [ $# -gt 0 ]; do
@@ -35,15 +37,18 @@ while [ $# -gt 0 ]; do
     --nodes=*) NODES="${1#*=}" ;;
     --check-perf) CHECK_PERF="$2"; shift ;;
     --check-perf=*) CHECK_PERF="${1#*=}" ;;
+    --repeat) REPEAT="$2"; shift ;;
+    --repeat=*) REPEAT="${1#*=}" ;;
     --results) RESULTS="$2"; shift ;;
     --results=*) RESULTS="${1#*=}" ;;
     --out) OUT="$2"; shift ;;
     --out=*) OUT="${1#*=}" ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+case "$REPEAT" in ''|*[!0-9]*|0) echo "compare.sh: --repeat takes a positive number" >&2; exit 2 ;; esac
 case "$CHECK_PERF" in ""|s|m|l|xl) ;; *) echo "compare.sh: --check-perf takes s, m, l or xl" >&2; exit 2 ;; esac
 for n in $NODES; do
   case "$n" in 1|3) ;; *) echo "compare.sh: --nodes takes 1 and/or 3" >&2; exit 2 ;; esac
@@ -158,19 +163,30 @@ peak_rss_mb() { # largest VmHWM over the members, in MiB
 # ---- workloads ------------------------------------------------------------------
 # bench KEY ARGS...: runs cairn-bench, keeps its JSON as $RES/KEY.json; a
 # workload the server does not implement leaves $RES/KEY.unimplemented.
+# With --repeat N the workload runs N times in a row and the run with the
+# median throughput is the one reported (each run is kept as KEY.runR.json).
 bench() {
   local key=$1; shift
-  local rc=0
-  "$BENCH" --json --endpoints "$ENDPOINTS" "$@" >"$RES/$key.json" 2>"$RES/$key.err" || rc=$?
-  case $rc in
-    0) ;;
-    3) jq -r .unimplemented "$RES/$key.json" >"$RES/$key.unimplemented"; log "  $key: Unimplemented — skipped" ;;
-    *) log "  $key: cairn-bench failed (exit $rc): $(head -c 300 "$RES/$key.err")"; rm -f "$RES/$key.json" ;;
-  esac
-  if [ -f "$RES/$key.json" ] && [ ! -f "$RES/$key.unimplemented" ]; then
-    local errs; errs=$(jq .errors "$RES/$key.json")
-    [ "$errs" != 0 ] && log "  $key: $errs failed requests: $(jq -c .error_messages "$RES/$key.json")"
-  fi
+  local rc r f
+  for r in $(seq 1 "$REPEAT"); do
+    f="$RES/$key.run$r.json"
+    rc=0
+    "$BENCH" --json --endpoints "$ENDPOINTS" "$@" >"$f" 2>"$RES/$key.run$r.err" || rc=$?
+    case $rc in
+      0) ;;
+      3) jq -r .unimplemented "$f" >"$RES/$key.unimplemented"; rm -f "$f"; log "  $key: Unimplemented — skipped"; return 0 ;;
+      *) log "  $key (run $r): cairn-bench failed (exit $rc): $(head -c 300 "$RES/$key.run$r.err")"; rm -f "$f"; continue ;;
+    esac
+    local errs; errs=$(jq .errors "$f")
+    [ "$errs" != 0 ] && log "  $key (run $r): $errs failed requests: $(jq -c .error_messages "$f")"
+  done
+  local runs=() median
+  for f in "$RES/$key".run*.json; do [ -f "$f" ] && runs+=("$f"); done
+  [ ${#runs[@]} -gt 0 ] || return 0
+  median=$(for f in "${runs[@]}"; do
+      echo "$(jq '(.events.events_per_sec // .requests_per_sec)' "$f") $f"
+    done | sort -n | awk '{ a[NR] = $2 } END { print a[int((NR + 1) / 2)] }')
+  cp "$median" "$RES/$key.json"
   return 0
 }
 
@@ -256,7 +272,7 @@ describe() {
   echo "### etcd $("$ETCD" --version | awk '/etcd Version/ {print $3}') vs cairn $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo
   echo "Settings: --heartbeat-interval=$HEARTBEAT_MS --election-timeout=$ELECTION_MS --snapshot-count=$SNAPSHOT_COUNT;"
-  echo "fsync on every commit; loopback; load generator cairn-bench on the same machine$([ $QUICK = 1 ] && echo '; --quick totals')."
+  echo "fsync on every commit; loopback; load generator cairn-bench on the same machine$([ $QUICK = 1 ] && echo '; --quick totals')$([ "$REPEAT" -gt 1 ] && echo "; median of $REPEAT runs")."
   echo "Latency p99 in ms (watch: put → event)."
   echo
   echo "| members | workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms |"
@@ -276,9 +292,9 @@ describe() {
     done
   done
   notes=""
-  for f in "$RES"/*.json; do
+  for f in "$RES"/*.run*.json; do
+    [ -f "$f" ] || continue
     k=$(basename "$f" .json)
-    [ -f "$RES/$k.unimplemented" ] && continue
     errs=$(jq .errors "$f")
     [ "$errs" = 0 ] && continue
     notes="$notes\n- $k: $errs of $(jq .total "$f") requests failed ($(jq -r '.error_messages | to_entries | map("\(.value) × \(.key)") | join("; ")' "$f")); req/s counts successes only."
