@@ -1,0 +1,327 @@
+#!/usr/bin/env bash
+# benches/compare.sh — etcd 3.4 and cairn side by side, same workloads, same settings.
+#
+# Starts etcd 3.4 (Debian's etcd-server) and cairn (release build of this tree),
+# one after the other, as a single member and as 3 members on loopback, each
+# with fresh data dirs under one temp dir and the same Raft timing
+# (--heartbeat-interval, --election-timeout) and --snapshot-count; both fsync
+# every commit (etcd by default, cairn always). Against each it runs the same
+# cairn-bench workloads and prints a markdown table: throughput, p99 latency,
+# the ratio cairn/etcd, each server's peak RSS (VmHWM, the largest member)
+# and the on-disk size of member 1's data dir after the put workload.
+#
+# Usage: benches/compare.sh [--quick] [--nodes "1 3"] [--repeat N] [--check-perf s|m|l|xl]
+#                           [--results DIR] [--out FILE]
+#   --quick           small totals: finishes in under 3 minutes
+#   --nodes LIST      cluster sizes to run (default "1 3")
+#   --repeat N        run every workload N times, report the median-throughput run
+#   --check-perf LOAD also run `etcdctl check perf --load=LOAD` (60 s each) and report PASS/FAIL
+#   --results DIR     keep every raw JSON result and server log in DIR
+#   --out FILE        also write the markdown report to FILE
+#
+# Workloads a server answers with gRPC Unimplemented are skipped with a note.
+# The load generator runs on the same machine as the servers: the numbers
+# compare the two servers under equal conditions, not their absolute limits.
+set -euo pipefail
+
+QUICK=0
+NODES="1 3"
+CHECK_PERF=""
+REPEAT=1
+RESULTS=""
+OUT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --nodes) NODES="$2"; shift ;;
+    --nodes=*) NODES="${1#*=}" ;;
+    --check-perf) CHECK_PERF="$2"; shift ;;
+    --check-perf=*) CHECK_PERF="${1#*=}" ;;
+    --repeat) REPEAT="$2"; shift ;;
+    --repeat=*) REPEAT="${1#*=}" ;;
+    --results) RESULTS="$2"; shift ;;
+    --results=*) RESULTS="${1#*=}" ;;
+    --out) OUT="$2"; shift ;;
+    --out=*) OUT="${1#*=}" ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$REPEAT" in ''|*[!0-9]*|0) echo "compare.sh: --repeat takes a positive number" >&2; exit 2 ;; esac
+case "$CHECK_PERF" in ""|s|m|l|xl) ;; *) echo "compare.sh: --check-perf takes s, m, l or xl" >&2; exit 2 ;; esac
+for n in $NODES; do
+  case "$n" in 1|3) ;; *) echo "compare.sh: --nodes takes 1 and/or 3" >&2; exit 2 ;; esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+HEARTBEAT_MS=100
+ELECTION_MS=1000
+SNAPSHOT_COUNT=10000
+
+if [ "$QUICK" = 1 ]; then
+  PUT_TOTAL=10000; RANGE_TOTAL=20000; TXN_TOTAL=10000; WATCH_PUTS=1000; LEASE_TOTAL=20000
+else
+  PUT_TOTAL=100000; RANGE_TOTAL=200000; TXN_TOTAL=100000; WATCH_PUTS=10000; LEASE_TOTAL=200000
+fi
+
+log() { echo "compare.sh: $*" >&2; }
+
+# ---- prerequisites ----------------------------------------------------------
+if [ ! -x /usr/bin/etcd ] || ! command -v etcdctl >/dev/null; then
+  log "installing etcd 3.4 (Debian etcd-server, etcd-client)"
+  apt-get install -y etcd-server etcd-client >&2 || { apt-get update >&2 && apt-get install -y etcd-server etcd-client >&2; }
+fi
+if ! command -v jq >/dev/null; then
+  log "installing jq"
+  apt-get install -y jq >&2
+fi
+ETCD=/usr/bin/etcd
+log "building cairn and cairn-bench (release, whole workspace)"
+(cd "$ROOT" && cargo build --release --workspace --bins >&2)
+CAIRN="$ROOT/target/release/cairn"
+BENCH="$ROOT/target/release/cairn-bench"
+
+TMP=$(mktemp -d /tmp/cairn-compare.XXXXXX)
+RES="${RESULTS:-$TMP/results}"
+mkdir -p "$RES"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
+  done
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] && wait "$p" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# Ports: from a random base, skipping any port something listens on.
+# `next_port` sets PORT (no subshell, so the counter advances).
+NEXT_PORT=$((20000 + RANDOM % 20000))
+next_port() {
+  while ss -ltnH "sport = :$NEXT_PORT" 2>/dev/null | grep -q .; do NEXT_PORT=$((NEXT_PORT + 1)); done
+  PORT=$NEXT_PORT
+  NEXT_PORT=$((NEXT_PORT + 1))
+}
+
+# ---- clusters -----------------------------------------------------------------
+# start_cluster SERVER N: sets MEMBER_PIDS, MEMBER_DIRS, ENDPOINTS.
+start_cluster() {
+  local server=$1 n=$2 i ic="" cps=() pps=()
+  for i in $(seq 1 "$n"); do
+    next_port; cps+=("$PORT")
+    next_port; pps+=("$PORT")
+    ic="${ic:+$ic,}m$i=http://127.0.0.1:${pps[$((i - 1))]}"
+  done
+  MEMBER_PIDS=(); MEMBER_DIRS=(); ENDPOINTS=""
+  for i in $(seq 1 "$n"); do
+    local cp=${cps[$((i - 1))]} pp=${pps[$((i - 1))]}
+    local dir="$TMP/$server-$n/m$i" bin
+    mkdir -p "$(dirname "$dir")"
+    case $server in etcd) bin=$ETCD ;; cairn) bin=$CAIRN ;; esac
+    "$bin" --name "m$i" --data-dir "$dir" \
+      --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
+      --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
+      --initial-cluster "$ic" --initial-cluster-state new --initial-cluster-token "bench-$server-$n" \
+      --heartbeat-interval "$HEARTBEAT_MS" --election-timeout "$ELECTION_MS" \
+      --snapshot-count "$SNAPSHOT_COUNT" --logger zap --log-level warn \
+      >"$RES/$server-$n-m$i.log" 2>&1 &
+    PIDS+=($!); MEMBER_PIDS+=($!); MEMBER_DIRS+=("$dir")
+    ENDPOINTS="${ENDPOINTS:+$ENDPOINTS,}127.0.0.1:$cp"
+  done
+  local deadline=$((SECONDS + 60)) ep p
+  for ep in ${ENDPOINTS//,/ }; do
+    until curl -sf "http://$ep/health" 2>/dev/null | grep -q '"health":"true"'; do
+      for p in "${MEMBER_PIDS[@]}"; do
+        kill -0 "$p" 2>/dev/null || deadline=0
+      done
+      if [ $SECONDS -ge $deadline ]; then
+        log "$server ($n members) did not become healthy; logs in $RES"; tail -5 "$RES/$server-$n-"*.log >&2; exit 1
+      fi
+      sleep 0.2
+    done
+  done
+}
+
+stop_cluster() {
+  local p
+  for p in "${MEMBER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${MEMBER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+
+peak_rss_mb() { # largest VmHWM over the members, in MiB
+  local p max=0 kb
+  for p in "${MEMBER_PIDS[@]}"; do
+    kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    [ "${kb:-0}" -gt "$max" ] && max=$kb
+  done
+  awk -v kb="$max" 'BEGIN { printf "%.1f", kb / 1024 }'
+}
+
+# ---- workloads ------------------------------------------------------------------
+# bench KEY ARGS...: runs cairn-bench, keeps its JSON as $RES/KEY.json; a
+# workload the server does not implement leaves $RES/KEY.unimplemented.
+# With --repeat N the workload runs N times in a row and the run with the
+# median throughput is the one reported (each run is kept as KEY.runR.json).
+bench() {
+  local key=$1; shift
+  local rc r f
+  for r in $(seq 1 "$REPEAT"); do
+    f="$RES/$key.run$r.json"
+    rc=0
+    "$BENCH" --json --endpoints "$ENDPOINTS" "$@" >"$f" 2>"$RES/$key.run$r.err" || rc=$?
+    case $rc in
+      0) ;;
+      3) jq -r .unimplemented "$f" >"$RES/$key.unimplemented"; rm -f "$f"; log "  $key: Unimplemented — skipped"; return 0 ;;
+      *) log "  $key (run $r): cairn-bench failed (exit $rc): $(head -c 300 "$RES/$key.run$r.err")"; rm -f "$f"; continue ;;
+    esac
+    local errs; errs=$(jq .errors "$f")
+    [ "$errs" != 0 ] && log "  $key (run $r): $errs failed requests: $(jq -c .error_messages "$f")"
+  done
+  local runs=() median
+  for f in "$RES/$key".run*.json; do [ -f "$f" ] && runs+=("$f"); done
+  [ ${#runs[@]} -gt 0 ] || return 0
+  median=$(for f in "${runs[@]}"; do
+      echo "$(jq '(.events.events_per_sec // .requests_per_sec)' "$f") $f"
+    done | sort -n | awk '{ a[NR] = $2 } END { print a[int((NR + 1) / 2)] }')
+  cp "$median" "$RES/$key.json"
+  return 0
+}
+
+WORKLOADS="put range-l range-s txn-put watch lease-keepalive"
+KV=(--clients 64 --conns 8)
+run_server() {
+  local server=$1 n=$2 p="$1-$2"
+  log "$server, $n member(s): starting"
+  start_cluster "$server" "$n"
+  # Warm-up, not reported: first connections, WAL segment creation, leader settled.
+  "$BENCH" --endpoints "$ENDPOINTS" put --clients 16 --conns 4 --total 2000 --key-size 8 --val-size 256 \
+    --key-space-size 100000 >/dev/null 2>&1 || true
+  log "$server, $n member(s): put"
+  bench "$p-put" put "${KV[@]}" --total $PUT_TOTAL --key-size 8 --val-size 256 --key-space-size 100000
+  # Allocated blocks (what the disk holds: includes preallocated WAL space), then apparent bytes.
+  printf "%s (%s)" "$(du -sk "${MEMBER_DIRS[0]}" | awk '{ printf "%.1f", $1 / 1024 }')" \
+    "$(du -sb "${MEMBER_DIRS[0]}" | awk '{ printf "%.1f", $1 / 1048576 }')" >"$RES/$p.disk_mb"
+  log "$server, $n member(s): range"
+  bench "$p-range-l" range "${KV[@]}" --total $RANGE_TOTAL --key bench-range --populate 1 --val-size 256 --consistency l
+  bench "$p-range-s" range "${KV[@]}" --total $RANGE_TOTAL --key bench-range --populate 1 --val-size 256 --consistency s
+  log "$server, $n member(s): txn-put"
+  bench "$p-txn-put" txn-put "${KV[@]}" --total $TXN_TOTAL --key-size 8 --val-size 256 --key-space-size 100000
+  log "$server, $n member(s): watch"
+  bench "$p-watch" watch --conns 8 --watchers 100 --streams 10 --writers 8 --total $WATCH_PUTS --val-size 256 --key bench-watch
+  log "$server, $n member(s): lease-keepalive"
+  bench "$p-lease-keepalive" lease-keepalive "${KV[@]}" --total $LEASE_TOTAL
+  if [ -n "$CHECK_PERF" ]; then
+    log "$server, $n member(s): etcdctl check perf --load=$CHECK_PERF (60 s)"
+    local rc=0
+    ETCDCTL_API=3 etcdctl --endpoints "$ENDPOINTS" check perf --load="$CHECK_PERF" >"$RES/$p.checkperf" 2>&1 || rc=$?
+    if [ $rc = 0 ] && grep -q '^PASS' "$RES/$p.checkperf" && ! grep -q '^FAIL' "$RES/$p.checkperf"; then
+      echo PASS >"$RES/$p.checkperf.result"
+    else
+      echo "FAIL" >"$RES/$p.checkperf.result"
+    fi
+  fi
+  peak_rss_mb >"$RES/$p.rss_mb"
+  stop_cluster
+}
+
+START=$SECONDS
+for n in $NODES; do
+  for server in etcd cairn; do
+    run_server "$server" "$n"
+  done
+done
+
+# ---- report ---------------------------------------------------------------------
+# cell KEY: "req/s p99" of a result, or a note.
+rate_of() { # KEY -> req/s (watch: events/s)
+  local f="$RES/$1.json"
+  if [ -f "$RES/$1.unimplemented" ]; then echo "unimplemented"; return; fi
+  [ -f "$f" ] || { echo "failed"; return; }
+  case $1 in
+    *-watch) jq -r '.events.events_per_sec | floor' "$f" ;;
+    *) jq -r '.requests_per_sec | floor' "$f" ;;
+  esac
+}
+p99_of() {
+  local f="$RES/$1.json"
+  { [ -f "$f" ] && [ ! -f "$RES/$1.unimplemented" ]; } || { echo "–"; return; }
+  case $1 in
+    *-watch) jq -r '.events.latency_ms.p99 * 100 | round / 100' "$f" ;;
+    *) jq -r '.latency_ms.p99 * 100 | round / 100' "$f" ;;
+  esac
+}
+ratio() {
+  case "$1$2" in *[!0-9.]*) echo "–"; return ;; esac
+  awk -v a="$2" -v b="$1" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "–" }'
+}
+describe() {
+  case $1 in
+    put) echo "put (64 clients, 256 B values)" ;;
+    range-l) echo "range linearizable (64 clients, 1 key)" ;;
+    range-s) echo "range serializable (64 clients, 1 key)" ;;
+    txn-put) echo "txn-put (64 clients)" ;;
+    watch) echo "watch events/s (100 watchers, 8 writers)" ;;
+    lease-keepalive) echo "lease-keepalive (64 clients)" ;;
+  esac
+}
+
+{
+  echo "### etcd $("$ETCD" --version | awk '/etcd Version/ {print $3}') vs cairn $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo
+  echo "Settings: --heartbeat-interval=$HEARTBEAT_MS --election-timeout=$ELECTION_MS --snapshot-count=$SNAPSHOT_COUNT;"
+  echo "fsync on every commit; loopback; load generator cairn-bench on the same machine$([ $QUICK = 1 ] && echo '; --quick totals')$([ "$REPEAT" -gt 1 ] && echo "; median of $REPEAT runs")."
+  echo "Latency p99 in ms (watch: put → event)."
+  echo
+  echo "| members | workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms |"
+  echo "|---|---|---:|---:|---:|---:|---:|"
+  for n in $NODES; do
+    for w in $WORKLOADS; do
+      e=$(rate_of "etcd-$n-$w"); c=$(rate_of "cairn-$n-$w")
+      echo "| $n | $(describe "$w") | $e | $c | $(ratio "$e" "$c") | $(p99_of "etcd-$n-$w") | $(p99_of "cairn-$n-$w") |"
+    done
+  done
+  echo
+  echo "| members | server | peak RSS MiB (largest member) | data dir after put, MiB allocated (apparent), member 1 |"
+  echo "|---|---|---:|---:|"
+  for n in $NODES; do
+    for s in etcd cairn; do
+      echo "| $n | $s | $(cat "$RES/$s-$n.rss_mb") | $(cat "$RES/$s-$n.disk_mb") |"
+    done
+  done
+  notes=""
+  for f in "$RES"/*.run*.json; do
+    [ -f "$f" ] || continue
+    k=$(basename "$f" .json)
+    errs=$(jq .errors "$f")
+    [ "$errs" = 0 ] && continue
+    notes="$notes\n- $k: $errs of $(jq .total "$f") requests failed ($(jq -r '.error_messages | to_entries | map("\(.value) × \(.key)") | join("; ")' "$f")); req/s counts successes only."
+  done
+  for f in "$RES"/*.unimplemented; do
+    [ -e "$f" ] || continue
+    k=$(basename "$f" .unimplemented)
+    notes="$notes\n- $k: skipped, the server answered Unimplemented ($(cat "$f"))."
+  done
+  if [ -n "$CHECK_PERF" ]; then
+    echo
+    echo "| members | etcdctl check perf --load=$CHECK_PERF | etcd | cairn |"
+    echo "|---|---|---|---|"
+    for n in $NODES; do
+      echo "| $n | result | $(cat "$RES/etcd-$n.checkperf.result") | $(cat "$RES/cairn-$n.checkperf.result") |"
+    done
+    for n in $NODES; do
+      for s in etcd cairn; do
+        notes="$notes\n- check perf, $s, $n member(s): $(grep -E '^(PASS|FAIL)' "$RES/$s-$n.checkperf" | tr '\n' ';' | sed 's/;$//')"
+      done
+    done
+  fi
+  if [ -n "$notes" ]; then
+    echo
+    echo "Notes:"
+    printf "%b\n" "${notes#\\n}"
+  fi
+  echo
+  echo "Run time: $((SECONDS - START)) s (excluding the build)."
+} | tee "${OUT:-/dev/null}"
