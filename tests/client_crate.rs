@@ -175,3 +175,43 @@ async fn status_hash_kv_and_member_list_describe_the_member() {
     assert_eq!(m.id(), member);
     assert_eq!(m.client_urls(), [p.client_url.clone()]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_keep_alive_stream_keeps_the_key_and_expiry_removes_it() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = start_cairn(dir.path());
+    let mut c = client(&p).await;
+    let lease = c.lease_grant(2, None).await.expect("grant");
+    assert_eq!(lease.ttl(), 2);
+    c.put("/svc/x", "up", Some(PutOptions::new().with_lease(lease.id())))
+        .await
+        .expect("put with lease");
+
+    // Keep it alive for longer than its TTL over one stream.
+    let (mut keeper, mut responses) = c.lease_keep_alive(lease.id()).await.expect("keep-alive");
+    for _ in 0..6 {
+        keeper.keep_alive().await.expect("send keep-alive");
+        let r = responses
+            .message()
+            .await
+            .expect("keep-alive answer")
+            .expect("stream open");
+        assert_eq!((r.id(), r.ttl()), (lease.id(), 2));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(c.get("/svc/x", None).await.expect("get").kvs().len(), 1);
+    let ttl = c.lease_time_to_live(lease.id(), None).await.expect("ttl");
+    assert!(ttl.ttl() > 0 && ttl.ttl() <= 2, "{}", ttl.ttl());
+
+    // Stop: the key is gone once the TTL passes (the leader checks on ticks).
+    drop(keeper);
+    drop(responses);
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while !c.get("/svc/x", None).await.expect("get").kvs().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the key outlived its lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone = c.lease_time_to_live(lease.id(), None).await.expect("ttl");
+    assert_eq!(gone.ttl(), -1, "an expired lease is not found");
+}
