@@ -348,6 +348,7 @@ impl KeyIndex {
             .collect()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
