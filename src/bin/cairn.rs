@@ -99,6 +99,7 @@ fn server_config(config: &Config) -> ServerConfig {
         quota_backend_bytes: config.quota_backend_bytes,
         request_timeout,
         rng_seed: member_id ^ std::process::id() as u64,
+        watch_progress_notify_interval: config.watch_progress_notify_interval,
     }
 }
 

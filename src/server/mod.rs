@@ -17,6 +17,7 @@ mod node;
 pub mod state;
 #[cfg(test)]
 mod tests;
+mod watchers;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,10 +38,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::mvcc::{self, MvccError, MvccStore};
 pub use node::{Metrics, FSYNC_BUCKETS_SECS};
 use state::Applied;
+pub use watchers::WatchSession;
 
 /// The etcd API version cairn implements (what `Status.version` reports;
 /// clients use it to decide which features a server has).
 pub const ETCD_API_VERSION: &str = "3.5.0";
+
+/// etcd's default `--experimental-watch-progress-notify-interval`.
+pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 
 /// etcd refuses proposals when applying falls this far behind committing.
 const MAX_APPLY_GAP: u64 = 5000;
@@ -66,6 +71,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Seed of the member's RNG (election jitter).
     pub rng_seed: u64,
+    /// How often watchers created with `progress_notify` get an empty
+    /// response when idle (etcd's `--experimental-watch-progress-notify-interval`).
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl ServerConfig {
@@ -91,6 +99,7 @@ impl ServerConfig {
             quota_backend_bytes: 0,
             request_timeout: Duration::from_secs(7),
             rng_seed: member_id,
+            watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
         }
     }
 }
@@ -144,6 +153,8 @@ pub(crate) struct Shared {
     pub applied: watch::Sender<u64>,
     /// Set by `Server::shutdown`; the node loop exits when it changes.
     pub shutdown: watch::Sender<bool>,
+    /// The watchers of this member (fed by the node loop after each apply).
+    pub watch: watchers::WatchShared,
 }
 
 /// What handlers ask of the node loop.

@@ -27,11 +27,13 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::state::{self, Applied};
+use super::watchers::WatchShared;
 use super::{Command, RaftProgress, ServerConfig, ServerError, Shared, StartError};
 use crate::mvcc::{MvccError, MvccStore};
 use crate::raft::{
     self, ConfChangeType, Entry, EntryType, MessageType, RawNode, Ready, Role, SnapshotStatus,
 };
+use crate::watch::HubConfig;
 
 /// Handler requests queued before new ones are refused with `too many requests`.
 pub const COMMAND_QUEUE_LEN: usize = 8192;
@@ -99,6 +101,10 @@ pub(super) fn recover(
     let rng = rand::rngs::StdRng::seed_from_u64(config.rng_seed);
     let raw = RawNode::new(&cfg, raft_state, rng)?;
     let mvcc = MvccStore::open(storage.clone())?;
+    let watch = WatchShared::new(
+        HubConfig::new(config.max_request_bytes),
+        mvcc.current_revision().0,
+    );
     let members = state::load_members(storage.as_ref())?;
     let (applied_tx, _) = watch::channel(cfg.applied);
     let progress = RaftProgress::default();
@@ -118,6 +124,7 @@ pub(super) fn recover(
         published: AtomicBool::new(false),
         applied: applied_tx,
         shutdown: watch::channel(false).0,
+        watch,
     };
     Ok((shared, raw))
 }
@@ -490,7 +497,10 @@ impl Node {
         self.pending_snapshots.retain(|i, _| *i > index);
         let applied = state::install_state_snapshot(&self.shared.storage, &data)?;
         let store = MvccStore::open(self.shared.storage.clone()).map_err(mvcc_storage_error)?;
+        let revision = store.current_revision().0;
         *self.shared.mvcc.write().expect("mvcc lock poisoned") = store;
+        // Watchers resume from history in the new store.
+        self.shared.watch.reset(revision);
         *self.shared.members.write().expect("members lock poisoned") =
             state::load_members(self.shared.storage.as_ref())?;
         self.set_applied(applied.max(index));
@@ -524,13 +534,21 @@ impl Node {
         let req = InternalRequest::decode(e.data.as_slice()).map_err(|err| {
             StorageError::Corruption(format!("entry {} does not decode: {err}", e.index))
         })?;
+        let prev_kv = self.shared.watch.wants_prev_kv();
         let outcome = {
             let mut store = self.shared.mvcc.write().expect("mvcc lock poisoned");
+            store.set_events_prev_kv(prev_kv);
             let mut members = self.shared.members.write().expect("members lock poisoned");
             state::apply_request(&mut store, &mut members, &req, e.index)
         };
         if let Err(MvccError::Storage(err)) = &outcome.result {
             return Err(err.clone());
+        }
+        if !outcome.events.is_empty() {
+            // Applied, hence committed: watchers may see it now.
+            self.shared
+                .watch
+                .notify(outcome.revision.0, &outcome.events, prev_kv);
         }
         let me = self.shared.config.member_id;
         if req.member_id == me {
