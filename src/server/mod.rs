@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::mvcc::{self, MvccError, MvccStore};
 pub use node::{Metrics, FSYNC_BUCKETS_SECS};
 use state::Applied;
-pub use watchers::WatchSession;
+pub use watchers::{WatchCounts, WatchSession};
 
 /// The etcd API version cairn implements (what `Status.version` reports;
 /// clients use it to decide which features a server has).

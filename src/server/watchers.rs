@@ -119,6 +119,26 @@ impl Server {
     }
 }
 
+/// How many watch streams, watchers and unsynced ("slow") watchers a member has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchCounts {
+    pub streams: usize,
+    pub watchers: usize,
+    pub unsynced: usize,
+}
+
+impl Server {
+    /// For `/metrics` (etcd's `etcd_debugging_mvcc_watch*` gauges).
+    pub fn watch_counts(&self) -> WatchCounts {
+        let st = self.shared.watch.lock();
+        WatchCounts {
+            streams: st.hub.stream_count(),
+            watchers: st.hub.watcher_count(),
+            unsynced: st.hub.unsynced_count(),
+        }
+    }
+}
+
 impl WatchSession {
     fn with_hub<T>(&self, f: impl FnOnce(&mut WatchHub, StreamId) -> T) -> T {
         let watch = &self.server.shared.watch;
