@@ -53,6 +53,8 @@ pub struct Metrics {
     pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS_SECS.len()],
     pub fsync_count: AtomicU64,
     pub fsync_sum_micros: AtomicU64,
+    /// State snapshots received from a leader and installed.
+    pub snapshots_installed: AtomicU64,
 }
 
 /// Upper bounds (seconds) of the fsync histogram's buckets, as etcd's.
@@ -504,6 +506,10 @@ impl Node {
         *self.shared.members.write().expect("members lock poisoned") =
             state::load_members(self.shared.storage.as_ref())?;
         self.set_applied(applied.max(index));
+        self.shared
+            .metrics
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(index, applied, "installed snapshot from the leader");
         Ok(())
     }
