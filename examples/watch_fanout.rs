@@ -148,8 +148,7 @@ mod fanout {
                     .await
                     .expect("queue create");
             }
-            let mut client = WatchClient::new(channel.clone())
-                .max_decoding_message_size(64 << 20);
+            let mut client = WatchClient::new(channel.clone()).max_decoding_message_size(64 << 20);
             let mut responses = client
                 .watch(tokio_stream::wrappers::ReceiverStream::new(req_rx))
                 .await
@@ -206,7 +205,8 @@ mod fanout {
             let value_bytes = args.value_bytes;
             writers.push(tokio::spawn(async move {
                 for i in 0..n {
-                    let mut value = format!("{:>20}", epoch.elapsed().as_nanos() as u64).into_bytes();
+                    let mut value =
+                        format!("{:>20}", epoch.elapsed().as_nanos() as u64).into_bytes();
                     value.resize(value_bytes, b'x');
                     kv.put(PutRequest {
                         key: format!("bench/{w}/{i}").into_bytes(),
@@ -252,6 +252,13 @@ mod fanout {
             percentile(&latencies, 0.99),
             latencies.last().map_or(0.0, |m| *m as f64 / 1000.0)
         );
+        // The clients have hung up: their streams and watchers go away.
+        for _ in 0..100 {
+            if server.watch_counts().streams == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let counts = server.watch_counts();
         println!(
             "hub at the end: {} streams, {} watchers, {} unsynced",
