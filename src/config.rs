@@ -71,6 +71,8 @@ pub const DEFAULT_CLUSTER_TOKEN: &str = "etcd-cluster";
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 /// The backend quota `--quota-backend-bytes=0` stands for: 2 GiB, as etcd.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// `--experimental-watch-progress-notify-interval` when none (or 0) is given.
+pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 /// etcd's upper bound on `--election-timeout`.
 pub const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
 
@@ -113,6 +115,9 @@ pub struct Config {
     pub log_level: LogLevel,
     /// `--enable-pprof`: accepted, no effect (cairn serves no Go profiles).
     pub enable_pprof: bool,
+    /// `--experimental-watch-progress-notify-interval`, with 0 resolved to
+    /// etcd's 10 minutes. > 0.
+    pub watch_progress_notify_interval: Duration,
     /// The config file read, if any (then flags and variables were ignored).
     pub config_file: Option<PathBuf>,
     /// Settings accepted but without effect (ignored flags and variables,

@@ -11,3 +11,4 @@ pub mod member;
 pub mod mvcc;
 pub mod raft;
 pub mod server;
+pub mod watch;

@@ -63,6 +63,7 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
         rng_seed,
         // etcd checkpoints long leases' remaining TTLs every 5 minutes.
         lease_checkpoint_interval: Duration::from_secs(300),
+        watch_progress_notify_interval: config.watch_progress_notify_interval,
     }
 }
 

@@ -116,6 +116,26 @@ fn metrics(server: &Server) -> String {
         "gauge",
         server.db_size(),
     );
+    let w = server.watch_counts();
+    for (name, help, v) in [
+        (
+            "etcd_debugging_mvcc_watch_stream_total",
+            "Total number of watch streams.",
+            w.streams,
+        ),
+        (
+            "etcd_debugging_mvcc_watcher_total",
+            "Total number of watchers.",
+            w.watchers,
+        ),
+        (
+            "etcd_debugging_mvcc_slow_watcher_total",
+            "Total number of unsynced slow watchers.",
+            w.unsynced,
+        ),
+    ] {
+        gauge(name, help, "gauge", v as u64);
+    }
     let name = "etcd_disk_wal_fsync_duration_seconds";
     let _ = writeln!(
         out,

@@ -2,14 +2,16 @@
 //!
 //! Every expected failure becomes etcd's gRPC code and exact message here, in
 //! one place (`status_of`), because clients match on them. Implemented: KV
-//! (all of it), Lease (all of it, `lease.rs`), Maintenance `Status` / `Hash` / `HashKV` / `Alarm` (no alarms
-//! are raised yet), Cluster `MemberList`. Other RPCs answer `Unimplemented`
-//! with a message naming what is missing.
+//! (all of it), Lease (all of it, `lease.rs`), Watch (`watch.rs`), Maintenance
+//! `Status` / `Hash` / `HashKV` / `Alarm` (no alarms are raised yet), Cluster
+//! `MemberList`. Other RPCs answer `Unimplemented` with a message naming what
+//! is missing.
 //! Tests: `tests/etcdctl_interop.rs`, `tests/client_crate.rs`, `tests/bad_input.rs`,
-//! `tests/lease_interop.rs`.
+//! `tests/lease_interop.rs`, `tests/watch_interop.rs`.
 
 pub mod http;
 pub mod lease;
+pub mod watch;
 
 use std::pin::Pin;
 
@@ -17,6 +19,7 @@ use cairn_proto::etcdserverpb::cluster_server::{Cluster, ClusterServer};
 use cairn_proto::etcdserverpb::kv_server::{Kv, KvServer};
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServer};
+use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_proto::etcdserverpb::*;
 use tonic::{Request, Response, Status};
 
@@ -255,5 +258,8 @@ pub fn client_router(server: &Server) -> tonic::transport::server::Router {
         )
         .add_service(
             LeaseServer::new(lease::LeaseService(server.clone())).max_decoding_message_size(limit),
+        )
+        .add_service(
+            WatchServer::new(watch::WatchService(server.clone())).max_decoding_message_size(limit),
         )
 }

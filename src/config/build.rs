@@ -182,6 +182,14 @@ pub(crate) fn build(settings: Settings) -> Result<Config, ConfigError> {
         })?,
         log_level: s.parse("log-level", "info", values::parse_log_level)?,
         enable_pprof: s.parse("enable-pprof", "false", values::parse_bool)?,
+        watch_progress_notify_interval: match s.parse(
+            "experimental-watch-progress-notify-interval",
+            "10m",
+            values::parse_go_duration,
+        )? {
+            d if d.is_zero() => super::DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
+            d => d,
+        },
         heartbeat_interval: Duration::from_millis(heartbeat_ms),
         election_timeout: Duration::from_millis(election_ms),
         name,

@@ -207,6 +207,14 @@ pub(crate) const FLAGS: &[FlagSpec] = &[
         "Lowest level logged: debug, info, warn, error, dpanic, panic or fatal.",
     ),
     spec(
+        "experimental-watch-progress-notify-interval",
+        Text,
+        "10m0s",
+        Other,
+        "How often an idle watcher created with progress_notify gets an empty response \
+         carrying the current revision (a Go duration such as 10m or 30s); 0 means the default.",
+    ),
+    spec(
         "enable-pprof",
         Bool,
         "false",

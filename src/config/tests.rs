@@ -94,6 +94,7 @@ fn defaults_match_etcd_with_cairn_data_dir() {
     assert_eq!(c.auto_compaction, AutoCompaction::Disabled);
     assert_eq!(c.log_level, LogLevel::Info);
     assert!(!c.enable_pprof);
+    assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(600));
     assert_eq!(c.config_file, None);
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
@@ -1248,4 +1249,27 @@ fn member_name_is_not_part_of_the_member_id() {
     let a = ok(&["--name", "x"]);
     let b = ok(&["--name", "y"]);
     assert_eq!(a.member_id(), b.member_id());
+}
+
+#[test]
+fn watch_progress_notify_interval_is_a_go_duration_with_zero_meaning_etcds_default() {
+    let interval = |args: &[&str]| ok(args).watch_progress_notify_interval;
+    let flag = "--experimental-watch-progress-notify-interval";
+    assert_eq!(interval(&[&format!("{flag}=30s")]), Duration::from_secs(30));
+    assert_eq!(interval(&[flag, "1m30s"]), Duration::from_secs(90));
+    assert_eq!(interval(&[&format!("{flag}=0")]), Duration::from_secs(600));
+    assert_eq!(
+        parse_with_env(
+            &[],
+            &[("CAIRN_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", "250ms")]
+        )
+        .expect("env")
+        .watch_progress_notify_interval,
+        Duration::from_millis(250)
+    );
+    assert_eq!(
+        err(&[&format!("{flag}=10")]),
+        "cairn: invalid value \"10\" for flag --experimental-watch-progress-notify-interval: \
+         expected a duration such as 1h, 30m or 90s, got \"10\""
+    );
 }

@@ -689,13 +689,18 @@ impl MvccStore {
     /// Every change with main revision in `[from, to]`, as watch events in
     /// revision order (for watchers catching up). `prev_kv` is filled where
     /// the previous revision is still stored.
+    ///
+    /// Refuses `from` below the compact revision. At exactly the compact
+    /// revision it returns what compaction kept there (its puts; its
+    /// tombstones are gone), as etcd serves a watch starting at the compact
+    /// revision; the watch hub decides when that is acceptable.
     pub fn events_between(
         &self,
         from: Revision,
         to: Revision,
         prev_kv: bool,
     ) -> Result<Vec<Event>, MvccError> {
-        if self.compacted.is_some_and(|c| from <= c) && from <= to {
+        if self.compacted.is_some_and(|c| from < c) && from <= to {
             return Err(MvccError::Compacted);
         }
         let to = to.min(self.current);

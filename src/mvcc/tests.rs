@@ -1192,9 +1192,16 @@ fn events_between_replays_history_and_refuses_compacted_revisions() {
     )
     .expect("compact");
     assert_eq!(
-        s.events_between(Revision(8), Revision(9), false)
+        s.events_between(Revision(7), Revision(9), false)
             .unwrap_err(),
         MvccError::Compacted
+    );
+    // At the compact revision: what compaction kept there (the put of `a`).
+    assert_eq!(
+        s.events_between(Revision(8), Revision(8), false)
+            .expect("history at the compact revision")
+            .len(),
+        1
     );
     assert_eq!(
         s.events_between(Revision(9), Revision(9), false)

@@ -23,6 +23,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 pub mod waiters;
+mod watchers;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,10 +46,14 @@ pub use lease::FORWARDED_HEADER as LEASE_FORWARDED_HEADER;
 pub use node::{Metrics, FSYNC_BUCKETS_SECS};
 pub use probe::{AppliedEntry, Probe};
 use state::Applied;
+pub use watchers::{WatchCounts, WatchSession};
 
 /// The etcd API version cairn implements (what `Status.version` reports;
 /// clients use it to decide which features a server has).
 pub const ETCD_API_VERSION: &str = "3.5.0";
+
+/// etcd's default `--experimental-watch-progress-notify-interval`.
+pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 
 /// etcd refuses proposals when applying falls this far behind committing.
 const MAX_APPLY_GAP: u64 = 5000;
@@ -77,6 +82,9 @@ pub struct ServerConfig {
     /// How often the leader records long leases' remaining TTLs through Raft
     /// (etcd's lease checkpoint interval, 5 minutes).
     pub lease_checkpoint_interval: Duration,
+    /// How often watchers created with `progress_notify` get an empty
+    /// response when idle (etcd's `--experimental-watch-progress-notify-interval`).
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl ServerConfig {
@@ -103,6 +111,7 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(7),
             rng_seed: member_id,
             lease_checkpoint_interval: Duration::from_secs(300),
+            watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
         }
     }
 }
@@ -163,6 +172,8 @@ pub(crate) struct Shared {
     pub shutdown: watch::Sender<bool>,
     /// A test harness's hooks (`Server::start_probed`); `None` in production.
     pub probe: Option<Arc<dyn Probe>>,
+    /// The watchers of this member (fed by the node loop after each apply).
+    pub watch: watchers::WatchShared,
 }
 
 /// What handlers ask of the node loop.

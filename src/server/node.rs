@@ -33,11 +33,13 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::state::{self, Applied};
+use super::watchers::WatchShared;
 use super::{lease, Command, RaftProgress, ServerConfig, ServerError, Shared, StartError};
 use crate::mvcc::{MvccError, MvccStore};
 use crate::raft::{
     self, ConfChangeType, Entry, EntryType, MessageType, RawNode, Ready, Role, SnapshotStatus,
 };
+use crate::watch::HubConfig;
 
 /// Handler requests queued before new ones are refused with `too many requests`.
 pub const COMMAND_QUEUE_LEN: usize = 8192;
@@ -57,6 +59,8 @@ pub struct Metrics {
     pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS_SECS.len()],
     pub fsync_count: AtomicU64,
     pub fsync_sum_micros: AtomicU64,
+    /// State snapshots received from a leader and installed.
+    pub snapshots_installed: AtomicU64,
 }
 
 /// Upper bounds (seconds) of the fsync histogram's buckets, as etcd's.
@@ -107,6 +111,10 @@ pub(super) fn recover(
     let raw = RawNode::new(&cfg, raft_state, rng)?;
     let mvcc = MvccStore::open(storage.clone())?;
     let lessor = state::load_lessor(&mvcc, config.lessor_config())?;
+    let watch = WatchShared::new(
+        HubConfig::new(config.max_request_bytes),
+        mvcc.current_revision().0,
+    );
     let members = state::load_members(storage.as_ref())?;
     let progress = RaftProgress::default();
     progress.applied_index.store(cfg.applied, Ordering::SeqCst);
@@ -128,6 +136,7 @@ pub(super) fn recover(
         applied: super::waiters::IndexWaiters::new(cfg.applied),
         shutdown: watch::channel(false).0,
         probe: None,
+        watch,
     };
     Ok((shared, raw))
 }
@@ -529,11 +538,18 @@ impl Node {
         let store = MvccStore::open(self.shared.storage.clone()).map_err(mvcc_storage_error)?;
         let lessor = state::load_lessor(&store, self.shared.config.lessor_config())
             .map_err(mvcc_storage_error)?;
+        let revision = store.current_revision().0;
         *self.shared.mvcc.write().expect("mvcc lock poisoned") = store;
         *self.shared.lessor.write().expect("lessor lock poisoned") = lessor;
+        // Watchers resume from history in the new store.
+        self.shared.watch.reset(revision);
         *self.shared.members.write().expect("members lock poisoned") =
             state::load_members(self.shared.storage.as_ref())?;
         self.set_applied(applied.max(index));
+        self.shared
+            .metrics
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
         if let Some(p) = &self.shared.probe {
             p.on_snapshot_installed(self.shared.config.member_id, applied.max(index));
         }
@@ -589,8 +605,10 @@ impl Node {
         let req = InternalRequest::decode(e.data.as_slice()).map_err(|err| {
             StorageError::Corruption(format!("entry {} does not decode: {err}", e.index))
         })?;
+        let prev_kv = self.shared.watch.wants_prev_kv();
         let outcome = {
             let mut store = self.shared.mvcc.write().expect("mvcc lock poisoned");
+            store.set_events_prev_kv(prev_kv);
             let mut members = self.shared.members.write().expect("members lock poisoned");
             let mut lessor = self.shared.lessor.write().expect("lessor lock poisoned");
             let now = self.clock.now();
@@ -598,6 +616,12 @@ impl Node {
         };
         if let Err(ServerError::Mvcc(MvccError::Storage(err))) = &outcome.result {
             return Err(err.clone());
+        }
+        if !outcome.events.is_empty() {
+            // Applied, hence committed: watchers may see it now.
+            self.shared
+                .watch
+                .notify(outcome.revision.0, &outcome.events, prev_kv);
         }
         let me = self.shared.config.member_id;
         if req.member_id == me {

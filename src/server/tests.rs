@@ -8,14 +8,14 @@ use std::time::Duration;
 use cairn_proto::cairnpb::MemberRecord;
 use cairn_proto::etcdserverpb::{
     CompactionRequest, LeaseGrantRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest,
-    LeaseTimeToLiveResponse, PutRequest, RangeRequest,
+    LeaseTimeToLiveResponse, PutRequest, RangeRequest, WatchCreateRequest, WatchResponse,
 };
 use cairn_runtime::client_port::{serve_client_port, serve_peers, Listener};
 use cairn_runtime::transport::{GrpcTransport, TransportConfig};
 use cairn_runtime::{NodeId, SimDisk, SimStorage, TokioClock};
 
 use super::state::all_column_families;
-use super::{Server, ServerConfig, ServerError};
+use super::{Server, ServerConfig, ServerError, WatchSession};
 use crate::mvcc::MvccError;
 
 struct Member {
@@ -724,4 +724,224 @@ async fn concurrent_linearizable_reads_on_every_member_are_all_answered_promptly
             assert_eq!(resp.kvs[0].value, b"v".to_vec());
         }
     }
+}
+
+// ---- watch ----
+
+fn watch_prefix(prefix: &str, start_revision: i64, prev_kv: bool) -> WatchCreateRequest {
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().expect("non-empty prefix") += 1;
+    WatchCreateRequest {
+        key: prefix.into(),
+        range_end: end,
+        start_revision,
+        prev_kv,
+        ..Default::default()
+    }
+}
+
+/// Drains `session` as the gRPC stream task does until `done` holds for
+/// everything received.
+async fn watch_until(
+    session: &WatchSession,
+    received: &mut Vec<WatchResponse>,
+    done: impl Fn(&[WatchResponse]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        received.extend(session.take());
+        if done(received) {
+            return;
+        }
+        if session.catch_up().expect("catch-up read") || session.has_output() {
+            continue;
+        }
+        tokio::select! {
+            _ = session.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                panic!("the watch did not deliver in time; received {received:?}")
+            }
+        }
+    }
+}
+
+/// (value, revision, prev value) of every event of watcher `id`.
+fn watch_events(received: &[WatchResponse], id: i64) -> Vec<(String, i64, Option<String>)> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    received
+        .iter()
+        .filter(|r| r.watch_id == id)
+        .flat_map(|r| &r.events)
+        .map(|e| {
+            let kv = e.kv.clone().unwrap_or_default();
+            (
+                text(&kv.value),
+                kv.mod_revision,
+                e.prev_kv.as_ref().map(|p| text(&p.value)),
+            )
+        })
+        .collect()
+}
+
+fn count_events(id: i64, n: usize) -> impl Fn(&[WatchResponse]) -> bool {
+    move |received| watch_events(received, id).len() >= n
+}
+
+/// Values `v{first}..v{last}` in order at consecutive revisions: no gap, no duplicate.
+fn assert_complete(events: &[(String, i64, Option<String>)], first: usize, last: usize) {
+    let values: Vec<String> = events.iter().map(|e| e.0.clone()).collect();
+    let expected: Vec<String> = (first..=last).map(|i| format!("v{i}")).collect();
+    assert_eq!(values, expected, "every write once, in order");
+    for pair in events.windows(2) {
+        assert_eq!(
+            pair[1].1,
+            pair[0].1 + 1,
+            "consecutive revisions: {events:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn watch_on_a_follower_keeps_delivering_across_a_leader_change_without_gaps_or_duplicates() {
+    let (_configs, disks, mut members) = three_members(1000).await;
+    let servers: Vec<&Server> = members.iter().map(|m| &m.server).collect();
+    let leader = wait_leader(&servers).await;
+    let fi = (0..3)
+        .find(|i| *i as u64 + 1 != leader)
+        .expect("a follower");
+    let follower = members[fi].server.clone();
+    let session = follower.watch_session();
+    session.create(&watch_prefix("k", 0, true));
+    let mut received = Vec::new();
+    watch_until(&session, &mut received, |r| r.iter().any(|r| r.created)).await;
+    let id = received[0].watch_id;
+    for i in 0..10 {
+        members[i % 3]
+            .server
+            .put(put(&format!("k{}", i % 4), &format!("v{i}")))
+            .await
+            .expect("put");
+    }
+    // Kill the leader; write through the survivors after the election.
+    let li = (leader - 1) as usize;
+    disks[li].crash();
+    drop(members.remove(li));
+    let survivors: Vec<&Server> = members.iter().map(|m| &m.server).collect();
+    wait_leader_except(&survivors, leader).await;
+    for i in 10..20 {
+        members[i % 2]
+            .server
+            .put(put(&format!("k{}", i % 4), &format!("v{i}")))
+            .await
+            .expect("put after failover");
+    }
+    watch_until(&session, &mut received, count_events(id, 20)).await;
+    let events = watch_events(&received, id);
+    assert_complete(&events, 0, 19);
+    for (i, e) in events.iter().enumerate() {
+        let prev = (i >= 4).then(|| format!("v{}", i - 4));
+        assert_eq!(e.2, prev, "prev_kv of v{i}");
+    }
+    // A watcher created now replays the same history from revision 1.
+    let replay = follower.watch_session();
+    replay.create(&watch_prefix("k", 1, false));
+    let mut again = Vec::new();
+    watch_until(&replay, &mut again, |r| {
+        r.first()
+            .is_some_and(|c| watch_events(r, c.watch_id).len() >= 20)
+    })
+    .await;
+    let replayed = watch_events(&again, again[0].watch_id);
+    assert_complete(&replayed, 0, 19);
+    assert_eq!(
+        replayed.iter().map(|e| e.1).collect::<Vec<_>>(),
+        events.iter().map(|e| e.1).collect::<Vec<_>>()
+    );
+    drop(session);
+    drop(replay);
+    assert_eq!(
+        follower.watch_counts().watchers,
+        0,
+        "closed sessions leave no watchers"
+    );
+}
+
+#[tokio::test]
+async fn watchers_on_a_follower_that_installs_a_snapshot_miss_nothing() {
+    let (configs, disks, members) = three_members(5).await;
+    let mut members: Vec<Option<Member>> = members.into_iter().map(Some).collect();
+    let servers: Vec<&Server> = members.iter().flatten().map(|m| &m.server).collect();
+    let leader = wait_leader(&servers).await;
+    let fi = (0..3)
+        .find(|i| *i as u64 + 1 != leader)
+        .expect("a follower");
+    let addr = configs[fi].initial_members[fi].peer_urls[0]
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
+    disks[fi].crash();
+    drop(members[fi].take());
+    let live = members[(fi + 1) % 3]
+        .as_ref()
+        .expect("live member")
+        .server
+        .clone();
+    // Past several log compactions: the follower can only catch up by snapshot.
+    for i in 0..40 {
+        live.put(put(&format!("k{}", i % 10), &format!("v{i}")))
+            .await
+            .expect("put");
+    }
+    let listener = Listener::bind(addr)
+        .await
+        .expect("rebind the follower's peer port");
+    let restarted = start_member(configs[fi].clone(), &disks[fi], listener).await;
+    // Created before the member runs (this test's runtime is single-threaded):
+    // one watcher synced at the member's old revision, one replaying from 1.
+    let session = restarted.server.watch_session();
+    session.create(&watch_prefix("k", 0, false));
+    session.create(&watch_prefix("k", 1, true));
+    let mut received = Vec::new();
+    watch_until(&session, &mut received, |r| {
+        r.iter().filter(|r| r.created).count() == 2
+    })
+    .await;
+    let (live_id, replay_id) = (received[0].watch_id, received[1].watch_id);
+    let created_at = received[0].header.as_ref().map_or(0, |h| h.revision);
+    for i in 40..45 {
+        live.put(put(&format!("k{}", i % 10), &format!("v{i}")))
+            .await
+            .expect("put");
+    }
+    watch_until(&session, &mut received, |r| {
+        watch_events(r, replay_id).len() >= 45
+            && watch_events(r, live_id)
+                .last()
+                .is_some_and(|e| e.0 == "v44")
+    })
+    .await;
+    assert!(
+        restarted
+            .server
+            .metrics()
+            .snapshots_installed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1,
+        "the follower caught up by snapshot"
+    );
+    let replayed = watch_events(&received, replay_id);
+    assert_complete(&replayed, 0, 44);
+    for (i, e) in replayed.iter().enumerate() {
+        let prev = (i >= 10).then(|| format!("v{}", i - 10));
+        assert_eq!(e.2, prev, "prev_kv of v{i}");
+    }
+    // The watcher that was synced when the snapshot replaced the store got
+    // every write after its creation revision, from history then live.
+    let synced = watch_events(&received, live_id);
+    let first = replayed
+        .iter()
+        .position(|e| e.1 > created_at)
+        .expect("writes after the watcher's creation");
+    assert!(created_at < replayed[40].1, "created before catching up");
+    assert_complete(&synced, first, 44);
 }

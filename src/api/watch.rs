@@ -1,0 +1,142 @@
+//! etcd's Watch service: `Watch(stream WatchRequest) returns (stream
+//! WatchResponse)`, served by the member the client talks to (leader or
+//! follower alike: events come from this member's applied state).
+//!
+//! Each call gets a task and a `WatchSession` on the member's hub. The task
+//! reads create / cancel / progress requests (only while the session's queue
+//! has room: backpressure instead of unbounded buffering), sends the queued
+//! responses through a small channel, runs catch-up reads for watchers behind
+//! the current revision, and ticks the progress-notify timer. It ends — and
+//! the session with its watchers goes away — when the client goes away, the
+//! client's request stream fails, or the member stops. A client that only
+//! half-closes its request stream keeps receiving events, as with etcd.
+//!
+//! Streams opened with etcd's `hasleader` metadata (etcdctl and clientv3's
+//! `WithRequireLeader`) are refused, and later ended, with `etcdserver: no
+//! leader` when the member has no leader, as etcd does.
+//! Tests: `tests/watch_interop.rs` (real etcdctl, etcd 3.4 as the oracle),
+//! `src/server/tests.rs`; the hub's own tests in `src/watch/`.
+
+use std::pin::Pin;
+
+use cairn_proto::etcdserverpb::watch_request::RequestUnion;
+use cairn_proto::etcdserverpb::watch_server::Watch;
+use cairn_proto::etcdserverpb::{WatchRequest, WatchResponse};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::status_of;
+use crate::server::{Server, ServerError, WatchSession};
+
+/// Responses in flight between a stream's task and gRPC.
+const OUTBOUND_BUFFER: usize = 16;
+
+/// etcd gives up on a require-leader stream after this many leader checks
+/// (one per election timeout) find no leader.
+const MAX_LEADERLESS_CHECKS: u32 = 3;
+
+/// The gRPC metadata key clients set to require a leader (etcd's
+/// `rpctypes.MetadataRequireLeaderKey`).
+const REQUIRE_LEADER_KEY: &str = "hasleader";
+
+type ResponseStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
+
+/// The Watch service.
+#[derive(Clone)]
+pub struct WatchService(pub Server);
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = ResponseStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let require_leader = request
+            .metadata()
+            .get(REQUIRE_LEADER_KEY)
+            .is_some_and(|v| v.as_bytes() == b"true");
+        if require_leader && self.0.leader().is_none() {
+            return Err(status_of(ServerError::NoLeader));
+        }
+        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let session = self.0.watch_session();
+        tokio::spawn(serve(session, request.into_inner(), tx, require_leader));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+fn handle(session: &WatchSession, req: WatchRequest) {
+    match req.request_union {
+        Some(RequestUnion::CreateRequest(c)) => session.create(&c),
+        Some(RequestUnion::CancelRequest(c)) => session.cancel(c.watch_id),
+        Some(RequestUnion::ProgressRequest(_)) => session.request_progress(),
+        // As etcd: an empty or unknown request does not end the stream.
+        None => {}
+    }
+}
+
+/// Serves one Watch stream until the client or the member goes away.
+async fn serve(
+    session: WatchSession,
+    mut inbound: Streaming<WatchRequest>,
+    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+    require_leader: bool,
+) {
+    let progress_every = session.progress_notify_interval();
+    let mut next_progress = Instant::now() + progress_every;
+    let leader_every = session.leader_check_interval();
+    let mut next_leader_check = Instant::now() + leader_every;
+    let mut leaderless = 0;
+    let mut reading = true;
+    loop {
+        for resp in session.take() {
+            if tx.send(Ok(resp)).await.is_err() {
+                return;
+            }
+        }
+        let caught_up = match session.catch_up() {
+            Ok(changed) => changed,
+            Err(e) => {
+                let _ = tx.send(Err(status_of(e))).await;
+                return;
+            }
+        };
+        let more = caught_up || session.has_output();
+        let accept = reading && session.accepts_requests();
+        tokio::select! {
+            // Fixed priorities keep the simulation deterministic; requests
+            // come before more output so a cancel is not starved by events.
+            biased;
+            _ = tx.closed() => return,
+            _ = session.stopped() => {
+                let _ = tx.send(Err(status_of(ServerError::Stopped))).await;
+                return;
+            }
+            msg = inbound.message(), if accept => match msg {
+                Ok(Some(req)) => handle(&session, req),
+                Ok(None) => reading = false,
+                Err(_) => return,
+            },
+            _ = tokio::time::sleep_until(next_progress) => {
+                next_progress = Instant::now() + progress_every;
+                session.progress_tick();
+            }
+            _ = tokio::time::sleep_until(next_leader_check), if require_leader => {
+                next_leader_check = Instant::now() + leader_every;
+                leaderless = if session.has_leader() { 0 } else { leaderless + 1 };
+                if leaderless >= MAX_LEADERLESS_CHECKS {
+                    let _ = tx.send(Err(status_of(ServerError::NoLeader))).await;
+                    return;
+                }
+            }
+            _ = std::future::ready(()), if more => {}
+            _ = session.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,982 @@
+//! `WatchHub`: every watcher of a member, grouped by stream, and what each
+//! stream has to send.
+//!
+//! A watcher is *synced* when every matching event up to the hub's revision
+//! is queued for it: it sits in the synced index and `notify` hands it each
+//! new revision's events. Otherwise it is *unsynced* — created at an older
+//! start revision, set aside because its stream's queue was full (etcd's
+//! victim), because it wants `prev_kv` and the store did not compute it, or
+//! because the store was replaced by a snapshot — and catches up from MVCC
+//! history one bounded step at a time until it reaches the hub's revision.
+//!
+//! Invariants (`check_invariants`):
+//! - a watcher is in the synced index iff it is synced, and in its stream's
+//!   `unsynced` set iff it is not;
+//! - every matching event with revision < `next_rev` has been queued for the
+//!   watcher (or it was created later than that revision), none with a
+//!   higher revision: delivery is in order, without gaps or duplicates;
+//! - a stream's `queued_bytes` is the sum of its queue's sizes; events are
+//!   queued only while the queue is within its limits (or empty), control
+//!   responses always (the API stops reading requests while it is full).
+//!
+//! The caller must call `notify` for every revision in order, after the
+//! store applied it, and `reset` when the store is replaced.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use cairn_proto::etcdserverpb::watch_create_request::FilterType;
+use cairn_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
+use cairn_proto::mvccpb::{event::EventType, Event};
+use prost::Message as _;
+
+use super::{fragment, WatchError};
+use crate::mvcc::{KeyRange, MvccError, MvccStore, Revision};
+
+/// One gRPC Watch stream of the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId(pub u64);
+
+/// A watcher's id, unique within its stream (etcd's int64 `watch_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WatchId(pub i64);
+
+/// The watch id of responses that belong to no watcher: failed creates and
+/// answers to a stream's progress request (etcd's `InvalidWatchID`).
+pub const PROGRESS_WATCH_ID: WatchId = WatchId(-1);
+
+type WatcherKey = (StreamId, WatchId);
+
+/// Limits of the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubConfig {
+    /// Responses a stream may have queued before its watchers' new events
+    /// are set aside for a later catch-up.
+    pub max_queued_responses: usize,
+    /// Bytes (encoded responses) a stream may have queued, likewise.
+    pub max_queued_bytes: usize,
+    /// Revisions one catch-up step reads from history at most.
+    pub catch_up_revisions: i64,
+    /// etcd's `--max-request-bytes`: a `fragment` watcher's responses are split above it.
+    pub max_response_bytes: usize,
+}
+
+impl HubConfig {
+    /// The limits a member uses.
+    pub fn new(max_request_bytes: usize) -> HubConfig {
+        HubConfig {
+            max_queued_responses: 4096,
+            max_queued_bytes: 4 * 1024 * 1024,
+            // etcd's watchBatchMaxRevs.
+            catch_up_revisions: 1000,
+            max_response_bytes: max_request_bytes,
+        }
+    }
+}
+
+/// One catch-up step of a stream: read the history of `[from, to]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatchUp {
+    pub stream: StreamId,
+    pub from: i64,
+    pub to: i64,
+    /// Whether some watcher to be served wants `prev_kv`.
+    pub prev_kv: bool,
+    /// The reader may stop early (at a revision boundary) past this many event bytes.
+    pub max_bytes: usize,
+}
+
+/// What the caller read from the store for a `CatchUp`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistoryRead {
+    /// Every event with revision in `[plan.from, to]`, in order; `to` ≤ `plan.to`.
+    Events {
+        to: i64,
+        events: Vec<Event>,
+        /// The store's compact revision at the read (0: never compacted).
+        compact_revision: i64,
+    },
+    /// The history at `plan.from` is compacted.
+    Compacted { compact_revision: i64 },
+}
+
+/// Revisions read per `events_between` call by `read_history`, so a read
+/// can stop soon after `max_bytes` without loading a whole window.
+const READ_WINDOW: i64 = 16;
+
+/// Performs `plan`'s read on `store` (hold the store's read lock around it).
+pub fn read_history(store: &MvccStore, plan: &CatchUp) -> Result<HistoryRead, MvccError> {
+    let compact_revision = store.compact_revision().map_or(0, |c| c.0);
+    let last = plan.to.min(store.current_revision().0);
+    let mut events = Vec::new();
+    let mut bytes = 0usize;
+    let mut read_to = plan.from - 1;
+    let mut from = plan.from;
+    while from <= last {
+        let to = last.min(from.saturating_add(READ_WINDOW - 1));
+        match store.events_between(Revision(from), Revision(to), plan.prev_kv) {
+            Ok(evs) => {
+                bytes += evs.iter().map(prost::Message::encoded_len).sum::<usize>();
+                events.extend(evs);
+                read_to = to;
+            }
+            Err(MvccError::Compacted) => return Ok(HistoryRead::Compacted { compact_revision }),
+            Err(e) => return Err(e),
+        }
+        if bytes >= plan.max_bytes {
+            break;
+        }
+        from = to + 1;
+    }
+    Ok(HistoryRead::Events {
+        to: read_to,
+        events,
+        compact_revision,
+    })
+}
+
+#[derive(Debug, Clone)]
+struct Watcher {
+    range: KeyRange,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    progress_notify: bool,
+    fragment: bool,
+    /// The first revision the watcher asked for (≥ 1).
+    start_rev: i64,
+    /// Every matching event below it is queued; the next one queued is at or above it.
+    next_rev: i64,
+    synced: bool,
+    /// Created behind the hub's revision and not yet advanced or set aside:
+    /// its first read may start exactly at the compact revision (etcd then
+    /// serves what compaction kept there). A watcher that already received
+    /// history is cancelled instead, so it never silently misses events.
+    fresh: bool,
+    /// etcd's progress flag: no events queued since the last progress tick.
+    progress_due: bool,
+}
+
+impl Watcher {
+    fn from_request(req: &WatchCreateRequest, revision: i64) -> Result<Watcher, WatchError> {
+        // etcd: an empty key is "\0", the smallest key.
+        let key = if req.key.is_empty() {
+            vec![0]
+        } else {
+            req.key.clone()
+        };
+        let range = match req.range_end.as_slice() {
+            [] => KeyRange::Single(key),
+            [0] => KeyRange::Span {
+                start: key,
+                end: None,
+            },
+            end if key.as_slice() >= end => return Err(WatchError::EmptyRange),
+            end => KeyRange::Span {
+                start: key,
+                end: Some(end.to_vec()),
+            },
+        };
+        let start_rev = match req.start_revision {
+            0 => revision + 1,
+            r => r.max(1),
+        };
+        let synced = start_rev > revision;
+        Ok(Watcher {
+            range,
+            no_put: req.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: req.filters.contains(&(FilterType::Nodelete as i32)),
+            prev_kv: req.prev_kv,
+            progress_notify: req.progress_notify,
+            fragment: req.fragment,
+            start_rev,
+            next_rev: start_rev,
+            synced,
+            fresh: !synced,
+            progress_due: true,
+        })
+    }
+
+    /// Whether the watcher receives `ev` (its key is in range; not filtered).
+    fn wants(&self, ev: &Event) -> bool {
+        let filtered = if ev.r#type == EventType::Delete as i32 {
+            self.no_delete
+        } else {
+            self.no_put
+        };
+        !filtered && self.range.contains(event_key(ev))
+    }
+
+    /// `ev` as this watcher receives it.
+    fn shape(&self, ev: &Event) -> Event {
+        let mut ev = ev.clone();
+        if !self.prev_kv {
+            ev.prev_kv = None;
+        }
+        ev
+    }
+
+    /// Cancelled rather than served when the store is compacted at `compact`.
+    fn compacted_away(&self, compact: i64) -> bool {
+        compact > 0 && (self.next_rev < compact || (self.next_rev == compact && !self.fresh))
+    }
+}
+
+fn event_key(ev: &Event) -> &[u8] {
+    ev.kv.as_ref().map_or(&[], |kv| kv.key.as_slice())
+}
+
+fn event_revision(ev: &Event) -> i64 {
+    ev.kv.as_ref().map_or(0, |kv| kv.mod_revision)
+}
+
+#[derive(Debug)]
+struct Queued {
+    response: WatchResponse,
+    bytes: usize,
+    fragment: bool,
+}
+
+#[derive(Debug, Default)]
+struct Stream {
+    watchers: BTreeMap<WatchId, Watcher>,
+    /// The next id to try for a watcher created without one (etcd starts at 0).
+    next_auto_id: i64,
+    /// The watchers that are not synced.
+    unsynced: BTreeSet<WatchId>,
+    queue: VecDeque<Queued>,
+    /// Sum of `queue[..].bytes`.
+    queued_bytes: usize,
+    /// A progress request waits for every watcher of the stream to be synced.
+    progress_deferred: bool,
+}
+
+impl Stream {
+    fn push(&mut self, response: WatchResponse, fragment: bool) {
+        let bytes = response.encoded_len();
+        self.queued_bytes += bytes;
+        self.queue.push_back(Queued {
+            response,
+            bytes,
+            fragment,
+        });
+    }
+
+    /// Whether `bytes` more of events may be queued now.
+    fn has_room(&self, config: &HubConfig, bytes: usize) -> bool {
+        self.queue.is_empty()
+            || (self.queue.len() < config.max_queued_responses
+                && self.queued_bytes + bytes <= config.max_queued_bytes)
+    }
+
+    fn is_full(&self, config: &HubConfig) -> bool {
+        self.queue.len() >= config.max_queued_responses
+            || self.queued_bytes >= config.max_queued_bytes
+    }
+
+    /// Catch-up reads only while the queue is at most half full, so what
+    /// they produce fits and the consumer has something to drain meanwhile.
+    fn can_catch_up(&self, config: &HubConfig) -> bool {
+        self.queue.len() <= config.max_queued_responses / 2
+            && self.queued_bytes <= config.max_queued_bytes / 2
+    }
+
+    fn assign_id(&mut self, requested: i64) -> Result<WatchId, WatchError> {
+        if requested != 0 {
+            return match self.watchers.contains_key(&WatchId(requested)) {
+                true => Err(WatchError::DuplicateId),
+                false => Ok(WatchId(requested)),
+            };
+        }
+        while self.watchers.contains_key(&WatchId(self.next_auto_id)) {
+            self.next_auto_id += 1;
+        }
+        let id = WatchId(self.next_auto_id);
+        self.next_auto_id += 1;
+        Ok(id)
+    }
+
+    fn all_synced(&self) -> bool {
+        self.unsynced.is_empty()
+    }
+}
+
+/// The synced watchers, indexed for `notify`.
+#[derive(Debug, Default)]
+struct SyncedIndex {
+    /// Single-key watchers by key.
+    keys: BTreeMap<Vec<u8>, BTreeSet<WatcherKey>>,
+    /// Range watchers (scanned per event).
+    ranges: BTreeMap<WatcherKey, KeyRange>,
+}
+
+impl SyncedIndex {
+    fn insert(&mut self, w: WatcherKey, range: &KeyRange) {
+        match range {
+            KeyRange::Single(k) => {
+                self.keys.entry(k.clone()).or_default().insert(w);
+            }
+            span => {
+                self.ranges.insert(w, span.clone());
+            }
+        }
+    }
+
+    fn remove(&mut self, w: WatcherKey, range: &KeyRange) {
+        match range {
+            KeyRange::Single(k) => {
+                if let Some(set) = self.keys.get_mut(k) {
+                    set.remove(&w);
+                    if set.is_empty() {
+                        self.keys.remove(k);
+                    }
+                }
+            }
+            _ => {
+                self.ranges.remove(&w);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.ranges.is_empty()
+    }
+
+    fn contains(&self, w: WatcherKey, range: &KeyRange) -> bool {
+        match range {
+            KeyRange::Single(k) => self.keys.get(k).is_some_and(|s| s.contains(&w)),
+            _ => self.ranges.get(&w) == Some(range),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.keys.values().map(BTreeSet::len).sum::<usize>() + self.ranges.len()
+    }
+
+    /// For each synced watcher whose range holds a key of `events`: the
+    /// indices of those events, ascending.
+    fn matches(&self, events: &[Event]) -> BTreeMap<WatcherKey, Vec<usize>> {
+        let mut out: BTreeMap<WatcherKey, Vec<usize>> = BTreeMap::new();
+        for (i, ev) in events.iter().enumerate() {
+            let key = event_key(ev);
+            if let Some(ws) = self.keys.get(key) {
+                for w in ws {
+                    out.entry(*w).or_default().push(i);
+                }
+            }
+            for (w, range) in &self.ranges {
+                if range.contains(key) {
+                    out.entry(*w).or_default().push(i);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Every watcher of a member (module docs).
+#[derive(Debug)]
+pub struct WatchHub {
+    config: HubConfig,
+    /// The newest revision `notify` (or `reset`) reported.
+    revision: i64,
+    streams: BTreeMap<StreamId, Stream>,
+    next_stream_id: u64,
+    synced: SyncedIndex,
+    /// Watchers that want `prev_kv` (the store computes it only when > 0).
+    prev_kv_watchers: usize,
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+fn events_response(id: WatchId, revision: i64, events: Vec<Event>) -> WatchResponse {
+    WatchResponse {
+        header: header(revision),
+        watch_id: id.0,
+        events,
+        ..Default::default()
+    }
+}
+
+/// Moves a watcher to the unsynced set; it needs history from `next_rev` on.
+fn set_aside(
+    synced: &mut SyncedIndex,
+    stream_id: StreamId,
+    stream: &mut Stream,
+    id: WatchId,
+    next_rev: i64,
+) {
+    let w = stream
+        .watchers
+        .get_mut(&id)
+        .expect("a watcher set aside exists");
+    if w.synced {
+        synced.remove((stream_id, id), &w.range);
+        w.synced = false;
+    }
+    w.next_rev = w.next_rev.max(next_rev);
+    w.fresh = false;
+    stream.unsynced.insert(id);
+}
+
+fn promote(synced: &mut SyncedIndex, stream_id: StreamId, stream: &mut Stream, id: WatchId) {
+    let w = stream
+        .watchers
+        .get_mut(&id)
+        .expect("a watcher promoted exists");
+    w.synced = true;
+    stream.unsynced.remove(&id);
+    synced.insert((stream_id, id), &w.range);
+}
+
+/// etcd's answer to a stream's progress request, once every watcher of the
+/// stream is synced (a progress response at revision R promises that every
+/// event up to R was sent before it). Returns whether it was answered.
+fn answer_deferred_progress(config: &HubConfig, stream: &mut Stream, revision: i64) -> bool {
+    if !stream.progress_deferred || !stream.all_synced() || stream.is_full(config) {
+        return false;
+    }
+    stream.progress_deferred = false;
+    // As etcd: a stream without watchers gets no answer.
+    if !stream.watchers.is_empty() {
+        stream.push(
+            WatchResponse {
+                header: header(revision),
+                watch_id: PROGRESS_WATCH_ID.0,
+                ..Default::default()
+            },
+            false,
+        );
+        return true;
+    }
+    false
+}
+
+impl WatchHub {
+    /// A hub for a store at `revision`.
+    pub fn new(config: HubConfig, revision: i64) -> WatchHub {
+        WatchHub {
+            config,
+            revision,
+            streams: BTreeMap::new(),
+            next_stream_id: 1,
+            synced: SyncedIndex::default(),
+            prev_kv_watchers: 0,
+        }
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The newest revision the hub knows of.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// Whether any watcher wants `prev_kv` (then the store should compute it).
+    pub fn wants_prev_kv(&self) -> bool {
+        self.prev_kv_watchers > 0
+    }
+
+    pub fn watcher_count(&self) -> usize {
+        self.streams.values().map(|s| s.watchers.len()).sum()
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Watchers currently catching up (created behind or set aside).
+    pub fn unsynced_count(&self) -> usize {
+        self.streams.values().map(|s| s.unsynced.len()).sum()
+    }
+
+    pub fn open_stream(&mut self) -> StreamId {
+        let id = StreamId(self.next_stream_id);
+        self.next_stream_id += 1;
+        self.streams.insert(id, Stream::default());
+        id
+    }
+
+    /// Drops a stream with its watchers and queue (the client went away).
+    pub fn close_stream(&mut self, stream_id: StreamId) {
+        let Some(stream) = self.streams.remove(&stream_id) else {
+            return;
+        };
+        for (id, w) in stream.watchers {
+            if w.synced {
+                self.synced.remove((stream_id, id), &w.range);
+            }
+            if w.prev_kv {
+                self.prev_kv_watchers -= 1;
+            }
+        }
+    }
+
+    /// etcd's create: queues the `created` response (with the new watch id),
+    /// or a `created` + `canceled` one with the reason and watch id -1.
+    pub fn create(
+        &mut self,
+        stream_id: StreamId,
+        req: &WatchCreateRequest,
+    ) -> Result<WatchId, WatchError> {
+        let revision = self.revision;
+        let stream = self
+            .streams
+            .get_mut(&stream_id)
+            .ok_or(WatchError::StreamClosed)?;
+        let made = Watcher::from_request(req, revision)
+            .and_then(|w| stream.assign_id(req.watch_id).map(|id| (id, w)));
+        let (id, w) = match made {
+            Ok(made) => made,
+            Err(e) => {
+                stream.push(
+                    WatchResponse {
+                        header: header(revision),
+                        watch_id: PROGRESS_WATCH_ID.0,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: e.to_string(),
+                        ..Default::default()
+                    },
+                    false,
+                );
+                return Err(e);
+            }
+        };
+        stream.push(
+            WatchResponse {
+                header: header(revision),
+                watch_id: id.0,
+                created: true,
+                ..Default::default()
+            },
+            false,
+        );
+        if w.prev_kv {
+            self.prev_kv_watchers += 1;
+        }
+        if w.synced {
+            self.synced.insert((stream_id, id), &w.range);
+        } else {
+            stream.unsynced.insert(id);
+        }
+        stream.watchers.insert(id, w);
+        Ok(id)
+    }
+
+    /// etcd's cancel: removes the watcher and queues a `canceled` response;
+    /// an unknown id is ignored (no response), as etcd does.
+    pub fn cancel(&mut self, stream_id: StreamId, id: WatchId) -> bool {
+        let revision = self.revision;
+        let Some(stream) = self.streams.get_mut(&stream_id) else {
+            return false;
+        };
+        let Some(w) = stream.watchers.remove(&id) else {
+            return false;
+        };
+        if w.synced {
+            self.synced.remove((stream_id, id), &w.range);
+        }
+        stream.unsynced.remove(&id);
+        if w.prev_kv {
+            self.prev_kv_watchers -= 1;
+        }
+        stream.push(
+            WatchResponse {
+                header: header(revision),
+                watch_id: id.0,
+                canceled: true,
+                ..Default::default()
+            },
+            false,
+        );
+        answer_deferred_progress(&self.config, stream, revision);
+        true
+    }
+
+    /// A client's progress request: answered (watch id -1, the hub's
+    /// revision, no events) as soon as all the stream's watchers are synced.
+    pub fn request_progress(&mut self, stream_id: StreamId) {
+        let revision = self.revision;
+        if let Some(stream) = self.streams.get_mut(&stream_id) {
+            stream.progress_deferred = true;
+            answer_deferred_progress(&self.config, stream, revision);
+        }
+    }
+
+    /// The periodic progress notification (etcd's progress ticker): each
+    /// synced `progress_notify` watcher that got no events since the last
+    /// tick gets an empty response at the hub's revision. Skipped while the
+    /// queue is full (the watcher is then receiving events anyway).
+    pub fn progress_tick(&mut self, stream_id: StreamId) {
+        let revision = self.revision;
+        let Some(stream) = self.streams.get_mut(&stream_id) else {
+            return;
+        };
+        let mut due = Vec::new();
+        for (id, w) in stream
+            .watchers
+            .iter_mut()
+            .filter(|(_, w)| w.progress_notify)
+        {
+            if w.progress_due && w.synced {
+                due.push(*id);
+            }
+            w.progress_due = true;
+        }
+        for id in due {
+            if stream.is_full(&self.config) {
+                break;
+            }
+            stream.push(events_response(id, revision, Vec::new()), false);
+        }
+    }
+
+    /// The events of a newly applied `revision` (all of them, in order).
+    /// `prev_kv_filled` says whether the store computed `prev_kv` for them.
+    /// Returns the streams that have something new to do.
+    pub fn notify(
+        &mut self,
+        revision: i64,
+        events: &[Event],
+        prev_kv_filled: bool,
+    ) -> Vec<StreamId> {
+        self.revision = self.revision.max(revision);
+        let mut woken = BTreeSet::new();
+        if self.synced.is_empty() || events.is_empty() {
+            return Vec::new();
+        }
+        for ((stream_id, id), idxs) in self.synced.matches(events) {
+            let Some(stream) = self.streams.get_mut(&stream_id) else {
+                continue;
+            };
+            let Some(w) = stream.watchers.get_mut(&id) else {
+                continue;
+            };
+            if revision < w.next_rev {
+                continue; // delivered from history already, or starts later
+            }
+            let evs: Vec<Event> = idxs
+                .iter()
+                .map(|i| &events[*i])
+                .filter(|e| w.wants(e))
+                .map(|e| w.shape(e))
+                .collect();
+            if evs.is_empty() {
+                w.next_rev = revision + 1;
+                continue;
+            }
+            woken.insert(stream_id);
+            if w.prev_kv && !prev_kv_filled {
+                set_aside(&mut self.synced, stream_id, stream, id, revision);
+                continue;
+            }
+            let fragment = w.fragment;
+            let resp = events_response(id, revision, evs);
+            if stream.has_room(&self.config, resp.encoded_len()) {
+                let w = stream
+                    .watchers
+                    .get_mut(&id)
+                    .expect("matched watcher exists");
+                w.next_rev = revision + 1;
+                w.progress_due = false;
+                stream.push(resp, fragment);
+            } else {
+                set_aside(&mut self.synced, stream_id, stream, id, revision);
+            }
+        }
+        woken.into_iter().collect()
+    }
+
+    /// The store was replaced (snapshot install) and is now at `revision`:
+    /// every synced watcher catches up from history from its next revision.
+    /// Returns the streams with watchers.
+    pub fn reset(&mut self, revision: i64) -> Vec<StreamId> {
+        let before = self.revision;
+        self.revision = revision;
+        let mut woken = Vec::new();
+        for (stream_id, stream) in &mut self.streams {
+            let synced: Vec<WatchId> = stream
+                .watchers
+                .iter()
+                .filter(|(_, w)| w.synced)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in synced {
+                set_aside(&mut self.synced, *stream_id, stream, id, before + 1);
+            }
+            if !stream.watchers.is_empty() {
+                woken.push(*stream_id);
+            }
+        }
+        woken
+    }
+
+    /// The next history read `stream` needs, if any and if its queue has
+    /// room. Watchers already caught up are moved to synced first.
+    pub fn catch_up_plan(&mut self, stream_id: StreamId) -> Option<CatchUp> {
+        let revision = self.revision;
+        let stream = self.streams.get_mut(&stream_id)?;
+        let ready: Vec<WatchId> = stream
+            .unsynced
+            .iter()
+            .filter(|id| stream.watchers[*id].next_rev > revision)
+            .copied()
+            .collect();
+        for id in ready {
+            promote(&mut self.synced, stream_id, stream, id);
+        }
+        answer_deferred_progress(&self.config, stream, revision);
+        if !stream.can_catch_up(&self.config) {
+            return None;
+        }
+        let from = stream
+            .unsynced
+            .iter()
+            .map(|id| stream.watchers[id].next_rev)
+            .min()?;
+        let to = revision.min(from.saturating_add(self.config.catch_up_revisions - 1));
+        let prev_kv = stream.unsynced.iter().any(|id| {
+            let w = &stream.watchers[id];
+            w.prev_kv && w.next_rev <= to
+        });
+        Some(CatchUp {
+            stream: stream_id,
+            from,
+            to,
+            prev_kv,
+            max_bytes: self.config.max_queued_bytes / 2,
+        })
+    }
+
+    /// Applies what was read for `plan`: cancels the watchers whose history
+    /// is compacted (with etcd's `compact_revision`), queues the rest their
+    /// events of whole revisions as far as the queue allows, and moves the
+    /// caught-up ones to synced. Returns whether anything changed.
+    pub fn finish_catch_up(&mut self, plan: &CatchUp, read: HistoryRead) -> bool {
+        let revision = self.revision;
+        let config = &self.config;
+        let Some(stream) = self.streams.get_mut(&plan.stream) else {
+            return false;
+        };
+        let (to, events, compact) = match read {
+            HistoryRead::Compacted { compact_revision } => {
+                (plan.from - 1, Vec::new(), compact_revision)
+            }
+            HistoryRead::Events {
+                to,
+                events,
+                compact_revision,
+            } => (to.min(plan.to), events, compact_revision),
+        };
+        let mut changed = false;
+        let ids: Vec<WatchId> = stream.unsynced.iter().copied().collect();
+        for id in &ids {
+            if stream.watchers[id].compacted_away(compact) {
+                let w = stream.watchers.remove(id).expect("unsynced watcher exists");
+                stream.unsynced.remove(id);
+                if w.prev_kv {
+                    self.prev_kv_watchers -= 1;
+                }
+                // As etcd: no revision in the header, canceled, compact_revision.
+                stream.push(
+                    WatchResponse {
+                        header: header(0),
+                        watch_id: id.0,
+                        canceled: true,
+                        compact_revision: compact,
+                        ..Default::default()
+                    },
+                    false,
+                );
+                changed = true;
+            }
+        }
+        if to >= plan.from {
+            let by_revision = group_by_revision(&events);
+            for id in &ids {
+                let Some(w) = stream.watchers.get(id) else {
+                    continue;
+                };
+                if w.synced
+                    || w.next_rev < plan.from
+                    || w.next_rev > to
+                    || (w.prev_kv && !plan.prev_kv)
+                {
+                    continue;
+                }
+                changed |=
+                    deliver_history(config, stream, *id, &events, &by_revision, to, revision);
+            }
+        }
+        for id in ids {
+            if stream
+                .watchers
+                .get(&id)
+                .is_some_and(|w| w.next_rev > revision)
+            {
+                promote(&mut self.synced, plan.stream, stream, id);
+                changed = true;
+            }
+        }
+        answer_deferred_progress(config, stream, revision);
+        changed
+    }
+
+    /// Whether `stream` has responses queued.
+    pub fn has_output(&self, stream_id: StreamId) -> bool {
+        self.streams
+            .get(&stream_id)
+            .is_some_and(|s| !s.queue.is_empty())
+    }
+
+    /// Whether the API should read more requests of `stream` (its queue is
+    /// not full: every request queues at most one response).
+    pub fn accepts_requests(&self, stream_id: StreamId) -> bool {
+        self.streams
+            .get(&stream_id)
+            .is_some_and(|s| !s.is_full(&self.config))
+    }
+
+    /// Removes up to `max` queued responses of `stream` (fragmented where the
+    /// watcher asked for it; fragments of one response are never separated).
+    pub fn take(&mut self, stream_id: StreamId, max: usize) -> Vec<WatchResponse> {
+        let mut out = Vec::new();
+        let Some(stream) = self.streams.get_mut(&stream_id) else {
+            return out;
+        };
+        while out.len() < max {
+            let Some(q) = stream.queue.pop_front() else {
+                break;
+            };
+            stream.queued_bytes -= q.bytes;
+            if q.fragment {
+                out.extend(fragment(q.response, self.config.max_response_bytes));
+            } else {
+                out.push(q.response);
+            }
+        }
+        out
+    }
+
+    /// Verifies the invariants (module docs); panics with context.
+    pub fn check_invariants(&self) {
+        let mut synced_count = 0;
+        let mut prev_kv = 0;
+        for (stream_id, stream) in &self.streams {
+            let bytes: usize = stream.queue.iter().map(|q| q.bytes).sum();
+            assert_eq!(
+                bytes, stream.queued_bytes,
+                "stream {stream_id:?} byte count"
+            );
+            for (id, w) in &stream.watchers {
+                let key = (*stream_id, *id);
+                assert_eq!(
+                    self.synced.contains(key, &w.range),
+                    w.synced,
+                    "watcher {key:?} synced flag vs index"
+                );
+                assert_eq!(
+                    stream.unsynced.contains(id),
+                    !w.synced,
+                    "watcher {key:?} synced flag vs unsynced set"
+                );
+                assert!(
+                    w.next_rev >= w.start_rev,
+                    "watcher {key:?} before its start"
+                );
+                assert!(!(w.fresh && w.synced), "watcher {key:?} fresh but synced");
+                synced_count += usize::from(w.synced);
+                prev_kv += usize::from(w.prev_kv);
+            }
+            assert!(
+                stream
+                    .unsynced
+                    .iter()
+                    .all(|id| stream.watchers.contains_key(id)),
+                "stream {stream_id:?} lists an unknown unsynced watcher"
+            );
+        }
+        assert_eq!(synced_count, self.synced.len(), "synced index size");
+        assert_eq!(prev_kv, self.prev_kv_watchers, "prev_kv watcher count");
+    }
+}
+
+/// `(revision, index range)` of each revision's events in `events`.
+fn group_by_revision(events: &[Event]) -> Vec<(i64, std::ops::Range<usize>)> {
+    let mut out: Vec<(i64, std::ops::Range<usize>)> = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        let rev = event_revision(ev);
+        match out.last_mut() {
+            Some((r, range)) if *r == rev => range.end = i + 1,
+            _ => out.push((rev, i..i + 1)),
+        }
+    }
+    out
+}
+
+/// Queues for unsynced watcher `id` its events from `next_rev` through `to`,
+/// whole revisions only, as far as the queue has room. Returns whether the
+/// watcher advanced.
+fn deliver_history(
+    config: &HubConfig,
+    stream: &mut Stream,
+    id: WatchId,
+    events: &[Event],
+    by_revision: &[(i64, std::ops::Range<usize>)],
+    to: i64,
+    revision: i64,
+) -> bool {
+    let w = stream.watchers.get(&id).expect("watcher exists");
+    let mut batch: Vec<Event> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let mut next = to + 1;
+    for (rev, range) in by_revision {
+        if *rev < w.next_rev {
+            continue;
+        }
+        let add: Vec<Event> = events[range.clone()]
+            .iter()
+            .filter(|e| w.wants(e))
+            .map(|e| w.shape(e))
+            .collect();
+        if add.is_empty() {
+            continue;
+        }
+        let add_bytes: usize = add.iter().map(|e| e.encoded_len() + 4).sum();
+        // The first revision goes whenever events may be queued at all (an
+        // empty queue takes any size); later ones only within the limits.
+        let fits = match batch.is_empty() {
+            true => stream.has_room(config, add_bytes),
+            false => {
+                stream.queue.len() < config.max_queued_responses
+                    && stream.queued_bytes + batch_bytes + add_bytes <= config.max_queued_bytes
+            }
+        };
+        if !fits {
+            next = *rev;
+            break;
+        }
+        batch.extend(add);
+        batch_bytes += add_bytes;
+    }
+    let advanced = next > w.next_rev;
+    let fragment = w.fragment;
+    let w = stream.watchers.get_mut(&id).expect("watcher exists");
+    if advanced {
+        w.next_rev = next;
+        w.fresh = false;
+    }
+    if !batch.is_empty() {
+        w.progress_due = false;
+        // As etcd: a catch-up response carries the current revision.
+        stream.push(events_response(id, revision, batch), fragment);
+    }
+    advanced
+}
