@@ -91,6 +91,9 @@ fn member_args(spec: &ClusterSpec, i: usize) -> Vec<String> {
         spec.election_ms.to_string(),
         "--snapshot-count".to_owned(),
         spec.snapshot_count.to_string(),
+        // Frequent progress notifications, so watchers vouch for revisions.
+        "--experimental-watch-progress-notify-interval".to_owned(),
+        "1s".to_owned(),
     ]
     .into()
 }

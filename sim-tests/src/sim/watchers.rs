@@ -132,7 +132,8 @@ pub async fn run_watcher(
         let max = shared.max_seen.load(Ordering::SeqCst) as i64;
         let start_revision = match resume_from {
             Some(r) if rng.random_bool(0.7) => r,
-            _ => rng.random_range(1..=max.max(1) + 1),
+            // Mostly recent history (older starts are mostly compacted away).
+            _ => (max + 1 - rng.random_range(0..60)).max(1),
         };
         let mut seg = Segment {
             watcher: id,
@@ -148,7 +149,7 @@ pub async fn run_watcher(
         let lifetime = Duration::from_millis(rng.random_range(500..6000));
         watch_segment(&mut seg, lifetime, &stop).await;
         // Resume only where this segment vouched for everything before.
-        if seg.created && seg.range_end == "\0" {
+        if seg.created {
             resume_from = Some(seg.vouched_until() + 1);
         }
         log.segments.lock().expect("watch log lock").push(seg);
