@@ -184,9 +184,13 @@ async fn lease_keep_alive_stream_keeps_the_key_and_expiry_removes_it() {
     let mut c = client(&p).await;
     let lease = c.lease_grant(2, None).await.expect("grant");
     assert_eq!(lease.ttl(), 2);
-    c.put("/svc/x", "up", Some(PutOptions::new().with_lease(lease.id())))
-        .await
-        .expect("put with lease");
+    c.put(
+        "/svc/x",
+        "up",
+        Some(PutOptions::new().with_lease(lease.id())),
+    )
+    .await
+    .expect("put with lease");
 
     // Keep it alive for longer than its TTL over one stream.
     let (mut keeper, mut responses) = c.lease_keep_alive(lease.id()).await.expect("keep-alive");
@@ -209,9 +213,68 @@ async fn lease_keep_alive_stream_keeps_the_key_and_expiry_removes_it() {
     drop(responses);
     let deadline = std::time::Instant::now() + Duration::from_secs(6);
     while !c.get("/svc/x", None).await.expect("get").kvs().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the key outlived its lease");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key outlived its lease"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let gone = c.lease_time_to_live(lease.id(), None).await.expect("ttl");
     assert_eq!(gone.ttl(), -1, "an expired lease is not found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_stream_replays_history_then_delivers_live_events_with_prev_kv() {
+    use etcd_client::{EventType, WatchOptions};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = start_cairn(dir.path());
+    let mut c = client(&p).await;
+    let first = c.put("/cfg/a", "1", None).await.expect("put");
+    let rev = first.header().expect("header").revision();
+    c.put("/cfg/a", "2", None).await.expect("put");
+    c.put("/other", "x", None)
+        .await
+        .expect("put outside the prefix");
+
+    // From the first put's revision: history first, then live changes.
+    let mut stream = c
+        .watch(
+            "/cfg/",
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(rev)
+                    .with_prev_key(),
+            ),
+        )
+        .await
+        .expect("watch");
+    c.delete("/cfg/a", None).await.expect("delete");
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let resp = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("events within 5 s")
+            .expect("watch stream")
+            .expect("stream open");
+        for e in resp.events() {
+            let kv = e.kv().expect("kv");
+            seen.push((
+                e.event_type(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+                kv.mod_revision(),
+                e.prev_kv()
+                    .map(|p| String::from_utf8_lossy(p.value()).into_owned()),
+            ));
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (EventType::Put, "1".into(), rev, None),
+            (EventType::Put, "2".into(), rev + 1, Some("1".into())),
+            (EventType::Delete, String::new(), rev + 3, Some("2".into())),
+        ]
+    );
 }

@@ -338,6 +338,29 @@ fn registered_service_key_lives_while_kept_alive_and_vanishes_one_ttl_after_the_
         "OK\n"
     );
 
+    // A consumer lists the instances, then watches for changes after that
+    // listing (`--rev` = the listing's revision + 1), as service discovery does.
+    let listing = ctl_ok(&ep, &["get", "/services/x/", "--prefix", "-w", "fields"]);
+    assert!(
+        listing.contains("\"Value\" : \"10.0.0.1:8080\""),
+        "{listing}"
+    );
+    let rev: i64 = listing
+        .lines()
+        .find(|l| l.starts_with("\"Revision\""))
+        .and_then(|l| l.split(" : ").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the listing's revision");
+    let watcher = spawn_ctl(
+        &ep,
+        &[
+            "watch".into(),
+            "/services/x/".into(),
+            "--prefix".into(),
+            format!("--rev={}", rev + 1),
+        ],
+    );
+
     // The instance keeps its lease alive in the background: the key stays
     // for well over two TTLs.
     let mut keeper = spawn_ctl(&ep, &["lease".into(), "keep-alive".into(), id.clone()]);
@@ -390,6 +413,10 @@ fn registered_service_key_lives_while_kept_alive_and_vanishes_one_ttl_after_the_
     assert_eq!(ttl, format!("lease {id} already expired\n"));
     let list = ctl_ok(&ep, &["lease", "list"]);
     assert_eq!(list, "found 0 leases\n");
+    // The consumer saw the instance go away, and nothing else.
+    let (seen, _, _) = wait_output(watcher, Duration::from_secs(1));
+    let lines: Vec<&str> = seen.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines, ["DELETE", key], "the watcher's output: {seen:?}");
 }
 
 #[test]
