@@ -73,6 +73,21 @@ impl Clients {
             .expect("lease revoke");
     }
 
+    /// The create revision of `key`, if it exists.
+    async fn create_revision(&mut self, key: &[u8]) -> Option<i64> {
+        self.kv
+            .range(RangeRequest {
+                key: key.to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("range")
+            .into_inner()
+            .kvs
+            .first()
+            .map(|kv| kv.create_revision)
+    }
+
     /// Keys under `prefix` with their create revisions.
     async fn keys(&mut self, prefix: &str) -> Vec<(String, i64)> {
         let mut end = prefix.as_bytes().to_vec();
@@ -488,18 +503,19 @@ async fn lock_waiter_acquires_when_the_holders_lease_is_revoked() {
     assert!(rev(&b.header) >= keys[0].1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_lockers_hold_one_at_a_time_with_growing_fencing_tokens() {
+/// `LOCKERS` clients, each on its own lease and spread over `members`, take
+/// one lock `ROUNDS` times each: never two holders at once, and each
+/// holder's fencing token (its key's create revision) exceeds the last.
+async fn contend(members: &[&Proc]) {
     const LOCKERS: usize = 6;
     const ROUNDS: usize = 3;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = start_cairn(dir.path());
     let held = Arc::new(AtomicBool::new(false));
     let last_token = Arc::new(AtomicI64::new(0));
+    let acquired = Arc::new(AtomicI64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..LOCKERS {
-        let mut c = clients(&p).await;
-        let (held, last_token) = (held.clone(), last_token.clone());
+    for i in 0..LOCKERS {
+        let mut c = clients(members[i % members.len()]).await;
+        let (held, last_token, acquired) = (held.clone(), last_token.clone(), acquired.clone());
         tasks.push(tokio::spawn(async move {
             let lease = c.grant(60).await;
             for _ in 0..ROUNDS {
@@ -510,10 +526,11 @@ async fn concurrent_lockers_hold_one_at_a_time_with_growing_fencing_tokens() {
                     .expect("lock")
                     .into_inner();
                 assert!(!held.swap(true, Ordering::SeqCst), "two holders at once");
-                let key = String::from_utf8(resp.key.clone()).expect("utf-8 key");
-                let token = c.keys(&key).await.first().expect("own key").1;
+                let token = c.create_revision(&resp.key).await.expect("own key exists");
                 let before = last_token.swap(token, Ordering::SeqCst);
                 assert!(token > before, "fencing token {token} after {before}");
+                assert!(rev(&resp.header) >= token);
+                acquired.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 held.store(false, Ordering::SeqCst);
                 c.lock
@@ -524,14 +541,47 @@ async fn concurrent_lockers_hold_one_at_a_time_with_growing_fencing_tokens() {
         }));
     }
     for t in tasks {
-        tokio::time::timeout(Duration::from_secs(30), t)
+        tokio::time::timeout(Duration::from_secs(40), t)
             .await
             .expect("lockers finish")
             .expect("locker");
     }
-    assert!(last_token.load(Ordering::SeqCst) > 0);
-    let mut c = clients(&p).await;
+    assert_eq!(acquired.load(Ordering::SeqCst), (LOCKERS * ROUNDS) as i64);
+    let mut c = clients(members[0]).await;
     assert!(c.keys("mutex/").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_lockers_hold_one_at_a_time_with_growing_fencing_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = start_cairn(dir.path());
+    contend(&[&p]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lockers_on_leader_and_followers_of_three_members_exclude_each_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let cluster = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p))| format!("n{i}=http://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let extra = vec![
+        format!("--initial-cluster={cluster}"),
+        "--heartbeat-interval=50".to_owned(),
+        "--election-timeout=500".to_owned(),
+    ];
+    let procs: Vec<Proc> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (c, p))| spawn_cairn(&format!("n{i}"), dir.path(), *c, *p, &extra))
+        .collect();
+    for p in &procs {
+        wait_healthy(p);
+    }
+    contend(&procs.iter().collect::<Vec<_>>()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -573,11 +623,14 @@ async fn cancelled_waits_session(p: &Proc) -> String {
     let mut deadline = tonic::Request::new(lock_req("q", lb));
     deadline.set_timeout(Duration::from_millis(300));
     let err = c.lock.lock(deadline).await.expect_err("B gives up");
+    // The client's deadline, or the server's (tonic: `Cancelled "Timeout
+    // expired"`; etcd: `Unknown "context deadline exceeded"`), whichever
+    // fires first.
     assert!(
         matches!(
             err.code(),
             tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-        ),
+        ) || err.message() == "context deadline exceeded",
         "{err:?}"
     );
     let mut lock_c = LockClient::new(channel(p).await);
