@@ -2,15 +2,21 @@
 //!
 //! Every expected failure becomes etcd's gRPC code and exact message here, in
 //! one place (`status_of`), because clients match on them. Implemented: KV
-//! (all of it), Lease (all of it, `lease.rs`), Watch (`watch.rs`), Maintenance
+//! (all of it), Lease (all of it, `lease.rs`), Watch (`watch.rs`), Lock
+//! (`lock.rs`) and Election (`election.rs`) over the shared recipes of
+//! `concurrency.rs` (their errors: `concurrency_status`), Maintenance
 //! `Status` / `Hash` / `HashKV` / `Alarm` (no alarms are raised yet), Cluster
 //! `MemberList`. Other RPCs answer `Unimplemented` with a message naming what
 //! is missing.
 //! Tests: `tests/etcdctl_interop.rs`, `tests/client_crate.rs`, `tests/bad_input.rs`,
-//! `tests/lease_interop.rs`, `tests/watch_interop.rs`.
+//! `tests/lease_interop.rs`, `tests/watch_interop.rs`, `tests/lock_election.rs`,
+//! `tests/lock_election_interop.rs`.
 
+pub mod concurrency;
+pub mod election;
 pub mod http;
 pub mod lease;
+pub mod lock;
 pub mod watch;
 
 use std::pin::Pin;
@@ -21,11 +27,14 @@ use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServer};
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_proto::etcdserverpb::*;
+use cairn_proto::v3electionpb::election_server::ElectionServer;
+use cairn_proto::v3lockpb::lock_server::LockServer;
 use tonic::{Request, Response, Status};
 
 use crate::lease::LeaseError;
 use crate::mvcc::MvccError;
 use crate::server::{Server, ServerError};
+use concurrency::ConcurrencyError;
 
 /// etcd's gRPC status for each expected failure.
 pub fn status_of(e: ServerError) -> Status {
@@ -62,6 +71,22 @@ pub fn status_of(e: ServerError) -> Status {
         ServerError::RequestTooLarge => (Code::InvalidArgument, e.to_string()),
     };
     Status::new(code, msg)
+}
+
+/// The gRPC status of a Lock or Election failure. etcd's v3lock and
+/// v3election servers return clientv3's errors, which are not gRPC statuses,
+/// so every one reaches the client as `Unknown` with etcd's message — the
+/// server errors too (`etcdserver: requested lease not found`, …).
+pub fn concurrency_status(e: ConcurrencyError) -> Status {
+    let msg = match e {
+        ConcurrencyError::Server(e) => status_of(e).message().to_owned(),
+        e => e.to_string(),
+    };
+    Status::new(tonic::Code::Unknown, msg)
+}
+
+fn concurrency_reply<T>(r: Result<T, ConcurrencyError>) -> Result<Response<T>, Status> {
+    r.map(Response::new).map_err(concurrency_status)
 }
 
 fn reply<T>(r: Result<T, ServerError>) -> Result<Response<T>, Status> {
@@ -261,5 +286,12 @@ pub fn client_router(server: &Server) -> tonic::transport::server::Router {
         )
         .add_service(
             WatchServer::new(watch::WatchService(server.clone())).max_decoding_message_size(limit),
+        )
+        .add_service(
+            LockServer::new(lock::LockService(server.clone())).max_decoding_message_size(limit),
+        )
+        .add_service(
+            ElectionServer::new(election::ElectionService(server.clone()))
+                .max_decoding_message_size(limit),
         )
 }
