@@ -301,9 +301,18 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         segments.iter().filter(|s| s.canceled.is_some()).count()
     ));
     check(&cfg, &oracle, finals, &mut report);
+    let max_compaction = report
+        .history
+        .iter()
+        .filter_map(|op| match op.input {
+            Request::Compact { revision } => Some(revision.0 as i64),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
     report
         .failures
-        .extend(check_segments(&segments, &report.committed));
+        .extend(check_segments(&segments, &report.committed, max_compaction));
     report.watch_segments = segments;
     let lives = lease_log.lives.lock().expect("lease log lock").clone();
     report.notes.push(format!(
