@@ -220,7 +220,7 @@ pub async fn join(
             ],
         })
         .await?;
-    let header = resp.header.clone().unwrap_or_default();
+    let header = resp.header.unwrap_or_default();
     let owner = range_kvs(&resp, 1).first().cloned();
     let (revision, existing_value) = if resp.succeeded {
         (header.revision, Vec::new())
@@ -320,7 +320,7 @@ pub async fn wait_turn(
                 failure: vec![],
             })
             .await?;
-        let header = read.header.clone().unwrap_or_default();
+        let header = read.header.unwrap_or_default();
         if range_kvs(&read, 1)
             .first()
             .is_none_or(|kv| kv.create_revision != my_revision)

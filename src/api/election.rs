@@ -259,7 +259,7 @@ async fn observe(
                         break 'leader;
                     }
                     let answer = LeaderResponse {
-                        header: r.header.clone(),
+                        header: r.header,
                         kv: ev.kv,
                     };
                     if tx.send(Ok(answer)).await.is_err() {

@@ -90,7 +90,7 @@ async fn lock(
         .as_ref()
         .is_none_or(|o| o.create_revision == joined.revision)
     {
-        let header = joined.header.clone();
+        let header = joined.header;
         return Ok(joined.won(header));
     }
     match recipe::wait_turn(server, &prefix, &key, joined.revision, &mut cancel).await {
