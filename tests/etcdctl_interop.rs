@@ -11,26 +11,12 @@ use common::*;
 /// Masks the values of JSON fields that legitimately differ between servers,
 /// and drops etcdctl's own retry log lines (they carry times and client ids).
 fn mask(text: &str) -> String {
-    let mut out: String = text
+    let out: String = text
         .lines()
         .filter(|l| !l.starts_with("{\"level\":"))
         .map(|l| format!("{l}\n"))
         .collect();
-    for field in ["cluster_id", "member_id", "raft_term"] {
-        let pat = format!("\"{field}\":");
-        let mut masked = String::new();
-        let mut rest = out.as_str();
-        while let Some(i) = rest.find(&pat) {
-            masked.push_str(&rest[..i + pat.len()]);
-            rest = &rest[i + pat.len()..];
-            let digits = rest.chars().take_while(char::is_ascii_digit).count();
-            masked.push('N');
-            rest = &rest[digits..];
-        }
-        masked.push_str(rest);
-        out = masked;
-    }
-    out
+    mask_json_ids(&out)
 }
 
 struct Step {

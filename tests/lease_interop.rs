@@ -16,24 +16,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Replaces the digits that follow each occurrence of `pat` with `N`
-/// (negative numbers, such as etcd's TTL -1 of a missing lease, are kept).
-fn mask_digits_after(text: &str, pat: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(i) = rest.find(pat) {
-        out.push_str(&rest[..i + pat.len()]);
-        rest = &rest[i + pat.len()..];
-        let digits = rest.chars().take_while(char::is_ascii_digit).count();
-        if digits > 0 {
-            out.push('N');
-        }
-        rest = &rest[digits..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Sorts the items of every list that opens with `open` and ends at
 /// `close`, split on `sep` (etcd lists a lease's keys in Go map order).
 fn sort_lists(text: &str, open: &str, close: char, sep: char) -> String {

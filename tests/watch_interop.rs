@@ -16,26 +16,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Masks JSON fields that legitimately differ between servers.
-fn mask(text: &str) -> String {
-    let mut out = text.to_owned();
-    for field in ["cluster_id", "member_id", "raft_term"] {
-        let pat = format!("\"{field}\":");
-        let mut masked = String::new();
-        let mut rest = out.as_str();
-        while let Some(i) = rest.find(&pat) {
-            masked.push_str(&rest[..i + pat.len()]);
-            rest = &rest[i + pat.len()..];
-            let digits = rest.chars().take_while(char::is_ascii_digit).count();
-            masked.push('N');
-            rest = &rest[digits..];
-        }
-        masked.push_str(rest);
-        out = masked;
-    }
-    out
-}
-
 /// One command of a session; `{REV}` / `{REV-n}` / `{REV+n}` in an argument
 /// is the server's current revision (plus or minus n) when the step runs.
 struct Cmd {
@@ -131,8 +111,8 @@ fn run_cmd(endpoint: &str, c: &Cmd) -> String {
         "$ etcdctl {}\n[exit {}]\n{}{}",
         args.join(" "),
         out.status.code().unwrap_or(-1),
-        mask(&String::from_utf8_lossy(&out.stdout)),
-        mask(&String::from_utf8_lossy(&out.stderr))
+        mask_json_ids(&String::from_utf8_lossy(&out.stdout)),
+        mask_json_ids(&String::from_utf8_lossy(&out.stderr))
     )
 }
 
@@ -219,8 +199,8 @@ fn run_session(endpoint: &str, s: &Session) -> String {
     drop(stdin);
     transcript.push_str(&ended);
     let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
-    transcript.push_str(&mask(&read("watch.out")));
-    transcript.push_str(&mask(&read("watch.err")));
+    transcript.push_str(&mask_json_ids(&read("watch.out")));
+    transcript.push_str(&mask_json_ids(&read("watch.err")));
     transcript
 }
 

@@ -274,13 +274,14 @@ async fn three_members_replicate_and_survive_the_loss_of_the_leader() {
     let _ = configs;
 }
 
-#[tokio::test]
-async fn lagging_member_catches_up_by_snapshot_and_all_hashes_agree() {
-    let (configs, disks, members) = three_members(5).await;
-    let mut members: Vec<Option<Member>> = members.into_iter().map(Some).collect();
-    let servers: Vec<&Server> = members.iter().flatten().map(|m| &m.server).collect();
-    let leader = wait_leader(&servers).await;
-    // Crash a follower, write past several log compactions, restart it.
+/// Crashes a follower of `leader` (its disk loses what it had not synced);
+/// returns its index, its peer address (to restart it on) and a live member.
+fn crash_a_follower(
+    configs: &[ServerConfig],
+    disks: &[SimDisk],
+    members: &mut [Option<Member>],
+    leader: u64,
+) -> (usize, std::net::SocketAddr, Server) {
     let fi = (0..3)
         .find(|i| *i as u64 + 1 != leader)
         .expect("a follower");
@@ -295,6 +296,17 @@ async fn lagging_member_catches_up_by_snapshot_and_all_hashes_agree() {
         .expect("live member")
         .server
         .clone();
+    (fi, addr, live)
+}
+
+#[tokio::test]
+async fn lagging_member_catches_up_by_snapshot_and_all_hashes_agree() {
+    let (configs, disks, members) = three_members(5).await;
+    let mut members: Vec<Option<Member>> = members.into_iter().map(Some).collect();
+    let servers: Vec<&Server> = members.iter().flatten().map(|m| &m.server).collect();
+    let leader = wait_leader(&servers).await;
+    // Crash a follower, write past several log compactions, restart it.
+    let (fi, addr, live) = crash_a_follower(&configs, &disks, &mut members, leader);
     // A lease and its key travel in the snapshot too.
     let lease = grant(&live, 600).await;
     live.put(put_leased("leased", lease)).await.expect("put");
@@ -872,20 +884,7 @@ async fn watchers_on_a_follower_that_installs_a_snapshot_miss_nothing() {
     let mut members: Vec<Option<Member>> = members.into_iter().map(Some).collect();
     let servers: Vec<&Server> = members.iter().flatten().map(|m| &m.server).collect();
     let leader = wait_leader(&servers).await;
-    let fi = (0..3)
-        .find(|i| *i as u64 + 1 != leader)
-        .expect("a follower");
-    let addr = configs[fi].initial_members[fi].peer_urls[0]
-        .trim_start_matches("http://")
-        .parse()
-        .expect("addr");
-    disks[fi].crash();
-    drop(members[fi].take());
-    let live = members[(fi + 1) % 3]
-        .as_ref()
-        .expect("live member")
-        .server
-        .clone();
+    let (fi, addr, live) = crash_a_follower(&configs, &disks, &mut members, leader);
     // Past several log compactions: the follower can only catch up by snapshot.
     for i in 0..40 {
         live.put(put(&format!("k{}", i % 10), &format!("v{i}")))

@@ -204,3 +204,31 @@ pub fn ctl_ok(endpoints: &str, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
+
+/// Replaces the digits that follow each occurrence of `pat` with `N`
+/// (a sign is kept: etcd's TTL -1 of a missing lease stays visible).
+pub fn mask_digits_after(text: &str, pat: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(pat) {
+        out.push_str(&rest[..i + pat.len()]);
+        rest = &rest[i + pat.len()..];
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        if digits > 0 {
+            out.push('N');
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Masks the JSON header fields that legitimately differ between servers
+/// (`cluster_id`, `member_id`, `raft_term`).
+pub fn mask_json_ids(text: &str) -> String {
+    ["cluster_id", "member_id", "raft_term"]
+        .iter()
+        .fold(text.to_owned(), |out, field| {
+            mask_digits_after(&out, &format!("\"{field}\":"))
+        })
+}

@@ -315,18 +315,19 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         .extend(check_segments(&segments, &report.committed, max_compaction));
     report.watch_segments = segments;
     let lives = lease_log.lives.lock().expect("lease log lock").clone();
+    let deletions = oracle.deletions();
     report.notes.push(format!(
         "leases: {} granted, {} renewals, {} with keys deleted",
         lives.len(),
         lives.iter().map(|l| l.renewals.len()).sum::<usize>(),
         lives
             .iter()
-            .filter(|l| l.acked.iter().any(|k| oracle.deletions().contains_key(k)))
+            .filter(|l| l.acked.iter().any(|k| deletions.contains_key(k)))
             .count()
     ));
     report.failures.extend(check_leases(
         &lives,
-        &oracle.deletions(),
+        &deletions,
         oracle.last_leader_change(),
         Duration::from_millis(cfg.cluster.election_ms),
         started.elapsed(),
