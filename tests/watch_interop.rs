@@ -49,6 +49,8 @@ struct Session {
     writes: Vec<Cmd>,
     /// The watch command ends by itself (it is canceled by the server).
     ends_itself: bool,
+    /// The watch starts in the past: events come from history before any write.
+    history: bool,
 }
 
 fn watch_args(line: &str) -> Vec<String> {
@@ -146,8 +148,36 @@ fn settle(path: &std::path::Path, quiet: Duration) {
     );
 }
 
-/// Runs `s` against `endpoint`; returns its transcript.
-fn run_session(endpoint: &str, s: &Session) -> String {
+/// What one run of a session printed.
+struct Outcome {
+    /// The whole transcript: commands, their output, the watch output.
+    transcript: String,
+    /// The (masked) watch output before the writes: what came from history.
+    history: String,
+    /// The (masked) watch output at the end.
+    output: String,
+}
+
+/// Waits until `ok`, at most `limit`; says whether it happened (the caller
+/// goes on either way: the final comparison shows what differs).
+fn wait_at_most(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if ok() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Runs `s` against `endpoint`. With `like`, the outcome of the same
+/// session on the oracle, it waits (boundedly) for the watch to print what
+/// the oracle printed before each step instead of relying on timing alone,
+/// so a loaded machine does not turn a slow delivery into a difference.
+fn run_session(endpoint: &str, s: &Session, like: Option<&Outcome>) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut transcript = format!("## {}\n", s.name);
     for c in &s.setup {
@@ -169,6 +199,8 @@ fn run_session(endpoint: &str, s: &Session) -> String {
             .expect("interactive input");
         stdin.flush().expect("flush");
     }
+    let out_path = dir.path().join("watch.out");
+    let printed = || mask_json_ids(&std::fs::read_to_string(&out_path).unwrap_or_default());
     if s.ends_itself {
         wait_until("the watch to end", Duration::from_secs(15), || {
             matches!(child.try_wait(), Ok(Some(_)))
@@ -182,10 +214,22 @@ fn run_session(endpoint: &str, s: &Session) -> String {
     }
     // What the watch replays from history goes out before the writes (etcd
     // catches watchers up every 100 ms; a write meanwhile would join the batch).
-    let out_path = dir.path().join("watch.out");
+    match like {
+        Some(o) => {
+            wait_at_most(Duration::from_secs(10), || printed() == o.history);
+        }
+        None if s.history => {
+            wait_at_most(Duration::from_secs(10), || !printed().is_empty());
+        }
+        None => {}
+    }
     settle(&out_path, Duration::from_millis(500));
+    let history = printed();
     for c in &s.writes {
         transcript.push_str(&run_cmd(endpoint, c));
+    }
+    if let Some(o) = like {
+        wait_at_most(Duration::from_secs(10), || printed() == o.output);
     }
     settle(&out_path, Duration::from_secs(1));
     let ended = match child.try_wait().expect("watch status") {
@@ -198,10 +242,27 @@ fn run_session(endpoint: &str, s: &Session) -> String {
     };
     drop(stdin);
     transcript.push_str(&ended);
-    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
-    transcript.push_str(&mask_json_ids(&read("watch.out")));
-    transcript.push_str(&mask_json_ids(&read("watch.err")));
-    transcript
+    let output = printed();
+    transcript.push_str(&output);
+    let err = std::fs::read_to_string(dir.path().join("watch.err")).unwrap_or_default();
+    transcript.push_str(&mask_json_ids(&err));
+    Outcome {
+        transcript,
+        history,
+        output,
+    }
+}
+
+/// The first line where `got` and `want` differ, with its number.
+fn first_difference(got: &str, want: &str) -> String {
+    let (g, w): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
+    for i in 0..g.len().max(w.len()) {
+        let (a, b) = (g.get(i), w.get(i));
+        if a != b {
+            return format!("line {}: cairn {:?}, etcd {:?}", i + 1, a, b);
+        }
+    }
+    "no line differs (line endings?)".to_owned()
 }
 
 fn sessions() -> Vec<Session> {
@@ -213,6 +274,7 @@ fn sessions() -> Vec<Session> {
         watchers: 1,
         writes,
         ends_itself: false,
+        history: watch.contains("--rev=") && !watch.contains("{REV+"),
     };
     vec![
         plain(
@@ -268,6 +330,7 @@ fn sessions() -> Vec<Session> {
             watchers: 1,
             writes: vec![cmd("put zz last")],
             ends_itself: false,
+            history: true,
         },
         Session {
             name: "interactive: two watchers on one stream",
@@ -282,6 +345,7 @@ fn sessions() -> Vec<Session> {
                 cmd("put foo i4"),
             ],
             ends_itself: false,
+            history: false,
         },
         Session {
             name: "start below the compact revision: canceled",
@@ -297,6 +361,7 @@ fn sessions() -> Vec<Session> {
             watchers: 1,
             writes: Vec::new(),
             ends_itself: true,
+            history: false,
         },
         Session {
             name: "start below the compact revision, json",
@@ -306,6 +371,7 @@ fn sessions() -> Vec<Session> {
             watchers: 1,
             writes: Vec::new(),
             ends_itself: true,
+            history: false,
         },
         plain(
             "start at the compact revision: what compaction kept",
@@ -321,13 +387,17 @@ fn etcdctl_watch_sessions_print_what_etcd_prints() {
     let etcd = start_etcd(dir.path());
     let cairn = start_cairn(dir.path());
     for s in sessions() {
-        let want = run_session(&etcd.endpoint(), &s);
-        let got = run_session(&cairn.endpoint(), &s);
-        eprintln!("{got}");
-        assert_eq!(
-            got, want,
-            "session {:?}: cairn (left) differs from etcd 3.4 (right)",
-            s.name
-        );
+        let want = run_session(&etcd.endpoint(), &s, None);
+        let got = run_session(&cairn.endpoint(), &s, Some(&want));
+        if got.transcript != want.transcript {
+            panic!(
+                "session {:?}: cairn differs from etcd 3.4 at {}\n\
+                 --- cairn ---\n{}--- etcd 3.4 ---\n{}",
+                s.name,
+                first_difference(&got.transcript, &want.transcript),
+                got.transcript,
+                want.transcript
+            );
+        }
     }
 }
