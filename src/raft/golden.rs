@@ -223,6 +223,9 @@ fn render_ready(id: u64, rd: &Ready, out: &mut String) {
     if rd.must_sync {
         writeln!(out, "  must-sync").expect("w");
     }
+    if rd.send_first {
+        writeln!(out, "  send-first").expect("w");
+    }
 }
 
 fn render_deliveries(to: u64, ds: &[Delivery], out: &mut String) {

@@ -1,6 +1,7 @@
 //! quickcheck properties of the Raft core over random schedules on the
 //! `testkit` cluster: random ticks, Ready processing, delivery in random
-//! order, drops, duplicates, partitions, restarts that lose unsynced writes,
+//! order, drops, duplicates, partitions, restarts that lose unsynced writes
+//! (also in the middle of a Ready whose early messages went out),
 //! compactions, proposals, reads and leader transfers.
 //!
 //! Checked after every step of every schedule:
@@ -265,9 +266,10 @@ fn random_step(c: &mut Cluster, rng: &mut StdRng, checker: &mut Checker, step: u
         }
         92..94 => c.heal(),
         94..96 => c.restart(id),
-        96..98 => {
+        96 => {
             c.compact(id);
         }
+        97 => c.send_then_crash(id),
         98 if c.is_up(id) => {
             let ctx = format!("r{step}").into_bytes();
             checker.reads.insert(ctx.clone(), Checker::max_commit(c));

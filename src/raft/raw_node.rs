@@ -7,9 +7,10 @@
 //!     tick / step / propose / read_index ...
 //!     if node.has_ready() {
 //!         let rd = node.ready();
+//!         0. if rd.send_first, send rd.messages now (or while persisting);
 //!         1. install rd.snapshot (if any) and persist its metadata;
 //!         2. persist rd.entries and rd.hard_state (synced if rd.must_sync);
-//!         3. send rd.messages;
+//!         3. send rd.messages (unless sent in 0);
 //!         4. apply rd.committed_entries; answer rd.read_states once applied;
 //!         node.advance(rd);
 //!     }
@@ -18,7 +19,10 @@
 //! Only one Ready is outstanding at a time: `has_ready()` is false and
 //! `ready()` panics until `advance` is called. A Ready that is taken but never
 //! advanced (the process crashed) loses nothing that was acknowledged:
-//! nothing in it was sent before it was persisted.
+//! nothing sent before it was persisted vouched for it (a leader's appends
+//! and heartbeats: the leader counts its own copy only at `advance`, so an
+//! entry it never persisted is committed only if a majority of the others
+//! persisted it — the parallel leader write of the Raft thesis, §10.2.1).
 //!
 //! Tests: `raft::golden`, `raft::properties`.
 
@@ -77,6 +81,13 @@ pub struct Ready {
     /// Whether the write of `hard_state` / `entries` / `snapshot` must be
     /// synced (durable) before `messages` are sent.
     pub must_sync: bool,
+    /// The messages vouch for nothing this Ready persists, so they may be
+    /// sent before or while persisting: we lead, our term and vote are
+    /// unchanged and durable, and there is no snapshot. (A leader's
+    /// messages are appends, heartbeats, read-index answers and rejections;
+    /// its own log counts toward commit only once persisted, at `advance`.)
+    /// The leader's disk write then overlaps the followers' round trip.
+    pub send_first: bool,
 }
 
 /// A read-only view of a node for tests, metrics and the server.
@@ -291,9 +302,15 @@ impl RawNode {
             messages: std::mem::take(&mut self.raft.msgs),
             read_states: std::mem::take(&mut self.raft.read_states),
             must_sync: false,
+            send_first: false,
         };
         let must_sync = vote_changed || !rd.entries.is_empty() || rd.snapshot.is_some();
-        Ready { must_sync, ..rd }
+        let send_first = self.raft.role == Role::Leader && !vote_changed && rd.snapshot.is_none();
+        Ready {
+            must_sync,
+            send_first,
+            ..rd
+        }
     }
 
     /// The application finished the Ready: what it persisted becomes stable

@@ -473,6 +473,24 @@ impl Cluster {
         }
     }
 
+    /// Takes `id`'s Ready and crashes in the middle of it: messages the
+    /// Ready allows to go before persisting (`send_first`) are sent, nothing
+    /// is persisted, applied or advanced. Then starts the node again.
+    pub fn send_then_crash(&mut self, id: u64) {
+        let Some(node) = self.nodes.get_mut(&id).and_then(|sn| sn.node.as_mut()) else {
+            return;
+        };
+        if node.has_ready() {
+            let rd = node.ready();
+            if rd.send_first {
+                for m in rd.messages {
+                    self.send(m);
+                }
+            }
+        }
+        self.restart(id);
+    }
+
     /// Crash and start again from what was synced.
     pub fn restart(&mut self, id: u64) {
         self.crash(id);

@@ -174,6 +174,8 @@ pub(crate) struct Shared {
     pub probe: Option<Arc<dyn Probe>>,
     /// The watchers of this member (fed by the node loop after each apply).
     pub watch: watchers::WatchShared,
+    /// This start's number (`state::next_incarnation`); request ids carry it.
+    pub incarnation: u64,
 }
 
 /// What handlers ask of the node loop.
@@ -223,11 +225,12 @@ impl Server {
         let (commands, command_rx) = mpsc::channel(node::COMMAND_QUEUE_LEN);
         let shared = Arc::new(shared);
         let leases = Arc::new(lease::Frontend::new(&shared.config));
+        let first_id = state::first_request_id(shared.incarnation);
         node::spawn(raw, shared.clone(), transport, clock, command_rx, inbound);
         Ok(Server {
             shared,
             commands,
-            next_request_id: Arc::new(AtomicU64::new(1)),
+            next_request_id: Arc::new(AtomicU64::new(first_id)),
             leases,
         })
     }

@@ -99,6 +99,7 @@ pub(super) fn recover(
         Some(_) => {}
         None => bootstrap(&config, storage.as_ref())?,
     }
+    let incarnation = state::next_incarnation(storage.as_ref())?;
     let raft_state = raft::storage::load(storage.as_ref())?;
     let applied = state::read_applied_index(storage.as_ref())?;
     let snapshot_index = raft_state.snapshot.metadata.as_ref().map_or(0, |m| m.index);
@@ -137,6 +138,7 @@ pub(super) fn recover(
         shutdown: watch::channel(false).0,
         probe: None,
         watch,
+        incarnation,
     };
     Ok((shared, raw))
 }
@@ -236,6 +238,13 @@ impl Node {
         mut snapshot_reports: mpsc::Receiver<(u64, bool)>,
     ) {
         self.last_snapshot_index = self.raw.snapshot_index_term().0;
+        // This start's number (which request ids carry) is durable before
+        // any proposal is handled.
+        if let Err(e) = self.shared.storage.sync().await {
+            tracing::error!(error = %e, "storage failed; stopping this member");
+            self.stop();
+            return;
+        }
         let interval = self.shared.config.heartbeat_interval;
         let mut tick = self.clock.sleep(interval);
         let mut shutdown = self.shared.shutdown.subscribe();
@@ -416,9 +425,16 @@ impl Node {
         if let Some(snap) = &rd.snapshot {
             self.install_snapshot(snap)?;
         }
-        self.persist(&rd).await?;
+        // A leader's messages go out before its own disk write (`send_first`):
+        // the followers persist while it does.
         let messages = std::mem::take(&mut rd.messages);
-        self.send(messages)?;
+        if rd.send_first {
+            self.send(messages)?;
+            self.persist(&rd).await?;
+        } else {
+            self.persist(&rd).await?;
+            self.send(messages)?;
+        }
         if !rd.committed_entries.is_empty() {
             let me = self.shared.config.member_id;
             if let Some(delay) = self.shared.probe.as_ref().and_then(|p| p.delay_apply(me)) {

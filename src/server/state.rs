@@ -99,6 +99,33 @@ pub fn read_applied_index(storage: &dyn Storage) -> Result<u64, StorageError> {
         .map_or(0, u64::from_be_bytes))
 }
 
+/// Member-local, beside the Raft state (a state snapshot replaces
+/// `CF_SERVER`, never this): how many times this member has started.
+const KEY_INCARNATION: &[u8] = b"incarnation";
+
+/// Counts this start and returns its number (1 for the first). The write is
+/// not synced here: the node loop syncs before it handles any proposal.
+pub fn next_incarnation(storage: &dyn Storage) -> Result<u64, StorageError> {
+    let cf = crate::raft::storage::CF_RAFT_STATE;
+    let n = storage
+        .get(cf, KEY_INCARNATION)?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes)
+        + 1;
+    let mut b = WriteBatch::new();
+    b.put(cf, KEY_INCARNATION, n.to_be_bytes().to_vec());
+    storage.write(b)?;
+    Ok(n)
+}
+
+/// The first request id of start number `incarnation`: ids carry the start
+/// in their top 24 bits, so no start reuses an id of an earlier one (entries
+/// an earlier start proposed may still be applied after a restart, and
+/// proposals find their waiters by id). Id 0 stays reserved.
+pub fn first_request_id(incarnation: u64) -> u64 {
+    ((incarnation & 0xff_ffff) << 40) | 1
+}
+
 pub fn read_member_id(storage: &dyn Storage) -> Result<Option<u64>, StorageError> {
     Ok(storage
         .get(CF_SERVER, KEY_MEMBER_ID)?

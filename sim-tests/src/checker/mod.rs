@@ -10,12 +10,14 @@
 //! - `serializable`: serializable (possibly stale) reads return exactly the
 //!   state at the revision they report.
 //! - `durability`: every acknowledged write survives, no invented values.
+//! - `fencing`: lock holders' fenced writes never interleave (lock workload).
 //!
 //! Tests: each module's unit tests, and `tests/checker_histories.rs`.
 
 mod canonical;
 pub mod committed;
 pub mod durability;
+pub mod fencing;
 pub mod history;
 pub mod linearizability;
 pub mod model;

@@ -5,6 +5,7 @@
 //! - `oracle`: the raft oracle probe and committed-history collector;
 //! - `faults`: the fault scheduler and its timeline;
 //! - `leases`: the lease workload and its safety checks;
+//! - `locks`: the lock workload (fenced writes; `checker::fencing` checks);
 //! - `workload`: clients, the KV and list-append mixes, the recorder;
 //! - `watchers`: watch streams under faults, checked for etcd's guarantees;
 //! - `scenario`: one run end to end, and its checks;
@@ -14,6 +15,7 @@
 pub mod cluster;
 pub mod faults;
 pub mod leases;
+pub mod locks;
 pub mod oracle;
 pub mod runner;
 pub mod scenario;

@@ -11,7 +11,7 @@
 //! Environment:
 //! - `MADSIM_TEST_SEED` (+ `MADSIM_TEST_NUM`): run those seeds only;
 //! - `CAIRN_SIM_SEEDS=a..b`: a seed range (default: the CI range below);
-//! - `CAIRN_SIM_SCENARIOS=kv3,kv5,lease3`: which scenarios (default all);
+//! - `CAIRN_SIM_SCENARIOS=kv3,kv5,lease3,lock3`: which scenarios (default all);
 //! - `CAIRN_SIM_JOBS`: parallel children (default 2);
 //! - `MADSIM_TEST_CHECK_DETERMINISM`: check every seed for determinism;
 //! - `CAIRN_SIM_LOG=info` (a tracing filter): member logs on stderr; run a
@@ -31,6 +31,7 @@ use super::scenario::{self, RunConfig};
 pub const CI_SEEDS_KV3: std::ops::Range<u64> = 1..121;
 pub const CI_SEEDS_KV5: std::ops::Range<u64> = 1..41;
 pub const CI_SEEDS_LEASE3: std::ops::Range<u64> = 1..41;
+pub const CI_SEEDS_LOCK3: std::ops::Range<u64> = 1..41;
 
 /// Wall-clock limit for one child (a hang is a failure, not a stuck CI).
 const CHILD_WALL_LIMIT: Duration = Duration::from_secs(600);
@@ -40,6 +41,7 @@ pub fn scenario_config(name: &str) -> Option<RunConfig> {
         "kv3" => Some(RunConfig::kv(3)),
         "kv5" => Some(RunConfig::kv(5)),
         "lease3" => Some(RunConfig::lease(3)),
+        "lock3" => Some(RunConfig::lock(3)),
         _ => None,
     }
 }
@@ -263,7 +265,7 @@ fn seeds_from_env(default: std::ops::Range<u64>) -> std::ops::Range<u64> {
 
 fn parent() -> ExitCode {
     let scenarios: Vec<String> = std::env::var("CAIRN_SIM_SCENARIOS")
-        .unwrap_or_else(|_| "kv3,kv5,lease3".into())
+        .unwrap_or_else(|_| "kv3,kv5,lease3,lock3".into())
         .split(',')
         .map(str::to_owned)
         .collect();
@@ -281,10 +283,11 @@ fn parent() -> ExitCode {
         let default = match s.as_str() {
             "kv5" => CI_SEEDS_KV5,
             "lease3" => CI_SEEDS_LEASE3,
+            "lock3" => CI_SEEDS_LOCK3,
             _ => CI_SEEDS_KV3,
         };
         if scenario_config(s).is_none() {
-            eprintln!("unknown scenario {s} (known: kv3, kv5, lease3)");
+            eprintln!("unknown scenario {s} (known: kv3, kv5, lease3, lock3)");
             return ExitCode::FAILURE;
         }
         for seed in seeds_from_env(default) {

@@ -33,9 +33,11 @@ use rand::{Rng, SeedableRng};
 use super::cluster::{ClusterSpec, SimCluster};
 use super::faults::{FaultKind, FaultScheduler, ALL_FAULTS};
 use super::leases::{check_leases, run_lease_client, LeaseLife, LeaseLog};
+use super::locks::{final_lock, run_lock_client, LockLog};
 use super::oracle::Oracle;
 use super::watchers::{check_segments, run_watcher, SeenResponse, Segment, WatchLog};
 use super::workload::{self, Client, Recorder, Shared, LIST_KEYS};
+use crate::checker::fencing::{check_fencing, Hold, WriteOutcome, FENCED_KEY, LOCK_NAME};
 use crate::checker::{
     acknowledged_writes, check_durability, check_linearizable_with, check_serializable_reads,
     possibly_written_values, CheckOptions, CheckResult, CommittedHistory, Operation, Outcome,
@@ -56,6 +58,8 @@ pub struct RunConfig {
     pub watchers: bool,
     /// Run a lease client beside every client (see `leases`).
     pub leases: bool,
+    /// Run a lock client beside every client (see `locks`).
+    pub locks: bool,
     /// Check linearizability (off where lease revokes — deletions at
     /// unknown times — make the search too expensive to finish).
     pub check_linearizability: bool,
@@ -75,6 +79,7 @@ impl RunConfig {
             check_steps: 3_000_000,
             watchers: true,
             leases: false,
+            locks: false,
             check_linearizability: true,
         }
     }
@@ -84,6 +89,19 @@ impl RunConfig {
     pub fn lease(members: usize) -> RunConfig {
         RunConfig {
             leases: true,
+            check_linearizability: false,
+            ..RunConfig::kv(members)
+        }
+    }
+}
+
+impl RunConfig {
+    /// Lock clients (fenced writes) beside the KV mix, watchers and faults;
+    /// every check but linearizability (the lock service's writes take
+    /// revisions the KV model cannot place).
+    pub fn lock(members: usize) -> RunConfig {
+        RunConfig {
+            locks: true,
             check_linearizability: false,
             ..RunConfig::kv(members)
         }
@@ -101,6 +119,7 @@ pub struct RunReport {
     pub committed: CommittedHistory,
     pub watch_segments: Vec<Segment>,
     pub lease_lives: Vec<LeaseLife>,
+    pub lock_holds: Vec<Hold>,
     /// A hash of everything observable: equal for two runs of one seed.
     pub trace_hash: u64,
     pub simulated_secs: f64,
@@ -142,6 +161,10 @@ impl RunReport {
         for l in &self.lease_lives {
             out.push_str(&format!("{l:?}\n"));
         }
+        out.push_str("\n# lock holds\n");
+        for h in &self.lock_holds {
+            out.push_str(&format!("{h:?}\n"));
+        }
         out.push_str("\n# committed history\n");
         for c in &self.committed.changes {
             out.push_str(&format!("{c}\n"));
@@ -167,6 +190,8 @@ pub async fn run(cfg: RunConfig) -> RunReport {
 
     let watch_log = Arc::new(WatchLog::default());
     let lease_log = Arc::new(LeaseLog::default());
+    let lock_log = Arc::new(LockLog::default());
+    let mut lock_tasks = Vec::new();
     let mut lease_tasks = Vec::new();
     let mut watcher_tasks = Vec::new();
     let mut client_tasks = Vec::new();
@@ -200,6 +225,18 @@ pub async fn run(cfg: RunConfig) -> RunReport {
             lease_tasks.push(node.spawn(async move {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 run_lease_client(c as u64 + 1, urls, seed, started, recorder, log, stop).await
+            }));
+        }
+        if cfg.locks {
+            let (urls, seed, log, stop) = (
+                cluster.client_urls(),
+                master.random(),
+                lock_log.clone(),
+                stop.clone(),
+            );
+            lock_tasks.push(node.spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                run_lock_client(c as u64 + 1, urls, seed, started, log, stop).await
             }));
         }
         let client = Client::new(
@@ -251,6 +288,14 @@ pub async fn run(cfg: RunConfig) -> RunReport {
             panic!("a lease client did not stop within 30 s (a call without deadline?)");
         }
     }
+    for t in lock_tasks {
+        if tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .is_err()
+        {
+            panic!("a lock client did not stop within 30 s (a call without deadline?)");
+        }
+    }
     for t in watcher_tasks {
         if tokio::time::timeout(Duration::from_secs(30), t)
             .await
@@ -265,6 +310,21 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         .name("observer")
         .ip("10.0.2.1".parse().expect("ip"))
         .build();
+    if cfg.locks {
+        tracing::info!("final phase: a fresh client takes the lock");
+        let (urls, seed, log) = (cluster.client_urls(), master.random(), lock_log.clone());
+        let client = cfg.clients as u64 + 1;
+        let got = observer
+            .spawn(async move { final_lock(client, urls, seed, started, log).await })
+            .await
+            .expect("final lock task");
+        if !got {
+            report.failures.push(
+                "liveness: no fresh client could take the lock and write within 30 s after healing"
+                    .into(),
+            );
+        }
+    }
     let urls = cluster.client_urls();
     tracing::info!("final phase: waiting for the members to converge");
     let (finals, failures) = observer
@@ -333,6 +393,23 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         started.elapsed(),
     ));
     report.lease_lives = lives;
+    let holds = lock_log.holds.lock().expect("lock log lock").clone();
+    if cfg.locks {
+        let writes = holds.iter().flat_map(|h| &h.writes);
+        let count = |o: WriteOutcome| writes.clone().filter(|w| w.outcome == o).count();
+        report.notes.push(format!(
+            "locks: {} holds, {} lock calls failed or timed out; fenced writes {} written, {} guard failed, {} unknown",
+            holds.len(),
+            *lock_log.failed_locks.lock().expect("lock log lock"),
+            count(WriteOutcome::Written),
+            count(WriteOutcome::GuardFailed),
+            count(WriteOutcome::Unknown)
+        ));
+        report
+            .failures
+            .extend(check_fencing(&holds, &report.committed));
+    }
+    report.lock_holds = holds;
     report.simulated_secs = started.elapsed().as_secs_f64();
     report.trace_hash = trace_hash(&report);
     report
@@ -486,7 +563,17 @@ fn check_rest(finals: FinalState, report: &mut RunReport) {
     let mut all_ops = report.history.clone();
     all_ops.extend(report.serializable.iter().cloned());
     let acked = acknowledged_writes(&all_ops);
-    let possible = possibly_written_values(&all_ops);
+    let mut possible = possibly_written_values(&all_ops);
+    // The lock service's keys and the fenced resource have writers outside
+    // the recorded history (`checker::fencing` checks them): their values
+    // are not invented.
+    possible.extend(
+        committed
+            .changes
+            .iter()
+            .filter(|c| c.key.starts_with(LOCK_NAME) || c.key == FENCED_KEY)
+            .filter_map(|c| c.value.clone()),
+    );
     match check_durability(&acked, &possible, committed) {
         Ok(v) if v.is_empty() => {}
         Ok(v) => report
@@ -624,6 +711,7 @@ fn trace_hash(r: &RunReport) -> u64 {
     r.failures.hash(&mut h);
     r.watch_segments.hash(&mut h);
     r.lease_lives.hash(&mut h);
+    r.lock_holds.hash(&mut h);
     r.simulated_secs.to_bits().hash(&mut h);
     h.finish()
 }
