@@ -138,7 +138,7 @@ start_cluster() {
         kill -0 "$p" 2>/dev/null || deadline=0
       done
       if [ $SECONDS -ge $deadline ]; then
-        log "$server ($n members) did not become healthy; logs in $RES"; tail -5 "$RES/$server-$n-"*.log >&2; exit 1
+        log "$server ($n members) did not become healthy; logs in $RES"; tail -n 5 "$RES/$server-$n-"*.log >&2; exit 1
       fi
       sleep 0.2
     done
