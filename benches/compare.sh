@@ -97,11 +97,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Ports: from a random base, skipping any port something listens on.
-# `next_port` sets PORT (no subshell, so the counter advances).
-NEXT_PORT=$((20000 + RANDOM % 20000))
+# Ports: from a random base below Linux's ephemeral range (32768+: the load
+# generators' own connections take ports there), skipping any port a socket
+# uses in any state. `next_port` sets PORT (no subshell, so the counter advances).
+NEXT_PORT=$((20000 + RANDOM % 10000))
 next_port() {
-  while ss -ltnH "sport = :$NEXT_PORT" 2>/dev/null | grep -q .; do NEXT_PORT=$((NEXT_PORT + 1)); done
+  while ss -tanH "sport = :$NEXT_PORT" 2>/dev/null | grep -q .; do NEXT_PORT=$((NEXT_PORT + 1)); done
   PORT=$NEXT_PORT
   NEXT_PORT=$((NEXT_PORT + 1))
 }
