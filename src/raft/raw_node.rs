@@ -183,6 +183,21 @@ impl RawNode {
         self.raft.step(m)
     }
 
+    /// Proposes several normal entries in one message: a follower forwards
+    /// them to the leader together (one MsgProp instead of one per entry).
+    /// All or none are accepted.
+    pub fn propose_many(&mut self, data: Vec<Vec<u8>>) -> Result<(), RaftError> {
+        let mut m = self.local_message(MessageType::MsgProp);
+        m.entries = data
+            .into_iter()
+            .map(|data| Entry {
+                data,
+                ..Default::default()
+            })
+            .collect();
+        self.raft.step(m)
+    }
+
     /// Proposes a membership change; it takes effect when applied. Refused
     /// while an earlier change is not yet applied.
     pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(), RaftError> {

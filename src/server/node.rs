@@ -358,17 +358,21 @@ impl Node {
 
     fn on_commands(&mut self, first: Command, rx: &mut mpsc::Receiver<Command>) {
         let mut reads = Vec::new();
+        let mut proposals = Vec::new();
         let mut next = Some(first);
-        // Take everything queued: one ReadIndex serves all reads of the batch.
+        // Take everything queued: one ReadIndex serves all reads of the
+        // batch, one Raft message carries all its proposals (a follower
+        // forwards them to the leader together).
         while let Some(cmd) = next.take().or_else(|| rx.try_recv().ok()) {
             match cmd {
-                Command::Propose { request, done } => self.propose(request, done),
+                Command::Propose { request, done } => proposals.push((request, done)),
                 Command::ReadIndex { done } => reads.push(done),
             }
-            if reads.len() + self.waiters.len() > COMMAND_QUEUE_LEN * 4 {
+            if reads.len() + proposals.len() + self.waiters.len() > COMMAND_QUEUE_LEN * 4 {
                 break;
             }
         }
+        self.propose(proposals);
         if reads.is_empty() {
             return;
         }
@@ -389,23 +393,33 @@ impl Node {
         }
     }
 
-    fn propose(&mut self, request: InternalRequest, done: ProposeReply) {
-        let id = request.id;
-        match self.raw.propose(request.encode_to_vec()) {
+    fn propose(&mut self, proposals: Vec<(InternalRequest, ProposeReply)>) {
+        if proposals.is_empty() {
+            return;
+        }
+        let data = proposals
+            .iter()
+            .map(|(request, _)| request.encode_to_vec())
+            .collect();
+        match self.raw.propose_many(data) {
             Ok(()) => {
-                self.waiters.insert(id, done);
+                for (request, done) in proposals {
+                    self.waiters.insert(request.id, done);
+                }
             }
             Err(_) => {
                 self.shared
                     .metrics
                     .proposals_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                let err = if self.leader == 0 {
-                    ServerError::NoLeader
-                } else {
-                    ServerError::LeaderChanged
-                };
-                let _ = done.send(Err(err));
+                    .fetch_add(proposals.len() as u64, Ordering::Relaxed);
+                for (_, done) in proposals {
+                    let err = if self.leader == 0 {
+                        ServerError::NoLeader
+                    } else {
+                        ServerError::LeaderChanged
+                    };
+                    let _ = done.send(Err(err));
+                }
             }
         }
     }
