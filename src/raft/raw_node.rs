@@ -388,3 +388,58 @@ impl RawNode {
         self.raft.check_invariants();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cairn_proto::raftpb::MessageType;
+
+    use super::super::testkit::Cluster;
+    use super::super::Config;
+
+    /// `propose_many` on a follower: one MsgProp carries the whole batch to
+    /// the leader, and every member applies the entries once, in order.
+    #[test]
+    fn a_follower_forwards_a_batch_of_proposals_in_one_message_applied_in_order() {
+        let ids = [1, 2, 3];
+        let cfg = Config {
+            election_tick: 10,
+            heartbeat_tick: 1,
+            ..Config::new(1)
+        };
+        let mut c = Cluster::new(&ids, &ids, &[], 5, cfg, 7);
+        c.node_mut(1).campaign();
+        c.stabilize();
+        assert_eq!(c.leader(), Some(1));
+        let batch: Vec<Vec<u8>> = ["a", "b", "c"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        c.node_mut(2)
+            .propose_many(batch.clone())
+            .expect("forwarded");
+        let rd = c.handle_ready(2).expect("a Ready with the forward");
+        let props: Vec<_> = rd
+            .messages
+            .iter()
+            .filter(|m| m.msg_type() == MessageType::MsgProp)
+            .collect();
+        assert_eq!(
+            props.len(),
+            1,
+            "one message for the batch: {:?}",
+            rd.messages
+        );
+        assert_eq!(props[0].to, 1);
+        assert_eq!(props[0].entries.len(), 3);
+        c.stabilize();
+        for id in ids {
+            let applied: Vec<Vec<u8>> = c.nodes[&id]
+                .app
+                .applied
+                .iter()
+                .map(|e| e.data.clone())
+                .collect();
+            assert_eq!(applied, batch, "member {id}");
+        }
+    }
+}
