@@ -71,15 +71,11 @@ fn watchers(endpoint: &str) -> Option<u64> {
     metric(endpoint, "etcd_debugging_mvcc_watcher_total")
 }
 
-fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
+/// `wait_at_most`, failing the test on timeout.
+fn wait_until(what: &str, limit: Duration, ok: impl FnMut() -> bool) {
+    if !wait_at_most(limit, ok) {
+        panic!("timed out waiting for {what}");
     }
-    panic!("timed out waiting for {what}");
 }
 
 fn current_revision(endpoint: &str) -> i64 {
@@ -160,8 +156,7 @@ struct Outcome {
     output: String,
 }
 
-/// Waits until `ok`, at most `limit`; says whether it happened (the caller
-/// goes on either way: the final comparison shows what differs).
+/// Waits until `ok`, at most `limit`; says whether it happened.
 fn wait_at_most(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {

@@ -175,12 +175,7 @@ impl RawNode {
 
     /// Proposes `data` as a normal entry (forwarded to the leader by followers).
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
-        let mut m = self.local_message(MessageType::MsgProp);
-        m.entries = vec![Entry {
-            data,
-            ..Default::default()
-        }];
-        self.raft.step(m)
+        self.propose_many(vec![data])
     }
 
     /// Proposes several normal entries in one message: a follower forwards

@@ -412,13 +412,13 @@ impl Node {
                     .metrics
                     .proposals_failed
                     .fetch_add(proposals.len() as u64, Ordering::Relaxed);
+                let err = if self.leader == 0 {
+                    ServerError::NoLeader
+                } else {
+                    ServerError::LeaderChanged
+                };
                 for (_, done) in proposals {
-                    let err = if self.leader == 0 {
-                        ServerError::NoLeader
-                    } else {
-                        ServerError::LeaderChanged
-                    };
-                    let _ = done.send(Err(err));
+                    let _ = done.send(Err(err.clone()));
                 }
             }
         }

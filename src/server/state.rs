@@ -92,11 +92,16 @@ fn applied_batch(index: u64) -> WriteBatch {
     b
 }
 
-pub fn read_applied_index(storage: &dyn Storage) -> Result<u64, StorageError> {
+/// A big-endian u64 stored under `key` (`None`: absent or not 8 bytes).
+fn read_u64(storage: &dyn Storage, cf: &str, key: &[u8]) -> Result<Option<u64>, StorageError> {
     Ok(storage
-        .get(CF_SERVER, KEY_APPLIED)?
+        .get(cf, key)?
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes))
+        .map(u64::from_be_bytes))
+}
+
+pub fn read_applied_index(storage: &dyn Storage) -> Result<u64, StorageError> {
+    Ok(read_u64(storage, CF_SERVER, KEY_APPLIED)?.unwrap_or(0))
 }
 
 /// Member-local, beside the Raft state (a state snapshot replaces
@@ -107,11 +112,7 @@ const KEY_INCARNATION: &[u8] = b"incarnation";
 /// not synced here: the node loop syncs before it handles any proposal.
 pub fn next_incarnation(storage: &dyn Storage) -> Result<u64, StorageError> {
     let cf = crate::raft::storage::CF_RAFT_STATE;
-    let n = storage
-        .get(cf, KEY_INCARNATION)?
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes)
-        + 1;
+    let n = read_u64(storage, cf, KEY_INCARNATION)?.unwrap_or(0) + 1;
     let mut b = WriteBatch::new();
     b.put(cf, KEY_INCARNATION, n.to_be_bytes().to_vec());
     storage.write(b)?;
@@ -127,10 +128,7 @@ pub fn first_request_id(incarnation: u64) -> u64 {
 }
 
 pub fn read_member_id(storage: &dyn Storage) -> Result<Option<u64>, StorageError> {
-    Ok(storage
-        .get(CF_SERVER, KEY_MEMBER_ID)?
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map(u64::from_be_bytes))
+    read_u64(storage, CF_SERVER, KEY_MEMBER_ID)
 }
 
 /// The writes that found a member's applied state: its id and the founding members.

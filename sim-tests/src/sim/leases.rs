@@ -204,7 +204,7 @@ async fn put_with_lease(
 }
 
 /// One keep-alive on a fresh stream; the TTL answered, if any.
-async fn keep_alive_once(url: &str, id: i64, deadline: Duration) -> Option<i64> {
+pub(super) async fn keep_alive_once(url: &str, id: i64, deadline: Duration) -> Option<i64> {
     let once = async {
         let mut c = LeaseClient::connect(url.to_owned()).await.ok()?;
         let (tx, rx) = tokio::sync::mpsc::channel(1);

@@ -25,13 +25,13 @@ use std::time::Duration;
 
 use cairn_proto::etcdserverpb::{
     compare, kv_client::KvClient, lease_client::LeaseClient, request_op, Compare,
-    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
-    RequestOp, TxnRequest,
+    LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use cairn_proto::v3lockpb::{lock_client::LockClient, LockRequest, UnlockRequest};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::leases::keep_alive_once;
 use crate::checker::fencing::{FencedWrite, Hold, WriteOutcome, FENCED_KEY, LOCK_NAME};
 
 const DEADLINE: Duration = Duration::from_secs(2);
@@ -78,29 +78,12 @@ impl Session {
             return;
         }
         let sent = tokio::time::Instant::now();
-        if let Some(ttl) = keep_alive_once(url, self.id).await {
+        if let Some(ttl) = keep_alive_once(url, self.id, DEADLINE).await {
             if ttl > 0 {
                 self.last_renewal = sent;
             }
         }
     }
-}
-
-async fn keep_alive_once(url: &str, id: i64) -> Option<i64> {
-    let once = async {
-        let mut c = LeaseClient::connect(url.to_owned()).await.ok()?;
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tx.send(LeaseKeepAliveRequest { id }).await.ok()?;
-        let mut stream = c
-            .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .ok()?
-            .into_inner();
-        let resp = stream.message().await.ok()??;
-        drop(tx);
-        Some(resp.ttl)
-    };
-    tokio::time::timeout(DEADLINE, once).await.ok().flatten()
 }
 
 /// `Lock` with a deadline, renewing the session's lease while it waits.

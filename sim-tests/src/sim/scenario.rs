@@ -280,30 +280,9 @@ pub async fn run(cfg: RunConfig) -> RunReport {
             Err(_) => panic!("a client did not finish within 60 s (an RPC without deadline?)"),
         }
     }
-    for t in lease_tasks {
-        if tokio::time::timeout(Duration::from_secs(30), t)
-            .await
-            .is_err()
-        {
-            panic!("a lease client did not stop within 30 s (a call without deadline?)");
-        }
-    }
-    for t in lock_tasks {
-        if tokio::time::timeout(Duration::from_secs(30), t)
-            .await
-            .is_err()
-        {
-            panic!("a lock client did not stop within 30 s (a call without deadline?)");
-        }
-    }
-    for t in watcher_tasks {
-        if tokio::time::timeout(Duration::from_secs(30), t)
-            .await
-            .is_err()
-        {
-            panic!("a watcher did not stop within 30 s (a stream read without deadline?)");
-        }
-    }
+    join_stopped(lease_tasks, "a lease client", "a call").await;
+    join_stopped(lock_tasks, "a lock client", "a call").await;
+    join_stopped(watcher_tasks, "a watcher", "a stream read").await;
     // The convergence check runs from a node of its own (it needs an IP).
     let observer = handle
         .create_node()
@@ -413,6 +392,19 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     report.simulated_secs = started.elapsed().as_secs_f64();
     report.trace_hash = trace_hash(&report);
     report
+}
+
+/// Waits for background tasks that end once `stop` is set; one still
+/// running after 30 s is a harness bug (`unbounded` without a deadline).
+async fn join_stopped<T>(tasks: Vec<madsim::task::JoinHandle<T>>, what: &str, unbounded: &str) {
+    for t in tasks {
+        if tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .is_err()
+        {
+            panic!("{what} did not stop within 30 s ({unbounded} without deadline?)");
+        }
+    }
 }
 
 /// After healing, a client must get a write and a linearizable read through
