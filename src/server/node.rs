@@ -63,6 +63,10 @@ pub struct Metrics {
     pub snapshots_installed: AtomicU64,
 }
 
+/// A sync under way in its own task (so it is timed when it completes, not
+/// when the node loop gets back to it).
+type SyncWait = tokio::task::JoinHandle<Result<(), StorageError>>;
+
 /// Upper bounds (seconds) of the fsync histogram's buckets, as etcd's.
 pub const FSYNC_BUCKETS_SECS: [f64; 14] = [
     0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
@@ -441,14 +445,16 @@ impl Node {
         }
         // A leader's messages go out before its own disk write (`send_first`):
         // the followers persist while it does.
-        let messages = std::mem::take(&mut rd.messages);
+        let mut messages = std::mem::take(&mut rd.messages);
         if rd.send_first {
-            self.send(messages)?;
-            self.persist(&rd).await?;
-        } else {
-            self.persist(&rd).await?;
-            self.send(messages)?;
+            self.send(std::mem::take(&mut messages))?;
         }
+        // The committed entries are applied while the fsync runs. That is
+        // safe: each is durable already (a leader counts its own copy only
+        // after its sync) or, on a follower, committed by a quorum and written
+        // just now, ahead of its effects in the same write-ahead log — a crash
+        // keeps a prefix of it, so never an effect without its entry.
+        let synced = self.persist(&rd)?;
         if !rd.committed_entries.is_empty() {
             let me = self.shared.config.member_id;
             if let Some(delay) = self.shared.probe.as_ref().and_then(|p| p.delay_apply(me)) {
@@ -457,6 +463,14 @@ impl Node {
         }
         // `advance` needs the committed entries back: it marks them applied.
         self.apply(&rd.committed_entries)?;
+        if let Some(synced) = synced {
+            // A join error means the runtime is going away: report it as closed.
+            synced.await.unwrap_or(Err(StorageError::Closed))?;
+        }
+        if !messages.is_empty() {
+            // A follower's acknowledgements: only now is what they acknowledge on disk.
+            self.send(messages)?;
+        }
         for rs in std::mem::take(&mut rd.read_states) {
             self.answer_read(rs);
         }
@@ -510,22 +524,30 @@ impl Node {
             .store(leader != 0, Ordering::Relaxed);
     }
 
-    async fn persist(&mut self, rd: &Ready) -> Result<(), StorageError> {
+    /// Writes the Ready's entries and hard state. When it must be durable
+    /// before `advance`, returns the sync to await (already under way); it
+    /// feeds the fsync histogram when it completes.
+    fn persist(&mut self, rd: &Ready) -> Result<Option<SyncWait>, StorageError> {
         let batch = raft::storage::ready_batch(rd, self.persisted_last);
         self.persisted_last = raft::storage::last_index_after(rd, self.persisted_last);
         if batch.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        if rd.must_sync {
-            let t0 = self.clock.now();
-            self.shared.storage.write_sync(batch).await?;
-            self.shared
-                .metrics
-                .observe_fsync(self.clock.now().saturating_duration_since(t0));
+        self.shared.storage.write(batch)?;
+        if !rd.must_sync {
+            return Ok(None);
+        }
+        let (sync, shared, t0) = (
+            self.shared.storage.sync(),
+            self.shared.clone(),
+            self.clock.now(),
+        );
+        Ok(Some(tokio::spawn(async move {
+            sync.await?;
+            let took = shared.clock.now().saturating_duration_since(t0);
+            shared.metrics.observe_fsync(took);
             Ok(())
-        } else {
-            self.shared.storage.write(batch)
-        }
+        })))
     }
 
     fn send(&mut self, messages: Vec<raft::Message>) -> Result<(), StorageError> {
