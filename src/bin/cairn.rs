@@ -13,6 +13,11 @@ use cairn::member::MemberOptions;
 use cairn_runtime::client_port;
 use cairn_runtime::TokioClock;
 
+/// mimalloc rather than glibc malloc: less CPU per request (many small,
+/// short-lived buffers per gRPC call) — see docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = match Config::from_env_and_args() {
         Ok(c) => c,
