@@ -3,12 +3,15 @@
 //! Each turn: tick on the Clock, step inbound peer messages, take proposals
 //! and read requests from handlers, then drain Ready:
 //! 1. install a received snapshot (state first, then Raft's record of it);
-//! 2. persist entries and hard state — one synced batch when `must_sync`, so
-//!    every proposal that arrived meanwhile shares the fsync (group commit);
-//! 3. send messages (only now: they may acknowledge what was just persisted);
-//!    snapshots stream in their own task;
-//! 4. apply committed entries, each in one batch with the applied index, and
-//!    answer the waiting handler if this member proposed it;
+//! 2. write entries and hard state in one batch and, when `must_sync`, start
+//!    its fsync — every proposal that arrived meanwhile shares it (group
+//!    commit). A leader sends its messages before this write (`send_first`);
+//! 3. while the fsync runs, apply committed entries, each in one batch with
+//!    the applied index, and answer the waiting handler if this member
+//!    proposed it (as etcd applies while its WAL syncs; why it is safe is at
+//!    `handle_ready`);
+//! 4. once synced, send the other messages (they may acknowledge what was just
+//!    persisted); snapshots stream in their own task;
 //! 5. answer read states; advance; snapshot and compact the log every
 //!    `snapshot_count` applied entries.
 //!
