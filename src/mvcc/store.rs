@@ -102,6 +102,10 @@ struct Pending {
     changes: Vec<Change>,
     /// Each touched key's state after the changes so far (`None`: deleted).
     overlay: BTreeMap<Vec<u8>, Option<Kv>>,
+    /// Whether later operations of the same request read the overlay (a
+    /// txn's); a lone Put or DeleteRange keeps none, so deleting a large
+    /// range does not hold one more copy of every key.
+    track: bool,
 }
 
 impl Pending {
@@ -110,12 +114,15 @@ impl Pending {
             rev,
             changes: Vec::new(),
             overlay: BTreeMap::new(),
+            track: true,
         }
     }
 
     fn record(&mut self, kv: Kv, tombstone: bool, prev: Option<Kv>) {
-        self.overlay
-            .insert(kv.key.clone(), (!tombstone).then(|| kv.clone()));
+        if self.track {
+            self.overlay
+                .insert(kv.key.clone(), (!tombstone).then(|| kv.clone()));
+        }
         self.changes.push(Change {
             kv,
             tombstone,
@@ -465,6 +472,13 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// For a request of one operation: nothing reads its overlay.
+    fn single(store: &'a MvccStore) -> Self {
+        let mut exec = Exec::new(store);
+        exec.p.track = false;
+        exec
+    }
+
     fn view(&self) -> View<'_> {
         View {
             store: self.store,
@@ -803,7 +817,7 @@ impl MvccStore {
         let result = if req.lease != 0 && !lease_exists(req.lease) {
             Err(MvccError::LeaseNotFound)
         } else {
-            let mut exec = Exec::new(self);
+            let mut exec = Exec::single(self);
             exec.put(req).map(|resp| (resp, exec.p))
         };
         self.finish(result, extra)
@@ -815,7 +829,7 @@ impl MvccStore {
         req: &DeleteRangeRequest,
         extra: WriteBatch,
     ) -> Result<WriteOutcome<DeleteRangeResponse>, MvccError> {
-        let mut exec = Exec::new(self);
+        let mut exec = Exec::single(self);
         let result = exec.delete_range(req).map(|resp| (resp, exec.p));
         self.finish(result, extra)
     }
