@@ -291,9 +291,38 @@ impl Server {
     }
 
     /// Renews in this member's lessor; `None`: not possible yet (not yet
-    /// primary, or expired and its revoke not yet applied), try again.
+    /// primary, no longer leader, or expired and its revoke not yet
+    /// applied), try again.
+    ///
+    /// Leadership is confirmed first by a ReadIndex round (a quorum answers
+    /// this term's heartbeat), which also waits for everything committed to
+    /// be applied: a leader paused or cut off while another was elected still
+    /// believes it is primary, and a renewal it answered would be lost — the
+    /// new leader's lessor expires the lease on its own schedule (simulation
+    /// lease3 seed 1055). etcd's LeaseRenew confirms leadership the same way
+    /// since 3.5.
     async fn renew_local(&self, id: i64) -> Result<Option<i64>, ServerError> {
-        self.wait_applied_to_commit().await?;
+        let me = self.shared.config.member_id;
+        let term = self
+            .shared
+            .raft
+            .term
+            .load(std::sync::atomic::Ordering::SeqCst);
+        match self.linearizable_barrier().await {
+            Ok(()) => {}
+            Err(ServerError::NoLeader | ServerError::LeaderChanged) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        if self.leader() != Some(me)
+            || self
+                .shared
+                .raft
+                .term
+                .load(std::sync::atomic::Ordering::SeqCst)
+                != term
+        {
+            return Ok(None);
+        }
         let lease = LeaseId(id);
         let checkpointed = self
             .shared

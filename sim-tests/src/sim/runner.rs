@@ -10,7 +10,8 @@
 //!
 //! Environment:
 //! - `MADSIM_TEST_SEED` (+ `MADSIM_TEST_NUM`): run those seeds only;
-//! - `CAIRN_SIM_SEEDS=a..b`: a seed range (default: the CI range below);
+//! - `CAIRN_SIM_SEEDS=a..b`: a seed range (default: the CI range below,
+//!   plus `CI_REGRESSION_SEEDS`);
 //! - `CAIRN_SIM_SCENARIOS=kv3,kv5,lease3,lock3`: which scenarios (default all);
 //! - `CAIRN_SIM_JOBS`: parallel children (default 2);
 //! - `MADSIM_TEST_CHECK_DETERMINISM`: check every seed for determinism;
@@ -32,6 +33,12 @@ pub const CI_SEEDS_KV3: std::ops::Range<u64> = 1..121;
 pub const CI_SEEDS_KV5: std::ops::Range<u64> = 1..41;
 pub const CI_SEEDS_LEASE3: std::ops::Range<u64> = 1..41;
 pub const CI_SEEDS_LOCK3: std::ops::Range<u64> = 1..41;
+
+/// Seeds outside those ranges that once failed, run by `.ci/run` too (each
+/// is the regression test of what it found): lease3 1030 (the watch checker
+/// was stricter than etcd at the compact revision), lease3 1055 (a paused
+/// leader renewed a lease it no longer governed).
+pub const CI_REGRESSION_SEEDS: &[(&str, u64)] = &[("lease3", 1030), ("lease3", 1055)];
 
 /// Wall-clock limit for one child (a hang is a failure, not a stuck CI).
 const CHILD_WALL_LIMIT: Duration = Duration::from_secs(600);
@@ -293,6 +300,13 @@ fn parent() -> ExitCode {
         for seed in seeds_from_env(default) {
             let det = check_all || (det_every > 0 && seed % det_every == 0);
             work.push((s.clone(), seed, det));
+        }
+        let explicit = std::env::var_os("MADSIM_TEST_SEED").is_some()
+            || std::env::var_os("CAIRN_SIM_SEEDS").is_some();
+        if !explicit {
+            for &(_, seed) in CI_REGRESSION_SEEDS.iter().filter(|(n, _)| n == s) {
+                work.push((s.clone(), seed, check_all));
+            }
         }
     }
     let total = work.len();
