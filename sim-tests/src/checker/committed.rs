@@ -27,6 +27,16 @@ pub struct CommittedChange {
     pub value: Option<Value>,
 }
 
+/// A change, for checker tests: `value` None is a delete.
+#[cfg(test)]
+pub(crate) fn change(rev: u64, key: &str, value: Option<&str>) -> CommittedChange {
+    CommittedChange {
+        revision: Revision(rev),
+        key: key.to_owned(),
+        value: value.map(str::to_owned),
+    }
+}
+
 /// Every change the cluster committed, as it stands at the end of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CommittedHistory {

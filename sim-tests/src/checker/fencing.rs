@@ -129,15 +129,8 @@ fn token_of(value: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::committed::change;
     use crate::checker::{CommittedChange, Revision};
-
-    fn change(rev: u64, key: &str, value: Option<&str>) -> CommittedChange {
-        CommittedChange {
-            revision: Revision(rev),
-            key: key.to_owned(),
-            value: value.map(str::to_owned),
-        }
-    }
 
     fn history(changes: Vec<CommittedChange>) -> CommittedHistory {
         CommittedHistory {

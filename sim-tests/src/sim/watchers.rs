@@ -444,16 +444,8 @@ fn tokio_stream_from(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::committed::CommittedChange;
+    use crate::checker::committed::change;
     use crate::checker::history::Revision;
-
-    fn change(rev: u64, key: &str, value: Option<&str>) -> CommittedChange {
-        CommittedChange {
-            revision: Revision(rev),
-            key: key.to_owned(),
-            value: value.map(str::to_owned),
-        }
-    }
 
     fn event(rev: i64, key: &str, value: Option<&str>) -> SeenEvent {
         SeenEvent {
