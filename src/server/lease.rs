@@ -300,27 +300,22 @@ impl Server {
     /// believes it is primary, and a renewal it answered would be lost — the
     /// new leader's lessor expires the lease on its own schedule (simulation
     /// lease3 seed 1055). etcd's LeaseRenew confirms leadership the same way
-    /// since 3.5.
+    /// since etcd-io/etcd#15247.
     async fn renew_local(&self, id: i64) -> Result<Option<i64>, ServerError> {
         let me = self.shared.config.member_id;
-        let term = self
-            .shared
-            .raft
-            .term
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let term = || {
+            self.shared
+                .raft
+                .term
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        let term_before = term();
         match self.linearizable_barrier().await {
             Ok(()) => {}
             Err(ServerError::NoLeader | ServerError::LeaderChanged) => return Ok(None),
             Err(e) => return Err(e),
         }
-        if self.leader() != Some(me)
-            || self
-                .shared
-                .raft
-                .term
-                .load(std::sync::atomic::Ordering::SeqCst)
-                != term
-        {
+        if self.leader() != Some(me) || term() != term_before {
             return Ok(None);
         }
         let lease = LeaseId(id);

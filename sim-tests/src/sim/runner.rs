@@ -285,6 +285,9 @@ fn parent() -> ExitCode {
         .and_then(|j| j.parse().ok())
         .unwrap_or(20);
     let check_all = std::env::var_os("MADSIM_TEST_CHECK_DETERMINISM").is_some();
+    // Seeds given on the command line replace the CI set, regression seeds included.
+    let explicit_seeds = std::env::var_os("MADSIM_TEST_SEED").is_some()
+        || std::env::var_os("CAIRN_SIM_SEEDS").is_some();
     let mut work = Vec::new();
     for s in &scenarios {
         let default = match s.as_str() {
@@ -301,9 +304,7 @@ fn parent() -> ExitCode {
             let det = check_all || (det_every > 0 && seed % det_every == 0);
             work.push((s.clone(), seed, det));
         }
-        let explicit = std::env::var_os("MADSIM_TEST_SEED").is_some()
-            || std::env::var_os("CAIRN_SIM_SEEDS").is_some();
-        if !explicit {
+        if !explicit_seeds {
             for &(_, seed) in CI_REGRESSION_SEEDS.iter().filter(|(n, _)| n == s) {
                 work.push((s.clone(), seed, check_all));
             }
