@@ -8,12 +8,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// A loopback port nothing listens on, for a server about to be started.
+/// Below the kernel's ephemeral range (32768 and up here), so no outgoing
+/// connection of a test running in parallel can take it before the server
+/// binds it (a port from `bind(0)` could be: `client_crate` once failed with
+/// "address already in use"); and never the same twice in one test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test processes started one after another begin at different places.
+    let offset = std::process::id() % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            n < SPAN,
+            "no free loopback port left below {}",
+            FIRST + SPAN
+        );
+        let port = (FIRST + (offset + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A server process, killed (SIGKILL) when dropped.
