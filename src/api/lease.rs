@@ -9,7 +9,9 @@ use std::pin::Pin;
 
 use cairn_proto::etcdserverpb::lease_server::Lease;
 use cairn_proto::etcdserverpb::*;
+use futures::FutureExt as _;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{reply, status_of};
@@ -18,6 +20,9 @@ use crate::server::{Server, LEASE_FORWARDED_HEADER};
 /// Keep-alive answers buffered per stream before the stream stops reading
 /// requests (the client is not reading its answers).
 const KEEP_ALIVE_BUFFER: usize = 16;
+
+/// Forwarded renewals renewed together at most (one leadership round each).
+const FORWARDED_BATCH_MAX: usize = 1024;
 
 /// The Lease service.
 #[derive(Clone)]
@@ -29,6 +34,69 @@ type KeepAliveStream = Pin<
 
 fn is_forwarded<T>(request: &Request<T>) -> bool {
     request.metadata().contains_key(LEASE_FORWARDED_HEADER)
+}
+
+type KeepAliveAnswers = mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>;
+
+/// A client's keep-alive stream: one renewal at a time, in order (as etcd).
+/// Ends when the client closes its side (the stream then ends cleanly), the
+/// client goes away, or a renewal fails.
+async fn serve_client(
+    server: Server,
+    mut requests: Streaming<LeaseKeepAliveRequest>,
+    tx: KeepAliveAnswers,
+) {
+    while let Ok(Some(req)) = requests.message().await {
+        let answer = server
+            .lease_keep_alive(req.id, false)
+            .await
+            .map_err(status_of);
+        let failed = answer.is_err();
+        if tx.send(answer).await.is_err() || failed {
+            break;
+        }
+    }
+}
+
+/// A follower's forwarding stream (`server/lease_forward.rs`): every
+/// renewal that arrived while the previous batch was renewed is renewed
+/// together, answers in order. Any failure fails the stream: the follower
+/// asks again.
+async fn serve_forwarded(
+    server: Server,
+    mut requests: Streaming<LeaseKeepAliveRequest>,
+    tx: KeepAliveAnswers,
+) {
+    let mut ended = false;
+    while !ended {
+        let Some(Ok(first)) = requests.next().await else {
+            return;
+        };
+        let mut ids = vec![first.id];
+        while ids.len() < FORWARDED_BATCH_MAX {
+            match requests.next().now_or_never() {
+                Some(Some(Ok(req))) => ids.push(req.id),
+                None => break,
+                Some(_) => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        match server.lease_keep_alive_batch(&ids).await {
+            Ok(answers) => {
+                for a in answers {
+                    if tx.send(Ok(a)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(status_of(e))).await;
+                return;
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -54,23 +122,14 @@ impl Lease for LeaseService {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let forwarded = is_forwarded(&request);
-        let mut requests = request.into_inner();
+        let requests = request.into_inner();
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
         let server = self.0.clone();
-        tokio::spawn(async move {
-            // Ends when the client closes its side (the stream then ends
-            // cleanly), the client goes away, or a renewal fails.
-            while let Ok(Some(req)) = requests.message().await {
-                let answer = server
-                    .lease_keep_alive(req.id, forwarded)
-                    .await
-                    .map_err(status_of);
-                let failed = answer.is_err();
-                if tx.send(answer).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
+        if forwarded {
+            tokio::spawn(serve_forwarded(server, requests, tx));
+        } else {
+            tokio::spawn(serve_client(server, requests, tx));
+        }
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -5,9 +5,12 @@
 //! - Keep-alive and time-to-live are answered by the leader only, from its
 //!   primary lessor (member-local expiries). A follower forwards them to the
 //!   leader's published client URL over the Lease gRPC service, marking the
-//!   call as forwarded so it is never forwarded again; every call carries a
-//!   deadline (in simulation a partition is unbounded latency). Without a
-//!   leader for the whole request timeout: `etcdserver: no leader`.
+//!   call as forwarded so it is never forwarded again: keep-alives on one
+//!   long-lived stream, renewed by the leader in batches with one leadership
+//!   confirmation each (`lease_forward.rs`), time-to-live as a call each.
+//!   Everything forwarded has a deadline (in simulation a partition is
+//!   unbounded latency). Without a leader for the whole request timeout:
+//!   `etcdserver: no leader`.
 //! - A keep-alive of a lease whose remaining TTL was checkpointed first
 //!   clears the checkpoint through Raft (as etcd), so a later leader does not
 //!   restart it from a stale, shorter remaining TTL.
@@ -26,12 +29,13 @@ use std::time::Duration;
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest, LeaseCheckpoints};
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{
-    LeaseCheckpoint, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
-    LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
-    LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseCheckpoint, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveResponse,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use tonic::transport::{Channel, Endpoint};
 
+use super::lease_forward::Forwarder;
 use super::state::Applied;
 use super::{unreachable_apply, Server, ServerConfig, ServerError, Shared};
 use crate::lease::{
@@ -71,6 +75,8 @@ pub(super) struct Frontend {
     ids: IdGenerator,
     /// The leader's client URL and a channel to it, reused between calls.
     leader_channel: Mutex<Option<(String, Channel)>>,
+    /// Keep-alives of this member's clients, on their way to the leader.
+    forwarder: Forwarder,
 }
 
 impl Frontend {
@@ -78,6 +84,7 @@ impl Frontend {
         Frontend {
             ids: IdGenerator::new(config.member_id, config.rng_seed),
             leader_channel: Mutex::new(None),
+            forwarder: Forwarder::new(config.request_timeout / 2),
         }
     }
 
@@ -103,6 +110,16 @@ impl Frontend {
             *cached = None;
         }
     }
+}
+
+/// One lease of a batch renewed on the leader.
+enum Renewal {
+    /// Renewed: expires this many seconds from now.
+    Ttl(i64),
+    /// No such lease.
+    NotFound,
+    /// Expired, its revoke not yet applied: ask again.
+    Retry,
 }
 
 /// Where a leader-only lease request is served.
@@ -293,15 +310,25 @@ impl Server {
     /// Renews in this member's lessor; `None`: not possible yet (not yet
     /// primary, no longer leader, or expired and its revoke not yet
     /// applied), try again.
-    ///
-    /// Leadership is confirmed first by a ReadIndex round (a quorum answers
-    /// this term's heartbeat), which also waits for everything committed to
-    /// be applied: a leader paused or cut off while another was elected still
-    /// believes it is primary, and a renewal it answered would be lost — the
-    /// new leader's lessor expires the lease on its own schedule (simulation
-    /// lease3 seed 1055). etcd's LeaseRenew confirms leadership the same way
-    /// since etcd-io/etcd#15247.
     async fn renew_local(&self, id: i64) -> Result<Option<i64>, ServerError> {
+        match self.renew_local_batch(&[id]).await?.as_deref() {
+            Some([Renewal::Ttl(ttl)]) => Ok(Some(*ttl)),
+            Some([Renewal::NotFound]) => Err(LeaseError::NotFound.into()),
+            _ => Ok(None),
+        }
+    }
+
+    /// Renews every lease of `ids` in this member's lessor, in order; `None`:
+    /// not possible now (not yet primary, or no longer leader), try again.
+    ///
+    /// Leadership is confirmed first, once for the whole batch, by a
+    /// ReadIndex round (a quorum answers this term's heartbeat), which also
+    /// waits for everything committed to be applied: a leader paused or cut
+    /// off while another was elected still believes it is primary, and a
+    /// renewal it answered would be lost — the new leader's lessor expires
+    /// the lease on its own schedule (simulation lease3 seed 1055). etcd's
+    /// LeaseRenew confirms leadership the same way since etcd-io/etcd#15247.
+    async fn renew_local_batch(&self, ids: &[i64]) -> Result<Option<Vec<Renewal>>, ServerError> {
         let me = self.shared.config.member_id;
         let term = || {
             self.shared
@@ -318,19 +345,19 @@ impl Server {
         if self.leader() != Some(me) || term() != term_before {
             return Ok(None);
         }
-        let lease = LeaseId(id);
-        let checkpointed = self
-            .shared
-            .lessor
-            .read()
-            .expect("lessor lock poisoned")
-            .has_checkpoint(lease);
-        if checkpointed {
-            let clear = LeaseCheckpoints {
-                checkpoints: vec![LeaseCheckpoint {
+        let checkpointed: Vec<LeaseCheckpoint> = {
+            let lessor = self.shared.lessor.read().expect("lessor lock poisoned");
+            ids.iter()
+                .filter(|&&id| lessor.has_checkpoint(LeaseId(id)))
+                .map(|&id| LeaseCheckpoint {
                     id,
                     remaining_ttl: 0,
-                }],
+                })
+                .collect()
+        };
+        if !checkpointed.is_empty() {
+            let clear = LeaseCheckpoints {
+                checkpoints: checkpointed,
             };
             match self.propose(Request::LeaseCheckpoint(clear)).await {
                 Ok(_) => {}
@@ -339,17 +366,52 @@ impl Server {
             }
         }
         let now = self.shared.clock.now();
-        let renewed = self
-            .shared
-            .lessor
-            .write()
-            .expect("lessor lock poisoned")
-            .renew(lease, now);
-        match renewed {
-            Ok(RenewOutcome::Renewed { ttl_secs }) => Ok(Some(ttl_secs)),
-            Ok(RenewOutcome::Expired) | Err(LeaseError::NotPrimary) => Ok(None),
-            Err(e) => Err(e.into()),
+        let mut lessor = self.shared.lessor.write().expect("lessor lock poisoned");
+        let mut renewals = Vec::with_capacity(ids.len());
+        for &id in ids {
+            renewals.push(match lessor.renew(LeaseId(id), now) {
+                Ok(RenewOutcome::Renewed { ttl_secs }) => Renewal::Ttl(ttl_secs),
+                Ok(RenewOutcome::Expired) => Renewal::Retry,
+                Err(LeaseError::NotFound) => Renewal::NotFound,
+                Err(LeaseError::NotPrimary) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            });
         }
+        Ok(Some(renewals))
+    }
+
+    /// The keep-alives a follower forwarded on one stream and that queued up
+    /// together (`lease_forward.rs`): answered in order, with one leadership
+    /// confirmation for all. Fails (the follower asks again) unless this
+    /// member is the leader.
+    pub async fn lease_keep_alive_batch(
+        &self,
+        ids: &[i64],
+    ) -> Result<Vec<LeaseKeepAliveResponse>, ServerError> {
+        let header = self.header(self.current_revision());
+        if !matches!(self.route(true)?, Route::Local) {
+            return Err(LeaseError::NotPrimary.into());
+        }
+        let renewals = self
+            .within_request_timeout(self.renew_local_batch(ids))
+            .await?
+            .ok_or(LeaseError::NotPrimary)?;
+        let mut answers = Vec::with_capacity(ids.len());
+        for (&id, renewal) in ids.iter().zip(renewals) {
+            let ttl = match renewal {
+                Renewal::Ttl(ttl) => ttl,
+                Renewal::NotFound => 0,
+                // Expired, its revoke not applied yet: wait for it as a
+                // single keep-alive does (rare; the batch waits too).
+                Renewal::Retry => self.lease_keep_alive(id, true).await?.ttl,
+            };
+            answers.push(LeaseKeepAliveResponse {
+                header: Some(header.clone()),
+                id,
+                ttl,
+            });
+        }
+        Ok(answers)
     }
 
     async fn time_to_live_local(
@@ -384,24 +446,14 @@ impl Server {
         self.shared.config.request_timeout / 2
     }
 
-    /// One keep-alive on the leader's client port. `None`: failed, retry.
+    /// One keep-alive through the leader at `url` (on this member's one
+    /// forwarding stream). `None`: failed, retry.
     async fn forward_renew(&self, url: &str, id: i64) -> Result<Option<i64>, ServerError> {
-        let Some(mut client) = self.leases.client(url) else {
-            return Ok(None);
-        };
-        let mut req = tonic::Request::new(tokio_stream::once(LeaseKeepAliveRequest { id }));
-        mark_forwarded(&mut req);
-        let call = async move {
-            let mut responses = client.lease_keep_alive(req).await?.into_inner();
-            responses.message().await
-        };
+        let call = self.leases.forwarder.renew(url, id);
         match tokio::time::timeout(self.forward_timeout(), call).await {
-            Ok(Ok(Some(resp))) if resp.ttl > 0 => Ok(Some(resp.ttl)),
-            Ok(Ok(Some(_))) => Err(LeaseError::NotFound.into()),
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
-                self.leases.forget(url);
-                Ok(None)
-            }
+            Ok(Some(ttl)) if ttl > 0 => Ok(Some(ttl)),
+            Ok(Some(_)) => Err(LeaseError::NotFound.into()),
+            Ok(None) | Err(_) => Ok(None),
         }
     }
 

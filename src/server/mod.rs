@@ -17,6 +17,7 @@
 //! tokio) and the integration tests in `tests/` (real binary, etcdctl).
 
 mod lease;
+mod lease_forward;
 mod node;
 pub mod probe;
 pub mod state;

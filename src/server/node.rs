@@ -47,6 +47,10 @@ use crate::watch::HubConfig;
 /// Handler requests queued before new ones are refused with `too many requests`.
 pub const COMMAND_QUEUE_LEN: usize = 8192;
 
+/// Ticks a ReadIndex round may stay unanswered before the reads queued
+/// behind it start a round of their own.
+const READ_ROUND_PATIENCE_TICKS: u32 = 2;
+
 type ProposeReply = oneshot::Sender<Result<(Applied, i64), ServerError>>;
 type ReadReply = oneshot::Sender<Result<u64, ServerError>>;
 
@@ -208,6 +212,8 @@ pub(super) fn spawn(
         waiters: BTreeMap::new(),
         reads: BTreeMap::new(),
         next_read_ctx: 1,
+        queued_reads: Vec::new(),
+        read_round_ticks: 0,
         pending_snapshots: BTreeMap::new(),
         snapshot_reports,
         last_snapshot_index: 0,
@@ -227,6 +233,14 @@ struct Node {
     /// Read-index requests in flight, by context.
     reads: BTreeMap<u64, Vec<ReadReply>>,
     next_read_ctx: u64,
+    /// Reads that came while a round was in flight: they share the next
+    /// round, started when that one is answered (as etcd's read loop: one
+    /// heartbeat round serves every read that waited for it).
+    queued_reads: Vec<ReadReply>,
+    /// Ticks the newest round has been in flight: after
+    /// `READ_ROUND_PATIENCE_TICKS` the queue starts its own round (the old
+    /// one's messages may have been lost).
+    read_round_ticks: u32,
     /// Snapshot state received from the leader, by snapshot index, until
     /// Raft hands the snapshot out in a Ready.
     pending_snapshots: BTreeMap<u64, Vec<u8>>,
@@ -300,6 +314,9 @@ impl Node {
                 let _ = w.send(Err(ServerError::Stopped));
             }
         }
+        for w in std::mem::take(&mut self.queued_reads) {
+            let _ = w.send(Err(ServerError::Stopped));
+        }
     }
 
     fn on_tick(&mut self) {
@@ -309,6 +326,11 @@ impl Node {
             ws.retain(|w| !w.is_closed());
             !ws.is_empty()
         });
+        self.queued_reads.retain(|w| !w.is_closed());
+        if !self.reads.is_empty() {
+            self.read_round_ticks += 1;
+        }
+        self.start_read_round(Vec::new());
         self.shared
             .metrics
             .proposals_pending
@@ -380,9 +402,20 @@ impl Node {
             }
         }
         self.propose(proposals);
-        if reads.is_empty() {
+        self.start_read_round(reads);
+    }
+
+    /// Starts a ReadIndex round for `reads` and the queued ones — or queues
+    /// them while a round is in flight (its answer starts the next).
+    fn start_read_round(&mut self, reads: Vec<ReadReply>) {
+        self.queued_reads.extend(reads);
+        if self.queued_reads.is_empty() {
             return;
         }
+        if !self.reads.is_empty() && self.read_round_ticks < READ_ROUND_PATIENCE_TICKS {
+            return;
+        }
+        let reads = std::mem::take(&mut self.queued_reads);
         let ctx = self.next_read_ctx;
         self.next_read_ctx += 1;
         match self
@@ -391,6 +424,7 @@ impl Node {
         {
             Ok(()) => {
                 self.reads.insert(ctx, reads);
+                self.read_round_ticks = 0;
             }
             Err(_) => {
                 for r in reads {
@@ -477,6 +511,7 @@ impl Node {
         for rs in std::mem::take(&mut rd.read_states) {
             self.answer_read(rs);
         }
+        self.start_read_round(Vec::new());
         if let Some(hs) = &rd.hard_state {
             self.shared.raft.term.store(hs.term, Ordering::SeqCst);
             self.shared
@@ -497,10 +532,13 @@ impl Node {
                     .fetch_add(1, Ordering::Relaxed);
             }
             // Reads waiting on the old leader will never be answered.
-            for (_, ws) in std::mem::take(&mut self.reads) {
-                for w in ws {
-                    let _ = w.send(Err(ServerError::LeaderChanged));
-                }
+            let queued = std::mem::take(&mut self.queued_reads);
+            for w in std::mem::take(&mut self.reads)
+                .into_values()
+                .flatten()
+                .chain(queued)
+            {
+                let _ = w.send(Err(ServerError::LeaderChanged));
             }
             tracing::info!(member = %NodeId(self.shared.config.member_id), leader = %NodeId(leader), "leader changed");
         }

@@ -609,6 +609,47 @@ async fn leases_survive_a_leader_change_without_expiring_early_and_expire_in_one
     assert_eq!(value(&back, "svc/a", true).await, None);
 }
 
+/// A follower forwards its clients' keep-alives on one stream and the
+/// leader renews them in batches (`lease_forward.rs`): under many concurrent
+/// renewals every answer still belongs to its own lease — each lease has its
+/// own TTL, so an answer matched to the wrong renewal shows — and an unknown
+/// lease still answers TTL 0.
+#[tokio::test]
+async fn concurrent_keep_alives_through_a_follower_each_get_their_own_lease_ttl() {
+    let (_configs, _disks, members) = three_serving_members(Duration::from_secs(300)).await;
+    let leader = wait_leader(&live(&members)).await;
+    wait_published(&live(&members)).await;
+    let li = (leader - 1) as usize;
+    let follower = members[(li + 1) % 3]
+        .as_ref()
+        .expect("member")
+        .server
+        .clone();
+    let mut leases = Vec::new();
+    for ttl in 10..50 {
+        leases.push((grant(&follower, ttl).await, ttl));
+    }
+    let unknown = 0x7eed_0000_0000_0001;
+    leases.push((unknown, 0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..10 {
+        for &(id, ttl) in &leases {
+            let f = follower.clone();
+            tasks.spawn(async move {
+                let ka = f.lease_keep_alive(id, false).await.expect("keep-alive");
+                (round, id, ttl, ka)
+            });
+        }
+    }
+    let mut answered = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (round, id, ttl, ka) = done.expect("task");
+        assert_eq!((ka.id, ka.ttl), (id, ttl), "round {round}: lease {id:x}");
+        answered += 1;
+    }
+    assert_eq!(answered, 10 * leases.len());
+}
+
 #[tokio::test]
 async fn checkpointed_remaining_ttl_survives_a_failover_so_long_leases_do_not_restart() {
     const TTL: i64 = 60;
