@@ -132,7 +132,29 @@ async fn run(mut rx: mpsc::Receiver<(String, i64, ForwardReply)>, timeout: Durat
             .as_ref()
             .and_then(|s| s.in_flight.front())
             .map(|(sent, _)| *sent + timeout);
+        // Fixed priorities (answers, then the deadline, then new renewals)
+        // keep the simulation deterministic.
         tokio::select! {
+            biased;
+            answer = async { stream.as_mut().expect("guarded").responses.message().await },
+                if stream.as_ref().is_some_and(|s| !s.in_flight.is_empty()) =>
+            {
+                match answer {
+                    Ok(Some(resp)) => {
+                        let s = stream.as_mut().expect("guarded");
+                        if let Some((_, reply)) = s.in_flight.pop_front() {
+                            let _ = reply.send(Some(resp.ttl.max(0)));
+                        }
+                    }
+                    // The leader failed the stream (not the leader any more)
+                    // or it ended: everything in flight asks again.
+                    Ok(None) | Err(_) => stream.take().expect("guarded").fail(),
+                }
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                tracing::debug!("forwarded keep-alives unanswered; reopening the stream");
+                stream.take().expect("guarded").fail();
+            }
             next = rx.recv() => {
                 let Some((url, id, reply)) = next else { break };
                 if reply.is_closed() {
@@ -156,25 +178,6 @@ async fn run(mut rx: mpsc::Receiver<(String, i64, ForwardReply)>, timeout: Durat
                     continue;
                 }
                 s.in_flight.push_back((Instant::now(), reply));
-            }
-            answer = async { stream.as_mut().expect("guarded").responses.message().await },
-                if stream.as_ref().is_some_and(|s| !s.in_flight.is_empty()) =>
-            {
-                match answer {
-                    Ok(Some(resp)) => {
-                        let s = stream.as_mut().expect("guarded");
-                        if let Some((_, reply)) = s.in_flight.pop_front() {
-                            let _ = reply.send(Some(resp.ttl.max(0)));
-                        }
-                    }
-                    // The leader failed the stream (not the leader any more)
-                    // or it ended: everything in flight asks again.
-                    Ok(None) | Err(_) => stream.take().expect("guarded").fail(),
-                }
-            }
-            _ = sleep_until(deadline), if deadline.is_some() => {
-                tracing::debug!("forwarded keep-alives unanswered; reopening the stream");
-                stream.take().expect("guarded").fail();
             }
         }
     }
