@@ -31,7 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 CLIENT=127.0.0.1:23791
-if curl -s -o /dev/null "http://$CLIENT/health"; then
+if curl -s -m 2 -o /dev/null "http://$CLIENT/health"; then
   echo "check-perf-1.sh: something already serves $CLIENT; stop it first" >&2
   exit 1
 fi
@@ -42,7 +42,7 @@ fi
   --heartbeat-interval 100 --election-timeout 1000 >"$DIR/server.log" 2>&1 &
 SP=$!
 for _ in $(seq 1 100); do
-  curl -sf "http://$CLIENT/health" | grep -q '"health":"true"' && break
+  curl -sf -m 2 "http://$CLIENT/health" | grep -q '"health":"true"' && break
   sleep 0.2
 done
 kill -0 "$SP" 2>/dev/null || { echo "check-perf-1.sh: $WHO did not start:" >&2; cat "$DIR/server.log" >&2; exit 1; }
@@ -62,7 +62,7 @@ s1=$(cpu "$SP"); t1=$(date +%s.%N)
 tr '\r' '\n' <"$DIR/etcdctl.out" | grep -E '^(PASS|FAIL|Slowest|Stddev|Throughput)'
 awk -v s="$((s1 - s0))" -v e="$e" -v t="$ticks" -v w="$(echo "$t1 - $t0" | bc)" \
   'BEGIN { printf "wall %.1f s; CPU: %s %.1f s, etcdctl %.1f s (2 cores = %.0f CPU-s)\n", w, "server", s / t, e / t, 2 * w }'
-curl -s "http://$CLIENT/metrics" | awk '
+curl -s -m 10 "http://$CLIENT/metrics" | awk '
   /^etcd_disk_wal_fsync_duration_seconds_sum/ { sum = $2 }
   /^etcd_disk_wal_fsync_duration_seconds_count/ { n = $2 }
   END { if (n > 0) printf "WAL fsyncs: %d, mean %.3f ms\n", n, 1000 * sum / n }'

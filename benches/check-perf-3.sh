@@ -24,7 +24,7 @@ for i in 1 2 3; do
 done
 EPS=127.0.0.1:22001,127.0.0.1:22002,127.0.0.1:22003
 for _ in $(seq 1 100); do
-  curl -sf http://127.0.0.1:22001/health | grep -q '"health":"true"' && break
+  curl -sf -m 2 http://127.0.0.1:22001/health | grep -q '"health":"true"' && break
   sleep 0.2
 done
 ETCDCTL_API=3 etcdctl --endpoints "$EPS" check perf --load="$LOAD" 2>&1 | tr '\r' '\n' | grep -E '^(PASS|FAIL|Slowest|Stddev|Throughput)'

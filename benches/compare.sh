@@ -10,11 +10,15 @@
 # the ratio cairn/etcd, each server's peak RSS (VmHWM, the largest member)
 # and the on-disk size of member 1's data dir after the put workload.
 #
-# Usage: benches/compare.sh [--quick] [--nodes "1 3"] [--repeat N] [--check-perf s|m|l|xl]
-#                           [--results DIR] [--out FILE]
+# Usage: benches/compare.sh [--quick] [--nodes "1 3"] [--repeat N] [--rounds N]
+#                           [--check-perf s|m|l|xl] [--results DIR] [--out FILE]
 #   --quick           small totals: finishes in under 3 minutes
 #   --nodes LIST      cluster sizes to run (default "1 3")
 #   --repeat N        run every workload N times, report the median-throughput run
+#   --rounds N        the whole comparison N times, etcd and cairn taking turns
+#                     (fresh clusters each round); report the median-throughput run
+#                     of every workload over all rounds, and every run. On a machine
+#                     whose disk or CPU share drifts, this is the fair comparison.
 #   --check-perf LOAD also run `etcdctl check perf --load=LOAD` (60 s each) and report PASS/FAIL
 #   --results DIR     keep every raw JSON result and server log in DIR
 #   --out FILE        also write the markdown report to FILE
@@ -28,6 +32,8 @@ QUICK=0
 NODES="1 3"
 CHECK_PERF=""
 REPEAT=1
+ROUNDS=1
+ROUND=1
 RESULTS=""
 OUT=""
 while [ $# -gt 0 ]; do
@@ -39,16 +45,19 @@ while [ $# -gt 0 ]; do
     --check-perf=*) CHECK_PERF="${1#*=}" ;;
     --repeat) REPEAT="$2"; shift ;;
     --repeat=*) REPEAT="${1#*=}" ;;
+    --rounds) ROUNDS="$2"; shift ;;
+    --rounds=*) ROUNDS="${1#*=}" ;;
     --results) RESULTS="$2"; shift ;;
     --results=*) RESULTS="${1#*=}" ;;
     --out) OUT="$2"; shift ;;
     --out=*) OUT="${1#*=}" ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 case "$REPEAT" in ''|*[!0-9]*|0) echo "compare.sh: --repeat takes a positive number" >&2; exit 2 ;; esac
+case "$ROUNDS" in ''|*[!0-9]*|0) echo "compare.sh: --rounds takes a positive number" >&2; exit 2 ;; esac
 case "$CHECK_PERF" in ""|s|m|l|xl) ;; *) echo "compare.sh: --check-perf takes s, m, l or xl" >&2; exit 2 ;; esac
 for n in $NODES; do
   case "$n" in 1|3) ;; *) echo "compare.sh: --nodes takes 1 and/or 3" >&2; exit 2 ;; esac
@@ -122,6 +131,8 @@ start_cluster() {
   for i in $(seq 1 "$n"); do
     local cp=${cps[$((i - 1))]} pp=${pps[$((i - 1))]}
     local dir="$TMP/$server-$n/m$i" bin
+    # Fresh every time (with --rounds the same server and size start again).
+    rm -rf "$dir"
     mkdir -p "$(dirname "$dir")"
     case $server in etcd) bin=$ETCD ;; cairn) bin=$CAIRN ;; esac
     "$bin" --name "m$i" --data-dir "$dir" \
@@ -136,7 +147,7 @@ start_cluster() {
   done
   local deadline=$((SECONDS + 60)) ep p
   for ep in ${ENDPOINTS//,/ }; do
-    until curl -sf "http://$ep/health" 2>/dev/null | grep -q '"health":"true"'; do
+    until curl -sf -m 2 "http://$ep/health" 2>/dev/null | grep -q '"health":"true"'; do
       for p in "${MEMBER_PIDS[@]}"; do
         kill -0 "$p" 2>/dev/null || deadline=0
       done
@@ -166,13 +177,14 @@ peak_rss_mb() { # largest VmHWM over the members, in MiB
 # ---- workloads ------------------------------------------------------------------
 # bench KEY ARGS...: runs cairn-bench, keeps its JSON as $RES/KEY.json; a
 # workload the server does not implement leaves $RES/KEY.unimplemented.
-# With --repeat N the workload runs N times in a row and the run with the
-# median throughput is the one reported (each run is kept as KEY.runR.json).
+# With --repeat N the workload runs N times in a row, with --rounds once per
+# round; the run with the median throughput over all of them is the one
+# reported (each run is kept as KEY.roundNrunR.json).
 bench() {
   local key=$1; shift
   local rc r f
   for r in $(seq 1 "$REPEAT"); do
-    f="$RES/$key.run$r.json"
+    f="$RES/$key.round${ROUND}run$r.json"
     rc=0
     "$BENCH" --json --endpoints "$ENDPOINTS" "$@" >"$f" 2>"$RES/$key.run$r.err" || rc=$?
     case $rc in
@@ -184,7 +196,7 @@ bench() {
     [ "$errs" != 0 ] && log "  $key (run $r): $errs failed requests: $(jq -c .error_messages "$f")"
   done
   local runs=() median
-  for f in "$RES/$key".run*.json; do [ -f "$f" ] && runs+=("$f"); done
+  for f in "$RES/$key".round*run*.json; do [ -f "$f" ] && runs+=("$f"); done
   [ ${#runs[@]} -gt 0 ] || return 0
   median=$(for f in "${runs[@]}"; do
       echo "$(jq '(.events.events_per_sec // .requests_per_sec)' "$f") $f"
@@ -231,9 +243,12 @@ run_server() {
 }
 
 START=$SECONDS
-for n in $NODES; do
-  for server in etcd cairn; do
-    run_server "$server" "$n"
+for ROUND in $(seq 1 "$ROUNDS"); do
+  [ "$ROUNDS" -gt 1 ] && log "round $ROUND of $ROUNDS"
+  for n in $NODES; do
+    for server in etcd cairn; do
+      run_server "$server" "$n"
+    done
   done
 done
 
@@ -256,6 +271,15 @@ p99_of() {
     *) jq -r '.latency_ms.p99 * 100 | round / 100' "$f" ;;
   esac
 }
+all_rates() { # KEY -> every run's req/s (watch: events/s), in run order
+  local f out=""
+  for f in "$RES/$1".round*run*.json; do
+    [ -f "$f" ] || continue
+    out="${out:+$out, }$(jq -r '(.events.events_per_sec // .requests_per_sec) | floor' "$f")"
+  done
+  echo "${out:-–}"
+}
+RUNS=$((REPEAT * ROUNDS))
 ratio() {
   case "$1$2" in *[!0-9.]*) echo "–"; return ;; esac
   awk -v a="$2" -v b="$1" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "–" }'
@@ -275,15 +299,22 @@ describe() {
   echo "### etcd $("$ETCD" --version | awk '/etcd Version/ {print $3}') vs cairn $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo
   echo "Settings: --heartbeat-interval=$HEARTBEAT_MS --election-timeout=$ELECTION_MS --snapshot-count=$SNAPSHOT_COUNT;"
-  echo "fsync on every commit; loopback; load generator cairn-bench on the same machine$([ $QUICK = 1 ] && echo '; --quick totals')$([ "$REPEAT" -gt 1 ] && echo "; median of $REPEAT runs")."
+  echo "fsync on every commit; loopback; load generator cairn-bench on the same machine$([ $QUICK = 1 ] && echo '; --quick totals')$([ "$RUNS" -gt 1 ] && echo "; median of $RUNS runs$([ "$ROUNDS" -gt 1 ] && echo " ($ROUNDS rounds, etcd and cairn taking turns)")")."
   echo "Latency p99 in ms (watch: put → event)."
   echo
-  echo "| members | workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms |"
-  echo "|---|---|---:|---:|---:|---:|---:|"
+  if [ "$RUNS" -gt 1 ]; then
+    echo "| members | workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms | every run, etcd / cairn |"
+    echo "|---|---|---:|---:|---:|---:|---:|---|"
+  else
+    echo "| members | workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
+  fi
   for n in $NODES; do
     for w in $WORKLOADS; do
       e=$(rate_of "etcd-$n-$w"); c=$(rate_of "cairn-$n-$w")
-      echo "| $n | $(describe "$w") | $e | $c | $(ratio "$e" "$c") | $(p99_of "etcd-$n-$w") | $(p99_of "cairn-$n-$w") |"
+      row="| $n | $(describe "$w") | $e | $c | $(ratio "$e" "$c") | $(p99_of "etcd-$n-$w") | $(p99_of "cairn-$n-$w") |"
+      [ "$RUNS" -gt 1 ] && row="$row $(all_rates "etcd-$n-$w") / $(all_rates "cairn-$n-$w") |"
+      echo "$row"
     done
   done
   echo
@@ -295,7 +326,7 @@ describe() {
     done
   done
   notes=""
-  for f in "$RES"/*.run*.json; do
+  for f in "$RES"/*.round*run*.json; do
     [ -f "$f" ] || continue
     k=$(basename "$f" .json)
     errs=$(jq .errors "$f")
