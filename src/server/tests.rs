@@ -631,19 +631,19 @@ async fn concurrent_keep_alives_through_a_follower_each_get_their_own_lease_ttl(
     }
     let unknown = 0x7eed_0000_0000_0001;
     leases.push((unknown, 0));
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = Vec::new();
     for round in 0..10 {
         for &(id, ttl) in &leases {
             let f = follower.clone();
-            tasks.spawn(async move {
+            tasks.push(tokio::spawn(async move {
                 let ka = f.lease_keep_alive(id, false).await.expect("keep-alive");
                 (round, id, ttl, ka)
-            });
+            }));
         }
     }
     let mut answered = 0;
-    while let Some(done) = tasks.join_next().await {
-        let (round, id, ttl, ka) = done.expect("task");
+    for task in tasks {
+        let (round, id, ttl, ka) = task.await.expect("task");
         assert_eq!((ka.id, ka.ttl), (id, ttl), "round {round}: lease {id:x}");
         answered += 1;
     }
