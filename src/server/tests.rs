@@ -440,6 +440,19 @@ async fn three_serving_members(
     (configs, disks, running)
 }
 
+/// Waits for a leader and for every member to publish itself: the
+/// leader's id and a follower's handle.
+async fn leader_and_a_follower(members: &[Option<Member>]) -> (u64, Server) {
+    let leader = wait_leader(&live(members)).await;
+    wait_published(&live(members)).await;
+    let follower = members[leader as usize % 3]
+        .as_ref()
+        .expect("member")
+        .server
+        .clone();
+    (leader, follower)
+}
+
 fn live(members: &[Option<Member>]) -> Vec<&Server> {
     members.iter().flatten().map(|m| &m.server).collect()
 }
@@ -617,14 +630,7 @@ async fn leases_survive_a_leader_change_without_expiring_early_and_expire_in_one
 #[tokio::test]
 async fn concurrent_keep_alives_through_a_follower_each_get_their_own_lease_ttl() {
     let (_configs, _disks, members) = three_serving_members(Duration::from_secs(300)).await;
-    let leader = wait_leader(&live(&members)).await;
-    wait_published(&live(&members)).await;
-    let li = (leader - 1) as usize;
-    let follower = members[(li + 1) % 3]
-        .as_ref()
-        .expect("member")
-        .server
-        .clone();
+    let (_, follower) = leader_and_a_follower(&members).await;
     let mut leases = Vec::new();
     for ttl in 10..50 {
         leases.push((grant(&follower, ttl).await, ttl));
@@ -654,14 +660,8 @@ async fn concurrent_keep_alives_through_a_follower_each_get_their_own_lease_ttl(
 async fn checkpointed_remaining_ttl_survives_a_failover_so_long_leases_do_not_restart() {
     const TTL: i64 = 60;
     let (_configs, disks, mut members) = three_serving_members(Duration::from_secs(1)).await;
-    let leader = wait_leader(&live(&members)).await;
-    wait_published(&live(&members)).await;
+    let (leader, follower) = leader_and_a_follower(&members).await;
     let li = (leader - 1) as usize;
-    let follower = members[(li + 1) % 3]
-        .as_ref()
-        .expect("member")
-        .server
-        .clone();
     let id = grant(&follower, TTL).await;
     // Several checkpoints go through Raft while the lease runs down.
     tokio::time::sleep(Duration::from_millis(3500)).await;
