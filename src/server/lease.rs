@@ -95,10 +95,7 @@ impl Frontend {
                 return Some(LeaseClient::new(ch.clone()));
             }
         }
-        let ch = Endpoint::from_shared(url.to_owned())
-            .ok()?
-            .connect_timeout(Duration::from_secs(1))
-            .connect_lazy();
+        let ch = lazy_channel(url, Duration::from_secs(1))?;
         *cached = Some((url.to_owned(), ch.clone()));
         Some(LeaseClient::new(ch))
     }
@@ -129,7 +126,19 @@ enum Route {
     Wait,
 }
 
-fn mark_forwarded<T>(req: &mut tonic::Request<T>) {
+/// A channel to a member's client URL that connects on first use; `None`
+/// for a URL that is not one.
+pub(super) fn lazy_channel(url: &str, connect_timeout: Duration) -> Option<Channel> {
+    Some(
+        Endpoint::from_shared(url.to_owned())
+            .ok()?
+            .connect_timeout(connect_timeout)
+            .connect_lazy(),
+    )
+}
+
+/// Marks a call as forwarded by a follower (`FORWARDED_HEADER`).
+pub(super) fn mark_forwarded<T>(req: &mut tonic::Request<T>) {
     req.metadata_mut().insert(
         FORWARDED_HEADER,
         tonic::metadata::MetadataValue::from_static("1"),

@@ -25,10 +25,10 @@ use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Streaming;
 
-use super::lease::FORWARDED_HEADER;
+use super::lease::{lazy_channel, mark_forwarded};
 
 /// The leader's answer to one forwarded renewal: its TTL (0: no such
 /// lease), or `None`: not answered, ask again.
@@ -100,16 +100,10 @@ impl Stream {
 }
 
 async fn open(url: &str, timeout: Duration) -> Option<Stream> {
-    let channel = Endpoint::from_shared(url.to_owned())
-        .ok()?
-        .connect_timeout(timeout.min(Duration::from_secs(1)))
-        .connect_lazy();
+    let channel = lazy_channel(url, timeout.min(Duration::from_secs(1)))?;
     let (requests, rx) = mpsc::channel(STREAM_BUFFER);
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    req.metadata_mut().insert(
-        FORWARDED_HEADER,
-        tonic::metadata::MetadataValue::from_static("1"),
-    );
+    mark_forwarded(&mut req);
     let mut client = LeaseClient::new(channel.clone());
     let responses = tokio::time::timeout(timeout, client.lease_keep_alive(req))
         .await

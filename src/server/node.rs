@@ -12,8 +12,9 @@
 //!    `handle_ready`);
 //! 4. once synced, send the other messages (they may acknowledge what was just
 //!    persisted); snapshots stream in their own task;
-//! 5. answer read states; advance; snapshot and compact the log every
-//!    `snapshot_count` applied entries.
+//! 5. answer read states and start the next ReadIndex round for the reads
+//!    queued meanwhile (one round in flight); advance; snapshot and compact
+//!    the log every `snapshot_count` applied entries.
 //!
 //! Leases: the leader's lessor becomes primary when the leader applies the
 //! empty entry of its term (everything before it is applied) and stops being
