@@ -4,9 +4,12 @@
 #   ./scripts/test-all.sh
 #
 # 1. Installs what the tests need and a fresh machine lacks (Debian packages:
-#    libclang-dev for RocksDB's bindgen; protobuf-compiler for the etcd-client
-#    crate used in interop tests; etcd-server and etcd-client, the real etcd
-#    and etcdctl used as oracle and client in interop tests).
+#    libclang-dev for RocksDB's bindgen; protobuf-compiler and libprotobuf-dev
+#    for the etcd-client crate used in interop tests, whose build runs protoc
+#    on files that import google/protobuf/*.proto; etcd-server and
+#    etcd-client, the real etcd and etcdctl used as oracle and client in
+#    interop tests), then checks every prerequisite and stops with one line
+#    naming the missing package instead of a build failure minutes later.
 # 2. Normal world (tokio + RocksDB): builds the workspace and runs all tests.
 # 3. Simulation world (`--cfg madsim`, in <target>/sim): builds the workspace
 #    and runs the simulation tests.
@@ -22,7 +25,7 @@ log() { printf '\n==> %s\n' "$*"; }
 
 install_packages() {
   local missing=()
-  for pkg in libclang-dev protobuf-compiler etcd-server etcd-client; do
+  for pkg in "${PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -37,7 +40,36 @@ install_packages() {
   $sudo pkill -x etcd >/dev/null 2>&1 || true
 }
 
+# Every Debian package the tests need (README "Build notes" says why each).
+PACKAGES=(libclang-dev protobuf-compiler libprotobuf-dev etcd-server etcd-client)
+
+missing() { printf 'test-all.sh: prerequisite missing: %s\n' "$*" >&2; exit 1; }
+
+# Checks what the build and the tests actually use, not just what dpkg says.
+check_prerequisites() {
+  command -v cargo >/dev/null || missing "cargo (the Rust toolchain, rustup.rs)"
+  command -v c++ >/dev/null || missing "a C++ compiler for RocksDB: install Debian package g++"
+  compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null \
+    || compgen -G '/usr/lib/*/libclang-[0-9]*.so*' >/dev/null \
+    || missing "libclang for RocksDB's bindgen: install Debian package libclang-dev"
+  compgen -G '/usr/lib/llvm-*/lib/clang/*/include/stddef.h' >/dev/null \
+    || missing "clang's builtin headers for bindgen: install Debian package libclang-dev"
+  command -v protoc >/dev/null || missing "protoc: install Debian package protobuf-compiler"
+  local dir
+  dir=$(mktemp -d)
+  printf 'syntax = "proto3";\nimport "google/protobuf/descriptor.proto";\nmessage M { google.protobuf.FieldOptions o = 1; }\n' >"$dir/check.proto"
+  if ! protoc -I"$dir" --descriptor_set_out="$dir/out" "$dir/check.proto" >/dev/null 2>&1; then
+    rm -rf "$dir"
+    missing "protoc cannot import google/protobuf/descriptor.proto: install Debian package libprotobuf-dev"
+  fi
+  rm -rf "$dir"
+  etcd --version >/dev/null 2>&1 || missing "etcd (the interop oracle): install Debian package etcd-server"
+  ETCDCTL_API=3 etcdctl version >/dev/null 2>&1 || missing "etcdctl (the interop client): install Debian package etcd-client"
+  command -v kill >/dev/null || missing "kill (crash tests): install Debian package procps"
+}
+
 [ "${CAIRN_SKIP_INSTALL:-0}" = 1 ] || install_packages
+check_prerequisites
 
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 start=$(date +%s)
