@@ -21,7 +21,7 @@ pub mod transport;
 pub use clock::{Clock, MonoTime, Skew, SkewedClock, TokioClock};
 #[cfg(not(madsim))]
 pub use rocks_storage::RocksStorage;
-pub use sim_storage::{RecoveryReport, SimDisk, SimStorage};
+pub use sim_storage::{RecoveryReport, SimDisk, SimStorage, WriteCheck};
 pub use storage::{
     BatchOp, Direction, KvPair, ScanIter, Storage, StorageError, StorageSnapshot, SyncFuture,
     WriteBatch,

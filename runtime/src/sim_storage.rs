@@ -74,7 +74,25 @@ struct DiskState {
     /// (as the OS page cache would be) so `crash` can drop or tear them.
     pending: Vec<WriteBatch>,
     syncs: u64,
+    /// Checked after every write (not a fault: `clear_faults` keeps it).
+    write_check: CheckSlot,
 }
+
+#[derive(Default, Clone)]
+struct CheckSlot(Option<WriteCheck>);
+
+impl std::fmt::Debug for CheckSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(check)" } else { "None" })
+    }
+}
+
+/// An invariant of the state on a disk, given a view of it. Every prefix of
+/// the writes may be what survives a power loss (the OS writes its page cache
+/// back in order, at any time), so a state visible after any write must be
+/// one the application can restart from: `SimDisk::set_write_check` checks
+/// that after every write, and panics at the write that breaks it.
+pub type WriteCheck = Arc<dyn Fn(&dyn StorageSnapshot) -> Result<(), String> + Send + Sync>;
 
 /// The simulated disk of one node. Cheap to clone; clones share the disk.
 #[derive(Debug, Clone, Default)]
@@ -127,6 +145,12 @@ impl SimDisk {
 
     pub fn set_no_space(&self, no_space: bool) {
         self.lock().faults.no_space = no_space;
+    }
+
+    /// Checks `check` after every write to this disk from now on (see
+    /// `WriteCheck`); a violation panics, naming the invariant broken.
+    pub fn set_write_check(&self, check: WriteCheck) {
+        self.lock().write_check = CheckSlot(Some(check));
     }
 
     /// Arms the torn-write fault for the next crash.
@@ -272,8 +296,19 @@ impl Storage for SimStorage {
             return Ok(());
         }
         disk.pending.push(batch.clone());
+        let check = disk.write_check.0.clone();
         drop(disk);
         apply_batch(&mut h.visible, &batch);
+        if let Some(check) = check {
+            let view = SimSnapshot {
+                families: h.families.clone(),
+                maps: h.visible.clone(),
+            };
+            drop(h);
+            if let Err(e) = check(&view) {
+                panic!("a write left a state on disk that a restart cannot recover from: {e}");
+            }
+        }
         Ok(())
     }
 

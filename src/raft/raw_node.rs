@@ -7,7 +7,8 @@
 //!     tick / step / propose / read_index ...
 //!     if node.has_ready() {
 //!         let rd = node.ready();
-//!         0. if rd.send_first, send rd.messages now (or while persisting);
+//!         0. take the state each MsgSnap in rd.messages ships (the applied
+//!            state now); if rd.send_first, send rd.messages now (or while persisting);
 //!         1. install rd.snapshot (if any) and persist its metadata;
 //!         2. persist rd.entries and rd.hard_state (synced if rd.must_sync);
 //!         3. send rd.messages (unless sent in 0);
@@ -74,7 +75,10 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     /// Messages to send, after everything above is persisted. Delivery may
     /// drop, duplicate or reorder them; a MsgSnap's outcome is reported back
-    /// with `report_snapshot`.
+    /// with `report_snapshot`. A MsgSnap's metadata is this node's applied
+    /// index (with its term and membership) as of this Ready, before
+    /// `committed_entries` apply: attach the application's state as of that
+    /// point, so that a follower installs state and metadata that agree.
     pub messages: Vec<Message>,
     /// Answers to ReadIndex requests: serve each read once applied >= index.
     pub read_states: Vec<ReadState>,
@@ -371,6 +375,15 @@ impl RawNode {
             lead_transferee: r.lead_transferee,
             progress,
         }
+    }
+
+    /// The index of a snapshot received from a leader and not yet handed
+    /// out in a Ready, if any (at most one is pending; a newer one replaces it).
+    pub fn pending_snapshot_index(&self) -> Option<u64> {
+        self.raft
+            .log
+            .pending_snapshot()
+            .map(|s| snapshot_index_term(s).0)
     }
 
     /// Index and term of the latest snapshot.

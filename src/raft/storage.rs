@@ -21,7 +21,7 @@
 //! Tests: at the bottom of this file, on `SimStorage` with crashes.
 
 use cairn_proto::raftpb::{Entry, HardState, Snapshot};
-use cairn_runtime::{Direction, Storage, StorageError, WriteBatch};
+use cairn_runtime::{Direction, Storage, StorageError, StorageSnapshot, WriteBatch};
 use prost::Message as _;
 
 use super::log::snapshot_index_term;
@@ -176,6 +176,51 @@ pub fn load(storage: &dyn Storage) -> Result<RaftState, RaftStorageError> {
         hard_state,
         snapshot,
         entries,
+    })
+}
+
+/// The shape of the durable log, read without decoding any entry: what a
+/// restart will find (`load` reads the same keys, and more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    pub snapshot_index: u64,
+    /// The first entry's index, if the log holds any entry.
+    pub first_entry: Option<u64>,
+    /// The last index the log covers: its last entry, or the snapshot's.
+    pub last_index: u64,
+    pub commit: u64,
+}
+
+/// Reads `LogBounds` from a view of the storage (cheap: two point reads and
+/// two one-key scans). For invariant checks after every write in simulation.
+pub fn log_bounds(view: &dyn StorageSnapshot) -> Result<LogBounds, RaftStorageError> {
+    let commit = match view.get(CF_RAFT_STATE, KEY_HARD_STATE)? {
+        Some(b) => decode::<HardState>("hard state", &b)?.commit,
+        None => 0,
+    };
+    let snapshot_index = match view.get(CF_RAFT_STATE, KEY_SNAPSHOT)? {
+        Some(b) => snapshot_index_term(&decode::<Snapshot>("snapshot", &b)?).0,
+        None => 0,
+    };
+    let index_of = |dir| -> Result<Option<u64>, RaftStorageError> {
+        match view.scan(CF_RAFT_LOG, &[], None, dir)?.next() {
+            None => Ok(None),
+            Some(kv) => {
+                let (key, _) = kv?;
+                let key: [u8; 8] = key.as_slice().try_into().map_err(|_| {
+                    RaftStorageError::Corrupt(format!("log key of {} bytes", key.len()))
+                })?;
+                Ok(Some(u64::from_be_bytes(key)))
+            }
+        }
+    };
+    let first_entry = index_of(Direction::Forward)?;
+    let last_entry = index_of(Direction::Reverse)?;
+    Ok(LogBounds {
+        snapshot_index,
+        first_entry,
+        last_index: last_entry.unwrap_or(0).max(snapshot_index),
+        commit,
     })
 }
 

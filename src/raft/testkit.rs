@@ -120,14 +120,18 @@ impl App {
         d
     }
 
+    /// Replaces the state with a snapshot's. Like the server, the applied
+    /// index is the one the *state* says (its first 8 bytes), which the
+    /// Raft metadata must agree with; founding snapshots carry no state.
     fn install(&mut self, s: &Snapshot) {
         let be = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
-        self.applied_index = snap_index(s);
-        self.hash = if s.data.len() == 16 {
-            be(&s.data[8..16])
+        if s.data.len() == 16 {
+            self.applied_index = be(&s.data[..8]);
+            self.hash = be(&s.data[8..16]);
         } else {
-            0
-        };
+            self.applied_index = snap_index(s);
+            self.hash = 0;
+        }
         self.applied.clear();
     }
 }
@@ -321,7 +325,19 @@ impl Cluster {
         if !node.has_ready() {
             return None;
         }
-        let rd = node.ready();
+        let mut rd = node.ready();
+        // A snapshot message ships the state as of this Ready's start, before
+        // its committed entries apply (the server attaches its state the same way).
+        for m in &mut rd.messages {
+            if let Some(snap) = m.snapshot.as_mut() {
+                assert_eq!(
+                    snap_index(snap),
+                    sn.app.applied_index,
+                    "node {id} sends a snapshot whose index is not its applied state's"
+                );
+                snap.data = sn.app.snapshot_data();
+            }
+        }
         let op = DiskOp::Ready {
             hard_state: rd.hard_state.clone(),
             snapshot: rd.snapshot.clone(),

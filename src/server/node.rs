@@ -2,8 +2,11 @@
 //!
 //! Each turn: tick on the Clock, step inbound peer messages, take proposals
 //! and read requests from handlers, then drain Ready:
-//! 1. install a received snapshot (state first, then Raft's record of it);
-//! 2. write entries and hard state in one batch and, when `must_sync`, start
+//! 1. encode the state each snapshot message ships (the state now: Raft
+//!    names the applied index, before this Ready applies anything); prepare
+//!    a received snapshot's install;
+//! 2. write the installed state, Raft's record of the snapshot, entries and
+//!    hard state in one batch (a crash keeps all or none of it) and, when `must_sync`, start
 //!    its fsync — every proposal that arrived meanwhile shares it (group
 //!    commit). A leader sends its messages before this write (`send_first`);
 //! 3. while the fsync runs, apply committed entries, each in one batch with
@@ -215,7 +218,7 @@ pub(super) fn spawn(
         next_read_ctx: 1,
         queued_reads: Vec::new(),
         read_round_ticks: 0,
-        pending_snapshots: BTreeMap::new(),
+        pending_snapshot: None,
         snapshot_reports,
         last_snapshot_index: 0,
         persisted_last,
@@ -242,9 +245,11 @@ struct Node {
     /// `READ_ROUND_PATIENCE_TICKS` the queue starts its own round (the old
     /// one's messages may have been lost).
     read_round_ticks: u32,
-    /// Snapshot state received from the leader, by snapshot index, until
-    /// Raft hands the snapshot out in a Ready.
-    pending_snapshots: BTreeMap<u64, Vec<u8>>,
+    /// The state of the snapshot Raft holds pending install (its index and
+    /// the state), until Raft hands the snapshot out in a Ready. One at most:
+    /// Raft keeps one pending snapshot, and the state of a snapshot it
+    /// declines is dropped at once (each is a full copy of the state).
+    pending_snapshot: Option<(u64, Vec<u8>)>,
     snapshot_reports: mpsc::Sender<(u64, bool)>,
     last_snapshot_index: u64,
     leader: u64,
@@ -374,13 +379,11 @@ impl Node {
                 }
             }
             Inbound::Snapshot { message, data } => {
-                let index = message
-                    .snapshot
-                    .as_ref()
-                    .and_then(|s| s.metadata.as_ref())
-                    .map_or(0, |m| m.index);
-                self.pending_snapshots.insert(index, data);
+                let index = snapshot_message_index(&message);
                 let _ = self.raw.step(message);
+                if self.raw.pending_snapshot_index() == Some(index) {
+                    self.pending_snapshot = Some((index, data));
+                }
             }
             Inbound::Unreachable(NodeId(id)) => self.raw.report_unreachable(id),
         }
@@ -478,21 +481,30 @@ impl Node {
         if let Some(ss) = &rd.soft_state {
             self.on_soft_state(ss.leader_id, ss.role);
         }
-        if let Some(snap) = &rd.snapshot {
-            self.install_snapshot(snap)?;
-        }
+        // Snapshot messages ship the state as of this Ready's start, before
+        // its committed entries apply: that is the index their metadata names.
+        let mut messages = self.attach_snapshot_states(std::mem::take(&mut rd.messages))?;
+        // A received snapshot's state is written in one batch with Raft's
+        // record of it (and this Ready's entries and hard state).
+        let install = match &rd.snapshot {
+            Some(snap) => Some(self.install_snapshot_batch(snap)?),
+            None => None,
+        };
         // A leader's messages go out before its own disk write (`send_first`):
         // the followers persist while it does.
-        let mut messages = std::mem::take(&mut rd.messages);
         if rd.send_first {
-            self.send(std::mem::take(&mut messages))?;
+            self.send(std::mem::take(&mut messages));
         }
         // The committed entries are applied while the fsync runs. That is
         // safe: each is durable already (a leader counts its own copy only
         // after its sync) or, on a follower, committed by a quorum and written
         // just now, ahead of its effects in the same write-ahead log — a crash
         // keeps a prefix of it, so never an effect without its entry.
-        let synced = self.persist(&rd)?;
+        let installed = install.as_ref().map(|(index, _)| *index);
+        let synced = self.persist(&rd, install.map(|(_, batch)| batch))?;
+        if let Some(index) = installed {
+            self.reload_installed_state(index)?;
+        }
         if !rd.committed_entries.is_empty() {
             let me = self.shared.config.member_id;
             if let Some(delay) = self.shared.probe.as_ref().and_then(|p| p.delay_apply(me)) {
@@ -507,7 +519,7 @@ impl Node {
         }
         if !messages.is_empty() {
             // A follower's acknowledgements: only now is what they acknowledge on disk.
-            self.send(messages)?;
+            self.send(messages);
         }
         for rs in std::mem::take(&mut rd.read_states) {
             self.answer_read(rs);
@@ -569,8 +581,13 @@ impl Node {
     /// Writes the Ready's entries and hard state. When it must be durable
     /// before `advance`, returns the sync to await (already under way); it
     /// feeds the fsync histogram when it completes.
-    fn persist(&mut self, rd: &Ready) -> Result<Option<SyncWait>, StorageError> {
-        let batch = raft::storage::ready_batch(rd, self.persisted_last);
+    fn persist(
+        &mut self,
+        rd: &Ready,
+        install: Option<cairn_runtime::WriteBatch>,
+    ) -> Result<Option<SyncWait>, StorageError> {
+        let mut batch = install.unwrap_or_default();
+        batch.extend(raft::storage::ready_batch(rd, self.persisted_last));
         self.persisted_last = raft::storage::last_index_after(rd, self.persisted_last);
         if batch.is_empty() {
             return Ok(None);
@@ -592,25 +609,52 @@ impl Node {
         })))
     }
 
-    fn send(&mut self, messages: Vec<raft::Message>) -> Result<(), StorageError> {
+    /// Takes the snapshot messages out of `messages` and encodes, for each,
+    /// the applied state it ships: the state now, at the applied index its
+    /// metadata names (Raft builds snapshot messages at its applied index,
+    /// which the state reaches between Readys).
+    fn attach_snapshot_states(
+        &mut self,
+        messages: Vec<raft::Message>,
+    ) -> Result<Outgoing, StorageError> {
         let (snaps, msgs): (Vec<_>, Vec<_>) = messages
             .into_iter()
             .partition(|m| m.msg_type() == MessageType::MsgSnap);
-        self.transport.send(msgs);
-        for m in snaps {
-            self.send_snapshot(m)?;
+        let mut out = Outgoing {
+            messages: msgs,
+            snapshots: Vec::new(),
+        };
+        if snaps.is_empty() {
+            return Ok(out);
         }
-        Ok(())
+        let applied = self.shared.raft.applied_index.load(Ordering::SeqCst);
+        let view = self.shared.storage.snapshot();
+        for m in snaps {
+            let index = snapshot_message_index(&m);
+            if index != applied {
+                return Err(StorageError::Corruption(format!(
+                    "raft asked for a snapshot at {index} while the state is applied at {applied}"
+                )));
+            }
+            let data = state::encode_state_snapshot(view.as_ref(), applied)?;
+            out.snapshots.push((m, data));
+        }
+        Ok(out)
     }
 
-    /// Streams the current applied state (a consistent storage snapshot taken
-    /// between applies) with the Raft snapshot message.
-    fn send_snapshot(&mut self, m: raft::Message) -> Result<(), StorageError> {
-        let applied = self.shared.raft.applied_index.load(Ordering::SeqCst);
-        let data = state::encode_state_snapshot(self.shared.storage.snapshot().as_ref(), applied)?;
+    fn send(&mut self, out: Outgoing) {
+        self.transport.send(out.messages);
+        for (m, data) in out.snapshots {
+            self.send_snapshot(m, data);
+        }
+    }
+
+    /// Streams a snapshot message with its state in a task of its own.
+    fn send_snapshot(&mut self, m: raft::Message, data: Vec<u8>) {
         let (transport, reports, to) =
             (self.transport.clone(), self.snapshot_reports.clone(), m.to);
-        tracing::info!(to = %NodeId(to), applied, bytes = data.len(), "sending a snapshot");
+        let index = snapshot_message_index(&m);
+        tracing::info!(to = %NodeId(to), index, bytes = data.len(), "sending a snapshot");
         tokio::spawn(async move {
             let result = transport.send_snapshot(m, data).await;
             if let Err(e) = &result {
@@ -619,16 +663,30 @@ impl Node {
             let ok = result.is_ok();
             let _ = reports.send((to, ok)).await;
         });
-        Ok(())
     }
 
-    fn install_snapshot(&mut self, snap: &raft::Snapshot) -> Result<(), StorageError> {
+    /// The writes that install the received snapshot `snap` (its state from
+    /// the leader), with its index.
+    fn install_snapshot_batch(
+        &mut self,
+        snap: &raft::Snapshot,
+    ) -> Result<(u64, cairn_runtime::WriteBatch), StorageError> {
         let index = snap.metadata.as_ref().map_or(0, |m| m.index);
-        let data = self.pending_snapshots.remove(&index).ok_or_else(|| {
-            StorageError::Corruption(format!("raft installed snapshot {index} without its state"))
-        })?;
-        self.pending_snapshots.retain(|i, _| *i > index);
-        let applied = state::install_state_snapshot(&self.shared.storage, &data)?;
+        let data = match self.pending_snapshot.take() {
+            Some((i, data)) if i == index => data,
+            _ => {
+                return Err(StorageError::Corruption(format!(
+                    "raft installed snapshot {index} without its state"
+                )))
+            }
+        };
+        let batch = state::install_state_snapshot_batch(self.shared.storage.as_ref(), &data, index)?;
+        Ok((index, batch))
+    }
+
+    /// After the installed snapshot's state is written: the in-memory state
+    /// is rebuilt from it.
+    fn reload_installed_state(&mut self, index: u64) -> Result<(), StorageError> {
         let store = MvccStore::open(self.shared.storage.clone()).map_err(mvcc_storage_error)?;
         let lessor = state::load_lessor(&store, self.shared.config.lessor_config())
             .map_err(mvcc_storage_error)?;
@@ -639,15 +697,15 @@ impl Node {
         self.shared.watch.reset(revision);
         *self.shared.members.write().expect("members lock poisoned") =
             state::load_members(self.shared.storage.as_ref())?;
-        self.set_applied(applied.max(index));
+        self.set_applied(index);
         self.shared
             .metrics
             .snapshots_installed
             .fetch_add(1, Ordering::Relaxed);
         if let Some(p) = &self.shared.probe {
-            p.on_snapshot_installed(self.shared.config.member_id, applied.max(index));
+            p.on_snapshot_installed(self.shared.config.member_id, index);
         }
-        tracing::info!(index, applied, "installed snapshot from the leader");
+        tracing::info!(index, "installed snapshot from the leader");
         Ok(())
     }
 
@@ -815,6 +873,26 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// Messages of one Ready, with the state each snapshot message ships.
+#[derive(Default)]
+struct Outgoing {
+    messages: Vec<raft::Message>,
+    snapshots: Vec<(raft::Message, Vec<u8>)>,
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.snapshots.is_empty()
+    }
+}
+
+fn snapshot_message_index(m: &raft::Message) -> u64 {
+    m.snapshot
+        .as_ref()
+        .and_then(|s| s.metadata.as_ref())
+        .map_or(0, |md| md.index)
 }
 
 /// A ReadIndex context unique in the cluster: the member id, then its own

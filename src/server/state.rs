@@ -18,7 +18,6 @@
 //! Tests: `src/server/tests.rs` and the integration tests in `tests/`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use cairn_proto::cairnpb::{
     internal_request::Request, InternalRequest, MemberAttributes, MemberRecord, StatePair,
@@ -86,7 +85,7 @@ fn member_key(id: u64) -> Vec<u8> {
     k
 }
 
-fn applied_batch(index: u64) -> WriteBatch {
+pub(super) fn applied_batch(index: u64) -> WriteBatch {
     let mut b = WriteBatch::new();
     b.put(CF_SERVER, KEY_APPLIED, index.to_be_bytes().to_vec());
     b
@@ -102,6 +101,42 @@ fn read_u64(storage: &dyn Storage, cf: &str, key: &[u8]) -> Result<Option<u64>, 
 
 pub fn read_applied_index(storage: &dyn Storage) -> Result<u64, StorageError> {
     Ok(read_u64(storage, CF_SERVER, KEY_APPLIED)?.unwrap_or(0))
+}
+
+/// What a restart needs of the durable state, checked against a view of it:
+/// the log starts right after its snapshot, the commit index is within the
+/// log, and — the one a restart cannot repair — the applied state is not
+/// ahead of the log (entries it applied must still be there, or in the
+/// snapshot). Every prefix of the writes must satisfy it, since a power loss
+/// may keep any prefix: the simulation checks it after every write.
+pub fn check_restartable(view: &dyn cairn_runtime::StorageSnapshot) -> Result<(), String> {
+    let log = crate::raft::storage::log_bounds(view).map_err(|e| e.to_string())?;
+    let applied = view
+        .get(CF_SERVER, KEY_APPLIED)
+        .map_err(|e| e.to_string())?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes);
+    if let Some(first) = log.first_entry {
+        if first != log.snapshot_index + 1 {
+            return Err(format!(
+                "the log starts at {first}, not right after its snapshot at {}",
+                log.snapshot_index
+            ));
+        }
+    }
+    if log.commit > log.last_index {
+        return Err(format!(
+            "commit {} beyond last index {}",
+            log.commit, log.last_index
+        ));
+    }
+    if applied > log.last_index {
+        return Err(format!(
+            "applied {applied} beyond last index {} (snapshot at {})",
+            log.last_index, log.snapshot_index
+        ));
+    }
+    Ok(())
 }
 
 /// Member-local, beside the Raft state (a state snapshot replaces
@@ -401,15 +436,28 @@ pub fn encode_state_snapshot(
     Ok(out.encode_to_vec())
 }
 
-/// Replaces the applied state in `storage` with a received snapshot; returns
-/// its applied index. The caller reopens the MVCC store afterwards.
-pub fn install_state_snapshot(
-    storage: &Arc<dyn Storage>,
+/// The writes that replace the applied state in `storage` with a received
+/// snapshot whose Raft metadata is at `raft_index`. The caller writes them in
+/// one batch with the Raft snapshot record (`raft::storage::ready_batch`), so
+/// no prefix of the writes has the new applied index without the log that
+/// covers it, and reopens the MVCC store afterwards.
+///
+/// A state applied at another index than the metadata says is refused: the
+/// member would persist an applied index its log does not reach.
+pub fn install_state_snapshot_batch(
+    storage: &dyn Storage,
     data: &[u8],
-) -> Result<u64, StorageError> {
+    raft_index: u64,
+) -> Result<WriteBatch, StorageError> {
     let snap = StateSnapshot::decode(data)
         .map_err(|e| StorageError::Corruption(format!("state snapshot: {e}")))?;
-    let member_id = read_member_id(storage.as_ref())?;
+    if snap.applied_index != raft_index {
+        return Err(StorageError::Corruption(format!(
+            "state snapshot applied at {} under raft snapshot {raft_index}",
+            snap.applied_index
+        )));
+    }
+    let member_id = read_member_id(storage)?;
     let mut b = WriteBatch::new();
     for cf in state_column_families() {
         b.delete_range(cf, Vec::new(), vec![0xff; 64]);
@@ -425,6 +473,5 @@ pub fn install_state_snapshot(
         KEY_APPLIED,
         snap.applied_index.to_be_bytes().to_vec(),
     );
-    storage.write(b)?;
-    Ok(snap.applied_index)
+    Ok(b)
 }

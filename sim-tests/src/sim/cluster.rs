@@ -5,7 +5,9 @@
 //! on its own simulated node with its own IP, a `SimStorage` on a `SimDisk`
 //! that outlives the node (so a restart finds what was synced), and a
 //! `SkewedClock` the fault scheduler can move. Killing a node stops all its
-//! tasks; `crash` also drops what the disk had not synced.
+//! tasks; `crash` also drops what the disk had not synced. After every write
+//! the disk checks that a restart could recover from it
+//! (`cairn::server::state::check_restartable`).
 //! Tests: `tests/sim.rs`.
 
 use std::net::IpAddr;
@@ -186,6 +188,13 @@ pub fn member_raft_id(spec: &ClusterSpec, i: usize) -> u64 {
 fn start_member(handle: &Handle, spec: &ClusterSpec, i: usize, oracle: Arc<Oracle>) -> SimMember {
     let ip = member_ip(i);
     let disk = SimDisk::new();
+    // Every write must leave a state the member can restart from (any prefix
+    // of the writes may survive a power loss): fail at the write that breaks
+    // it, not at a later restart.
+    let name = format!("m{}", i + 1);
+    disk.set_write_check(Arc::new(move |view| {
+        cairn::server::state::check_restartable(view).map_err(|e| format!("member {name}: {e}"))
+    }));
     let clock = SkewedClock::new(TokioClock::new());
     let args = member_args(spec, i);
     let (d, c) = (disk.clone(), clock.clone());

@@ -14,7 +14,8 @@
 //!   later, as an operator would), slow fsyncs;
 //! - buggify points inside the server (delayed apply, early log compaction),
 //!   switched on for part of the run.
-//! Every fault is written to the timeline with its simulated time.
+//! Every fault is written to the timeline with its simulated time, and logged
+//! (target `cairn_sim::fault`) beside the members' logs.
 //! `heal` undoes everything, so the final phase runs on a healthy cluster.
 //! Tests: `tests/sim.rs`.
 
@@ -84,6 +85,9 @@ impl FaultScheduler {
 
     fn log(&mut self, what: String) {
         let t = self.start.elapsed().as_secs_f64();
+        // Also in the member logs (`CAIRN_SIM_LOG=info`), so a run that
+        // panics — and leaves no failure file — still shows its faults.
+        tracing::info!(target: "cairn_sim::fault", "{what}");
         self.timeline.push(format!("{t:9.3}s  {what}"));
     }
 

@@ -39,12 +39,17 @@ pub const CI_SEEDS_LOCK3: std::ops::Range<u64> = 1..41;
 /// was stricter than etcd at the compact revision), lease3 1055 (a paused
 /// leader renewed a lease it no longer governed), lease3 2120 and lock3 2000
 /// (an unbiased `select!` in the lease forwarder broke seed replay now and
-/// then; `tests/source_rules.rs` checks for that deterministically).
+/// then; `tests/source_rules.rs` checks for that deterministically), kv5
+/// 7037 and lease3 7149 (a follower installed a leader's state newer than
+/// the snapshot's Raft index, so its durable applied index was ahead of its
+/// log and it could not restart after a crash).
 pub const CI_REGRESSION_SEEDS: &[(&str, u64)] = &[
     ("lease3", 1030),
     ("lease3", 1055),
     ("lease3", 2120),
     ("lock3", 2000),
+    ("kv5", 7037),
+    ("lease3", 7149),
 ];
 
 /// Wall-clock limit for one child (a hang is a failure, not a stuck CI).
