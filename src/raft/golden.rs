@@ -208,7 +208,7 @@ fn render_ready(id: u64, rd: &Ready, out: &mut String) {
     if !rd.committed_entries.is_empty() {
         writeln!(out, "  committed {}", render_entries(&rd.committed_entries)).expect("w");
     }
-    for m in &rd.messages {
+    for m in rd.messages.iter().chain(&rd.persisted_messages) {
         writeln!(out, "  send {}", render_message(m)).expect("w");
     }
     for r in &rd.read_states {
@@ -223,7 +223,8 @@ fn render_ready(id: u64, rd: &Ready, out: &mut String) {
     if rd.must_sync {
         writeln!(out, "  must-sync").expect("w");
     }
-    if rd.send_first {
+    if !rd.messages.is_empty() {
+        // These went before the write (`Ready::messages`); the others after it.
         writeln!(out, "  send-first").expect("w");
     }
 }

@@ -1,19 +1,19 @@
 //! RawNode: the application's handle on the Raft state machine, and `Ready`,
 //! the batch of work it hands back.
 //!
-//! The driving loop (the server, or `testkit`):
+//! The driving loop (the server, or `testkit`); the field docs of `Ready`
+//! are the contract, stated once — this is only its outline:
 //! ```text
 //! loop {
 //!     tick / step / propose / read_index ...
 //!     if node.has_ready() {
 //!         let rd = node.ready();
-//!         0. take the state each MsgSnap in rd.messages ships (the applied
-//!            state now); if rd.send_first, send rd.messages now (or while persisting);
-//!         1. install rd.snapshot (if any) and persist its metadata;
-//!         2. persist rd.entries and rd.hard_state (synced if rd.must_sync);
-//!         3. send rd.messages (unless sent in 0);
-//!         4. apply rd.committed_entries; answer rd.read_states once applied;
-//!         node.advance(rd);
+//!         send rd.messages (at once: they vouch for nothing unpersisted);
+//!         write rd.snapshot's state with rd.snapshot, rd.entries, rd.hard_state;
+//!         start the sync if rd.must_sync;
+//!         apply rd.committed_entries (the write is enough: no need to wait);
+//!         once synced: send rd.persisted_messages;
+//!         answer rd.read_states once applied; node.advance(rd);
 //!     }
 //! }
 //! ```
@@ -52,46 +52,62 @@ pub enum SnapshotStatus {
     Failure,
 }
 
-/// Work for the application. Each field states when it may be acted on.
+/// Work for the application. Each field states when it may be acted on;
+/// this is the one statement of that contract (the node loop and the
+/// testkit follow it without restating it).
+///
+/// "Written" means handed to the storage in one atomic batch; "durable"
+/// means synced. The storage must keep a prefix of its writes across a crash
+/// (runtime's Storage contract), which is what lets apply run before the
+/// sync.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ready {
     /// Changed leader or role; informational, no ordering duty.
     pub soft_state: Option<SoftState>,
-    /// New term / vote / commit. Persist before sending `messages` (a vote
-    /// must be durable before it is granted). Only term and vote changes
-    /// require a sync (see `must_sync`); commit may be lost and relearned.
+    /// New term / vote / commit, to write. Only term and vote changes make
+    /// `must_sync` true (a vote must be durable before it is granted, which
+    /// `persisted_messages` carries); commit may be lost and relearned.
     pub hard_state: Option<HardState>,
-    /// A snapshot from the leader to install: replace the application state
-    /// with it and persist its metadata before persisting `entries` (which
-    /// follow it) and before sending `messages`.
+    /// A snapshot from the leader to install: write the application's state
+    /// from it in the same batch as this snapshot's metadata (Raft's record
+    /// of it), `entries` (which follow it) and `hard_state`, so that no
+    /// prefix of the writes holds the state without the log covering it.
     pub snapshot: Option<Snapshot>,
-    /// Entries to append to the durable log (overwriting any durable entries
-    /// at or after the first one's index). Persist before sending `messages`:
-    /// acknowledgements in them vouch for these entries.
+    /// Entries to append to the log (overwriting any written entries at or
+    /// after the first one's index).
     pub entries: Vec<Entry>,
-    /// Committed entries to apply, in order. Apply only after `entries` and
-    /// `snapshot` of this Ready are persisted (they may include entries of
-    /// this very Ready). Conf-change entries take effect in Raft at `advance`.
+    /// Committed entries to apply, in order, each in one batch with the
+    /// applied index. They may be applied as soon as this Ready's batch is
+    /// written, while its sync runs: every one is durable on a quorum, and
+    /// in this node's log it is either durable already or in this Ready's
+    /// batch, written before its effects — a crash keeps a prefix of the
+    /// writes, so never an effect without its entry. (A leader counts its own
+    /// copy toward commit only at `advance`, after it is durable.)
+    /// Conf-change entries take effect in Raft at `advance`.
     pub committed_entries: Vec<Entry>,
-    /// Messages to send, after everything above is persisted. Delivery may
-    /// drop, duplicate or reorder them; a MsgSnap's outcome is reported back
-    /// with `report_snapshot`. A MsgSnap's metadata is this node's applied
-    /// index (with its term and membership) as of this Ready, before
-    /// `committed_entries` apply: attach the application's state as of that
-    /// point, so that a follower installs state and metadata that agree.
+    /// Messages that vouch for nothing this Ready writes: send them at once,
+    /// before or while writing (we lead, our term and vote are unchanged and
+    /// durable, there is no snapshot: appends, heartbeats, read-index answers
+    /// and rejections). The leader's disk write then overlaps the followers'
+    /// round trip.
+    ///
+    /// For both message lists: delivery may drop, duplicate or reorder them;
+    /// a MsgSnap's outcome is reported back with `report_snapshot`. A MsgSnap's
+    /// metadata is this node's applied index (with its term and membership)
+    /// as of this Ready, before `committed_entries` apply: attach the
+    /// application's state as of that point, so that a follower installs
+    /// state and metadata that agree.
     pub messages: Vec<Message>,
+    /// Messages that vouch for what this Ready writes (votes, append
+    /// acknowledgements, a new term's first messages): send them only once
+    /// the batch is durable (after its sync when `must_sync`, else once
+    /// written).
+    pub persisted_messages: Vec<Message>,
     /// Answers to ReadIndex requests: serve each read once applied >= index.
     pub read_states: Vec<ReadState>,
-    /// Whether the write of `hard_state` / `entries` / `snapshot` must be
-    /// synced (durable) before `messages` are sent.
+    /// Whether the batch of `hard_state` / `entries` / `snapshot` must be
+    /// synced before `persisted_messages` go and before `advance`.
     pub must_sync: bool,
-    /// The messages vouch for nothing this Ready persists, so they may be
-    /// sent before or while persisting: we lead, our term and vote are
-    /// unchanged and durable, and there is no snapshot. (A leader's
-    /// messages are appends, heartbeats, read-index answers and rejections;
-    /// its own log counts toward commit only once persisted, at `advance`.)
-    /// The leader's disk write then overlaps the followers' round trip.
-    pub send_first: bool,
 }
 
 /// A read-only view of a node for tests, metrics and the server.
@@ -313,16 +329,23 @@ impl RawNode {
             entries: log.unstable_entries().to_vec(),
             committed_entries: log
                 .next_committed_entries(self.raft.config().max_committed_size_per_ready),
-            messages: std::mem::take(&mut self.raft.msgs),
+            messages: Vec::new(),
+            persisted_messages: Vec::new(),
             read_states: std::mem::take(&mut self.raft.read_states),
             must_sync: false,
-            send_first: false,
         };
         let must_sync = vote_changed || !rd.entries.is_empty() || rd.snapshot.is_some();
         let send_first = self.raft.role == Role::Leader && !vote_changed && rd.snapshot.is_none();
+        let msgs = std::mem::take(&mut self.raft.msgs);
+        let (messages, persisted_messages) = if send_first {
+            (msgs, Vec::new())
+        } else {
+            (Vec::new(), msgs)
+        };
         Ready {
             must_sync,
-            send_first,
+            messages,
+            persisted_messages,
             ..rd
         }
     }
@@ -429,14 +452,10 @@ mod tests {
         let props: Vec<_> = rd
             .messages
             .iter()
+            .chain(&rd.persisted_messages)
             .filter(|m| m.msg_type() == MessageType::MsgProp)
             .collect();
-        assert_eq!(
-            props.len(),
-            1,
-            "one message for the batch: {:?}",
-            rd.messages
-        );
+        assert_eq!(props.len(), 1, "one message for the batch: {rd:?}");
         assert_eq!(props[0].to, 1);
         assert_eq!(props[0].entries.len(), 3);
         c.stabilize();

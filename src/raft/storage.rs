@@ -13,9 +13,9 @@
 //! applied index, which `RawNode::new` replays (`Config::applied`). So the
 //! membership can never disagree with the applied state after a crash.
 //!
-//! Duties of the caller: write `ready_batch(&rd, UNKNOWN_LAST_INDEX)` with `write_sync` when
-//! `rd.must_sync` (else `write`) and wait for it before sending
-//! `rd.messages`; write `compaction_batch(&snap)` after `RawNode::compact`.
+//! Duties of the caller: write `ready_batch` for each Ready as the `Ready`
+//! docs say (synced when `rd.must_sync`); write `compaction_batch(&snap)`
+//! after `RawNode::compact`.
 //! Every batch is atomic, so a crash leaves either the old or the new state.
 //! Invariant of the durable log: contiguous from `snapshot.index + 1`.
 //! Tests: at the bottom of this file, on `SimStorage` with crashes.

@@ -328,7 +328,7 @@ impl Cluster {
         let mut rd = node.ready();
         // A snapshot message ships the state as of this Ready's start, before
         // its committed entries apply (the server attaches its state the same way).
-        for m in &mut rd.messages {
+        for m in rd.messages.iter_mut().chain(&mut rd.persisted_messages) {
             if let Some(snap) = m.snapshot.as_mut() {
                 assert_eq!(
                     snap_index(snap),
@@ -355,7 +355,7 @@ impl Cluster {
         if let Some(hs) = &rd.hard_state {
             self.record_vote(id, hs);
         }
-        for m in rd.messages.iter().cloned() {
+        for m in rd.messages.iter().chain(&rd.persisted_messages).cloned() {
             self.send(m);
         }
         self.check_invariants();
@@ -489,19 +489,17 @@ impl Cluster {
         }
     }
 
-    /// Takes `id`'s Ready and crashes in the middle of it: messages the
-    /// Ready allows to go before persisting (`send_first`) are sent, nothing
-    /// is persisted, applied or advanced. Then starts the node again.
+    /// Takes `id`'s Ready and crashes in the middle of it: the messages the
+    /// Ready allows to go before writing (`messages`) are sent, nothing is
+    /// written, applied or advanced. Then starts the node again.
     pub fn send_then_crash(&mut self, id: u64) {
         let Some(node) = self.nodes.get_mut(&id).and_then(|sn| sn.node.as_mut()) else {
             return;
         };
         if node.has_ready() {
             let rd = node.ready();
-            if rd.send_first {
-                for m in rd.messages {
-                    self.send(m);
-                }
+            for m in rd.messages {
+                self.send(m);
             }
         }
         self.restart(id);

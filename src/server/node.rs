@@ -1,23 +1,15 @@
 //! The node loop: the one task that owns a member's `RawNode` (DESIGN §4).
 //!
 //! Each turn: tick on the Clock, step inbound peer messages, take proposals
-//! and read requests from handlers, then drain Ready:
-//! 1. encode the state each snapshot message ships (the state now: Raft
-//!    names the applied index, before this Ready applies anything); prepare
-//!    a received snapshot's install;
-//! 2. write the installed state, Raft's record of the snapshot, entries and
-//!    hard state in one batch (a crash keeps all or none of it) and, when `must_sync`, start
-//!    its fsync — every proposal that arrived meanwhile shares it (group
-//!    commit). A leader sends its messages before this write (`send_first`);
-//! 3. while the fsync runs, apply committed entries, each in one batch with
-//!    the applied index, and answer the waiting handler if this member
-//!    proposed it (as etcd applies while its WAL syncs; why it is safe is at
-//!    `handle_ready`);
-//! 4. once synced, send the other messages (they may acknowledge what was just
-//!    persisted); snapshots stream in their own task;
-//! 5. answer read states and start the next ReadIndex round for the reads
-//!    queued meanwhile (one round in flight); advance; snapshot and compact
-//!    the log every `snapshot_count` applied entries.
+//! and read requests from handlers, then drain Ready, following its contract
+//! (the field docs of `raft::Ready`): send its early messages, write its
+//! batch and start the sync (every proposal that arrived meanwhile shares it:
+//! group commit), apply while the sync runs and answer the waiting handler
+//! of each entry this member proposed, send the other messages once synced;
+//! snapshots stream in their own task. Then answer read states, start the
+//! next ReadIndex round for the reads queued meanwhile (one round in
+//! flight), advance, and snapshot and compact the log every `snapshot_count`
+//! applied entries.
 //!
 //! Leases: the leader's lessor becomes primary when the leader applies the
 //! empty entry of its term (everything before it is applied) and stops being
@@ -481,25 +473,14 @@ impl Node {
         if let Some(ss) = &rd.soft_state {
             self.on_soft_state(ss.leader_id, ss.role);
         }
-        // Snapshot messages ship the state as of this Ready's start, before
-        // its committed entries apply: that is the index their metadata names.
-        let mut messages = self.attach_snapshot_states(std::mem::take(&mut rd.messages))?;
-        // A received snapshot's state is written in one batch with Raft's
-        // record of it (and this Ready's entries and hard state).
+        // Before anything applies: the state snapshot messages ship.
+        let early = self.attach_snapshot_states(std::mem::take(&mut rd.messages))?;
+        let late = self.attach_snapshot_states(std::mem::take(&mut rd.persisted_messages))?;
         let install = match &rd.snapshot {
             Some(snap) => Some(self.install_snapshot_batch(snap)?),
             None => None,
         };
-        // A leader's messages go out before its own disk write (`send_first`):
-        // the followers persist while it does.
-        if rd.send_first {
-            self.send(std::mem::take(&mut messages));
-        }
-        // The committed entries are applied while the fsync runs. That is
-        // safe: each is durable already (a leader counts its own copy only
-        // after its sync) or, on a follower, committed by a quorum and written
-        // just now, ahead of its effects in the same write-ahead log — a crash
-        // keeps a prefix of it, so never an effect without its entry.
+        self.send(early);
         let installed = install.as_ref().map(|(index, _)| *index);
         let synced = self.persist(&rd, install.map(|(_, batch)| batch))?;
         if let Some(index) = installed {
@@ -517,10 +498,7 @@ impl Node {
             // A join error means the runtime is going away: report it as closed.
             synced.await.unwrap_or(Err(StorageError::Closed))?;
         }
-        if !messages.is_empty() {
-            // A follower's acknowledgements: only now is what they acknowledge on disk.
-            self.send(messages);
-        }
+        self.send(late);
         for rs in std::mem::take(&mut rd.read_states) {
             self.answer_read(rs);
         }
@@ -643,7 +621,9 @@ impl Node {
     }
 
     fn send(&mut self, out: Outgoing) {
-        self.transport.send(out.messages);
+        if !out.messages.is_empty() {
+            self.transport.send(out.messages);
+        }
         for (m, data) in out.snapshots {
             self.send_snapshot(m, data);
         }
@@ -876,16 +856,9 @@ impl Node {
 }
 
 /// Messages of one Ready, with the state each snapshot message ships.
-#[derive(Default)]
 struct Outgoing {
     messages: Vec<raft::Message>,
     snapshots: Vec<(raft::Message, Vec<u8>)>,
-}
-
-impl Outgoing {
-    fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.snapshots.is_empty()
-    }
 }
 
 fn snapshot_message_index(m: &raft::Message) -> u64 {
