@@ -5,8 +5,15 @@
 //!   byte order is revision order.
 //! - `index`: the in-memory key index (key → generations of revisions).
 //! - `kv`: the stored record and its encoding.
-//! - `store`: `MvccStore` — open/rebuild, Range, Put, DeleteRange, Txn,
-//!   Compact, Hash/HashKV, over the Storage seam.
+//! - `store`: `MvccStore` — its state, open/rebuild, the public entry points
+//!   (Range, Put, DeleteRange, Txn, Compact, history for watchers), over the
+//!   Storage seam.
+//! - `read`: `View` — Range (filters, sort, limit), txn compares and branches,
+//!   over the committed state plus a write's pending overlay;
+//!   `is_read_only_txn`.
+//! - `write`: `Exec`, `Pending`, `Change` — executing Put, DeleteRange and
+//!   Txn, then `commit` in one atomic Storage write.
+//! - `hash`: Hash and HashKV, and the CRC-32C they use.
 //! - `validate`: etcd's request checks done before proposing (duplicate keys
 //!   in a txn, too many ops, empty keys).
 //!
@@ -22,31 +29,36 @@
 //! batch and writes it together with MVCC's changes in one atomic
 //! `Storage::write`, also when the request fails with an expected error.
 //!
-//! Tests: unit tests in each file and in `tests.rs`; quickcheck properties
+//! Tests: unit tests at the bottom of `revision.rs`, `index.rs`, `kv.rs` and
+//! `hash.rs`, store-level ones in `tests.rs`; quickcheck properties
 //! against a simple model, including restarts, in `model_tests.rs`.
 //! Run: `cargo test -p cairn --lib mvcc`.
 
+mod hash;
 mod index;
 mod kv;
+mod read;
 mod revision;
 mod store;
 mod validate;
+mod write;
 
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod tests;
 
+pub use hash::HashKv;
 pub use index::KeyRange;
 pub use kv::Kv;
+pub use read::is_read_only_txn;
 pub use revision::{KeyRevision, Revision};
-pub use store::{
-    is_read_only_txn, HashKv, MvccStore, WriteOutcome, CF_KV, CF_META, COLUMN_FAMILIES,
-};
+pub use store::{MvccStore, CF_KV, CF_META, COLUMN_FAMILIES};
 pub use validate::{
     check_delete_request, check_put_request, check_range_request, check_txn_request,
     DEFAULT_MAX_TXN_OPS,
 };
+pub use write::WriteOutcome;
 
 use cairn_runtime::StorageError;
 

@@ -6,6 +6,13 @@
 //!   the events of each applied revision; catch-up of watchers behind the
 //!   current revision from MVCC history (`catch_up_plan` → the caller reads
 //!   `read_history` → `finish_catch_up`); progress notifications.
+//! - `ids`: `StreamId`, `WatchId`, `PROGRESS_WATCH_ID`.
+//! - `config`: `HubConfig`, the hub's limits.
+//! - `watcher`: `Watcher` — one watcher's request and delivery state.
+//! - `stream`: `Stream` — a stream's watchers and its bounded response queue.
+//! - `synced`: `SyncedIndex` — the synced watchers, by key or range.
+//! - `catch_up`: `CatchUp`, `read_history`, `HistoryRead` — the bounded
+//!   history reads, and their delivery to the watchers behind.
 //! - `fragment`: etcd's splitting of one large response into fragments.
 //!
 //! The hub has no clock, no locks and no I/O: the server wraps it in a mutex
@@ -30,18 +37,25 @@
 //! Tests: `tests.rs` (scenarios), `model_tests.rs` (quickcheck against a
 //! model), the server tests and `tests/watch_interop.rs`.
 
+mod catch_up;
+mod config;
 mod fragment;
 mod hub;
+mod ids;
+mod stream;
+mod synced;
+mod watcher;
 
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod tests;
 
+pub use catch_up::{read_history, CatchUp, HistoryRead};
+pub use config::HubConfig;
 pub use fragment::{fragment, HEADER_ALLOWANCE};
-pub use hub::{
-    read_history, CatchUp, HistoryRead, HubConfig, StreamId, WatchHub, WatchId, PROGRESS_WATCH_ID,
-};
+pub use hub::WatchHub;
+pub use ids::{StreamId, WatchId, PROGRESS_WATCH_ID};
 
 /// Why etcd refuses to create a watcher. The text is etcd's `cancel_reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
