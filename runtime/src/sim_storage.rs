@@ -83,7 +83,11 @@ struct CheckSlot(Option<WriteCheck>);
 
 impl std::fmt::Debug for CheckSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Some(check)" } else { "None" })
+        f.write_str(if self.0.is_some() {
+            "Some(check)"
+        } else {
+            "None"
+        })
     }
 }
 

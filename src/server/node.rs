@@ -660,7 +660,8 @@ impl Node {
                 )))
             }
         };
-        let batch = state::install_state_snapshot_batch(self.shared.storage.as_ref(), &data, index)?;
+        let batch =
+            state::install_state_snapshot_batch(self.shared.storage.as_ref(), &data, index)?;
         Ok((index, batch))
     }
 

@@ -1061,7 +1061,8 @@ fn applied_state_ahead_of_the_log_fails_the_restart_check_and_is_refused_at_inst
     check_restartable(storage.snapshot().as_ref()).expect("a founded member can restart");
 
     storage.write(applied_batch(5)).expect("write");
-    let err = check_restartable(storage.snapshot().as_ref()).expect_err("applied 5 over a log at 1");
+    let err =
+        check_restartable(storage.snapshot().as_ref()).expect_err("applied 5 over a log at 1");
     assert_eq!(err, "applied 5 beyond last index 1 (snapshot at 1)");
 
     let state = encode_state_snapshot(storage.snapshot().as_ref(), 5).expect("encode");
