@@ -77,7 +77,7 @@ mod fanout {
         let config = ServerConfig::single("fanout", 1);
         let storage = client_port::open_storage(
             &dir.join("data"),
-            &cairn::server::state::all_column_families(),
+            &cairn::server::apply::all_column_families(),
         )
         .expect("open RocksDB");
         let (tx, rx) = mpsc::channel(1024);

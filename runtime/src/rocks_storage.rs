@@ -9,7 +9,7 @@
 //!
 //! What survives a power loss is a prefix of the writes, in call order, and
 //! never part of a batch — the property cairn's restart relies on (the
-//! applied state never ahead of the Raft log: `cairn::server::state::
+//! applied state never ahead of the Raft log: `cairn::server::apply::
 //! check_restartable`, which the simulation checks after every write of
 //! `SimStorage`, whose crash keeps such a prefix). Why RocksDB gives it:
 //! - every write of every column family goes to the one WAL, in call order,

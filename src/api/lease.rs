@@ -1,7 +1,7 @@
 //! The Lease service: LeaseGrant, LeaseRevoke, LeaseKeepAlive (a
 //! bidirectional stream: each request renews and is answered with the TTL,
 //! 0 for an unknown lease, as etcd), LeaseTimeToLive (-1 for an unknown
-//! lease), LeaseLeases. The work is in `server/lease.rs`; errors become
+//! lease), LeaseLeases. The work is in `server/lease/`; errors become
 //! etcd's statuses in `status_of`.
 //! Tests: `tests/lease_interop.rs`, `src/server/tests.rs`.
 
@@ -9,20 +9,15 @@ use std::pin::Pin;
 
 use cairn_proto::etcdserverpb::lease_server::Lease;
 use cairn_proto::etcdserverpb::*;
-use futures::FutureExt as _;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{reply, status_of};
-use crate::server::{Server, LEASE_FORWARDED_HEADER};
+use crate::server::{serve_forwarded_keep_alives, Server, LEASE_FORWARDED_HEADER};
 
 /// Keep-alive answers buffered per stream before the stream stops reading
 /// requests (the client is not reading its answers).
 const KEEP_ALIVE_BUFFER: usize = 16;
-
-/// Forwarded renewals renewed together at most (one leadership round each).
-const FORWARDED_BATCH_MAX: usize = 1024;
 
 /// The Lease service.
 #[derive(Clone)]
@@ -58,47 +53,6 @@ async fn serve_client(
     }
 }
 
-/// A follower's forwarding stream (`server/lease_forward.rs`): every
-/// renewal that arrived while the previous batch was renewed is renewed
-/// together, answers in order. Any failure fails the stream: the follower
-/// asks again.
-async fn serve_forwarded(
-    server: Server,
-    mut requests: Streaming<LeaseKeepAliveRequest>,
-    tx: KeepAliveAnswers,
-) {
-    let mut ended = false;
-    while !ended {
-        let Some(Ok(first)) = requests.next().await else {
-            return;
-        };
-        let mut ids = vec![first.id];
-        while ids.len() < FORWARDED_BATCH_MAX {
-            match requests.next().now_or_never() {
-                Some(Some(Ok(req))) => ids.push(req.id),
-                None => break,
-                Some(_) => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        match server.lease_keep_alive_batch(&ids).await {
-            Ok(answers) => {
-                for a in answers {
-                    if tx.send(Ok(a)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(e) => {
-                let _ = tx.send(Err(status_of(e))).await;
-                return;
-            }
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(
@@ -126,7 +80,16 @@ impl Lease for LeaseService {
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
         let server = self.0.clone();
         if forwarded {
-            tokio::spawn(serve_forwarded(server, requests, tx));
+            // The leader's end of the forwarding protocol (`server/lease/forward.rs`).
+            let (server_tx, mut answers) = mpsc::channel(KEEP_ALIVE_BUFFER);
+            tokio::spawn(serve_forwarded_keep_alives(server, requests, server_tx));
+            tokio::spawn(async move {
+                while let Some(a) = answers.recv().await {
+                    if tx.send(a.map_err(status_of)).await.is_err() {
+                        break;
+                    }
+                }
+            });
         } else {
             tokio::spawn(serve_client(server, requests, tx));
         }

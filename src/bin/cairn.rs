@@ -70,7 +70,7 @@ fn init_logging(config: &Config) {
 async fn run(config: Config) -> Result<(), String> {
     let storage = client_port::open_storage(
         &config.data_dir,
-        &cairn::server::state::all_column_families(),
+        &cairn::server::apply::all_column_families(),
     )
     .map_err(|e| format!("cannot open data dir {}: {e}", config.data_dir.display()))?;
     // Election jitter only: mixing in the process id keeps restarted members

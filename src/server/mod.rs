@@ -12,15 +12,17 @@
 //! across an await; taken in that order), the member list, and Raft's
 //! progress as atomics. The one exception: a keep-alive renews a lease's
 //! expiry in the leader's lessor directly (member-local state, not Raft's).
-//! Lease requests are in `lease.rs`.
+//! Leasing is in `lease/`; the request path to the node loop (proposals,
+//! the ReadIndex barrier, the one request deadline) in `propose.rs`; the
+//! apply path in `apply.rs`.
 //! Tests: `src/server/tests.rs` (single node and clusters over SimStorage on
 //! tokio) and the integration tests in `tests/` (real binary, etcdctl).
 
+pub mod apply;
 mod lease;
-mod lease_forward;
 mod node;
 pub mod probe;
-pub mod state;
+mod propose;
 #[cfg(test)]
 mod tests;
 pub mod waiters;
@@ -31,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use cairn_proto::cairnpb::{internal_request::Request, InternalRequest, MemberRecord};
+use cairn_proto::cairnpb::{InternalRequest, MemberRecord};
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
     HashResponse, Member, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -39,14 +41,13 @@ use cairn_proto::etcdserverpb::{
 };
 use cairn_runtime::transport::{Inbound, Transport};
 use cairn_runtime::{Clock, Storage};
-use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::mvcc::{self, MvccError, MvccStore};
-pub use lease::FORWARDED_HEADER as LEASE_FORWARDED_HEADER;
+use apply::Applied;
+pub use lease::{serve_forwarded_keep_alives, FORWARDED_HEADER as LEASE_FORWARDED_HEADER};
 pub use node::{Metrics, FSYNC_BUCKETS_SECS};
 pub use probe::{AppliedEntry, Probe};
-use state::Applied;
 pub use watchers::{WatchCounts, WatchSession};
 
 /// The etcd API version cairn implements (what `Status.version` reports;
@@ -175,7 +176,7 @@ pub(crate) struct Shared {
     pub probe: Option<Arc<dyn Probe>>,
     /// The watchers of this member (fed by the node loop after each apply).
     pub watch: watchers::WatchShared,
-    /// This start's number (`state::next_incarnation`); request ids carry it.
+    /// This start's number (`apply::next_incarnation`); request ids carry it.
     pub incarnation: u64,
 }
 
@@ -226,7 +227,7 @@ impl Server {
         let (commands, command_rx) = mpsc::channel(node::COMMAND_QUEUE_LEN);
         let shared = Arc::new(shared);
         let leases = Arc::new(lease::Frontend::new(&shared.config));
-        let first_id = state::first_request_id(shared.incarnation);
+        let first_id = apply::first_request_id(shared.incarnation);
         node::spawn(raw, shared.clone(), transport, clock, command_rx, inbound);
         Ok(Server {
             shared,
@@ -316,13 +317,7 @@ impl Server {
 
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse, ServerError> {
         mvcc::check_put_request(&req)?;
-        match self.propose(Request::Put(req)).await? {
-            (Applied::Put(mut resp), rev) => {
-                resp.header = Some(self.header(rev));
-                Ok(resp)
-            }
-            other => unreachable_apply("put", other),
-        }
+        self.propose_for(req).await
     }
 
     pub async fn delete_range(
@@ -330,13 +325,7 @@ impl Server {
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, ServerError> {
         mvcc::check_delete_request(&req)?;
-        match self.propose(Request::DeleteRange(req)).await? {
-            (Applied::DeleteRange(mut resp), rev) => {
-                resp.header = Some(self.header(rev));
-                Ok(resp)
-            }
-            other => unreachable_apply("delete", other),
-        }
+        self.propose_for(req).await
     }
 
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, ServerError> {
@@ -352,32 +341,20 @@ impl Server {
             resp.header = Some(self.header(rev));
             return Ok(resp);
         }
-        match self.propose(Request::Txn(req)).await? {
-            (Applied::Txn(mut resp), rev) => {
-                fill_nested_headers(&mut resp, rev);
-                resp.header = Some(self.header(rev));
-                Ok(resp)
-            }
-            other => unreachable_apply("txn", other),
-        }
+        self.propose_for(req).await
     }
 
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, ServerError> {
-        match self.propose(Request::Compaction(req)).await? {
-            (Applied::Compaction(mut resp, physical), rev) => {
-                if physical {
-                    // The deletion is durable once storage has synced past it.
-                    self.shared
-                        .storage
-                        .sync()
-                        .await
-                        .map_err(|_| ServerError::Stopped)?;
-                }
-                resp.header = Some(self.header(rev));
-                Ok(resp)
-            }
-            other => unreachable_apply("compaction", other),
+        let (resp, physical) = self.propose_for(req).await?;
+        if physical {
+            // The deletion is durable once storage has synced past it.
+            self.shared
+                .storage
+                .sync()
+                .await
+                .map_err(|_| ServerError::Stopped)?;
         }
+        Ok(resp)
     }
 
     // ---- Maintenance and Cluster ----
@@ -438,81 +415,6 @@ impl Server {
             members,
         })
     }
-
-    // ---- plumbing ----
-
-    async fn send(&self, cmd: Command) -> Result<(), ServerError> {
-        if self.is_stopped() {
-            return Err(ServerError::Stopped);
-        }
-        self.commands.try_send(cmd).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ServerError::TooManyRequests,
-            mpsc::error::TrySendError::Closed(_) => ServerError::Stopped,
-        })
-    }
-
-    /// Proposes a write and waits until it is applied here.
-    async fn propose(&self, request: Request) -> Result<(Applied, i64), ServerError> {
-        let raft = &self.shared.raft;
-        if raft
-            .commit_index
-            .load(Ordering::SeqCst)
-            .saturating_sub(raft.applied_index.load(Ordering::SeqCst))
-            > MAX_APPLY_GAP
-        {
-            return Err(ServerError::TooManyRequests);
-        }
-        let request = InternalRequest {
-            id: self.next_request_id.fetch_add(1, Ordering::Relaxed),
-            member_id: self.shared.config.member_id,
-            request: Some(request),
-        };
-        if request.encoded_len() > self.shared.config.max_request_bytes {
-            return Err(ServerError::RequestTooLarge);
-        }
-        let (done, rx) = oneshot::channel();
-        self.send(Command::Propose { request, done }).await?;
-        let applied = self.wait(rx).await?;
-        applied.map_err(|e| match e {
-            ServerError::Mvcc(MvccError::Storage(_)) => ServerError::Stopped,
-            e => e,
-        })
-    }
-
-    /// Returns once this member has applied everything committed before the
-    /// call: the ReadIndex protocol, then waiting for apply.
-    async fn linearizable_barrier(&self) -> Result<(), ServerError> {
-        let (done, rx) = oneshot::channel();
-        self.send(Command::ReadIndex { done }).await?;
-        let index = self.wait(rx).await??;
-        let wait = self.shared.applied.wait_for(index);
-        match tokio::time::timeout(self.shared.config.request_timeout, wait).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(ServerError::Stopped),
-            Err(_) => Err(ServerError::Timeout),
-        }
-    }
-
-    async fn wait<T>(&self, rx: oneshot::Receiver<T>) -> Result<T, ServerError> {
-        match tokio::time::timeout(self.shared.config.request_timeout, rx).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(_)) => Err(if self.is_stopped() {
-                ServerError::Stopped
-            } else {
-                ServerError::LeaderChanged
-            }),
-            Err(_) => Err(if self.leader().is_none() {
-                ServerError::NoLeader
-            } else {
-                ServerError::Timeout
-            }),
-        }
-    }
-}
-
-fn unreachable_apply<T>(what: &str, got: (Applied, i64)) -> Result<T, ServerError> {
-    // The apply result always matches the request kind; anything else is a bug.
-    panic!("{what} was applied as {:?}", got.0)
 }
 
 /// etcd gives every response inside a txn a header carrying only the revision.

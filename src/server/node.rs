@@ -31,7 +31,7 @@ use prost::Message as _;
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::state::{self, Applied};
+use super::apply::{self, Applied};
 use super::watchers::WatchShared;
 use super::{lease, Command, RaftProgress, ServerConfig, ServerError, Shared, StartError};
 use crate::mvcc::{MvccError, MvccStore};
@@ -96,7 +96,7 @@ pub(super) fn recover(
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
 ) -> Result<(Shared, RawNode), StartError> {
-    match state::read_member_id(storage.as_ref())? {
+    match apply::read_member_id(storage.as_ref())? {
         Some(found) if found != config.member_id => {
             return Err(StartError::MemberMismatch {
                 found,
@@ -106,9 +106,9 @@ pub(super) fn recover(
         Some(_) => {}
         None => bootstrap(&config, storage.as_ref())?,
     }
-    let incarnation = state::next_incarnation(storage.as_ref())?;
+    let incarnation = apply::next_incarnation(storage.as_ref())?;
     let raft_state = raft::storage::load(storage.as_ref())?;
-    let applied = state::read_applied_index(storage.as_ref())?;
+    let applied = apply::read_applied_index(storage.as_ref())?;
     let snapshot_index = raft_state.snapshot.metadata.as_ref().map_or(0, |m| m.index);
     let mut cfg = raft::Config::new(config.member_id);
     cfg.election_tick = config.election_ticks.max(2);
@@ -118,12 +118,12 @@ pub(super) fn recover(
     let rng = rand::rngs::StdRng::seed_from_u64(config.rng_seed);
     let raw = RawNode::new(&cfg, raft_state, rng)?;
     let mvcc = MvccStore::open(storage.clone())?;
-    let lessor = state::load_lessor(&mvcc, config.lessor_config())?;
+    let lessor = apply::load_lessor(&mvcc, config.lessor_config())?;
     let watch = WatchShared::new(
         HubConfig::new(config.max_request_bytes),
         mvcc.current_revision().0,
     );
-    let members = state::load_members(storage.as_ref())?;
+    let members = apply::load_members(storage.as_ref())?;
     let progress = RaftProgress::default();
     progress.applied_index.store(cfg.applied, Ordering::SeqCst);
     progress.term.store(raw.hard_state().term, Ordering::SeqCst);
@@ -180,7 +180,7 @@ fn bootstrap(config: &ServerConfig, storage: &dyn Storage) -> Result<(), Storage
         entries: Vec::new(),
     };
     let mut batch = raft::storage::bootstrap_batch(&state);
-    batch.extend(state::bootstrap_batch(
+    batch.extend(apply::bootstrap_batch(
         config.member_id,
         &config.initial_members,
     ));
@@ -614,7 +614,7 @@ impl Node {
                     "raft asked for a snapshot at {index} while the state is applied at {applied}"
                 )));
             }
-            let data = state::encode_state_snapshot(view.as_ref(), applied)?;
+            let data = apply::encode_state_snapshot(view.as_ref(), applied)?;
             out.snapshots.push((m, data));
         }
         Ok(out)
@@ -661,7 +661,7 @@ impl Node {
             }
         };
         let batch =
-            state::install_state_snapshot_batch(self.shared.storage.as_ref(), &data, index)?;
+            apply::install_state_snapshot_batch(self.shared.storage.as_ref(), &data, index)?;
         Ok((index, batch))
     }
 
@@ -669,7 +669,7 @@ impl Node {
     /// is rebuilt from it.
     fn reload_installed_state(&mut self, index: u64) -> Result<(), StorageError> {
         let store = MvccStore::open(self.shared.storage.clone()).map_err(mvcc_storage_error)?;
-        let lessor = state::load_lessor(&store, self.shared.config.lessor_config())
+        let lessor = apply::load_lessor(&store, self.shared.config.lessor_config())
             .map_err(mvcc_storage_error)?;
         let revision = store.current_revision().0;
         *self.shared.mvcc.write().expect("mvcc lock poisoned") = store;
@@ -677,7 +677,7 @@ impl Node {
         // Watchers resume from history in the new store.
         self.shared.watch.reset(revision);
         *self.shared.members.write().expect("members lock poisoned") =
-            state::load_members(self.shared.storage.as_ref())?;
+            apply::load_members(self.shared.storage.as_ref())?;
         self.set_applied(index);
         self.shared
             .metrics
@@ -703,7 +703,7 @@ impl Node {
                 }
                 EntryType::EntryNormal => {
                     let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
-                    state::apply_marker(&store, e.index, cairn_runtime::WriteBatch::new())?;
+                    apply::apply_marker(&store, e.index, cairn_runtime::WriteBatch::new())?;
                     drop(store);
                     // The leader's empty entry: everything before its term is applied.
                     let raft = self.raw.raft();
@@ -745,7 +745,7 @@ impl Node {
             let mut members = self.shared.members.write().expect("members lock poisoned");
             let mut lessor = self.shared.lessor.write().expect("lessor lock poisoned");
             let now = self.clock.now();
-            state::apply_request(&mut store, &mut members, &mut lessor, &req, e.index, now)
+            apply::apply_request(&mut store, &mut members, &mut lessor, &req, e.index, now)
         };
         if let Err(ServerError::Mvcc(MvccError::Storage(err))) = &outcome.result {
             return Err(err.clone());
@@ -771,7 +771,7 @@ impl Node {
     fn apply_conf_change(&mut self, e: &Entry) -> Result<(), StorageError> {
         let Some(cc) = raft::decode_conf_change(e) else {
             let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
-            return state::apply_marker(&store, e.index, cairn_runtime::WriteBatch::new());
+            return apply::apply_marker(&store, e.index, cairn_runtime::WriteBatch::new());
         };
         let record = MemberRecord::decode(cc.context.as_slice()).ok();
         let (added, removed) = match cc.change_type() {
@@ -788,10 +788,10 @@ impl Node {
         };
         {
             let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
-            state::apply_marker(
+            apply::apply_marker(
                 &store,
                 e.index,
-                state::member_change_batch(added.as_ref(), removed),
+                apply::member_change_batch(added.as_ref(), removed),
             )?;
         }
         let mut members = self.shared.members.write().expect("members lock poisoned");

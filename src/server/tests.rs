@@ -15,7 +15,7 @@ use cairn_runtime::client_port::{serve_client_port, serve_peers, Listener};
 use cairn_runtime::transport::{GrpcTransport, TransportConfig};
 use cairn_runtime::{NodeId, SimDisk, SimStorage, TokioClock};
 
-use super::state::all_column_families;
+use super::apply::all_column_families;
 use super::{Server, ServerConfig, ServerError, WatchSession};
 use crate::mvcc::MvccError;
 
@@ -623,7 +623,7 @@ async fn leases_survive_a_leader_change_without_expiring_early_and_expire_in_one
 }
 
 /// A follower forwards its clients' keep-alives on one stream and the
-/// leader renews them in batches (`lease_forward.rs`): under many concurrent
+/// leader renews them in batches (`server/lease/forward.rs`): under many concurrent
 /// renewals every answer still belongs to its own lease — each lease has its
 /// own TTL, so an answer matched to the wrong renewal shows — and an unknown
 /// lease still answers TTL 0.
@@ -1028,7 +1028,7 @@ async fn watchers_on_a_follower_that_installs_a_snapshot_miss_nothing() {
 /// before anything is written.
 #[test]
 fn applied_state_ahead_of_the_log_fails_the_restart_check_and_is_refused_at_install() {
-    use super::state::{
+    use super::apply::{
         applied_batch, bootstrap_batch, check_restartable, encode_state_snapshot,
         install_state_snapshot_batch,
     };

@@ -7,7 +7,7 @@
 //! `SkewedClock` the fault scheduler can move. Killing a node stops all its
 //! tasks; `crash` also drops what the disk had not synced. After every write
 //! the disk checks that a restart could recover from it
-//! (`cairn::server::state::check_restartable`).
+//! (`cairn::server::apply::check_restartable`).
 //! Tests: `tests/sim.rs`.
 
 use std::net::IpAddr;
@@ -193,7 +193,7 @@ fn start_member(handle: &Handle, spec: &ClusterSpec, i: usize, oracle: Arc<Oracl
     // it, not at a later restart.
     let name = format!("m{}", i + 1);
     disk.set_write_check(Arc::new(move |view| {
-        cairn::server::state::check_restartable(view).map_err(|e| format!("member {name}: {e}"))
+        cairn::server::apply::check_restartable(view).map_err(|e| format!("member {name}: {e}"))
     }));
     let clock = SkewedClock::new(TokioClock::new());
     let args = member_args(spec, i);
@@ -209,7 +209,7 @@ fn start_member(handle: &Handle, spec: &ClusterSpec, i: usize, oracle: Arc<Oracl
                     Ok(c) => c,
                     Err(e) => panic!("member flags rejected: {e}"),
                 };
-                let families = cairn::server::state::all_column_families();
+                let families = cairn::server::apply::all_column_families();
                 let storage = match SimStorage::open(&disk, &families) {
                     Ok(s) => s,
                     Err(e) => panic!("member storage does not reopen after a crash: {e}"),

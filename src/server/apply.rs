@@ -1,5 +1,6 @@
-//! The applied state of a member: MVCC plus cairn's own records (applied
-//! index, members), and how committed entries change it.
+//! The apply path: how committed entries change a member's applied state
+//! (MVCC plus cairn's own records: applied index, members, leases), and the
+//! durable layout a restart needs (`check_restartable`).
 //!
 //! Exactly-once apply: every entry's effects and the new applied index are
 //! written in one Storage batch (`extra` of the MVCC write), so after a crash
@@ -7,8 +8,9 @@
 //! entries at or below it are skipped when Raft replays them.
 //!
 //! State-machine column families: MVCC's, `lease` (one record per lease)
-//! and `server` (applied index, member id, members). A follower that falls behind a compaction receives
-//! all of them as a `StateSnapshot` and replaces its own (`install_snapshot`).
+//! and `server` (applied index, member id, members). A follower that falls
+//! behind a compaction receives all of them as a `StateSnapshot` and replaces
+//! its own (`install_state_snapshot_batch`).
 //!
 //! Leases: grants, revokes and checkpoints are applied here, each in one
 //! batch with the applied index; a revoke deletes the lease's keys as one

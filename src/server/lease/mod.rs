@@ -1,0 +1,219 @@
+//! Leasing on the server side, in one folder (the lessor itself, a pure
+//! state machine, is `crate::lease`):
+//! - here: the lease requests of the `Server` handle, routed to the leader;
+//! - `leader.rs`: what only the leader does — renewals (with a leadership
+//!   confirmation), time-to-live, and the node loop's duties (promote,
+//!   demote, expiries and checkpoints to propose);
+//! - `forward.rs`: the forwarding protocol, both ends — a follower's
+//!   keep-alives on one long-lived stream to the leader, and the leader
+//!   serving such a stream in batches.
+//!
+//! - Grant and revoke are proposed through Raft like any write (a grant
+//!   without an id gets one here, from the member's seeded generator).
+//! - Keep-alive and time-to-live are answered by the leader only, from its
+//!   primary lessor (member-local expiries). A follower forwards them to the
+//!   leader's published client URL over the Lease gRPC service, marking the
+//!   call as forwarded so it is never forwarded again. Everything forwarded
+//!   has a deadline (in simulation a partition is unbounded latency). Without
+//!   a leader for the whole request timeout: `etcdserver: no leader`.
+//! - A keep-alive of a lease whose remaining TTL was checkpointed first
+//!   clears the checkpoint through Raft (as etcd), so a later leader does not
+//!   restart it from a stale, shorter remaining TTL.
+//!
+//! Tests: `src/server/tests.rs` (failover, restart, expiry, keep-alives
+//! through a follower), `tests/lease_interop.rs` (etcdctl against etcd 3.4
+//! and cairn).
+
+mod forward;
+mod leader;
+
+use std::time::Duration;
+
+use cairn_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
+};
+
+use super::{Server, ServerConfig, ServerError};
+use crate::lease::{min_lease_ttl_secs, IdGenerator, LeaseError, LessorConfig};
+pub use forward::{serve_forwarded_keep_alives, FORWARDED_HEADER};
+pub(super) use leader::{demote, due_proposals, promote};
+
+/// Pause between attempts while waiting for a leader or a promotion.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+impl ServerConfig {
+    /// The lessor's settings: etcd's minimum TTL from the election timeout,
+    /// the checkpoint interval, and the request timeout as the retry
+    /// interval of revokes (as etcd's ExpiredLeasesRetryInterval).
+    pub fn lessor_config(&self) -> LessorConfig {
+        LessorConfig {
+            min_ttl_secs: min_lease_ttl_secs(self.election_ticks, self.heartbeat_interval),
+            checkpoint_interval: self.lease_checkpoint_interval,
+            expired_retry_interval: self.request_timeout,
+        }
+    }
+
+    /// The election timeout (what a new leader adds to every lease).
+    pub fn election_timeout(&self) -> Duration {
+        self.heartbeat_interval
+            .saturating_mul(self.election_ticks as u32)
+    }
+}
+
+/// Lease state of the `Server` handle: the id generator and the follower's
+/// end of the forwarding protocol.
+pub(super) struct Frontend {
+    ids: IdGenerator,
+    follower: forward::Follower,
+}
+
+impl Frontend {
+    pub(super) fn new(config: &ServerConfig) -> Frontend {
+        Frontend {
+            ids: IdGenerator::new(config.member_id, config.rng_seed),
+            follower: forward::Follower::new(config.request_timeout / 2),
+        }
+    }
+}
+
+/// Where a leader-only lease request is served.
+enum Route {
+    Local,
+    Forward(String),
+    Wait,
+}
+
+impl Server {
+    // ---- through Raft ----
+
+    pub async fn lease_grant(
+        &self,
+        mut req: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, ServerError> {
+        if req.id == 0 {
+            let lessor = self.shared.lessor.read().expect("lessor lock poisoned");
+            let mut id = self.leases.ids.next();
+            while lessor.contains(id) {
+                id = self.leases.ids.next();
+            }
+            req.id = id.0;
+        }
+        self.propose_for(req).await
+    }
+
+    pub async fn lease_revoke(
+        &self,
+        req: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, ServerError> {
+        self.propose_for(req).await
+    }
+
+    // ---- local ----
+
+    pub async fn lease_leases(&self) -> Result<LeaseLeasesResponse, ServerError> {
+        let leases = self
+            .shared
+            .lessor
+            .read()
+            .expect("lessor lock poisoned")
+            .leases()
+            .into_iter()
+            .map(|id| LeaseStatus { id: id.0 })
+            .collect();
+        Ok(LeaseLeasesResponse {
+            header: Some(self.header(self.current_revision())),
+            leases,
+        })
+    }
+
+    // ---- on the leader ----
+
+    /// One keep-alive: renews the lease on the leader and answers with its
+    /// TTL, or TTL 0 if it does not exist (as etcd). The header is taken
+    /// before renewing, so its revision is never after a revoke the renewal
+    /// did not see.
+    pub async fn lease_keep_alive(
+        &self,
+        id: i64,
+        forwarded: bool,
+    ) -> Result<LeaseKeepAliveResponse, ServerError> {
+        let header = self.header(self.current_revision());
+        let ttl = match self.lease_renew(id, forwarded).await {
+            Ok(ttl) => ttl,
+            Err(ServerError::Lease(LeaseError::NotFound)) => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(LeaseKeepAliveResponse {
+            header: Some(header),
+            id,
+            ttl,
+        })
+    }
+
+    /// Renews a lease on the leader; returns its TTL.
+    pub async fn lease_renew(&self, id: i64, forwarded: bool) -> Result<i64, ServerError> {
+        self.within_request_timeout(async {
+            loop {
+                let done = match self.route(forwarded)? {
+                    Route::Local => self.renew_local(id).await?,
+                    Route::Forward(url) => self.forward_renew(&url, id).await?,
+                    Route::Wait => None,
+                };
+                if let Some(ttl) = done {
+                    return Ok(ttl);
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        })
+        .await
+    }
+
+    /// etcd's TimeToLive, answered by the leader: remaining TTL (-1 when
+    /// the lease does not exist), granted TTL and, if asked, attached keys.
+    pub async fn lease_time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+        forwarded: bool,
+    ) -> Result<LeaseTimeToLiveResponse, ServerError> {
+        let mut resp = self
+            .within_request_timeout(async {
+                loop {
+                    let done = match self.route(forwarded)? {
+                        Route::Local => self.time_to_live_local(&req).await?,
+                        Route::Forward(url) => self.forward_time_to_live(&url, &req).await,
+                        Route::Wait => None,
+                    };
+                    if let Some(resp) = done {
+                        return Ok(resp);
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            })
+            .await?;
+        resp.header = Some(self.header(self.current_revision()));
+        Ok(resp)
+    }
+
+    fn route(&self, forwarded: bool) -> Result<Route, ServerError> {
+        if self.is_stopped() {
+            return Err(ServerError::Stopped);
+        }
+        let me = self.shared.config.member_id;
+        match self.leader() {
+            Some(l) if l == me => Ok(Route::Local),
+            // Forwarded here, but this member is not the leader (any more):
+            // the forwarding member retries with its own view.
+            Some(_) if forwarded => Err(LeaseError::NotPrimary.into()),
+            Some(l) => {
+                let members = self.shared.members.read().expect("members lock poisoned");
+                Ok(members
+                    .get(&l)
+                    .and_then(|m| m.client_urls.first())
+                    .map_or(Route::Wait, |url| Route::Forward(url.clone())))
+            }
+            None => Ok(Route::Wait),
+        }
+    }
+}
