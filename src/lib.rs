@@ -1,5 +1,5 @@
 //! cairn: an etcd-compatible, strongly consistent key-value store, built to be
-//! proven correct by deterministic simulation. See `shared/DESIGN.md`.
+//! proven correct by deterministic simulation. See `docs/architecture.md`.
 //!
 //! The core modules (`raft`, `mvcc`, …) are sans-IO state machines: they take
 //! time, randomness and storage only through `cairn-runtime`'s seams.
@@ -7,8 +7,8 @@
 pub mod api;
 pub mod config;
 pub mod lease;
-pub mod member;
 pub mod mvcc;
+pub mod process;
 pub mod raft;
 pub mod server;
 pub mod watch;

@@ -72,11 +72,7 @@ impl Persist {
         let mut node = RawNode::new(&cfg, state, StdRng::seed_from_u64(1)).expect("node");
         node.campaign();
         drain(&mut node, storage.as_ref(), rt, true);
-        assert_eq!(
-            node.raft().role,
-            Role::Leader,
-            "a single voter elects itself"
-        );
+        assert_eq!(node.role(), Role::Leader, "a single voter elects itself");
         Persist {
             node,
             storage,
@@ -94,9 +90,8 @@ impl Persist {
         }
         drain(&mut self.node, self.storage.as_ref(), rt, sync);
         self.proposed += n;
-        let log = &self.node.raft().log;
-        let applied = log.applied();
-        if applied - log.snapshot_index() >= 4096 {
+        let applied = self.node.applied();
+        if applied - self.node.snapshot_index_term().0 >= 4096 {
             let snap = self.node.compact(applied, Vec::new()).expect("compact");
             self.storage.write(compaction_batch(&snap)).expect("write");
         }
@@ -106,7 +101,7 @@ impl Persist {
 /// Handles Readys until none is left: persist (synced when the Ready asks
 /// for it and `sync`), then advance.
 fn drain(node: &mut RawNode, storage: &dyn Storage, rt: &tokio::runtime::Runtime, sync: bool) {
-    let mut last = node.raft().log.last_index();
+    let mut last = node.last_index();
     while node.has_ready() {
         let rd = node.ready();
         let batch = ready_batch(&rd, last);

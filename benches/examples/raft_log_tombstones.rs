@@ -60,7 +60,7 @@ fn main() {
     node.campaign();
     println!("range delete per Ready: {with_range_delete}");
     let mut t = Instant::now();
-    let mut last = node.raft().log.last_index();
+    let mut last = node.last_index();
     for i in 0..READYS {
         if i > 0 {
             node.propose(vec![b'e'; 256]).expect("leader accepts");

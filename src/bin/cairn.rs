@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use cairn::config::{Config, ConfigError};
-use cairn::member::MemberOptions;
+use cairn::process::ProcessOptions;
 use cairn_runtime::client_port;
 use cairn_runtime::TokioClock;
 
@@ -76,9 +76,9 @@ async fn run(config: Config) -> Result<(), String> {
     // Election jitter only: mixing in the process id keeps restarted members
     // from repeating their previous timeouts.
     let rng_seed = config.member_id().0 ^ u64::from(std::process::id());
-    let options = MemberOptions {
+    let options = ProcessOptions {
         rng_seed,
         probe: None,
     };
-    cairn::member::run(&config, storage, Arc::new(TokioClock::new()), options).await
+    cairn::process::run(&config, storage, Arc::new(TokioClock::new()), options).await
 }

@@ -61,7 +61,7 @@ pub use cairn_proto::raftpb::{
 };
 pub use log::RaftLog;
 pub use progress::{Inflights, Progress, ProgressState};
-pub use raft::{decode_conf_change, Raft, TRANSFER_CONTEXT};
+pub use raft::{decode_conf_change, TRANSFER_CONTEXT};
 pub use raw_node::{RawNode, Ready, SnapshotStatus, SoftState, Status};
 pub use tracker::ProgressTracker;
 

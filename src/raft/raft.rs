@@ -53,26 +53,26 @@ fn vote_response_type(t: MessageType) -> MessageType {
 
 #[derive(Debug)]
 pub struct Raft {
-    pub id: u64,
-    pub term: u64,
+    pub(super) id: u64,
+    pub(super) term: u64,
     /// Whom we voted for in `term` (0: nobody). At most one vote per term.
-    pub vote: u64,
-    pub log: RaftLog,
-    pub tracker: ProgressTracker,
-    pub role: Role,
-    pub leader_id: u64,
+    pub(super) vote: u64,
+    pub(super) log: RaftLog,
+    pub(super) tracker: ProgressTracker,
+    pub(super) role: Role,
+    pub(super) leader_id: u64,
     /// The node a leader transfer is in progress to (0: none). Proposals are
     /// refused meanwhile.
-    pub lead_transferee: u64,
+    pub(super) lead_transferee: u64,
     /// Index of the latest conf change proposed; another may be proposed only
     /// once it is applied (one change at a time).
-    pub pending_conf_index: u64,
+    pub(super) pending_conf_index: u64,
     read_only: ReadOnly,
     /// ReadIndex requests received before this leader committed an entry of
     /// its term; answered once it has. Bounded by `max_pending_read_index`.
     pending_read_index: Vec<Message>,
-    pub read_states: Vec<ReadState>,
-    pub msgs: Vec<Message>,
+    pub(super) read_states: Vec<ReadState>,
+    pub(super) msgs: Vec<Message>,
     election_elapsed: usize,
     heartbeat_elapsed: usize,
     /// In `[election_tick, 2 * election_tick)`, drawn from `rng` on every reset.

@@ -150,8 +150,31 @@ impl RawNode {
         Ok(node)
     }
 
-    pub fn raft(&self) -> &Raft {
+    /// The state machine itself, for the raft module's own tests; everyone
+    /// else reads `status()` and the accessors below.
+    #[cfg(test)]
+    pub(super) fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// This node's role in its current term.
+    pub fn role(&self) -> Role {
+        self.raft.role
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.raft.term
+    }
+
+    /// The last index of the log (written or not).
+    pub fn last_index(&self) -> u64 {
+        self.raft.log.last_index()
+    }
+
+    /// The applied index as Raft knows it (what the last `advance` marked).
+    pub fn applied(&self) -> u64 {
+        self.raft.log.applied()
     }
 
     pub fn id(&self) -> u64 {

@@ -30,7 +30,7 @@ mod watchers;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use cairn_proto::cairnpb::{InternalRequest, MemberRecord};
@@ -157,9 +157,9 @@ pub(crate) struct RaftProgress {
 /// State shared by the node loop (writer) and the request handlers (readers).
 pub(crate) struct Shared {
     pub config: ServerConfig,
-    pub mvcc: RwLock<MvccStore>,
-    pub lessor: RwLock<crate::lease::Lessor>,
-    pub members: RwLock<BTreeMap<u64, MemberRecord>>,
+    mvcc: RwLock<MvccStore>,
+    lessor: RwLock<crate::lease::Lessor>,
+    members: RwLock<BTreeMap<u64, MemberRecord>>,
     pub raft: RaftProgress,
     pub metrics: Metrics,
     pub storage: Arc<dyn Storage>,
@@ -178,6 +178,36 @@ pub(crate) struct Shared {
     pub watch: watchers::WatchShared,
     /// This start's number (`apply::next_incarnation`); request ids carry it.
     pub incarnation: u64,
+}
+
+/// The three locks handlers and the node loop share, each behind one
+/// accessor (a poisoned lock means a panic while holding it: the member is
+/// broken and every later access panics with the lock's name). Order when
+/// holding more than one: mvcc, then members, then lessor; never across an await.
+impl Shared {
+    pub(crate) fn mvcc(&self) -> RwLockReadGuard<'_, MvccStore> {
+        self.mvcc.read().expect("mvcc lock poisoned")
+    }
+
+    pub(crate) fn mvcc_mut(&self) -> RwLockWriteGuard<'_, MvccStore> {
+        self.mvcc.write().expect("mvcc lock poisoned")
+    }
+
+    pub(crate) fn lessor(&self) -> RwLockReadGuard<'_, crate::lease::Lessor> {
+        self.lessor.read().expect("lessor lock poisoned")
+    }
+
+    pub(crate) fn lessor_mut(&self) -> RwLockWriteGuard<'_, crate::lease::Lessor> {
+        self.lessor.write().expect("lessor lock poisoned")
+    }
+
+    pub(crate) fn members(&self) -> RwLockReadGuard<'_, BTreeMap<u64, MemberRecord>> {
+        self.members.read().expect("members lock poisoned")
+    }
+
+    pub(crate) fn members_mut(&self) -> RwLockWriteGuard<'_, BTreeMap<u64, MemberRecord>> {
+        self.members.write().expect("members lock poisoned")
+    }
 }
 
 /// What handlers ask of the node loop.
@@ -294,12 +324,7 @@ impl Server {
     }
 
     fn current_revision(&self) -> i64 {
-        self.shared
-            .mvcc
-            .read()
-            .expect("mvcc lock poisoned")
-            .current_revision()
-            .0
+        self.shared.mvcc().current_revision().0
     }
 
     // ---- KV ----
@@ -309,7 +334,7 @@ impl Server {
         if !req.serializable {
             self.linearizable_barrier().await?;
         }
-        let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
+        let store = self.shared.mvcc();
         let mut resp = store.range(&req)?;
         resp.header = Some(self.header(store.current_revision().0));
         Ok(resp)
@@ -334,7 +359,7 @@ impl Server {
             if !txn_is_serializable(&req) {
                 self.linearizable_barrier().await?;
             }
-            let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
+            let store = self.shared.mvcc();
             let mut resp = store.read_txn(&req)?;
             let rev = store.current_revision().0;
             fill_nested_headers(&mut resp, rev);
@@ -377,7 +402,7 @@ impl Server {
     }
 
     pub async fn hash(&self) -> Result<HashResponse, ServerError> {
-        let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
+        let store = self.shared.mvcc();
         let hash = store.hash()?;
         Ok(HashResponse {
             header: Some(self.header(store.current_revision().0)),
@@ -386,7 +411,7 @@ impl Server {
     }
 
     pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, ServerError> {
-        let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
+        let store = self.shared.mvcc();
         let h = store.hash_kv(revision)?;
         Ok(HashKvResponse {
             header: Some(self.header(h.revision.0)),
@@ -399,7 +424,7 @@ impl Server {
         if linearizable {
             self.linearizable_barrier().await?;
         }
-        let members = self.shared.members.read().expect("members lock poisoned");
+        let members = self.shared.members();
         let members = members
             .values()
             .map(|m| Member {

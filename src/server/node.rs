@@ -199,7 +199,7 @@ pub(super) fn spawn(
 ) {
     let (snapshot_reports, snapshot_report_rx) = mpsc::channel(64);
     // Right after recovery every entry RawNode has is on disk.
-    let persisted_last = raw.raft().log.last_index();
+    let persisted_last = raw.last_index();
     let node = Node {
         raw,
         shared,
@@ -672,12 +672,11 @@ impl Node {
         let lessor = apply::load_lessor(&store, self.shared.config.lessor_config())
             .map_err(mvcc_storage_error)?;
         let revision = store.current_revision().0;
-        *self.shared.mvcc.write().expect("mvcc lock poisoned") = store;
-        *self.shared.lessor.write().expect("lessor lock poisoned") = lessor;
+        *self.shared.mvcc_mut() = store;
+        *self.shared.lessor_mut() = lessor;
         // Watchers resume from history in the new store.
         self.shared.watch.reset(revision);
-        *self.shared.members.write().expect("members lock poisoned") =
-            apply::load_members(self.shared.storage.as_ref())?;
+        *self.shared.members_mut() = apply::load_members(self.shared.storage.as_ref())?;
         self.set_applied(index);
         self.shared
             .metrics
@@ -702,12 +701,11 @@ impl Node {
                     Vec::new()
                 }
                 EntryType::EntryNormal => {
-                    let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
+                    let store = self.shared.mvcc();
                     apply::apply_marker(&store, e.index, cairn_runtime::WriteBatch::new())?;
                     drop(store);
                     // The leader's empty entry: everything before its term is applied.
-                    let raft = self.raw.raft();
-                    if raft.role == Role::Leader && e.term == raft.term {
+                    if self.raw.role() == Role::Leader && e.term == self.raw.term() {
                         lease::promote(&self.shared);
                     }
                     Vec::new()
@@ -715,7 +713,7 @@ impl Node {
             };
             self.set_applied(e.index);
             if let Some(p) = &self.shared.probe {
-                let revision = self.shared.mvcc.read().expect("mvcc lock poisoned");
+                let revision = self.shared.mvcc();
                 p.on_apply(&super::AppliedEntry {
                     member: self.shared.config.member_id,
                     index: e.index,
@@ -740,10 +738,10 @@ impl Node {
         })?;
         let prev_kv = self.shared.watch.wants_prev_kv();
         let outcome = {
-            let mut store = self.shared.mvcc.write().expect("mvcc lock poisoned");
+            let mut store = self.shared.mvcc_mut();
             store.set_events_prev_kv(prev_kv);
-            let mut members = self.shared.members.write().expect("members lock poisoned");
-            let mut lessor = self.shared.lessor.write().expect("lessor lock poisoned");
+            let mut members = self.shared.members_mut();
+            let mut lessor = self.shared.lessor_mut();
             let now = self.clock.now();
             apply::apply_request(&mut store, &mut members, &mut lessor, &req, e.index, now)
         };
@@ -770,7 +768,7 @@ impl Node {
 
     fn apply_conf_change(&mut self, e: &Entry) -> Result<(), StorageError> {
         let Some(cc) = raft::decode_conf_change(e) else {
-            let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
+            let store = self.shared.mvcc();
             return apply::apply_marker(&store, e.index, cairn_runtime::WriteBatch::new());
         };
         let record = MemberRecord::decode(cc.context.as_slice()).ok();
@@ -787,14 +785,14 @@ impl Node {
             ConfChangeType::RemoveNode => (None, Some(cc.node_id)),
         };
         {
-            let store = self.shared.mvcc.read().expect("mvcc lock poisoned");
+            let store = self.shared.mvcc();
             apply::apply_marker(
                 &store,
                 e.index,
                 apply::member_change_batch(added.as_ref(), removed),
             )?;
         }
-        let mut members = self.shared.members.write().expect("members lock poisoned");
+        let mut members = self.shared.members_mut();
         if let Some(m) = added {
             if let Some(url) = m.peer_urls.first() {
                 self.transport.add_peer(NodeId(m.id), url.clone());

@@ -193,7 +193,7 @@ impl WatchSession {
             return Ok(false);
         };
         let read = {
-            let store = self.server.shared.mvcc.read().expect("mvcc lock poisoned");
+            let store = self.server.shared.mvcc();
             read_history(&store, &plan)?
         };
         Ok(self.with_hub(|hub, _| hub.finish_catch_up(&plan, read)))

@@ -1,6 +1,6 @@
 //! A cluster of unmodified cairn members on madsim nodes.
 //!
-//! Each member runs `cairn::member::run` — the binary's own code path: config
+//! Each member runs `cairn::process::run` — the binary's own code path: config
 //! parsed from etcd flags, gRPC peer transport, node loop, client listener —
 //! on its own simulated node with its own IP, a `SimStorage` on a `SimDisk`
 //! that outlives the node (so a restart finds what was synced), and a
@@ -13,7 +13,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use cairn::member::{self, MemberOptions};
+use cairn::process::{self, ProcessOptions};
 use cairn_runtime::{SimDisk, SimStorage, Skew, SkewedClock, TokioClock};
 use madsim::runtime::{Handle, NodeHandle};
 
@@ -214,12 +214,12 @@ fn start_member(handle: &Handle, spec: &ClusterSpec, i: usize, oracle: Arc<Oracl
                     Ok(s) => s,
                     Err(e) => panic!("member storage does not reopen after a crash: {e}"),
                 };
-                let options = MemberOptions {
+                let options = ProcessOptions {
                     rng_seed: madsim::rand::random::<u64>(),
                     probe: Some(oracle as Arc<dyn cairn::server::Probe>),
                 };
                 if let Err(e) =
-                    member::run(&config, Arc::new(storage), Arc::new(clock), options).await
+                    process::run(&config, Arc::new(storage), Arc::new(clock), options).await
                 {
                     tracing::warn!("member stopped: {e}");
                 }

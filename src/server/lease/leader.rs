@@ -83,7 +83,7 @@ impl Server {
             return Ok(None);
         }
         let checkpointed: Vec<LeaseCheckpoint> = {
-            let lessor = self.shared.lessor.read().expect("lessor lock poisoned");
+            let lessor = self.shared.lessor();
             ids.iter()
                 .filter(|&&id| lessor.has_checkpoint(LeaseId(id)))
                 .map(|&id| LeaseCheckpoint {
@@ -103,7 +103,7 @@ impl Server {
             }
         }
         let now = self.shared.clock.now();
-        let mut lessor = self.shared.lessor.write().expect("lessor lock poisoned");
+        let mut lessor = self.shared.lessor_mut();
         let mut renewals = Vec::with_capacity(ids.len());
         for &id in ids {
             renewals.push(match lessor.renew(LeaseId(id), now) {
@@ -122,7 +122,7 @@ impl Server {
         req: &LeaseTimeToLiveRequest,
     ) -> Result<Option<LeaseTimeToLiveResponse>, ServerError> {
         self.wait_applied_to_commit().await?;
-        let lessor = self.shared.lessor.read().expect("lessor lock poisoned");
+        let lessor = self.shared.lessor();
         if !lessor.is_primary() {
             return Ok(None);
         }
@@ -150,7 +150,7 @@ impl Server {
 /// entry of its term. Every lease gets its remaining TTL plus the election
 /// timeout from now.
 pub(in crate::server) fn promote(shared: &Shared) {
-    let mut lessor = shared.lessor.write().expect("lessor lock poisoned");
+    let mut lessor = shared.lessor_mut();
     if lessor.is_primary() {
         return;
     }
@@ -163,7 +163,7 @@ pub(in crate::server) fn promote(shared: &Shared) {
 
 /// Leadership lost: leases no longer expire here.
 pub(in crate::server) fn demote(shared: &Shared) {
-    let mut lessor = shared.lessor.write().expect("lessor lock poisoned");
+    let mut lessor = shared.lessor_mut();
     if lessor.is_primary() {
         lessor.demote();
         tracing::info!("lessor demoted");
@@ -174,7 +174,7 @@ pub(in crate::server) fn demote(shared: &Shared) {
 /// etcd's revoke rate, spread over the ticks of a second) and one entry of
 /// due checkpoints.
 pub(in crate::server) fn due_proposals(shared: &Shared) -> Vec<InternalRequest> {
-    let mut lessor = shared.lessor.write().expect("lessor lock poisoned");
+    let mut lessor = shared.lessor_mut();
     if !lessor.is_primary() {
         return Vec::new();
     }

@@ -29,6 +29,8 @@ mod leader;
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
 use cairn_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
@@ -93,7 +95,7 @@ impl Server {
         mut req: LeaseGrantRequest,
     ) -> Result<LeaseGrantResponse, ServerError> {
         if req.id == 0 {
-            let lessor = self.shared.lessor.read().expect("lessor lock poisoned");
+            let lessor = self.shared.lessor();
             let mut id = self.leases.ids.next();
             while lessor.contains(id) {
                 id = self.leases.ids.next();
@@ -115,9 +117,7 @@ impl Server {
     pub async fn lease_leases(&self) -> Result<LeaseLeasesResponse, ServerError> {
         let leases = self
             .shared
-            .lessor
-            .read()
-            .expect("lessor lock poisoned")
+            .lessor()
             .leases()
             .into_iter()
             .map(|id| LeaseStatus { id: id.0 })
@@ -154,19 +154,11 @@ impl Server {
 
     /// Renews a lease on the leader; returns its TTL.
     pub async fn lease_renew(&self, id: i64, forwarded: bool) -> Result<i64, ServerError> {
-        self.within_request_timeout(async {
-            loop {
-                let done = match self.route(forwarded)? {
-                    Route::Local => self.renew_local(id).await?,
-                    Route::Forward(url) => self.forward_renew(&url, id).await?,
-                    Route::Wait => None,
-                };
-                if let Some(ttl) = done {
-                    return Ok(ttl);
-                }
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-        })
+        self.on_leader(
+            forwarded,
+            || Box::pin(self.renew_local(id)),
+            |url| Box::pin(async move { self.forward_renew(&url, id).await }),
+        )
         .await
     }
 
@@ -178,22 +170,40 @@ impl Server {
         forwarded: bool,
     ) -> Result<LeaseTimeToLiveResponse, ServerError> {
         let mut resp = self
-            .within_request_timeout(async {
-                loop {
-                    let done = match self.route(forwarded)? {
-                        Route::Local => self.time_to_live_local(&req).await?,
-                        Route::Forward(url) => self.forward_time_to_live(&url, &req).await,
-                        Route::Wait => None,
-                    };
-                    if let Some(resp) = done {
-                        return Ok(resp);
-                    }
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-            })
+            .on_leader(
+                forwarded,
+                || Box::pin(self.time_to_live_local(&req)),
+                |url| Box::pin(async move { Ok(self.forward_time_to_live(&url, &req).await) }),
+            )
             .await?;
         resp.header = Some(self.header(self.current_revision()));
         Ok(resp)
+    }
+
+    /// Serves a leader-only request within the request timeout: `local` on
+    /// the leader, `forward` to the leader's client URL on a follower, each
+    /// answering `None` for "not now" (not yet primary, forward failed), in
+    /// which case it is tried again — as is waiting for a leader.
+    async fn on_leader<'a, T>(
+        &'a self,
+        forwarded: bool,
+        mut local: impl FnMut() -> BoxFuture<'a, Result<Option<T>, ServerError>>,
+        mut forward: impl FnMut(String) -> BoxFuture<'a, Result<Option<T>, ServerError>>,
+    ) -> Result<T, ServerError> {
+        self.within_request_timeout(async {
+            loop {
+                let done = match self.route(forwarded)? {
+                    Route::Local => local().await?,
+                    Route::Forward(url) => forward(url).await?,
+                    Route::Wait => None,
+                };
+                if let Some(answer) = done {
+                    return Ok(answer);
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        })
+        .await
     }
 
     fn route(&self, forwarded: bool) -> Result<Route, ServerError> {
@@ -207,7 +217,7 @@ impl Server {
             // the forwarding member retries with its own view.
             Some(_) if forwarded => Err(LeaseError::NotPrimary.into()),
             Some(l) => {
-                let members = self.shared.members.read().expect("members lock poisoned");
+                let members = self.shared.members();
                 Ok(members
                     .get(&l)
                     .and_then(|m| m.client_urls.first())

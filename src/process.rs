@@ -1,5 +1,6 @@
-//! A whole member, as the `cairn` binary runs it: configuration → storage,
-//! peer transport, the server, and its peer and client listeners.
+//! Process wiring: a whole member as the `cairn` binary runs it —
+//! configuration → storage, peer transport, the server, and its peer and
+//! client listeners. (Cluster membership itself is Raft's and the server's.)
 //!
 //! The binary calls `run` with RocksDB and the tokio clock; the simulation
 //! suite calls the very same function inside a madsim node with SimStorage,
@@ -20,7 +21,7 @@ use crate::config::Config;
 use crate::server::{Probe, Server, ServerConfig};
 
 /// What differs between a production member and a simulated one.
-pub struct MemberOptions {
+pub struct ProcessOptions {
     /// Seed of the member's RNG (election jitter).
     pub rng_seed: u64,
     /// A test harness's hooks; `None` in production.
@@ -73,7 +74,7 @@ pub async fn run(
     config: &Config,
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
-    options: MemberOptions,
+    options: ProcessOptions,
 ) -> Result<(), String> {
     let sc = server_config(config, options.rng_seed);
     let peers: BTreeMap<NodeId, String> = sc
