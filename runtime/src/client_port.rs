@@ -5,7 +5,9 @@
 //! one starting with the HTTP/2 preface (`PRI `) goes to the gRPC router, any
 //! other is answered as one HTTP/1.1 request by `http` and closed. Under
 //! madsim only gRPC is served (the simulated network carries no raw bytes).
-//! Tests: `tests/http_endpoints.rs` in the root package.
+//! Tests: the root package's integration tests (`tests/common/mod.rs` waits
+//! on `/health` over this port; `tests/watch_interop.rs` reads `/metrics`),
+//! and the TCP_NODELAY test at the bottom of this file.
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -2,7 +2,9 @@
 //! `/health` (JSON, 503 when unhealthy), `/version` (JSON) and `/metrics`
 //! (Prometheus text, with etcd's metric names where cairn has the same
 //! quantity). Served next to gRPC by `cairn_runtime::client_port`.
-//! Tests: `tests/http_endpoints.rs`.
+//! Tests: every integration test waits on `/health` (`tests/common/mod.rs`);
+//! `tests/watch_interop.rs` reads `/metrics` from etcd and cairn alike.
+//! `/version` has no test of its own.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;

@@ -8,7 +8,7 @@
 //! `Status` / `Hash` / `HashKV` / `Alarm` (no alarms are raised yet), Cluster
 //! `MemberList`. Other RPCs answer `Unimplemented` with a message naming what
 //! is missing.
-//! Tests: `tests/etcdctl_interop.rs`, `tests/client_crate.rs`, `tests/bad_input.rs`,
+//! Tests: `tests/etcdctl_interop.rs`, `tests/client_crate.rs`, `tests/etcdctl_interop.rs` (its bad-input session),
 //! `tests/lease_interop.rs`, `tests/watch_interop.rs`, `tests/lock_election.rs`,
 //! `tests/lock_election_interop.rs`.
 

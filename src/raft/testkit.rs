@@ -9,7 +9,7 @@
 //!
 //! Invariants the harness itself checks on every `handle_ready`: a node never
 //! votes for two candidates in one term, across restarts.
-//! Tests: `raft::golden`, `raft::properties`; bench: `benches/raft_commit.rs`.
+//! Tests: `raft::golden`, `raft::properties`; bench: `benches/benches/raft_commit.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -16,7 +16,7 @@
 //! - `fragment`: etcd's splitting of one large response into fragments.
 //!
 //! The hub has no clock, no locks and no I/O: the server wraps it in a mutex
-//! (`server/watch.rs`), calls `notify` after every apply that changed the
+//! (`server/watchers.rs`), calls `notify` after every apply that changed the
 //! revision and `reset` after a snapshot install; the gRPC service
 //! (`api/watch.rs`) turns requests into hub calls, drains the queue and runs
 //! the catch-up reads and progress ticks.
