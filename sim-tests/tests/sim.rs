@@ -1,7 +1,7 @@
 //! The simulation suite's entry point (a `harness = false` test): runs the
 //! CI seed range of every scenario, one process per seed, and prints a replay
 //! command for each failure. See `cairn_sim_tests::sim::runner` for the
-//! environment variables, and README → Simulation.
+//! environment variables, and `docs/simulation.md`.
 //!
 //!   RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo test -p cairn-sim-tests --test sim
 
