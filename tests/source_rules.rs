@@ -215,6 +215,22 @@ fn resolves(reference: &str, file: &Path) -> bool {
     bases.iter().any(|b| b.join(reference).exists())
 }
 
+/// `file:line: what` for every code line of `code` that `bad` names.
+fn offending_lines(
+    code: &[(PathBuf, String)],
+    bad: impl Fn(&str) -> Option<&'static str>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (f, text) in code {
+        for (line, l) in code_lines(text) {
+            if let Some(what) = bad(l) {
+                out.push(format!("{}:{line}: {what}", f.display()));
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn every_file_named_in_docs_and_comments_exists() {
     let mut files = files_under(&["docs"], &["md"]);
@@ -324,14 +340,9 @@ fn the_core_uses_no_os_time_threads_files_sockets_or_unseeded_randomness() {
     ];
     let code = non_test_code(&["src/raft", "src/mvcc", "src/lease", "src/watch"]);
     assert!(code.len() > 20, "found the core: {}", code.len());
-    let mut offenders = Vec::new();
-    for (f, text) in &code {
-        for (line, l) in code_lines(text) {
-            if let Some(word) = FORBIDDEN.iter().find(|w| l.contains(*w)) {
-                offenders.push(format!("{}:{line}: {word}", f.display()));
-            }
-        }
-    }
+    let offenders = offending_lines(&code, |l| {
+        FORBIDDEN.iter().find(|w| l.contains(*w)).copied()
+    });
     assert!(
         offenders.is_empty(),
         "I/O in the sans-IO core: {offenders:?}"
@@ -348,14 +359,7 @@ fn no_unwrap_outside_tests() {
         "benches/src",
     ]);
     assert!(code.len() > 40, "found the sources: {}", code.len());
-    let mut offenders = Vec::new();
-    for (f, text) in &code {
-        for (line, l) in code_lines(text) {
-            if l.contains(".unwrap()") {
-                offenders.push(format!("{}:{line}", f.display()));
-            }
-        }
-    }
+    let offenders = offending_lines(&code, |l| l.contains(".unwrap()").then_some("unwrap()"));
     assert!(
         offenders.is_empty(),
         "unwrap() outside tests (say why it cannot fail with expect): {offenders:?}"
