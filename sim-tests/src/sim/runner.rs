@@ -255,13 +255,31 @@ fn run_one(scenario: &str, seed: u64, check_det: bool) -> Outcome {
         // The child died (a panic inside the simulation is a failure too).
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+        let reason = panic_report(&stderr).map_or_else(String::new, |p| format!("\n{p}"));
         out.lines.push(format!(
-            "FAILURE the simulation panicked or crashed ({}); last stderr lines:\n{}",
+            "FAILURE the simulation panicked or crashed ({}){reason}\nlast stderr lines:\n{}",
             output.status,
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         ));
     }
     out
+}
+
+/// The panic's location and message in a child's stderr — the line
+/// "thread '…' panicked at file:line:col:" and the message after it, up to
+/// the backtrace — which the tail of a long backtrace would not show.
+pub fn panic_report(stderr: &str) -> Option<String> {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("thread '") && l.contains(" panicked at "))?;
+    let report: Vec<&str> = lines[at..]
+        .iter()
+        .take(12)
+        .take_while(|l| !l.starts_with("stack backtrace:") && !l.starts_with("note: "))
+        .copied()
+        .collect();
+    Some(report.join("\n"))
 }
 
 fn seeds_from_env(default: std::ops::Range<u64>) -> std::ops::Range<u64> {
@@ -393,5 +411,28 @@ fn parent() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_report;
+
+    /// With RUST_BACKTRACE set, the last lines of a panicking child are
+    /// backtrace frames; the report must still name the panic and where.
+    #[test]
+    fn a_panicking_runs_report_names_the_panic_not_only_the_backtrace_tail() {
+        let stderr = "INFO member started\n\
+            thread 'main' (16492) panicked at src/raft/log.rs:79:9:\n\
+            recovered commit 169 beyond last index 167\n\
+            stack backtrace:\n   0: __rustc::rust_begin_unwind\n   1: core::panicking::panic_fmt\n";
+        assert_eq!(
+            panic_report(stderr).as_deref(),
+            Some(
+                "thread 'main' (16492) panicked at src/raft/log.rs:79:9:\n\
+                 recovered commit 169 beyond last index 167"
+            )
+        );
+        assert_eq!(panic_report("killed by the wall-clock limit\n"), None);
     }
 }
