@@ -91,9 +91,10 @@ impl std::fmt::Debug for CheckSlot {
     }
 }
 
-/// An invariant of the state on a disk, given a view of it. Every prefix of
-/// the writes may be what survives a power loss (the OS writes its page cache
-/// back in order, at any time), so a state visible after any write must be
+/// An invariant of the state on a disk, given a view of it. Any prefix of
+/// the writes may be what survives a power loss (unsynced WAL pages may reach
+/// the disk at any time, and recovery replays the WAL up to the first missing
+/// record: `rocks_storage.rs`), so a state visible after any write must be
 /// one the application can restart from: `SimDisk::set_write_check` checks
 /// that after every write, and panics at the write that breaks it.
 pub type WriteCheck = Arc<dyn Fn(&dyn StorageSnapshot) -> Result<(), String> + Send + Sync>;

@@ -59,6 +59,7 @@ pub use cairn_proto::raftpb::{
     ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message, MessageType,
     Snapshot, SnapshotMetadata,
 };
+pub(crate) use log::snapshot_index_term;
 pub use log::RaftLog;
 pub use progress::{Inflights, Progress, ProgressState};
 pub use raft::{decode_conf_change, TRANSFER_CONTEXT};

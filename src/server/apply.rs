@@ -95,10 +95,12 @@ pub(super) fn applied_batch(index: u64) -> WriteBatch {
 
 /// A big-endian u64 stored under `key` (`None`: absent or not 8 bytes).
 fn read_u64(storage: &dyn Storage, cf: &str, key: &[u8]) -> Result<Option<u64>, StorageError> {
-    Ok(storage
-        .get(cf, key)?
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map(u64::from_be_bytes))
+    Ok(storage.get(cf, key)?.as_deref().and_then(decode_u64))
+}
+
+/// A stored u64 (8 bytes, big-endian); `None` for anything else.
+fn decode_u64(b: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(b).ok().map(u64::from_be_bytes)
 }
 
 pub fn read_applied_index(storage: &dyn Storage) -> Result<u64, StorageError> {
@@ -116,8 +118,9 @@ pub fn check_restartable(view: &dyn cairn_runtime::StorageSnapshot) -> Result<()
     let applied = view
         .get(CF_SERVER, KEY_APPLIED)
         .map_err(|e| e.to_string())?
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes);
+        .as_deref()
+        .and_then(decode_u64)
+        .unwrap_or(0);
     if let Some(first) = log.first_entry {
         if first != log.snapshot_index + 1 {
             return Err(format!(

@@ -109,7 +109,7 @@ pub(super) fn recover(
     let incarnation = apply::next_incarnation(storage.as_ref())?;
     let raft_state = raft::storage::load(storage.as_ref())?;
     let applied = apply::read_applied_index(storage.as_ref())?;
-    let snapshot_index = raft_state.snapshot.metadata.as_ref().map_or(0, |m| m.index);
+    let snapshot_index = raft::snapshot_index_term(&raft_state.snapshot).0;
     let mut cfg = raft::Config::new(config.member_id);
     cfg.election_tick = config.election_ticks.max(2);
     cfg.heartbeat_tick = 1;
@@ -606,7 +606,8 @@ impl Node {
             return Ok(out);
         }
         let applied = self.shared.raft.applied_index.load(Ordering::SeqCst);
-        let view = self.shared.storage.snapshot();
+        // One encoding serves every follower of this Ready: all get the same state.
+        let data = apply::encode_state_snapshot(self.shared.storage.snapshot().as_ref(), applied)?;
         for m in snaps {
             let index = snapshot_message_index(&m);
             if index != applied {
@@ -614,8 +615,7 @@ impl Node {
                     "raft asked for a snapshot at {index} while the state is applied at {applied}"
                 )));
             }
-            let data = apply::encode_state_snapshot(view.as_ref(), applied)?;
-            out.snapshots.push((m, data));
+            out.snapshots.push((m, data.clone()));
         }
         Ok(out)
     }
@@ -651,7 +651,7 @@ impl Node {
         &mut self,
         snap: &raft::Snapshot,
     ) -> Result<(u64, cairn_runtime::WriteBatch), StorageError> {
-        let index = snap.metadata.as_ref().map_or(0, |m| m.index);
+        let index = raft::snapshot_index_term(snap).0;
         let data = match self.pending_snapshot.take() {
             Some((i, data)) if i == index => data,
             _ => {
@@ -863,8 +863,7 @@ struct Outgoing {
 fn snapshot_message_index(m: &raft::Message) -> u64 {
     m.snapshot
         .as_ref()
-        .and_then(|s| s.metadata.as_ref())
-        .map_or(0, |md| md.index)
+        .map_or(0, |s| raft::snapshot_index_term(s).0)
 }
 
 /// A ReadIndex context unique in the cluster: the member id, then its own
