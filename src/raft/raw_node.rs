@@ -28,7 +28,7 @@
 //! Tests: `raft::golden`, `raft::properties`.
 
 use cairn_proto::raftpb::{
-    ConfChange, Entry, EntryType, HardState, Message, MessageType, Snapshot,
+    ConfChange, ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot,
 };
 use prost::Message as _;
 use rand::rngs::StdRng;
@@ -179,6 +179,12 @@ impl RawNode {
 
     pub fn id(&self) -> u64 {
         self.raft.id
+    }
+
+    /// The configuration as of log index `index` (at or after the snapshot,
+    /// at most the last index): the snapshot's plus the conf changes after it.
+    pub fn conf_state_at(&self, index: u64) -> ConfState {
+        self.raft.conf_state_at(index)
     }
 
     pub fn tick(&mut self) {

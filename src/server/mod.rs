@@ -47,7 +47,7 @@ use crate::mvcc::{self, MvccError, MvccStore};
 use apply::Applied;
 pub use lease::{serve_forwarded_keep_alives, FORWARDED_HEADER as LEASE_FORWARDED_HEADER};
 pub use node::{Metrics, FSYNC_BUCKETS_SECS};
-pub use probe::{AppliedEntry, Probe};
+pub use probe::{AppliedEntry, ConfAfter, Probe};
 pub use watchers::{WatchCounts, WatchSession};
 
 /// The etcd API version cairn implements (what `Status.version` reports;

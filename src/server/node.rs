@@ -694,10 +694,18 @@ impl Node {
             if e.index <= self.shared.raft.applied_index.load(Ordering::SeqCst) {
                 continue;
             }
+            let mut conf = None;
             let events = match e.entry_type() {
                 EntryType::EntryNormal if !e.data.is_empty() => self.apply_normal(e)?,
                 EntryType::EntryConfChange => {
                     self.apply_conf_change(e)?;
+                    if self.shared.probe.is_some() {
+                        let cs = self.raw.conf_state_at(e.index);
+                        conf = Some(super::ConfAfter {
+                            voters: cs.voters,
+                            learners: cs.learners,
+                        });
+                    }
                     Vec::new()
                 }
                 EntryType::EntryNormal => {
@@ -721,6 +729,7 @@ impl Node {
                     data: &e.data,
                     events: &events,
                     revision: revision.current_revision().0,
+                    conf,
                 });
             }
             self.shared

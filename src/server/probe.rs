@@ -25,6 +25,16 @@ pub struct AppliedEntry<'a> {
     pub events: &'a [Event],
     /// The store's revision after the entry.
     pub revision: i64,
+    /// For a conf-change entry: the Raft configuration after it (what this
+    /// member's Raft uses from then on). `None` for any other entry.
+    pub conf: Option<ConfAfter>,
+}
+
+/// A Raft configuration as applied: voters and learners, each sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfAfter {
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
 }
 
 /// Hooks into a running member. Every method has a do-nothing default.
