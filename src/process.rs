@@ -48,6 +48,7 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
         name: config.name.clone(),
         member_id,
         joining: false,
+        health_interval: crate::server::members::HEALTH_INTERVAL,
         cluster_id: config.cluster_id().0,
         initial_members,
         client_urls: config

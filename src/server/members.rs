@@ -16,16 +16,19 @@
 //! members after the change.
 //!
 //! Checks, in etcd 3.4's order and words (`check_conf_change`):
-//! - add: peer URLs valid and not used by another member; at most one
-//!   learner; adding a voter needs a quorum of started voters counting the
-//!   new one (a 1-member cluster may add its second) and every voter heard
-//!   from recently (`unhealthy cluster`);
-//! - remove: a member, not removed before; removing a voter needs a quorum
-//!   of started voters among the rest and, if the removed member is active,
-//!   a quorum of active voters after it;
-//! - promote: a learner (`member not found`, `can only promote a learner
-//!   member`), whose log is within 90 % of the leader's (`… in sync with
-//!   leader`), and a quorum of started voters counting it.
+//! - add: peer URLs valid; a voter needs a quorum of started voters counting
+//!   the new one (a 1-member cluster may add its second); every voter
+//!   connected for `HEALTH_INTERVAL` (etcd's 5 s; a failed send breaks the
+//!   connection at once) else `unhealthy cluster`; then, as etcd's apply
+//!   does, the new id unused (ids hash the URLs and the second, so the same
+//!   URLs twice within a second are `member ID already exist`), the peer
+//!   URLs unused, at most one learner;
+//! - remove: a member; removing a voter needs a quorum of started voters
+//!   among the rest and, if the removed member is connected, a quorum of
+//!   connected voters after it;
+//! - promote: a learner the leader tracks within 90 % of its log (`… in sync
+//!   with leader`), a quorum of started voters counting it, a member
+//!   (`member not found`), a learner (`can only promote a learner member`).
 //! "Started" is etcd's: the member published its name.
 //!
 //! Removal: a member that applies its own removal stops serving and
@@ -64,6 +67,10 @@ pub const FORWARDED_HEADER: &str = "cairn-member-forwarded";
 
 /// etcd: a learner may be promoted once its log reaches this share of the leader's.
 const LEARNER_READY_PERCENT: f64 = 0.9;
+/// etcd's `HealthInterval`: a peer counts as connected for membership
+/// checks once heard from without a break for this long.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
 /// etcd allows one learner at a time.
 pub(super) const MAX_LEARNERS: usize = 1;
 
@@ -154,9 +161,12 @@ fn peer_url_taken(members: &BTreeMap<u64, MemberRecord>, urls: &[String], except
 }
 
 /// The checks of a change against the applied membership and the leader's
-/// view of its peers; etcd's error for the first that fails.
+/// view of its peers; etcd's error for the first that fails, in etcd's
+/// order (its pre-proposal checks, then those it makes when applying).
+/// `new_id` is the id an added member would get.
 pub(super) fn check_conf_change(
     change: &MemberChange,
+    new_id: u64,
     members: &BTreeMap<u64, MemberRecord>,
     removed: &BTreeSet<u64>,
     health: &PeerHealth,
@@ -172,21 +182,21 @@ pub(super) fn check_conf_change(
             if peer_urls.is_empty() || !peer_urls.iter().all(|u| valid_peer_url(u)) {
                 return Err(ServerError::MemberBadUrls);
             }
-            if peer_url_taken(members, peer_urls, 0) {
-                return Err(ServerError::PeerUrlExists);
-            }
-            if *learner {
-                let learners = members.values().filter(|m| m.is_learner).count();
-                if learners >= MAX_LEARNERS {
-                    return Err(ServerError::TooManyLearners);
-                }
-                return Ok(());
-            }
-            if !ready_to_add_voter(members) {
+            if !*learner && !ready_to_add_voter(members) {
                 return Err(ServerError::NotEnoughStartedMembers);
             }
             if !all_voters_active {
                 return Err(ServerError::Unhealthy);
+            }
+            if members.contains_key(&new_id) || removed.contains(&new_id) {
+                return Err(ServerError::MemberExists);
+            }
+            if peer_url_taken(members, peer_urls, 0) {
+                return Err(ServerError::PeerUrlExists);
+            }
+            let learners = members.values().filter(|m| m.is_learner).count();
+            if *learner && learners >= MAX_LEARNERS {
+                return Err(ServerError::TooManyLearners);
             }
             Ok(())
         }
@@ -194,12 +204,8 @@ pub(super) fn check_conf_change(
             let Some(m) = members.get(id) else {
                 return Err(ServerError::MemberNotFound);
             };
-            if removed.contains(id) || m.is_learner {
-                return if removed.contains(id) {
-                    Err(ServerError::MemberNotFound)
-                } else {
-                    Ok(())
-                };
+            if m.is_learner {
+                return Ok(()); // a learner is in no quorum
             }
             if !ready_to_remove_voter(members, *id) {
                 return Err(ServerError::NotEnoughStartedMembers);
@@ -215,16 +221,19 @@ pub(super) fn check_conf_change(
             Ok(())
         }
         MemberChange::Promote { id } => {
+            // etcd asks the leader's progress first: a member it tracks must
+            // be within 90 % of the leader's log.
+            let leader_match = health.matched.get(&health.leader).copied().unwrap_or(0);
+            if let Some(&learner_match) = health.matched.get(id) {
+                if (learner_match as f64) < (leader_match as f64) * LEARNER_READY_PERCENT {
+                    return Err(ServerError::LearnerNotReady);
+                }
+            }
             let Some(m) = members.get(id) else {
                 return Err(ServerError::MemberNotFound);
             };
             if !m.is_learner {
                 return Err(ServerError::MemberNotLearner);
-            }
-            let leader_match = health.matched.get(&health.leader).copied().unwrap_or(0);
-            let learner_match = health.matched.get(id).copied().unwrap_or(0);
-            if (learner_match as f64) < (leader_match as f64) * LEARNER_READY_PERCENT {
-                return Err(ServerError::LearnerNotReady);
             }
             if !ready_to_promote(members, *id) {
                 return Err(ServerError::NotEnoughStartedMembers);
@@ -234,28 +243,17 @@ pub(super) fn check_conf_change(
     }
 }
 
-/// An id for a member added with `peer_urls`, as etcd makes one: a hash of
-/// its URLs, the cluster and the time, so adding the same URLs again after a
-/// removal gives a new id. Never 0, never one in use or removed.
-pub(super) fn new_member_id(
-    peer_urls: &[String],
-    cluster_id: u64,
-    now_nanos: u128,
-    taken: impl Fn(u64) -> bool,
-) -> u64 {
+/// The id of a member added with `peer_urls`, as etcd makes one: a hash of
+/// its sorted URLs, the cluster and the time in whole seconds — the same
+/// URLs added twice within a second get the same id (`member ID already
+/// exist`), added again later a new one. Never 0.
+pub(super) fn new_member_id(peer_urls: &[String], cluster_id: u64, now_secs: u64) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut urls = peer_urls.to_vec();
     urls.sort();
-    let mut salt = 0u64;
-    loop {
-        let mut h = std::hash::DefaultHasher::new();
-        (&urls, cluster_id, now_nanos, salt).hash(&mut h);
-        let id = h.finish();
-        if id != 0 && !taken(id) {
-            return id;
-        }
-        salt += 1;
-    }
+    let mut h = std::hash::DefaultHasher::new();
+    (&urls, cluster_id, now_secs).hash(&mut h);
+    h.finish().max(1)
 }
 
 fn to_member(m: &MemberRecord) -> Member {
@@ -627,6 +625,16 @@ mod tests {
         }
     }
 
+    /// `check_conf_change` with a fresh id for an added member.
+    fn check_conf_change(
+        change: &MemberChange,
+        members: &BTreeMap<u64, MemberRecord>,
+        removed: &BTreeSet<u64>,
+        health: &PeerHealth,
+    ) -> Result<(), ServerError> {
+        super::check_conf_change(change, 777, members, removed, health)
+    }
+
     #[test]
     fn adding_a_voter_needs_a_quorum_of_started_voters_counting_the_new_one() {
         let one = cluster(&[member(1, "a", "http://a:1", false)]);
@@ -710,13 +718,40 @@ mod tests {
     }
 
     #[test]
-    fn new_member_ids_avoid_zero_and_ids_taken() {
+    fn new_member_ids_repeat_within_a_second_only() {
         let urls = vec!["http://x:1".to_owned()];
-        let first = new_member_id(&urls, 7, 1, |_| false);
-        let second = new_member_id(&urls, 7, 1, |id| id == first);
+        let first = new_member_id(&urls, 7, 1);
         assert_ne!(first, 0);
-        assert_ne!(first, second);
-        assert_ne!(new_member_id(&urls, 7, 2, |_| false), first, "time salts the id");
+        assert_eq!(new_member_id(&urls, 7, 1), first, "same URLs, same second");
+        assert_ne!(new_member_id(&urls, 7, 2), first, "a second later, a new id");
+        assert_ne!(new_member_id(&urls, 8, 1), first, "another cluster, another id");
+    }
+
+    #[test]
+    fn an_id_in_use_or_removed_is_refused_as_existing_before_the_url_check() {
+        let ms = cluster(&[member(1, "a", "http://a:1", false), member(2, "b", "http://b:1", false)]);
+        let h = healthy(&[1, 2], 1);
+        let removed = BTreeSet::from([9]);
+        let change = add("http://b:1", false);
+        assert_eq!(
+            super::check_conf_change(&change, 2, &ms, &removed, &h),
+            Err(ServerError::MemberExists)
+        );
+        assert_eq!(
+            super::check_conf_change(&add("http://c:1", false), 9, &ms, &removed, &h),
+            Err(ServerError::MemberExists)
+        );
+    }
+
+    #[test]
+    fn adding_even_a_learner_needs_every_voter_connected() {
+        let ms = cluster(&[member(1, "a", "http://a:1", false), member(2, "b", "http://b:1", false)]);
+        let h = healthy(&[1], 1);
+        let none = BTreeSet::new();
+        assert_eq!(
+            check_conf_change(&add("http://c:1", true), &ms, &none, &h),
+            Err(ServerError::Unhealthy)
+        );
     }
 
     #[test]

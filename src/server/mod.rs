@@ -70,6 +70,9 @@ pub struct ServerConfig {
     /// The founding members (id, name, peer URLs), this one included; for a
     /// joining member, the cluster's members as its peers listed them.
     pub initial_members: Vec<MemberRecord>,
+    /// How long a peer must have been connected without a break to count
+    /// as healthy for membership changes (etcd's 5 s).
+    pub health_interval: Duration,
     /// This member joins a running cluster (`--initial-cluster-state
     /// existing` on an empty data directory): it starts with no log and no
     /// configuration and catches up from the leader's snapshot.
@@ -111,6 +114,7 @@ impl ServerConfig {
             }],
             client_urls: vec!["http://localhost:2379".into()],
             joining: false,
+            health_interval: members::HEALTH_INTERVAL,
             heartbeat_interval: Duration::from_millis(100),
             election_ticks: 10,
             snapshot_count: 100_000,

@@ -244,7 +244,7 @@ pub(super) fn spawn(
         conf_queue: VecDeque::new(),
         conf_waiters: BTreeMap::new(),
         next_conf_id,
-        last_heard: BTreeMap::new(),
+        connected: BTreeMap::new(),
         removed_ticks: None,
     };
     tokio::spawn(node.run(commands, inbound, snapshot_report_rx));
@@ -283,11 +283,18 @@ struct Node {
     /// Conf changes this member proposed, by their id: the member's id to answer.
     conf_waiters: BTreeMap<u64, (u64, ConfReply)>,
     next_conf_id: u64,
-    /// When each peer was last heard from (for the membership health checks).
-    last_heard: BTreeMap<u64, MonoTime>,
+    /// The peers heard from without a break (for the membership health checks).
+    connected: BTreeMap<u64, Connected>,
     /// Set once this member applied its own removal: ticks until it stops
     /// (it lets its last messages — a leader's commit — go out first).
     removed_ticks: Option<u32>,
+}
+
+/// A peer's connection as the health checks see it: heard from since
+/// `since` without a failed send or a silence of an election timeout.
+struct Connected {
+    since: MonoTime,
+    last: MonoTime,
 }
 
 /// Ticks a removed member keeps running so its last messages go out.
@@ -476,8 +483,17 @@ impl Node {
         match m {
             Inbound::Messages(msgs) => {
                 let now = self.clock.now();
+                let silence = self.shared.config.heartbeat_interval
+                    * self.shared.config.election_ticks as u32;
                 for msg in msgs {
-                    self.last_heard.insert(msg.from, now);
+                    let c = self.connected.entry(msg.from).or_insert(Connected {
+                        since: now,
+                        last: now,
+                    });
+                    if now.saturating_duration_since(c.last) > silence {
+                        c.since = now; // a break: connected again only from now
+                    }
+                    c.last = now;
                     // A snapshot is accepted only with its state (streamed).
                     if msg.msg_type() == MessageType::MsgSnap {
                         continue;
@@ -492,7 +508,11 @@ impl Node {
                     self.pending_snapshot = Some((index, data));
                 }
             }
-            Inbound::Unreachable(NodeId(id)) => self.raw.report_unreachable(id),
+            Inbound::Unreachable(NodeId(id)) => {
+                // As etcd's broken stream: not connected until heard from again.
+                self.connected.remove(&id);
+                self.raw.report_unreachable(id);
+            }
             Inbound::Removed => self.on_removed_by_peer(),
         }
     }
@@ -531,11 +551,11 @@ impl Node {
     fn peer_health(&self) -> PeerHealth {
         let me = self.shared.config.member_id;
         let now = self.clock.now();
-        let recent = self.shared.config.heartbeat_interval * self.shared.config.election_ticks as u32;
+        let interval = self.shared.config.health_interval;
         let mut active: std::collections::BTreeSet<u64> = self
-            .last_heard
+            .connected
             .iter()
-            .filter(|(_, t)| now.saturating_duration_since(**t) <= recent)
+            .filter(|(_, c)| now.saturating_duration_since(c.since) >= interval)
             .map(|(id, _)| *id)
             .collect();
         active.insert(me);
@@ -570,31 +590,29 @@ impl Node {
                 self.conf_queue.push_front((change, done));
                 return;
             }
+            let me = self.shared.config.member_id;
+            let new_id = match &change {
+                MemberChange::Add { peer_urls, .. } => members::new_member_id(
+                    peer_urls,
+                    self.shared.config.cluster_id,
+                    self.clock.now().0.as_secs(),
+                ),
+                MemberChange::Remove { id } | MemberChange::Promote { id } => *id,
+            };
             let checked = {
                 let members = self.shared.members();
                 let removed = self.shared.removed();
-                members::check_conf_change(&change, &members, &removed, &self.peer_health())
+                let health = self.peer_health();
+                members::check_conf_change(&change, new_id, &members, &removed, &health)
             };
             if let Err(e) = checked {
                 let _ = done.send(Err(e));
                 continue;
             }
-            let me = self.shared.config.member_id;
             let (change_type, node_id, member) = match &change {
                 MemberChange::Add { peer_urls, learner } => {
-                    let now = self.clock.now().0;
-                    let id = {
-                        let members = self.shared.members();
-                        let removed = self.shared.removed();
-                        members::new_member_id(
-                            peer_urls,
-                            self.shared.config.cluster_id,
-                            now.as_nanos(),
-                            |id| members.contains_key(&id) || removed.contains(&id),
-                        )
-                    };
                     let record = MemberRecord {
-                        id,
+                        id: new_id,
                         name: String::new(),
                         peer_urls: peer_urls.clone(),
                         client_urls: Vec::new(),
@@ -605,7 +623,7 @@ impl Node {
                     } else {
                         ConfChangeType::AddNode
                     };
-                    (t, id, Some(record))
+                    (t, new_id, Some(record))
                 }
                 MemberChange::Remove { id } => (ConfChangeType::RemoveNode, *id, None),
                 MemberChange::Promote { id } => {
