@@ -155,6 +155,16 @@ async fn join_cluster(config: &Config, sc: &mut ServerConfig) -> Result<(), Stri
     ))
 }
 
+/// How a member's run ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The cluster removed this member.
+    Removed,
+    /// Asked to stop (`stop` resolved): it handed leadership over if it led,
+    /// and its storage is synced.
+    Stopped,
+}
+
 /// Runs a member on `storage` until one of its listeners fails, or until the
 /// cluster removes it: then it returns `Ok` (the member stopped as asked;
 /// etcd's process exits with status 0 too). Errors are one line, for the
@@ -165,6 +175,22 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     options: ProcessOptions,
 ) -> Result<(), String> {
+    run_until(config, storage, clock, options, std::future::pending())
+        .await
+        .map(|_| ())
+}
+
+/// `run`, which also stops gracefully once `stop` resolves (the binary's
+/// SIGTERM / SIGINT): a leader first hands leadership to its most
+/// up-to-date voter, then the node loop stops (requests in flight get
+/// `etcdserver: server stopped`) and storage is synced.
+pub async fn run_until(
+    config: &Config,
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    options: ProcessOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Ended, String> {
     let mut sc = server_config(config, options.rng_seed);
     let has_data = stored_identity(&mut sc, storage.as_ref())?;
     if !has_data && !config.is_new_cluster() {
@@ -226,7 +252,11 @@ pub async fn run(
         why = ended.recv() => why.unwrap_or_else(|| "no listeners configured".to_owned()),
         () = removed(&server) => {
             server.shutdown();
-            return Ok(());
+            return Ok(Ended::Removed);
+        }
+        () = stop => {
+            server.stop_gracefully().await;
+            return Ok(Ended::Stopped);
         }
     };
     server.shutdown();

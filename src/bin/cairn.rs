@@ -4,12 +4,14 @@
 //! serving clients on 127.0.0.1:2379 with its data in `default.cairn`.
 //! Flags, `CAIRN_*` variables and `--config-file` are etcd's (see
 //! `cairn::config`). Bad configuration prints one line and exits 1.
+//! SIGTERM / SIGINT stop the member gracefully (`process::run_until`): a
+//! leader hands leadership over first; exit status 0.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use cairn::config::{Config, ConfigError};
-use cairn::process::ProcessOptions;
+use cairn::process::{Ended, ProcessOptions};
 use cairn_runtime::client_port;
 use cairn_runtime::TokioClock;
 
@@ -41,11 +43,12 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(config)) {
-        // Only a removal ends a member without an error (as etcd, status 0).
-        Ok(()) => {
+        // A removal or a signal ends a member without an error (as etcd, status 0).
+        Ok(Ended::Removed) => {
             eprintln!("cairn: {}", cairn_runtime::transport::MEMBER_REMOVED);
             ExitCode::SUCCESS
         }
+        Ok(Ended::Stopped) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cairn: {e}");
             ExitCode::from(1)
@@ -71,7 +74,25 @@ fn init_logging(config: &Config) {
         .try_init();
 }
 
-async fn run(config: Config) -> Result<(), String> {
+/// Resolves at the first SIGTERM or SIGINT.
+async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; SIGTERM will kill without a hand-off");
+        return std::future::pending().await;
+    };
+    let which = tokio::select! {
+        biased;
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!("received {which}; stopping gracefully");
+}
+
+async fn run(config: Config) -> Result<Ended, String> {
     let storage = client_port::open_storage(
         &config.data_dir,
         &cairn::server::apply::all_column_families(),
@@ -84,5 +105,12 @@ async fn run(config: Config) -> Result<(), String> {
         rng_seed,
         probe: None,
     };
-    cairn::process::run(&config, storage, Arc::new(TokioClock::new()), options).await
+    cairn::process::run_until(
+        &config,
+        storage,
+        Arc::new(TokioClock::new()),
+        options,
+        termination_signal(),
+    )
+    .await
 }

@@ -564,6 +564,44 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Stops this member cleanly: a leader first hands leadership to its
+    /// most up-to-date connected voter (as etcd does on shutdown; bounded by
+    /// `SHUTDOWN_HANDOFF_TIMEOUT`), then the node loop stops and storage is
+    /// synced.
+    pub async fn stop_gracefully(&self) {
+        if self.is_leader() {
+            let handoff = async {
+                let (done, rx) = oneshot::channel();
+                self.send(Command::TransferToBest { done }).await.ok()?;
+                let target = rx.await.ok()??;
+                tracing::info!(to = %cairn_runtime::NodeId(target), "handing leadership over before stopping");
+                let interval = self.shared.config.heartbeat_interval;
+                while self.shared.raft.leader.load(Ordering::SeqCst) != target {
+                    self.shared.clock.sleep(interval / 2).await;
+                }
+                Some(())
+            };
+            if tokio::time::timeout(SHUTDOWN_HANDOFF_TIMEOUT, handoff)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                tracing::warn!("leadership not handed over before stopping");
+            }
+        }
+        self.shutdown();
+        self.stopped().await;
+        if let Err(e) = self.shared.storage.sync().await {
+            tracing::error!(error = %e, "storage sync at shutdown failed");
+        }
+    }
+}
+
+/// How long a stopping leader waits for its hand-off.
+pub const SHUTDOWN_HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The server error a forwarded call's status carries (by etcd's message).
 fn error_of_status(status: &tonic::Status) -> ServerError {
     let all = [

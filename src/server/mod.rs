@@ -276,6 +276,11 @@ pub(crate) enum Command {
         change: members::MemberChange,
         done: oneshot::Sender<Result<u64, ServerError>>,
     },
+    /// Start moving leadership to the most up-to-date connected voter; the
+    /// answer names it (`None`: not the leader, or no other voter).
+    TransferToBest {
+        done: oneshot::Sender<Option<u64>>,
+    },
     /// Start moving leadership to `to` (answered at once).
     TransferLeader {
         to: u64,

@@ -529,6 +529,9 @@ impl Node {
                 Command::Propose { request, done } => proposals.push((request, done)),
                 Command::ReadIndex { done } => reads.push(done),
                 Command::ConfChange { change, done } => self.conf_queue.push_back((change, done)),
+                Command::TransferToBest { done } => {
+                    let _ = done.send(self.transfer_to_best());
+                }
                 Command::TransferLeader { to, done } => {
                     let r = if self.raw.role() == Role::Leader {
                         self.raw.transfer_leader(to).map_err(|_| ServerError::NotLeader)
@@ -545,6 +548,27 @@ impl Node {
         self.propose(proposals);
         self.start_read_round(reads);
         self.propose_queued_conf_changes();
+    }
+
+    /// Starts a leader transfer to the voter with the longest log among
+    /// those heard from recently; returns it.
+    fn transfer_to_best(&mut self) -> Option<u64> {
+        if self.raw.role() != Role::Leader {
+            return None;
+        }
+        let me = self.shared.config.member_id;
+        let voters: std::collections::BTreeSet<u64> =
+            self.raw.conf_state_at(self.raw.last_index()).voters.into_iter().collect();
+        let best = self
+            .raw
+            .status()
+            .progress
+            .into_iter()
+            .filter(|(id, p)| *id != me && voters.contains(id) && p.recent_active)
+            .max_by_key(|(id, p)| (p.matched, std::cmp::Reverse(*id)))
+            .map(|(id, _)| id)?;
+        self.raw.transfer_leader(best).ok()?;
+        Some(best)
     }
 
     /// What the leader knows of its peers, for the membership checks.
