@@ -708,6 +708,37 @@ impl Cluster {
         })
     }
 
+    /// The leader as the runbook finds it: the one row of
+    /// `endpoint status -w table` whose IS LEADER is true.
+    fn leader_by_status_table(&self) -> String {
+        let (ok, table) = self.ctl(&["endpoint", "status", "-w", "table"]);
+        assert!(ok, "{table}");
+        let header: Vec<&str> = table
+            .lines()
+            .find(|l| l.contains("IS LEADER"))
+            .unwrap_or_else(|| panic!("no header in {table}"))
+            .split('|')
+            .map(str::trim)
+            .collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).expect("a column");
+        let (endpoint, leader) = (col("ENDPOINT"), col("IS LEADER"));
+        let leaders: Vec<String> = table
+            .lines()
+            .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
+            .filter(|cells| cells.len() == header.len() && cells[leader] == "true")
+            .map(|cells| cells[endpoint].to_owned())
+            .collect();
+        match leaders.as_slice() {
+            [one] => self
+                .procs
+                .keys()
+                .find(|n| self.client(n) == *one)
+                .cloned()
+                .unwrap_or_else(|| panic!("{one} is not a member")),
+            _ => panic!("one leader expected in\n{table}"),
+        }
+    }
+
     /// Every running member lists exactly the running members, all started voters.
     fn assert_members_agree(&self) {
         let mut want: Vec<String> = self.procs.keys().map(|n| self.peer(n)).collect();
@@ -856,15 +887,16 @@ fn moving_the_leader_under_writes_transfers_leadership_and_loses_no_acknowledged
     let writers = Writers::start(&c.live_endpoint_list(), 2, "w/");
     writers.wait_progress(30, WAIT, "before moving the leader");
 
-    // Move the leadership to each other member in turn.
+    // Move the leadership around the ring, so that every member leads once.
+    let names: Vec<String> = c.procs.keys().cloned().collect();
     for _ in 0..3 {
         let old = c.leader();
-        let target = c
-            .procs
-            .keys()
-            .find(|n| **n != old)
-            .cloned()
-            .expect("a follower");
+        assert_eq!(c.leader_by_status_table(), old);
+        let at = names
+            .iter()
+            .position(|n| *n == old)
+            .expect("a member leads");
+        let target = names[(at + 1) % names.len()].clone();
         let (old_id, target_id) = (c.id_of(&old), c.id_of(&target));
         let out = c.ctl_until_ok(&["move-leader", &target_id], &[]);
         assert!(
