@@ -552,6 +552,7 @@ pub fn install_state_snapshot_batch(
         )));
     }
     let member_id = read_member_id(storage)?;
+    let cluster_id = read_cluster_id(storage)?;
     let mut b = WriteBatch::new();
     for cf in state_column_families() {
         b.delete_range(cf, Vec::new(), vec![0xff; 64]);
@@ -561,6 +562,10 @@ pub fn install_state_snapshot_batch(
     }
     if let Some(id) = member_id {
         b.put(CF_SERVER, KEY_MEMBER_ID, id.to_be_bytes().to_vec());
+    }
+    // A leader's state from before cluster ids were stored lacks it: keep ours.
+    if let Some(id) = cluster_id {
+        b.put(CF_SERVER, KEY_CLUSTER_ID, id.to_be_bytes().to_vec());
     }
     b.put(
         CF_SERVER,

@@ -366,34 +366,62 @@ impl Server {
     }
 
     /// Runs a Cluster call on the leader: here if this member leads, else
-    /// forwarded once to the leader's client port.
+    /// forwarded once to the leader's client port. A call no leader took
+    /// (`not leader`, `no leader`: nothing was proposed) is tried again
+    /// until the request timeout, so a leader change does not fail it.
     async fn cluster_call_on_leader<Req, Resp, Fut, Local>(
         &self,
         forwarded: bool,
         req: Req,
-        local: Local,
-        forward: impl FnOnce(ClusterClient<Channel>, tonic::Request<Req>) -> Fut,
+        local: impl Fn() -> Local,
+        forward: impl Fn(ClusterClient<Channel>, tonic::Request<Req>) -> Fut,
     ) -> Result<Resp, ServerError>
     where
+        Req: Clone,
         Local: std::future::Future<Output = Result<Resp, ServerError>>,
         Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
         self.refuse_learner()?;
-        if self.is_leader() {
-            return local.await;
+        let timeout = self.shared.config.request_timeout;
+        let retry_after = self.shared.config.heartbeat_interval * 2;
+        let started = self.shared.clock.now();
+        loop {
+            let result = if self.is_leader() {
+                local().await
+            } else if forwarded {
+                Err(ServerError::NotLeader)
+            } else {
+                self.forward_to_leader(req.clone(), &forward, timeout).await
+            };
+            let elapsed = self.shared.clock.now().saturating_duration_since(started);
+            match result {
+                Err(ServerError::NotLeader | ServerError::NoLeader)
+                    if !forwarded && elapsed + retry_after < timeout =>
+                {
+                    self.shared.clock.sleep(retry_after).await;
+                }
+                other => return other,
+            }
         }
-        if forwarded {
-            return Err(ServerError::NotLeader);
-        }
+    }
+
+    async fn forward_to_leader<Req, Resp, Fut>(
+        &self,
+        req: Req,
+        forward: &impl Fn(ClusterClient<Channel>, tonic::Request<Req>) -> Fut,
+        timeout: Duration,
+    ) -> Result<Resp, ServerError>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
         let client = self.leader_cluster_client()?;
         let mut request = tonic::Request::new(req);
         request.metadata_mut().insert(
             FORWARDED_HEADER,
             tonic::metadata::MetadataValue::from_static("1"),
         );
-        request.set_timeout(self.shared.config.request_timeout);
-        let call = forward(client, request);
-        match tokio::time::timeout(self.shared.config.request_timeout, call).await {
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, forward(client, request)).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
             Ok(Err(status)) => Err(error_of_status(&status)),
             Err(_) => Err(ServerError::Timeout),
@@ -412,7 +440,7 @@ impl Server {
         req: MemberAddRequest,
         forwarded: bool,
     ) -> Result<MemberAddResponse, ServerError> {
-        let local = async {
+        let local = || async {
             let change = MemberChange::Add {
                 peer_urls: req.peer_ur_ls.clone(),
                 learner: req.is_learner,
@@ -437,7 +465,7 @@ impl Server {
         req: MemberRemoveRequest,
         forwarded: bool,
     ) -> Result<MemberRemoveResponse, ServerError> {
-        let local = async {
+        let local = || async {
             self.change_members(MemberChange::Remove { id: req.id })
                 .await?;
             Ok(MemberRemoveResponse {
@@ -456,7 +484,7 @@ impl Server {
         req: MemberPromoteRequest,
         forwarded: bool,
     ) -> Result<MemberPromoteResponse, ServerError> {
-        let local = async {
+        let local = || async {
             self.change_members(MemberChange::Promote { id: req.id })
                 .await?;
             Ok(MemberPromoteResponse {

@@ -562,7 +562,8 @@ impl Node {
                 continue;
             }
             if self.raw.role() != Role::Leader {
-                let _ = done.send(Err(ServerError::LeaderChanged));
+                // Nothing was proposed: the caller may ask the new leader.
+                let _ = done.send(Err(ServerError::NotLeader));
                 continue;
             }
             if self.raw.has_pending_conf_change() {

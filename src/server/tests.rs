@@ -1296,3 +1296,41 @@ async fn move_leader_hands_leadership_to_the_target_and_only_the_leader_takes_it
         .await;
     assert_eq!(taken.err(), Some(ServerError::PeerUrlExists));
 }
+
+#[tokio::test]
+async fn concurrent_membership_changes_through_different_members_apply_one_at_a_time() {
+    let (_configs, _disks, members) = three_serving_members(Duration::from_secs(300)).await;
+    let (leader, follower) = leader_and_a_follower(&members).await;
+    let other = live(&members)
+        .into_iter()
+        .find(|s| s.member_id() != leader && s.member_id() != follower.member_id())
+        .expect("the third member")
+        .clone();
+    let victim = other.member_id();
+    let add = follower.member_add(
+        MemberAddRequest {
+            peer_ur_ls: vec!["http://127.0.0.1:9".into()],
+            is_learner: true,
+        },
+        false,
+    );
+    let remove = follower.member_remove(MemberRemoveRequest { id: victim }, false);
+    let update = other.member_update(MemberUpdateRequest {
+        id: leader,
+        peer_ur_ls: vec![format!("http://127.0.0.1:{}", 10)],
+    });
+    let (added, removed, _updated) = tokio::join!(add, remove, update);
+    let added = added.expect("the learner is added");
+    removed.expect("the voter is removed");
+    let new_id = added.member.expect("member").id;
+    let l = members[leader as usize - 1].as_ref().expect("leader").server.clone();
+    let expected = {
+        let mut v = vec![(leader, false), (follower.member_id(), false), (new_id, true)];
+        v.sort();
+        v
+    };
+    eventually("the leader and the follower list the same three members", || {
+        member_ids(&l) == expected && member_ids(&follower) == expected
+    })
+    .await;
+}
