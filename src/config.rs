@@ -1,16 +1,24 @@
-//! Configuration of the `cairn` server: etcd 3.5's flags, `CAIRN_*`
-//! environment variables and a YAML `--config-file` with etcd's keys, parsed
-//! and validated into a [`Config`] the server can use without further checks.
+//! Configuration of the `cairn` server: etcd 3.5's flags, `CAIRN_*` and
+//! etcd's `ETCD_*` environment variables and a YAML `--config-file` with
+//! etcd's keys, parsed and validated into a [`Config`] the server can use
+//! without further checks.
 //!
 //! # Where settings come from (etcd 3.5's rules)
-//! - With `--config-file <path>` (or `CAIRN_CONFIG_FILE`, read only when the
-//!   flag is absent), the file is the whole configuration: every other flag
-//!   and `CAIRN_*` variable is ignored, as etcd ignores them. cairn lists what
-//!   it ignored in [`Config::warnings`] for the server to log.
-//! - Otherwise: a flag beats its variable, which beats the default.
-//!   Variables are `CAIRN_` + the flag in upper snake case (`CAIRN_DATA_DIR`);
-//!   an empty variable counts as unset (as in etcd). etcd's own `ETCD_*`
-//!   variables are not read: cairn's prefix keeps the two apart on one host.
+//! - With `--config-file <path>` (or `CAIRN_CONFIG_FILE`, then
+//!   `ETCD_CONFIG_FILE`, read only when the flag is absent), the file is the
+//!   whole configuration: every other flag and variable is ignored, as etcd
+//!   ignores them. cairn lists what it ignored in [`Config::warnings`] for the
+//!   server to log.
+//! - Otherwise, strongest first: a flag, then `CAIRN_<FLAG>`, then
+//!   `ETCD_<FLAG>`, then the default. Variable names are the prefix + the flag
+//!   in upper snake case (`CAIRN_DATA_DIR`, `ETCD_DATA_DIR`); an empty variable
+//!   counts as unset (as in etcd). `ETCD_*` is read so that etcd's own
+//!   deployments — and the `ETCD_NAME`, `ETCD_INITIAL_CLUSTER`,
+//!   `ETCD_INITIAL_ADVERTISE_PEER_URLS`, `ETCD_INITIAL_CLUSTER_STATE` lines
+//!   `etcdctl member add` prints — work unchanged; `CAIRN_*` beats it so an
+//!   operator can override one setting of such an environment. A variable
+//!   that loses to a stronger source with a different value is listed in the
+//!   warnings; an error names the variable whose value was used.
 //! - Flags use Go's syntax (`--a=b`, `--a b`, `-a b`, `-a=b`, bare booleans),
 //!   see `args.rs`. Unknown flags are errors; unknown config-file keys are
 //!   ignored (etcd reads the file leniently) and listed in the warnings.
@@ -31,7 +39,7 @@
 //! come back as `ConfigError::Help` / `ConfigError::Version` holding the text
 //! to print on stdout; [`ConfigError::exit_code`] says 0 for those, 1 otherwise.
 //!
-//! Tests: `src/config/tests.rs` (`cargo test -p cairn --lib config`).
+//! Tests: `src/config/tests.rs` (`cargo test --workspace --lib config`).
 
 mod args;
 mod build;
@@ -223,7 +231,16 @@ fn env_value(env: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> 
     env(var).filter(|v| !v.is_empty())
 }
 
-/// `--config-file` (last one wins), else `CAIRN_CONFIG_FILE`.
+/// The variables set (non-empty) for flag `name`, strongest first, each as
+/// (variable, value): `CAIRN_<FLAG>`, then `ETCD_<FLAG>`.
+fn env_values(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Vec<(String, String)> {
+    spec::env_names(name)
+        .into_iter()
+        .filter_map(|var| env_value(env, &var).map(|value| (var, value)))
+        .collect()
+}
+
+/// `--config-file` (last one wins), else `CAIRN_CONFIG_FILE`, else `ETCD_CONFIG_FILE`.
 fn config_file_path(
     line: &args::CommandLine,
     env: &dyn Fn(&str) -> Option<String>,
@@ -231,7 +248,10 @@ fn config_file_path(
     let from_flag = line.set.iter().rev().find(|(f, _)| f.name == "config-file");
     match from_flag {
         Some((_, path)) if !path.is_empty() => Some(path.clone()),
-        _ => env_value(env, &spec::env_name("config-file")),
+        _ => env_values(env, "config-file")
+            .into_iter()
+            .next()
+            .map(|(_, path)| path),
     }
 }
 
@@ -244,8 +264,16 @@ fn settings_from_line_and_env(
         settings.set(flag, text, Origin::Flag(flag.name));
     }
     for flag in spec::FLAGS {
-        let var = spec::env_name(flag.name);
-        if let Some(text) = env_value(env, &var) {
+        for (var, text) in env_values(env, flag.name) {
+            let shadowed = match settings.get(flag.name) {
+                Some((winner, origin)) if winner != text.as_str() => Some(origin.to_string()),
+                _ => None,
+            };
+            if let Some(winner) = shadowed {
+                settings
+                    .warnings
+                    .push(format!("ignoring {var}: {winner} is set and wins"));
+            }
             settings.set_if_unset(flag, text, Origin::Env(var));
         }
     }
@@ -286,8 +314,7 @@ fn settings_from_file(
         ));
     }
     for flag in spec::FLAGS.iter().filter(|f| f.name != "config-file") {
-        let var = spec::env_name(flag.name);
-        if env_value(env, &var).is_some() {
+        for (var, _) in env_values(env, flag.name) {
             settings
                 .warnings
                 .push(format!("ignoring {var} because --config-file is given"));

@@ -33,7 +33,8 @@ impl std::fmt::Display for Origin {
 }
 
 /// The settings given explicitly, by flag name. Invariant: all come from one
-/// world — the config file, or flags and `CAIRN_*` variables (never both).
+/// world — the config file, or flags and `CAIRN_*` / `ETCD_*` variables
+/// (never both).
 #[derive(Debug, Default)]
 pub(crate) struct Settings {
     values: BTreeMap<&'static str, (String, Origin)>,
@@ -61,6 +62,13 @@ impl Settings {
     /// Records `flag = text`, replacing an earlier value (repeated flags).
     pub fn set(&mut self, flag: &FlagSpec, text: String, origin: Origin) {
         self.values.insert(flag.name, (text, origin));
+    }
+
+    /// The text of setting `name` and where it came from, if it is set.
+    pub fn get(&self, name: &str) -> Option<(&str, &Origin)> {
+        self.values
+            .get(name)
+            .map(|(text, origin)| (text.as_str(), origin))
     }
 
     fn is_set(&self, name: &str) -> bool {

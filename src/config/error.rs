@@ -32,7 +32,7 @@ pub enum ConfigError {
     NotAFlag(String),
 
     /// A value that does not parse or is out of its allowed set. `origin`
-    /// says where it came from: `flag --x`, `CAIRN_X`, or `x in <file>`.
+    /// says where it came from: `flag --x`, `CAIRN_X`, `ETCD_X`, or `x in <file>`.
     #[error("cairn: invalid value {value:?} for {origin}: {reason}")]
     InvalidValue {
         value: String,

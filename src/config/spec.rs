@@ -2,8 +2,8 @@
 //! generated from it.
 //!
 //! Invariant: every setting has exactly one row here; the command-line parser,
-//! the `CAIRN_*` environment lookup, the config-file reader and the help text
-//! all read this table, so a setting cannot be accepted in one place and
+//! the `CAIRN_*` / `ETCD_*` environment lookup, the config-file reader and the
+//! help text all read this table, so a setting cannot be accepted in one place and
 //! forgotten in another. `--help`, `-h` and `--version` are not rows: they are
 //! actions, not settings, and are never read from the environment or the file.
 
@@ -28,7 +28,7 @@ pub(crate) enum Section {
 }
 
 /// One setting: its flag name (also its config-file key and, upper-snake-cased
-/// behind `CAIRN_`, its environment variable).
+/// behind `CAIRN_` or `ETCD_`, its environment variables).
 #[derive(Debug)]
 pub(crate) struct FlagSpec {
     pub name: &'static str,
@@ -227,7 +227,7 @@ pub(crate) const FLAGS: &[FlagSpec] = &[
         default: "",
         section: Other,
         help: "YAML file with etcd's configuration keys. When given, every other flag and \
-               CAIRN_* variable is ignored, as etcd does.",
+               CAIRN_* or ETCD_* variable is ignored, as etcd does.",
         in_file: false,
     },
 ];
@@ -237,9 +237,19 @@ pub(crate) fn lookup(name: &str) -> Option<&'static FlagSpec> {
     FLAGS.iter().find(|f| f.name == name)
 }
 
-/// The environment variable that can set flag `name`: `CAIRN_` + upper snake case.
-pub(crate) fn env_name(name: &str) -> String {
-    format!("CAIRN_{}", name.to_ascii_uppercase().replace('-', "_"))
+/// The prefixes of the environment variables that can set a flag, strongest
+/// first: cairn's own, then etcd's (so the lines `etcdctl member add` prints
+/// work unchanged, and a `CAIRN_*` variable can still override one of them).
+pub(crate) const ENV_PREFIXES: [&str; 2] = ["CAIRN_", "ETCD_"];
+
+/// The variables that can set flag `name`, strongest first: `CAIRN_` and
+/// `ETCD_` + the flag in upper snake case.
+pub(crate) fn env_names(name: &str) -> [String; 2] {
+    ENV_PREFIXES.map(|prefix| env_name_with(prefix, name))
+}
+
+fn env_name_with(prefix: &str, name: &str) -> String {
+    format!("{prefix}{}", name.to_ascii_uppercase().replace('-', "_"))
 }
 
 /// The `--help` text, etcd style: usage, then every flag with its default.
@@ -248,11 +258,12 @@ pub(crate) fn help_text() -> String {
         "Usage:\n\n  cairn [flags]\n    Start a cairn server.\n\n  cairn --version\n    \
          Show the version of cairn.\n\n  cairn -h | --help\n    Show this help.\n\n  \
          cairn --config-file <path>\n    Read the configuration from a YAML file with etcd's \
-         keys;\n    other flags and CAIRN_* variables are then ignored.\n\n\
+         keys;\n    other flags and CAIRN_* / ETCD_* variables are then ignored.\n\n\
          Flags may be written --flag=value, --flag value, -flag=value or -flag value.\n\
          Every flag can also be set by the environment variable CAIRN_<FLAG_IN_UPPER_SNAKE>\n\
-         (e.g. CAIRN_INITIAL_CLUSTER); a flag on the command line wins. ETCD_* variables are\n\
-         not read.\n",
+         (e.g. CAIRN_INITIAL_CLUSTER) or by etcd's ETCD_<FLAG_IN_UPPER_SNAKE> (e.g. the\n\
+         ETCD_* lines 'etcdctl member add' prints). A flag on the command line beats both\n\
+         variables, CAIRN_* beats ETCD_*, and an empty variable counts as unset.\n",
     );
     for (section, title) in [
         (Member, "Member"),

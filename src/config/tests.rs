@@ -1,6 +1,6 @@
 //! Tests of `cairn::config`: defaults, every flag form, environment and
 //! config-file precedence, every validation error with its exact message, and
-//! the ids. Run with `cargo test -p cairn --lib config`.
+//! the ids. Run with `cargo test --workspace --lib config`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -389,12 +389,15 @@ fn env_vars_set_every_kind_of_setting() {
 }
 
 #[test]
-fn env_var_names_are_cairn_upper_snake() {
+fn env_var_names_are_cairn_then_etcd_upper_snake() {
     assert_eq!(
-        spec::env_name("initial-advertise-peer-urls"),
-        "CAIRN_INITIAL_ADVERTISE_PEER_URLS"
+        spec::env_names("initial-advertise-peer-urls"),
+        [
+            "CAIRN_INITIAL_ADVERTISE_PEER_URLS",
+            "ETCD_INITIAL_ADVERTISE_PEER_URLS"
+        ]
     );
-    assert_eq!(spec::env_name("name"), "CAIRN_NAME");
+    assert_eq!(spec::env_names("name"), ["CAIRN_NAME", "ETCD_NAME"]);
 }
 
 #[test]
@@ -420,14 +423,211 @@ fn empty_env_var_counts_as_unset() {
     assert_eq!(c.heartbeat_interval, Duration::from_millis(100));
 }
 
+// What etcdctl 3.4's `member add` prints after the "Member ... added" line,
+// byte for byte (captured from `etcdctl member add infra3
+// --peer-urls=http://10.0.1.13:2380` against a 3-member etcd 3.4 cluster).
+const MEMBER_ADD_LINES: &str = "ETCD_NAME=\"infra3\"\n\
+    ETCD_INITIAL_CLUSTER=\"infra0=http://10.0.1.10:2380,infra1=http://10.0.1.11:2380,infra3=http://10.0.1.13:2380\"\n\
+    ETCD_INITIAL_ADVERTISE_PEER_URLS=\"http://10.0.1.13:2380\"\n\
+    ETCD_INITIAL_CLUSTER_STATE=\"existing\"\n";
+
+/// `VAR="value"` lines as a shell's `export` (or a systemd EnvironmentFile)
+/// reads them: the double quotes are the shell's, not part of the value.
+fn shell_assignments(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(|line| {
+            let (var, quoted) = line.split_once('=').expect("VAR=value");
+            let value = quoted
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .expect("etcdctl quotes every value");
+            (var.to_string(), value.to_string())
+        })
+        .collect()
+}
+
 #[test]
-fn etcd_env_vars_are_not_read() {
+fn the_environment_lines_etcdctl_member_add_prints_configure_the_joining_member() {
+    let vars = shell_assignments(MEMBER_ADD_LINES);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(vars.len(), 4);
+    let c = parse_with_env(&["--listen-peer-urls", "http://10.0.1.13:2380"], &vars)
+        .expect("etcdctl's lines are a valid configuration");
+    assert_eq!(c.name, "infra3");
+    assert_eq!(c.initial_cluster_state, ClusterState::Existing);
+    assert!(!c.is_new_cluster());
+    assert_eq!(
+        c.initial_advertise_peer_urls,
+        vec![url("http://10.0.1.13:2380")]
+    );
+    assert_eq!(
+        c.initial_cluster.keys().collect::<Vec<_>>(),
+        ["infra0", "infra1", "infra3"]
+    );
+    assert_eq!(
+        c.initial_cluster["infra3"],
+        vec![url("http://10.0.1.13:2380")]
+    );
+    assert_eq!(c.data_dir, PathBuf::from("infra3.cairn"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn etcd_env_vars_set_every_kind_of_setting() {
     let c = parse_with_env(
         &[],
-        &[("ETCD_NAME", "etcd-name"), ("ETCD_HEARTBEAT_INTERVAL", "0")],
+        &[
+            ("ETCD_NAME", "infra1"),
+            ("ETCD_DATA_DIR", "/data/infra1"),
+            ("ETCD_INITIAL_CLUSTER", THREE),
+            ("ETCD_INITIAL_ADVERTISE_PEER_URLS", "http://10.0.1.11:2380"),
+            ("ETCD_LISTEN_CLIENT_URLS", "http://10.0.1.11:2379"),
+            ("ETCD_ADVERTISE_CLIENT_URLS", "http://10.0.1.11:2379"),
+            ("ETCD_HEARTBEAT_INTERVAL", "50"),
+            ("ETCD_ELECTION_TIMEOUT", "500"),
+            ("ETCD_SNAPSHOT_COUNT", "5000"),
+            ("ETCD_ENABLE_PPROF", "true"),
+            ("ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", "30s"),
+        ],
+    )
+    .expect("valid environment");
+    assert_eq!(c.name, "infra1");
+    assert_eq!(c.data_dir, PathBuf::from("/data/infra1"));
+    assert_eq!(c.initial_cluster.len(), 3);
+    assert_eq!(c.listen_client_urls, vec![url("http://10.0.1.11:2379")]);
+    assert_eq!(c.heartbeat_interval, Duration::from_millis(50));
+    assert_eq!(c.election_timeout, Duration::from_millis(500));
+    assert_eq!(c.snapshot_count, 5000);
+    assert!(c.enable_pprof);
+    assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(30));
+}
+
+#[test]
+fn every_flag_has_a_cairn_and_an_etcd_variable_cairn_first() {
+    for flag in FLAGS {
+        let snake = flag.name.to_ascii_uppercase().replace('-', "_");
+        assert_eq!(
+            spec::env_names(flag.name),
+            [format!("CAIRN_{snake}"), format!("ETCD_{snake}")]
+        );
+    }
+}
+
+#[test]
+fn cairn_var_beats_etcd_var_and_the_loser_is_warned_about() {
+    let c = parse_with_env(
+        &[],
+        &[
+            ("CAIRN_NAME", "from-cairn"),
+            ("ETCD_NAME", "from-etcd"),
+            ("ETCD_INITIAL_CLUSTER_TOKEN", "etcd-token"),
+            // Same value in both: nothing to warn about.
+            ("CAIRN_SNAPSHOT_COUNT", "7"),
+            ("ETCD_SNAPSHOT_COUNT", "7"),
+        ],
     )
     .expect("valid");
-    assert_eq!(c.name, "default");
+    assert_eq!(c.name, "from-cairn");
+    assert_eq!(c.data_dir, PathBuf::from("from-cairn.cairn"));
+    assert_eq!(c.initial_cluster_token, "etcd-token");
+    assert_eq!(c.snapshot_count, 7);
+    assert_eq!(
+        c.warnings,
+        vec!["ignoring ETCD_NAME: CAIRN_NAME is set and wins"]
+    );
+}
+
+#[test]
+fn flag_beats_both_vars() {
+    let c = parse_with_env(
+        &["--name", "from-flag", "--heartbeat-interval=20"],
+        &[
+            ("CAIRN_NAME", "from-cairn"),
+            ("ETCD_NAME", "from-etcd"),
+            ("ETCD_HEARTBEAT_INTERVAL", "50"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(c.name, "from-flag");
+    assert_eq!(c.heartbeat_interval, Duration::from_millis(20));
+    assert_eq!(
+        c.warnings,
+        vec![
+            "ignoring CAIRN_NAME: flag --name is set and wins",
+            "ignoring ETCD_NAME: flag --name is set and wins",
+            "ignoring ETCD_HEARTBEAT_INTERVAL: flag --heartbeat-interval is set and wins",
+        ]
+    );
+}
+
+#[test]
+fn empty_cairn_var_lets_the_etcd_var_through_and_empty_etcd_var_is_unset() {
+    let c = parse_with_env(
+        &[],
+        &[
+            ("CAIRN_NAME", ""),
+            ("ETCD_NAME", "from-etcd"),
+            ("ETCD_HEARTBEAT_INTERVAL", ""),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(c.name, "from-etcd");
+    assert_eq!(c.heartbeat_interval, Duration::from_millis(100));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn a_bad_value_in_a_shadowed_variable_is_never_parsed() {
+    let c = parse_with_env(
+        &[],
+        &[
+            ("CAIRN_HEARTBEAT_INTERVAL", "50"),
+            ("ETCD_HEARTBEAT_INTERVAL", "abc"),
+            ("CAIRN_ELECTION_TIMEOUT", "500"),
+        ],
+    )
+    .expect("ETCD_HEARTBEAT_INTERVAL loses, so its value does not matter");
+    assert_eq!(c.heartbeat_interval, Duration::from_millis(50));
+}
+
+#[test]
+fn etcd_var_errors_name_the_etcd_variable() {
+    let e = parse_with_env(&[], &[("ETCD_HEARTBEAT_INTERVAL", "abc")]).expect_err("bad number");
+    assert_eq!(
+        e.to_string(),
+        "cairn: invalid value \"abc\" for ETCD_HEARTBEAT_INTERVAL: expected a non-negative decimal integer"
+    );
+    let e = parse_with_env(
+        &[],
+        &[
+            ("ETCD_INITIAL_CLUSTER_STATE", "existing"),
+            ("CAIRN_INITIAL_CLUSTER_STATE", "old"),
+        ],
+    )
+    .expect_err("bad state");
+    assert!(
+        e.to_string()
+            .starts_with("cairn: invalid value \"old\" for CAIRN_INITIAL_CLUSTER_STATE: "),
+        "{e}"
+    );
+    let e = parse_with_env(&[], &[("ETCD_LISTEN_CLIENT_URLS", "http://0.0.0.0:2379")])
+        .expect_err("etcd rule");
+    assert_eq!(e, ConfigError::UnsetAdvertiseClientUrls);
+}
+
+#[test]
+fn help_says_which_variables_are_read_and_which_wins() {
+    let help = spec::help_text();
+    for words in [
+        "CAIRN_<FLAG_IN_UPPER_SNAKE>",
+        "ETCD_<FLAG_IN_UPPER_SNAKE>",
+        "etcdctl member add",
+        "beats both",
+        "CAIRN_* beats ETCD_*",
+        "empty variable counts as unset",
+    ] {
+        assert!(help.contains(words), "help lacks {words:?}:\n{help}");
+    }
 }
 
 #[test]
@@ -549,6 +749,41 @@ fn config_file_from_env_var_when_flag_absent() {
     )
     .expect("valid");
     assert_eq!(c.name, "flag-file");
+}
+
+#[test]
+fn etcd_config_file_var_is_read_after_the_flag_and_the_cairn_var() {
+    let etcd_file = yaml_file("name: etcd-file\n");
+    let cairn_file = yaml_file("name: cairn-file\n");
+    let c = parse_with_env(&[], &[("ETCD_CONFIG_FILE", &path_of(&etcd_file))]).expect("valid");
+    assert_eq!(c.name, "etcd-file");
+    let c = parse_with_env(
+        &[],
+        &[
+            ("ETCD_CONFIG_FILE", &path_of(&etcd_file)),
+            ("CAIRN_CONFIG_FILE", &path_of(&cairn_file)),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(c.name, "cairn-file");
+}
+
+#[test]
+fn config_file_ignores_etcd_vars_too() {
+    let file = yaml_file("name: from-file\n");
+    let c = parse_with_env(
+        &["--config-file", &path_of(&file)],
+        &[("ETCD_NAME", "from-etcd"), ("CAIRN_NAME", "from-cairn")],
+    )
+    .expect("valid");
+    assert_eq!(c.name, "from-file");
+    assert_eq!(
+        c.warnings,
+        vec![
+            "ignoring CAIRN_NAME because --config-file is given",
+            "ignoring ETCD_NAME because --config-file is given",
+        ]
+    );
 }
 
 #[test]

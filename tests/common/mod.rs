@@ -270,3 +270,401 @@ pub fn mask_json_ids(text: &str) -> String {
             mask_digits_after(&out, &format!("\"{field}\":"))
         })
 }
+
+// ---- clusters of either server, for the membership tests ----
+
+/// The server a scenario runs against: cairn, or etcd 3.4 (Debian's
+/// etcd-server) as the oracle. Both take etcd's flags and `ETCD_*` variables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Etcd,
+    Cairn,
+}
+
+impl Server {
+    pub fn label(self) -> &'static str {
+        match self {
+            Server::Etcd => "etcd",
+            Server::Cairn => "cairn",
+        }
+    }
+
+    fn program(self) -> String {
+        match self {
+            Server::Etcd => etcd_bin(),
+            Server::Cairn => cairn_bin().to_owned(),
+        }
+    }
+
+    /// The server the membership property tests run against: cairn, or etcd
+    /// 3.4 when `MEMBERSHIP_TESTS_SERVER=etcd` (a check of the tests themselves).
+    pub fn under_test() -> Server {
+        match std::env::var("MEMBERSHIP_TESTS_SERVER").as_deref() {
+            Ok("etcd") => Server::Etcd,
+            _ => Server::Cairn,
+        }
+    }
+}
+
+/// Starts `server` as member `name` with its data directory
+/// (`<dir>/<name>.<server>`) and its client and peer URLs on the loopback
+/// ports given, plus `flags`; `env` are its only `ETCD_*` / `CAIRN_*`
+/// variables (inherited ones are removed). Everything else — name, initial
+/// cluster, cluster state — comes from `flags` or `env`, as an operator gives
+/// it. Logs (stderr) go to `<dir>/<name>.<n>.log`, a new file per start.
+pub fn spawn_member(
+    server: Server,
+    name: &str,
+    dir: &Path,
+    client_port: u16,
+    peer_port: u16,
+    flags: &[String],
+    env: &[(String, String)],
+) -> Proc {
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let data_dir = dir.join(format!("{name}.{}", server.label()));
+    let log = (0..)
+        .map(|n| dir.join(format!("{name}.{n}.log")))
+        .find(|p| !p.exists())
+        .expect("a free log file name");
+    let mut cmd = Command::new(server.program());
+    for (var, _) in std::env::vars() {
+        if var.starts_with("ETCD_") || var.starts_with("CAIRN_") {
+            cmd.env_remove(var);
+        }
+    }
+    cmd.args([
+        format!("--data-dir={}", data_dir.display()),
+        format!("--listen-client-urls={client_url}"),
+        format!("--advertise-client-urls={client_url}"),
+        format!("--listen-peer-urls={peer_url}"),
+    ])
+    .args(flags)
+    .envs(env.iter().map(|(k, v)| (k, v)))
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).expect("log file"));
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", server.label()));
+    Proc {
+        child,
+        client_url,
+        peer_url,
+        name: name.to_owned(),
+        data_dir,
+        log,
+    }
+}
+
+/// The flags of a founding member of a new cluster `initial_cluster`
+/// (`name=url,...`), as etcd's docs give them.
+pub fn founding_flags(name: &str, peer_url: &str, initial_cluster: &str) -> Vec<String> {
+    vec![
+        format!("--name={name}"),
+        format!("--initial-advertise-peer-urls={peer_url}"),
+        format!("--initial-cluster={initial_cluster}"),
+        "--initial-cluster-state=new".to_owned(),
+    ]
+}
+
+/// The flags of a member joining a running cluster after `member add`:
+/// `initial_cluster` lists every current member and the new one.
+pub fn joining_flags(name: &str, peer_url: &str, initial_cluster: &str) -> Vec<String> {
+    vec![
+        format!("--name={name}"),
+        format!("--initial-advertise-peer-urls={peer_url}"),
+        format!("--initial-cluster={initial_cluster}"),
+        "--initial-cluster-state=existing".to_owned(),
+    ]
+}
+
+impl Proc {
+    /// The exit status, once the process has exited within `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Calls `probe` until it returns `Ok`, at most for `within`; panics with
+/// `what` and the last `Err` (the state seen) if it never does.
+pub fn poll_until<T>(
+    within: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match probe() {
+            Ok(t) => return t,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out after {within:?} waiting until {what}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// etcdctl's stdout and stderr together, and whether it succeeded.
+pub fn ctl_text(endpoints: &str, args: &[&str]) -> (bool, String) {
+    let out = etcdctl(endpoints, args, None);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// One row of `etcdctl member list` (simple format).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRow {
+    /// In hex, as etcdctl prints it.
+    pub id: String,
+    pub started: bool,
+    pub name: String,
+    pub peer_urls: String,
+    pub client_urls: String,
+    pub is_learner: bool,
+}
+
+/// `etcdctl member list` as rows, or the error text.
+pub fn member_list(endpoints: &str) -> Result<Vec<MemberRow>, String> {
+    let (ok, text) = ctl_text(endpoints, &["member", "list"]);
+    if !ok {
+        return Err(text);
+    }
+    text.lines()
+        .filter(|l| !l.starts_with('{') && !l.trim().is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split(", ").collect();
+            match f.as_slice() {
+                [id, status, name, peer, client, learner] => Ok(MemberRow {
+                    id: id.to_string(),
+                    started: *status == "started",
+                    name: name.to_string(),
+                    peer_urls: peer.to_string(),
+                    client_urls: client.to_string(),
+                    is_learner: *learner == "true",
+                }),
+                _ => Err(format!("unexpected member list line {line:?}")),
+            }
+        })
+        .collect()
+}
+
+/// The id (hex) of the member whose peer URLs are `peer_url`, per `endpoints`.
+pub fn member_id_by_peer(endpoints: &str, peer_url: &str) -> Result<String, String> {
+    let rows = member_list(endpoints)?;
+    rows.iter()
+        .find(|r| r.peer_urls == peer_url)
+        .map(|r| r.id.clone())
+        .ok_or_else(|| format!("no member at {peer_url} in {rows:?}"))
+}
+
+/// Waits until the member at `peer_url` is listed as started with `name`
+/// (it has published itself), as seen through `endpoints`.
+pub fn wait_started(endpoints: &str, name: &str, peer_url: &str, within: Duration) {
+    poll_until(within, &format!("{name} is listed as started"), || {
+        let rows = member_list(endpoints)?;
+        match rows.iter().find(|r| r.peer_urls == peer_url) {
+            Some(r) if r.started && r.name == name => Ok(()),
+            _ => Err(format!("{rows:?}")),
+        }
+    })
+}
+
+/// (member id, leader id, is learner) from `etcdctl endpoint status`, ids in hex.
+pub fn endpoint_status(endpoint: &str) -> Result<(String, String, bool), String> {
+    let (ok, text) = ctl_text(endpoint, &["endpoint", "status", "-w", "fields"]);
+    if !ok {
+        return Err(text);
+    }
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("\"{name}\" : ")))
+            .and_then(|l| l.split(" : ").nth(1))
+            .map(|v| v.trim().to_owned())
+            .ok_or_else(|| format!("no {name} in {text}"))
+    };
+    let hex = |dec: String| {
+        dec.parse::<u64>()
+            .map(|n| format!("{n:x}"))
+            .map_err(|e| format!("{dec}: {e}"))
+    };
+    Ok((
+        hex(field("MemberID")?)?,
+        hex(field("Leader")?)?,
+        field("IsLearner")? == "true",
+    ))
+}
+
+/// (hash, revision) of `etcdctl endpoint hashkv` on one endpoint.
+pub fn hash_kv_of(endpoint: &str) -> Result<String, String> {
+    let (ok, text) = ctl_text(endpoint, &["endpoint", "hashkv", "-w", "fields"]);
+    if !ok {
+        return Err(text);
+    }
+    Ok(text
+        .lines()
+        .filter(|l| l.contains("\"Hash\"") || l.contains("\"Revision\""))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+/// Waits until every endpoint answers HashKV with one hash at one revision.
+pub fn wait_equal_hash_kv(endpoints: &[String], within: Duration) -> String {
+    poll_until(within, "every member has the same HashKV", || {
+        let hashes: Vec<Result<String, String>> = endpoints.iter().map(|e| hash_kv_of(e)).collect();
+        match hashes.first() {
+            Some(Ok(first)) if hashes.iter().all(|h| h.as_ref() == Ok(first)) => Ok(first.clone()),
+            _ => Err(format!("{hashes:?}")),
+        }
+    })
+}
+
+/// Writers putting keys `<prefix><writer>/<n>` = `v<n>` through the
+/// `etcd-client` crate, as fast as the cluster acknowledges, until stopped.
+/// A failed or timed-out put is retried (it may or may not have happened);
+/// only acknowledged puts are recorded.
+pub struct Writers {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<Vec<(String, String)>>>,
+}
+
+impl Writers {
+    pub fn start(endpoints: &[String], writers: usize, prefix: &str) -> Writers {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let threads = (0..writers)
+            .map(|w| {
+                let urls: Vec<String> = endpoints.iter().map(|e| format!("http://{e}")).collect();
+                let key_prefix = format!("{prefix}{w}/");
+                let (stop, acked) = (stop.clone(), acked.clone());
+                std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime for the writer")
+                        .block_on(write_until_stopped(urls, key_prefix, stop, acked))
+                })
+            })
+            .collect();
+        Writers {
+            stop,
+            acked,
+            threads,
+        }
+    }
+
+    /// How many puts have been acknowledged so far.
+    pub fn acked(&self) -> usize {
+        self.acked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `more` further puts are acknowledged (writes go on).
+    pub fn wait_progress(&self, more: usize, within: Duration, during: &str) {
+        let target = self.acked() + more;
+        poll_until(
+            within,
+            &format!("{more} more writes are acknowledged {during}"),
+            || match self.acked() {
+                n if n >= target => Ok(()),
+                n => Err(format!("{n} acknowledged, want {target}")),
+            },
+        );
+    }
+
+    /// Stops the writers; every acknowledged (key, value).
+    pub fn stop(self) -> Vec<(String, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("writer thread"))
+            .collect()
+    }
+}
+
+async fn write_until_stopped(
+    urls: Vec<String>,
+    prefix: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<(String, String)> {
+    use std::sync::atomic::Ordering;
+    let mut done = Vec::new();
+    let mut client = None;
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let c = match client.as_mut() {
+            Some(c) => c,
+            None => {
+                let opts = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_secs(2))
+                    .with_timeout(Duration::from_secs(5));
+                match etcd_client::Client::connect(urls.clone(), Some(opts)).await {
+                    Ok(c) => client.insert(c),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        let (key, value) = (format!("{prefix}{n:06}"), format!("v{n}"));
+        match tokio::time::timeout(
+            Duration::from_secs(6),
+            c.put(key.clone(), value.clone(), None),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {
+                done.push((key, value));
+                acked.fetch_add(1, Ordering::SeqCst);
+                n += 1;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    done
+}
+
+/// Every acknowledged (key, value) is readable, by a linearizable read
+/// through `endpoint`; panics naming the first one lost.
+pub fn assert_all_readable(endpoint: &str, prefix: &str, acked: &[(String, String)]) {
+    let (ok, text) = ctl_text(endpoint, &["get", prefix, "--prefix"]);
+    assert!(
+        ok,
+        "reading back {prefix}* through {endpoint} failed: {text}"
+    );
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('{')).collect();
+    let stored: std::collections::BTreeMap<&str, &str> = lines
+        .chunks(2)
+        .filter_map(|kv| match kv {
+            [k, v] => Some((*k, *v)),
+            _ => None,
+        })
+        .collect();
+    for (key, value) in acked {
+        assert_eq!(
+            stored.get(key.as_str()),
+            Some(&value.as_str()),
+            "acknowledged write {key}={value} is lost ({} keys stored, {} acknowledged)",
+            stored.len(),
+            acked.len()
+        );
+    }
+}
