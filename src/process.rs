@@ -72,6 +72,9 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
 
 /// How long a joining member waits for each peer's member list.
 const JOIN_ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rounds of asking every peer, and the pause between them.
+const JOIN_ROUNDS: u32 = 3;
+const JOIN_ROUND_PAUSE: Duration = Duration::from_secs(1);
 
 /// The identity of a member that has data: its data directory says who it
 /// is, whatever the flags say (as etcd, which ignores `--initial-cluster*`
@@ -101,18 +104,29 @@ async fn join_cluster(config: &Config, sc: &mut ServerConfig) -> Result<(), Stri
         .iter()
         .map(ToString::to_string)
         .collect();
-    let mut errors = Vec::new();
-    for (name, urls) in &config.initial_cluster {
-        if *name == config.name {
-            continue;
+    let peers: Vec<String> = config
+        .initial_cluster
+        .iter()
+        .filter(|(name, _)| **name != config.name)
+        .flat_map(|(_, urls)| urls.iter().map(ToString::to_string))
+        .collect();
+    if peers.is_empty() {
+        return Err("cannot join: --initial-cluster names no other member".to_owned());
+    }
+    let mut last = Vec::new();
+    // A peer that has not applied the `member add` yet does not list us:
+    // ask every peer, a few rounds apart, before giving up.
+    for round in 0..JOIN_ROUNDS {
+        if round > 0 {
+            tokio::time::sleep(JOIN_ROUND_PAUSE).await;
         }
-        for url in urls {
-            let url = url.to_string();
-            let listed = match cairn_runtime::transport::fetch_members(&url, JOIN_ASK_TIMEOUT).await
+        last.clear();
+        for url in &peers {
+            let listed = match cairn_runtime::transport::fetch_members(url, JOIN_ASK_TIMEOUT).await
             {
                 Ok(listed) => listed,
                 Err(e) => {
-                    errors.push(format!("{url}: {e}"));
+                    last.push(format!("{url}: {e}"));
                     continue;
                 }
             };
@@ -122,10 +136,11 @@ async fn join_cluster(config: &Config, sc: &mut ServerConfig) -> Result<(), Stri
                 theirs == mine
             });
             let Some(me) = me else {
-                return Err(format!(
-                    "error validating peerURLs: member with peer URLs {} is not in the cluster of {url} (add it first with etcdctl member add)",
+                last.push(format!(
+                    "{url}: no member has peer URLs {} (add it first with etcdctl member add)",
                     mine.iter().cloned().collect::<Vec<_>>().join(",")
                 ));
+                continue;
             };
             sc.member_id = me.id;
             sc.cluster_id = listed.cluster_id;
@@ -146,12 +161,8 @@ async fn join_cluster(config: &Config, sc: &mut ServerConfig) -> Result<(), Stri
         }
     }
     Err(format!(
-        "cannot fetch cluster info from peer urls: {}",
-        if errors.is_empty() {
-            "no other member in --initial-cluster".to_owned()
-        } else {
-            errors.join("; ")
-        }
+        "cannot join the cluster in --initial-cluster: {}",
+        last.join("; ")
     ))
 }
 

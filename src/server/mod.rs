@@ -215,6 +215,8 @@ pub(crate) struct Shared {
     pub halted: watch::Sender<bool>,
     /// The member stopped because the cluster removed it.
     pub removed_self: AtomicBool,
+    /// The next ReadIndex context the node loop will use (0 before the first).
+    pub read_ctx_next: AtomicU64,
     /// A test harness's hooks (`Server::start_probed`); `None` in production.
     pub probe: Option<Arc<dyn Probe>>,
     /// The watchers of this member (fed by the node loop after each apply).

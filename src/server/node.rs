@@ -151,6 +151,7 @@ pub(super) fn recover(
         applied: super::waiters::IndexWaiters::new(cfg.applied),
         shutdown: watch::channel(false).0,
         halted: watch::channel(false).0,
+        read_ctx_next: AtomicU64::new(0),
         removed_self: AtomicBool::new(false),
         probe: None,
         watch,
@@ -226,6 +227,7 @@ pub(super) fn spawn(
     // The peers are the members as applied (the flags only found the cluster).
     sync_transport_peers(&shared, transport.as_ref(), &BTreeMap::new());
     let next_conf_id = apply::first_request_id(shared.incarnation);
+    let next_read_ctx = next_conf_id;
     let node = Node {
         raw,
         shared,
@@ -233,7 +235,10 @@ pub(super) fn spawn(
         clock,
         waiters: BTreeMap::new(),
         reads: BTreeMap::new(),
-        next_read_ctx: 1,
+        // Read contexts, as request ids, never repeat those of an earlier
+        // start: a leader may still hold a read of the previous start and
+        // would answer the new read with its older index (a stale read).
+        next_read_ctx,
         queued_reads: Vec::new(),
         read_round_ticks: 0,
         pending_snapshot: None,
@@ -700,6 +705,9 @@ impl Node {
         let reads = std::mem::take(&mut self.queued_reads);
         let ctx = self.next_read_ctx;
         self.next_read_ctx += 1;
+        self.shared
+            .read_ctx_next
+            .store(self.next_read_ctx, Ordering::SeqCst);
         match self
             .raw
             .read_index(read_ctx(self.shared.config.member_id, ctx))

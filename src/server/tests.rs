@@ -238,6 +238,36 @@ async fn request_ids_of_a_restarted_member_never_repeat_those_of_an_earlier_star
     }
 }
 
+/// ReadIndex contexts, like request ids, never repeat across starts: a
+/// leader may still hold a read of the member's previous start (pending
+/// while it could not confirm leadership) and ignores a new read with the
+/// same context; its eventual answer, with the older read index, would then
+/// complete the new read — a stale read (issue 19, item 8).
+#[tokio::test]
+async fn read_contexts_of_a_restarted_member_never_repeat_those_of_an_earlier_start() {
+    let disk = SimDisk::new();
+    let cfg = fast(ServerConfig::single("one", 1));
+    let mut used_up_to = 0;
+    for start in 0..3 {
+        let listener = Listener::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let m = start_member(cfg.clone(), &disk, listener).await;
+        wait_leader(&[&m.server]).await;
+        for _ in 0..3 {
+            m.server.range(get("k")).await.expect("linearizable read");
+        }
+        let next = m.server.shared.read_ctx_next.load(Ordering::SeqCst);
+        let first = next - 3;
+        assert!(
+            first > used_up_to,
+            "start {start}: first read context {first} is not above the {used_up_to} used before"
+        );
+        used_up_to = next - 1;
+        drop(m);
+    }
+}
+
 async fn three_members(snapshot_count: u64) -> (Vec<ServerConfig>, Vec<SimDisk>, Vec<Member>) {
     let mut listeners = Vec::new();
     for _ in 0..3 {
