@@ -109,6 +109,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// `--election-timeout`: ≥ 5 × `heartbeat_interval`, ≤ 50 s.
     pub election_timeout: Duration,
+    /// `--pre-vote` (etcd 3.5's default: on).
+    pub pre_vote: bool,
     /// `--snapshot-count`: applied entries between snapshots. > 0.
     pub snapshot_count: u64,
     /// `--max-txn-ops`. > 0.

@@ -58,6 +58,7 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
             .collect(),
         heartbeat_interval: config.heartbeat_interval,
         election_ticks: config.election_ticks(),
+        pre_vote: config.pre_vote,
         snapshot_count: config.snapshot_count,
         max_txn_ops: config.max_txn_ops,
         max_request_bytes: config.max_request_bytes,

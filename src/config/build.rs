@@ -200,6 +200,7 @@ pub(crate) fn build(settings: Settings) -> Result<Config, ConfigError> {
         },
         heartbeat_interval: Duration::from_millis(heartbeat_ms),
         election_timeout: Duration::from_millis(election_ms),
+        pre_vote: s.parse("pre-vote", "true", values::parse_bool)?,
         name,
         data_dir,
         listen_client_urls,

@@ -101,6 +101,14 @@ pub(crate) const FLAGS: &[FlagSpec] = &[
          at least 5 times --heartbeat-interval and at most 50000.",
     ),
     spec(
+        "pre-vote",
+        Bool,
+        "true",
+        Member,
+        "Campaign with a pre-vote round first, so a member that cannot win (it was cut off) \
+         does not disrupt the leader when it returns; etcd 3.5's default (3.4's was false).",
+    ),
+    spec(
         "listen-peer-urls",
         Text,
         "http://localhost:2380",

@@ -202,6 +202,9 @@ fn flag_value_may_contain_equals() {
 
 #[test]
 fn flag_forms_for_booleans() {
+    assert!(ok(&[]).pre_vote, "etcd 3.5's default");
+    assert!(!ok(&["--pre-vote=false"]).pre_vote);
+    assert!(ok(&["--pre-vote"]).pre_vote);
     assert!(ok(&["--enable-pprof"]).enable_pprof);
     assert!(ok(&["-enable-pprof"]).enable_pprof);
     assert!(ok(&["--enable-pprof=true"]).enable_pprof);

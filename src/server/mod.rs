@@ -81,6 +81,8 @@ pub struct ServerConfig {
     pub client_urls: Vec<String>,
     pub heartbeat_interval: Duration,
     pub election_ticks: usize,
+    /// Raft pre-vote (`--pre-vote`).
+    pub pre_vote: bool,
     pub snapshot_count: u64,
     pub max_txn_ops: usize,
     pub max_request_bytes: usize,
@@ -117,6 +119,7 @@ impl ServerConfig {
             health_interval: members::HEALTH_INTERVAL,
             heartbeat_interval: Duration::from_millis(100),
             election_ticks: 10,
+            pre_vote: true,
             snapshot_count: 100_000,
             max_txn_ops: mvcc::DEFAULT_MAX_TXN_OPS,
             max_request_bytes: 1536 * 1024,
