@@ -59,6 +59,15 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
         heartbeat_interval: config.heartbeat_interval,
         election_ticks: config.election_ticks(),
         pre_vote: config.pre_vote,
+        auto_compaction: match config.auto_compaction {
+            crate::config::AutoCompaction::Disabled => None,
+            crate::config::AutoCompaction::Periodic(d) => {
+                Some(crate::server::compactor::Policy::Periodic(d))
+            }
+            crate::config::AutoCompaction::Revision(n) => {
+                Some(crate::server::compactor::Policy::Revision(n))
+            }
+        },
         snapshot_count: config.snapshot_count,
         max_txn_ops: config.max_txn_ops,
         max_request_bytes: config.max_request_bytes,

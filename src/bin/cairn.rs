@@ -29,9 +29,6 @@ fn main() -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    if config.auto_compaction != cairn::config::AutoCompaction::Disabled {
-        tracing::warn!("--auto-compaction-* is accepted but not implemented yet: nothing is compacted automatically");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -19,6 +19,7 @@
 //! tokio) and the integration tests in `tests/` (real binary, etcdctl).
 
 pub mod apply;
+pub mod compactor;
 mod lease;
 pub mod members;
 mod node;
@@ -83,6 +84,8 @@ pub struct ServerConfig {
     pub election_ticks: usize,
     /// Raft pre-vote (`--pre-vote`).
     pub pre_vote: bool,
+    /// `--auto-compaction-*`; `None`: off.
+    pub auto_compaction: Option<compactor::Policy>,
     pub snapshot_count: u64,
     pub max_txn_ops: usize,
     pub max_request_bytes: usize,
@@ -120,6 +123,7 @@ impl ServerConfig {
             heartbeat_interval: Duration::from_millis(100),
             election_ticks: 10,
             pre_vote: true,
+            auto_compaction: None,
             snapshot_count: 100_000,
             max_txn_ops: mvcc::DEFAULT_MAX_TXN_OPS,
             max_request_bytes: 1536 * 1024,

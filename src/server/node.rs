@@ -32,6 +32,7 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::apply::{self, Applied};
+use super::compactor::AutoCompactor;
 use super::members::{self, MemberChange, PeerHealth};
 use super::watchers::WatchShared;
 use super::{lease, Command, RaftProgress, ServerConfig, ServerError, Shared, StartError};
@@ -252,6 +253,7 @@ pub(super) fn spawn(
         next_conf_id,
         connected: BTreeMap::new(),
         removed_ticks: None,
+        compactor: None,
     };
     tokio::spawn(node.run(commands, inbound, snapshot_report_rx));
 }
@@ -291,6 +293,8 @@ struct Node {
     next_conf_id: u64,
     /// The peers heard from without a break (for the membership health checks).
     connected: BTreeMap<u64, Connected>,
+    /// The automatic compaction schedule (`--auto-compaction-*`), from the first tick.
+    compactor: Option<AutoCompactor>,
     /// Set once this member applied its own removal: ticks until it stops
     /// (it lets its last messages — a leader's commit — go out first).
     removed_ticks: Option<u32>,
@@ -465,6 +469,41 @@ impl Node {
         for req in lease::due_proposals(&self.shared) {
             let _ = self.raw.propose(req.encode_to_vec());
         }
+        self.auto_compact();
+    }
+
+    /// The leader proposes the compaction the schedule says is due.
+    fn auto_compact(&mut self) {
+        let Some(policy) = self.shared.config.auto_compaction else {
+            return;
+        };
+        let now = self.clock.now();
+        let compactor = self
+            .compactor
+            .get_or_insert_with(|| AutoCompactor::new(policy, now));
+        let (current, compacted) = {
+            let store = self.shared.mvcc();
+            (
+                store.current_revision().0,
+                store.compact_revision().map_or(0, |r| r.0),
+            )
+        };
+        let leader = self.raw.role() == Role::Leader;
+        let Some(revision) = compactor.tick(now, current, compacted, leader) else {
+            return;
+        };
+        tracing::info!(revision, ?policy, "starting auto-compaction");
+        let req = InternalRequest {
+            id: 0,
+            member_id: self.shared.config.member_id,
+            request: Some(cairn_proto::cairnpb::internal_request::Request::Compaction(
+                cairn_proto::etcdserverpb::CompactionRequest {
+                    revision,
+                    physical: false,
+                },
+            )),
+        };
+        let _ = self.raw.propose(req.encode_to_vec());
     }
 
     /// Proposes this member's name and client URLs (retried each tick until applied).
