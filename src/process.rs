@@ -47,6 +47,7 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
     ServerConfig {
         name: config.name.clone(),
         member_id,
+        joining: false,
         cluster_id: config.cluster_id().0,
         initial_members,
         client_urls: config
@@ -68,27 +69,113 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
     }
 }
 
-/// Runs a member on `storage` until one of its listeners fails (it never
-/// returns otherwise). Errors are one line, for the binary to print.
+/// How long a joining member waits for each peer's member list.
+const JOIN_ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The identity of a member that has data: its data directory says who it
+/// is, whatever the flags say (as etcd, which ignores `--initial-cluster*`
+/// once the member has data).
+fn stored_identity(sc: &mut ServerConfig, storage: &dyn Storage) -> Result<bool, String> {
+    let read = |e: cairn_runtime::StorageError| format!("cannot read the data directory: {e}");
+    let Some(member_id) = crate::server::apply::read_member_id(storage).map_err(read)? else {
+        return Ok(false);
+    };
+    if member_id != sc.member_id {
+        tracing::info!(member = %NodeId(member_id), "the data directory names this member; --initial-cluster is not used");
+    }
+    sc.member_id = member_id;
+    if let Some(cluster_id) = crate::server::apply::read_cluster_id(storage).map_err(read)? {
+        sc.cluster_id = cluster_id;
+    }
+    Ok(true)
+}
+
+/// A member with `--initial-cluster-state existing` and no data joins a
+/// running cluster (after `etcdctl member add`): it asks the other members
+/// listed in `--initial-cluster` for the cluster, and takes the id of the
+/// member whose peer URLs are its own `--initial-advertise-peer-urls`.
+async fn join_cluster(config: &Config, sc: &mut ServerConfig) -> Result<(), String> {
+    let mine: std::collections::BTreeSet<String> = config
+        .initial_advertise_peer_urls
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut errors = Vec::new();
+    for (name, urls) in &config.initial_cluster {
+        if *name == config.name {
+            continue;
+        }
+        for url in urls {
+            let url = url.to_string();
+            let listed = match cairn_runtime::transport::fetch_members(&url, JOIN_ASK_TIMEOUT).await
+            {
+                Ok(listed) => listed,
+                Err(e) => {
+                    errors.push(format!("{url}: {e}"));
+                    continue;
+                }
+            };
+            let me = listed.members.iter().find(|m| {
+                let theirs: std::collections::BTreeSet<String> =
+                    m.peer_urls.iter().cloned().collect();
+                theirs == mine
+            });
+            let Some(me) = me else {
+                return Err(format!(
+                    "error validating peerURLs: member with peer URLs {} is not in the cluster of {url} (add it first with etcdctl member add)",
+                    mine.iter().cloned().collect::<Vec<_>>().join(",")
+                ));
+            };
+            sc.member_id = me.id;
+            sc.cluster_id = listed.cluster_id;
+            sc.joining = true;
+            sc.initial_members = listed
+                .members
+                .iter()
+                .map(|m| MemberRecord {
+                    id: m.id,
+                    name: m.name.clone(),
+                    peer_urls: m.peer_urls.clone(),
+                    client_urls: m.client_urls.clone(),
+                    is_learner: m.is_learner,
+                })
+                .collect();
+            tracing::info!(member = %NodeId(me.id), cluster = %NodeId(listed.cluster_id), from = %url, "joining a running cluster");
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "cannot fetch cluster info from peer urls: {}",
+        if errors.is_empty() {
+            "no other member in --initial-cluster".to_owned()
+        } else {
+            errors.join("; ")
+        }
+    ))
+}
+
+/// Runs a member on `storage` until one of its listeners fails, or until the
+/// cluster removes it: then it returns `Ok` (the member stopped as asked;
+/// etcd's process exits with status 0 too). Errors are one line, for the
+/// binary to print.
 pub async fn run(
     config: &Config,
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     options: ProcessOptions,
 ) -> Result<(), String> {
-    let sc = server_config(config, options.rng_seed);
-    let peers: BTreeMap<NodeId, String> = sc
-        .initial_members
-        .iter()
-        .filter(|m| m.id != sc.member_id)
-        .filter_map(|m| m.peer_urls.first().map(|u| (NodeId(m.id), u.clone())))
-        .collect();
+    let mut sc = server_config(config, options.rng_seed);
+    let has_data = stored_identity(&mut sc, storage.as_ref())?;
+    if !has_data && !config.is_new_cluster() {
+        join_cluster(config, &mut sc).await?;
+    }
     let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(4096);
+    // The server adds the peers: the members as applied.
     let transport = Arc::new(GrpcTransport::new(
         NodeId(sc.member_id),
         sc.cluster_id,
         TransportConfig::default(),
-        peers,
+        BTreeMap::new(),
         inbound_tx.clone(),
     ));
     let server = Server::start_probed(
@@ -108,9 +195,10 @@ pub async fn run(
         let listener = bind(addr).await?;
         tracing::info!(%addr, "serving peers");
         let (cluster_id, inbound) = (sc.cluster_id, inbound_tx.clone());
+        let directory = server.peer_directory();
         let ended_tx = ended_tx.clone();
         tokio::spawn(async move {
-            let r = client_port::serve_peers(listener, cluster_id, inbound).await;
+            let r = client_port::serve_peers(listener, cluster_id, inbound, Some(directory)).await;
             let _ = ended_tx
                 .send(format!("peer server on {addr} stopped: {r:?}"))
                 .await;
@@ -132,12 +220,26 @@ pub async fn run(
         });
     }
     drop(ended_tx);
-    let why = ended
-        .recv()
-        .await
-        .unwrap_or_else(|| "no listeners configured".to_owned());
+    let why = tokio::select! {
+        biased;
+        why = ended.recv() => why.unwrap_or_else(|| "no listeners configured".to_owned()),
+        () = removed(&server) => {
+            server.shutdown();
+            return Ok(());
+        }
+    };
     server.shutdown();
     Err(why)
+}
+
+/// Resolves when the member stopped because the cluster removed it.
+async fn removed(server: &Server) {
+    server.stopped().await;
+    if !server.is_removed() {
+        // Stopped for another reason (storage failure): keep answering
+        // `server stopped` until the listeners end.
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<client_port::Listener, String> {

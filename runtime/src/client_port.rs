@@ -72,10 +72,14 @@ pub async fn serve_peers(
     listener: Listener,
     cluster_id: u64,
     inbound: tokio::sync::mpsc::Sender<crate::transport::Inbound>,
+    directory: Option<std::sync::Arc<dyn crate::transport::PeerDirectory>>,
 ) -> Result<(), std::io::Error> {
     use crate::transport::{PeerService, RaftPeerServer};
-    let router = tonic::transport::Server::builder()
-        .add_service(RaftPeerServer::new(PeerService::new(cluster_id, inbound)));
+    let mut service = PeerService::new(cluster_id, inbound);
+    if let Some(d) = directory {
+        service = service.with_directory(d);
+    }
+    let router = tonic::transport::Server::builder().add_service(RaftPeerServer::new(service));
     #[cfg(not(madsim))]
     {
         let incoming = accept_nodelay(listener.inner);

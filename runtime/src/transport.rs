@@ -15,7 +15,10 @@
 //! Snapshots are streamed in `SNAPSHOT_CHUNK_BYTES` chunks on their own call.
 //!
 //! Receiving: `PeerService` implements the gRPC service and forwards to the
-//! node's bounded inbound channel; a member of another cluster is refused.
+//! node's bounded inbound channel; a member of another cluster is refused,
+//! and so is a member removed from this one (`PeerDirectory`): the sender's
+//! worker reports `Inbound::Removed` and that member stops. `Members` tells a
+//! member joining a running cluster who is in it (`fetch_members`).
 //! Tests: `runtime/tests/transport_tokio.rs` (real TCP) and
 //! `runtime/tests/sim_transport.rs` (two simulated nodes under madsim).
 
@@ -30,7 +33,8 @@ use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::raftpb::raft_peer_server::RaftPeer;
 pub use cairn_proto::raftpb::raft_peer_server::RaftPeerServer;
 use cairn_proto::raftpb::{
-    Message, MessageBatch, MessageBatchResponse, MessageType, SnapshotChunk, SnapshotResponse,
+    MembersRequest, MembersResponse, Message, MessageBatch, MessageBatchResponse, MessageType,
+    PeerMember, SnapshotChunk, SnapshotResponse,
 };
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
@@ -65,6 +69,39 @@ pub enum Inbound {
     Snapshot { message: Message, data: Vec<u8> },
     /// A send to this peer failed; Raft should fall back to probing it.
     Unreachable(NodeId),
+    /// A peer refused our messages because this member was removed from the
+    /// cluster (`MEMBER_REMOVED`): the member must stop for good.
+    Removed,
+}
+
+/// Why a peer refuses a removed member's messages; etcd's words.
+pub const MEMBER_REMOVED: &str = "the member has been permanently removed from the cluster";
+
+/// What the peer service asks of the member it serves.
+pub trait PeerDirectory: Send + Sync + 'static {
+    /// Whether `id` was removed from the cluster (its messages are refused).
+    fn is_removed(&self, id: u64) -> bool;
+    /// The members as this member has applied them.
+    fn members(&self) -> Vec<PeerMember>;
+}
+
+/// Asks the member at peer URL `url` for its cluster id and members (what a
+/// member joining a running cluster does first).
+pub async fn fetch_members(url: &str, timeout: Duration) -> Result<MembersResponse, String> {
+    let channel = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("invalid peer url {url}: {e}"))?
+        .connect_timeout(timeout);
+    let call = async {
+        let channel = channel.connect().await.map_err(|e| e.to_string())?;
+        RaftPeerClient::new(channel)
+            .members(MembersRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| s.message().to_owned())
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| format!("no answer from {url} within {timeout:?}"))?
 }
 
 pub type SnapshotFuture =
@@ -277,6 +314,15 @@ impl PeerWorker {
                 messages,
             };
             let outcome = tokio::time::timeout(self.call_timeout, self.client.send(req)).await;
+            if let Ok(Err(status)) = &outcome {
+                if status.code() == tonic::Code::PermissionDenied
+                    && status.message() == MEMBER_REMOVED
+                {
+                    tracing::warn!(peer = %self.to, "peer refused us: {MEMBER_REMOVED}");
+                    let _ = self.inbound.try_send(Inbound::Removed);
+                    continue;
+                }
+            }
             if !matches!(outcome, Ok(Ok(_))) {
                 tracing::debug!(peer = %self.to, ?outcome, "peer send failed");
                 // Start over with a fresh connection: the old one may lead to
@@ -300,6 +346,7 @@ pub struct PeerService {
     cluster_id: u64,
     inbound: mpsc::Sender<Inbound>,
     max_snapshot_bytes: u64,
+    directory: Option<Arc<dyn PeerDirectory>>,
 }
 
 impl PeerService {
@@ -308,7 +355,21 @@ impl PeerService {
             cluster_id,
             inbound,
             max_snapshot_bytes: 8 << 30,
+            directory: None,
         }
+    }
+
+    /// Refuses removed members and answers `Members` from `directory`.
+    pub fn with_directory(mut self, directory: Arc<dyn PeerDirectory>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    fn check_sender(&self, from: u64) -> Result<(), Status> {
+        if self.directory.as_ref().is_some_and(|d| d.is_removed(from)) {
+            return Err(Status::permission_denied(MEMBER_REMOVED));
+        }
+        Ok(())
     }
 
     fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
@@ -330,6 +391,7 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<MessageBatchResponse>, Status> {
         let batch = request.into_inner();
         self.check_cluster(batch.cluster_id)?;
+        self.check_sender(batch.from)?;
         self.inbound
             .try_send(Inbound::Messages(batch.messages))
             .map_err(|_| Status::resource_exhausted("raft inbound queue full"))?;
@@ -370,11 +432,26 @@ impl RaftPeer for PeerService {
                 "snapshot stream must carry a MsgSnap",
             ));
         }
+        self.check_sender(message.from)?;
         let received_bytes = data.len() as u64;
         self.inbound
             .send(Inbound::Snapshot { message, data })
             .await
             .map_err(|_| Status::unavailable("node stopped"))?;
         Ok(Response::new(SnapshotResponse { received_bytes }))
+    }
+
+    async fn members(
+        &self,
+        _request: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        let directory = self
+            .directory
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("this peer does not list members"))?;
+        Ok(Response::new(MembersResponse {
+            cluster_id: self.cluster_id,
+            members: directory.members(),
+        }))
     }
 }

@@ -75,6 +75,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        self.0.refuse_learner().map_err(status_of)?;
         let forwarded = is_forwarded(&request);
         let requests = request.into_inner();
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
@@ -102,6 +103,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.0.refuse_learner().map_err(status_of)?;
         let forwarded = is_forwarded(&request);
         reply(
             self.0
@@ -114,6 +116,7 @@ impl Lease for LeaseService {
         &self,
         _request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.0.refuse_learner().map_err(status_of)?;
         reply(self.0.lease_leases().await)
     }
 }

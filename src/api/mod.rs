@@ -68,7 +68,23 @@ pub fn status_of(e: ServerError) -> Status {
         ServerError::TooManyRequests | ServerError::NoSpace => {
             (Code::ResourceExhausted, e.to_string())
         }
-        ServerError::RequestTooLarge => (Code::InvalidArgument, e.to_string()),
+        ServerError::RequestTooLarge | ServerError::MemberBadUrls => {
+            (Code::InvalidArgument, e.to_string())
+        }
+        ServerError::MemberExists
+        | ServerError::PeerUrlExists
+        | ServerError::MemberNotLearner
+        | ServerError::LearnerNotReady
+        | ServerError::TooManyLearners
+        | ServerError::NotEnoughStartedMembers
+        | ServerError::NotLeader
+        | ServerError::BadLeaderTransferee => (Code::FailedPrecondition, e.to_string()),
+        ServerError::MemberNotFound => (Code::NotFound, e.to_string()),
+        ServerError::Unhealthy | ServerError::NotSupportedForLearner => {
+            (Code::Unavailable, e.to_string())
+        }
+        // Not one of etcd's gRPC errors: it reaches clients as Unknown.
+        ServerError::LeaderTransferTimeout => (Code::Unknown, e.to_string()),
     };
     Status::new(code, msg)
 }
@@ -142,6 +158,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
+        self.0.refuse_learner().map_err(status_of)?;
         let req = request.into_inner();
         if req.action() != alarm_request::AlarmAction::Get {
             return Err(Status::unimplemented(
@@ -202,11 +219,15 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _request: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented(
-            "cairn: move-leader is not supported yet",
-        ))
+        self.0
+            .move_leader(request.into_inner().target_id)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.0.header(self.0.status().await.map_err(status_of)?.header.map_or(0, |h| h.revision))),
+        }))
     }
 
     async fn downgrade(
@@ -225,29 +246,25 @@ pub struct ClusterService(pub Server);
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _request: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(Status::unimplemented(
-            "cairn: runtime membership changes are not supported yet",
-        ))
+        let forwarded = is_member_forwarded(&request);
+        reply(self.0.member_add(request.into_inner(), forwarded).await)
     }
 
     async fn member_remove(
         &self,
-        _request: Request<MemberRemoveRequest>,
+        request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(Status::unimplemented(
-            "cairn: runtime membership changes are not supported yet",
-        ))
+        let forwarded = is_member_forwarded(&request);
+        reply(self.0.member_remove(request.into_inner(), forwarded).await)
     }
 
     async fn member_update(
         &self,
-        _request: Request<MemberUpdateRequest>,
+        request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(Status::unimplemented(
-            "cairn: runtime membership changes are not supported yet",
-        ))
+        reply(self.0.member_update(request.into_inner()).await)
     }
 
     async fn member_list(
@@ -259,12 +276,18 @@ impl Cluster for ClusterService {
 
     async fn member_promote(
         &self,
-        _request: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(Status::unimplemented(
-            "cairn: runtime membership changes are not supported yet",
-        ))
+        let forwarded = is_member_forwarded(&request);
+        reply(self.0.member_promote(request.into_inner(), forwarded).await)
     }
+}
+
+/// Whether a follower forwarded this Cluster call (it must not be forwarded again).
+fn is_member_forwarded<T>(request: &Request<T>) -> bool {
+    request
+        .metadata()
+        .contains_key(crate::server::members::FORWARDED_HEADER)
 }
 
 /// The gRPC services of the client port, with etcd's message size limit

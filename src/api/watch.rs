@@ -55,6 +55,8 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // etcd refuses every stream on a learner.
+        self.0.refuse_learner().map_err(status_of)?;
         let require_leader = request
             .metadata()
             .get(REQUIRE_LEADER_KEY)

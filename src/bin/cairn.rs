@@ -41,7 +41,11 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
+        // Only a removal ends a member without an error (as etcd, status 0).
+        Ok(()) => {
+            eprintln!("cairn: {}", cairn_runtime::transport::MEMBER_REMOVED);
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("cairn: {e}");
             ExitCode::from(1)

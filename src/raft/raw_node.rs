@@ -255,6 +255,12 @@ impl RawNode {
         self.raft.step(m)
     }
 
+    /// Whether a conf change is in the log and not yet applied (a leader
+    /// refuses another until it is).
+    pub fn has_pending_conf_change(&self) -> bool {
+        self.raft.pending_conf_index > self.raft.log.applied()
+    }
+
     /// Asks for a linearizable read point; the answer is a `ReadState` with
     /// the same `ctx` in a later Ready. Contexts must be unique.
     pub fn read_index(&mut self, ctx: Vec<u8>) -> Result<(), RaftError> {

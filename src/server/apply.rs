@@ -19,7 +19,7 @@
 //! The lessor's replicated state is rebuilt from storage by `load_lessor`.
 //! Tests: `src/server/tests.rs` and the integration tests in `tests/`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_proto::cairnpb::{
     internal_request::Request, InternalRequest, MemberAttributes, MemberRecord, StatePair,
@@ -41,7 +41,14 @@ use crate::mvcc::{self, MvccError, MvccStore, Revision};
 pub const CF_SERVER: &str = "server";
 const KEY_APPLIED: &[u8] = b"applied_index";
 const KEY_MEMBER_ID: &[u8] = b"member_id";
+/// The cluster's id (the same on every member, so a snapshot may carry it).
+const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 const MEMBER_PREFIX: &[u8] = b"member/";
+/// Members removed from the cluster: their ids can never be used again.
+const REMOVED_PREFIX: &[u8] = b"removed/";
+/// Member-local (beside the Raft state, never replaced by a snapshot): a
+/// peer refused this member because the cluster removed it.
+const KEY_REMOVED_SELF: &[u8] = b"removed_self";
 
 /// Every column family of the applied state (what a state snapshot carries).
 pub fn state_column_families() -> Vec<&'static str> {
@@ -66,6 +73,8 @@ pub enum Applied {
     Txn(TxnResponse),
     Compaction(CompactionResponse, bool),
     Published,
+    /// A membership change (conf change or peer-URL update) took effect.
+    MembersChanged,
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     LeaseCheckpoint,
@@ -83,6 +92,12 @@ pub struct ApplyOutcome {
 
 fn member_key(id: u64) -> Vec<u8> {
     let mut k = MEMBER_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn removed_key(id: u64) -> Vec<u8> {
+    let mut k = REMOVED_PREFIX.to_vec();
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
@@ -171,19 +186,32 @@ pub fn read_member_id(storage: &dyn Storage) -> Result<Option<u64>, StorageError
     read_u64(storage, CF_SERVER, KEY_MEMBER_ID)
 }
 
-/// The writes that found a member's applied state: its id and the founding members.
-pub fn bootstrap_batch(member_id: u64, members: &[MemberRecord]) -> WriteBatch {
+pub fn read_cluster_id(storage: &dyn Storage) -> Result<Option<u64>, StorageError> {
+    read_u64(storage, CF_SERVER, KEY_CLUSTER_ID)
+}
+
+/// The writes that found a member's applied state: its id, the cluster's and
+/// the members it starts with (the founding members, or the cluster's
+/// members as a joining member found them).
+pub fn bootstrap_batch(member_id: u64, cluster_id: u64, members: &[MemberRecord]) -> WriteBatch {
     let mut b = WriteBatch::new();
     b.put(CF_SERVER, KEY_MEMBER_ID, member_id.to_be_bytes().to_vec());
+    b.put(CF_SERVER, KEY_CLUSTER_ID, cluster_id.to_be_bytes().to_vec());
     for m in members {
         b.put(CF_SERVER, member_key(m.id), m.encode_to_vec());
     }
     b
 }
 
-pub fn load_members(storage: &dyn Storage) -> Result<BTreeMap<u64, MemberRecord>, StorageError> {
-    let mut end = MEMBER_PREFIX.to_vec();
+/// The end of the key range of `prefix` (its last byte plus one).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
     *end.last_mut().expect("non-empty prefix") += 1;
+    end
+}
+
+pub fn load_members(storage: &dyn Storage) -> Result<BTreeMap<u64, MemberRecord>, StorageError> {
+    let end = prefix_end(MEMBER_PREFIX);
     let mut members = BTreeMap::new();
     for item in storage.scan(CF_SERVER, MEMBER_PREFIX, Some(&end), Direction::Forward)? {
         let (_, v) = item?;
@@ -192,6 +220,39 @@ pub fn load_members(storage: &dyn Storage) -> Result<BTreeMap<u64, MemberRecord>
         members.insert(m.id, m);
     }
     Ok(members)
+}
+
+/// The ids removed from the cluster, as applied.
+pub fn load_removed(storage: &dyn Storage) -> Result<BTreeSet<u64>, StorageError> {
+    let end = prefix_end(REMOVED_PREFIX);
+    let mut removed = BTreeSet::new();
+    for item in storage.scan(CF_SERVER, REMOVED_PREFIX, Some(&end), Direction::Forward)? {
+        let (k, _) = item?;
+        if let Some(id) = decode_u64(&k[REMOVED_PREFIX.len()..]) {
+            removed.insert(id);
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether this member knows it was removed from the cluster: it applied
+/// its own removal, or a peer refused it as removed (`removed_self_batch`).
+pub fn is_removed_self(storage: &dyn Storage, member_id: u64) -> Result<bool, StorageError> {
+    let local = storage
+        .get(crate::raft::storage::CF_RAFT_STATE, KEY_REMOVED_SELF)?
+        .is_some();
+    Ok(local || storage.get(CF_SERVER, &removed_key(member_id))?.is_some())
+}
+
+/// The member-local record that a peer refused this member as removed.
+pub fn removed_self_batch() -> WriteBatch {
+    let mut b = WriteBatch::new();
+    b.put(
+        crate::raft::storage::CF_RAFT_STATE,
+        KEY_REMOVED_SELF,
+        b"1".to_vec(),
+    );
+    b
 }
 
 /// Applies one normal entry's request at `index` to `store` and `lessor`.
@@ -234,6 +295,7 @@ pub fn apply_request(
         Some(Request::Publish(attrs)) => publish(store, members, attrs, extra)
             .map(|()| (Applied::Published, store.current_revision(), Vec::new()))
             .map_err(ServerError::from),
+        Some(Request::MemberUpdate(r)) => member_update(store, members, r, extra),
         Some(Request::LeaseGrant(r)) => lease_grant(store, lessor, r, extra, now),
         Some(Request::LeaseRevoke(r)) => lease_revoke(store, lessor, r, extra),
         Some(Request::LeaseCheckpoint(c)) => {
@@ -404,7 +466,33 @@ fn publish(
     write_extra(store, extra)
 }
 
-/// Membership writes for an applied conf change.
+/// A member's new peer URLs (etcd's MemberUpdate), refused with etcd's
+/// errors if the id is not a member or another member has one of the URLs.
+fn member_update(
+    store: &MvccStore,
+    members: &mut BTreeMap<u64, MemberRecord>,
+    r: &cairn_proto::etcdserverpb::MemberUpdateRequest,
+    mut extra: WriteBatch,
+) -> Result<Effects, ServerError> {
+    if !members.contains_key(&r.id) {
+        return refuse(store, extra, ServerError::MemberNotFound);
+    }
+    let taken = members
+        .values()
+        .filter(|m| m.id != r.id)
+        .any(|m| m.peer_urls.iter().any(|u| r.peer_ur_ls.contains(u)));
+    if taken {
+        return refuse(store, extra, ServerError::PeerUrlExists);
+    }
+    let m = members.get_mut(&r.id).expect("checked above");
+    m.peer_urls.clone_from(&r.peer_ur_ls);
+    extra.put(CF_SERVER, member_key(m.id), m.encode_to_vec());
+    write_extra(store, extra)?;
+    Ok((Applied::MembersChanged, store.current_revision(), Vec::new()))
+}
+
+/// Membership writes for an applied conf change: the member added or
+/// changed, or the member removed (remembered as removed for good).
 pub fn member_change_batch(added: Option<&MemberRecord>, removed: Option<u64>) -> WriteBatch {
     let mut b = WriteBatch::new();
     if let Some(m) = added {
@@ -412,6 +500,7 @@ pub fn member_change_batch(added: Option<&MemberRecord>, removed: Option<u64>) -
     }
     if let Some(id) = removed {
         b.delete(CF_SERVER, member_key(id));
+        b.put(CF_SERVER, removed_key(id), b"1".to_vec());
     }
     b
 }

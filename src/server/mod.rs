@@ -20,6 +20,7 @@
 
 pub mod apply;
 mod lease;
+pub mod members;
 mod node;
 pub mod probe;
 mod propose;
@@ -28,7 +29,7 @@ mod tests;
 pub mod waiters;
 mod watchers;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -36,7 +37,7 @@ use std::time::Duration;
 use cairn_proto::cairnpb::{InternalRequest, MemberRecord};
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
-    HashResponse, Member, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    HashResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
 };
 use cairn_runtime::transport::{Inbound, Transport};
@@ -66,8 +67,13 @@ pub struct ServerConfig {
     pub name: String,
     pub member_id: u64,
     pub cluster_id: u64,
-    /// The founding members (id, name, peer URLs), this one included.
+    /// The founding members (id, name, peer URLs), this one included; for a
+    /// joining member, the cluster's members as its peers listed them.
     pub initial_members: Vec<MemberRecord>,
+    /// This member joins a running cluster (`--initial-cluster-state
+    /// existing` on an empty data directory): it starts with no log and no
+    /// configuration and catches up from the leader's snapshot.
+    pub joining: bool,
     /// This member's advertised client URLs.
     pub client_urls: Vec<String>,
     pub heartbeat_interval: Duration,
@@ -104,6 +110,7 @@ impl ServerConfig {
                 is_learner: false,
             }],
             client_urls: vec!["http://localhost:2379".into()],
+            joining: false,
             heartbeat_interval: Duration::from_millis(100),
             election_ticks: 10,
             snapshot_count: 100_000,
@@ -142,6 +149,32 @@ pub enum ServerError {
     NotCapable,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
 }
 
 /// Raft progress as the handlers see it (written by the node loop).
@@ -160,6 +193,8 @@ pub(crate) struct Shared {
     mvcc: RwLock<MvccStore>,
     lessor: RwLock<crate::lease::Lessor>,
     members: RwLock<BTreeMap<u64, MemberRecord>>,
+    /// Ids removed from the cluster (never members again).
+    removed: RwLock<BTreeSet<u64>>,
     pub raft: RaftProgress,
     pub metrics: Metrics,
     pub storage: Arc<dyn Storage>,
@@ -172,6 +207,10 @@ pub(crate) struct Shared {
     pub applied: waiters::IndexWaiters,
     /// Set by `Server::shutdown`; the node loop exits when it changes.
     pub shutdown: watch::Sender<bool>,
+    /// Set when the node loop stops (shutdown, storage failure, removal).
+    pub halted: watch::Sender<bool>,
+    /// The member stopped because the cluster removed it.
+    pub removed_self: AtomicBool,
     /// A test harness's hooks (`Server::start_probed`); `None` in production.
     pub probe: Option<Arc<dyn Probe>>,
     /// The watchers of this member (fed by the node loop after each apply).
@@ -208,6 +247,14 @@ impl Shared {
     pub(crate) fn members_mut(&self) -> RwLockWriteGuard<'_, BTreeMap<u64, MemberRecord>> {
         self.members.write().expect("members lock poisoned")
     }
+
+    pub(crate) fn removed(&self) -> RwLockReadGuard<'_, BTreeSet<u64>> {
+        self.removed.read().expect("removed lock poisoned")
+    }
+
+    pub(crate) fn removed_mut(&self) -> RwLockWriteGuard<'_, BTreeSet<u64>> {
+        self.removed.write().expect("removed lock poisoned")
+    }
 }
 
 /// What handlers ask of the node loop.
@@ -219,6 +266,17 @@ pub(crate) enum Command {
     ReadIndex {
         done: oneshot::Sender<Result<u64, ServerError>>,
     },
+    /// A membership change for the leader; answered with the member's id
+    /// once applied here.
+    ConfChange {
+        change: members::MemberChange,
+        done: oneshot::Sender<Result<u64, ServerError>>,
+    },
+    /// Start moving leadership to `to` (answered at once).
+    TransferLeader {
+        to: u64,
+        done: oneshot::Sender<Result<(), ServerError>>,
+    },
 }
 
 /// A handle on a running member. Cheap to clone.
@@ -228,6 +286,7 @@ pub struct Server {
     commands: mpsc::Sender<Command>,
     next_request_id: Arc<AtomicU64>,
     leases: Arc<lease::Frontend>,
+    member_forward: Arc<members::LeaderChannel>,
 }
 
 impl Server {
@@ -264,6 +323,7 @@ impl Server {
             commands,
             next_request_id: Arc::new(AtomicU64::new(first_id)),
             leases,
+            member_forward: Arc::default(),
         })
     }
 
@@ -293,6 +353,17 @@ impl Server {
 
     pub fn is_stopped(&self) -> bool {
         self.shared.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Whether the member stopped because the cluster removed it.
+    pub fn is_removed(&self) -> bool {
+        self.shared.removed_self.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the node loop has stopped (for any reason).
+    pub async fn stopped(&self) {
+        let mut rx = self.shared.halted.subscribe();
+        let _ = rx.wait_for(|h| *h).await;
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -354,6 +425,7 @@ impl Server {
     }
 
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, ServerError> {
+        self.refuse_learner()?;
         mvcc::check_txn_request(&req, self.shared.config.max_txn_ops)?;
         if mvcc::is_read_only_txn(&req) {
             if !txn_is_serializable(&req) {
@@ -402,6 +474,7 @@ impl Server {
     }
 
     pub async fn hash(&self) -> Result<HashResponse, ServerError> {
+        self.refuse_learner()?;
         let store = self.shared.mvcc();
         let hash = store.hash()?;
         Ok(HashResponse {
@@ -411,33 +484,13 @@ impl Server {
     }
 
     pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, ServerError> {
+        self.refuse_learner()?;
         let store = self.shared.mvcc();
         let h = store.hash_kv(revision)?;
         Ok(HashKvResponse {
             header: Some(self.header(h.revision.0)),
             hash: h.hash,
             compact_revision: h.compact_revision,
-        })
-    }
-
-    pub async fn member_list(&self, linearizable: bool) -> Result<MemberListResponse, ServerError> {
-        if linearizable {
-            self.linearizable_barrier().await?;
-        }
-        let members = self.shared.members();
-        let members = members
-            .values()
-            .map(|m| Member {
-                id: m.id,
-                name: m.name.clone(),
-                peer_ur_ls: m.peer_urls.clone(),
-                client_ur_ls: m.client_urls.clone(),
-                is_learner: m.is_learner,
-            })
-            .collect();
-        Ok(MemberListResponse {
-            header: Some(self.header(self.current_revision())),
-            members,
         })
     }
 }
@@ -491,4 +544,6 @@ pub enum StartError {
     Raft(#[from] crate::raft::RaftError),
     #[error("the data directory belongs to member {found:x}, but this member is {expected:x} (check --name and --initial-cluster)")]
     MemberMismatch { found: u64, expected: u64 },
+    #[error("{}; its data directory cannot be used again: start with an empty --data-dir and add the member again (etcdctl member add)", cairn_runtime::transport::MEMBER_REMOVED)]
+    Removed,
 }

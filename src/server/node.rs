@@ -19,19 +19,20 @@
 //! A storage error is fatal: the member stops and every request fails with
 //! `server stopped` (a failed fsync must never be followed by more writes).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use cairn_proto::cairnpb::{InternalRequest, MemberAttributes, MemberRecord};
+use cairn_proto::cairnpb::{ConfChangeContext, InternalRequest, MemberAttributes, MemberRecord};
 use cairn_runtime::transport::{Inbound, Transport};
-use cairn_runtime::{Clock, NodeId, Storage, StorageError};
+use cairn_runtime::{Clock, MonoTime, NodeId, Storage, StorageError};
 use prost::Message as _;
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::apply::{self, Applied};
+use super::members::{self, MemberChange, PeerHealth};
 use super::watchers::WatchShared;
 use super::{lease, Command, RaftProgress, ServerConfig, ServerError, Shared, StartError};
 use crate::mvcc::{MvccError, MvccStore};
@@ -49,6 +50,7 @@ const READ_ROUND_PATIENCE_TICKS: u32 = 2;
 
 type ProposeReply = oneshot::Sender<Result<(Applied, i64), ServerError>>;
 type ReadReply = oneshot::Sender<Result<u64, ServerError>>;
+type ConfReply = oneshot::Sender<Result<u64, ServerError>>;
 
 /// Counters for `/metrics` (Prometheus names in `api/http.rs`).
 #[derive(Debug, Default)]
@@ -106,6 +108,9 @@ pub(super) fn recover(
         Some(_) => {}
         None => bootstrap(&config, storage.as_ref())?,
     }
+    if apply::is_removed_self(storage.as_ref(), config.member_id)? {
+        return Err(StartError::Removed);
+    }
     let incarnation = apply::next_incarnation(storage.as_ref())?;
     let raft_state = raft::storage::load(storage.as_ref())?;
     let applied = apply::read_applied_index(storage.as_ref())?;
@@ -124,6 +129,7 @@ pub(super) fn recover(
         mvcc.current_revision().0,
     );
     let members = apply::load_members(storage.as_ref())?;
+    let removed = apply::load_removed(storage.as_ref())?;
     let progress = RaftProgress::default();
     progress.applied_index.store(cfg.applied, Ordering::SeqCst);
     progress.term.store(raw.hard_state().term, Ordering::SeqCst);
@@ -135,6 +141,7 @@ pub(super) fn recover(
         mvcc: RwLock::new(mvcc),
         lessor: RwLock::new(lessor),
         members: RwLock::new(members),
+        removed: RwLock::new(removed),
         raft: progress,
         metrics: Metrics::default(),
         storage,
@@ -143,6 +150,8 @@ pub(super) fn recover(
         published: AtomicBool::new(false),
         applied: super::waiters::IndexWaiters::new(cfg.applied),
         shutdown: watch::channel(false).0,
+        halted: watch::channel(false).0,
+        removed_self: AtomicBool::new(false),
         probe: None,
         watch,
         incarnation,
@@ -151,6 +160,19 @@ pub(super) fn recover(
 }
 
 fn bootstrap(config: &ServerConfig, storage: &dyn Storage) -> Result<(), StorageError> {
+    if config.joining {
+        // A member joining a running cluster starts with no log and no
+        // configuration: the leader's snapshot brings both.
+        let state = raft::RaftState::default();
+        let mut batch = raft::storage::bootstrap_batch(&state);
+        batch.extend(apply::bootstrap_batch(
+            config.member_id,
+            config.cluster_id,
+            &config.initial_members,
+        ));
+        storage.write(batch)?;
+        return Ok(());
+    }
     let voters: Vec<u64> = config
         .initial_members
         .iter()
@@ -182,6 +204,7 @@ fn bootstrap(config: &ServerConfig, storage: &dyn Storage) -> Result<(), Storage
     let mut batch = raft::storage::bootstrap_batch(&state);
     batch.extend(apply::bootstrap_batch(
         config.member_id,
+        config.cluster_id,
         &config.initial_members,
     ));
     // Synchronous by design: a member must not start before its identity is on disk.
@@ -200,6 +223,9 @@ pub(super) fn spawn(
     let (snapshot_reports, snapshot_report_rx) = mpsc::channel(64);
     // Right after recovery every entry RawNode has is on disk.
     let persisted_last = raw.last_index();
+    // The peers are the members as applied (the flags only found the cluster).
+    sync_transport_peers(&shared, transport.as_ref(), &BTreeMap::new());
+    let next_conf_id = apply::first_request_id(shared.incarnation);
     let node = Node {
         raw,
         shared,
@@ -215,6 +241,11 @@ pub(super) fn spawn(
         last_snapshot_index: 0,
         persisted_last,
         leader: 0,
+        conf_queue: VecDeque::new(),
+        conf_waiters: BTreeMap::new(),
+        next_conf_id,
+        last_heard: BTreeMap::new(),
+        removed_ticks: None,
     };
     tokio::spawn(node.run(commands, inbound, snapshot_report_rx));
 }
@@ -247,6 +278,38 @@ struct Node {
     leader: u64,
     /// The last Raft log index written to storage (bounds conflict deletions).
     persisted_last: u64,
+    /// Membership changes waiting for the one in flight to apply (leader only).
+    conf_queue: VecDeque<(MemberChange, ConfReply)>,
+    /// Conf changes this member proposed, by their id: the member's id to answer.
+    conf_waiters: BTreeMap<u64, (u64, ConfReply)>,
+    next_conf_id: u64,
+    /// When each peer was last heard from (for the membership health checks).
+    last_heard: BTreeMap<u64, MonoTime>,
+    /// Set once this member applied its own removal: ticks until it stops
+    /// (it lets its last messages — a leader's commit — go out first).
+    removed_ticks: Option<u32>,
+}
+
+/// Ticks a removed member keeps running so its last messages go out.
+const REMOVED_STOP_TICKS: u32 = 3;
+
+/// Adds the transport peers of `members` that are new or moved, removes
+/// those of `old` that are gone.
+fn sync_transport_peers(
+    shared: &Shared,
+    transport: &dyn Transport,
+    old: &BTreeMap<u64, MemberRecord>,
+) {
+    let me = shared.config.member_id;
+    let members = shared.members();
+    for (id, m) in members.iter().filter(|(id, _)| **id != me) {
+        if let Some(url) = m.peer_urls.first() {
+            transport.add_peer(NodeId(*id), url.clone());
+        }
+    }
+    for id in old.keys().filter(|id| !members.contains_key(id)) {
+        transport.remove_peer(NodeId(*id));
+    }
 }
 
 impl Node {
@@ -289,6 +352,9 @@ impl Node {
                     None => return,
                 },
             }
+            if self.shared.stopped.load(Ordering::SeqCst) {
+                return; // removed from the cluster
+            }
             if let Err(e) = self.drain_ready().await {
                 tracing::error!(error = %e, "storage failed; stopping this member");
                 self.stop();
@@ -302,6 +368,12 @@ impl Node {
     }
 
     fn stop(&mut self) {
+        self.fail_waiters();
+        self.shared.halted.send_replace(true);
+    }
+
+    /// Marks the member stopped and fails every request waiting on it.
+    fn fail_waiters(&mut self) {
         self.shared.stopped.store(true, Ordering::SeqCst);
         self.shared.applied.close();
         for (_, w) in std::mem::take(&mut self.waiters) {
@@ -315,9 +387,50 @@ impl Node {
         for w in std::mem::take(&mut self.queued_reads) {
             let _ = w.send(Err(ServerError::Stopped));
         }
+        for (_, w) in std::mem::take(&mut self.conf_queue) {
+            let _ = w.send(Err(ServerError::Stopped));
+        }
+        for (_, (_, w)) in std::mem::take(&mut self.conf_waiters) {
+            let _ = w.send(Err(ServerError::Stopped));
+        }
+    }
+
+    /// This member was removed from the cluster: it stops for good, once
+    /// the record of its removal is durable (so its data refuses to start).
+    fn stop_removed(&mut self) {
+        tracing::warn!(member = %NodeId(self.shared.config.member_id), "{}", cairn_runtime::transport::MEMBER_REMOVED);
+        self.fail_waiters();
+        let shared = self.shared.clone();
+        let sync = shared.storage.sync();
+        tokio::spawn(async move {
+            if let Err(e) = sync.await {
+                tracing::error!(error = %e, "cannot make the removal durable");
+            }
+            shared.removed_self.store(true, Ordering::SeqCst);
+            shared.halted.send_replace(true);
+        });
+    }
+
+    /// A peer refused this member as removed (it missed its own removal):
+    /// remember it, so the data directory refuses to start again, and stop.
+    fn on_removed_by_peer(&mut self) {
+        if self.shared.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.shared.storage.write(apply::removed_self_batch()) {
+            tracing::error!(error = %e, "cannot record the removal");
+        }
+        self.stop_removed();
     }
 
     fn on_tick(&mut self) {
+        if let Some(ticks) = &mut self.removed_ticks {
+            *ticks += 1;
+            if *ticks >= REMOVED_STOP_TICKS {
+                self.stop_removed();
+                return;
+            }
+        }
         // Handlers that gave up (deadline) leave closed senders behind.
         self.waiters.retain(|_, w| !w.is_closed());
         self.reads.retain(|_, ws| {
@@ -362,7 +475,9 @@ impl Node {
     fn on_inbound(&mut self, m: Inbound) {
         match m {
             Inbound::Messages(msgs) => {
+                let now = self.clock.now();
                 for msg in msgs {
+                    self.last_heard.insert(msg.from, now);
                     // A snapshot is accepted only with its state (streamed).
                     if msg.msg_type() == MessageType::MsgSnap {
                         continue;
@@ -378,6 +493,7 @@ impl Node {
                 }
             }
             Inbound::Unreachable(NodeId(id)) => self.raw.report_unreachable(id),
+            Inbound::Removed => self.on_removed_by_peer(),
         }
     }
 
@@ -392,6 +508,15 @@ impl Node {
             match cmd {
                 Command::Propose { request, done } => proposals.push((request, done)),
                 Command::ReadIndex { done } => reads.push(done),
+                Command::ConfChange { change, done } => self.conf_queue.push_back((change, done)),
+                Command::TransferLeader { to, done } => {
+                    let r = if self.raw.role() == Role::Leader {
+                        self.raw.transfer_leader(to).map_err(|_| ServerError::NotLeader)
+                    } else {
+                        Err(ServerError::NotLeader)
+                    };
+                    let _ = done.send(r);
+                }
             }
             if reads.len() + proposals.len() + self.waiters.len() > COMMAND_QUEUE_LEN * 4 {
                 break;
@@ -399,6 +524,124 @@ impl Node {
         }
         self.propose(proposals);
         self.start_read_round(reads);
+        self.propose_queued_conf_changes();
+    }
+
+    /// What the leader knows of its peers, for the membership checks.
+    fn peer_health(&self) -> PeerHealth {
+        let me = self.shared.config.member_id;
+        let now = self.clock.now();
+        let recent = self.shared.config.heartbeat_interval * self.shared.config.election_ticks as u32;
+        let mut active: std::collections::BTreeSet<u64> = self
+            .last_heard
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) <= recent)
+            .map(|(id, _)| *id)
+            .collect();
+        active.insert(me);
+        let mut matched: BTreeMap<u64, u64> = self
+            .raw
+            .status()
+            .progress
+            .into_iter()
+            .map(|(id, p)| (id, p.matched))
+            .collect();
+        matched.insert(me, self.raw.last_index());
+        PeerHealth {
+            active,
+            matched,
+            leader: me,
+        }
+    }
+
+    /// Proposes the queued membership changes, one at a time: the next goes
+    /// once Raft has no conf change pending (the earlier one applied here).
+    fn propose_queued_conf_changes(&mut self) {
+        while let Some((change, done)) = self.conf_queue.pop_front() {
+            if done.is_closed() {
+                continue;
+            }
+            if self.raw.role() != Role::Leader {
+                let _ = done.send(Err(ServerError::LeaderChanged));
+                continue;
+            }
+            if self.raw.has_pending_conf_change() {
+                self.conf_queue.push_front((change, done));
+                return;
+            }
+            let checked = {
+                let members = self.shared.members();
+                let removed = self.shared.removed();
+                members::check_conf_change(&change, &members, &removed, &self.peer_health())
+            };
+            if let Err(e) = checked {
+                let _ = done.send(Err(e));
+                continue;
+            }
+            let me = self.shared.config.member_id;
+            let (change_type, node_id, member) = match &change {
+                MemberChange::Add { peer_urls, learner } => {
+                    let now = self.clock.now().0;
+                    let id = {
+                        let members = self.shared.members();
+                        let removed = self.shared.removed();
+                        members::new_member_id(
+                            peer_urls,
+                            self.shared.config.cluster_id,
+                            now.as_nanos(),
+                            |id| members.contains_key(&id) || removed.contains(&id),
+                        )
+                    };
+                    let record = MemberRecord {
+                        id,
+                        name: String::new(),
+                        peer_urls: peer_urls.clone(),
+                        client_urls: Vec::new(),
+                        is_learner: *learner,
+                    };
+                    let t = if *learner {
+                        ConfChangeType::AddLearnerNode
+                    } else {
+                        ConfChangeType::AddNode
+                    };
+                    (t, id, Some(record))
+                }
+                MemberChange::Remove { id } => (ConfChangeType::RemoveNode, *id, None),
+                MemberChange::Promote { id } => {
+                    let mut record = self.shared.members().get(id).cloned();
+                    if let Some(r) = &mut record {
+                        r.is_learner = false;
+                    }
+                    (ConfChangeType::AddNode, *id, record)
+                }
+            };
+            let cc_id = self.next_conf_id;
+            self.next_conf_id += 1;
+            let mut cc = raft::ConfChange {
+                node_id,
+                context: ConfChangeContext {
+                    proposer: me,
+                    member,
+                }
+                .encode_to_vec(),
+                id: cc_id,
+                ..Default::default()
+            };
+            cc.set_change_type(change_type);
+            match self.raw.propose_conf_change(cc) {
+                Ok(()) => {
+                    self.conf_waiters.insert(cc_id, (node_id, done));
+                    tracing::info!(?change, member = %NodeId(node_id), "proposed a membership change");
+                }
+                Err(raft::RaftError::ConfChangePending) => {
+                    self.conf_queue.push_front((change, done));
+                    return;
+                }
+                Err(_) => {
+                    let _ = done.send(Err(ServerError::LeaderChanged));
+                }
+            }
+        }
     }
 
     /// Starts a ReadIndex round for `reads` and the queued ones — or queues
@@ -511,6 +754,7 @@ impl Node {
                 .store(hs.commit, Ordering::SeqCst);
         }
         self.raw.advance(rd);
+        self.propose_queued_conf_changes();
         self.maybe_compact_log()
     }
 
@@ -676,7 +920,16 @@ impl Node {
         *self.shared.lessor_mut() = lessor;
         // Watchers resume from history in the new store.
         self.shared.watch.reset(revision);
-        *self.shared.members_mut() = apply::load_members(self.shared.storage.as_ref())?;
+        let old = std::mem::replace(
+            &mut *self.shared.members_mut(),
+            apply::load_members(self.shared.storage.as_ref())?,
+        );
+        *self.shared.removed_mut() = apply::load_removed(self.shared.storage.as_ref())?;
+        sync_transport_peers(&self.shared, self.transport.as_ref(), &old);
+        let me = self.shared.config.member_id;
+        if self.shared.removed().contains(&me) && self.removed_ticks.is_none() {
+            self.removed_ticks = Some(0);
+        }
         self.set_applied(index);
         self.shared
             .metrics
@@ -780,10 +1033,12 @@ impl Node {
             let store = self.shared.mvcc();
             return apply::apply_marker(&store, e.index, cairn_runtime::WriteBatch::new());
         };
-        let record = MemberRecord::decode(cc.context.as_slice()).ok();
+        let ctx = ConfChangeContext::decode(cc.context.as_slice()).unwrap_or_default();
+        let existing = self.shared.members().get(&cc.node_id).cloned();
         let (added, removed) = match cc.change_type() {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                let mut m = record.unwrap_or(MemberRecord {
+                // A promotion keeps the member's record (its published name).
+                let mut m = existing.or(ctx.member).unwrap_or(MemberRecord {
                     id: cc.node_id,
                     ..Default::default()
                 });
@@ -801,16 +1056,29 @@ impl Node {
                 apply::member_change_batch(added.as_ref(), removed),
             )?;
         }
-        let mut members = self.shared.members_mut();
-        if let Some(m) = added {
-            if let Some(url) = m.peer_urls.first() {
-                self.transport.add_peer(NodeId(m.id), url.clone());
+        let me = self.shared.config.member_id;
+        {
+            let mut members = self.shared.members_mut();
+            if let Some(m) = added {
+                if let Some(url) = m.peer_urls.first() {
+                    self.transport.add_peer(NodeId(m.id), url.clone());
+                }
+                members.insert(m.id, m);
             }
-            members.insert(m.id, m);
+            if let Some(id) = removed {
+                self.transport.remove_peer(NodeId(id));
+                members.remove(&id);
+                self.shared.removed_mut().insert(id);
+            }
         }
-        if let Some(id) = removed {
-            self.transport.remove_peer(NodeId(id));
-            members.remove(&id);
+        tracing::info!(index = e.index, change = ?cc.change_type(), member = %NodeId(cc.node_id), "applied a membership change");
+        if ctx.proposer == me {
+            if let Some((id, w)) = self.conf_waiters.remove(&cc.id) {
+                let _ = w.send(Ok(id));
+            }
+        }
+        if removed == Some(me) && self.removed_ticks.is_none() {
+            self.removed_ticks = Some(0);
         }
         Ok(())
     }

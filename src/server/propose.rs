@@ -111,6 +111,7 @@ impl Server {
     /// Proposes a write and waits until it is applied here: the apply's
     /// result and the revision after it.
     pub(super) async fn propose(&self, request: Request) -> Result<(Applied, i64), ServerError> {
+        self.refuse_learner()?;
         let raft = &self.shared.raft;
         if raft
             .commit_index
@@ -140,6 +141,7 @@ impl Server {
     /// Returns once this member has applied everything committed before the
     /// call: the ReadIndex protocol, then waiting for apply.
     pub(super) async fn linearizable_barrier(&self) -> Result<(), ServerError> {
+        self.refuse_learner()?;
         let (done, rx) = oneshot::channel();
         self.send(Command::ReadIndex { done }).await?;
         let index = self.wait(rx).await??;
@@ -163,7 +165,7 @@ impl Server {
 
     /// The node loop's answer to a command: a dropped answer means the
     /// member stopped or the entry was lost to a leader change.
-    async fn wait<T>(&self, rx: oneshot::Receiver<T>) -> Result<T, ServerError> {
+    pub(super) async fn wait<T>(&self, rx: oneshot::Receiver<T>) -> Result<T, ServerError> {
         self.within_request_timeout(async {
             rx.await.map_err(|_| {
                 if self.is_stopped() {
@@ -176,7 +178,7 @@ impl Server {
         .await
     }
 
-    async fn send(&self, cmd: Command) -> Result<(), ServerError> {
+    pub(super) async fn send(&self, cmd: Command) -> Result<(), ServerError> {
         if self.is_stopped() {
             return Err(ServerError::Stopped);
         }

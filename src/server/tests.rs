@@ -68,9 +68,14 @@ async fn start_member(config: ServerConfig, disk: &SimDisk, listener: Listener) 
         tx.clone(),
     ));
     let cluster_id = config.cluster_id;
-    let peer_task = tokio::spawn(serve_peers(listener, cluster_id, tx));
     let server =
         Server::start(config, storage, transport, Arc::new(TokioClock::new()), rx).expect("start");
+    let peer_task = tokio::spawn(serve_peers(
+        listener,
+        cluster_id,
+        tx,
+        Some(server.peer_directory()),
+    ));
     Member {
         server,
         peer_task,
@@ -1056,7 +1061,7 @@ fn applied_state_ahead_of_the_log_fails_the_restart_check_and_is_refused_at_inst
         entries: Vec::new(),
     };
     let mut b = raft::storage::bootstrap_batch(&founding);
-    b.extend(bootstrap_batch(1, &[]));
+    b.extend(bootstrap_batch(1, 1, &[]));
     storage.write(b).expect("write");
     check_restartable(storage.snapshot().as_ref()).expect("a founded member can restart");
 
@@ -1072,4 +1077,222 @@ fn applied_state_ahead_of_the_log_fails_the_restart_check_and_is_refused_at_inst
         "storage corruption: state snapshot applied at 5 under raft snapshot 3"
     );
     install_state_snapshot_batch(&storage, &state, 5).expect("state and metadata agree");
+}
+
+// ---- membership ----
+
+use cairn_proto::etcdserverpb::{Member as ApiMember, MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest, MemberUpdateRequest};
+
+fn records(members: &[ApiMember]) -> Vec<MemberRecord> {
+    members
+        .iter()
+        .map(|m| MemberRecord {
+            id: m.id,
+            name: m.name.clone(),
+            peer_urls: m.peer_ur_ls.clone(),
+            client_urls: m.client_ur_ls.clone(),
+            is_learner: m.is_learner,
+        })
+        .collect()
+}
+
+/// Polls `f` every 20 ms for up to 10 s.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+fn member_ids(s: &Server) -> Vec<(u64, bool)> {
+    s.member_list_now()
+        .iter()
+        .map(|m| (m.id, m.is_learner))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_learner_joins_by_snapshot_serves_only_serializable_reads_and_is_promoted_to_a_voter() {
+    let (_configs, _disks, members) = three_serving_members(Duration::from_secs(300)).await;
+    let (_leader, follower) = leader_and_a_follower(&members).await;
+    for i in 0..20 {
+        follower.put(put(&format!("k{i}"), "v")).await.expect("put");
+    }
+    let (peer, client) = (bind_local().await, bind_local().await);
+    let peer_url = format!("http://{}", peer.local_addr());
+    // Asked of a follower: forwarded to the leader.
+    let added = follower
+        .member_add(
+            MemberAddRequest {
+                peer_ur_ls: vec![peer_url.clone()],
+                is_learner: true,
+            },
+            false,
+        )
+        .await
+        .expect("add learner");
+    let new_id = added.member.as_ref().expect("the new member").id;
+    assert!(added.members.iter().any(|m| m.id == new_id && m.is_learner && m.name.is_empty()));
+    assert_eq!(added.members.len(), 4);
+    // The same URLs again, and a second learner: etcd's errors.
+    let again = follower
+        .member_add(
+            MemberAddRequest {
+                peer_ur_ls: vec![peer_url.clone()],
+                is_learner: false,
+            },
+            false,
+        )
+        .await;
+    assert_eq!(again.err(), Some(ServerError::PeerUrlExists));
+    let second = follower
+        .member_add(
+            MemberAddRequest {
+                peer_ur_ls: vec!["http://127.0.0.1:1".into()],
+                is_learner: true,
+            },
+            false,
+        )
+        .await;
+    assert_eq!(second.err(), Some(ServerError::TooManyLearners));
+
+    let mut c = fast(ServerConfig::single("m4", new_id));
+    c.cluster_id = 78;
+    c.joining = true;
+    c.initial_members = records(&added.members);
+    c.client_urls = vec![format!("http://{}", client.local_addr())];
+    let learner = start_serving_member(c, &SimDisk::new(), peer, client).await;
+    let l = learner.server.clone();
+    for _ in 0..500 {
+        if value(&l, "k19", true).await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(value(&l, "k19", true).await, Some(b"v".to_vec()), "the learner caught up");
+    assert!(l.metrics().snapshots_installed.load(Ordering::Relaxed) >= 1, "by snapshot");
+    assert_eq!(l.put(put("x", "y")).await.err(), Some(ServerError::NotSupportedForLearner));
+    assert_eq!(
+        l.range(get("k1")).await.err(),
+        Some(ServerError::NotSupportedForLearner),
+        "a learner refuses linearizable reads"
+    );
+    assert!(l.status().await.expect("status").is_learner);
+
+    let mut promoted = None;
+    for _ in 0..100 {
+        match follower
+            .member_promote(MemberPromoteRequest { id: new_id }, false)
+            .await
+        {
+            Ok(r) => {
+                promoted = Some(r);
+                break;
+            }
+            Err(ServerError::LearnerNotReady) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("promote: {e}"),
+        }
+    }
+    let promoted = promoted.expect("promoted once in sync");
+    assert!(promoted.members.iter().all(|m| !m.is_learner));
+    eventually("the new voter knows it votes", || !l.status_is_learner()).await;
+    l.put(put("from-new-voter", "1")).await.expect("a voter writes");
+    let again = follower
+        .member_promote(MemberPromoteRequest { id: new_id }, false)
+        .await;
+    assert_eq!(again.err(), Some(ServerError::MemberNotLearner));
+    let missing = follower
+        .member_promote(MemberPromoteRequest { id: 4242 }, false)
+        .await;
+    assert_eq!(missing.err(), Some(ServerError::MemberNotFound));
+    // Every member applied the same membership.
+    let mut all = live(&members);
+    all.push(&l);
+    let expected = member_ids(all[0]);
+    eventually("every member lists the same members", || {
+        all.iter().all(|s| member_ids(s) == expected)
+    })
+    .await;
+    assert_eq!(expected.len(), 4);
+}
+
+#[tokio::test]
+async fn removing_the_leader_stops_it_for_good_and_the_rest_elect_a_new_one() {
+    let (_configs, disks, mut members) = three_serving_members(Duration::from_secs(300)).await;
+    let (leader, follower) = leader_and_a_follower(&members).await;
+    follower.put(put("before", "1")).await.expect("put");
+    let resp = follower
+        .member_remove(MemberRemoveRequest { id: leader }, false)
+        .await
+        .expect("remove the leader");
+    assert!(resp.members.iter().all(|m| m.id != leader));
+    assert_eq!(resp.members.len(), 2);
+    let old = members[leader as usize - 1].take().expect("the leader");
+    eventually("the removed leader stops", || old.server.is_removed()).await;
+    let rest = live(&members);
+    let new_leader = wait_leader_except(&rest, leader).await;
+    assert_ne!(new_leader, leader);
+    follower.put(put("after", "2")).await.expect("writes go on");
+    assert_eq!(
+        follower
+            .member_remove(MemberRemoveRequest { id: leader }, false)
+            .await
+            .err(),
+        Some(ServerError::MemberNotFound),
+        "a removed member is gone for good"
+    );
+    drop(old);
+    // Its data refuses to start again.
+    let mut c = fast(ServerConfig::single(&format!("m{leader}"), leader));
+    c.cluster_id = 78;
+    let storage = Arc::new(
+        SimStorage::open(&disks[leader as usize - 1], &all_column_families()).expect("open"),
+    );
+    let (_tx, rx) = tokio::sync::mpsc::channel(16);
+    let transport = Arc::new(GrpcTransport::new(
+        NodeId(leader),
+        78,
+        TransportConfig::default(),
+        BTreeMap::new(),
+        _tx.clone(),
+    ));
+    let restarted = Server::start(c, storage, transport, Arc::new(TokioClock::new()), rx);
+    assert!(
+        matches!(restarted, Err(super::StartError::Removed)),
+        "a removed member's data must not start"
+    );
+}
+
+#[tokio::test]
+async fn move_leader_hands_leadership_to_the_target_and_only_the_leader_takes_it() {
+    let (_configs, _disks, members) = three_serving_members(Duration::from_secs(300)).await;
+    let (leader, follower) = leader_and_a_follower(&members).await;
+    let target = follower.member_id();
+    assert_eq!(follower.move_leader(leader).await.err(), Some(ServerError::NotLeader));
+    let l = members[leader as usize - 1].as_ref().expect("leader").server.clone();
+    assert_eq!(l.move_leader(4242).await.err(), Some(ServerError::BadLeaderTransferee));
+    l.move_leader(target).await.expect("moved");
+    assert_eq!(wait_leader(&live(&members)).await, target);
+    follower.put(put("k", "v")).await.expect("the new leader writes");
+    // A peer-URL update is applied everywhere.
+    let new_url = "http://127.0.0.1:1".to_owned();
+    follower
+        .member_update(MemberUpdateRequest {
+            id: leader,
+            peer_ur_ls: vec![new_url.clone()],
+        })
+        .await
+        .expect("update");
+    let taken = follower
+        .member_update(MemberUpdateRequest {
+            id: target,
+            peer_ur_ls: vec![new_url.clone()],
+        })
+        .await;
+    assert_eq!(taken.err(), Some(ServerError::PeerUrlExists));
 }
