@@ -4,8 +4,9 @@
 //!
 //! Every 1–4 s of the fault phase it draws one action from the seed, among
 //! those the current membership allows (3 to 5 voters, at most 5 members):
-//! - add a learner (or, less often, a voter) at a fresh address, then start
-//!   it on an empty disk with `--initial-cluster-state existing`;
+//! - add a learner (one at a time, as the cluster allows) or, less often, a
+//!   voter at a fresh address, then start it on an empty disk with
+//!   `--initial-cluster-state existing`;
 //! - promote a learner (refused until it has caught up: tried again later);
 //! - remove a random member — the leader 40 % of the time when it may be
 //!   removed — and leave its process to stop by itself;
@@ -14,14 +15,17 @@
 //! - move the leadership to a random other voter (MoveLeader to the leader
 //!   named by a member's Status).
 //!
-//! Calls go to random current members under a deadline. A call that fails
+//! Calls go to random current voters (learners answer only serializable
+//! reads and Status) under a deadline. A call that fails
 //! may still have taken effect (a timed-out MemberAdd can commit later), so
 //! before each action the driver reads a linearizable member list and
 //! reconciles: a member no longer listed was removed (the harness retires it:
 //! no fault restarts it again); a listed member the harness has not started
 //! is one of its own MemberAdds whose answer was lost, and is started now.
 //! A listed member that was removed before, or that the harness never added,
-//! is a failure.
+//! is a failure. A current member whose process failed is started again then
+//! (a join fails, as etcd's does, when the peer the new member asks has not
+//! applied its addition yet: the operator retries).
 //!
 //! After healing, `settle` promotes every learner and starts every added
 //! member, within 40 s (a liveness check). `finish` then restarts one removed
@@ -215,6 +219,21 @@ impl Membership {
             .map_or_else(|| url.to_owned(), |m| m.name.clone())
     }
 
+    /// A random current voter's client URL: the driver's calls go there
+    /// (learners answer only serializable reads and Status).
+    fn pick_voter_url(&mut self) -> String {
+        let voters: Vec<String> = self
+            .current()
+            .into_iter()
+            .filter(|m| !m.learner)
+            .map(|m| m.client_url)
+            .collect();
+        if voters.is_empty() {
+            return self.endpoints.pick(&mut self.rng);
+        }
+        voters[self.rng.random_range(0..voters.len())].clone()
+    }
+
     fn refresh_endpoints(&self) {
         let urls = self.cluster().client_urls();
         self.endpoints.set(urls);
@@ -246,7 +265,10 @@ impl Membership {
         let learners = current.len() - voters;
         let mut options: Vec<(Action, u32)> = Vec::new();
         if current.len() < MAX_MEMBERS {
-            options.push((Action::AddLearner, 3));
+            // The cluster allows one learner at a time.
+            if learners == 0 {
+                options.push((Action::AddLearner, 3));
+            }
             options.push((Action::AddVoter, 1));
         }
         if learners > 0 {
@@ -355,7 +377,7 @@ impl Membership {
                 ip,
             },
         );
-        let url = self.endpoints.pick(&mut self.rng);
+        let url = self.pick_voter_url();
         let kind = if learner { "learner" } else { "voter" };
         self.log(format!(
             "add {name} at {peer} as a {kind} (asking {})",
@@ -417,7 +439,7 @@ impl Membership {
     }
 
     async fn promote(&mut self, m: &Current) {
-        let url = self.endpoints.pick(&mut self.rng);
+        let url = self.pick_voter_url();
         self.log(format!("promote {} (asking {})", m.name, self.name_at(&url)));
         let id = m.id;
         let result = within("member promote", async {
@@ -441,7 +463,7 @@ impl Membership {
     /// MemberRemove; on success the member is retired. Returns whether the
     /// removal was acknowledged.
     async fn remove(&mut self, m: &Current) -> bool {
-        let url = self.endpoints.pick(&mut self.rng);
+        let url = self.pick_voter_url();
         let leader = if self.leader_id() == Some(m.id) {
             ", the leader"
         } else {
@@ -493,7 +515,7 @@ impl Membership {
     }
 
     async fn move_leader(&mut self) {
-        let url = self.endpoints.pick(&mut self.rng);
+        let url = self.pick_voter_url();
         let status = within("status", async {
             Ok(maintenance_client(&url)
                 .await?
@@ -540,9 +562,31 @@ impl Membership {
     }
 
     /// Reads a linearizable member list from a random current member and
-    /// brings the harness in line with it (see the module header).
+    /// brings the harness in line with it (see the module header). First,
+    /// as an operator would, starts again every current member whose
+    /// process failed (a new member's join fails when the peer it asks has
+    /// not applied its addition yet, as etcd's does).
     async fn reconcile(&mut self) -> Option<Vec<Member>> {
-        let url = self.endpoints.pick(&mut self.rng);
+        let failed: Vec<(usize, String, String)> = {
+            let cluster = self.cluster();
+            cluster
+                .current()
+                .into_iter()
+                .filter(|i| cluster.members[*i].alive && !cluster.members[*i].halted)
+                .filter_map(|i| {
+                    let m = &cluster.members[i];
+                    match &*m.exit.lock().expect("exit lock") {
+                        Some(Err(e)) => Some((i, m.name.clone(), e.clone())),
+                        _ => None,
+                    }
+                })
+                .collect()
+        };
+        for (i, name, e) in failed {
+            self.cluster().restart(i);
+            self.log(format!("restart {name}: its process failed: {e}"));
+        }
+        let url = self.pick_voter_url();
         let list = member_list(&url, true).await.ok()?;
         self.apply_list(&url, &list);
         Some(list)
