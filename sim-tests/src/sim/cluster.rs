@@ -425,6 +425,20 @@ impl SimCluster {
         m.halted = false;
     }
 
+    /// Starts member `i` again on a fresh, empty disk: a join that went
+    /// wrong, retried from scratch as an operator would.
+    pub fn rejoin(&mut self, i: usize) {
+        if !self.owns_node(i) {
+            return;
+        }
+        let disk = fresh_disk(&self.members[i].name);
+        if let Some(host) = self.hosts.get(&self.members[i].ip) {
+            host.launch.lock().expect("launch lock").disk = disk.clone();
+        }
+        self.members[i].disk = disk;
+        self.restart(i);
+    }
+
     pub fn pause(&mut self, i: usize) {
         if !self.owns_node(i) {
             return;

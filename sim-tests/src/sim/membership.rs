@@ -25,7 +25,11 @@
 //! A listed member that was removed before, or that the harness never added,
 //! is a failure. A current member whose process failed is started again then
 //! (a join fails, as etcd's does, when the peer the new member asks has not
-//! applied its addition yet: the operator retries).
+//! applied its addition yet: the operator retries); one that stopped by
+//! itself before it ever ran under its own id is started again on a wiped
+//! disk (a replacement at an old address that asked a peer which had not
+//! applied the old member's removal takes the old member's id, and is
+//! refused as removed — etcd's join matches peer URLs the same way).
 //!
 //! After healing, `settle` promotes every learner and starts every added
 //! member, within 40 s (a liveness check). `finish` then restarts one removed
@@ -589,7 +593,40 @@ impl Membership {
         let url = self.pick_voter_url();
         let list = member_list(&url, true).await.ok()?;
         self.apply_list(&url, &list);
+        self.rejoin_stale_joins(&url);
         Some(list)
+    }
+
+    /// Current (hence still listed) members whose process stopped by
+    /// itself. One that never applied anything as its own id joined with a
+    /// stale member list: the peer it asked had not applied the removal of
+    /// the member at its address yet, so it took that member's (removed) id,
+    /// was refused and stopped, as etcd's would. It is started again on a
+    /// wiped disk. One that did run as itself and stopped although the
+    /// cluster still lists it is a failure.
+    fn rejoin_stale_joins(&mut self, url: &str) {
+        let mut cluster = self.cluster.lock().expect("cluster lock");
+        for i in cluster.current() {
+            let m = &cluster.members[i];
+            let stopped = matches!(*m.exit.lock().expect("exit lock"), Some(Ok(())));
+            if !stopped || !m.alive {
+                continue;
+            }
+            let (name, id) = (m.name.clone(), m.id);
+            if cluster.oracle.has_applied(id) {
+                let f = format!(
+                    "membership: {name} ({id:x}) stopped by itself (process::run returned Ok) but {url}'s linearizable member list still names it"
+                );
+                if !self.failures.contains(&f) {
+                    self.failures.push(f);
+                }
+                continue;
+            }
+            cluster.rejoin(i);
+            self.timeline.membership(format!(
+                "restart {name} on a wiped disk: it stopped by itself before it ever ran as {id:x} (its join read a stale member list)"
+            ));
+        }
     }
 
     fn apply_list(&mut self, url: &str, list: &[Member]) {

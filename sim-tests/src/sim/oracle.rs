@@ -184,6 +184,11 @@ impl Oracle {
             .map(|(i, r)| (*i, r.conf.clone()))
     }
 
+    /// Whether `member` ever applied an entry or installed a snapshot.
+    pub fn has_applied(&self, member: u64) -> bool {
+        self.lock().max_applied.contains_key(&member)
+    }
+
     /// How many conf-change entries were committed (and applied somewhere).
     pub fn conf_change_count(&self) -> usize {
         self.lock().conf_changes.len()
