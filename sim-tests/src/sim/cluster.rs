@@ -8,10 +8,22 @@
 //! tasks; `crash` also drops what the disk had not synced. After every write
 //! the disk checks that a restart could recover from it
 //! (`cairn::server::apply::check_restartable`).
+//!
+//! Membership can change while the cluster runs (the `churn` scenario,
+//! `membership.rs`): `join` starts a member the cluster has just added, with
+//! `--initial-cluster-state existing` and a fresh disk, and `retire` marks a
+//! member the cluster removed. `members` holds every member that ever ran,
+//! removed ones included; `current()` is the members not removed, the only
+//! ones faults are injected into and clients talk to. A member's node is its
+//! IP address: a replacement at the same address reuses the node (madsim
+//! allows one node per IP), which then runs the new member's flags and disk
+//! (`Launch`). Operations on a member whose node another member has taken
+//! over do nothing.
 //! Tests: `tests/sim.rs`.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cairn::process::{self, ProcessOptions};
 use cairn_runtime::{SimDisk, SimStorage, Skew, SkewedClock, TokioClock};
@@ -22,6 +34,7 @@ use super::oracle::Oracle;
 /// How the members are configured.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
+    /// Members at the start.
     pub members: usize,
     pub heartbeat_ms: u64,
     pub election_ms: u64,
@@ -40,51 +53,101 @@ impl Default for ClusterSpec {
     }
 }
 
+/// How a member's process ended: `process::run`'s result, `None` while it
+/// runs (or after its node was killed under it).
+pub type ExitSlot = Arc<Mutex<Option<Result<(), String>>>>;
+
 pub struct SimMember {
+    /// Unique among all members of a run (`m1`, `m2`, …; a replacement gets
+    /// a new name even at an old address).
     pub name: String,
+    /// The Raft member id.
+    pub id: u64,
     pub ip: IpAddr,
     pub node: NodeHandle,
     pub disk: SimDisk,
     pub clock: SkewedClock,
     /// The member's client URL (`http://ip:2379`).
     pub client_url: String,
+    /// The member's peer URL (`http://ip:2380`).
+    pub peer_url: String,
     pub alive: bool,
     pub paused: bool,
     /// A sync failure was injected: the member has halted until restarted.
     pub halted: bool,
+    /// A learner, as far as the harness knows (the member lists say).
+    pub learner: bool,
+    /// The cluster removed it: no fault or heal starts it again.
+    pub removed: bool,
+    pub exit: ExitSlot,
+}
+
+/// What a node runs when it starts: the flags and disk of the member that
+/// owns its address now.
+struct Launch {
+    name: String,
+    args: Vec<String>,
+    disk: SimDisk,
+    exit: ExitSlot,
+}
+
+/// One simulated node (one IP address) and whose member it runs.
+struct Host {
+    node: NodeHandle,
+    clock: SkewedClock,
+    launch: Arc<Mutex<Launch>>,
 }
 
 pub struct SimCluster {
+    /// Every member that ever ran, in the order they started.
     pub members: Vec<SimMember>,
+    hosts: BTreeMap<IpAddr, Host>,
     pub oracle: Arc<Oracle>,
     pub spec: ClusterSpec,
     handle: Handle,
 }
 
-pub fn member_ip(i: usize) -> IpAddr {
-    format!("10.0.0.{}", i + 1).parse().expect("valid ip")
+/// The `k`-th member address (`10.0.0.k+1`).
+pub fn member_ip(k: usize) -> IpAddr {
+    assert!(k < 250, "member address {k} out of range");
+    format!("10.0.0.{}", k + 1).parse().expect("valid ip")
 }
 
-fn member_args(spec: &ClusterSpec, i: usize) -> Vec<String> {
-    let initial: Vec<String> = (0..spec.members)
-        .map(|j| format!("m{}=http://{}:2380", j + 1, member_ip(j)))
-        .collect();
-    let ip = member_ip(i);
+pub fn peer_url(ip: IpAddr) -> String {
+    format!("http://{ip}:2380")
+}
+
+pub fn client_url(ip: IpAddr) -> String {
+    format!("http://{ip}:2379")
+}
+
+/// A member's etcd flags. `initial` is `--initial-cluster` as (name, peer
+/// URL); `existing` joins a running cluster instead of bootstrapping one.
+fn member_args(
+    spec: &ClusterSpec,
+    name: &str,
+    ip: IpAddr,
+    initial: &[(String, String)],
+    existing: bool,
+) -> Vec<String> {
+    let initial: Vec<String> = initial.iter().map(|(n, u)| format!("{n}={u}")).collect();
     [
         "--name".to_owned(),
-        format!("m{}", i + 1),
+        name.to_owned(),
         "--data-dir".to_owned(),
-        format!("/sim/m{}", i + 1),
+        format!("/sim/{name}"),
         "--listen-client-urls".to_owned(),
-        format!("http://{ip}:2379"),
+        client_url(ip),
         "--advertise-client-urls".to_owned(),
-        format!("http://{ip}:2379"),
+        client_url(ip),
         "--listen-peer-urls".to_owned(),
-        format!("http://{ip}:2380"),
+        peer_url(ip),
         "--initial-advertise-peer-urls".to_owned(),
-        format!("http://{ip}:2380"),
+        peer_url(ip),
         "--initial-cluster".to_owned(),
         initial.join(","),
+        "--initial-cluster-state".to_owned(),
+        if existing { "existing" } else { "new" }.to_owned(),
         "--initial-cluster-token".to_owned(),
         "sim".to_owned(),
         "--heartbeat-interval".to_owned(),
@@ -100,37 +163,241 @@ fn member_args(spec: &ClusterSpec, i: usize) -> Vec<String> {
     .into()
 }
 
+/// The Raft id a bootstrapping member gets (etcd's derivation from its peer
+/// URLs and the cluster token).
+fn bootstrap_member_id(args: &[String]) -> u64 {
+    cairn::config::parse_args(args.to_vec(), &|_| None)
+        .expect("the harness's member flags are valid")
+        .member_id()
+        .0
+}
+
+/// A fresh disk whose every write must leave a state the member can restart
+/// from (any prefix of the writes may survive a power loss): fail at the
+/// write that breaks it, not at a later restart.
+fn fresh_disk(name: &str) -> SimDisk {
+    let disk = SimDisk::new();
+    let name = name.to_owned();
+    disk.set_write_check(Arc::new(move |view| {
+        cairn::server::apply::check_restartable(view).map_err(|e| format!("member {name}: {e}"))
+    }));
+    disk
+}
+
 impl SimCluster {
-    /// Builds and starts every member (call inside a madsim runtime).
+    /// Builds and starts the initial members (call inside a madsim runtime).
     pub fn start(spec: ClusterSpec, oracle: Arc<Oracle>) -> SimCluster {
-        let handle = Handle::current();
-        let members = (0..spec.members)
-            .map(|i| start_member(&handle, &spec, i, oracle.clone()))
-            .collect();
-        SimCluster {
-            members,
+        let mut cluster = SimCluster {
+            members: Vec::new(),
+            hosts: BTreeMap::new(),
             oracle,
             spec,
-            handle,
+            handle: Handle::current(),
+        };
+        let initial: Vec<(String, String)> = (0..cluster.spec.members)
+            .map(|k| (format!("m{}", k + 1), peer_url(member_ip(k))))
+            .collect();
+        for k in 0..cluster.spec.members {
+            let args = member_args(
+                &cluster.spec,
+                &initial[k].0,
+                member_ip(k),
+                &initial,
+                false,
+            );
+            let id = bootstrap_member_id(&args);
+            cluster.launch(initial[k].0.clone(), member_ip(k), id, args, false);
+        }
+        cluster
+    }
+
+    /// Starts a member the cluster has added (`id` from its MemberAdd) at
+    /// `ip`, on a fresh disk, joining with `--initial-cluster-state
+    /// existing`; `initial` lists every member (name, peer URL), this one
+    /// included. If a removed member's node has this address, that node is
+    /// stopped and runs the new member from now on. Returns its index.
+    pub fn join(
+        &mut self,
+        name: &str,
+        ip: IpAddr,
+        id: u64,
+        initial: &[(String, String)],
+        learner: bool,
+    ) -> usize {
+        if let Some(i) = self.owner_of(ip) {
+            assert!(
+                self.members[i].removed,
+                "{name} joins at {ip}, the address of {}, which is still a member",
+                self.members[i].name
+            );
+        }
+        let args = member_args(&self.spec, name, ip, initial, true);
+        self.launch(name.to_owned(), ip, id, args, learner)
+    }
+
+    fn launch(
+        &mut self,
+        name: String,
+        ip: IpAddr,
+        id: u64,
+        args: Vec<String>,
+        learner: bool,
+    ) -> usize {
+        let disk = fresh_disk(&name);
+        let exit: ExitSlot = Arc::new(Mutex::new(None));
+        let launch = Launch {
+            name: name.clone(),
+            args,
+            disk: disk.clone(),
+            exit: exit.clone(),
+        };
+        if let Some(old) = self.owner_of(ip) {
+            self.members[old].alive = false;
+            self.members[old].paused = false;
+        }
+        let (node, clock) = match self.hosts.get(&ip) {
+            Some(host) => {
+                // A replacement at an old address: the node runs the new
+                // member from its next start on.
+                self.handle.kill(host.node.id());
+                *host.launch.lock().expect("launch lock") = launch;
+                self.handle.restart(host.node.id());
+                (host.node.clone(), host.clock.clone())
+            }
+            None => {
+                let host = self.create_host(&name, ip, launch);
+                let pair = (host.node.clone(), host.clock.clone());
+                self.hosts.insert(ip, host);
+                pair
+            }
+        };
+        self.members.push(SimMember {
+            name,
+            id,
+            ip,
+            node,
+            disk,
+            clock,
+            client_url: client_url(ip),
+            peer_url: peer_url(ip),
+            alive: true,
+            paused: false,
+            halted: false,
+            learner,
+            removed: false,
+            exit,
+        });
+        self.members.len() - 1
+    }
+
+    /// A node for `ip`, named after the first member it runs.
+    fn create_host(&self, name: &str, ip: IpAddr, launch: Launch) -> Host {
+        let clock = SkewedClock::new(TokioClock::new());
+        let launch = Arc::new(Mutex::new(launch));
+        let (l, c, oracle) = (launch.clone(), clock.clone(), self.oracle.clone());
+        let node = self
+            .handle
+            .create_node()
+            .name(name)
+            .ip(ip)
+            .init(move || {
+                let (args, disk, exit) = {
+                    let l = l.lock().expect("launch lock");
+                    (l.args.clone(), l.disk.clone(), l.exit.clone())
+                };
+                let (clock, oracle) = (c.clone(), oracle.clone());
+                async move {
+                    *exit.lock().expect("exit lock") = None;
+                    let config = match cairn::config::parse_args(args, &|_| None) {
+                        Ok(c) => c,
+                        Err(e) => panic!("member flags rejected: {e}"),
+                    };
+                    let families = cairn::server::apply::all_column_families();
+                    let storage = match SimStorage::open(&disk, &families) {
+                        Ok(s) => s,
+                        Err(e) => panic!("member storage does not reopen after a crash: {e}"),
+                    };
+                    let options = ProcessOptions {
+                        rng_seed: madsim::rand::random::<u64>(),
+                        probe: Some(oracle as Arc<dyn cairn::server::Probe>),
+                    };
+                    let result =
+                        process::run(&config, Arc::new(storage), Arc::new(clock), options).await;
+                    match &result {
+                        Ok(()) => tracing::info!("member process returned"),
+                        Err(e) => tracing::warn!("member stopped: {e}"),
+                    }
+                    *exit.lock().expect("exit lock") = Some(result);
+                }
+            })
+            .build();
+        Host {
+            node,
+            clock,
+            launch,
         }
     }
 
+    /// The member whose flags the node at `ip` runs now.
+    fn owner_of(&self, ip: IpAddr) -> Option<usize> {
+        let host = self.hosts.get(&ip)?;
+        let name = host.launch.lock().expect("launch lock").name.clone();
+        self.members.iter().position(|m| m.name == name)
+    }
+
+    /// Whether member `i`'s node still runs member `i` (not a replacement).
+    pub fn owns_node(&self, i: usize) -> bool {
+        self.owner_of(self.members[i].ip) == Some(i)
+    }
+
+    /// The members the cluster has not removed (as far as the harness knows).
+    pub fn current(&self) -> Vec<usize> {
+        (0..self.members.len())
+            .filter(|i| !self.members[*i].removed)
+            .collect()
+    }
+
+    /// The client URLs of the current members.
     pub fn client_urls(&self) -> Vec<String> {
-        self.members.iter().map(|m| m.client_url.clone()).collect()
+        self.current()
+            .into_iter()
+            .map(|i| self.members[i].client_url.clone())
+            .collect()
+    }
+
+    /// Every node that ever ran a member, one per address.
+    pub fn nodes(&self) -> Vec<madsim::task::NodeId> {
+        self.hosts.values().map(|h| h.node.id()).collect()
     }
 
     pub fn node_id(&self, i: usize) -> madsim::task::NodeId {
         self.members[i].node.id()
     }
 
-    /// Index of the member with this Raft id.
+    /// Index of the current member with this Raft id.
     pub fn index_of_member_id(&self, id: u64) -> Option<usize> {
-        (0..self.members.len()).find(|i| member_raft_id(&self.spec, *i) == id)
+        self.current()
+            .into_iter()
+            .find(|i| self.members[*i].id == id)
+    }
+
+    /// Index of the member (current or removed) with this Raft id.
+    pub fn index_of_any_member_id(&self, id: u64) -> Option<usize> {
+        self.members.iter().position(|m| m.id == id)
+    }
+
+    /// Marks a member the cluster removed: nothing starts it again (its
+    /// process is left to stop by itself).
+    pub fn retire(&mut self, i: usize) {
+        self.members[i].removed = true;
     }
 
     /// Process crash: the node stops at once; with `lose_unsynced` the disk
     /// also loses (or with `tear`, half-writes) what was not synced.
     pub fn kill(&mut self, i: usize, lose_unsynced: bool, tear: bool) {
+        if !self.owns_node(i) {
+            return;
+        }
         let m = &mut self.members[i];
         self.handle.kill(m.node.id());
         if lose_unsynced {
@@ -141,8 +408,11 @@ impl SimCluster {
         m.paused = false;
     }
 
-    /// Starts a killed (or halted) member again on its disk.
+    /// Starts a killed (or halted, or exited) member again on its disk.
     pub fn restart(&mut self, i: usize) {
+        if !self.owns_node(i) {
+            return;
+        }
         let m = &mut self.members[i];
         if m.alive {
             self.handle.kill(m.node.id());
@@ -155,7 +425,24 @@ impl SimCluster {
         m.halted = false;
     }
 
+    /// Starts member `i` again on a fresh, empty disk: a join that went
+    /// wrong, retried from scratch as an operator would.
+    pub fn rejoin(&mut self, i: usize) {
+        if !self.owns_node(i) {
+            return;
+        }
+        let disk = fresh_disk(&self.members[i].name);
+        if let Some(host) = self.hosts.get(&self.members[i].ip) {
+            host.launch.lock().expect("launch lock").disk = disk.clone();
+        }
+        self.members[i].disk = disk;
+        self.restart(i);
+    }
+
     pub fn pause(&mut self, i: usize) {
+        if !self.owns_node(i) {
+            return;
+        }
         let m = &mut self.members[i];
         if m.alive && !m.paused {
             self.handle.pause(m.node.id());
@@ -164,6 +451,9 @@ impl SimCluster {
     }
 
     pub fn resume(&mut self, i: usize) {
+        if !self.owns_node(i) {
+            return;
+        }
         let m = &mut self.members[i];
         if m.paused {
             self.handle.resume(m.node.id());
@@ -173,68 +463,5 @@ impl SimCluster {
 
     pub fn set_skew(&self, i: usize, skew: Skew) {
         self.members[i].clock.set_skew(skew);
-    }
-}
-
-/// The Raft id a member gets (etcd's derivation from its peer URLs and token).
-pub fn member_raft_id(spec: &ClusterSpec, i: usize) -> u64 {
-    let args = member_args(spec, i);
-    cairn::config::parse_args(args, &|_| None)
-        .expect("the harness's member flags are valid")
-        .member_id()
-        .0
-}
-
-fn start_member(handle: &Handle, spec: &ClusterSpec, i: usize, oracle: Arc<Oracle>) -> SimMember {
-    let ip = member_ip(i);
-    let disk = SimDisk::new();
-    // Every write must leave a state the member can restart from (any prefix
-    // of the writes may survive a power loss): fail at the write that breaks
-    // it, not at a later restart.
-    let name = format!("m{}", i + 1);
-    disk.set_write_check(Arc::new(move |view| {
-        cairn::server::apply::check_restartable(view).map_err(|e| format!("member {name}: {e}"))
-    }));
-    let clock = SkewedClock::new(TokioClock::new());
-    let args = member_args(spec, i);
-    let (d, c) = (disk.clone(), clock.clone());
-    let node = handle
-        .create_node()
-        .name(format!("m{}", i + 1))
-        .ip(ip)
-        .init(move || {
-            let (disk, clock, args, oracle) = (d.clone(), c.clone(), args.clone(), oracle.clone());
-            async move {
-                let config = match cairn::config::parse_args(args, &|_| None) {
-                    Ok(c) => c,
-                    Err(e) => panic!("member flags rejected: {e}"),
-                };
-                let families = cairn::server::apply::all_column_families();
-                let storage = match SimStorage::open(&disk, &families) {
-                    Ok(s) => s,
-                    Err(e) => panic!("member storage does not reopen after a crash: {e}"),
-                };
-                let options = ProcessOptions {
-                    rng_seed: madsim::rand::random::<u64>(),
-                    probe: Some(oracle as Arc<dyn cairn::server::Probe>),
-                };
-                if let Err(e) =
-                    process::run(&config, Arc::new(storage), Arc::new(clock), options).await
-                {
-                    tracing::warn!("member stopped: {e}");
-                }
-            }
-        })
-        .build();
-    SimMember {
-        name: format!("m{}", i + 1),
-        ip,
-        node,
-        disk,
-        clock,
-        client_url: format!("http://{ip}:2379"),
-        alive: true,
-        paused: false,
-        halted: false,
     }
 }

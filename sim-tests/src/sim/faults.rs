@@ -17,9 +17,13 @@
 //! Every fault is written to the timeline with its simulated time, and logged
 //! (target `cairn_sim::fault`) beside the members' logs.
 //! `heal` undoes everything, so the final phase runs on a healthy cluster.
+//! Faults hit only the current members (`SimCluster::current`): a member the
+//! cluster removed is never killed, paused or restarted again, even if it
+//! was down when it was removed.
 //! Tests: `tests/sim.rs`.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_runtime::Skew;
@@ -31,12 +35,60 @@ use rand::Rng;
 use super::cluster::SimCluster;
 use super::oracle::Buggify;
 
+/// The run's timeline: faults and membership changes with their simulated
+/// time, in the order they happened. Shared by the fault scheduler and the
+/// membership driver; also logged (`CAIRN_SIM_LOG=info`), so a run that
+/// panics — and leaves no failure file — still shows what led up to it.
+#[derive(Clone)]
+pub struct Timeline {
+    start: tokio::time::Instant,
+    entries: Arc<Mutex<Vec<String>>>,
+}
+
+impl Timeline {
+    pub fn new() -> Timeline {
+        Timeline {
+            start: tokio::time::Instant::now(),
+            entries: Arc::default(),
+        }
+    }
+
+    fn push(&self, what: &str) {
+        let t = self.start.elapsed().as_secs_f64();
+        self.entries
+            .lock()
+            .expect("timeline lock")
+            .push(format!("{t:9.3}s  {what}"));
+    }
+
+    /// A fault (log target `cairn_sim::fault`).
+    pub fn fault(&self, what: String) {
+        tracing::info!(target: "cairn_sim::fault", "{what}");
+        self.push(&what);
+    }
+
+    /// A membership change (log target `cairn_sim::membership`).
+    pub fn membership(&self, what: String) {
+        tracing::info!(target: "cairn_sim::membership", "{what}");
+        self.push(&format!("membership: {what}"));
+    }
+
+    pub fn entries(&self) -> Vec<String> {
+        self.entries.lock().expect("timeline lock").clone()
+    }
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline::new()
+    }
+}
+
 pub struct FaultScheduler {
     rng: StdRng,
     /// Simulated time each down member comes back (killed, paused, halted).
     comeback: BTreeMap<usize, tokio::time::Instant>,
-    start: tokio::time::Instant,
-    pub timeline: Vec<String>,
+    pub timeline: Timeline,
     /// Faults allowed (the deliberately weak schedule used to compare).
     pub kinds: Vec<FaultKind>,
 }
@@ -73,36 +125,34 @@ pub const ALL_FAULTS: &[FaultKind] = &[
 ];
 
 impl FaultScheduler {
-    pub fn new(rng: StdRng) -> FaultScheduler {
+    pub fn new(rng: StdRng, timeline: Timeline) -> FaultScheduler {
         FaultScheduler {
             rng,
             comeback: BTreeMap::new(),
-            start: tokio::time::Instant::now(),
-            timeline: Vec::new(),
+            timeline,
             kinds: ALL_FAULTS.to_vec(),
         }
     }
 
     fn log(&mut self, what: String) {
-        let t = self.start.elapsed().as_secs_f64();
-        // Also in the member logs (`CAIRN_SIM_LOG=info`), so a run that
-        // panics — and leaves no failure file — still shows its faults.
-        tracing::info!(target: "cairn_sim::fault", "{what}");
-        self.timeline.push(format!("{t:9.3}s  {what}"));
+        self.timeline.fault(what);
     }
 
-    /// Injects faults until `duration` of simulated time has passed.
-    pub async fn run(&mut self, cluster: &mut SimCluster, duration: Duration) {
+    /// Injects faults until `duration` of simulated time has passed. The
+    /// cluster is locked only while a fault is injected (the membership
+    /// driver changes it too).
+    pub async fn run(&mut self, cluster: &Mutex<SimCluster>, duration: Duration) {
         let end = tokio::time::Instant::now() + duration;
         while tokio::time::Instant::now() < end {
             let wait = self.rng.random_range(300..2500);
             tokio::time::sleep(Duration::from_millis(wait)).await;
-            self.bring_back_due(cluster);
+            let mut cluster = cluster.lock().expect("cluster lock");
+            self.bring_back_due(&mut cluster);
             let kind = *self
                 .kinds
                 .choose(&mut self.rng)
                 .expect("at least one fault kind");
-            self.inject(cluster, kind);
+            self.inject(&mut cluster, kind);
         }
     }
 
@@ -117,20 +167,17 @@ impl FaultScheduler {
         for i in due {
             self.comeback.remove(&i);
             let m = &cluster.members[i];
+            if m.removed {
+                continue;
+            }
             if m.paused {
                 cluster.resume(i);
-                self.log(format!("resume m{}", i + 1));
+                self.log(format!("resume {}", cluster.members[i].name));
             } else if !m.alive || m.halted {
                 cluster.restart(i);
-                self.log(format!("restart m{}", i + 1));
+                self.log(format!("restart {}", cluster.members[i].name));
             }
         }
-    }
-
-    fn member_nodes(cluster: &SimCluster) -> Vec<madsim::task::NodeId> {
-        (0..cluster.members.len())
-            .map(|i| cluster.node_id(i))
-            .collect()
     }
 
     fn cut(cluster: &SimCluster, a: &[usize], b: &[usize]) {
@@ -145,7 +192,7 @@ impl FaultScheduler {
 
     fn heal_network(cluster: &SimCluster) {
         let net = NetSim::current();
-        let nodes = Self::member_nodes(cluster);
+        let nodes = cluster.nodes();
         for &x in &nodes {
             for &y in &nodes {
                 if x != y {
@@ -156,21 +203,26 @@ impl FaultScheduler {
         net.update_config(|c| *c = madsim::net::Config::default());
     }
 
-    fn random_member(&mut self, n: usize) -> usize {
-        self.rng.random_range(0..n)
+    /// One of `current` (one draw, as indexing `0..n` did before churn).
+    fn random_member(&mut self, current: &[usize]) -> usize {
+        current[self.rng.random_range(0..current.len())]
     }
 
     fn inject(&mut self, cluster: &mut SimCluster, kind: FaultKind) {
-        let n = cluster.members.len();
+        let current = cluster.current();
+        let n = current.len();
+        if n < 2 {
+            return;
+        }
         match kind {
             FaultKind::Partition => {
-                let mut ids: Vec<usize> = (0..n).collect();
+                let mut ids = current.clone();
                 ids.shuffle(&mut self.rng);
                 let k = self.rng.random_range(1..n);
                 let (a, b) = ids.split_at(k);
                 Self::heal_network(cluster);
                 Self::cut(cluster, a, b);
-                self.log(format!("partition {} | {}", names(a), names(b)));
+                self.log(format!("partition {} | {}", names(cluster, a), names(cluster, b)));
             }
             FaultKind::IsolateLeader => {
                 let Some(leader) = cluster
@@ -180,13 +232,13 @@ impl FaultScheduler {
                 else {
                     return;
                 };
-                let others: Vec<usize> = (0..n).filter(|i| *i != leader).collect();
+                let others: Vec<usize> = current.iter().copied().filter(|i| *i != leader).collect();
                 Self::heal_network(cluster);
                 Self::cut(cluster, &[leader], &others);
-                self.log(format!("isolate leader m{}", leader + 1));
+                self.log(format!("isolate leader {}", cluster.members[leader].name));
             }
             FaultKind::Bridge => {
-                let mut ids: Vec<usize> = (0..n).collect();
+                let mut ids = current.clone();
                 ids.shuffle(&mut self.rng);
                 let bridge = ids[0];
                 let rest = &ids[1..];
@@ -194,21 +246,24 @@ impl FaultScheduler {
                 Self::heal_network(cluster);
                 Self::cut(cluster, a, b);
                 self.log(format!(
-                    "bridge: {} | {} joined only through m{}",
-                    names(a),
-                    names(b),
-                    bridge + 1
+                    "bridge: {} | {} joined only through {}",
+                    names(cluster, a),
+                    names(cluster, b),
+                    cluster.members[bridge].name
                 ));
             }
             FaultKind::OneWay => {
-                let (x, y) = (self.random_member(n), self.random_member(n));
+                let (x, y) = (self.random_member(&current), self.random_member(&current));
                 if x != y {
                     NetSim::current().clog_link(cluster.node_id(x), cluster.node_id(y));
-                    self.log(format!("one-way: m{} -> m{} dropped", x + 1, y + 1));
+                    self.log(format!(
+                        "one-way: {} -> {} dropped",
+                        cluster.members[x].name, cluster.members[y].name
+                    ));
                 }
             }
             FaultKind::Kill => {
-                let i = self.random_member(n);
+                let i = self.random_member(&current);
                 if !cluster.members[i].alive {
                     return;
                 }
@@ -219,12 +274,12 @@ impl FaultScheduler {
                 self.comeback
                     .insert(i, tokio::time::Instant::now() + Duration::from_millis(back));
                 self.log(format!(
-                    "kill m{} (lose unsynced: {lose}, torn batch: {tear}), back in {back} ms",
-                    i + 1
+                    "kill {} (lose unsynced: {lose}, torn batch: {tear}), back in {back} ms",
+                    cluster.members[i].name
                 ));
             }
             FaultKind::Pause => {
-                let i = self.random_member(n);
+                let i = self.random_member(&current);
                 if !cluster.members[i].alive || cluster.members[i].paused {
                     return;
                 }
@@ -232,7 +287,7 @@ impl FaultScheduler {
                 let back = self.rng.random_range(300..4000);
                 self.comeback
                     .insert(i, tokio::time::Instant::now() + Duration::from_millis(back));
-                self.log(format!("pause m{} for {back} ms", i + 1));
+                self.log(format!("pause {} for {back} ms", cluster.members[i].name));
             }
             FaultKind::NetworkDegrade => {
                 let loss = [0.0, 0.02, 0.1][self.rng.random_range(0..3)];
@@ -246,7 +301,7 @@ impl FaultScheduler {
                 ));
             }
             FaultKind::Clock => {
-                let i = self.random_member(n);
+                let i = self.random_member(&current);
                 // A monotonic clock never jumps forward (a forward jump would
                 // be time really passing); backward jumps stall it instead.
                 let before = cluster.members[i].clock.skew();
@@ -256,14 +311,14 @@ impl FaultScheduler {
                 };
                 cluster.set_skew(i, skew);
                 self.log(format!(
-                    "clock m{}: offset {} ms, drift {} ppm",
-                    i + 1,
+                    "clock {}: offset {} ms, drift {} ppm",
+                    cluster.members[i].name,
                     skew.offset_nanos / 1_000_000,
                     skew.drift_ppm
                 ));
             }
             FaultKind::DiskFailSync => {
-                let i = self.random_member(n);
+                let i = self.random_member(&current);
                 if !cluster.members[i].alive || cluster.members[i].halted {
                     return;
                 }
@@ -273,17 +328,17 @@ impl FaultScheduler {
                 self.comeback
                     .insert(i, tokio::time::Instant::now() + Duration::from_millis(back));
                 self.log(format!(
-                    "disk m{}: next fsync fails (EIO), restart in {back} ms",
-                    i + 1
+                    "disk {}: next fsync fails (EIO), restart in {back} ms",
+                    cluster.members[i].name
                 ));
             }
             FaultKind::DiskSlow => {
-                let i = self.random_member(n);
+                let i = self.random_member(&current);
                 let ms = self.rng.random_range(5..80);
                 cluster.members[i]
                     .disk
                     .set_sync_latency(Duration::from_millis(ms));
-                self.log(format!("disk m{}: fsync takes {ms} ms", i + 1));
+                self.log(format!("disk {}: fsync takes {ms} ms", cluster.members[i].name));
             }
             FaultKind::Buggify => {
                 let on = self.rng.random_bool(0.6);
@@ -309,7 +364,7 @@ impl FaultScheduler {
     pub fn heal(&mut self, cluster: &mut SimCluster) {
         Self::heal_network(cluster);
         cluster.oracle.set_buggify(Buggify::default());
-        for i in 0..cluster.members.len() {
+        for i in cluster.current() {
             cluster.members[i].disk.clear_faults();
             let m = &cluster.members[i];
             if m.paused {
@@ -326,7 +381,7 @@ impl FaultScheduler {
     }
 }
 
-fn names(ids: &[usize]) -> String {
-    let v: Vec<String> = ids.iter().map(|i| format!("m{}", i + 1)).collect();
+fn names(cluster: &SimCluster, ids: &[usize]) -> String {
+    let v: Vec<String> = ids.iter().map(|i| cluster.members[*i].name.clone()).collect();
     format!("{{{}}}", v.join(","))
 }

@@ -34,7 +34,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use super::workload::Recorder;
+use super::workload::{Endpoints, Recorder};
 use crate::checker::{Operation, Request, Response, Revision, Txn, TxnOp};
 
 /// What one lease went through, times in simulated time since the run started.
@@ -61,7 +61,7 @@ pub struct LeaseLog {
 
 pub async fn run_lease_client(
     client: u64,
-    urls: Vec<String>,
+    urls: Endpoints,
     seed: u64,
     start: Instant,
     recorder: Arc<Recorder>,
@@ -73,7 +73,7 @@ pub async fn run_lease_client(
     let mut n = 0;
     while !stop.load(Ordering::SeqCst) {
         n += 1;
-        let url = urls[rng.random_range(0..urls.len())].clone();
+        let url = urls.pick(&mut rng);
         let ttl = rng.random_range(2..=5);
         let grant_sent = start.elapsed();
         let grant = async {
@@ -127,7 +127,7 @@ pub async fn run_lease_client(
                 rng.random_range(pause / 2..pause + 1),
             ))
             .await;
-            let url = urls[rng.random_range(0..urls.len())].clone();
+            let url = urls.pick(&mut rng);
             let sent = start.elapsed();
             if let Some(ttl) = keep_alive_once(&url, granted.id, deadline).await {
                 life.renewals.push((sent, ttl));
@@ -137,7 +137,7 @@ pub async fn run_lease_client(
             }
         }
         tokio::time::sleep(Duration::from_secs(granted.ttl as u64 + 2)).await;
-        let url = urls[rng.random_range(0..urls.len())].clone();
+        let url = urls.pick(&mut rng);
         let sent = start.elapsed();
         let q = async {
             let mut c = LeaseClient::connect(url).await.ok()?;

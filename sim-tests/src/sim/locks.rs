@@ -32,6 +32,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::leases::keep_alive_once;
+use super::workload::Endpoints;
 use crate::checker::fencing::{FencedWrite, Hold, WriteOutcome, FENCED_KEY, LOCK_NAME};
 
 const DEADLINE: Duration = Duration::from_secs(2);
@@ -182,12 +183,12 @@ async fn revoke(url: &str, id: i64) {
 /// be had.
 async fn hold_once(
     client: u64,
-    urls: &[String],
+    urls: &Endpoints,
     rng: &mut StdRng,
     start: tokio::time::Instant,
     log: &LockLog,
 ) -> Option<Hold> {
-    let pick = |rng: &mut StdRng| urls[rng.random_range(0..urls.len())].clone();
+    let pick = |rng: &mut StdRng| urls.pick(rng);
     let mut session = Session::grant(&pick(rng), rng.random_range(2..=4)).await?;
     let url = pick(rng);
     let Some(key) = lock(&url, &mut session).await else {
@@ -236,7 +237,7 @@ async fn hold_once(
 
 pub async fn run_lock_client(
     client: u64,
-    urls: Vec<String>,
+    urls: Endpoints,
     seed: u64,
     start: tokio::time::Instant,
     log: Arc<LockLog>,
@@ -256,7 +257,7 @@ pub async fn run_lock_client(
 /// within 30 s. Its hold goes into the log (checked like the others).
 pub async fn final_lock(
     client: u64,
-    urls: Vec<String>,
+    urls: Endpoints,
     seed: u64,
     start: tokio::time::Instant,
     log: Arc<LockLog>,

@@ -6,6 +6,7 @@
 //! - `faults`: the fault scheduler and its timeline;
 //! - `leases`: the lease workload and its safety checks;
 //! - `locks`: the lock workload (fenced writes; `checker::fencing` checks);
+//! - `membership`: the `churn` scenario's membership changes;
 //! - `workload`: clients, the KV and list-append mixes, the recorder;
 //! - `watchers`: watch streams under faults, checked for etcd's guarantees;
 //! - `scenario`: one run end to end, and its checks;
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod faults;
 pub mod leases;
 pub mod locks;
+pub mod membership;
 pub mod oracle;
 pub mod runner;
 pub mod scenario;

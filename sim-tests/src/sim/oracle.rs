@@ -6,7 +6,20 @@
 //!   and term at each index (also a member re-applying entries after a crash
 //!   lost its unsynced applied index);
 //! - applied state equal at equal indexes: applying index `i` makes the same
-//!   changes and leaves the same revision on every member.
+//!   changes and leaves the same revision on every member;
+//! - configurations equal at equal indexes: every member that applies a
+//!   conf-change entry reports the same Raft configuration after it
+//!   (`AppliedEntry::conf`: voters and learners);
+//! - at most one configuration change pending at a time
+//!   (`conf_change_violations`, checked at the end of a run): for every two
+//!   consecutive conf-change entries `i < j` of the committed log, the leader
+//!   of `j`'s term (the member that appended `j`) had applied `i` — or
+//!   installed a snapshot at or beyond `i` — before any member applied `j`.
+//!   Every committed conf-change entry that some member's applied index
+//!   passed is seen by the oracle: a snapshot is only ever of state some
+//!   member reached by applying entries one by one, so the first member past
+//!   an index applied it (and reported it) itself. So `i` really is the
+//!   previous conf change, not merely an earlier one.
 //! and collects the committed history (every change at every revision, from
 //! the events of applied entries), which the durability and serializable-read
 //! checkers and the end-of-run comparison use.
@@ -20,7 +33,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cairn::server::{AppliedEntry, Probe};
+use cairn::server::{AppliedEntry, ConfAfter, Probe};
 use cairn_proto::mvccpb::{event::EventType, Event};
 use prost::Message as _;
 use rand::rngs::StdRng;
@@ -44,6 +57,17 @@ struct AppliedRecord {
     effects_hash: u64,
     revision: i64,
     first_member: u64,
+    conf: Option<ConfAfter>,
+}
+
+/// A conf-change entry as first applied.
+#[derive(Debug, Clone)]
+struct ConfRecord {
+    term: u64,
+    conf: ConfAfter,
+    /// Every member's highest applied (or snapshot-installed) index just
+    /// before the first member applied this entry.
+    applied_before: BTreeMap<u64, u64>,
 }
 
 #[derive(Default)]
@@ -60,6 +84,11 @@ struct State {
     violations: Vec<String>,
     applies: u64,
     snapshot_installs: u64,
+    /// member → the highest index it ever applied or installed a snapshot
+    /// at (never lowered by a restart that lost its unsynced applied index).
+    max_applied: BTreeMap<u64, u64>,
+    /// Conf-change entries by index.
+    conf_changes: BTreeMap<u64, ConfRecord>,
     buggify_fired: u64,
 }
 
@@ -138,16 +167,44 @@ impl Oracle {
             .map(|(t, m)| (*t, *m))
     }
 
+    /// The configuration-change check (see the module header): one failure
+    /// per offending pair of consecutive conf-change entries.
+    pub fn conf_change_violations(&self) -> Vec<String> {
+        let st = self.lock();
+        one_pending_conf_change(&st.conf_changes, &st.leaders)
+    }
+
+    /// The configuration after the last conf-change entry applied, with its
+    /// index.
+    pub fn last_conf(&self) -> Option<(u64, ConfAfter)> {
+        self.lock()
+            .conf_changes
+            .iter()
+            .next_back()
+            .map(|(i, r)| (*i, r.conf.clone()))
+    }
+
+    /// Whether `member` ever applied an entry or installed a snapshot.
+    pub fn has_applied(&self, member: u64) -> bool {
+        self.lock().max_applied.contains_key(&member)
+    }
+
+    /// How many conf-change entries were committed (and applied somewhere).
+    pub fn conf_change_count(&self) -> usize {
+        self.lock().conf_changes.len()
+    }
+
     pub fn stats(&self) -> String {
         let st = self.lock();
         format!(
-            "terms with a leader: {}, highest applied index: {}, applies: {}, snapshot installs: {}, buggify fired: {}, revision: {}",
+            "terms with a leader: {}, highest applied index: {}, applies: {}, snapshot installs: {}, buggify fired: {}, revision: {}, conf changes: {}",
             st.leaders.len(),
             st.applied.keys().next_back().copied().unwrap_or(0),
             st.applies,
             st.snapshot_installs,
             st.buggify_fired,
-            st.max_revision
+            st.max_revision,
+            st.conf_changes.len()
         )
     }
 
@@ -174,6 +231,36 @@ impl Oracle {
     }
 }
 
+/// At most one configuration change pending at a time: for consecutive
+/// conf-change entries `i < j`, the leader of `j`'s term had applied `i` (or
+/// installed a snapshot at or beyond it) before any member applied `j`.
+/// `leaders`: term → the member that led it.
+fn one_pending_conf_change(
+    conf_changes: &BTreeMap<u64, ConfRecord>,
+    leaders: &BTreeMap<u64, u64>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let entries: Vec<(&u64, &ConfRecord)> = conf_changes.iter().collect();
+    for w in entries.windows(2) {
+        let ((i, _), (j, rj)) = (w[0], w[1]);
+        let Some(leader) = leaders.get(&rj.term) else {
+            out.push(format!(
+                "the conf change at index {j} has term {}, which no member led",
+                rj.term
+            ));
+            continue;
+        };
+        let applied = rj.applied_before.get(leader).copied().unwrap_or(0);
+        if applied < *i {
+            out.push(format!(
+                "two configuration changes pending at once: {leader:x}, leader of term {}, had applied only up to index {applied} when the conf change it appended at index {j} was first applied, so the conf change at index {i} was still pending",
+                rj.term
+            ));
+        }
+    }
+    out
+}
+
 impl Probe for Oracle {
     fn on_leader(&self, member: u64, term: u64) {
         let mut st = self.lock();
@@ -198,6 +285,7 @@ impl Probe for Oracle {
             effects_hash: effects_hash(e.events, e.revision),
             revision: e.revision,
             first_member: e.member,
+            conf: e.conf.clone(),
         };
         let mut st = self.lock();
         st.applies += 1;
@@ -216,12 +304,28 @@ impl Probe for Oracle {
                         e.index, seen.revision, seen.first_member, record.revision, e.member
                     );
                     st.violations.push(v);
+                } else if seen.conf != record.conf {
+                    let v = format!(
+                        "configurations diverged: after the conf change at index {} member {:x} has {:?} but member {:x} has {:?}",
+                        e.index, seen.first_member, seen.conf, e.member, record.conf
+                    );
+                    st.violations.push(v);
                 }
             }
             None => {
+                if let Some(conf) = &record.conf {
+                    let r = ConfRecord {
+                        term: e.term,
+                        conf: conf.clone(),
+                        applied_before: st.max_applied.clone(),
+                    };
+                    st.conf_changes.insert(e.index, r);
+                }
                 st.applied.insert(e.index, record);
             }
         }
+        let m = st.max_applied.entry(e.member).or_insert(0);
+        *m = (*m).max(e.index);
         for ev in e.events {
             let Some(kv) = &ev.kv else { continue };
             let value = match ev.r#type() {
@@ -241,8 +345,11 @@ impl Probe for Oracle {
         st.max_revision = st.max_revision.max(e.revision);
     }
 
-    fn on_snapshot_installed(&self, _member: u64, _index: u64) {
-        self.lock().snapshot_installs += 1;
+    fn on_snapshot_installed(&self, member: u64, index: u64) {
+        let mut st = self.lock();
+        st.snapshot_installs += 1;
+        let m = st.max_applied.entry(member).or_insert(0);
+        *m = (*m).max(index);
     }
 
     fn delay_apply(&self, _member: u64) -> Option<Duration> {
@@ -261,5 +368,100 @@ impl Probe for Oracle {
 
     fn compact_log_early(&self, _member: u64) -> bool {
         self.roll(|b| b.compact_early)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(voters: &[u64]) -> ConfAfter {
+        ConfAfter {
+            voters: voters.to_vec(),
+            learners: Vec::new(),
+        }
+    }
+
+    fn record(term: u64, applied_before: &[(u64, u64)]) -> ConfRecord {
+        ConfRecord {
+            term,
+            conf: conf(&[1, 2, 3]),
+            applied_before: applied_before.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn a_conf_change_appended_before_the_leader_applied_the_previous_one_is_reported() {
+        let leaders = BTreeMap::from([(2, 1), (3, 2)]);
+        // Leader 1 of term 2 had applied index 10 when the entry at 12 was
+        // first applied: the conf change at 10 was no longer pending.
+        let fine = BTreeMap::from([(10, record(2, &[])), (12, record(2, &[(1, 10), (2, 4)]))]);
+        assert_eq!(one_pending_conf_change(&fine, &leaders), Vec::<String>::new());
+        // Leader 2 of term 3 had applied only up to 9: two pending at once.
+        let bad = BTreeMap::from([(10, record(2, &[])), (12, record(3, &[(1, 11), (2, 9)]))]);
+        let found = one_pending_conf_change(&bad, &leaders);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("index 12") && found[0].contains("index 10"));
+        // A member that never applied anything counts as having applied 0.
+        let unknown = BTreeMap::from([(10, record(2, &[])), (12, record(3, &[(1, 11)]))]);
+        assert_eq!(one_pending_conf_change(&unknown, &leaders).len(), 1);
+    }
+
+    #[test]
+    fn a_conf_change_whose_term_no_member_led_is_reported() {
+        let changes = BTreeMap::from([(10, record(2, &[])), (12, record(7, &[(1, 11)]))]);
+        let found = one_pending_conf_change(&changes, &BTreeMap::from([(2, 1)]));
+        assert_eq!(found.len(), 1);
+        assert!(found[0].contains("term 7"), "{found:?}");
+    }
+
+    fn apply(oracle: &Oracle, member: u64, index: u64, term: u64, conf: Option<ConfAfter>) {
+        oracle.on_apply(&AppliedEntry {
+            member,
+            index,
+            term,
+            data: b"cc",
+            events: &[],
+            revision: 1,
+            conf,
+        });
+    }
+
+    #[test]
+    fn members_reporting_different_configurations_after_one_entry_are_reported() {
+        madsim::runtime::Runtime::new().block_on(async {
+            let oracle = Oracle::new(1);
+            oracle.on_leader(1, 2);
+            apply(&oracle, 1, 10, 2, Some(conf(&[1, 2, 3])));
+            apply(&oracle, 2, 10, 2, Some(conf(&[1, 2, 3])));
+            assert_eq!(oracle.violations(), Vec::<String>::new());
+            apply(&oracle, 3, 10, 2, Some(conf(&[1, 2])));
+            let v = oracle.violations();
+            assert_eq!(v.len(), 1, "{v:?}");
+            assert!(v[0].contains("configurations diverged"), "{v:?}");
+        });
+    }
+
+    #[test]
+    fn the_oracle_records_what_the_leader_had_applied_when_a_conf_change_is_first_applied() {
+        madsim::runtime::Runtime::new().block_on(async {
+            let oracle = Oracle::new(1);
+            oracle.on_leader(1, 2);
+            apply(&oracle, 1, 10, 2, Some(conf(&[1, 2, 3])));
+            // Member 2 catches up by snapshot past 10; then leads term 3.
+            oracle.on_snapshot_installed(2, 11);
+            oracle.on_leader(2, 3);
+            apply(&oracle, 2, 12, 3, Some(conf(&[1, 2])));
+            apply(&oracle, 1, 12, 3, Some(conf(&[1, 2])));
+            assert_eq!(oracle.conf_change_violations(), Vec::<String>::new());
+            assert_eq!(oracle.last_conf(), Some((12, conf(&[1, 2]))));
+            // A third conf change appended by member 3, which led term 4
+            // without having applied anything, breaks the rule.
+            oracle.on_leader(3, 4);
+            apply(&oracle, 1, 13, 4, Some(conf(&[1])));
+            let v = oracle.conf_change_violations();
+            assert_eq!(v.len(), 1, "{v:?}");
+            assert!(v[0].contains("index 12"), "{v:?}");
+        });
     }
 }

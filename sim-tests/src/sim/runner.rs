@@ -12,7 +12,8 @@
 //! - `MADSIM_TEST_SEED` (+ `MADSIM_TEST_NUM`): run those seeds only;
 //! - `CAIRN_SIM_SEEDS=a..b`: a seed range (default: the CI range below,
 //!   plus `CI_REGRESSION_SEEDS`);
-//! - `CAIRN_SIM_SCENARIOS=kv3,kv5,lease3,lock3`: which scenarios (default all);
+//! - `CAIRN_SIM_SCENARIOS=kv3,kv5,lease3,lock3,churn`: which scenarios
+//!   (default all);
 //! - `CAIRN_SIM_JOBS`: parallel children (default 2);
 //! - `MADSIM_TEST_CHECK_DETERMINISM`: check every seed for determinism;
 //! - `CAIRN_SIM_LOG=info` (a tracing filter): member logs on stderr; run a
@@ -33,6 +34,7 @@ pub const CI_SEEDS_KV3: std::ops::Range<u64> = 1..121;
 pub const CI_SEEDS_KV5: std::ops::Range<u64> = 1..41;
 pub const CI_SEEDS_LEASE3: std::ops::Range<u64> = 1..41;
 pub const CI_SEEDS_LOCK3: std::ops::Range<u64> = 1..41;
+pub const CI_SEEDS_CHURN: std::ops::Range<u64> = 1..41;
 
 /// Seeds outside those ranges that once failed, run by `.ci/run` too (each
 /// is the regression test of what it found): lease3 1030 (the watch checker
@@ -52,6 +54,9 @@ pub const CI_REGRESSION_SEEDS: &[(&str, u64)] = &[
     ("lease3", 7149),
 ];
 
+/// Every scenario, in the order the CI set runs them.
+pub const ALL_SCENARIOS: &str = "kv3,kv5,lease3,lock3,churn";
+
 /// Wall-clock limit for one child (a hang is a failure, not a stuck CI).
 const CHILD_WALL_LIMIT: Duration = Duration::from_secs(600);
 
@@ -61,6 +66,7 @@ pub fn scenario_config(name: &str) -> Option<RunConfig> {
         "kv5" => Some(RunConfig::kv(5)),
         "lease3" => Some(RunConfig::lease(3)),
         "lock3" => Some(RunConfig::lock(3)),
+        "churn" => Some(RunConfig::churn()),
         _ => None,
     }
 }
@@ -302,7 +308,7 @@ fn seeds_from_env(default: std::ops::Range<u64>) -> std::ops::Range<u64> {
 
 fn parent() -> ExitCode {
     let scenarios: Vec<String> = std::env::var("CAIRN_SIM_SCENARIOS")
-        .unwrap_or_else(|_| "kv3,kv5,lease3,lock3".into())
+        .unwrap_or_else(|_| ALL_SCENARIOS.into())
         .split(',')
         .map(str::to_owned)
         .collect();
@@ -324,10 +330,11 @@ fn parent() -> ExitCode {
             "kv5" => CI_SEEDS_KV5,
             "lease3" => CI_SEEDS_LEASE3,
             "lock3" => CI_SEEDS_LOCK3,
+            "churn" => CI_SEEDS_CHURN,
             _ => CI_SEEDS_KV3,
         };
         if scenario_config(s).is_none() {
-            eprintln!("unknown scenario {s} (known: kv3, kv5, lease3, lock3)");
+            eprintln!("unknown scenario {s} (known: {ALL_SCENARIOS})");
             return ExitCode::FAILURE;
         }
         for seed in seeds_from_env(default) {

@@ -14,29 +14,39 @@
 //! - list-append: no lost, duplicated or half-applied appends; every read
 //!   list is a prefix of the final list;
 //! - the final state read from the cluster equals the oracle's history.
+//!
+//! In `churn` (`RunConfig::churn`) the cluster starts with 3 to 5 members
+//! and a membership driver (`membership.rs`) changes it during the fault
+//! phase; after healing it settles (learners promoted), and the end checks
+//! run on the members the cluster has then. Every member's own member list
+//! must name exactly those members (no removed one), equal to the Raft
+//! configuration the oracle saw applied last, and every member must reach
+//! the same applied index as well as the same revision and HashKV.
 //! Tests: `tests/sim.rs`.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::{
     kv_client::KvClient, maintenance_client::MaintenanceClient, HashKvRequest, RangeRequest,
+    StatusRequest,
 };
 use madsim::runtime::Handle;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::cluster::{ClusterSpec, SimCluster};
-use super::faults::{FaultKind, FaultScheduler, ALL_FAULTS};
+use super::faults::{FaultKind, FaultScheduler, Timeline, ALL_FAULTS};
 use super::leases::{check_leases, run_lease_client, LeaseLife, LeaseLog};
 use super::locks::{final_lock, run_lock_client, LockLog};
+use super::membership::{self, Membership};
 use super::oracle::Oracle;
 use super::watchers::{check_segments, run_watcher, SeenResponse, Segment, WatchLog};
-use super::workload::{self, Client, Recorder, Shared, LIST_KEYS};
+use super::workload::{self, Client, Endpoints, Recorder, Shared, LIST_KEYS};
 use crate::checker::fencing::{check_fencing, Hold, WriteOutcome, FENCED_KEY, LOCK_NAME};
 use crate::checker::{
     acknowledged_writes, check_durability, check_linearizable_with, check_serializable_reads,
@@ -63,6 +73,10 @@ pub struct RunConfig {
     /// Check linearizability (off where lease revokes — deletions at
     /// unknown times — make the search too expensive to finish).
     pub check_linearizability: bool,
+    /// Start with 3 to 5 members (drawn from the seed, replacing
+    /// `cluster.members`) and change the membership during the fault phase
+    /// (see `membership`).
+    pub churn: bool,
 }
 
 impl RunConfig {
@@ -81,6 +95,7 @@ impl RunConfig {
             leases: false,
             locks: false,
             check_linearizability: true,
+            churn: false,
         }
     }
 
@@ -96,6 +111,15 @@ impl RunConfig {
 }
 
 impl RunConfig {
+    /// Membership changes under the usual faults, with the KV mix and
+    /// watchers and every check of `kv`.
+    pub fn churn() -> RunConfig {
+        RunConfig {
+            churn: true,
+            ..RunConfig::kv(3)
+        }
+    }
+
     /// Lock clients (fenced writes) beside the KV mix, watchers and faults;
     /// every check but linearizability (the lock service's writes take
     /// revisions the KV model cannot place).
@@ -178,7 +202,12 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     let started = tokio::time::Instant::now();
     let mut master = StdRng::seed_from_u64(madsim::rand::random::<u64>());
     let oracle = Arc::new(Oracle::new(master.random()));
-    let mut cluster = SimCluster::start(cfg.cluster.clone(), oracle.clone());
+    let mut spec = cfg.cluster.clone();
+    if cfg.churn {
+        spec.members = master.random_range(membership::MIN_VOTERS..=membership::MAX_MEMBERS);
+    }
+    let cluster = Arc::new(Mutex::new(SimCluster::start(spec, oracle.clone())));
+    let endpoints = Endpoints::new(cluster.lock().expect("cluster lock").client_urls());
     let recorder = Arc::new(Recorder::default());
     let shared = Arc::new(Shared::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -203,7 +232,7 @@ pub async fn run(cfg: RunConfig) -> RunReport {
             .build();
         if cfg.watchers {
             let (urls, seed, shared, log, stop) = (
-                cluster.client_urls(),
+                endpoints.clone(),
                 master.random(),
                 shared.clone(),
                 watch_log.clone(),
@@ -216,7 +245,7 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         }
         if cfg.leases {
             let (urls, seed, recorder, log, stop) = (
-                cluster.client_urls(),
+                endpoints.clone(),
                 master.random(),
                 recorder.clone(),
                 lease_log.clone(),
@@ -229,7 +258,7 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         }
         if cfg.locks {
             let (urls, seed, log, stop) = (
-                cluster.client_urls(),
+                endpoints.clone(),
                 master.random(),
                 lock_log.clone(),
                 stop.clone(),
@@ -241,7 +270,7 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         }
         let client = Client::new(
             c as u64 + 1,
-            cluster.client_urls(),
+            endpoints.clone(),
             master.random(),
             recorder.clone(),
             shared.clone(),
@@ -256,11 +285,49 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         }));
     }
 
-    let mut faults = FaultScheduler::new(StdRng::seed_from_u64(master.random()));
+    let timeline = Timeline::new();
+    let mut faults = FaultScheduler::new(StdRng::seed_from_u64(master.random()), timeline.clone());
     faults.kinds = cfg.faults.clone();
+    // The membership driver, on a node of its own (its calls need an address).
+    let churn = cfg.churn.then(|| {
+        let operator = handle
+            .create_node()
+            .name("operator")
+            .ip("10.0.2.2".parse().expect("ip"))
+            .build();
+        let driver = Membership::new(
+            cluster.clone(),
+            endpoints.clone(),
+            timeline.clone(),
+            StdRng::seed_from_u64(master.random()),
+        );
+        (operator, driver)
+    });
     tokio::time::sleep(cfg.warmup).await;
-    faults.run(&mut cluster, cfg.fault_time).await;
-    faults.heal(&mut cluster);
+    let churn = churn.map(|(operator, mut driver)| {
+        let duration = cfg.fault_time;
+        let task = operator.spawn(async move {
+            driver.run(duration).await;
+            driver
+        });
+        (operator, task)
+    });
+    faults.run(&cluster, cfg.fault_time).await;
+    faults.heal(&mut cluster.lock().expect("cluster lock"));
+    let mut churn = match churn {
+        // The driver's last action may still be under way: let it finish on
+        // the healed cluster, then promote every learner.
+        Some((operator, task)) => {
+            let mut driver = task.await.expect("membership driver");
+            let settled = operator.spawn(async move {
+                driver.settle().await;
+                driver.finish().await;
+                driver
+            });
+            Some(settled.await.expect("membership driver"))
+        }
+        None => None,
+    };
 
     // Give the healed cluster a moment under load, then stop the random mix.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -291,7 +358,7 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         .build();
     if cfg.locks {
         tracing::info!("final phase: a fresh client takes the lock");
-        let (urls, seed, log) = (cluster.client_urls(), master.random(), lock_log.clone());
+        let (urls, seed, log) = (endpoints.clone(), master.random(), lock_log.clone());
         let client = cfg.clients as u64 + 1;
         let got = observer
             .spawn(async move { final_lock(client, urls, seed, started, log).await })
@@ -304,15 +371,51 @@ pub async fn run(cfg: RunConfig) -> RunReport {
             );
         }
     }
-    let urls = cluster.client_urls();
+    let urls = cluster.lock().expect("cluster lock").client_urls();
     tracing::info!("final phase: waiting for the members to converge");
     let (finals, failures) = observer
-        .spawn(async move { converge(urls).await })
+        .spawn({
+            let urls = urls.clone();
+            async move { converge(urls).await }
+        })
         .await
         .expect("observer task");
     report.failures.extend(failures);
+    if let Some(driver) = churn.take() {
+        report.failures.extend(driver.failures.iter().cloned());
+        report.notes.push(driver.summary());
+        report.notes.extend(driver.notes.iter().cloned());
+        let (expected, removed) = {
+            let cluster = cluster.lock().expect("cluster lock");
+            let removed: BTreeMap<u64, String> = cluster
+                .members
+                .iter()
+                .filter(|m| m.removed)
+                .map(|m| (m.id, m.name.clone()))
+                .collect();
+            (final_members(&cluster), removed)
+        };
+        let conf = oracle.last_conf();
+        report.notes.push(format!(
+            "membership: {} conf changes applied; final members {}",
+            oracle.conf_change_count(),
+            expected
+                .iter()
+                .map(|(_, (name, learner))| format!(
+                    "{name}{}",
+                    if *learner { " (learner)" } else { "" }
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let failures = observer
+            .spawn(async move { check_member_lists(urls, expected, removed, conf).await })
+            .await
+            .expect("observer task");
+        report.failures.extend(failures);
+    }
 
-    report.timeline = std::mem::take(&mut faults.timeline);
+    report.timeline = timeline.entries();
     report.history = recorder.history.lock().expect("history lock").clone();
     report.serializable = recorder.serializable.lock().expect("history lock").clone();
     report.committed = oracle.committed_history();
@@ -433,10 +536,21 @@ async fn final_write_and_read(c: &mut Client) -> bool {
     wrote && read
 }
 
-/// Each member's final (revision, compact revision, HashKV) and key-values.
-type FinalState = Vec<(String, i64, i64, u32, BTreeMap<String, String>)>;
+/// One member's final state.
+struct MemberFinal {
+    url: String,
+    revision: i64,
+    compact_revision: i64,
+    hash: u32,
+    /// Status's raft applied index.
+    applied: u64,
+    kvs: BTreeMap<String, String>,
+}
 
-/// Waits until every member reports the same revision, then compares hashes.
+type FinalState = Vec<MemberFinal>;
+
+/// Waits until every member reports the same revision and applied index,
+/// then compares hashes.
 async fn converge(urls: Vec<String>) -> (FinalState, Vec<String>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut failures = Vec::new();
@@ -449,15 +563,25 @@ async fn converge(urls: Vec<String>) -> (FinalState, Vec<String>) {
             }
         }
         let complete = states.len() == urls.len();
-        let same_rev = complete && states.windows(2).all(|w| w[0].1 == w[1].1);
-        if same_rev {
-            let same = states
+        let same_rev = complete
+            && states
                 .windows(2)
-                .all(|w| w[0].2 == w[1].2 && w[0].3 == w[1].3 && w[0].4 == w[1].4);
+                .all(|w| w[0].revision == w[1].revision && w[0].applied == w[1].applied);
+        if same_rev {
+            let same = states.windows(2).all(|w| {
+                w[0].compact_revision == w[1].compact_revision
+                    && w[0].hash == w[1].hash
+                    && w[0].kvs == w[1].kvs
+            });
             if !same {
                 let summary: Vec<String> = states
                     .iter()
-                    .map(|s| format!("{}: rev {} compact {} hash {:08x}", s.0, s.1, s.2, s.3))
+                    .map(|s| {
+                        format!(
+                            "{}: rev {} compact {} hash {:08x}",
+                            s.url, s.revision, s.compact_revision, s.hash
+                        )
+                    })
                     .collect();
                 failures.push(format!(
                     "members disagree at equal revision: {}",
@@ -468,10 +592,10 @@ async fn converge(urls: Vec<String>) -> (FinalState, Vec<String>) {
         }
         if tokio::time::Instant::now() >= deadline {
             failures.push(format!(
-                "members did not converge within 30 s: revisions {:?}",
+                "members did not converge within 30 s: (revision, applied index) {:?}",
                 states
                     .iter()
-                    .map(|s| (s.0.clone(), s.1))
+                    .map(|s| (s.url.clone(), s.revision, s.applied))
                     .collect::<Vec<_>>()
             ));
             return (states, failures);
@@ -480,12 +604,11 @@ async fn converge(urls: Vec<String>) -> (FinalState, Vec<String>) {
     }
 }
 
-async fn member_state(
-    url: &str,
-) -> Result<(String, i64, i64, u32, BTreeMap<String, String>), tonic::Status> {
+async fn member_state(url: &str) -> Result<MemberFinal, tonic::Status> {
     let mut m = MaintenanceClient::connect(url.to_owned())
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let applied = m.status(StatusRequest {}).await?.into_inner().raft_applied_index;
     let h = m.hash_kv(HashKvRequest { revision: 0 }).await?.into_inner();
     let mut kv = KvClient::connect(url.to_owned())
         .await
@@ -514,11 +637,98 @@ async fn member_state(
             )
         })
         .collect();
-    Ok((url.to_owned(), rev, h.compact_revision, h.hash, kvs))
+    Ok(MemberFinal {
+        url: url.to_owned(),
+        revision: rev,
+        compact_revision: h.compact_revision,
+        hash: h.hash,
+        applied,
+        kvs,
+    })
+}
+
+/// The current members at the end: id → (name, learner).
+fn final_members(cluster: &SimCluster) -> BTreeMap<u64, (String, bool)> {
+    cluster
+        .current()
+        .into_iter()
+        .map(|i| {
+            let m = &cluster.members[i];
+            (m.id, (m.name.clone(), m.learner))
+        })
+        .collect()
+}
+
+/// Every member's own (serializable) member list names exactly the current
+/// members, and the last configuration the oracle saw applied has them as
+/// its voters and learners.
+async fn check_member_lists(
+    urls: Vec<String>,
+    expected: BTreeMap<u64, (String, bool)>,
+    removed: BTreeMap<u64, String>,
+    conf: Option<(u64, cairn::server::ConfAfter)>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let want: BTreeMap<u64, bool> = expected.iter().map(|(id, (_, l))| (*id, *l)).collect();
+    let name = |id: &u64| {
+        expected
+            .get(id)
+            .map(|(n, _)| n.clone())
+            .or_else(|| removed.get(id).map(|n| format!("removed {n}")))
+            .unwrap_or_else(|| format!("unknown {id:x}"))
+    };
+    for url in &urls {
+        let mut list = Err(String::new());
+        for _ in 0..10 {
+            list = membership::member_list(url, false).await;
+            if list.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let list = match list {
+            Ok(l) => l,
+            Err(e) => {
+                failures.push(format!("final member list: {url} did not answer: {e}"));
+                continue;
+            }
+        };
+        let got: BTreeMap<u64, bool> = list.iter().map(|m| (m.id, m.is_learner)).collect();
+        if got != want {
+            let show = |m: &BTreeMap<u64, bool>| {
+                m.iter()
+                    .map(|(id, l)| format!("{}{}", name(id), if *l { " (learner)" } else { "" }))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            failures.push(format!(
+                "final member list of {url} is [{}], the cluster's members are [{}]",
+                show(&got),
+                show(&want)
+            ));
+        }
+    }
+    if let Some((index, conf)) = conf {
+        let voters: Vec<u64> = want.iter().filter(|(_, l)| !**l).map(|(id, _)| *id).collect();
+        let learners: Vec<u64> = want.iter().filter(|(_, l)| **l).map(|(id, _)| *id).collect();
+        if conf.voters != voters || conf.learners != learners {
+            failures.push(format!(
+                "the Raft configuration after the last conf change (index {index}) is voters {:?} learners {:?}, but the members are voters {:?} learners {:?}",
+                conf.voters.iter().map(&name).collect::<Vec<_>>(),
+                conf.learners.iter().map(&name).collect::<Vec<_>>(),
+                voters.iter().map(&name).collect::<Vec<_>>(),
+                learners.iter().map(&name).collect::<Vec<_>>()
+            ));
+        }
+    }
+    failures
 }
 
 fn check(cfg: &RunConfig, oracle: &Oracle, finals: FinalState, report: &mut RunReport) {
     for v in oracle.violations() {
+        report.failures.push(format!("raft oracle: {v}"));
+    }
+    for v in oracle.conf_change_violations() {
         report.failures.push(format!("raft oracle: {v}"));
     }
     let options = CheckOptions {
@@ -579,10 +789,11 @@ fn check_rest(finals: FinalState, report: &mut RunReport) {
     report
         .failures
         .extend(check_lists(&report.history, &final_state));
-    if let Some((url, _, _, _, kvs)) = finals.first() {
-        if *kvs != final_state {
+    if let Some(f) = finals.first() {
+        if f.kvs != final_state {
             report.failures.push(format!(
-                "final state read from {url} differs from the applied history: cluster {kvs:?}, history {final_state:?}"
+                "final state read from {} differs from the applied history: cluster {:?}, history {final_state:?}",
+                f.url, f.kvs
             ));
         }
     }

@@ -35,7 +35,7 @@ use cairn_proto::mvccpb::event::EventType;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::workload::Shared;
+use super::workload::{Endpoints, Shared};
 use crate::checker::CommittedHistory;
 
 /// One event as a watcher received it.
@@ -113,7 +113,7 @@ pub struct WatchLog {
 /// Runs one watcher until `stop`.
 pub async fn run_watcher(
     id: u64,
-    urls: Vec<String>,
+    urls: Endpoints,
     seed: u64,
     shared: Arc<Shared>,
     log: Arc<WatchLog>,
@@ -122,7 +122,7 @@ pub async fn run_watcher(
     let mut rng = StdRng::seed_from_u64(seed);
     let mut resume_from: Option<i64> = None;
     while !stop.load(Ordering::SeqCst) {
-        let member = urls[rng.random_range(0..urls.len())].clone();
+        let member = urls.pick(&mut rng);
         let (key, range_end) = match rng.random_range(0..3) {
             0 => ("\0".to_owned(), "\0".to_owned()),
             1 => ("k".to_owned(), "l".to_owned()),

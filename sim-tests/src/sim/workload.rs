@@ -65,6 +65,39 @@ impl Recorder {
     }
 }
 
+/// The client URLs of the current members, which clients, watchers, lease
+/// and lock clients pick from at random. Fixed in most scenarios; in `churn`
+/// the membership driver changes it as members join and leave. Picking
+/// draws one number from the caller's RNG, as indexing a fixed list did.
+#[derive(Clone, Default)]
+pub struct Endpoints(Arc<Mutex<Vec<String>>>);
+
+impl Endpoints {
+    pub fn new(urls: Vec<String>) -> Endpoints {
+        Endpoints(Arc::new(Mutex::new(urls)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.0.lock().expect("endpoints lock poisoned")
+    }
+
+    /// Replaces the list (never with an empty one).
+    pub fn set(&self, urls: Vec<String>) {
+        assert!(!urls.is_empty(), "a cluster always has a member");
+        *self.lock() = urls;
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.lock().clone()
+    }
+
+    /// A URL drawn at random.
+    pub fn pick(&self, rng: &mut StdRng) -> String {
+        let urls = self.lock();
+        urls[rng.random_range(0..urls.len())].clone()
+    }
+}
+
 /// The latest revision any client saw, for picking past revisions.
 #[derive(Default)]
 pub struct Shared {
@@ -75,7 +108,7 @@ pub struct Shared {
 
 pub struct Client {
     pub id: u64,
-    urls: Vec<String>,
+    urls: Endpoints,
     rng: StdRng,
     recorder: Arc<Recorder>,
     shared: Arc<Shared>,
@@ -274,7 +307,7 @@ async fn execute(
 impl Client {
     pub fn new(
         id: u64,
-        urls: Vec<String>,
+        urls: Endpoints,
         seed: u64,
         recorder: Arc<Recorder>,
         shared: Arc<Shared>,
@@ -305,8 +338,7 @@ impl Client {
     }
 
     fn pick_url(&mut self) -> String {
-        let i = self.rng.random_range(0..self.urls.len());
-        self.urls[i].clone()
+        self.urls.pick(&mut self.rng)
     }
 
     fn past_revision(&mut self) -> Revision {
