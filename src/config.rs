@@ -77,6 +77,8 @@ pub const DEFAULT_PEER_URL: &str = "http://localhost:2380";
 pub const DEFAULT_CLUSTER_TOKEN: &str = "etcd-cluster";
 /// `--snapshot-count` when none (or 0) is given.
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
+/// Above this quota (etcd's 8 GiB), the member warns at start, as etcd does.
+pub const MAX_RECOMMENDED_QUOTA_BACKEND_BYTES: u64 = 8 << 30;
 /// The backend quota `--quota-backend-bytes=0` stands for: 2 GiB, as etcd.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// `--experimental-watch-progress-notify-interval` when none (or 0) is given.

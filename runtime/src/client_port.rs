@@ -25,6 +25,28 @@ pub struct HttpReply {
 /// Answers a GET of `path` (e.g. `/health`); `None` means 404.
 pub type HttpHandler = Arc<dyn Fn(&str) -> Option<HttpReply> + Send + Sync>;
 
+/// Resolves at the process's first SIGTERM or SIGINT, naming it; never
+/// resolves when the handlers cannot be installed (`Err`) — nor in a
+/// simulation build, which never runs the binary (madsim has no signals).
+pub async fn termination_signal() -> Result<&'static str, std::io::Error> {
+    #[cfg(not(madsim))]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let which = tokio::select! {
+            biased;
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        Ok(which)
+    }
+    #[cfg(madsim)]
+    {
+        std::future::pending().await
+    }
+}
+
 /// Opens the member's storage in `dir`: RocksDB in production; in a
 /// simulation build (which never runs the binary) an in-memory SimStorage.
 pub fn open_storage(dir: &Path, families: &[&str]) -> Result<Arc<dyn Storage>, StorageError> {

@@ -250,13 +250,43 @@ impl Storage for RocksStorage {
         })
     }
 
-    fn approximate_size(&self) -> u64 {
+    /// A full manual compaction of every column family on a thread of its
+    /// own: RocksDB rewrites the SST files without the deleted and
+    /// overwritten data while reads and writes continue.
+    fn reclaim_space(&self) -> SyncFuture {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let (db, families) = (self.db.clone(), self.families.clone());
+        let spawned = std::thread::Builder::new()
+            .name("rocksdb-reclaim".into())
+            .spawn(move || {
+                for name in &families {
+                    if let Some(cf) = db.cf_handle(name) {
+                        db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+                    }
+                }
+                let _ = tx.send(Ok(()));
+            });
+        Box::pin(async move {
+            if spawned.is_err() {
+                return Err(StorageError::Closed);
+            }
+            rx.await.unwrap_or(Err(StorageError::Closed))
+        })
+    }
+
+    fn approximate_size(&self, families: &[&str]) -> u64 {
         const PROPS: [&str; 2] = [
-            "rocksdb.estimate-live-data-size",
+            // Files on disk, dead data included until compaction drops it
+            // (like etcd's bbolt file, which keeps free pages until a
+            // defragment), and what is still in memory.
+            "rocksdb.total-sst-files-size",
             "rocksdb.cur-size-all-mem-tables",
         ];
         let mut total = 0;
         for name in &self.families {
+            if !families.is_empty() && !families.contains(&name.as_str()) {
+                continue;
+            }
             let Some(cf) = self.db.cf_handle(name) else {
                 continue;
             };

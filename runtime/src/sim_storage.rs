@@ -357,11 +357,12 @@ impl Storage for SimStorage {
         })
     }
 
-    fn approximate_size(&self) -> u64 {
+    fn approximate_size(&self, families: &[&str]) -> u64 {
         let h = self.lock();
         h.visible
-            .values()
-            .flat_map(|m| m.iter())
+            .iter()
+            .filter(|(cf, _)| families.is_empty() || families.contains(&cf.as_str()))
+            .flat_map(|(_, m)| m.iter())
             .map(|(k, v)| (k.len() + v.len()) as u64)
             .sum()
     }

@@ -194,8 +194,17 @@ pub trait Storage: Send + Sync + 'static {
     /// A consistent read-only view, usable while writes continue.
     fn snapshot(&self) -> Arc<dyn StorageSnapshot>;
 
-    /// Approximate bytes used on disk (or in memory, for `SimStorage`).
-    fn approximate_size(&self) -> u64;
+    /// Approximate bytes used on disk (or in memory, for `SimStorage`) by
+    /// the column families `families` (all of them when empty).
+    fn approximate_size(&self, families: &[&str]) -> u64;
+
+    /// Reclaims the space of deleted data (etcd's defragment) in the
+    /// background: reads and writes go on meanwhile; resolves when done.
+    /// Storage that holds nothing dead (the in-memory simulation) has
+    /// nothing to do.
+    fn reclaim_space(&self) -> SyncFuture {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Errors if `cf` is not one of `families`.

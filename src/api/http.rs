@@ -44,8 +44,14 @@ fn cluster_version() -> &'static str {
 }
 
 fn health(server: &Server) -> HttpReply {
+    let alarm = server
+        .alarm_names()
+        .first()
+        .map(|(_, name)| format!("ALARM {name}"));
     let reason = if server.is_stopped() {
         Some("SERVER STOPPED")
+    } else if let Some(a) = alarm.as_deref() {
+        Some(a)
     } else if server.leader().is_none() {
         Some("RAFT NO LEADER")
     } else if !server.is_published() {

@@ -5,8 +5,8 @@
 //! (all of it), Lease (all of it, `lease.rs`), Watch (`watch.rs`), Lock
 //! (`lock.rs`) and Election (`election.rs`) over the shared recipes of
 //! `concurrency.rs` (their errors: `concurrency_status`), Maintenance
-//! `Status` / `Hash` / `HashKV` / `Alarm` (no alarms are raised yet), Cluster
-//! `MemberList`. Other RPCs answer `Unimplemented` with a message naming what
+//! `Status` / `Hash` / `HashKV` / `Alarm` / `Defragment` / `MoveLeader`,
+//! Cluster (all of it). Other RPCs answer `Unimplemented` with a message naming what
 //! is missing.
 //! Tests: `tests/etcdctl_interop.rs`, `tests/client_crate.rs`, `tests/etcdctl_interop.rs` (its bad-input session),
 //! `tests/lease_interop.rs`, `tests/watch_interop.rs`, `tests/lock_election.rs`,
@@ -158,25 +158,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        self.0.refuse_learner().map_err(status_of)?;
-        let req = request.into_inner();
-        if req.action() != alarm_request::AlarmAction::Get {
-            return Err(Status::unimplemented(
-                "cairn raises no alarms yet; only alarm list is supported",
-            ));
-        }
-        let header = self.0.header(
-            self.0
-                .status()
-                .await
-                .map_err(status_of)?
-                .header
-                .map_or(0, |h| h.revision),
-        );
-        Ok(Response::new(AlarmResponse {
-            header: Some(header),
-            alarms: Vec::new(),
-        }))
+        reply(self.0.alarm(request.into_inner()).await)
     }
 
     async fn status(
@@ -190,9 +172,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(Status::unimplemented(
-            "cairn: defragment is not supported yet (RocksDB compacts in the background)",
-        ))
+        reply(self.0.defragment().await)
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {

@@ -73,20 +73,13 @@ fn init_logging(config: &Config) {
 
 /// Resolves at the first SIGTERM or SIGINT.
 async fn termination_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; SIGTERM will kill without a hand-off");
-        return std::future::pending().await;
-    };
-    let which = tokio::select! {
-        biased;
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!("received {which}; stopping gracefully");
+    match client_port::termination_signal().await {
+        Ok(which) => tracing::info!("received {which}; stopping gracefully"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install signal handlers; SIGTERM will kill without a hand-off");
+            std::future::pending::<()>().await
+        }
+    }
 }
 
 async fn run(config: Config) -> Result<Ended, String> {

@@ -324,6 +324,14 @@ fn check_duplicate_urls(cluster: &BTreeMap<String, Vec<Url>>) -> Result<(), Conf
 /// What was accepted but will have no effect, for the server to log.
 fn collect_warnings(settings: Settings, c: &Config) -> Vec<String> {
     let mut warnings = settings.warnings;
+    if c.quota_backend_bytes > super::MAX_RECOMMENDED_QUOTA_BACKEND_BYTES {
+        // etcd 3.4 warns the same way and starts anyway.
+        warnings.push(format!(
+            "quota-backend-bytes ({}) exceeds the maximum recommended quota ({}): a larger store makes snapshots, restarts and defragmentation slow",
+            c.quota_backend_bytes,
+            super::MAX_RECOMMENDED_QUOTA_BACKEND_BYTES
+        ));
+    }
     if c.enable_pprof {
         warnings.push(
             "--enable-pprof is accepted for compatibility; cairn serves no Go profiles".into(),

@@ -1277,6 +1277,22 @@ fn zero_limits_are_refused_or_mean_the_default() {
 }
 
 #[test]
+fn a_quota_above_8_gib_is_accepted_with_a_warning_as_etcd() {
+    let at_max = ok(&["--quota-backend-bytes=8589934592"]);
+    assert!(!at_max.warnings.iter().any(|w| w.contains("quota")));
+    let above = ok(&["--quota-backend-bytes=8589934593"]);
+    assert_eq!(above.quota_backend_bytes, 8_589_934_593);
+    assert!(
+        above
+            .warnings
+            .iter()
+            .any(|w| w.contains("exceeds the maximum recommended quota")),
+        "{:?}",
+        above.warnings
+    );
+}
+
+#[test]
 fn bad_numbers_are_errors() {
     let digits = "expected a non-negative decimal integer";
     for (value, reason) in [

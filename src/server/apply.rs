@@ -46,6 +46,8 @@ const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 const MEMBER_PREFIX: &[u8] = b"member/";
 /// Members removed from the cluster: their ids can never be used again.
 const REMOVED_PREFIX: &[u8] = b"removed/";
+/// Active alarms: `alarm/` + member id (8 bytes) + alarm type (4 bytes).
+const ALARM_PREFIX: &[u8] = b"alarm/";
 /// Member-local (beside the Raft state, never replaced by a snapshot): a
 /// peer refused this member because the cluster removed it.
 const KEY_REMOVED_SELF: &[u8] = b"removed_self";
@@ -75,6 +77,8 @@ pub enum Applied {
     Published,
     /// A membership change (conf change or peer-URL update) took effect.
     MembersChanged,
+    /// An alarm was raised or cleared; the alarms it changed.
+    Alarm(cairn_proto::etcdserverpb::AlarmResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     LeaseCheckpoint,
@@ -255,18 +259,106 @@ pub fn removed_self_batch() -> WriteBatch {
     b
 }
 
+/// The cluster's active alarms: (member id, alarm type).
+pub type Alarms = BTreeSet<(u64, i32)>;
+
+fn alarm_key(member: u64, alarm: i32) -> Vec<u8> {
+    let mut k = ALARM_PREFIX.to_vec();
+    k.extend_from_slice(&member.to_be_bytes());
+    k.extend_from_slice(&alarm.to_be_bytes());
+    k
+}
+
+/// The active alarms, as applied.
+pub fn load_alarms(storage: &dyn Storage) -> Result<Alarms, StorageError> {
+    let end = prefix_end(ALARM_PREFIX);
+    let mut alarms = Alarms::new();
+    for item in storage.scan(CF_SERVER, ALARM_PREFIX, Some(&end), Direction::Forward)? {
+        let (k, _) = item?;
+        let rest = &k[ALARM_PREFIX.len()..];
+        if rest.len() == 12 {
+            let member = decode_u64(&rest[..8]).unwrap_or(0);
+            let alarm = i32::from_be_bytes(rest[8..].try_into().unwrap_or([0; 4]));
+            alarms.insert((member, alarm));
+        }
+    }
+    Ok(alarms)
+}
+
+/// Whether a NOSPACE alarm is active: the cluster then refuses what adds
+/// data (etcd's capped applier).
+pub fn no_space(alarms: &Alarms) -> bool {
+    let nospace = cairn_proto::etcdserverpb::AlarmType::Nospace as i32;
+    alarms.iter().any(|(_, a)| *a == nospace)
+}
+
+/// Whether a txn would write a put on some branch (etcd's non-zero cost).
+pub fn txn_puts(r: &TxnRequest) -> bool {
+    r.success.iter().chain(&r.failure).any(|op| match &op.request {
+        Some(request_op::Request::RequestPut(_)) => true,
+        Some(request_op::Request::RequestTxn(t)) => txn_puts(t),
+        _ => false,
+    })
+}
+
+fn alarm(
+    store: &MvccStore,
+    alarms: &mut Alarms,
+    r: &cairn_proto::etcdserverpb::AlarmRequest,
+    mut extra: WriteBatch,
+) -> Result<Effects, ServerError> {
+    use cairn_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmMember, AlarmResponse};
+    let key = (r.member_id, r.alarm);
+    let changed = match r.action() {
+        AlarmAction::Activate if r.alarm != 0 => {
+            extra.put(CF_SERVER, alarm_key(r.member_id, r.alarm), b"1".to_vec());
+            alarms.insert(key);
+            true
+        }
+        AlarmAction::Deactivate if alarms.contains(&key) => {
+            extra.delete(CF_SERVER, alarm_key(r.member_id, r.alarm));
+            alarms.remove(&key);
+            true
+        }
+        _ => false,
+    };
+    write_extra(store, extra)?;
+    let resp = AlarmResponse {
+        header: None,
+        alarms: if changed {
+            vec![AlarmMember {
+                member_id: r.member_id,
+                alarm: r.alarm,
+            }]
+        } else {
+            Vec::new()
+        },
+    };
+    Ok((Applied::Alarm(resp), store.current_revision(), Vec::new()))
+}
+
 /// Applies one normal entry's request at `index` to `store` and `lessor`.
 /// `now` is the member's clock (a grant on the primary expires from it).
+#[allow(clippy::too_many_arguments)]
 pub fn apply_request(
     store: &mut MvccStore,
     members: &mut BTreeMap<u64, MemberRecord>,
     lessor: &mut Lessor,
+    alarms: &mut Alarms,
     req: &InternalRequest,
     index: u64,
     now: MonoTime,
 ) -> ApplyOutcome {
     let extra = applied_batch(index);
+    let capped = no_space(alarms)
+        && match &req.request {
+            Some(Request::Put(_)) | Some(Request::LeaseGrant(_)) => true,
+            Some(Request::Txn(t)) => txn_puts(t),
+            _ => false,
+        };
     let result = match &req.request {
+        _ if capped => refuse(store, extra, ServerError::NoSpace),
+        Some(Request::Alarm(r)) => alarm(store, alarms, r, extra),
         Some(Request::Put(r)) => {
             let exists = |id: i64| lessor.contains(LeaseId(id));
             store

@@ -21,6 +21,7 @@
 pub mod apply;
 pub mod compactor;
 mod lease;
+mod maintenance;
 pub mod members;
 mod node;
 pub mod probe;
@@ -206,6 +207,8 @@ pub(crate) struct Shared {
     members: RwLock<BTreeMap<u64, MemberRecord>>,
     /// Ids removed from the cluster (never members again).
     removed: RwLock<BTreeSet<u64>>,
+    /// The cluster's active alarms, as applied.
+    alarms: RwLock<apply::Alarms>,
     pub raft: RaftProgress,
     pub metrics: Metrics,
     pub storage: Arc<dyn Storage>,
@@ -232,10 +235,11 @@ pub(crate) struct Shared {
     pub incarnation: u64,
 }
 
-/// The three locks handlers and the node loop share, each behind one
+/// The locks handlers and the node loop share, each behind one
 /// accessor (a poisoned lock means a panic while holding it: the member is
 /// broken and every later access panics with the lock's name). Order when
-/// holding more than one: mvcc, then members, then lessor; never across an await.
+/// holding more than one: mvcc, then members, then lessor, then alarms; never
+/// across an await.
 impl Shared {
     pub(crate) fn mvcc(&self) -> RwLockReadGuard<'_, MvccStore> {
         self.mvcc.read().expect("mvcc lock poisoned")
@@ -267,6 +271,14 @@ impl Shared {
 
     pub(crate) fn removed_mut(&self) -> RwLockWriteGuard<'_, BTreeSet<u64>> {
         self.removed.write().expect("removed lock poisoned")
+    }
+
+    pub(crate) fn alarms(&self) -> RwLockReadGuard<'_, apply::Alarms> {
+        self.alarms.read().expect("alarms lock poisoned")
+    }
+
+    pub(crate) fn alarms_mut(&self) -> RwLockWriteGuard<'_, apply::Alarms> {
+        self.alarms.write().expect("alarms lock poisoned")
     }
 }
 
@@ -395,7 +407,10 @@ impl Server {
 
     /// Approximate bytes of the member's storage.
     pub fn db_size(&self) -> u64 {
-        self.shared.storage.approximate_size()
+        // The applied state only, as etcd's backend size (its WAL is apart).
+        self.shared
+            .storage
+            .approximate_size(&apply::state_column_families())
     }
 
     pub fn max_request_bytes(&self) -> usize {
@@ -431,6 +446,8 @@ impl Server {
 
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse, ServerError> {
         mvcc::check_put_request(&req)?;
+        self.refuse_learner()?;
+        self.check_quota(prost::Message::encoded_len(&req))?;
         self.propose_for(req).await
     }
 
@@ -456,6 +473,9 @@ impl Server {
             resp.header = Some(self.header(rev));
             return Ok(resp);
         }
+        if apply::txn_puts(&req) {
+            self.check_quota(prost::Message::encoded_len(&req))?;
+        }
         self.propose_for(req).await
     }
 
@@ -476,7 +496,7 @@ impl Server {
 
     pub async fn status(&self) -> Result<StatusResponse, ServerError> {
         let raft = &self.shared.raft;
-        let db_size = self.shared.storage.approximate_size() as i64;
+        let db_size = self.db_size() as i64;
         Ok(StatusResponse {
             header: Some(self.header(self.current_revision())),
             version: ETCD_API_VERSION.to_owned(),
@@ -485,7 +505,11 @@ impl Server {
             raft_index: raft.commit_index.load(Ordering::SeqCst),
             raft_term: raft.term.load(Ordering::SeqCst),
             raft_applied_index: raft.applied_index.load(Ordering::SeqCst),
-            errors: Vec::new(),
+            errors: self
+                .alarm_names()
+                .into_iter()
+                .map(|(member, name)| format!("memberID:{member} alarm:{name} "))
+                .collect(),
             db_size_in_use: db_size,
             is_learner: raft.is_learner.load(Ordering::SeqCst),
         })

@@ -132,6 +132,7 @@ pub(super) fn recover(
     );
     let members = apply::load_members(storage.as_ref())?;
     let removed = apply::load_removed(storage.as_ref())?;
+    let alarms = apply::load_alarms(storage.as_ref())?;
     let progress = RaftProgress::default();
     progress.applied_index.store(cfg.applied, Ordering::SeqCst);
     progress.term.store(raw.hard_state().term, Ordering::SeqCst);
@@ -144,6 +145,7 @@ pub(super) fn recover(
         lessor: RwLock::new(lessor),
         members: RwLock::new(members),
         removed: RwLock::new(removed),
+        alarms: RwLock::new(alarms),
         raft: progress,
         metrics: Metrics::default(),
         storage,
@@ -1016,6 +1018,7 @@ impl Node {
             apply::load_members(self.shared.storage.as_ref())?,
         );
         *self.shared.removed_mut() = apply::load_removed(self.shared.storage.as_ref())?;
+        *self.shared.alarms_mut() = apply::load_alarms(self.shared.storage.as_ref())?;
         sync_transport_peers(&self.shared, self.transport.as_ref(), &old);
         let me = self.shared.config.member_id;
         if self.shared.removed().contains(&me) && self.removed_ticks.is_none() {
@@ -1095,8 +1098,17 @@ impl Node {
             store.set_events_prev_kv(prev_kv);
             let mut members = self.shared.members_mut();
             let mut lessor = self.shared.lessor_mut();
+            let mut alarms = self.shared.alarms_mut();
             let now = self.clock.now();
-            apply::apply_request(&mut store, &mut members, &mut lessor, &req, e.index, now)
+            apply::apply_request(
+                &mut store,
+                &mut members,
+                &mut lessor,
+                &mut alarms,
+                &req,
+                e.index,
+                now,
+            )
         };
         if let Err(ServerError::Mvcc(MvccError::Storage(err))) = &outcome.result {
             return Err(err.clone());

@@ -7,6 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::cairnpb::MemberRecord;
+use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
+use cairn_proto::etcdserverpb::{
+    request_op, AlarmRequest, AlarmType, DeleteRangeRequest, RequestOp, TxnRequest,
+};
 use cairn_proto::etcdserverpb::{
     CompactionRequest, LeaseGrantRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest,
     LeaseTimeToLiveResponse, PutRequest, RangeRequest, WatchCreateRequest, WatchResponse,
@@ -269,6 +273,13 @@ async fn read_contexts_of_a_restarted_member_never_repeat_those_of_an_earlier_st
 }
 
 async fn three_members(snapshot_count: u64) -> (Vec<ServerConfig>, Vec<SimDisk>, Vec<Member>) {
+    three_members_with(|c| c.snapshot_count = snapshot_count).await
+}
+
+/// Three members whose configs `adjust` changes before they start.
+async fn three_members_with(
+    adjust: impl Fn(&mut ServerConfig),
+) -> (Vec<ServerConfig>, Vec<SimDisk>, Vec<Member>) {
     let mut listeners = Vec::new();
     for _ in 0..3 {
         listeners.push(
@@ -293,7 +304,7 @@ async fn three_members(snapshot_count: u64) -> (Vec<ServerConfig>, Vec<SimDisk>,
             let mut c = fast(ServerConfig::single(&format!("m{id}"), id));
             c.cluster_id = 77;
             c.initial_members = members.clone();
-            c.snapshot_count = snapshot_count;
+            adjust(&mut c);
             c
         })
         .collect();
@@ -1377,4 +1388,115 @@ async fn concurrent_membership_changes_through_different_members_apply_one_at_a_
         member_ids(&l) == expected && member_ids(&follower) == expected
     })
     .await;
+}
+
+// ---- Quota, alarms, defragment ----
+
+fn alarm_req(action: AlarmAction, member_id: u64) -> AlarmRequest {
+    AlarmRequest {
+        action: action as i32,
+        member_id,
+        alarm: AlarmType::Nospace as i32,
+    }
+}
+
+/// Members 1 and 2 have a small quota, member 3 a large one: a put through
+/// member 3 passes its own size check, so only the replicated alarm (the
+/// capped apply) can refuse it.
+#[tokio::test]
+async fn passing_the_quota_raises_nospace_cluster_wide_until_space_is_reclaimed_and_disarmed() {
+    const QUOTA: u64 = 64 * 1024;
+    let (_configs, _disks, members) = three_members_with(|c| {
+        c.snapshot_count = 5;
+        c.quota_backend_bytes = if c.member_id == 3 { 1 << 30 } else { QUOTA };
+    })
+    .await;
+    let servers: Vec<&Server> = members.iter().map(|m| &m.server).collect();
+    let leader = wait_leader(&servers).await;
+    let small = servers[if leader == 3 { 0 } else { leader as usize - 1 }];
+    let roomy = servers[2];
+    let value = "v".repeat(2048);
+
+    let mut refused = None;
+    for i in 0..200 {
+        match small.put(put(&format!("big{i}"), &value)).await {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (written, err) = refused.expect("the quota was never reached");
+    assert_eq!(err, ServerError::NoSpace);
+    assert!(written >= 5, "refused after only {written} puts");
+    let me = small.member_id();
+    for s in &servers {
+        eventually("every member applies the alarm", || {
+            s.alarm_names() == vec![(me, "NOSPACE")]
+        })
+        .await;
+    }
+
+    // The capped cluster: puts, txns that put and lease grants are refused
+    // at apply, even through a member under its own quota.
+    assert_eq!(roomy.put(put("small", "x")).await, Err(ServerError::NoSpace));
+    let txn = TxnRequest {
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(put("t", "x"))),
+        }],
+        ..Default::default()
+    };
+    assert_eq!(roomy.txn(txn.clone()).await.err(), Some(ServerError::NoSpace));
+    let grant = roomy
+        .lease_grant(LeaseGrantRequest { ttl: 30, id: 0 })
+        .await;
+    assert_eq!(grant.err(), Some(ServerError::NoSpace));
+    // Everything else goes on.
+    assert_eq!(value_of(roomy, "big0").await.len(), 2048);
+    let status = roomy.status().await.expect("status");
+    assert_eq!(status.errors, vec![format!("memberID:{me} alarm:NOSPACE ")]);
+    let listed = roomy
+        .alarm(alarm_req(AlarmAction::Get, 0))
+        .await
+        .expect("alarm list");
+    assert_eq!(listed.alarms.len(), 1);
+    assert_eq!(listed.alarms[0].member_id, me);
+
+    // Reclaim: delete, compact, defragment every member, then disarm.
+    let deleted = roomy
+        .delete_range(DeleteRangeRequest {
+            key: b"big".to_vec(),
+            range_end: b"bih".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete under NOSPACE");
+    assert_eq!(deleted.deleted, written as i64);
+    let rev = deleted.header.expect("header").revision;
+    roomy
+        .compact(CompactionRequest {
+            revision: rev,
+            physical: true,
+        })
+        .await
+        .expect("compact under NOSPACE");
+    for s in &servers {
+        s.defragment().await.expect("defragment");
+    }
+    let disarmed = roomy
+        .alarm(alarm_req(AlarmAction::Deactivate, me))
+        .await
+        .expect("disarm");
+    assert_eq!(disarmed.alarms.len(), 1);
+    for s in &servers {
+        eventually("every member applies the disarm", || s.alarm_names().is_empty()).await;
+    }
+    small.put(put("after", "disarm")).await.expect("put after disarm");
+    roomy.txn(txn).await.expect("txn after disarm");
+    assert!(roomy.status().await.expect("status").errors.is_empty());
+}
+
+async fn value_of(s: &Server, k: &str) -> Vec<u8> {
+    value(s, k, false).await.unwrap_or_default()
 }

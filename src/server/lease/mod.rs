@@ -102,6 +102,8 @@ impl Server {
             }
             req.id = id.0;
         }
+        self.refuse_learner()?;
+        self.check_quota(prost::Message::encoded_len(&req))?;
         self.propose_for(req).await
     }
 
