@@ -40,6 +40,8 @@ pub struct ClusterSpec {
     pub election_ms: u64,
     /// Small, so snapshots and log compaction happen in every run.
     pub snapshot_count: u64,
+    /// `--quota-backend-bytes` (0: etcd's default, 2 GiB).
+    pub quota_backend_bytes: u64,
 }
 
 impl Default for ClusterSpec {
@@ -49,6 +51,7 @@ impl Default for ClusterSpec {
             heartbeat_ms: 100,
             election_ms: 1000,
             snapshot_count: 300,
+            quota_backend_bytes: 0,
         }
     }
 }
@@ -156,6 +159,8 @@ fn member_args(
         spec.election_ms.to_string(),
         "--snapshot-count".to_owned(),
         spec.snapshot_count.to_string(),
+        "--quota-backend-bytes".to_owned(),
+        spec.quota_backend_bytes.to_string(),
         // Frequent progress notifications, so watchers vouch for revisions.
         "--experimental-watch-progress-notify-interval".to_owned(),
         "1s".to_owned(),

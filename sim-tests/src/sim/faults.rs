@@ -73,6 +73,12 @@ impl Timeline {
         self.push(&format!("membership: {what}"));
     }
 
+    /// A space event: an alarm seen or disarmed (log target `cairn_sim::space`).
+    pub fn space(&self, what: String) {
+        tracing::info!(target: "cairn_sim::space", "{what}");
+        self.push(&format!("space: {what}"));
+    }
+
     pub fn entries(&self) -> Vec<String> {
         self.entries.lock().expect("timeline lock").clone()
     }

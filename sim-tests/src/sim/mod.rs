@@ -9,6 +9,7 @@
 //! - `membership`: the `churn` scenario's membership changes;
 //! - `workload`: clients, the KV and list-append mixes, the recorder;
 //! - `watchers`: watch streams under faults, checked for etcd's guarantees;
+//! - `space`: the space operator of the small-quota seeds (NOSPACE alarms);
 //! - `scenario`: one run end to end, and its checks;
 //! - `runner`: seeds, one process per seed, replay commands, determinism.
 //! Tests: `tests/sim.rs` is the entry point.
@@ -21,5 +22,6 @@ pub mod membership;
 pub mod oracle;
 pub mod runner;
 pub mod scenario;
+pub mod space;
 pub mod watchers;
 pub mod workload;

@@ -45,6 +45,7 @@ use super::leases::{check_leases, run_lease_client, LeaseLife, LeaseLog};
 use super::locks::{final_lock, run_lock_client, LockLog};
 use super::membership::{self, Membership};
 use super::oracle::Oracle;
+use super::space;
 use super::watchers::{check_segments, run_watcher, SeenResponse, Segment, WatchLog};
 use super::workload::{self, Client, Endpoints, Recorder, Shared, LIST_KEYS};
 use crate::checker::fencing::{check_fencing, Hold, WriteOutcome, FENCED_KEY, LOCK_NAME};
@@ -200,9 +201,17 @@ impl RunReport {
 /// Runs one simulation (inside a madsim runtime whose seed drives everything).
 pub async fn run(cfg: RunConfig) -> RunReport {
     let started = tokio::time::Instant::now();
-    let mut master = StdRng::seed_from_u64(madsim::rand::random::<u64>());
+    let master_seed = madsim::rand::random::<u64>();
+    let mut master = StdRng::seed_from_u64(master_seed);
     let oracle = Arc::new(Oracle::new(master.random()));
     let mut spec = cfg.cluster.clone();
+    // Drawn from a stream of its own, so the seed's other draws stay as
+    // they were before quotas were drawn (regression seeds replay).
+    let small_quota =
+        space::draw_small_quota(&mut StdRng::seed_from_u64(master_seed ^ 0x9e37_79b9_7f4a_7c15));
+    if small_quota {
+        spec.quota_backend_bytes = space::SMALL_QUOTA;
+    }
     if cfg.churn {
         spec.members = master.random_range(membership::MIN_VOTERS..=membership::MAX_MEMBERS);
     }
@@ -286,6 +295,24 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     }
 
     let timeline = Timeline::new();
+    let space_stop = Arc::new(AtomicBool::new(false));
+    let space_task = small_quota.then(|| {
+        let node = handle
+            .create_node()
+            .name("space-operator")
+            .ip("10.0.2.3".parse().expect("ip"))
+            .build();
+        let (urls, timeline, stop) = (endpoints.clone(), timeline.clone(), space_stop.clone());
+        let rng = StdRng::seed_from_u64(master_seed.rotate_left(29));
+        let client = Client::new(
+            space::OPERATOR_CLIENT,
+            endpoints.clone(),
+            master_seed.rotate_left(31),
+            recorder.clone(),
+            shared.clone(),
+        );
+        node.spawn(async move { space::run(client, urls, timeline, rng, stop).await })
+    });
     let mut faults = FaultScheduler::new(StdRng::seed_from_u64(master.random()), timeline.clone());
     faults.kinds = cfg.faults.clone();
     // The membership driver, on a node of its own (its calls need an address).
@@ -370,6 +397,17 @@ pub async fn run(cfg: RunConfig) -> RunReport {
                     .into(),
             );
         }
+    }
+    space_stop.store(true, Ordering::SeqCst);
+    if let Some(task) = space_task {
+        let space = task.await.expect("space operator");
+        report.notes.push(format!(
+            "space: quota {} bytes; NOSPACE seen {} times, {} disarms; {} writes refused for space",
+            space::SMALL_QUOTA,
+            space.seen,
+            space.disarmed,
+            shared.nospace_ops.load(Ordering::Relaxed)
+        ));
     }
     let urls = cluster.lock().expect("cluster lock").client_urls();
     tracing::info!("final phase: waiting for the members to converge");

@@ -4,7 +4,8 @@
 //! Every RPC carries a deadline (in simulation a partition is unbounded
 //! latency, not an error). Writes carry unique values (`c<client>-<n>`).
 //! Outcomes: a response is `Ok`; etcd's compacted / future-revision errors
-//! are definite errors; any other failure of a read is `Failed` (it changed
+//! are definite errors; "database space exceeded" is a definite failure
+//! (refused before proposing, or at apply: no effect); any other failure of a read is `Failed` (it changed
 //! nothing), of a write `Unknown` (it may still commit), never `Ok`.
 //!
 //! Two mixes run side by side:
@@ -104,6 +105,9 @@ pub struct Shared {
     pub max_seen: AtomicU64,
     pub acked_ops: AtomicU64,
     pub unknown_ops: AtomicU64,
+    /// Writes refused with "database space exceeded" (recorded as failed:
+    /// no effect).
+    pub nospace_ops: AtomicU64,
 }
 
 pub struct Client {
@@ -119,6 +123,9 @@ pub struct Client {
 /// How one call ended, before classification.
 enum CallError {
     Etcd(EtcdError),
+    /// "etcdserver: mvcc: database space exceeded": refused before or at
+    /// apply, so it had no effect.
+    NoSpace,
     Other(#[allow(dead_code)] String),
 }
 
@@ -128,6 +135,8 @@ fn to_call_error(s: tonic::Status) -> CallError {
         CallError::Etcd(EtcdError::Compacted)
     } else if msg.contains("required revision is a future revision") {
         CallError::Etcd(EtcdError::FutureRevision)
+    } else if msg.contains("database space exceeded") {
+        CallError::NoSpace
     } else {
         CallError::Other(format!("{:?}: {msg}", s.code()))
     }
@@ -378,6 +387,10 @@ impl Client {
                     Operation::ok(self.id, call, ret, req, resp.clone()),
                     Some(resp),
                 )
+            }
+            Err(CallError::NoSpace) => {
+                self.shared.nospace_ops.fetch_add(1, Ordering::Relaxed);
+                (Operation::failed(self.id, call, ret, req), None)
             }
             Err(CallError::Other(_)) if req.is_read_only() => {
                 (Operation::failed(self.id, call, ret, req), None)
