@@ -130,6 +130,12 @@ pub struct Config {
     /// `--experimental-watch-progress-notify-interval`, with 0 resolved to
     /// etcd's 10 minutes. > 0.
     pub watch_progress_notify_interval: Duration,
+    /// `--experimental-initial-corrupt-check` (on by default here; etcd's
+    /// default is off).
+    pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time` (1 minute by default here, etcd's
+    /// default 0 = off); zero turns the periodic check off.
+    pub corrupt_check_time: Duration,
     /// The config file read, if any (then flags and variables were ignored).
     pub config_file: Option<PathBuf>,
     /// Settings accepted but without effect (ignored flags and variables,

@@ -77,6 +77,8 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
         // etcd checkpoints long leases' remaining TTLs every 5 minutes.
         lease_checkpoint_interval: Duration::from_secs(300),
         watch_progress_notify_interval: config.watch_progress_notify_interval,
+        initial_corrupt_check: config.initial_corrupt_check,
+        corrupt_check_interval: Some(config.corrupt_check_time).filter(|d| !d.is_zero()),
     }
 }
 
@@ -236,6 +238,15 @@ pub async fn run_until(
     )
     .map_err(|e| e.to_string())?;
     tracing::info!(name = %sc.name, member = %NodeId(sc.member_id), cluster = %NodeId(sc.cluster_id), data_dir = %config.data_dir.display(), "cairn member started");
+    if has_data && sc.initial_corrupt_check {
+        if let Err(e) = server.initial_corruption_check().await {
+            server.shutdown();
+            return Err(e);
+        }
+    }
+    if let Some(interval) = sc.corrupt_check_interval {
+        server.spawn_corruption_checker(interval);
+    }
 
     // Each server task reports here when it ends (it only ends on an error).
     let (ended_tx, mut ended) = tokio::sync::mpsc::channel::<String>(8);

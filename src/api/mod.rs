@@ -65,6 +65,7 @@ pub fn status_of(e: ServerError) -> Status {
         | ServerError::Timeout
         | ServerError::Stopped
         | ServerError::NotCapable => (Code::Unavailable, e.to_string()),
+        ServerError::Corrupt => (Code::DataLoss, e.to_string()),
         ServerError::TooManyRequests | ServerError::NoSpace => {
             (Code::ResourceExhausted, e.to_string())
         }

@@ -201,6 +201,16 @@ pub(crate) fn build(settings: Settings) -> Result<Config, ConfigError> {
         heartbeat_interval: Duration::from_millis(heartbeat_ms),
         election_timeout: Duration::from_millis(election_ms),
         pre_vote: s.parse("pre-vote", "true", values::parse_bool)?,
+        initial_corrupt_check: s.parse(
+            "experimental-initial-corrupt-check",
+            "true",
+            values::parse_bool,
+        )?,
+        corrupt_check_time: s.parse(
+            "experimental-corrupt-check-time",
+            "1m",
+            values::parse_go_duration,
+        )?,
         name,
         data_dir,
         listen_client_urls,

@@ -215,6 +215,22 @@ pub(crate) const FLAGS: &[FlagSpec] = &[
         "Lowest level logged: debug, info, warn, error, dpanic, panic or fatal.",
     ),
     spec(
+        "experimental-initial-corrupt-check",
+        Bool,
+        "true",
+        Other,
+        "Before serving, a restarted member compares its HashKV with its peers' and refuses \
+         to start on a mismatch (etcd's default is false; cairn's true).",
+    ),
+    spec(
+        "experimental-corrupt-check-time",
+        Text,
+        "1m0s",
+        Other,
+        "How often the leader compares the members' HashKVs and raises the CORRUPT alarm \
+         on a mismatch (a Go duration; 0s turns it off; etcd's default is 0s, cairn's 1m).",
+    ),
+    spec(
         "experimental-watch-progress-notify-interval",
         Text,
         "10m0s",

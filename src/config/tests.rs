@@ -243,10 +243,27 @@ fn unknown_flag_is_an_error() {
     assert_eq!(err(&["--foo"]), "cairn: unknown flag: --foo");
     assert_eq!(err(&["-foo=1"]), "cairn: unknown flag: -foo");
     assert_eq!(
-        err(&["--experimental-initial-corrupt-check=true"]),
-        "cairn: unknown flag: --experimental-initial-corrupt-check"
+        err(&["--experimental-enable-v2v3=/v2"]),
+        "cairn: unknown flag: --experimental-enable-v2v3"
     );
     assert_eq!(err(&["--Name=a"]), "cairn: unknown flag: --Name");
+}
+
+#[test]
+fn corruption_checks_are_on_by_default_and_can_be_turned_off() {
+    let c = ok(&[]);
+    assert!(c.initial_corrupt_check);
+    assert_eq!(c.corrupt_check_time, Duration::from_secs(60));
+    let c = ok(&[
+        "--experimental-initial-corrupt-check=false",
+        "--experimental-corrupt-check-time=0s",
+    ]);
+    assert!(!c.initial_corrupt_check);
+    assert_eq!(c.corrupt_check_time, Duration::ZERO);
+    assert_eq!(
+        ok(&["--experimental-corrupt-check-time=30s"]).corrupt_check_time,
+        Duration::from_secs(30)
+    );
 }
 
 #[test]

@@ -30,12 +30,54 @@ pub struct HashKv {
     pub revision: Revision,
 }
 
+/// A HashKV taken at one point (`MvccStore::hash_kv_job`), to run apart.
+pub struct HashKvJob {
+    snapshot: std::sync::Arc<dyn cairn_runtime::StorageSnapshot>,
+    keep: std::collections::BTreeSet<super::revision::KeyRevision>,
+    at: Revision,
+    compact: i64,
+    current: Revision,
+}
+
+impl HashKvJob {
+    pub fn run(self) -> Result<HashKv, MvccError> {
+        let mut h = Crc32c::new();
+        h.update(CF_KV.as_bytes());
+        let end = start_key(self.at.next());
+        for item in self
+            .snapshot
+            .scan(CF_KV, &[], Some(&end), Direction::Forward)?
+        {
+            let (k, v) = item?;
+            let (rev, _) = decode_key(&k)?;
+            if rev.main.0 <= self.compact && !self.keep.is_empty() && !self.keep.contains(&rev) {
+                continue;
+            }
+            h.update(&k);
+            h.update(&v);
+        }
+        Ok(HashKv {
+            hash: h.finish(),
+            compact_revision: self.compact,
+            hash_revision: self.at,
+            revision: self.current,
+        })
+    }
+}
+
 impl MvccStore {
     /// etcd 3.5's HashKV: a crc32c over the stored changes with revision ≤
     /// `revision` (0 = current), skipping those at or below the compact
     /// revision that a compaction at `revision` would remove — so members
     /// agree whether or not they have physically compacted.
     pub fn hash_kv(&self, revision: i64) -> Result<HashKv, MvccError> {
+        self.hash_kv_job(revision)?.run()
+    }
+
+    /// What `hash_kv` needs, taken now (a storage snapshot and the index's
+    /// kept revisions): run it after releasing the store, so a long scan
+    /// does not hold up writes.
+    pub fn hash_kv_job(&self, revision: i64) -> Result<HashKvJob, MvccError> {
         let compact = self.compacted.map_or(-1, |c| c.0);
         if revision > 0 && revision <= compact {
             return Err(MvccError::Compacted);
@@ -48,26 +90,12 @@ impl MvccStore {
         } else {
             Revision(revision)
         };
-        let keep = self.index.keep(at);
-        let mut h = Crc32c::new();
-        h.update(CF_KV.as_bytes());
-        for item in
-            self.storage
-                .scan(CF_KV, &[], Some(&start_key(at.next())), Direction::Forward)?
-        {
-            let (k, v) = item?;
-            let (rev, _) = decode_key(&k)?;
-            if rev.main.0 <= compact && !keep.is_empty() && !keep.contains(&rev) {
-                continue;
-            }
-            h.update(&k);
-            h.update(&v);
-        }
-        Ok(HashKv {
-            hash: h.finish(),
-            compact_revision: compact,
-            hash_revision: at,
-            revision: self.current,
+        Ok(HashKvJob {
+            snapshot: self.storage.snapshot(),
+            keep: self.index.keep(at),
+            at,
+            compact,
+            current: self.current,
         })
     }
 

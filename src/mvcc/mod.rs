@@ -48,7 +48,7 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
-pub use hash::HashKv;
+pub use hash::{HashKv, HashKvJob};
 pub use index::KeyRange;
 pub use kv::Kv;
 pub use read::is_read_only_txn;

@@ -292,6 +292,13 @@ pub fn no_space(alarms: &Alarms) -> bool {
     alarms.iter().any(|(_, a)| *a == nospace)
 }
 
+/// Whether a CORRUPT alarm is active: the cluster then refuses every write
+/// (etcd's corrupt applier); reads go on.
+pub fn corrupt(alarms: &Alarms) -> bool {
+    let corrupt = cairn_proto::etcdserverpb::AlarmType::Corrupt as i32;
+    alarms.iter().any(|(_, a)| *a == corrupt)
+}
+
 /// Whether a txn would write a put on some branch (etcd's non-zero cost).
 pub fn txn_puts(r: &TxnRequest) -> bool {
     r.success.iter().chain(&r.failure).any(|op| match &op.request {
@@ -356,7 +363,18 @@ pub fn apply_request(
             Some(Request::Txn(t)) => txn_puts(t),
             _ => false,
         };
+    let refused_corrupt = corrupt(alarms)
+        && matches!(
+            &req.request,
+            Some(Request::Put(_))
+                | Some(Request::DeleteRange(_))
+                | Some(Request::Txn(_))
+                | Some(Request::Compaction(_))
+                | Some(Request::LeaseGrant(_))
+                | Some(Request::LeaseRevoke(_))
+        );
     let result = match &req.request {
+        _ if refused_corrupt => refuse(store, extra, ServerError::Corrupt),
         _ if capped => refuse(store, extra, ServerError::NoSpace),
         Some(Request::Alarm(r)) => alarm(store, alarms, r, extra),
         Some(Request::Put(r)) => {

@@ -21,6 +21,7 @@
 pub mod apply;
 pub mod compactor;
 mod lease;
+mod corruption;
 mod maintenance;
 pub mod members;
 mod node;
@@ -102,6 +103,11 @@ pub struct ServerConfig {
     /// How often watchers created with `progress_notify` get an empty
     /// response when idle (etcd's `--experimental-watch-progress-notify-interval`).
     pub watch_progress_notify_interval: Duration,
+    /// Before serving, a restarted member compares its HashKV with its
+    /// peers' and refuses to start on a mismatch.
+    pub initial_corrupt_check: bool,
+    /// How often the leader compares the members' HashKVs (None: never).
+    pub corrupt_check_interval: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -133,6 +139,8 @@ impl ServerConfig {
             rng_seed: member_id,
             lease_checkpoint_interval: Duration::from_secs(300),
             watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
+            initial_corrupt_check: false,
+            corrupt_check_interval: None,
         }
     }
 }
@@ -161,6 +169,9 @@ pub enum ServerError {
     NotCapable,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// A CORRUPT alarm is active: the cluster refuses writes.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     #[error("etcdserver: member ID already exist")]
     MemberExists,
     #[error("etcdserver: Peer URLs already exists")]
@@ -527,8 +538,9 @@ impl Server {
 
     pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, ServerError> {
         self.refuse_learner()?;
-        let store = self.shared.mvcc();
-        let h = store.hash_kv(revision)?;
+        // The scan runs on a storage snapshot, without holding the store.
+        let job = self.shared.mvcc().hash_kv_job(revision)?;
+        let h = job.run()?;
         Ok(HashKvResponse {
             header: Some(self.header(h.revision.0)),
             hash: h.hash,
