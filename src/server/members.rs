@@ -572,9 +572,20 @@ impl Server {
     pub async fn stop_gracefully(&self) {
         if self.is_leader() {
             let handoff = async {
-                let (done, rx) = oneshot::channel();
-                self.send(Command::TransferToBest { done }).await.ok()?;
-                let target = rx.await.ok()??;
+                // No target yet (just elected, peers not heard from): ask
+                // again each heartbeat, within the hand-off timeout.
+                let target = loop {
+                    if let Some(t) = self.transfer_to_best().await {
+                        break t;
+                    }
+                    if !self.is_leader() {
+                        return Some(());
+                    }
+                    self.shared
+                        .clock
+                        .sleep(self.shared.config.heartbeat_interval)
+                        .await;
+                };
                 tracing::info!(to = %cairn_runtime::NodeId(target), "handing leadership over before stopping");
                 let interval = self.shared.config.heartbeat_interval;
                 while self.shared.raft.leader.load(Ordering::SeqCst) != target {
@@ -596,6 +607,16 @@ impl Server {
         if let Err(e) = self.shared.storage.sync().await {
             tracing::error!(error = %e, "storage sync at shutdown failed");
         }
+    }
+}
+
+impl Server {
+    /// On the leader: starts a transfer to its best voter (see
+    /// `Node::transfer_to_best`) and returns the target.
+    pub(crate) async fn transfer_to_best(&self) -> Option<u64> {
+        let (done, rx) = oneshot::channel();
+        self.send(Command::TransferToBest { done }).await.ok()?;
+        rx.await.ok()?
     }
 }
 

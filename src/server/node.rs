@@ -598,11 +598,23 @@ impl Node {
     }
 
     /// Starts a leader transfer to the voter with the longest log among
-    /// those heard from recently; returns it.
+    /// those heard from recently; returns it. "Recently": Raft's
+    /// `recent_active`, or a message within an election timeout — Raft
+    /// clears `recent_active` at every check-quorum tick, so right after one
+    /// no peer has it (a SIGTERM then stopped the leader without a hand-off:
+    /// test `transfer_to_best_finds_a_target_whatever_the_check_quorum_phase`; a stopping leader also asks again each heartbeat until a target appears).
     fn transfer_to_best(&mut self) -> Option<u64> {
         if self.raw.role() != Role::Leader {
             return None;
         }
+        let now = self.clock.now();
+        let silence =
+            self.shared.config.heartbeat_interval * self.shared.config.election_ticks as u32;
+        let heard = |id: &u64| {
+            self.connected
+                .get(id)
+                .is_some_and(|c| now.saturating_duration_since(c.last) <= silence)
+        };
         let me = self.shared.config.member_id;
         let voters: std::collections::BTreeSet<u64> =
             self.raw.conf_state_at(self.raw.last_index()).voters.into_iter().collect();
@@ -611,10 +623,34 @@ impl Node {
             .status()
             .progress
             .into_iter()
-            .filter(|(id, p)| *id != me && voters.contains(id) && p.recent_active)
+            .filter(|(id, p)| *id != me && voters.contains(id) && (p.recent_active || heard(id)))
             .max_by_key(|(id, p)| (p.matched, std::cmp::Reverse(*id)))
-            .map(|(id, _)| id)?;
-        self.raw.transfer_leader(best).ok()?;
+            .map(|(id, _)| id);
+        let Some(best) = best else {
+            let peers: Vec<String> = self
+                .raw
+                .status()
+                .progress
+                .into_iter()
+                .filter(|(id, _)| *id != me)
+                .map(|(id, p)| {
+                    format!(
+                        "{}: voter {} active {} heard {} matched {}",
+                        NodeId(id),
+                        voters.contains(&id),
+                        p.recent_active,
+                        heard(&id),
+                        p.matched
+                    )
+                })
+                .collect();
+            tracing::info!(?peers, "no voter to hand leadership to yet");
+            return None;
+        };
+        if let Err(e) = self.raw.transfer_leader(best) {
+            tracing::info!(error = %e, to = %NodeId(best), "leader transfer refused");
+            return None;
+        }
         Some(best)
     }
 

@@ -1500,3 +1500,32 @@ async fn passing_the_quota_raises_nospace_cluster_wide_until_space_is_reclaimed_
 async fn value_of(s: &Server, k: &str) -> Vec<u8> {
     value(s, k, false).await.unwrap_or_default()
 }
+
+/// A stopping leader hands over to its best voter. Raft clears every
+/// peer's `recent_active` at each check-quorum tick (every election
+/// timeout), so the target is also chosen among peers heard from within an
+/// election timeout: transfers asked at many phases of the check-quorum
+/// cycle must all find a target and complete.
+#[tokio::test]
+async fn transfer_to_best_finds_a_target_whatever_the_check_quorum_phase() {
+    let (_configs, _disks, members) = three_members(1000).await;
+    let servers: Vec<&Server> = members.iter().map(|m| &m.server).collect();
+    let mut leader = wait_leader(&servers).await;
+    for trial in 0..30u64 {
+        // Phases spread over the 200 ms election timeout of `fast`.
+        tokio::time::sleep(Duration::from_millis(50 + (trial * 37) % 200)).await;
+        let target = servers[leader as usize - 1]
+            .transfer_to_best()
+            .await
+            .unwrap_or_else(|| panic!("trial {trial}: leader {leader} found no transfer target"));
+        assert_ne!(target, leader);
+        for _ in 0..200 {
+            if servers.iter().all(|s| s.leader() == Some(target)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        leader = wait_leader(&servers).await;
+        assert_eq!(leader, target, "trial {trial}: the transfer did not complete");
+    }
+}

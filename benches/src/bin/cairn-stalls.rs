@@ -242,18 +242,32 @@ mod stalls {
 
     /// Acknowledged puts: (completion time, latency).
     type Acks = Arc<Mutex<Vec<(Instant, Duration)>>>;
+    /// Failed puts, by error.
+    type Failures = Arc<Mutex<std::collections::BTreeMap<String, u64>>>;
+
+    fn top_failures(f: &Failures) -> String {
+        let f = f.lock().expect("failures");
+        let mut v: Vec<(&String, &u64)> = f.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1));
+        v.iter()
+            .take(4)
+            .map(|(e, n)| format!("{n}× {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 
     fn spawn_writers(
         urls: &[String],
         writers: usize,
         value_size: usize,
         stop: Arc<AtomicBool>,
-    ) -> Result<(Acks, Vec<tokio::task::JoinHandle<()>>), String> {
+    ) -> Result<(Acks, Failures, Vec<tokio::task::JoinHandle<()>>), String> {
         let acks: Acks = Arc::default();
+        let failures: Failures = Arc::default();
         let mut tasks = Vec::new();
         for w in 0..writers {
             let mut kv = KvClient::new(channel(&urls[w % urls.len()])?);
-            let (acks, stop) = (acks.clone(), stop.clone());
+            let (acks, failures, stop) = (acks.clone(), failures.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
@@ -269,12 +283,19 @@ mod stalls {
                             let now = Instant::now();
                             acks.lock().expect("acks").push((now, now - start));
                         }
-                        _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                        other => {
+                            let e = match other {
+                                Ok(Err(s)) => format!("{:?}: {}", s.code(), s.message()),
+                                _ => "timeout".to_owned(),
+                            };
+                            *failures.lock().expect("failures").entry(e).or_default() += 1;
+                            tokio::time::sleep(Duration::from_millis(10)).await
+                        }
                     }
                 }
             }));
         }
-        Ok((acks, tasks))
+        Ok((acks, failures, tasks))
     }
 
     /// The longest time within [from, to] without an acknowledged put.
@@ -320,7 +341,7 @@ mod stalls {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let writers = if o.writers == 0 { 6 } else { o.writers };
-        let (acks, tasks) = spawn_writers(&urls, writers, 256, stop.clone())?;
+        let (acks, failures, tasks) = spawn_writers(&urls, writers, 256, stop.clone())?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let from = Instant::now();
         let mut per_member = Vec::new();
@@ -355,6 +376,7 @@ mod stalls {
             ms(h.quantile(0.99)),
             ms(h.max()),
         );
+        println!("  failed puts (retried): {}", top_failures(&failures));
         for (name, stopped, back, gap) in per_member {
             println!(
                 "  {name}: exited {:.0} ms after SIGTERM, serving again after {:.0} ms; longest stall {:.1} ms",
@@ -428,7 +450,8 @@ mod stalls {
 
         let stop = Arc::new(AtomicBool::new(false));
         let writers = if o.writers == 0 { 8 } else { o.writers };
-        let (acks, tasks) = spawn_writers(std::slice::from_ref(&url), writers, 256, stop.clone())?;
+        let (acks, failures, tasks) =
+            spawn_writers(std::slice::from_ref(&url), writers, 256, stop.clone())?;
         tokio::time::sleep(Duration::from_secs(5)).await;
         let d0 = Instant::now();
         let result = tokio::time::timeout(
@@ -468,6 +491,7 @@ mod stalls {
                 ms(h.max())
             );
         }
+        println!("  failed puts: {}", top_failures(&failures));
         println!(
             "  longest time without an acknowledged put during the defrag: {:.1} ms",
             longest_gap(&acks, d0, d1).as_secs_f64() * 1000.0
