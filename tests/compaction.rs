@@ -11,14 +11,7 @@ use common::*;
 
 /// The store's current revision, from a read's header.
 fn current_revision(endpoint: &str) -> i64 {
-    let out = ctl_ok(endpoint, &["get", "k", "-w", "json"]);
-    let at = out.find("\"revision\":").expect("a revision in the header") + "\"revision\":".len();
-    out[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .expect("a number")
+    json_number(&ctl_ok(endpoint, &["get", "k", "-w", "json"]), "revision") as i64
 }
 
 #[test]

@@ -71,7 +71,10 @@ fn a_member_with_altered_data_refuses_to_start_and_is_caught_by_the_leaders_peri
     }
     let endpoints: Vec<String> = procs.iter().map(|p| p.endpoint()).collect();
     for i in 0..20 {
-        ctl_ok(&endpoints[0], &["put", &format!("k{i:02}"), &format!("v{i}")]);
+        ctl_ok(
+            &endpoints[0],
+            &["put", &format!("k{i:02}"), &format!("v{i}")],
+        );
     }
     wait_equal_hash_kv(&endpoints, Duration::from_secs(10));
     let c_id = u64::from_str_radix(
@@ -120,5 +123,8 @@ fn a_member_with_altered_data_refuses_to_start_and_is_caught_by_the_leaders_peri
         assert_eq!(got.trim(), "v0");
     }
     let status = ctl_ok(&endpoints[0], &["endpoint", "status", "-w", "json"]);
-    assert!(status.contains(&format!("memberID:{c_id} alarm:CORRUPT")), "{status}");
+    assert!(
+        status.contains(&format!("memberID:{c_id} alarm:CORRUPT")),
+        "{status}"
+    );
 }

@@ -11,18 +11,6 @@ use common::*;
 
 const QUOTA: u64 = 4 << 20;
 
-/// A number field of `endpoint status -w json` / a read's json header.
-fn json_number(text: &str, field: &str) -> u64 {
-    let pat = format!("\"{field}\":");
-    let at = text.find(&pat).unwrap_or_else(|| panic!("no {field} in {text}")) + pat.len();
-    text[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .expect("a number")
-}
-
 /// etcdctl's success and its `Error:` lines for `args` (its retry warnings,
 /// with times and client ids, are left out).
 fn ctl_err(ep: &str, args: &[&str]) -> (bool, String) {
@@ -60,7 +48,10 @@ fn passing_the_quota_raises_nospace_and_compact_defrag_disarm_recover_writes_as_
                 break err;
             }
             written += 1;
-            assert!(written < 400, "{label}: {written} puts of 64 KiB never passed a 4 MiB quota");
+            assert!(
+                written < 400,
+                "{label}: {written} puts of 64 KiB never passed a 4 MiB quota"
+            );
         };
         assert!(
             written * 64 * 1024 >= QUOTA as usize / 4,
@@ -115,7 +106,10 @@ fn passing_the_quota_raises_nospace_and_compact_defrag_disarm_recover_writes_as_
             mask_digits_after(disarmed.trim(), "memberID:")
         ));
         session.push(format!("alarm list: {:?}", ctl_ok(&ep, &["alarm", "list"])));
-        session.push(format!("put: {}", ctl_ok(&ep, &["put", "after", "ok"]).trim()));
+        session.push(format!(
+            "put: {}",
+            ctl_ok(&ep, &["put", "after", "ok"]).trim()
+        ));
         let (code, _) = http_get(&ep, "/health").expect("/health");
         session.push(format!("/health: {code}"));
         eprintln!(

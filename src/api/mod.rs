@@ -207,7 +207,16 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(status_of)?;
         Ok(Response::new(MoveLeaderResponse {
-            header: Some(self.0.header(self.0.status().await.map_err(status_of)?.header.map_or(0, |h| h.revision))),
+            header: Some(
+                self.0.header(
+                    self.0
+                        .status()
+                        .await
+                        .map_err(status_of)?
+                        .header
+                        .map_or(0, |h| h.revision),
+                ),
+            ),
         }))
     }
 

@@ -301,11 +301,14 @@ pub fn corrupt(alarms: &Alarms) -> bool {
 
 /// Whether a txn would write a put on some branch (etcd's non-zero cost).
 pub fn txn_puts(r: &TxnRequest) -> bool {
-    r.success.iter().chain(&r.failure).any(|op| match &op.request {
-        Some(request_op::Request::RequestPut(_)) => true,
-        Some(request_op::Request::RequestTxn(t)) => txn_puts(t),
-        _ => false,
-    })
+    r.success
+        .iter()
+        .chain(&r.failure)
+        .any(|op| match &op.request {
+            Some(request_op::Request::RequestPut(_)) => true,
+            Some(request_op::Request::RequestTxn(t)) => txn_puts(t),
+            _ => false,
+        })
 }
 
 fn alarm(
@@ -598,7 +601,11 @@ fn member_update(
     m.peer_urls.clone_from(&r.peer_ur_ls);
     extra.put(CF_SERVER, member_key(m.id), m.encode_to_vec());
     write_extra(store, extra)?;
-    Ok((Applied::MembersChanged, store.current_revision(), Vec::new()))
+    Ok((
+        Applied::MembersChanged,
+        store.current_revision(),
+        Vec::new(),
+    ))
 }
 
 /// Membership writes for an applied conf change: the member added or

@@ -135,7 +135,12 @@ mod tests {
 
     /// Drives `c` every `step` seconds up to `until`, the revision growing by
     /// one per second; returns (time, revision) of each proposal.
-    fn drive(c: &mut AutoCompactor, step: f64, until: f64, leader: impl Fn(f64) -> bool) -> Vec<(f64, i64)> {
+    fn drive(
+        c: &mut AutoCompactor,
+        step: f64,
+        until: f64,
+        leader: impl Fn(f64) -> bool,
+    ) -> Vec<(f64, i64)> {
         let mut out = Vec::new();
         let mut compacted = 0;
         let mut t = 0.0;
@@ -194,10 +199,22 @@ mod tests {
     fn revision_mode_keeps_n_revisions_every_five_minutes_and_never_repeats() {
         let mut c = AutoCompactor::new(Policy::Revision(100), at(0.0));
         assert_eq!(c.tick(at(0.0), 50, 0, true), None, "nothing to compact yet");
-        assert_eq!(c.tick(at(100.0), 500, 0, true), None, "not due before 5 minutes");
+        assert_eq!(
+            c.tick(at(100.0), 500, 0, true),
+            None,
+            "not due before 5 minutes"
+        );
         assert_eq!(c.tick(at(300.0), 500, 0, true), Some(400));
-        assert_eq!(c.tick(at(600.0), 500, 400, true), None, "same revision again");
-        assert_eq!(c.tick(at(900.0), 1000, 400, false), None, "a follower never proposes");
+        assert_eq!(
+            c.tick(at(600.0), 500, 400, true),
+            None,
+            "same revision again"
+        );
+        assert_eq!(
+            c.tick(at(900.0), 1000, 400, false),
+            None,
+            "a follower never proposes"
+        );
         assert_eq!(c.tick(at(1200.0), 1000, 400, true), Some(900));
     }
 

@@ -24,11 +24,8 @@
 
 use std::time::Duration;
 
-use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use cairn_proto::etcdserverpb::{
-    alarm_request::AlarmAction, AlarmRequest, AlarmType, HashKvRequest, HashKvResponse,
-};
+use cairn_proto::etcdserverpb::{AlarmType, HashKvRequest, HashKvResponse};
 use cairn_runtime::NodeId;
 
 use super::Server;
@@ -65,6 +62,16 @@ impl Server {
             .collect()
     }
 
+    /// Every peer's HashKV at `revision`, asked all at once (so a check
+    /// waits at most one `PEER_TIMEOUT`).
+    async fn peer_hashes(&self, revision: i64) -> Vec<(u64, Result<HashKvResponse, String>)> {
+        let asks = self
+            .peers_to_check()
+            .into_iter()
+            .map(|(id, url)| async move { (id, peer_hash_kv(&url, revision).await) });
+        futures::future::join_all(asks).await
+    }
+
     /// This member's HashKV now: (hash, revision, compact revision).
     fn own_hash(&self) -> Result<(u32, i64, i64), String> {
         let job = self
@@ -82,11 +89,7 @@ impl Server {
         let (hash, revision, compact) = self.own_hash()?;
         let me = NodeId(self.shared.config.member_id);
         let mut mismatched = Vec::new();
-        // All peers at once: a restart waits at most one PEER_TIMEOUT.
-        let asks = self.peers_to_check().into_iter().map(|(id, url)| async move {
-            (id, peer_hash_kv(&url, revision).await)
-        });
-        for (id, answer) in futures::future::join_all(asks).await {
+        for (id, answer) in self.peer_hashes(revision).await {
             match answer {
                 Ok(p) if p.compact_revision == compact && p.hash != hash => {
                     tracing::error!(
@@ -100,7 +103,9 @@ impl Server {
                     "initial corruption check: the peer compacted differently; skipped"
                 ),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(peer = %NodeId(id), error = %e, "initial corruption check: cannot ask the peer; skipped"),
+                Err(e) => {
+                    tracing::warn!(peer = %NodeId(id), error = %e, "initial corruption check: cannot ask the peer; skipped")
+                }
             }
         }
         if mismatched.is_empty() {
@@ -117,7 +122,7 @@ impl Server {
         let server = self.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(interval).await;
+                server.shared.clock.sleep(interval).await;
                 if server.is_stopped() {
                     return;
                 }
@@ -143,10 +148,7 @@ impl Server {
         // tie goes to the leader's), and every member whose hash differs is
         // the corrupt one — the leader too, when the others agree on another.
         let mut hashes = vec![(me, hash)];
-        let asks = self.peers_to_check().into_iter().map(|(id, url)| async move {
-            (id, peer_hash_kv(&url, revision).await)
-        });
-        for (id, answer) in futures::future::join_all(asks).await {
+        for (id, answer) in self.peer_hashes(revision).await {
             match answer {
                 Ok(p) if p.compact_revision == compact => hashes.push((id, p.hash)),
                 Ok(_) => {}
@@ -170,14 +172,7 @@ impl Server {
                 member = %NodeId(id), revision, cluster = majority, theirs = h,
                 "corruption check: a member's HashKV differs from the cluster's; raising CORRUPT"
             );
-            let raise = AlarmRequest {
-                action: AlarmAction::Activate as i32,
-                member_id: id,
-                alarm: corrupt,
-            };
-            if let Err(e) = self.propose(Request::Alarm(raise)).await {
-                tracing::warn!(error = %e, "could not raise the CORRUPT alarm");
-            }
+            self.raise_alarm(id, AlarmType::Corrupt).await;
         }
     }
 }

@@ -20,8 +20,6 @@
 //! Tests: `src/server/tests.rs` (quota section), `tests/quota.rs` (the real
 //! binary on cairn and etcd 3.4).
 
-use std::sync::atomic::Ordering;
-
 use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType,
@@ -59,16 +57,7 @@ impl Server {
                 "the storage passed its quota: raising the NOSPACE alarm"
             );
             let server = self.clone();
-            tokio::spawn(async move {
-                let raise = AlarmRequest {
-                    action: AlarmAction::Activate as i32,
-                    member_id: me,
-                    alarm: nospace,
-                };
-                if let Err(e) = server.propose(Request::Alarm(raise)).await {
-                    tracing::warn!(error = %e, "could not raise the NOSPACE alarm");
-                }
-            });
+            tokio::spawn(async move { server.raise_alarm(me, AlarmType::Nospace).await });
         }
         Err(ServerError::NoSpace)
     }
@@ -127,8 +116,16 @@ impl Server {
         })
     }
 
-    /// Applied index, for tests that wait on it.
-    pub fn applied_index(&self) -> u64 {
-        self.shared.raft.applied_index.load(Ordering::SeqCst)
+    /// Raises `alarm` for `member` through Raft (a failure is logged: the
+    /// next check raises it again).
+    pub(super) async fn raise_alarm(&self, member: u64, alarm: AlarmType) {
+        let raise = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: member,
+            alarm: alarm as i32,
+        };
+        if let Err(e) = self.propose(Request::Alarm(raise)).await {
+            tracing::warn!(error = %e, alarm = alarm.as_str_name(), "could not raise the alarm");
+        }
     }
 }

@@ -78,9 +78,16 @@ pub(super) const MAX_LEARNERS: usize = 1;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum MemberChange {
     /// A new member with these peer URLs (its id is chosen by the leader).
-    Add { peer_urls: Vec<String>, learner: bool },
-    Remove { id: u64 },
-    Promote { id: u64 },
+    Add {
+        peer_urls: Vec<String>,
+        learner: bool,
+    },
+    Remove {
+        id: u64,
+    },
+    Promote {
+        id: u64,
+    },
 }
 
 /// What the leader knows of its peers when it checks a change.
@@ -505,8 +512,7 @@ impl Server {
         if req.peer_ur_ls.is_empty() || !req.peer_ur_ls.iter().all(|u| valid_peer_url(u)) {
             return Err(ServerError::MemberBadUrls);
         }
-        if !self.shared.members().contains_key(&req.id) || self.shared.removed().contains(&req.id)
-        {
+        if !self.shared.members().contains_key(&req.id) || self.shared.removed().contains(&req.id) {
             return Err(ServerError::MemberNotFound);
         }
         use cairn_proto::cairnpb::internal_request::Request;
@@ -540,7 +546,8 @@ impl Server {
             let interval = self.shared.config.heartbeat_interval;
             loop {
                 let (done, rx) = oneshot::channel();
-                self.send(Command::TransferLeader { to: target, done }).await?;
+                self.send(Command::TransferLeader { to: target, done })
+                    .await?;
                 rx.await.map_err(|_| ServerError::Stopped)??;
                 // Raft gives a transfer an election timeout; ask again after it.
                 let patience = interval * self.shared.config.election_ticks as u32;
@@ -700,21 +707,33 @@ mod tests {
         let h = healthy(&[1], 1);
         let none = BTreeSet::new();
         // 1 → 2: always allowed (etcd's restore case).
-        assert_eq!(check_conf_change(&add("http://b:1", false), &one, &none, &h), Ok(()));
+        assert_eq!(
+            check_conf_change(&add("http://b:1", false), &one, &none, &h),
+            Ok(())
+        );
         // 2 members, the second not started: a third voter would leave 1 of 3 started.
-        let two = cluster(&[member(1, "a", "http://a:1", false), member(2, "", "http://b:1", false)]);
+        let two = cluster(&[
+            member(1, "a", "http://a:1", false),
+            member(2, "", "http://b:1", false),
+        ]);
         let h2 = healthy(&[1, 2], 1);
         assert_eq!(
             check_conf_change(&add("http://c:1", false), &two, &none, &h2),
             Err(ServerError::NotEnoughStartedMembers)
         );
         // A learner is not a voter: allowed.
-        assert_eq!(check_conf_change(&add("http://c:1", true), &two, &none, &h2), Ok(()));
+        assert_eq!(
+            check_conf_change(&add("http://c:1", true), &two, &none, &h2),
+            Ok(())
+        );
     }
 
     #[test]
     fn a_peer_url_in_use_and_a_second_learner_are_refused_with_etcds_errors() {
-        let ms = cluster(&[member(1, "a", "http://a:1", false), member(2, "b", "http://b:1", true)]);
+        let ms = cluster(&[
+            member(1, "a", "http://a:1", false),
+            member(2, "b", "http://b:1", true),
+        ]);
         let h = healthy(&[1, 2], 1);
         let none = BTreeSet::new();
         assert_eq!(
@@ -733,7 +752,10 @@ mod tests {
 
     #[test]
     fn promotion_needs_a_learner_in_sync_with_the_leader() {
-        let ms = cluster(&[member(1, "a", "http://a:1", false), member(2, "b", "http://b:1", true)]);
+        let ms = cluster(&[
+            member(1, "a", "http://a:1", false),
+            member(2, "b", "http://b:1", true),
+        ]);
         let none = BTreeSet::new();
         let mut h = healthy(&[1, 2], 1);
         h.matched.insert(2, 50);
@@ -769,7 +791,10 @@ mod tests {
             Err(ServerError::Unhealthy)
         );
         // Removing the down member itself is fine.
-        assert_eq!(check_conf_change(&MemberChange::Remove { id: 3 }, &ms, &none, &h), Ok(()));
+        assert_eq!(
+            check_conf_change(&MemberChange::Remove { id: 3 }, &ms, &none, &h),
+            Ok(())
+        );
         assert_eq!(
             check_conf_change(&MemberChange::Remove { id: 7 }, &ms, &none, &h),
             Err(ServerError::MemberNotFound)
@@ -782,13 +807,24 @@ mod tests {
         let first = new_member_id(&urls, 7, 1);
         assert_ne!(first, 0);
         assert_eq!(new_member_id(&urls, 7, 1), first, "same URLs, same second");
-        assert_ne!(new_member_id(&urls, 7, 2), first, "a second later, a new id");
-        assert_ne!(new_member_id(&urls, 8, 1), first, "another cluster, another id");
+        assert_ne!(
+            new_member_id(&urls, 7, 2),
+            first,
+            "a second later, a new id"
+        );
+        assert_ne!(
+            new_member_id(&urls, 8, 1),
+            first,
+            "another cluster, another id"
+        );
     }
 
     #[test]
     fn an_id_in_use_or_removed_is_refused_as_existing_before_the_url_check() {
-        let ms = cluster(&[member(1, "a", "http://a:1", false), member(2, "b", "http://b:1", false)]);
+        let ms = cluster(&[
+            member(1, "a", "http://a:1", false),
+            member(2, "b", "http://b:1", false),
+        ]);
         let h = healthy(&[1, 2], 1);
         let removed = BTreeSet::from([9]);
         let change = add("http://b:1", false);
@@ -804,7 +840,10 @@ mod tests {
 
     #[test]
     fn adding_even_a_learner_needs_every_voter_connected() {
-        let ms = cluster(&[member(1, "a", "http://a:1", false), member(2, "b", "http://b:1", false)]);
+        let ms = cluster(&[
+            member(1, "a", "http://a:1", false),
+            member(2, "b", "http://b:1", false),
+        ]);
         let h = healthy(&[1], 1);
         let none = BTreeSet::new();
         assert_eq!(

@@ -20,8 +20,8 @@
 
 pub mod apply;
 pub mod compactor;
-mod lease;
 mod corruption;
+mod lease;
 mod maintenance;
 pub mod members;
 mod node;
@@ -40,8 +40,8 @@ use std::time::Duration;
 use cairn_proto::cairnpb::{InternalRequest, MemberRecord};
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
-    HashResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
+    HashResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    StatusResponse, TxnRequest, TxnResponse,
 };
 use cairn_runtime::transport::{Inbound, Transport};
 use cairn_runtime::{Clock, Storage};
@@ -310,9 +310,7 @@ pub(crate) enum Command {
     },
     /// Start moving leadership to the most up-to-date connected voter; the
     /// answer names it (`None`: not the leader, or no other voter).
-    TransferToBest {
-        done: oneshot::Sender<Option<u64>>,
-    },
+    TransferToBest { done: oneshot::Sender<Option<u64>> },
     /// Start moving leadership to `to` (answered at once).
     TransferLeader {
         to: u64,

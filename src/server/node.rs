@@ -581,7 +581,9 @@ impl Node {
                 }
                 Command::TransferLeader { to, done } => {
                     let r = if self.raw.role() == Role::Leader {
-                        self.raw.transfer_leader(to).map_err(|_| ServerError::NotLeader)
+                        self.raw
+                            .transfer_leader(to)
+                            .map_err(|_| ServerError::NotLeader)
                     } else {
                         Err(ServerError::NotLeader)
                     };
@@ -616,8 +618,12 @@ impl Node {
                 .is_some_and(|c| now.saturating_duration_since(c.last) <= silence)
         };
         let me = self.shared.config.member_id;
-        let voters: std::collections::BTreeSet<u64> =
-            self.raw.conf_state_at(self.raw.last_index()).voters.into_iter().collect();
+        let voters: std::collections::BTreeSet<u64> = self
+            .raw
+            .conf_state_at(self.raw.last_index())
+            .voters
+            .into_iter()
+            .collect();
         let best = self
             .raw
             .status()

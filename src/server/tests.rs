@@ -1123,7 +1123,10 @@ fn applied_state_ahead_of_the_log_fails_the_restart_check_and_is_refused_at_inst
 
 // ---- membership ----
 
-use cairn_proto::etcdserverpb::{Member as ApiMember, MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest, MemberUpdateRequest};
+use cairn_proto::etcdserverpb::{
+    Member as ApiMember, MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest,
+    MemberUpdateRequest,
+};
 
 fn records(members: &[ApiMember]) -> Vec<MemberRecord> {
     members
@@ -1179,7 +1182,10 @@ async fn a_learner_joins_by_snapshot_serves_only_serializable_reads_and_is_promo
         .await
         .expect("add learner");
     let new_id = added.member.as_ref().expect("the new member").id;
-    assert!(added.members.iter().any(|m| m.id == new_id && m.is_learner && m.name.is_empty()));
+    assert!(added
+        .members
+        .iter()
+        .any(|m| m.id == new_id && m.is_learner && m.name.is_empty()));
     assert_eq!(added.members.len(), 4);
     // The same URLs again, and a second learner: etcd's errors.
     let again = follower
@@ -1223,9 +1229,19 @@ async fn a_learner_joins_by_snapshot_serves_only_serializable_reads_and_is_promo
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(value(&l, "k19", true).await, Some(b"v".to_vec()), "the learner caught up");
-    assert!(l.metrics().snapshots_installed.load(Ordering::Relaxed) >= 1, "by snapshot");
-    assert_eq!(l.put(put("x", "y")).await.err(), Some(ServerError::NotSupportedForLearner));
+    assert_eq!(
+        value(&l, "k19", true).await,
+        Some(b"v".to_vec()),
+        "the learner caught up"
+    );
+    assert!(
+        l.metrics().snapshots_installed.load(Ordering::Relaxed) >= 1,
+        "by snapshot"
+    );
+    assert_eq!(
+        l.put(put("x", "y")).await.err(),
+        Some(ServerError::NotSupportedForLearner)
+    );
     assert_eq!(
         l.range(get("k1")).await.err(),
         Some(ServerError::NotSupportedForLearner),
@@ -1252,7 +1268,9 @@ async fn a_learner_joins_by_snapshot_serves_only_serializable_reads_and_is_promo
     let promoted = promoted.expect("promoted once in sync");
     assert!(promoted.members.iter().all(|m| !m.is_learner));
     eventually("the new voter knows it votes", || !l.status_is_learner()).await;
-    l.put(put("from-new-voter", "1")).await.expect("a voter writes");
+    l.put(put("from-new-voter", "1"))
+        .await
+        .expect("a voter writes");
     let again = follower
         .member_promote(MemberPromoteRequest { id: new_id }, false)
         .await;
@@ -1326,12 +1344,25 @@ async fn move_leader_hands_leadership_to_the_target_and_only_the_leader_takes_it
     let (_configs, _disks, members) = three_serving_members(Duration::from_secs(300)).await;
     let (leader, follower) = leader_and_a_follower(&members).await;
     let target = follower.member_id();
-    assert_eq!(follower.move_leader(leader).await.err(), Some(ServerError::NotLeader));
-    let l = members[leader as usize - 1].as_ref().expect("leader").server.clone();
-    assert_eq!(l.move_leader(4242).await.err(), Some(ServerError::BadLeaderTransferee));
+    assert_eq!(
+        follower.move_leader(leader).await.err(),
+        Some(ServerError::NotLeader)
+    );
+    let l = members[leader as usize - 1]
+        .as_ref()
+        .expect("leader")
+        .server
+        .clone();
+    assert_eq!(
+        l.move_leader(4242).await.err(),
+        Some(ServerError::BadLeaderTransferee)
+    );
     l.move_leader(target).await.expect("moved");
     assert_eq!(wait_leader(&live(&members)).await, target);
-    follower.put(put("k", "v")).await.expect("the new leader writes");
+    follower
+        .put(put("k", "v"))
+        .await
+        .expect("the new leader writes");
     // A peer-URL update is applied everywhere.
     let new_url = "http://127.0.0.1:1".to_owned();
     follower
@@ -1378,15 +1409,24 @@ async fn concurrent_membership_changes_through_different_members_apply_one_at_a_
     let added = added.expect("the learner is added");
     removed.expect("the voter is removed");
     let new_id = added.member.expect("member").id;
-    let l = members[leader as usize - 1].as_ref().expect("leader").server.clone();
+    let l = members[leader as usize - 1]
+        .as_ref()
+        .expect("leader")
+        .server
+        .clone();
     let expected = {
-        let mut v = vec![(leader, false), (follower.member_id(), false), (new_id, true)];
+        let mut v = vec![
+            (leader, false),
+            (follower.member_id(), false),
+            (new_id, true),
+        ];
         v.sort();
         v
     };
-    eventually("the leader and the follower list the same three members", || {
-        member_ids(&l) == expected && member_ids(&follower) == expected
-    })
+    eventually(
+        "the leader and the follower list the same three members",
+        || member_ids(&l) == expected && member_ids(&follower) == expected,
+    )
     .await;
 }
 
@@ -1440,14 +1480,20 @@ async fn passing_the_quota_raises_nospace_cluster_wide_until_space_is_reclaimed_
 
     // The capped cluster: puts, txns that put and lease grants are refused
     // at apply, even through a member under its own quota.
-    assert_eq!(roomy.put(put("small", "x")).await, Err(ServerError::NoSpace));
+    assert_eq!(
+        roomy.put(put("small", "x")).await,
+        Err(ServerError::NoSpace)
+    );
     let txn = TxnRequest {
         success: vec![RequestOp {
             request: Some(request_op::Request::RequestPut(put("t", "x"))),
         }],
         ..Default::default()
     };
-    assert_eq!(roomy.txn(txn.clone()).await.err(), Some(ServerError::NoSpace));
+    assert_eq!(
+        roomy.txn(txn.clone()).await.err(),
+        Some(ServerError::NoSpace)
+    );
     let grant = roomy
         .lease_grant(LeaseGrantRequest { ttl: 30, id: 0 })
         .await;
@@ -1490,9 +1536,15 @@ async fn passing_the_quota_raises_nospace_cluster_wide_until_space_is_reclaimed_
         .expect("disarm");
     assert_eq!(disarmed.alarms.len(), 1);
     for s in &servers {
-        eventually("every member applies the disarm", || s.alarm_names().is_empty()).await;
+        eventually("every member applies the disarm", || {
+            s.alarm_names().is_empty()
+        })
+        .await;
     }
-    small.put(put("after", "disarm")).await.expect("put after disarm");
+    small
+        .put(put("after", "disarm"))
+        .await
+        .expect("put after disarm");
     roomy.txn(txn).await.expect("txn after disarm");
     assert!(roomy.status().await.expect("status").errors.is_empty());
 }
@@ -1526,6 +1578,9 @@ async fn transfer_to_best_finds_a_target_whatever_the_check_quorum_phase() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         leader = wait_leader(&servers).await;
-        assert_eq!(leader, target, "trial {trial}: the transfer did not complete");
+        assert_eq!(
+            leader, target,
+            "trial {trial}: the transfer did not complete"
+        );
     }
 }

@@ -668,3 +668,18 @@ pub fn assert_all_readable(endpoint: &str, prefix: &str, acked: &[(String, Strin
         );
     }
 }
+
+/// The first number field `field` in etcdctl's `-w json` output.
+pub fn json_number(text: &str, field: &str) -> u64 {
+    let pat = format!("\"{field}\":");
+    let at = text
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {field} in {text}"))
+        + pat.len();
+    text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .expect("a number")
+}

@@ -80,7 +80,9 @@ mod stalls {
         };
         let mut it = args[1..].iter();
         while let Some(flag) = it.next() {
-            let v = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+            let v = it
+                .next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
             let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
             match flag.as_str() {
                 "--server" => o.server = v.clone(),
@@ -167,12 +169,7 @@ mod stalls {
         }
     }
 
-    fn members(
-        o: &Opts,
-        dir: &Path,
-        n: usize,
-        extra: &[String],
-    ) -> Result<Vec<Member>, String> {
+    fn members(o: &Opts, dir: &Path, n: usize, extra: &[String]) -> Result<Vec<Member>, String> {
         let ports: Vec<(u16, u16)> = (0..n)
             .map(|_| Ok((free_port()?, free_port()?)))
             .collect::<Result<_, String>>()?;
@@ -439,7 +436,12 @@ mod stalls {
         .map_err(|e| e.to_string())?;
         let mut mt = MaintenanceClient::new(channel(&url)?);
         let size = |s: cairn_proto::etcdserverpb::StatusResponse| s.db_size;
-        let before = size(mt.status(cairn_proto::etcdserverpb::StatusRequest {}).await.map_err(|e| e.to_string())?.into_inner());
+        let before = size(
+            mt.status(cairn_proto::etcdserverpb::StatusRequest {})
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner(),
+        );
         println!(
             "{}: filled {} keys × 2 × {VALUE} B in {:.0} s; compacted at {last_rev}; DB size {:.0} MB",
             o.server,
@@ -470,7 +472,12 @@ mod stalls {
             Ok(Err(e)) => return Err(format!("defragment: {e}")),
             Err(_) => return Err("defragment took over 15 minutes".into()),
         }
-        let after = size(mt.status(cairn_proto::etcdserverpb::StatusRequest {}).await.map_err(|e| e.to_string())?.into_inner());
+        let after = size(
+            mt.status(cairn_proto::etcdserverpb::StatusRequest {})
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner(),
+        );
         let acks = acks.lock().expect("acks").clone();
         let base_from = d0 - Duration::from_secs(4);
         let base = latencies(&acks, base_from, d0);

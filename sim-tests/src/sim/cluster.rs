@@ -203,13 +203,7 @@ impl SimCluster {
             .map(|k| (format!("m{}", k + 1), peer_url(member_ip(k))))
             .collect();
         for k in 0..cluster.spec.members {
-            let args = member_args(
-                &cluster.spec,
-                &initial[k].0,
-                member_ip(k),
-                &initial,
-                false,
-            );
+            let args = member_args(&cluster.spec, &initial[k].0, member_ip(k), &initial, false);
             let id = bootstrap_member_id(&args);
             cluster.launch(initial[k].0.clone(), member_ip(k), id, args, false);
         }

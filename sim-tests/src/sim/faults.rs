@@ -228,7 +228,11 @@ impl FaultScheduler {
                 let (a, b) = ids.split_at(k);
                 Self::heal_network(cluster);
                 Self::cut(cluster, a, b);
-                self.log(format!("partition {} | {}", names(cluster, a), names(cluster, b)));
+                self.log(format!(
+                    "partition {} | {}",
+                    names(cluster, a),
+                    names(cluster, b)
+                ));
             }
             FaultKind::IsolateLeader => {
                 let Some(leader) = cluster
@@ -344,7 +348,10 @@ impl FaultScheduler {
                 cluster.members[i]
                     .disk
                     .set_sync_latency(Duration::from_millis(ms));
-                self.log(format!("disk {}: fsync takes {ms} ms", cluster.members[i].name));
+                self.log(format!(
+                    "disk {}: fsync takes {ms} ms",
+                    cluster.members[i].name
+                ));
             }
             FaultKind::Buggify => {
                 let on = self.rng.random_bool(0.6);
@@ -388,6 +395,9 @@ impl FaultScheduler {
 }
 
 fn names(cluster: &SimCluster, ids: &[usize]) -> String {
-    let v: Vec<String> = ids.iter().map(|i| cluster.members[*i].name.clone()).collect();
+    let v: Vec<String> = ids
+        .iter()
+        .map(|i| cluster.members[*i].name.clone())
+        .collect();
     format!("{{{}}}", v.join(","))
 }

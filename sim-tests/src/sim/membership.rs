@@ -44,9 +44,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::{
-    cluster_client::ClusterClient, maintenance_client::MaintenanceClient, Member,
-    MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
-    MoveLeaderRequest, StatusRequest,
+    cluster_client::ClusterClient, maintenance_client::MaintenanceClient, Member, MemberAddRequest,
+    MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, MoveLeaderRequest, StatusRequest,
 };
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -112,7 +111,16 @@ async fn within<T>(
     what: &str,
     call: impl std::future::Future<Output = Result<T, tonic::Status>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(CALL_DEADLINE, call).await {
+    within_deadline(CALL_DEADLINE, what, call).await
+}
+
+/// `call`'s result, or an error naming `what` (its status, or the deadline).
+pub(super) async fn within_deadline<T>(
+    deadline: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(deadline, call).await {
         Ok(Ok(t)) => Ok(t),
         Ok(Err(s)) => Err(format!("{what}: {:?}: {}", s.code(), s.message())),
         Err(_) => Err(format!("{what}: deadline exceeded")),
@@ -127,7 +135,7 @@ async fn cluster_client(
         .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))
 }
 
-async fn maintenance_client(
+pub(super) async fn maintenance_client(
     url: &str,
 ) -> Result<MaintenanceClient<tonic::transport::Channel>, tonic::Status> {
     MaintenanceClient::connect(url.to_owned())
@@ -392,7 +400,11 @@ impl Membership {
             is_learner: learner,
         };
         let result = within("member add", async {
-            Ok(cluster_client(&url).await?.member_add(req).await?.into_inner())
+            Ok(cluster_client(&url)
+                .await?
+                .member_add(req)
+                .await?
+                .into_inner())
         })
         .await;
         let action = if learner { "add learner" } else { "add voter" };
@@ -444,7 +456,11 @@ impl Membership {
 
     async fn promote(&mut self, m: &Current) {
         let url = self.pick_voter_url();
-        self.log(format!("promote {} (asking {})", m.name, self.name_at(&url)));
+        self.log(format!(
+            "promote {} (asking {})",
+            m.name,
+            self.name_at(&url)
+        ));
         let id = m.id;
         let result = within("member promote", async {
             cluster_client(&url)
@@ -537,7 +553,9 @@ impl Membership {
         };
         let current = self.current();
         let Some(from) = current.iter().find(|m| m.id == leader).cloned() else {
-            self.log(format!("move leader: {url} names no current leader ({leader:x})"));
+            self.log(format!(
+                "move leader: {url} names no current leader ({leader:x})"
+            ));
             return;
         };
         let targets: Vec<Current> = current
@@ -640,9 +658,8 @@ impl Membership {
                     None => {
                         cluster.retire(i);
                         let name = cluster.members[i].name.clone();
-                        self.timeline.membership(format!(
-                            "{name} is not in {url}'s member list: removed"
-                        ));
+                        self.timeline
+                            .membership(format!("{name} is not in {url}'s member list: removed"));
                     }
                 }
             }

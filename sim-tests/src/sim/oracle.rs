@@ -396,7 +396,10 @@ mod tests {
         // Leader 1 of term 2 had applied index 10 when the entry at 12 was
         // first applied: the conf change at 10 was no longer pending.
         let fine = BTreeMap::from([(10, record(2, &[])), (12, record(2, &[(1, 10), (2, 4)]))]);
-        assert_eq!(one_pending_conf_change(&fine, &leaders), Vec::<String>::new());
+        assert_eq!(
+            one_pending_conf_change(&fine, &leaders),
+            Vec::<String>::new()
+        );
         // Leader 2 of term 3 had applied only up to 9: two pending at once.
         let bad = BTreeMap::from([(10, record(2, &[])), (12, record(3, &[(1, 11), (2, 9)]))]);
         let found = one_pending_conf_change(&bad, &leaders);

@@ -207,8 +207,9 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     let mut spec = cfg.cluster.clone();
     // Drawn from a stream of its own, so the seed's other draws stay as
     // they were before quotas were drawn (regression seeds replay).
-    let small_quota =
-        space::draw_small_quota(&mut StdRng::seed_from_u64(master_seed ^ 0x9e37_79b9_7f4a_7c15));
+    let small_quota = space::draw_small_quota(&mut StdRng::seed_from_u64(
+        master_seed ^ 0x9e37_79b9_7f4a_7c15,
+    ));
     if small_quota {
         spec.quota_backend_bytes = space::SMALL_QUOTA;
     }
@@ -646,7 +647,11 @@ async fn member_state(url: &str) -> Result<MemberFinal, tonic::Status> {
     let mut m = MaintenanceClient::connect(url.to_owned())
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let applied = m.status(StatusRequest {}).await?.into_inner().raft_applied_index;
+    let applied = m
+        .status(StatusRequest {})
+        .await?
+        .into_inner()
+        .raft_applied_index;
     let h = m.hash_kv(HashKvRequest { revision: 0 }).await?.into_inner();
     let mut kv = KvClient::connect(url.to_owned())
         .await
@@ -747,8 +752,16 @@ async fn check_member_lists(
         }
     }
     if let Some((index, conf)) = conf {
-        let voters: Vec<u64> = want.iter().filter(|(_, l)| !**l).map(|(id, _)| *id).collect();
-        let learners: Vec<u64> = want.iter().filter(|(_, l)| **l).map(|(id, _)| *id).collect();
+        let voters: Vec<u64> = want
+            .iter()
+            .filter(|(_, l)| !**l)
+            .map(|(id, _)| *id)
+            .collect();
+        let learners: Vec<u64> = want
+            .iter()
+            .filter(|(_, l)| **l)
+            .map(|(id, _)| *id)
+            .collect();
         if conf.voters != voters || conf.learners != learners {
             failures.push(format!(
                 "the Raft configuration after the last conf change (index {index}) is voters {:?} learners {:?}, but the members are voters {:?} learners {:?}",

@@ -18,13 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::{
-    alarm_request::AlarmAction, maintenance_client::MaintenanceClient, AlarmRequest, AlarmType,
-    DefragmentRequest,
+    alarm_request::AlarmAction, AlarmRequest, AlarmType, DefragmentRequest,
 };
 use rand::rngs::StdRng;
 use rand::Rng;
 
 use super::faults::Timeline;
+use super::membership::{maintenance_client, within_deadline};
 use super::workload::{Client, Endpoints};
 use crate::checker::{Request, Revision};
 
@@ -51,17 +51,7 @@ async fn within<T>(
     what: &str,
     f: impl std::future::Future<Output = Result<T, tonic::Status>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(CALL_DEADLINE, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(s)) => Err(format!("{what}: {:?}: {}", s.code(), s.message())),
-        Err(_) => Err(format!("{what}: deadline exceeded")),
-    }
-}
-
-async fn maintenance(url: &str) -> Result<MaintenanceClient<tonic::transport::Channel>, tonic::Status> {
-    MaintenanceClient::connect(url.to_owned())
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))
+    within_deadline(CALL_DEADLINE, what, f).await
 }
 
 /// Runs until `stop`: every `POLL`, one round of the runbook when an alarm
@@ -93,7 +83,7 @@ async fn round(
 ) -> Result<(), String> {
     let nospace = AlarmType::Nospace as i32;
     let listed = within("alarm list", async {
-        let r = maintenance(url)
+        let r = maintenance_client(url)
             .await?
             .alarm(AlarmRequest {
                 action: AlarmAction::Get as i32,
@@ -121,7 +111,13 @@ async fn round(
     // An error answer ("compacted": a client compacted there already) is
     // fine; no answer at all: try again next round.
     if client
-        .call_at(url, Request::Compact { revision: Revision(revision) }, false)
+        .call_at(
+            url,
+            Request::Compact {
+                revision: Revision(revision),
+            },
+            false,
+        )
         .await
         .is_none()
     {
@@ -129,7 +125,7 @@ async fn round(
     }
     for member in urls.all() {
         let _ = within("defragment", async {
-            maintenance(&member)
+            maintenance_client(&member)
                 .await?
                 .defragment(DefragmentRequest {})
                 .await
@@ -138,7 +134,7 @@ async fn round(
     }
     for a in listed {
         within("alarm disarm", async {
-            maintenance(url)
+            maintenance_client(url)
                 .await?
                 .alarm(AlarmRequest {
                     action: AlarmAction::Deactivate as i32,
