@@ -309,8 +309,12 @@ struct Connected {
     last: MonoTime,
 }
 
-/// Ticks a removed member keeps running so its last messages go out.
-const REMOVED_STOP_TICKS: u32 = 3;
+/// Ticks a removed member keeps running so its last messages and answers
+/// go out — etcd's 10 ticks. With 3, a `member remove` sent to the member
+/// being removed and forwarded to the leader lost its answer under load
+/// ("transport is closing": the member had stopped first), seen in
+/// `growing_from_1_to_3_to_5_members_and_shrinking_to_3_under_writes_ends_with_equal_hash_kv`.
+const REMOVED_STOP_TICKS: u32 = 10;
 
 /// Adds the transport peers of `members` that are new or moved, removes
 /// those of `old` that are gone.
