@@ -5,7 +5,7 @@
 //! (all of it), Lease (all of it, `lease.rs`), Watch (`watch.rs`), Lock
 //! (`lock.rs`) and Election (`election.rs`) over the shared recipes of
 //! `concurrency.rs` (their errors: `concurrency_status`), Maintenance
-//! `Status` / `Hash` / `HashKV` / `Alarm` / `Defragment` / `MoveLeader`,
+//! `Status` / `Hash` / `HashKV` / `Alarm` / `Defragment` / `Snapshot` / `MoveLeader`,
 //! Cluster (all of it). Other RPCs answer `Unimplemented` with a message naming what
 //! is missing.
 //! Tests: `tests/etcdctl_interop.rs`, `tests/client_crate.rs`, `tests/etcdctl_interop.rs` (its bad-input session),
@@ -193,9 +193,16 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented(
-            "cairn: snapshot save is not supported yet",
-        ))
+        use crate::server::SnapshotError;
+        use tokio_stream::StreamExt as _;
+        let status = |e: SnapshotError| match e {
+            SnapshotError::Stopped => status_of(ServerError::Stopped),
+            SnapshotError::Failed(msg) => Status::unknown(msg),
+        };
+        let rx = self.0.snapshot().await.map_err(status)?;
+        let stream =
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(move |item| item.map_err(status));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn move_leader(

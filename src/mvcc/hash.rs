@@ -118,7 +118,7 @@ impl MvccStore {
 }
 
 /// CRC-32C (Castagnoli), the checksum etcd's hashes use.
-struct Crc32c(u32);
+pub struct Crc32c(u32);
 
 const CRC32C_TABLE: [u32; 256] = crc32c_table();
 
@@ -142,18 +142,24 @@ const fn crc32c_table() -> [u32; 256] {
     table
 }
 
+impl Default for Crc32c {
+    fn default() -> Self {
+        Crc32c::new()
+    }
+}
+
 impl Crc32c {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Crc32c(!0)
     }
 
-    fn update(&mut self, bytes: &[u8]) {
+    pub fn update(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.0 = CRC32C_TABLE[((self.0 ^ *b as u32) & 0xff) as usize] ^ (self.0 >> 8);
         }
     }
 
-    fn finish(&self) -> u32 {
+    pub fn finish(&self) -> u32 {
         !self.0
     }
 }

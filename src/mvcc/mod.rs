@@ -48,12 +48,12 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
-pub use hash::{HashKv, HashKvJob};
+pub use hash::{Crc32c, HashKv, HashKvJob};
 pub use index::KeyRange;
 pub use kv::Kv;
 pub use read::is_read_only_txn;
 pub use revision::{KeyRevision, Revision};
-pub use store::{MvccStore, CF_KV, CF_META, COLUMN_FAMILIES};
+pub use store::{MvccStore, CF_KV, CF_META, COLUMN_FAMILIES, COMPACT_REVISION_KEY};
 pub use validate::{
     check_delete_request, check_put_request, check_range_request, check_txn_request,
     DEFAULT_MAX_TXN_OPS,

@@ -48,7 +48,7 @@ pub const CF_META: &str = "meta";
 /// The column families the storage must be opened with for MVCC.
 pub const COLUMN_FAMILIES: &[&str] = &[CF_KV, CF_META];
 
-pub(super) const COMPACT_REVISION_KEY: &[u8] = b"mvcc/compact_revision";
+pub const COMPACT_REVISION_KEY: &[u8] = b"mvcc/compact_revision";
 
 /// The revisioned store. Wrap it in a `RwLock`: reads take `&self`.
 pub struct MvccStore {

@@ -285,6 +285,54 @@ pub fn load_alarms(storage: &dyn Storage) -> Result<Alarms, StorageError> {
     Ok(alarms)
 }
 
+/// The replicated server state in a storage view, for a backup: the
+/// applied index, the members, the removed ids and the active alarms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerState {
+    pub applied_index: u64,
+    pub members: Vec<MemberRecord>,
+    pub removed: Vec<u64>,
+    pub alarms: Vec<(u64, i32)>,
+}
+
+pub fn read_server_state(
+    view: &dyn cairn_runtime::StorageSnapshot,
+) -> Result<ServerState, StorageError> {
+    let mut state = ServerState {
+        applied_index: view
+            .get(CF_SERVER, KEY_APPLIED)?
+            .as_deref()
+            .and_then(decode_u64)
+            .unwrap_or(0),
+        ..ServerState::default()
+    };
+    let scan = |prefix: &[u8]| -> Result<Vec<cairn_runtime::KvPair>, StorageError> {
+        let end = prefix_end(prefix);
+        view.scan(CF_SERVER, prefix, Some(&end), Direction::Forward)?
+            .map(|item| item.map(|(k, v)| (k[prefix.len()..].to_vec(), v)))
+            .collect()
+    };
+    for (_, v) in scan(MEMBER_PREFIX)? {
+        state.members.push(
+            MemberRecord::decode(v.as_slice())
+                .map_err(|e| StorageError::Corruption(format!("member record: {e}")))?,
+        );
+    }
+    state.removed = scan(REMOVED_PREFIX)?
+        .iter()
+        .filter_map(|(k, _)| decode_u64(k))
+        .collect();
+    for (k, _) in scan(ALARM_PREFIX)? {
+        if let (Some(member), Ok(alarm)) = (
+            k.get(..8).and_then(decode_u64),
+            <[u8; 4]>::try_from(k.get(8..).unwrap_or_default()),
+        ) {
+            state.alarms.push((member, i32::from_be_bytes(alarm)));
+        }
+    }
+    Ok(state)
+}
+
 /// Whether a NOSPACE alarm is active: the cluster then refuses what adds
 /// data (etcd's capped applier).
 pub fn no_space(alarms: &Alarms) -> bool {

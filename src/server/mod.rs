@@ -24,7 +24,7 @@ mod corruption;
 mod lease;
 mod maintenance;
 pub mod members;
-mod node;
+pub(crate) mod node;
 pub mod probe;
 mod propose;
 #[cfg(test)]
@@ -50,6 +50,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::mvcc::{self, MvccError, MvccStore};
 use apply::Applied;
 pub use lease::{serve_forwarded_keep_alives, FORWARDED_HEADER as LEASE_FORWARDED_HEADER};
+pub use maintenance::SnapshotError;
 pub use node::{Metrics, FSYNC_BUCKETS_SECS};
 pub use probe::{AppliedEntry, ConfAfter, Probe};
 pub use watchers::{WatchCounts, WatchSession};

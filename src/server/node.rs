@@ -164,7 +164,7 @@ pub(super) fn recover(
     Ok((shared, raw))
 }
 
-fn bootstrap(config: &ServerConfig, storage: &dyn Storage) -> Result<(), StorageError> {
+pub(crate) fn bootstrap(config: &ServerConfig, storage: &dyn Storage) -> Result<(), StorageError> {
     if config.joining {
         // A member joining a running cluster starts with no log and no
         // configuration: the leader's snapshot brings both.
