@@ -695,11 +695,7 @@ impl<R: ReadAt> Db<R> {
 
     /// Calls `f` with every key and value of bucket `name` in key order;
     /// `Ok(false)` when there is no such bucket.
-    pub fn for_each(
-        &self,
-        name: &[u8],
-        f: &mut RecordFn<'_>,
-    ) -> Result<bool, BoltError> {
+    pub fn for_each(&self, name: &[u8], f: &mut RecordFn<'_>) -> Result<bool, BoltError> {
         let Some(root) = self.bucket_root(name)? else {
             return Ok(false);
         };
@@ -716,11 +712,7 @@ impl<R: ReadAt> Db<R> {
     }
 
     /// Depth-first over the tree at `root`: `f(key, value, flags)` per leaf element.
-    fn walk(
-        &self,
-        root: BucketRoot,
-        f: &mut ElementFn<'_>,
-    ) -> Result<(), BoltError> {
+    fn walk(&self, root: BucketRoot, f: &mut ElementFn<'_>) -> Result<(), BoltError> {
         match root {
             BucketRoot::Inline(bytes) => {
                 if get_u16(&bytes, 8)? & LEAF_PAGE == 0 {
@@ -733,12 +725,7 @@ impl<R: ReadAt> Db<R> {
         }
     }
 
-    fn walk_page(
-        &self,
-        id: u64,
-        f: &mut ElementFn<'_>,
-        depth: usize,
-    ) -> Result<(), BoltError> {
+    fn walk_page(&self, id: u64, f: &mut ElementFn<'_>, depth: usize) -> Result<(), BoltError> {
         if depth > 64 {
             return Err(invalid("tree too deep (a cycle?)"));
         }
@@ -899,11 +886,7 @@ impl Checker {
     }
 }
 
-fn walk_leaf(
-    bytes: &[u8],
-    count: usize,
-    f: &mut ElementFn<'_>,
-) -> Result<(), BoltError> {
+fn walk_leaf(bytes: &[u8], count: usize, f: &mut ElementFn<'_>) -> Result<(), BoltError> {
     for i in 0..count {
         let elem = HEADER + ELEMENT * i;
         let flags = get_u32(bytes, elem)?;
