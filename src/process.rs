@@ -286,6 +286,10 @@ pub async fn run_until(
             server.shutdown();
             return Ok(Ended::Removed);
         }
+        why = server.corrupt_halt() => {
+            server.shutdown();
+            return Err(format!("stopped: this member's storage is corrupt ({why})"));
+        }
         () = stop => {
             server.stop_gracefully().await;
             return Ok(Ended::Stopped);

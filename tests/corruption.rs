@@ -128,3 +128,69 @@ fn a_member_with_altered_data_refuses_to_start_and_is_caught_by_the_leaders_peri
         "{status}"
     );
 }
+
+/// Flips bytes in the data blocks (the first half) of every SST file of a
+/// member's store: what a failing disk does, and what RocksDB's block
+/// checksums catch.
+fn flip_sst_bytes(data_dir: &std::path::Path) -> usize {
+    let mut flipped = 0;
+    for entry in std::fs::read_dir(data_dir).expect("data dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "sst") {
+            let mut bytes = std::fs::read(&path).expect("read sst");
+            let half = bytes.len() / 2;
+            for at in (64..half).step_by(512) {
+                bytes[at] ^= 0x5a;
+            }
+            std::fs::write(&path, bytes).expect("write sst");
+            flipped += 1;
+        }
+    }
+    flipped
+}
+
+#[test]
+fn a_member_whose_disk_flips_bytes_stops_instead_of_serving_and_refuses_to_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = start_cairn(dir.path());
+    let ep = p.endpoint();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        use etcd_client::{Client, Txn, TxnOp};
+        let mut c = Client::connect([format!("http://{ep}")], None)
+            .await
+            .expect("connect");
+        for batch in 0..15 {
+            let ops: Vec<TxnOp> = (0..100)
+                .map(|i| TxnOp::put(format!("k{:05}", batch * 100 + i), "v".repeat(1024), None))
+                .collect();
+            c.txn(Txn::new().and_then(ops)).await.expect("txn of puts");
+        }
+    });
+    // Defragment: the store is compacted into SST files.
+    ctl_ok(&ep, &["defrag"]);
+    assert!(flip_sst_bytes(&p.data_dir) > 0, "no SST file to corrupt");
+    let (ok, text) = ctl_text(&ep, &["get", "k", "--prefix", "--keys-only"]);
+    assert!(
+        !ok,
+        "a read over corrupt blocks succeeded: {}",
+        &text[..text.len().min(200)]
+    );
+    let status = p
+        .wait_exit(Duration::from_secs(20))
+        .expect("the member stops after reading corrupt data");
+    assert!(!status.success(), "it stops with an error status");
+    let log = p.log_text();
+    assert!(log.contains("storage is corrupt"), "log:\n{log}");
+
+    // Restarted on the same data, it refuses to serve.
+    let restarted = spawn_cairn("c1", dir.path(), free_port(), free_port(), &[]);
+    let mut restarted = restarted;
+    let status = restarted
+        .wait_exit(Duration::from_secs(30))
+        .expect("a member on corrupt data does not start");
+    assert!(!status.success());
+}

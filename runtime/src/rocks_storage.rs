@@ -57,9 +57,13 @@ pub struct RocksStorage {
 }
 
 fn io_err(e: rocksdb::Error) -> StorageError {
+    let corrupt = e.kind() == rocksdb::ErrorKind::Corruption;
     let msg = e.into_string();
     if msg.contains("No space left") {
         StorageError::NoSpace
+    } else if corrupt {
+        // A block checksum failed, or a file is not what RocksDB wrote.
+        StorageError::Corruption(msg)
     } else {
         StorageError::Io(msg)
     }

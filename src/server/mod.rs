@@ -237,6 +237,8 @@ pub(crate) struct Shared {
     pub halted: watch::Sender<bool>,
     /// The member stopped because the cluster removed it.
     pub removed_self: AtomicBool,
+    /// Why the member stopped when it found its own storage corrupt.
+    pub corrupt_halt: std::sync::Mutex<Option<String>>,
     /// The next ReadIndex context the node loop will use (0 before the first).
     pub read_ctx_next: AtomicU64,
     /// A test harness's hooks (`Server::start_probed`); `None` in production.
@@ -317,6 +319,9 @@ pub(crate) enum Command {
         to: u64,
         done: oneshot::Sender<Result<(), ServerError>>,
     },
+    /// A read found the member's own storage corrupt (a checksum failure,
+    /// an undecodable record): stop rather than serve from it.
+    Halt { reason: String },
 }
 
 /// A handle on a running member. Cheap to clone.
@@ -395,6 +400,16 @@ impl Server {
         self.shared.stopped.load(Ordering::SeqCst)
     }
 
+    /// Why the member stopped on finding its own storage corrupt, once it has.
+    pub async fn corrupt_halt(&self) -> String {
+        self.stopped().await;
+        let why = self.shared.corrupt_halt.lock().ok().and_then(|w| w.clone());
+        match why {
+            Some(why) => why,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Whether the member stopped because the cluster removed it.
     pub fn is_removed(&self) -> bool {
         self.shared.removed_self.load(Ordering::SeqCst)
@@ -441,6 +456,31 @@ impl Server {
         self.shared.mvcc().current_revision().0
     }
 
+    /// Passes `r` on; when it says the member's own storage is corrupt (a
+    /// checksum failure in RocksDB, a record that does not decode), the
+    /// member stops instead of serving from that storage: the error is
+    /// answered, and the node loop halts (the process exits with an error).
+    pub(crate) fn halt_if_corrupt<T>(
+        &self,
+        r: Result<T, mvcc::MvccError>,
+    ) -> Result<T, ServerError> {
+        use cairn_runtime::StorageError;
+        if let Err(
+            e @ (mvcc::MvccError::Corrupt(_)
+            | mvcc::MvccError::Storage(StorageError::Corruption(_))),
+        ) = &r
+        {
+            tracing::error!(error = %e, "this member's storage is corrupt: stopping");
+            if let Ok(mut why) = self.shared.corrupt_halt.lock() {
+                why.get_or_insert_with(|| e.to_string());
+            }
+            let _ = self.commands.try_send(Command::Halt {
+                reason: e.to_string(),
+            });
+        }
+        Ok(r?)
+    }
+
     // ---- KV ----
 
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, ServerError> {
@@ -449,7 +489,7 @@ impl Server {
             self.linearizable_barrier().await?;
         }
         let store = self.shared.mvcc();
-        let mut resp = store.range(&req)?;
+        let mut resp = self.halt_if_corrupt(store.range(&req))?;
         resp.header = Some(self.header(store.current_revision().0));
         Ok(resp)
     }
@@ -477,7 +517,7 @@ impl Server {
                 self.linearizable_barrier().await?;
             }
             let store = self.shared.mvcc();
-            let mut resp = store.read_txn(&req)?;
+            let mut resp = self.halt_if_corrupt(store.read_txn(&req))?;
             let rev = store.current_revision().0;
             fill_nested_headers(&mut resp, rev);
             resp.header = Some(self.header(rev));
@@ -528,7 +568,7 @@ impl Server {
     pub async fn hash(&self) -> Result<HashResponse, ServerError> {
         self.refuse_learner()?;
         let store = self.shared.mvcc();
-        let hash = store.hash()?;
+        let hash = self.halt_if_corrupt(store.hash())?;
         Ok(HashResponse {
             header: Some(self.header(store.current_revision().0)),
             hash,
@@ -539,7 +579,7 @@ impl Server {
         self.refuse_learner()?;
         // The scan runs on a storage snapshot, without holding the store.
         let job = self.shared.mvcc().hash_kv_job(revision)?;
-        let h = job.run()?;
+        let h = self.halt_if_corrupt(job.run())?;
         Ok(HashKvResponse {
             header: Some(self.header(h.revision.0)),
             hash: h.hash,

@@ -157,6 +157,7 @@ pub(super) fn recover(
         halted: watch::channel(false).0,
         read_ctx_next: AtomicU64::new(0),
         removed_self: AtomicBool::new(false),
+        corrupt_halt: std::sync::Mutex::new(None),
         probe: None,
         watch,
         incarnation,
@@ -592,6 +593,11 @@ impl Node {
                         Err(ServerError::NotLeader)
                     };
                     let _ = done.send(r);
+                }
+                Command::Halt { reason } => {
+                    tracing::error!(%reason, "storage corruption: stopping this member");
+                    self.stop();
+                    return;
                 }
             }
             if reads.len() + proposals.len() + self.waiters.len() > COMMAND_QUEUE_LEN * 4 {

@@ -4,6 +4,7 @@
 //! ```text
 //! cairn-stalls rolling-restart --server cairn|etcd [--bin PATH] [--writers 6] [--rounds 1]
 //! cairn-stalls defrag --server cairn|etcd [--bin PATH] [--fill-mb 1024] [--writers 8]
+//! cairn-stalls snapshot --server cairn|etcd [--bin PATH] [--fill-mb 1024] [--writers 8]
 //! ```
 //!
 //! - `rolling-restart`: a 3-member cluster (heartbeat 100 ms, election
@@ -16,6 +17,10 @@
 //!   written twice (so half of it is history) and compacted, then
 //!   `--writers` writers put 256-byte values while one Defragment runs.
 //!   Reports the defrag's duration and put latency before and during it.
+//! - `snapshot`: the same store, while one `Maintenance.Snapshot` streams the
+//!   whole database to this process (and is thrown away). Reports its
+//!   duration and size, put latency before and during it, and the server's
+//!   resident memory (VmRSS) and peak (VmHWM) before and after.
 //!
 //! See docs/benchmarks.md for the figures. Not compiled under madsim.
 
@@ -59,7 +64,7 @@ mod stalls {
     use cairn_proto::etcdserverpb::{CompactionRequest, DefragmentRequest, PutRequest};
     use tonic::transport::{Channel, Endpoint};
 
-    const USAGE: &str = "usage: cairn-stalls rolling-restart|defrag --server cairn|etcd [--bin PATH] [--writers N] [--rounds N] [--fill-mb MB]";
+    const USAGE: &str = "usage: cairn-stalls rolling-restart|defrag|snapshot --server cairn|etcd [--bin PATH] [--writers N] [--rounds N] [--fill-mb MB]";
 
     struct Opts {
         server: String,
@@ -109,7 +114,8 @@ mod stalls {
         let (mode, o) = parse(&args)?;
         match mode.as_str() {
             "rolling-restart" => rolling_restart(&o).await,
-            "defrag" => defrag(&o).await,
+            "defrag" => maintenance(&o, false).await,
+            "snapshot" => maintenance(&o, true).await,
             _ => Err(USAGE.into()),
         }
     }
@@ -385,7 +391,40 @@ mod stalls {
         Ok(())
     }
 
-    async fn defrag(o: &Opts) -> Result<(), String> {
+    /// The server's resident and peak memory in MB (`/proc/<pid>/status`).
+    fn memory_mb(m: &Member) -> String {
+        let Some(pid) = m.child.as_ref().map(Child::id) else {
+            return "?".into();
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+                .map_or("?".to_string(), |kb| format!("{:.0}", kb / 1024.0))
+        };
+        format!("VmRSS {} MB, VmHWM {} MB", field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Streams a whole snapshot and drops it; its size in bytes.
+    async fn snapshot_size(mt: &mut MaintenanceClient<Channel>) -> Result<u64, String> {
+        let mut stream = mt
+            .snapshot(cairn_proto::etcdserverpb::SnapshotRequest {})
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        let mut size = 0u64;
+        while let Some(m) = stream.message().await.map_err(|e| e.to_string())? {
+            size += m.blob.len() as u64;
+        }
+        Ok(size)
+    }
+
+    /// A defragmentation (`snapshot` false) or a snapshot save under writes.
+    async fn maintenance(o: &Opts, snapshot: bool) -> Result<(), String> {
+        let op = if snapshot { "snapshot" } else { "defragment" };
         let dir = tempdir()?;
         let extra = vec![
             format!("--quota-backend-bytes={}", 8u64 << 30),
@@ -434,7 +473,7 @@ mod stalls {
         })
         .await
         .map_err(|e| e.to_string())?;
-        let mut mt = MaintenanceClient::new(channel(&url)?);
+        let mut mt = MaintenanceClient::new(channel(&url)?).max_decoding_message_size(usize::MAX);
         let size = |s: cairn_proto::etcdserverpb::StatusResponse| s.db_size;
         let before = size(
             mt.status(cairn_proto::etcdserverpb::StatusRequest {})
@@ -455,23 +494,31 @@ mod stalls {
         let (acks, failures, tasks) =
             spawn_writers(std::slice::from_ref(&url), writers, 256, stop.clone())?;
         tokio::time::sleep(Duration::from_secs(5)).await;
+        let memory_before = memory_mb(&ms_[0]);
         let d0 = Instant::now();
-        let result = tokio::time::timeout(
-            Duration::from_secs(900),
-            mt.defragment(DefragmentRequest {}),
-        )
+        let result = tokio::time::timeout(Duration::from_secs(900), async {
+            if snapshot {
+                snapshot_size(&mut mt).await
+            } else {
+                mt.defragment(DefragmentRequest {})
+                    .await
+                    .map(|_| 0)
+                    .map_err(|e| e.to_string())
+            }
+        })
         .await;
         let d1 = Instant::now();
+        let memory_after = memory_mb(&ms_[0]);
         tokio::time::sleep(Duration::from_secs(2)).await;
         stop.store(true, Ordering::SeqCst);
         for t in tasks {
             let _ = t.await;
         }
-        match result {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(format!("defragment: {e}")),
-            Err(_) => return Err("defragment took over 15 minutes".into()),
-        }
+        let streamed = match result {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(format!("{op}: {e}")),
+            Err(_) => return Err(format!("{op} took over 15 minutes")),
+        };
         let after = size(
             mt.status(cairn_proto::etcdserverpb::StatusRequest {})
                 .await
@@ -483,12 +530,18 @@ mod stalls {
         let base = latencies(&acks, base_from, d0);
         let during = latencies(&acks, d0, d1);
         println!(
-            "{}: defragment took {:.1} s, DB size {:.0} MB -> {:.0} MB",
+            "{}: {op} took {:.1} s, DB size {:.0} MB -> {:.0} MB{}",
             o.server,
             (d1 - d0).as_secs_f64(),
             before as f64 / 1e6,
-            after as f64 / 1e6
+            after as f64 / 1e6,
+            if snapshot {
+                format!(", snapshot streamed {:.0} MB", streamed as f64 / 1e6)
+            } else {
+                String::new()
+            }
         );
+        println!("  server memory before: {memory_before}; after: {memory_after}");
         for (label, h) in [("before (4 s)", &base), ("during", &during)] {
             println!(
                 "  puts {label}: {} acknowledged, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms",
@@ -500,7 +553,7 @@ mod stalls {
         }
         println!("  failed puts: {}", top_failures(&failures));
         println!(
-            "  longest time without an acknowledged put during the defrag: {:.1} ms",
+            "  longest time without an acknowledged put during the {op}: {:.1} ms",
             longest_gap(&acks, d0, d1).as_secs_f64() * 1000.0
         );
         Ok(())
