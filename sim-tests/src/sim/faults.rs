@@ -79,6 +79,12 @@ impl Timeline {
         self.push(&format!("space: {what}"));
     }
 
+    /// A complete snapshot save (log target `cairn_sim::backup`).
+    pub fn backup(&self, what: String) {
+        tracing::info!(target: "cairn_sim::backup", "{what}");
+        self.push(&format!("backup: {what}"));
+    }
+
     pub fn entries(&self) -> Vec<String> {
         self.entries.lock().expect("timeline lock").clone()
     }

@@ -10,10 +10,13 @@
 //! - `workload`: clients, the KV and list-append mixes, the recorder;
 //! - `watchers`: watch streams under faults, checked for etcd's guarantees;
 //! - `space`: the space operator of the small-quota seeds (NOSPACE alarms);
+//! - `backup`: snapshot saves under faults, each image checked against the
+//!   oracle's state at its applied index;
 //! - `scenario`: one run end to end, and its checks;
 //! - `runner`: seeds, one process per seed, replay commands, determinism.
 //! Tests: `tests/sim.rs` is the entry point.
 
+pub mod backup;
 pub mod cluster;
 pub mod faults;
 pub mod leases;

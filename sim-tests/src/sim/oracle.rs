@@ -33,8 +33,10 @@ use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use cairn::mvcc::{KeyRevision, Revision as MvccRevision};
 use cairn::server::{AppliedEntry, ConfAfter, Probe};
-use cairn_proto::mvccpb::{event::EventType, Event};
+use cairn_proto::cairnpb::{internal_request, InternalRequest};
+use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -90,6 +92,35 @@ struct State {
     /// Conf-change entries by index.
     conf_changes: BTreeMap<u64, ConfRecord>,
     buggify_fired: u64,
+    /// Every change as etcd's `key` bucket holds it, by (main, sub)
+    /// revision: the key, whether it is a tombstone, and the record's value
+    /// (an `mvccpb.KeyValue`; a tombstone's holds only the key). From the
+    /// first apply of each entry (sub = the change's position in it).
+    records: BTreeMap<(i64, i64), StoredChange>,
+    /// Index of each compaction entry that took effect → its revision (a
+    /// compaction takes effect when its revision is above the previous one
+    /// and not above the store's revision, as `MvccStore::compact` says).
+    compactions: BTreeMap<u64, i64>,
+}
+
+/// One change as the `key` bucket of a snapshot holds it.
+#[derive(Debug, Clone)]
+struct StoredChange {
+    key: Vec<u8>,
+    tombstone: bool,
+    value: Vec<u8>,
+}
+
+/// What a snapshot database at one applied index must hold.
+#[derive(Debug, Clone)]
+pub struct ExpectedImage {
+    /// The store's revision after that index.
+    pub revision: i64,
+    /// The compact revision in effect at that index.
+    pub compacted: Option<i64>,
+    /// The `key` bucket, in key order: revision key (with `t` for a
+    /// tombstone) → `mvccpb.KeyValue`.
+    pub records: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 pub struct Oracle {
@@ -208,6 +239,29 @@ impl Oracle {
         )
     }
 
+    /// What a snapshot database whose `consistent_index` is `index` must
+    /// hold; an error when no member ever applied that index.
+    pub fn expected_image(&self, index: u64) -> Result<ExpectedImage, String> {
+        let st = self.lock();
+        // Index 0: a member that applied nothing yet holds the empty store.
+        let revision = match st.applied.get(&index) {
+            Some(applied) => applied.revision,
+            None if index == 0 => MvccRevision::INITIAL.0,
+            None => {
+                return Err(format!(
+                    "no member applied index {index} (the highest applied is {})",
+                    st.applied.keys().next_back().copied().unwrap_or(0)
+                ))
+            }
+        };
+        let compacted = st.compactions.range(..=index).next_back().map(|(_, c)| *c);
+        Ok(ExpectedImage {
+            revision,
+            compacted,
+            records: key_bucket_at(&st.records, revision, compacted),
+        })
+    }
+
     /// The committed history as the members applied it. Keys and values are
     /// the workload's UTF-8 strings.
     pub fn committed_history(&self) -> CommittedHistory {
@@ -229,6 +283,73 @@ impl Oracle {
             changes,
         }
     }
+}
+
+/// Records what the first apply of `e` adds to the `key` bucket, and a
+/// compaction that takes effect.
+fn record_first_apply(st: &mut State, e: &AppliedEntry<'_>) {
+    for (sub, ev) in e.events.iter().enumerate() {
+        let Some(kv) = &ev.kv else { continue };
+        let tombstone = ev.r#type() == EventType::Delete;
+        let value = if tombstone {
+            KeyValue {
+                key: kv.key.clone(),
+                ..KeyValue::default()
+            }
+        } else {
+            KeyValue {
+                key: kv.key.clone(),
+                create_revision: kv.create_revision,
+                mod_revision: kv.mod_revision,
+                version: kv.version,
+                value: kv.value.clone(),
+                lease: kv.lease,
+            }
+        };
+        let change = StoredChange {
+            key: kv.key.clone(),
+            tombstone,
+            value: value.encode_to_vec(),
+        };
+        st.records.insert((kv.mod_revision, sub as i64), change);
+    }
+    if e.conf.is_some() || e.data.is_empty() {
+        return;
+    }
+    let Ok(req) = InternalRequest::decode(e.data) else {
+        return;
+    };
+    if let Some(internal_request::Request::Compaction(c)) = req.request {
+        let previous = st.compactions.values().next_back().copied().unwrap_or(-1);
+        if c.revision > previous && c.revision <= e.revision {
+            st.compactions.insert(e.index, c.revision);
+        }
+    }
+}
+
+/// The `key` bucket at store revision `revision` after compacting at
+/// `compacted`: per key, the newest change at or below the compact revision
+/// if it is a put, and every later change up to `revision`.
+fn key_bucket_at(
+    records: &BTreeMap<(i64, i64), StoredChange>,
+    revision: i64,
+    compacted: Option<i64>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let c = compacted.unwrap_or(0);
+    let mut newest: BTreeMap<&[u8], (i64, i64)> = BTreeMap::new();
+    for (rev, ch) in records.range(..=(c, i64::MAX)) {
+        newest.insert(&ch.key, *rev);
+    }
+    records
+        .range(..=(revision, i64::MAX))
+        .filter(|(rev, ch)| {
+            rev.0 > c || (!ch.tombstone && newest.get(ch.key.as_slice()) == Some(*rev))
+        })
+        .map(|((main, sub), ch)| {
+            let key = KeyRevision::new(MvccRevision(*main), *sub).to_key(ch.tombstone);
+            (key, ch.value.clone())
+        })
+        .collect()
 }
 
 /// At most one configuration change pending at a time: for consecutive
@@ -313,6 +434,7 @@ impl Probe for Oracle {
                 }
             }
             None => {
+                record_first_apply(&mut st, e);
                 if let Some(conf) = &record.conf {
                     let r = ConfRecord {
                         term: e.term,

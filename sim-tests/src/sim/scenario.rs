@@ -39,6 +39,7 @@ use madsim::runtime::Handle;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::backup;
 use super::cluster::{ClusterSpec, SimCluster};
 use super::faults::{FaultKind, FaultScheduler, Timeline, ALL_FAULTS};
 use super::leases::{check_leases, run_lease_client, LeaseLife, LeaseLog};
@@ -314,6 +315,22 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         );
         node.spawn(async move { space::run(client, urls, timeline, rng, stop).await })
     });
+    // Snapshot saves under the faults, in a share of the seeds drawn from a
+    // stream of their own (as the quota above).
+    let backups = backup::draw_backups(&mut StdRng::seed_from_u64(
+        master_seed ^ 0x6a09_e667_f3bc_c908,
+    ));
+    let backup_stop = Arc::new(AtomicBool::new(false));
+    let backup_task = backups.then(|| {
+        let node = handle
+            .create_node()
+            .name("backup-operator")
+            .ip("10.0.2.4".parse().expect("ip"))
+            .build();
+        let (urls, timeline, stop) = (endpoints.clone(), timeline.clone(), backup_stop.clone());
+        let rng = StdRng::seed_from_u64(master_seed.rotate_left(41));
+        node.spawn(async move { backup::run(urls, timeline, rng, stop).await })
+    });
     let mut faults = FaultScheduler::new(StdRng::seed_from_u64(master.random()), timeline.clone());
     faults.kinds = cfg.faults.clone();
     // The membership driver, on a node of its own (its calls need an address).
@@ -400,6 +417,11 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         }
     }
     space_stop.store(true, Ordering::SeqCst);
+    backup_stop.store(true, Ordering::SeqCst);
+    let backup_report = match backup_task {
+        Some(task) => Some(task.await.expect("backup operator")),
+        None => None,
+    };
     if let Some(task) = space_task {
         let space = task.await.expect("space operator");
         report.notes.push(format!(
@@ -459,6 +481,11 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     report.serializable = recorder.serializable.lock().expect("history lock").clone();
     report.committed = oracle.committed_history();
     report.notes.push(oracle.stats());
+    if let Some(b) = &backup_report {
+        let (failures, note) = backup::check(&oracle, b);
+        report.failures.extend(failures);
+        report.notes.push(note);
+    }
     report.notes.push(format!(
         "operations: {} linearizable, {} serializable; {} acknowledged, {} unknown",
         report.history.len(),
