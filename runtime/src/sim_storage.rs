@@ -19,6 +19,12 @@
 //! - `set_no_space`: writes fail with `NoSpace` until cleared.
 //! - `set_tear_on_crash`: at the next crash the last pending batch is written
 //!   to the log partially (a torn record) instead of being dropped whole.
+//! - `flip_stored_record`: bytes of one stored record flip silently, as a
+//!   failing disk or cable does; the record's checksum (RocksDB's block
+//!   checksums) no longer matches, so every later read of it — `get`, a scan
+//!   reaching it, in any handle or snapshot — fails with `Corruption` until
+//!   the record is written again or `repair_flips` models a re-read from a
+//!   good copy. Nothing ever returns the flipped bytes.
 //!
 //! Invariants: a batch is never partially visible after recovery; a record is
 //! in the log only if its sync began; the visible state equals checkpoint +
@@ -55,12 +61,17 @@ pub struct RecoveryReport {
     pub torn_records_discarded: usize,
 }
 
+/// Records whose bytes flipped: (column family, key).
+type Damaged = std::collections::BTreeSet<(String, Vec<u8>)>;
+
 #[derive(Debug, Default)]
 struct DiskFaults {
     fail_next_sync: bool,
     sync_latency: Duration,
     no_space: bool,
     tear_on_crash: bool,
+    /// Shared with the snapshots taken while it holds; copied on change.
+    damaged: Arc<Damaged>,
 }
 
 #[derive(Debug, Default)]
@@ -161,6 +172,50 @@ impl SimDisk {
     /// Arms the torn-write fault for the next crash.
     pub fn set_tear_on_crash(&self, tear: bool) {
         self.lock().faults.tear_on_crash = tear;
+    }
+
+    /// Flips bytes of one stored record of column family `cf`: the
+    /// `pick`-th (modulo their number) of the keys stored durably or written
+    /// since. Returns its key; `None` when the family is empty.
+    pub fn flip_stored_record(&self, cf: &str, pick: u64) -> Option<Vec<u8>> {
+        let mut st = self.lock();
+        let mut keys: std::collections::BTreeSet<Vec<u8>> = st
+            .checkpoint
+            .get(cf)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let logged = st.log.iter().filter_map(|r| decode_batch(&r.bytes).ok());
+        for batch in logged.chain(st.pending.iter().cloned()) {
+            for op in batch.ops() {
+                match op {
+                    BatchOp::Put { cf: c, key, .. } if c == cf => {
+                        keys.insert(key.clone());
+                    }
+                    BatchOp::Delete { cf: c, key } if c == cf => {
+                        keys.remove(key);
+                    }
+                    BatchOp::DeleteRange { cf: c, start, end } if c == cf => {
+                        keys.retain(|k| k < start || k >= end);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if keys.is_empty() {
+            return None;
+        }
+        let key = keys
+            .iter()
+            .nth((pick % keys.len() as u64) as usize)?
+            .clone();
+        Arc::make_mut(&mut st.faults.damaged).insert((cf.to_owned(), key.clone()));
+        Some(key)
+    }
+
+    /// Forgets every flipped record (a re-read from a good copy, or a disk
+    /// the operator replaced with one holding the same data).
+    pub fn repair_flips(&self) {
+        self.lock().faults.damaged = Arc::default();
     }
 
     /// Number of syncs that reached the disk (for tests of group commit).
@@ -271,6 +326,8 @@ impl Storage for SimStorage {
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let h = self.lock();
         let cf = check_cf(&h.families, cf)?;
+        let damaged = h.disk.lock().faults.damaged.clone();
+        check_damage(&damaged, cf, key)?;
         Ok(h.visible.get(cf).and_then(|m| m.get(key)).cloned())
     }
 
@@ -281,12 +338,17 @@ impl Storage for SimStorage {
         end: Option<&[u8]>,
         dir: Direction,
     ) -> Result<ScanIter<'_>, StorageError> {
-        let map = {
+        let (map, damaged, cf) = {
             let h = self.lock();
             let cf = check_cf(&h.families, cf)?;
-            h.visible.get(cf).cloned().unwrap_or_default()
+            let damaged = h.disk.lock().faults.damaged.clone();
+            (
+                h.visible.get(cf).cloned().unwrap_or_default(),
+                damaged,
+                cf.to_owned(),
+            )
         };
-        Ok(scan_map(map, start, end, dir))
+        Ok(with_damage(scan_map(map, start, end, dir), damaged, cf))
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
@@ -301,6 +363,20 @@ impl Storage for SimStorage {
             return Ok(());
         }
         disk.pending.push(batch.clone());
+        if !disk.faults.damaged.is_empty() {
+            // A record written again is whole again.
+            let damaged = Arc::make_mut(&mut disk.faults.damaged);
+            for op in batch.ops() {
+                match op {
+                    BatchOp::Put { cf, key, .. } | BatchOp::Delete { cf, key } => {
+                        damaged.remove(&(cf.clone(), key.clone()));
+                    }
+                    BatchOp::DeleteRange { cf, start, end } => {
+                        damaged.retain(|(c, k)| c != cf || k < start || k >= end);
+                    }
+                }
+            }
+        }
         let check = disk.write_check.0.clone();
         drop(disk);
         apply_batch(&mut h.visible, &batch);
@@ -308,6 +384,7 @@ impl Storage for SimStorage {
             let view = SimSnapshot {
                 families: h.families.clone(),
                 maps: h.visible.clone(),
+                damaged: Arc::default(),
             };
             drop(h);
             if let Err(e) = check(&view) {
@@ -351,9 +428,11 @@ impl Storage for SimStorage {
 
     fn snapshot(&self) -> Arc<dyn StorageSnapshot> {
         let h = self.lock();
+        let damaged = h.disk.lock().faults.damaged.clone();
         Arc::new(SimSnapshot {
             families: h.families.clone(),
             maps: h.visible.clone(),
+            damaged,
         })
     }
 
@@ -371,11 +450,14 @@ impl Storage for SimStorage {
 struct SimSnapshot {
     families: Vec<String>,
     maps: Families,
+    /// The records flipped when the snapshot was taken.
+    damaged: Arc<Damaged>,
 }
 
 impl StorageSnapshot for SimSnapshot {
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let cf = check_cf(&self.families, cf)?;
+        check_damage(&self.damaged, cf, key)?;
         Ok(self.maps.get(cf).and_then(|m| m.get(key)).cloned())
     }
 
@@ -387,13 +469,49 @@ impl StorageSnapshot for SimSnapshot {
         dir: Direction,
     ) -> Result<ScanIter<'_>, StorageError> {
         let cf = check_cf(&self.families, cf)?;
-        Ok(scan_map(
-            self.maps.get(cf).cloned().unwrap_or_default(),
-            start,
-            end,
-            dir,
+        Ok(with_damage(
+            scan_map(
+                self.maps.get(cf).cloned().unwrap_or_default(),
+                start,
+                end,
+                dir,
+            ),
+            self.damaged.clone(),
+            cf.to_owned(),
         ))
     }
+}
+
+fn check_damage(damaged: &Damaged, cf: &str, key: &[u8]) -> Result<(), StorageError> {
+    if !damaged.is_empty() && damaged.contains(&(cf.to_owned(), key.to_vec())) {
+        return Err(StorageError::Corruption(format!(
+            "block checksum mismatch in {cf} (a record flipped on disk)"
+        )));
+    }
+    Ok(())
+}
+
+/// A scan that fails with `Corruption` at a flipped record (and ends there).
+fn with_damage(scan: ScanIter<'static>, damaged: Arc<Damaged>, cf: String) -> ScanIter<'static> {
+    if damaged.iter().all(|(c, _)| *c != cf) {
+        return scan;
+    }
+    let mut failed = false;
+    Box::new(scan.map_while(move |item| {
+        if failed {
+            return None;
+        }
+        Some(match item {
+            Ok((k, v)) => match check_damage(&damaged, &cf, &k) {
+                Ok(()) => Ok((k, v)),
+                Err(e) => {
+                    failed = true;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        })
+    }))
 }
 
 /// Iterates a shared map lazily: each step looks up the next key after the

@@ -208,6 +208,42 @@ async fn single_member_serves_kv_and_recovers_acknowledged_writes_after_crash() 
     assert_eq!(resp.header.expect("header").revision, 22);
 }
 
+/// A record whose bytes flipped on disk is never served: the read that meets
+/// it fails, and the member stops (its reads and writes then answer
+/// `server stopped`) instead of serving from corrupt storage.
+#[tokio::test]
+async fn a_member_that_reads_a_flipped_record_stops_instead_of_serving_it() {
+    let disk = SimDisk::new();
+    let listener = Listener::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let m = start_member(fast(ServerConfig::single("one", 1)), &disk, listener).await;
+    wait_leader(&[&m.server]).await;
+    for i in 0..5 {
+        m.server.put(put(&format!("k{i}"), "v")).await.expect("put");
+    }
+    // The kv family holds one record per revision: flip k2's (revision 4).
+    let key = disk
+        .flip_stored_record(crate::mvcc::CF_KV, 2)
+        .expect("a kv record");
+    assert_eq!(
+        crate::mvcc::KeyRevision::from_key(&key).map(|(r, _)| r.main.0),
+        Some(4)
+    );
+    let err = m.server.range(get("k2")).await.expect_err("a corrupt read");
+    assert!(
+        matches!(err, ServerError::Mvcc(MvccError::Storage(_))),
+        "{err:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), m.server.corrupt_halt())
+        .await
+        .expect("the member stops after reading corrupt storage");
+    assert_eq!(
+        m.server.range(get("k1")).await.expect_err("stopped"),
+        ServerError::Stopped
+    );
+}
+
 /// A member's proposals are matched to their waiters by request id. Entries
 /// proposed before a crash can still be applied after the restart (the
 /// leader committed them), so the ids of one start must never repeat those
