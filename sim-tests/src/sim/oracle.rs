@@ -22,7 +22,9 @@
 //!   previous conf change, not merely an earlier one.
 //! and collects the committed history (every change at every revision, from
 //! the events of applied entries), which the durability and serializable-read
-//! checkers and the end-of-run comparison use.
+//! checkers and the end-of-run comparison use; and, for the backup check
+//! (`expected_image`), every change as etcd's `key` bucket stores it, each
+//! entry's resulting revision and each compaction that took effect.
 //!
 //! It also answers the server's buggify points, from its own seeded RNG.
 //! Tests: exercised by every simulation run (`tests/sim.rs`).
