@@ -36,3 +36,25 @@ impl std::fmt::Display for NodeId {
         write!(f, "{:x}", self.0)
     }
 }
+
+/// Runs CPU-bound `f` off the async workers: a blocking thread of tokio's
+/// pool in production; under madsim, inline on the simulated executor
+/// (deterministic; madsim has no blocking threads). An `Err` only if `f`
+/// panicked.
+pub async fn run_blocking<F, R>(f: F) -> Result<R, String>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    #[cfg(not(madsim))]
+    {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    #[cfg(madsim)]
+    {
+        tokio::task::yield_now().await;
+        Ok(f())
+    }
+}

@@ -1210,3 +1210,51 @@ fn events_between_replays_history_and_refuses_compacted_revisions() {
         2
     );
 }
+
+/// Found by the simulation (kv3 seed 93 with flipped-record faults): a txn
+/// whose execution read a record that failed its checksum was treated like
+/// an expected request error, so the server's `extra` (its applied index)
+/// was written although nothing of the txn was; after the member restarted
+/// the entry counted as applied and the member's state diverged from the
+/// cluster's (a lost acknowledged append). A storage failure while
+/// executing must write nothing.
+#[test]
+fn a_storage_failure_while_executing_a_write_writes_nothing_not_even_extra() {
+    let (disk, mut s) = fresh();
+    put(&mut s, b"a", b"1");
+    put(&mut s, b"b", b"2");
+    // The record of b's put (revision 3) flips on disk.
+    let key = disk.flip_stored_record(CF_KV, 1).expect("b's record");
+    assert_eq!(
+        KeyRevision::from_key(&key).map(|(r, _)| r.main),
+        Some(Revision(3))
+    );
+    let mut extra = WriteBatch::new();
+    extra.put(CF_META, b"applied", b"7".to_vec());
+    // A txn comparing b's value must read the flipped record.
+    let txn = TxnRequest {
+        compare: vec![Compare {
+            key: b"b".to_vec(),
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Value as i32,
+            target_union: Some(TargetUnion::Value(b"2".to_vec())),
+            ..Default::default()
+        }],
+        success: vec![op_put(b"c", b"3")],
+        ..Default::default()
+    };
+    let err = s
+        .txn(&txn, &no_lease_check, extra)
+        .expect_err("the txn cannot execute over a corrupt record");
+    assert!(
+        matches!(err, MvccError::Storage(StorageError::Corruption(_))),
+        "{err:?}"
+    );
+    disk.repair_flips();
+    assert_eq!(
+        s.storage().get(CF_META, b"applied").expect("get"),
+        None,
+        "the applied index moved past a request that was not applied"
+    );
+    assert_eq!(s.current_revision(), Revision(3));
+}

@@ -288,7 +288,8 @@ pub(super) fn to_event(c: Change) -> Event {
 
 impl MvccStore {
     /// Commits a successful execution, or writes only `extra` after an
-    /// expected error (and returns that error).
+    /// expected error (and returns that error); after a storage failure or
+    /// corrupt data it writes nothing.
     pub(super) fn finish<R>(
         &mut self,
         result: Result<(R, Pending), MvccError>,
@@ -303,6 +304,10 @@ impl MvccStore {
                     events,
                 })
             }
+            // A failing or corrupt storage is not the request's error: write
+            // nothing, not even `extra` (the server's applied index), so the
+            // entry is applied again once the member restarts on good data.
+            Err(e @ (MvccError::Storage(_) | MvccError::Corrupt(_))) => Err(e),
             Err(e) => {
                 if !extra.is_empty() {
                     self.storage.write(extra)?;

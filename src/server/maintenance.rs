@@ -160,9 +160,9 @@ impl Server {
             let store = self.shared.mvcc();
             (self.shared.storage.snapshot(), store.current_revision().0)
         };
-        let export = tokio::task::spawn_blocking(move || Export::new(view))
+        let export = cairn_runtime::run_blocking(move || Export::new(view))
             .await
-            .map_err(|e| SnapshotError::Failed(e.to_string()))?
+            .map_err(SnapshotError::Failed)?
             .map_err(|e| SnapshotError::Failed(e.to_string()))?;
         let total = export.size_bytes();
         tracing::info!(
@@ -195,13 +195,13 @@ impl Server {
             if self.is_stopped() {
                 return Err(SnapshotError::Stopped);
             }
-            let (ex, buf, more) = tokio::task::spawn_blocking(move || {
+            let (ex, buf, more) = cairn_runtime::run_blocking(move || {
                 let mut buf = Vec::with_capacity(SNAPSHOT_STEP + crate::backup::bbolt::PAGE_SIZE);
                 let more = ex.fill(&mut buf, SNAPSHOT_STEP);
                 (ex, buf, more)
             })
             .await
-            .map_err(|e| SnapshotError::Failed(e.to_string()))?;
+            .map_err(SnapshotError::Failed)?;
             let more = more.map_err(|e| SnapshotError::Failed(e.to_string()))?;
             for chunk in buf.chunks(SNAPSHOT_CHUNK) {
                 sent += chunk.len() as u64;

@@ -1162,8 +1162,15 @@ impl Node {
                 now,
             )
         };
-        if let Err(ServerError::Mvcc(MvccError::Storage(err))) = &outcome.result {
-            return Err(err.clone());
+        // Storage that fails or holds corrupt data stops the member: the
+        // entry is not applied (nothing of it was written) and is applied
+        // again after a restart on good data.
+        match &outcome.result {
+            Err(ServerError::Mvcc(MvccError::Storage(err))) => return Err(err.clone()),
+            Err(ServerError::Mvcc(MvccError::Corrupt(msg))) => {
+                return Err(StorageError::Corruption(msg.clone()))
+            }
+            _ => {}
         }
         if !outcome.events.is_empty() {
             // Applied, hence committed: watchers may see it now.

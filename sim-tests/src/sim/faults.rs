@@ -11,7 +11,12 @@
 //! - clock drift changes (±5 %) and backward offset jumps per member (a
 //!   monotonic clock never jumps forward);
 //! - disk: a failed fsync (the member must halt; the scheduler restarts it
-//!   later, as an operator would), slow fsyncs;
+//!   later, as an operator would), slow fsyncs; in a share of the seeds
+//!   (`flips`, a stream of its own) bytes of a stored record flip silently
+//!   (`SimDisk::flip_stored_record`): block checksums must catch it, so the
+//!   member that reads it stops instead of serving it, and the histories'
+//!   checkers see no wrong value; the scheduler restarts the member later on
+//!   a repaired disk (a good copy re-read, or the disk replaced);
 //! - buggify points inside the server (delayed apply, early log compaction),
 //!   switched on for part of the run.
 //! Every fault is written to the timeline with its simulated time, and logged
@@ -103,6 +108,21 @@ pub struct FaultScheduler {
     pub timeline: Timeline,
     /// Faults allowed (the deliberately weak schedule used to compare).
     pub kinds: Vec<FaultKind>,
+    /// Flipped-record faults: their own random stream (so the draws of
+    /// the other faults do not move), in a share of the seeds.
+    pub flips: Option<StdRng>,
+    /// How many records were flipped.
+    pub flipped: usize,
+}
+
+/// The share of seeds whose disks flip bytes.
+pub const FLIP_SEED_SHARE: f64 = 0.25;
+
+/// Which seeds flip bytes, drawn from a stream of their own.
+pub fn draw_flips(master_seed: u64) -> Option<StdRng> {
+    use rand::SeedableRng;
+    let mut rng = StdRng::seed_from_u64(master_seed ^ 0xbb67_ae85_84ca_a73b);
+    rng.random_bool(FLIP_SEED_SHARE).then_some(rng)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +163,8 @@ impl FaultScheduler {
             comeback: BTreeMap::new(),
             timeline,
             kinds: ALL_FAULTS.to_vec(),
+            flips: None,
+            flipped: 0,
         }
     }
 
@@ -165,7 +187,48 @@ impl FaultScheduler {
                 .choose(&mut self.rng)
                 .expect("at least one fault kind");
             self.inject(&mut cluster, kind);
+            self.maybe_flip(&mut cluster);
         }
+    }
+
+    /// Now and then (own stream), flips a stored record of a running member.
+    fn maybe_flip(&mut self, cluster: &mut SimCluster) {
+        let Some(rng) = &mut self.flips else {
+            return;
+        };
+        if !rng.random_bool(0.15) {
+            return;
+        }
+        let running: Vec<usize> = cluster
+            .current()
+            .into_iter()
+            .filter(|i| {
+                let m = &cluster.members[*i];
+                m.alive && !m.halted && !m.paused
+            })
+            .collect();
+        let Some(&i) = running.choose(rng) else {
+            return;
+        };
+        let cf = *["kv", "kv", "kv", "lease", "raft_log"]
+            .choose(rng)
+            .expect("families");
+        let pick: u64 = rng.random();
+        let back = rng.random_range(1000..5000);
+        let Some(key) = cluster.members[i].disk.flip_stored_record(cf, pick) else {
+            return;
+        };
+        // It stops once it reads the record (or not, if it never does);
+        // either way the scheduler restarts it on a repaired disk.
+        cluster.members[i].halted = true;
+        self.flipped += 1;
+        self.comeback
+            .insert(i, tokio::time::Instant::now() + Duration::from_millis(back));
+        self.log(format!(
+            "disk {}: bytes of {cf} record {} flipped; repaired and restarted in {back} ms",
+            cluster.members[i].name,
+            hex(&key)
+        ));
     }
 
     fn bring_back_due(&mut self, cluster: &mut SimCluster) {
@@ -186,6 +249,7 @@ impl FaultScheduler {
                 cluster.resume(i);
                 self.log(format!("resume {}", cluster.members[i].name));
             } else if !m.alive || m.halted {
+                cluster.members[i].disk.repair_flips();
                 cluster.restart(i);
                 self.log(format!("restart {}", cluster.members[i].name));
             }
@@ -398,6 +462,10 @@ impl FaultScheduler {
         self.comeback.clear();
         self.log("heal everything: network, paused, killed and halted members".into());
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn names(cluster: &SimCluster, ids: &[usize]) -> String {

@@ -333,6 +333,9 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     });
     let mut faults = FaultScheduler::new(StdRng::seed_from_u64(master.random()), timeline.clone());
     faults.kinds = cfg.faults.clone();
+    if cfg.faults.contains(&FaultKind::DiskFailSync) {
+        faults.flips = super::faults::draw_flips(master_seed);
+    }
     // The membership driver, on a node of its own (its calls need an address).
     let churn = cfg.churn.then(|| {
         let operator = handle
