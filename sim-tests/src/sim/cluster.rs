@@ -42,6 +42,9 @@ pub struct ClusterSpec {
     pub snapshot_count: u64,
     /// `--quota-backend-bytes` (0: etcd's default, 2 GiB).
     pub quota_backend_bytes: u64,
+    /// `--auto-compaction-mode periodic --auto-compaction-retention` this
+    /// many seconds; 0: off.
+    pub auto_compaction_secs: u64,
 }
 
 impl Default for ClusterSpec {
@@ -52,6 +55,7 @@ impl Default for ClusterSpec {
             election_ms: 1000,
             snapshot_count: 300,
             quota_backend_bytes: 0,
+            auto_compaction_secs: 0,
         }
     }
 }
@@ -165,7 +169,21 @@ fn member_args(
         "--experimental-watch-progress-notify-interval".to_owned(),
         "1s".to_owned(),
     ]
-    .into()
+    .into_iter()
+    .chain(
+        (spec.auto_compaction_secs > 0)
+            .then(|| {
+                [
+                    "--auto-compaction-mode".to_owned(),
+                    "periodic".to_owned(),
+                    "--auto-compaction-retention".to_owned(),
+                    format!("{}s", spec.auto_compaction_secs),
+                ]
+            })
+            .into_iter()
+            .flatten(),
+    )
+    .collect()
 }
 
 /// The Raft id a bootstrapping member gets (etcd's derivation from its peer

@@ -241,6 +241,11 @@ impl Oracle {
         )
     }
 
+    /// The revision of every compaction that took effect, in order.
+    pub fn compaction_revisions(&self) -> Vec<i64> {
+        self.lock().compactions.values().copied().collect()
+    }
+
     /// What a snapshot database whose `consistent_index` is `index` must
     /// hold; an error when no member ever applied that index.
     pub fn expected_image(&self, index: u64) -> Result<ExpectedImage, String> {

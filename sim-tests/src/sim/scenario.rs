@@ -199,6 +199,59 @@ impl RunReport {
     }
 }
 
+/// The share of seeds whose members compact automatically.
+const AUTO_COMPACTION_SHARE: f64 = 0.25;
+
+/// The client id of the compactions the members' auto-compactors make.
+pub const AUTO_COMPACTOR_CLIENT: u64 = 101;
+
+/// `--auto-compaction-retention` in seconds (periodic mode) for a seed; 0: off.
+fn draw_auto_compaction(master_seed: u64) -> u64 {
+    let mut rng = StdRng::seed_from_u64(master_seed ^ 0x3c6e_f372_fe94_f82b);
+    if rng.random_bool(AUTO_COMPACTION_SHARE) {
+        rng.random_range(2..=8)
+    } else {
+        0
+    }
+}
+
+/// Adds to `history` the compactions that took effect (the raft oracle's
+/// `revisions`) which no recorded client made (none asked for them, or
+/// those that did were refused): the leader's automatic ones. Each is an operation of unknown outcome called at the start, so
+/// the checkers may place it anywhere (or nowhere). Returns how many.
+fn add_auto_compactions(history: &mut Vec<Operation>, revisions: &[i64]) -> usize {
+    // A revision compacts once: where a client's compaction to it
+    // succeeded, that was the one. Any other (a client's that failed or
+    // timed out, say because the auto-compactor got there first) is added.
+    let asked: std::collections::BTreeSet<u64> = history
+        .iter()
+        .filter_map(|op| match (&op.input, &op.output) {
+            (Request::Compact { revision }, Outcome::Ok(Response::Compact { .. })) => {
+                Some(revision.0)
+            }
+            _ => None,
+        })
+        .collect();
+    let mut added = 0;
+    for r in revisions {
+        let r = *r as u64;
+        if asked.contains(&r) {
+            continue;
+        }
+        history.push(Operation {
+            client: AUTO_COMPACTOR_CLIENT,
+            call: 0,
+            ret: None,
+            input: Request::Compact {
+                revision: Revision(r),
+            },
+            output: Outcome::Unknown,
+        });
+        added += 1;
+    }
+    added
+}
+
 /// Runs one simulation (inside a madsim runtime whose seed drives everything).
 pub async fn run(cfg: RunConfig) -> RunReport {
     let started = tokio::time::Instant::now();
@@ -214,9 +267,13 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     if small_quota {
         spec.quota_backend_bytes = space::SMALL_QUOTA;
     }
+    // Automatic compaction (periodic, every 2–8 s) in a share of the seeds,
+    // from a stream of its own too.
+    spec.auto_compaction_secs = draw_auto_compaction(master_seed);
     if cfg.churn {
         spec.members = master.random_range(membership::MIN_VOTERS..=membership::MAX_MEMBERS);
     }
+    let spec_auto_compaction = spec.auto_compaction_secs;
     let cluster = Arc::new(Mutex::new(SimCluster::start(spec, oracle.clone())));
     let endpoints = Endpoints::new(cluster.lock().expect("cluster lock").client_urls());
     let recorder = Arc::new(Recorder::default());
@@ -481,6 +538,12 @@ pub async fn run(cfg: RunConfig) -> RunReport {
 
     report.timeline = timeline.entries();
     report.history = recorder.history.lock().expect("history lock").clone();
+    if spec_auto_compaction > 0 {
+        let added = add_auto_compactions(&mut report.history, &oracle.compaction_revisions());
+        report.notes.push(format!(
+            "auto-compaction every {spec_auto_compaction} s: {added} compactions no client asked for"
+        ));
+    }
     report.serializable = recorder.serializable.lock().expect("history lock").clone();
     report.committed = oracle.committed_history();
     report.notes.push(oracle.stats());
