@@ -175,8 +175,10 @@ impl SimDisk {
     }
 
     /// Flips bytes of one stored record of column family `cf`: the
-    /// `pick`-th (modulo their number) of the keys stored durably or written
-    /// since. Returns its key; `None` when the family is empty.
+    /// `pick`-th from the last (modulo their number, in key order) of the
+    /// keys stored durably or written since — small picks hit the newest
+    /// records of revision-keyed families, the ones reads meet most. Returns
+    /// its key; `None` when the family is empty.
     pub fn flip_stored_record(&self, cf: &str, pick: u64) -> Option<Vec<u8>> {
         let mut st = self.lock();
         let mut keys: std::collections::BTreeSet<Vec<u8>> = st
@@ -206,7 +208,7 @@ impl SimDisk {
         }
         let key = keys
             .iter()
-            .nth((pick % keys.len() as u64) as usize)?
+            .nth_back((pick % keys.len() as u64) as usize)?
             .clone();
         Arc::make_mut(&mut st.faults.damaged).insert((cf.to_owned(), key.clone()));
         Some(key)

@@ -451,9 +451,10 @@ async fn sim_a_flipped_record_is_never_read_back_only_refused_as_corrupt() {
     // Written again, the record is whole; repair forgets every flip.
     s.write_sync(put("k2", "w")).await.expect("rewrite");
     assert_eq!(s.get("a", b"k2").expect("rewritten"), Some(b"w".to_vec()));
-    disk.flip_stored_record("a", 0).expect("flip k1");
-    assert!(s.get("a", b"k1").is_err());
+    let newest = disk.flip_stored_record("a", 0).expect("flip the newest");
+    assert_eq!(newest, b"k3".to_vec());
+    assert!(s.get("a", b"k3").is_err());
     disk.repair_flips();
-    assert_eq!(s.get("a", b"k1").expect("repaired"), Some(b"v".to_vec()));
+    assert_eq!(s.get("a", b"k3").expect("repaired"), Some(b"v".to_vec()));
     assert_eq!(disk.flip_stored_record("none", 0), None);
 }

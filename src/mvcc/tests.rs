@@ -1224,7 +1224,7 @@ fn a_storage_failure_while_executing_a_write_writes_nothing_not_even_extra() {
     put(&mut s, b"a", b"1");
     put(&mut s, b"b", b"2");
     // The record of b's put (revision 3) flips on disk.
-    let key = disk.flip_stored_record(CF_KV, 1).expect("b's record");
+    let key = disk.flip_stored_record(CF_KV, 0).expect("b's record");
     assert_eq!(
         KeyRevision::from_key(&key).map(|(r, _)| r.main),
         Some(Revision(3))

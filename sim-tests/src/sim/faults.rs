@@ -213,7 +213,13 @@ impl FaultScheduler {
         let cf = *["kv", "kv", "kv", "lease", "raft_log"]
             .choose(rng)
             .expect("families");
-        let pick: u64 = rng.random();
+        // Mostly among the newest records (the current values reads and
+        // txn compares meet), sometimes anywhere.
+        let pick: u64 = if rng.random_bool(0.7) {
+            rng.random_range(0..24)
+        } else {
+            rng.random()
+        };
         let back = rng.random_range(1000..5000);
         let Some(key) = cluster.members[i].disk.flip_stored_record(cf, pick) else {
             return;
