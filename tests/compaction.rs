@@ -75,3 +75,85 @@ fn periodic_auto_compaction_waits_one_retention_then_drops_older_history_as_etcd
         );
     }
 }
+
+/// etcd 3.4's revision mode: every 5 minutes the leader compacts to the
+/// current revision minus the retention. Both servers run at once (the test
+/// waits one interval), get the same writes, and must compact to the same
+/// revision: it stays readable, the one below it does not.
+#[test]
+fn revision_auto_compaction_keeps_the_last_n_revisions_after_five_minutes_as_etcd() {
+    const RETENTION: i64 = 10;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let members: Vec<(Server, Proc)> = [Server::Cairn, Server::Etcd]
+        .into_iter()
+        .map(|server| {
+            let (cp, pp) = (free_port(), free_port());
+            let peer = format!("http://127.0.0.1:{pp}");
+            let mut flags = founding_flags("a", &peer, &format!("a={peer}"));
+            flags.extend([
+                "--auto-compaction-mode=revision".to_owned(),
+                format!("--auto-compaction-retention={RETENTION}"),
+            ]);
+            let sub = dir.path().join(server.label());
+            std::fs::create_dir_all(&sub).expect("mkdir");
+            (server, spawn_member(server, "a", &sub, cp, pp, &flags, &[]))
+        })
+        .collect();
+    for (_, p) in &members {
+        wait_healthy(p);
+    }
+    // The same 40 writes on both: revisions 2..=41.
+    for (_, p) in &members {
+        for i in 0..40 {
+            ctl_ok(
+                &p.endpoint(),
+                &["put", &format!("k{}", i % 7), &i.to_string()],
+            );
+        }
+    }
+    let want = current_revision(&members[0].1.endpoint()) - RETENTION;
+    assert_eq!(current_revision(&members[1].1.endpoint()) - RETENTION, want);
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    for (server, p) in &members {
+        let ep = p.endpoint();
+        // Poll the compacted edge; the first check comes 5 minutes after start.
+        loop {
+            let out = etcdctl(&ep, &["get", "k0", &format!("--rev={}", want - 1)], None);
+            if !out.status.success() {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    stderr.contains("required revision has been compacted"),
+                    "{}: {stderr}",
+                    server.label()
+                );
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(420),
+                "{}: revision {} never compacted",
+                server.label(),
+                want - 1
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        // Compacted at `want`: that revision is still readable.
+        let after = etcdctl(&ep, &["get", "k0", &format!("--rev={want}")], None);
+        seen.push((
+            server.label(),
+            after.status.success(),
+            String::from_utf8_lossy(&after.stderr)
+                .lines()
+                .filter(|l| l.starts_with("Error:"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ));
+    }
+    assert!(seen[0].1, "cairn compacted past the retention: {seen:?}");
+    assert_eq!((seen[0].1, &seen[0].2), (seen[1].1, &seen[1].2), "{seen:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(200),
+        "compacted after {:?}, before etcd's 5-minute interval",
+        started.elapsed()
+    );
+}
