@@ -153,6 +153,36 @@ fn compact_revision(endpoint: &str) -> i64 {
     json_number(&text, "mod_revision") as i64 - 1
 }
 
+/// Restores `snapshot` into a new single-member cluster `name` with the
+/// tool of `server` (etcdctl for etcd, cairnctl for cairn) and starts
+/// `server` on it.
+fn restore_and_start(server: Server, snapshot: &Path, dir: &Path, name: &str) -> Proc {
+    let (cp, pp) = (free_port(), free_port());
+    let peer = format!("http://127.0.0.1:{pp}");
+    let data_dir = dir.join(format!("{name}.{}", server.label()));
+    let args = [
+        "snapshot".to_owned(),
+        "restore".to_owned(),
+        snapshot.display().to_string(),
+        format!("--name={name}"),
+        format!("--data-dir={}", data_dir.display()),
+        format!("--initial-cluster={name}={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = match server {
+        Server::Etcd => etcdctl_offline(&args),
+        Server::Cairn => cairnctl(&args),
+    };
+    assert!(
+        out.status.success(),
+        "{} snapshot restore: {out:?}",
+        server.label()
+    );
+    let flags = founding_flags(name, &peer, &format!("{name}={peer}"));
+    spawn_member(server, name, dir, cp, pp, &flags, &[])
+}
+
 fn assert_status_like_etcdctl(snapshot: &Path) {
     let file = snapshot.to_str().expect("utf-8 path");
     for format in ["simple", "table", "json", "fields"] {
@@ -183,31 +213,7 @@ fn a_cairn_snapshot_is_read_restored_and_served_by_etcd_3_4_with_equal_data() {
     assert!(stdout(&saved).contains("Snapshot saved at"));
     assert_status_like_etcdctl(&snap);
 
-    let (cp, pp) = (free_port(), free_port());
-    let peer = format!("http://127.0.0.1:{pp}");
-    let data_dir = dir.path().join("r.etcd");
-    let restored = etcdctl_offline(&[
-        "snapshot",
-        "restore",
-        snap.to_str().expect("path"),
-        "--name=r",
-        &format!("--data-dir={}", data_dir.display()),
-        &format!("--initial-cluster=r={peer}"),
-        &format!("--initial-advertise-peer-urls={peer}"),
-    ]);
-    assert!(
-        restored.status.success(),
-        "etcdctl snapshot restore: {restored:?}"
-    );
-    let etcd = spawn_member(
-        Server::Etcd,
-        "r",
-        dir.path(),
-        cp,
-        pp,
-        &founding_flags("r", &peer, &format!("r={peer}")),
-        &[],
-    );
+    let etcd = restore_and_start(Server::Etcd, &snap, dir.path(), "r");
     wait_healthy(&etcd);
     assert_eq!(dump(&etcd.endpoint(), compact), dump(&ep, compact));
 }
@@ -428,28 +434,7 @@ fn a_snapshot_taken_under_writes_equals_the_store_at_its_revision() {
     ]));
     let revision = json_number(&status, "revision");
 
-    let (cp, pp) = (free_port(), free_port());
-    let peer = format!("http://127.0.0.1:{pp}");
-    let data_dir = dir.path().join("copy.cairn");
-    let out = cairnctl(&[
-        "snapshot",
-        "restore",
-        snap.to_str().expect("path"),
-        "--name=copy",
-        &format!("--data-dir={}", data_dir.display()),
-        &format!("--initial-cluster=copy={peer}"),
-        &format!("--initial-advertise-peer-urls={peer}"),
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let copy = spawn_member(
-        Server::Cairn,
-        "copy",
-        dir.path(),
-        cp,
-        pp,
-        &founding_flags("copy", &peer, &format!("copy={peer}")),
-        &[],
-    );
+    let copy = restore_and_start(Server::Cairn, &snap, dir.path(), "copy");
     wait_healthy(&copy);
     let rev = revision.to_string();
     let hash = |endpoint: &str| {

@@ -145,14 +145,11 @@ fn key_record(k: &[u8], v: &[u8]) -> Result<Option<Record>, BoltError> {
     Ok(Some((k.to_vec(), out.encode_to_vec())))
 }
 
+/// A `lease` family pair as is: cairn's `LeaseRecord` is etcd's
+/// `leasepb.Lease` on the wire (checked to decode).
 fn lease_record(k: &[u8], v: &[u8]) -> Result<Option<Record>, BoltError> {
-    let r = LeaseRecord::decode(v).map_err(corrupt)?;
-    let out = LeaseRecord {
-        id: r.id,
-        ttl_secs: r.ttl_secs,
-        remaining_ttl_secs: r.remaining_ttl_secs,
-    };
-    Ok(Some((k.to_vec(), out.encode_to_vec())))
+    LeaseRecord::decode(v).map_err(corrupt)?;
+    Ok(Some((k.to_vec(), v.to_vec())))
 }
 
 /// etcd's revision key of main revision `main` (sub 0).

@@ -31,7 +31,7 @@ use cairn_proto::etcdserverpb::{
     RequestOp, TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::Event;
-use cairn_runtime::{Direction, MonoTime, Storage, StorageError, WriteBatch};
+use cairn_runtime::{Direction, MonoTime, ScanIter, Storage, StorageError, WriteBatch};
 use prost::Message as _;
 
 use super::ServerError;
@@ -214,13 +214,41 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     end
 }
 
+/// The pairs under `prefix` in the `server` family (keys without the prefix).
+fn server_records(
+    scan: ScanIter<'_>,
+    prefix: &[u8],
+) -> Result<Vec<cairn_runtime::KvPair>, StorageError> {
+    scan.map(|item| item.map(|(k, v)| (k[prefix.len()..].to_vec(), v)))
+        .collect()
+}
+
+fn scan_server(
+    storage: &dyn Storage,
+    prefix: &[u8],
+) -> Result<Vec<cairn_runtime::KvPair>, StorageError> {
+    let end = prefix_end(prefix);
+    server_records(
+        storage.scan(CF_SERVER, prefix, Some(&end), Direction::Forward)?,
+        prefix,
+    )
+}
+
+fn decode_member(v: &[u8]) -> Result<MemberRecord, StorageError> {
+    MemberRecord::decode(v).map_err(|e| StorageError::Corruption(format!("member record: {e}")))
+}
+
+/// An alarm key (without its prefix): member id (8 bytes), type (4 bytes).
+fn decode_alarm(k: &[u8]) -> Option<(u64, i32)> {
+    let member = decode_u64(k.get(..8)?)?;
+    let alarm = <[u8; 4]>::try_from(k.get(8..)?).ok()?;
+    Some((member, i32::from_be_bytes(alarm)))
+}
+
 pub fn load_members(storage: &dyn Storage) -> Result<BTreeMap<u64, MemberRecord>, StorageError> {
-    let end = prefix_end(MEMBER_PREFIX);
     let mut members = BTreeMap::new();
-    for item in storage.scan(CF_SERVER, MEMBER_PREFIX, Some(&end), Direction::Forward)? {
-        let (_, v) = item?;
-        let m = MemberRecord::decode(v.as_slice())
-            .map_err(|e| StorageError::Corruption(format!("member record: {e}")))?;
+    for (_, v) in scan_server(storage, MEMBER_PREFIX)? {
+        let m = decode_member(&v)?;
         members.insert(m.id, m);
     }
     Ok(members)
@@ -228,15 +256,10 @@ pub fn load_members(storage: &dyn Storage) -> Result<BTreeMap<u64, MemberRecord>
 
 /// The ids removed from the cluster, as applied.
 pub fn load_removed(storage: &dyn Storage) -> Result<BTreeSet<u64>, StorageError> {
-    let end = prefix_end(REMOVED_PREFIX);
-    let mut removed = BTreeSet::new();
-    for item in storage.scan(CF_SERVER, REMOVED_PREFIX, Some(&end), Direction::Forward)? {
-        let (k, _) = item?;
-        if let Some(id) = decode_u64(&k[REMOVED_PREFIX.len()..]) {
-            removed.insert(id);
-        }
-    }
-    Ok(removed)
+    Ok(scan_server(storage, REMOVED_PREFIX)?
+        .iter()
+        .filter_map(|(k, _)| decode_u64(k))
+        .collect())
 }
 
 /// Whether this member knows it was removed from the cluster: it applied
@@ -271,18 +294,10 @@ fn alarm_key(member: u64, alarm: i32) -> Vec<u8> {
 
 /// The active alarms, as applied.
 pub fn load_alarms(storage: &dyn Storage) -> Result<Alarms, StorageError> {
-    let end = prefix_end(ALARM_PREFIX);
-    let mut alarms = Alarms::new();
-    for item in storage.scan(CF_SERVER, ALARM_PREFIX, Some(&end), Direction::Forward)? {
-        let (k, _) = item?;
-        let rest = &k[ALARM_PREFIX.len()..];
-        if rest.len() == 12 {
-            let member = decode_u64(&rest[..8]).unwrap_or(0);
-            let alarm = i32::from_be_bytes(rest[8..].try_into().unwrap_or([0; 4]));
-            alarms.insert((member, alarm));
-        }
-    }
-    Ok(alarms)
+    Ok(scan_server(storage, ALARM_PREFIX)?
+        .iter()
+        .filter_map(|(k, _)| decode_alarm(k))
+        .collect())
 }
 
 /// The replicated server state in a storage view, for a backup: the
@@ -298,39 +313,32 @@ pub struct ServerState {
 pub fn read_server_state(
     view: &dyn cairn_runtime::StorageSnapshot,
 ) -> Result<ServerState, StorageError> {
-    let mut state = ServerState {
+    let scan = |prefix: &[u8]| {
+        let end = prefix_end(prefix);
+        server_records(
+            view.scan(CF_SERVER, prefix, Some(&end), Direction::Forward)?,
+            prefix,
+        )
+    };
+    Ok(ServerState {
         applied_index: view
             .get(CF_SERVER, KEY_APPLIED)?
             .as_deref()
             .and_then(decode_u64)
             .unwrap_or(0),
-        ..ServerState::default()
-    };
-    let scan = |prefix: &[u8]| -> Result<Vec<cairn_runtime::KvPair>, StorageError> {
-        let end = prefix_end(prefix);
-        view.scan(CF_SERVER, prefix, Some(&end), Direction::Forward)?
-            .map(|item| item.map(|(k, v)| (k[prefix.len()..].to_vec(), v)))
-            .collect()
-    };
-    for (_, v) in scan(MEMBER_PREFIX)? {
-        state.members.push(
-            MemberRecord::decode(v.as_slice())
-                .map_err(|e| StorageError::Corruption(format!("member record: {e}")))?,
-        );
-    }
-    state.removed = scan(REMOVED_PREFIX)?
-        .iter()
-        .filter_map(|(k, _)| decode_u64(k))
-        .collect();
-    for (k, _) in scan(ALARM_PREFIX)? {
-        if let (Some(member), Ok(alarm)) = (
-            k.get(..8).and_then(decode_u64),
-            <[u8; 4]>::try_from(k.get(8..).unwrap_or_default()),
-        ) {
-            state.alarms.push((member, i32::from_be_bytes(alarm)));
-        }
-    }
-    Ok(state)
+        members: scan(MEMBER_PREFIX)?
+            .iter()
+            .map(|(_, v)| decode_member(v))
+            .collect::<Result<_, _>>()?,
+        removed: scan(REMOVED_PREFIX)?
+            .iter()
+            .filter_map(|(k, _)| decode_u64(k))
+            .collect(),
+        alarms: scan(ALARM_PREFIX)?
+            .iter()
+            .filter_map(|(k, _)| decode_alarm(k))
+            .collect(),
+    })
 }
 
 /// Whether a NOSPACE alarm is active: the cluster then refuses what adds

@@ -320,8 +320,9 @@ pub(crate) enum Command {
         done: oneshot::Sender<Result<(), ServerError>>,
     },
     /// A read found the member's own storage corrupt (a checksum failure,
-    /// an undecodable record): stop rather than serve from it.
-    Halt { reason: String },
+    /// an undecodable record; the reason is in `Shared::corrupt_halt`):
+    /// stop rather than serve from it.
+    Halt,
 }
 
 /// A handle on a running member. Cheap to clone.
@@ -474,9 +475,7 @@ impl Server {
             if let Ok(mut why) = self.shared.corrupt_halt.lock() {
                 why.get_or_insert_with(|| e.to_string());
             }
-            let _ = self.commands.try_send(Command::Halt {
-                reason: e.to_string(),
-            });
+            let _ = self.commands.try_send(Command::Halt);
         }
         Ok(r?)
     }

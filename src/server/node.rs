@@ -594,8 +594,7 @@ impl Node {
                     };
                     let _ = done.send(r);
                 }
-                Command::Halt { reason } => {
-                    tracing::error!(%reason, "storage corruption: stopping this member");
+                Command::Halt => {
                     self.stop();
                     return;
                 }
