@@ -103,7 +103,12 @@ fn a_member_with_altered_data_refuses_to_start_and_is_caught_by_the_leaders_peri
     // The periodic check: with the initial check off, c serves, and the
     // leader raises CORRUPT for it within a few check periods.
     procs[2] = start(2, &["--experimental-initial-corrupt-check=false"]);
-    wait_healthy(&procs[2]);
+    // Serving, not "healthy": with a 1 s check period the CORRUPT alarm may
+    // already be up (and /health answer 503) by the time it is asked.
+    let c_endpoint = procs[2].endpoint();
+    poll_until(Duration::from_secs(30), "c serves /health", || {
+        http_get(&c_endpoint, "/health").ok_or_else(|| "no answer yet".to_owned())
+    });
     let listed = poll_until(Duration::from_secs(20), "a CORRUPT alarm", || {
         let out = ctl_ok(&endpoints[0], &["alarm", "list"]);
         if out.contains("alarm:CORRUPT") {
