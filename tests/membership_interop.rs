@@ -250,9 +250,11 @@ impl Session {
     /// adds are made right after a second starts; if they still straddle a
     /// second, the first member is removed and the pair is tried again.
     fn add_twice_within_one_second(&mut self) {
+        const ATTEMPTS: usize = 12;
         let first = "member add m2 --learner --peer-urls={peer:m2}";
         let again = "member add m3 --learner --peer-urls={peer:m2}";
-        for attempt in 1..=5 {
+        // Under load one etcdctl call can take most of a second: try often.
+        for attempt in 1..=ATTEMPTS {
             let into_second = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .expect("after 1970")
@@ -264,7 +266,7 @@ impl Session {
                 return;
             }
             let dup = self.run("m1", again);
-            if dup.1.contains("member ID already exist") || attempt == 5 {
+            if dup.1.contains("member ID already exist") || attempt == ATTEMPTS {
                 self.keep_env("m2", &added.1);
                 self.record("m1", first, &added);
                 self.record("m1", again, &dup);
