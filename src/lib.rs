@@ -5,6 +5,7 @@
 //! time, randomness and storage only through `cairn-runtime`'s seams.
 
 pub mod api;
+pub mod auth;
 pub mod backup;
 pub mod config;
 pub mod lease;

@@ -79,6 +79,8 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
         watch_progress_notify_interval: config.watch_progress_notify_interval,
         initial_corrupt_check: config.initial_corrupt_check,
         corrupt_check_interval: Some(config.corrupt_check_time).filter(|d| !d.is_zero()),
+        auth_token_ttl: crate::auth::tokens::DEFAULT_TTL,
+        bcrypt_cost: crate::auth::DEFAULT_BCRYPT_COST,
     }
 }
 

@@ -12,8 +12,9 @@ use cairn_proto::etcdserverpb::*;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::{caller, credentials};
 use super::{reply, status_of};
-use crate::server::{serve_forwarded_keep_alives, Server, LEASE_FORWARDED_HEADER};
+use crate::server::{serve_forwarded_keep_alives, Credentials, Server, LEASE_FORWARDED_HEADER};
 
 /// Keep-alive answers buffered per stream before the stream stops reading
 /// requests (the client is not reading its answers).
@@ -38,14 +39,22 @@ type KeepAliveAnswers = mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>;
 /// client goes away, or a renewal fails.
 async fn serve_client(
     server: Server,
+    creds: Credentials,
     mut requests: Streaming<LeaseKeepAliveRequest>,
     tx: KeepAliveAnswers,
 ) {
     while let Ok(Some(req)) = requests.message().await {
-        let answer = server
-            .lease_keep_alive(req.id, false)
-            .await
-            .map_err(status_of);
+        // Each renewal needs write permission on the lease's keys (etcd's
+        // `checkLeaseRenew`), with the token as it stands now.
+        let checked = match server.caller(creds.clone()).await {
+            Ok(who) => server.check_lease_renew(&who, req.id),
+            Err(e) => Err(e),
+        };
+        let answer = match checked {
+            Ok(()) => server.lease_keep_alive(req.id, false).await,
+            Err(e) => Err(e),
+        }
+        .map_err(status_of);
         let failed = answer.is_err();
         if tx.send(answer).await.is_err() || failed {
             break;
@@ -59,14 +68,16 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        reply(self.0.lease_grant(request.into_inner()).await)
+        let who = caller(&self.0, &request).await?;
+        reply(self.0.lease_grant_as(&who, request.into_inner()).await)
     }
 
     async fn lease_revoke(
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        reply(self.0.lease_revoke(request.into_inner()).await)
+        let who = caller(&self.0, &request).await?;
+        reply(self.0.lease_revoke_as(&who, request.into_inner()).await)
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;
@@ -77,6 +88,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         self.0.refuse_learner().map_err(status_of)?;
         let forwarded = is_forwarded(&request);
+        let creds = credentials(&request);
         let requests = request.into_inner();
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
         let server = self.0.clone();
@@ -92,7 +104,7 @@ impl Lease for LeaseService {
                 }
             });
         } else {
-            tokio::spawn(serve_client(server, requests, tx));
+            tokio::spawn(serve_client(server, creds, requests, tx));
         }
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -105,18 +117,22 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         self.0.refuse_learner().map_err(status_of)?;
         let forwarded = is_forwarded(&request);
+        let who = caller(&self.0, &request).await?;
         reply(
             self.0
-                .lease_time_to_live(request.into_inner(), forwarded)
+                .lease_time_to_live_as(&who, request.into_inner(), forwarded)
                 .await,
         )
     }
 
     async fn lease_leases(
         &self,
-        _request: Request<LeaseLeasesRequest>,
+        request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         self.0.refuse_learner().map_err(status_of)?;
+        // Read permission on every key of every lease (etcd's `checkLeaseLeases`).
+        let who = caller(&self.0, &request).await?;
+        self.0.check_lease_reads(&who, None).map_err(status_of)?;
         reply(self.0.lease_leases().await)
     }
 }

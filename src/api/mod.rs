@@ -12,6 +12,7 @@
 //! `tests/lease_interop.rs`, `tests/watch_interop.rs`, `tests/lock_election.rs`,
 //! `tests/lock_election_interop.rs`.
 
+pub mod auth;
 pub mod concurrency;
 pub mod election;
 pub mod http;
@@ -21,6 +22,7 @@ pub mod watch;
 
 use std::pin::Pin;
 
+use cairn_proto::etcdserverpb::auth_server::AuthServer;
 use cairn_proto::etcdserverpb::cluster_server::{Cluster, ClusterServer};
 use cairn_proto::etcdserverpb::kv_server::{Kv, KvServer};
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
@@ -31,6 +33,7 @@ use cairn_proto::v3electionpb::election_server::ElectionServer;
 use cairn_proto::v3lockpb::lock_server::LockServer;
 use tonic::{Request, Response, Status};
 
+use crate::auth::AuthError;
 use crate::lease::LeaseError;
 use crate::mvcc::MvccError;
 use crate::server::{Server, ServerError};
@@ -60,6 +63,7 @@ pub fn status_of(e: ServerError) -> Status {
             LeaseError::TtlTooLarge => (Code::OutOfRange, l.to_string()),
             LeaseError::NotPrimary => (Code::Unavailable, l.to_string()),
         },
+        ServerError::Auth(a) => (auth_code(a), a.to_string()),
         ServerError::NoLeader
         | ServerError::LeaderChanged
         | ServerError::Timeout
@@ -88,6 +92,31 @@ pub fn status_of(e: ServerError) -> Status {
         ServerError::LeaderTransferTimeout => (Code::Unknown, e.to_string()),
     };
     Status::new(code, msg)
+}
+
+/// etcd's gRPC code of each auth error (`rpctypes`).
+fn auth_code(e: &AuthError) -> tonic::Code {
+    use tonic::Code;
+    match e {
+        AuthError::RootUserNotExist
+        | AuthError::RootRoleNotExist
+        | AuthError::UserAlreadyExist
+        | AuthError::UserNotFound
+        | AuthError::RoleAlreadyExist
+        | AuthError::RoleNotFound
+        | AuthError::RoleNotGranted
+        | AuthError::PermissionNotGranted
+        | AuthError::AuthNotEnabled => Code::FailedPrecondition,
+        AuthError::UserEmpty
+        | AuthError::RoleEmpty
+        | AuthError::AuthFailed
+        | AuthError::PermissionNotGiven
+        | AuthError::InvalidAuthMgmt
+        | AuthError::AuthOldRevision => Code::InvalidArgument,
+        AuthError::PermissionDenied => Code::PermissionDenied,
+        AuthError::InvalidAuthToken => Code::Unauthenticated,
+        AuthError::NoPasswordUser => Code::Unknown,
+    }
 }
 
 /// The gRPC status of a Lock or Election failure. etcd's v3lock and
@@ -120,30 +149,61 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        reply(self.0.range(request.into_inner()).await)
+        let who = auth::caller(&self.0, &request).await?;
+        reply(self.0.range_as(&who, request.into_inner()).await)
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        reply(self.0.put(request.into_inner()).await)
+        let who = auth::caller(&self.0, &request).await?;
+        reply(self.0.put_as(&who, request.into_inner()).await)
     }
 
     async fn delete_range(
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        reply(self.0.delete_range(request.into_inner()).await)
+        let who = auth::caller(&self.0, &request).await?;
+        reply(self.0.delete_range_as(&who, request.into_inner()).await)
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        reply(self.0.txn(request.into_inner()).await)
+        let who = auth::caller(&self.0, &request).await?;
+        reply(self.0.txn_as(&who, request.into_inner()).await)
     }
 
     async fn compact(
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        reply(self.0.compact(request.into_inner()).await)
+        let who = auth::caller(&self.0, &request).await?;
+        reply(self.0.compact_as(&who, request.into_inner()).await)
     }
+}
+
+/// etcd's admin-only RPCs: root, when auth is on.
+async fn admin<T>(server: &Server, request: &Request<T>) -> Result<(), Status> {
+    let who = auth::caller(server, request).await?;
+    server.check_admin(&who).map_err(status_of)
+}
+
+/// Hash, HashKV, Defragment and Snapshot are root-only too, but etcd answers
+/// their refusal with its auth package's own error text and code `Unknown`.
+async fn admin_raw<T>(server: &Server, request: &Request<T>) -> Result<(), Status> {
+    let raw = |e: ServerError| match e {
+        ServerError::Auth(a) => Status::unknown(a.raw_message()),
+        e => status_of(e),
+    };
+    let who = server
+        .caller(auth::credentials(request))
+        .await
+        .map_err(raw)?;
+    server.check_admin(&who).map_err(raw)
+}
+
+/// Status needs a user when auth is on (etcd 3.5).
+async fn any_user<T>(server: &Server, request: &Request<T>) -> Result<(), Status> {
+    let who = auth::caller(server, request).await?;
+    server.require_user(&who).map_err(status_of)
 }
 
 /// The Maintenance service.
@@ -159,24 +219,34 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
+        // Listing alarms needs a user; changing them, root (as etcd).
+        let who = auth::caller(&self.0, &request).await?;
+        if request.get_ref().action == alarm_request::AlarmAction::Get as i32 {
+            self.0.require_user(&who).map_err(status_of)?;
+        } else {
+            self.0.check_admin(&who).map_err(status_of)?;
+        }
         reply(self.0.alarm(request.into_inner()).await)
     }
 
     async fn status(
         &self,
-        _request: Request<StatusRequest>,
+        request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        any_user(&self.0, &request).await?;
         reply(self.0.status().await)
     }
 
     async fn defragment(
         &self,
-        _request: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        admin_raw(&self.0, &request).await?;
         reply(self.0.defragment().await)
     }
 
-    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        admin_raw(&self.0, &request).await?;
         reply(self.0.hash().await)
     }
 
@@ -184,6 +254,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        admin_raw(&self.0, &request).await?;
         reply(self.0.hash_kv(request.into_inner().revision).await)
     }
 
@@ -191,8 +262,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _request: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        admin_raw(&self.0, &request).await?;
         use crate::server::SnapshotError;
         use tokio_stream::StreamExt as _;
         let status = |e: SnapshotError| match e {
@@ -209,6 +281,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        admin(&self.0, &request).await?;
         self.0
             .move_leader(request.into_inner().target_id)
             .await
@@ -245,22 +318,35 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        admin(&self.0, &request).await?;
         let forwarded = is_member_forwarded(&request);
-        reply(self.0.member_add(request.into_inner(), forwarded).await)
+        let who = auth::caller(&self.0, &request).await?;
+        reply(
+            self.0
+                .member_add_as(&who, request.into_inner(), forwarded)
+                .await,
+        )
     }
 
     async fn member_remove(
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        admin(&self.0, &request).await?;
         let forwarded = is_member_forwarded(&request);
-        reply(self.0.member_remove(request.into_inner(), forwarded).await)
+        let who = auth::caller(&self.0, &request).await?;
+        reply(
+            self.0
+                .member_remove_as(&who, request.into_inner(), forwarded)
+                .await,
+        )
     }
 
     async fn member_update(
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        admin(&self.0, &request).await?;
         reply(self.0.member_update(request.into_inner()).await)
     }
 
@@ -275,8 +361,14 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        admin(&self.0, &request).await?;
         let forwarded = is_member_forwarded(&request);
-        reply(self.0.member_promote(request.into_inner(), forwarded).await)
+        let who = auth::caller(&self.0, &request).await?;
+        reply(
+            self.0
+                .member_promote_as(&who, request.into_inner(), forwarded)
+                .await,
+        )
     }
 }
 
@@ -313,5 +405,8 @@ pub fn client_router(server: &Server) -> tonic::transport::server::Router {
         .add_service(
             ElectionServer::new(election::ElectionService(server.clone()))
                 .max_decoding_message_size(limit),
+        )
+        .add_service(
+            AuthServer::new(auth::AuthService(server.clone())).max_decoding_message_size(limit),
         )
 }

@@ -21,13 +21,14 @@ use std::pin::Pin;
 
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::watch_server::Watch;
-use cairn_proto::etcdserverpb::{WatchRequest, WatchResponse};
+use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::status_of;
-use crate::server::{Server, ServerError, WatchSession};
+use crate::auth::AuthError;
+use crate::server::{Credentials, Server, ServerError, WatchSession};
 
 /// Responses in flight between a stream's task and gRPC.
 const OUTBOUND_BUFFER: usize = 16;
@@ -66,16 +67,65 @@ impl Watch for WatchService {
         }
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let session = self.0.watch_session();
-        tokio::spawn(serve(session, request.into_inner(), tx, require_leader));
+        let creds = super::auth::credentials(&request);
+        tokio::spawn(serve(
+            self.0.clone(),
+            creds,
+            session,
+            request.into_inner(),
+            tx,
+            require_leader,
+        ));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
 }
 
-fn handle(session: &WatchSession, req: WatchRequest) {
+/// A watch on a range the caller may not read is answered created and
+/// canceled at once, the reason being etcd's full gRPC error text.
+async fn permitted(server: &Server, creds: &Credentials, c: &WatchCreateRequest) -> Option<String> {
+    let checked = match server.caller(creds.clone()).await {
+        Ok(who) => server.check_watch(&who, &c.key, &c.range_end),
+        Err(e) => Err(e),
+    };
+    let e = checked.err()?;
+    let status = status_of(e);
+    let code = match status.code() {
+        tonic::Code::Unauthenticated => "Unauthenticated",
+        tonic::Code::InvalidArgument => "InvalidArgument",
+        _ => "PermissionDenied",
+    };
+    let msg = if code == "PermissionDenied" {
+        AuthError::PermissionDenied.to_string()
+    } else {
+        status.message().to_owned()
+    };
+    Some(format!("rpc error: code = {code} desc = {msg}"))
+}
+
+async fn handle(
+    server: &Server,
+    creds: &Credentials,
+    session: &WatchSession,
+    req: WatchRequest,
+    tx: &mpsc::Sender<Result<WatchResponse, Status>>,
+) {
     match req.request_union {
-        Some(RequestUnion::CreateRequest(c)) => session.create(&c),
+        Some(RequestUnion::CreateRequest(c)) => match permitted(server, creds, &c).await {
+            None => session.create(&c),
+            Some(reason) => {
+                let resp = WatchResponse {
+                    header: Some(server.header(server.revision())),
+                    watch_id: -1,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: reason,
+                    ..Default::default()
+                };
+                let _ = tx.send(Ok(resp)).await;
+            }
+        },
         Some(RequestUnion::CancelRequest(c)) => session.cancel(c.watch_id),
         Some(RequestUnion::ProgressRequest(_)) => session.request_progress(),
         // As etcd: an empty or unknown request does not end the stream.
@@ -85,6 +135,8 @@ fn handle(session: &WatchSession, req: WatchRequest) {
 
 /// Serves one Watch stream until the client or the member goes away.
 async fn serve(
+    server: Server,
+    creds: Credentials,
     session: WatchSession,
     mut inbound: Streaming<WatchRequest>,
     tx: mpsc::Sender<Result<WatchResponse, Status>>,
@@ -121,7 +173,7 @@ async fn serve(
                 return;
             }
             msg = inbound.message(), if accept => match msg {
-                Ok(Some(req)) => handle(&session, req),
+                Ok(Some(req)) => handle(&server, &creds, &session, req, &tx).await,
                 Ok(None) => reading = false,
                 Err(_) => return,
             },

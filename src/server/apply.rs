@@ -35,6 +35,8 @@ use cairn_runtime::{Direction, MonoTime, ScanIter, Storage, StorageError, WriteB
 use prost::Message as _;
 
 use super::ServerError;
+use crate::auth::tokens::SimpleTokens;
+use crate::auth::{AuthError, AuthStore};
 use crate::lease::{self, LeaseId, Lessor, LessorConfig};
 use crate::mvcc::{self, MvccError, MvccStore, Revision};
 
@@ -57,6 +59,7 @@ pub fn state_column_families() -> Vec<&'static str> {
     let mut cfs: Vec<&'static str> = mvcc::COLUMN_FAMILIES.to_vec();
     cfs.push(lease::persist::CF_LEASE);
     cfs.push(CF_SERVER);
+    cfs.push(crate::auth::CF_AUTH);
     cfs
 }
 
@@ -82,6 +85,8 @@ pub enum Applied {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     LeaseCheckpoint,
+    /// An auth change took effect; a login answers its token.
+    Auth(Option<String>),
 }
 
 /// What applying an entry produced for the waiting client, if any.
@@ -411,11 +416,19 @@ pub fn apply_request(
     members: &mut BTreeMap<u64, MemberRecord>,
     lessor: &mut Lessor,
     alarms: &mut Alarms,
+    (auth, tokens): (&mut AuthStore, &mut SimpleTokens),
     req: &InternalRequest,
     index: u64,
     now: MonoTime,
 ) -> ApplyOutcome {
-    let extra = applied_batch(index);
+    let mut extra = applied_batch(index);
+    // A client's request is checked against the auth state in force now.
+    let denied = match (&req.caller, &req.request) {
+        (Some(caller), Some(r)) => {
+            super::auth::check_request(auth, lessor, super::caller_of(caller).as_ref(), r).err()
+        }
+        _ => None,
+    };
     let capped = no_space(alarms)
         && match &req.request {
             Some(Request::Put(_)) | Some(Request::LeaseGrant(_)) => true,
@@ -434,6 +447,24 @@ pub fn apply_request(
         );
     let result = match &req.request {
         _ if refused_corrupt => refuse(store, extra, ServerError::Corrupt),
+        _ if denied.is_some() => auth_outcome(store, extra, denied, None),
+        Some(
+            r @ (Request::AuthEnable(_)
+            | Request::AuthDisable(_)
+            | Request::Authenticate(_)
+            | Request::UserAdd(_)
+            | Request::UserDelete(_)
+            | Request::UserChangePassword(_)
+            | Request::UserGrantRole(_)
+            | Request::UserRevokeRole(_)
+            | Request::RoleAdd(_)
+            | Request::RoleDelete(_)
+            | Request::RoleGrantPermission(_)
+            | Request::RoleRevokePermission(_)),
+        ) => {
+            let change = super::auth::apply_change(auth, tokens, r, index, now, &mut extra);
+            auth_outcome(store, extra, None, Some(change))
+        }
         _ if capped => refuse(store, extra, ServerError::NoSpace),
         Some(Request::Alarm(r)) => alarm(store, alarms, r, extra),
         Some(Request::Put(r)) => {
@@ -502,6 +533,24 @@ pub fn apply_marker(
     let mut b = member_changes;
     b.extend(applied_batch(index));
     store.storage().write(b)
+}
+
+/// The result of an entry the auth checks refused, or of an auth change.
+fn auth_outcome(
+    store: &MvccStore,
+    extra: WriteBatch,
+    denied: Option<AuthError>,
+    change: Option<Result<Option<String>, AuthError>>,
+) -> Result<Effects, ServerError> {
+    match (denied, change) {
+        (Some(e), _) | (None, Some(Err(e))) => refuse(store, extra, ServerError::Auth(e)),
+        (None, token) => write_extra(store, extra)
+            .map(|()| {
+                let token = token.and_then(Result::ok).flatten();
+                (Applied::Auth(token), store.current_revision(), Vec::new())
+            })
+            .map_err(ServerError::from),
+    }
 }
 
 fn write_extra(store: &MvccStore, extra: WriteBatch) -> Result<(), MvccError> {

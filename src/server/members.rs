@@ -59,7 +59,7 @@ use cairn_runtime::transport::PeerDirectory;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{Command, Server, ServerError, Shared};
+use super::{Caller, Command, Server, ServerError, Shared};
 
 /// gRPC metadata marking a Cluster call forwarded by a follower: the
 /// receiver answers it or fails with `not leader`, never forwards it.
@@ -376,6 +376,7 @@ impl Server {
     /// until the request timeout, so a leader change does not fail it.
     async fn cluster_call_on_leader<Req, Resp, Fut, Local>(
         &self,
+        who: &Caller,
         forwarded: bool,
         req: Req,
         local: impl Fn() -> Local,
@@ -396,7 +397,8 @@ impl Server {
             } else if forwarded {
                 Err(ServerError::NotLeader)
             } else {
-                self.forward_to_leader(req.clone(), &forward, timeout).await
+                self.forward_to_leader(who, req.clone(), &forward, timeout)
+                    .await
             };
             let elapsed = self.shared.clock.now().saturating_duration_since(started);
             match result {
@@ -412,6 +414,7 @@ impl Server {
 
     async fn forward_to_leader<Req, Resp, Fut>(
         &self,
+        who: &Caller,
         req: Req,
         forward: &impl Fn(ClusterClient<Channel>, tonic::Request<Req>) -> Fut,
         timeout: Duration,
@@ -425,6 +428,10 @@ impl Server {
             FORWARDED_HEADER,
             tonic::metadata::MetadataValue::from_static("1"),
         );
+        // The leader checks the caller's rights again with its token.
+        if let Some(token) = who.token.as_deref().and_then(|t| t.parse().ok()) {
+            request.metadata_mut().insert("token", token);
+        }
         request.set_timeout(timeout);
         match tokio::time::timeout(timeout, forward(client, request)).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
@@ -445,6 +452,15 @@ impl Server {
         req: MemberAddRequest,
         forwarded: bool,
     ) -> Result<MemberAddResponse, ServerError> {
+        self.member_add_as(&Caller::default(), req, forwarded).await
+    }
+
+    pub async fn member_add_as(
+        &self,
+        who: &Caller,
+        req: MemberAddRequest,
+        forwarded: bool,
+    ) -> Result<MemberAddResponse, ServerError> {
         let local = || async {
             let change = MemberChange::Add {
                 peer_urls: req.peer_ur_ls.clone(),
@@ -459,7 +475,7 @@ impl Server {
                 members,
             })
         };
-        self.cluster_call_on_leader(forwarded, req.clone(), local, |mut c, r| async move {
+        self.cluster_call_on_leader(who, forwarded, req.clone(), local, |mut c, r| async move {
             c.member_add(r).await
         })
         .await
@@ -467,6 +483,16 @@ impl Server {
 
     pub async fn member_remove(
         &self,
+        req: MemberRemoveRequest,
+        forwarded: bool,
+    ) -> Result<MemberRemoveResponse, ServerError> {
+        self.member_remove_as(&Caller::default(), req, forwarded)
+            .await
+    }
+
+    pub async fn member_remove_as(
+        &self,
+        who: &Caller,
         req: MemberRemoveRequest,
         forwarded: bool,
     ) -> Result<MemberRemoveResponse, ServerError> {
@@ -478,7 +504,7 @@ impl Server {
                 members: self.member_list_now(),
             })
         };
-        self.cluster_call_on_leader(forwarded, req.clone(), local, |mut c, r| async move {
+        self.cluster_call_on_leader(who, forwarded, req.clone(), local, |mut c, r| async move {
             c.member_remove(r).await
         })
         .await
@@ -486,6 +512,16 @@ impl Server {
 
     pub async fn member_promote(
         &self,
+        req: MemberPromoteRequest,
+        forwarded: bool,
+    ) -> Result<MemberPromoteResponse, ServerError> {
+        self.member_promote_as(&Caller::default(), req, forwarded)
+            .await
+    }
+
+    pub async fn member_promote_as(
+        &self,
+        who: &Caller,
         req: MemberPromoteRequest,
         forwarded: bool,
     ) -> Result<MemberPromoteResponse, ServerError> {
@@ -497,7 +533,7 @@ impl Server {
                 members: self.member_list_now(),
             })
         };
-        self.cluster_call_on_leader(forwarded, req.clone(), local, |mut c, r| async move {
+        self.cluster_call_on_leader(who, forwarded, req.clone(), local, |mut c, r| async move {
             c.member_promote(r).await
         })
         .await

@@ -19,6 +19,7 @@
 //! tokio) and the integration tests in `tests/` (real binary, etcdctl).
 
 pub mod apply;
+mod auth;
 pub mod compactor;
 mod corruption;
 mod lease;
@@ -49,6 +50,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::mvcc::{self, MvccError, MvccStore};
 use apply::Applied;
+pub use auth::{caller_of, check_request, Caller, Credentials};
 pub use lease::{serve_forwarded_keep_alives, FORWARDED_HEADER as LEASE_FORWARDED_HEADER};
 pub use maintenance::SnapshotError;
 pub use node::{Metrics, FSYNC_BUCKETS_SECS};
@@ -109,6 +111,10 @@ pub struct ServerConfig {
     pub initial_corrupt_check: bool,
     /// How often the leader compares the members' HashKVs (None: never).
     pub corrupt_check_interval: Option<Duration>,
+    /// How long a simple token lives without use (`--auth-token-ttl`).
+    pub auth_token_ttl: Duration,
+    /// The bcrypt cost of new passwords (`--bcrypt-cost`).
+    pub bcrypt_cost: u32,
 }
 
 impl ServerConfig {
@@ -142,6 +148,9 @@ impl ServerConfig {
             watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
             initial_corrupt_check: false,
             corrupt_check_interval: None,
+            auth_token_ttl: crate::auth::tokens::DEFAULT_TTL,
+            // The cheapest cost bcrypt allows: tests add users quickly.
+            bcrypt_cost: 4,
         }
     }
 }
@@ -154,6 +163,8 @@ pub enum ServerError {
     Mvcc(#[from] MvccError),
     #[error(transparent)]
     Lease(#[from] crate::lease::LeaseError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: leader changed")]
@@ -221,6 +232,12 @@ pub(crate) struct Shared {
     removed: RwLock<BTreeSet<u64>>,
     /// The cluster's active alarms, as applied.
     alarms: RwLock<apply::Alarms>,
+    /// Users, roles and permissions, as applied.
+    auth: RwLock<crate::auth::AuthStore>,
+    /// This member's simple tokens (member-local, in memory).
+    tokens: std::sync::Mutex<crate::auth::tokens::SimpleTokens>,
+    /// Draws simple-token prefixes (from the OS's randomness).
+    token_rng: std::sync::Mutex<rand::rngs::StdRng>,
     pub raft: RaftProgress,
     pub metrics: Metrics,
     pub storage: Arc<dyn Storage>,
@@ -252,7 +269,8 @@ pub(crate) struct Shared {
 /// The locks handlers and the node loop share, each behind one
 /// accessor (a poisoned lock means a panic while holding it: the member is
 /// broken and every later access panics with the lock's name). Order when
-/// holding more than one: mvcc, then members, then lessor, then alarms; never
+/// holding more than one: mvcc, then members, then lessor, then alarms, then
+/// auth, then tokens; never
 /// across an await.
 impl Shared {
     pub(crate) fn mvcc(&self) -> RwLockReadGuard<'_, MvccStore> {
@@ -293,6 +311,22 @@ impl Shared {
 
     pub(crate) fn alarms_mut(&self) -> RwLockWriteGuard<'_, apply::Alarms> {
         self.alarms.write().expect("alarms lock poisoned")
+    }
+
+    pub(crate) fn auth(&self) -> RwLockReadGuard<'_, crate::auth::AuthStore> {
+        self.auth.read().expect("auth lock poisoned")
+    }
+
+    pub(crate) fn auth_mut(&self) -> RwLockWriteGuard<'_, crate::auth::AuthStore> {
+        self.auth.write().expect("auth lock poisoned")
+    }
+
+    pub(crate) fn tokens(&self) -> std::sync::MutexGuard<'_, crate::auth::tokens::SimpleTokens> {
+        self.tokens.lock().expect("tokens lock poisoned")
+    }
+
+    pub(crate) fn token_rng(&self) -> std::sync::MutexGuard<'_, rand::rngs::StdRng> {
+        self.token_rng.lock().expect("token rng lock poisoned")
     }
 }
 
@@ -453,6 +487,11 @@ impl Server {
         }
     }
 
+    /// The store's current revision.
+    pub fn revision(&self) -> i64 {
+        self.current_revision()
+    }
+
     fn current_revision(&self) -> i64 {
         self.shared.mvcc().current_revision().0
     }
@@ -482,54 +521,99 @@ impl Server {
 
     // ---- KV ----
 
+    // Each request of a client comes with its `Caller`; the forms without
+    // are a client without credentials (tests, and auth off).
+
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, ServerError> {
+        self.range_as(&Caller::default(), req).await
+    }
+
+    pub async fn range_as(
+        &self,
+        who: &Caller,
+        req: RangeRequest,
+    ) -> Result<RangeResponse, ServerError> {
         mvcc::check_range_request(&req)?;
         if !req.serializable {
             self.linearizable_barrier().await?;
         }
-        let store = self.shared.mvcc();
-        let mut resp = self.halt_if_corrupt(store.range(&req))?;
-        resp.header = Some(self.header(store.current_revision().0));
+        self.check_read(who, &req.key, &req.range_end)?;
+        let resp = {
+            let store = self.shared.mvcc();
+            let mut resp = self.halt_if_corrupt(store.range(&req))?;
+            resp.header = Some(self.header(store.current_revision().0));
+            resp
+        };
+        self.check_still_current(who)?;
         Ok(resp)
     }
 
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse, ServerError> {
+        self.put_as(&Caller::default(), req).await
+    }
+
+    pub async fn put_as(&self, who: &Caller, req: PutRequest) -> Result<PutResponse, ServerError> {
         mvcc::check_put_request(&req)?;
         self.refuse_learner()?;
         self.check_quota(prost::Message::encoded_len(&req))?;
-        self.propose_for(req).await
+        self.propose_for_as(who, req).await
     }
 
     pub async fn delete_range(
         &self,
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, ServerError> {
+        self.delete_range_as(&Caller::default(), req).await
+    }
+
+    pub async fn delete_range_as(
+        &self,
+        who: &Caller,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, ServerError> {
         mvcc::check_delete_request(&req)?;
-        self.propose_for(req).await
+        self.propose_for_as(who, req).await
     }
 
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, ServerError> {
+        self.txn_as(&Caller::default(), req).await
+    }
+
+    pub async fn txn_as(&self, who: &Caller, req: TxnRequest) -> Result<TxnResponse, ServerError> {
         self.refuse_learner()?;
         mvcc::check_txn_request(&req, self.shared.config.max_txn_ops)?;
         if mvcc::is_read_only_txn(&req) {
             if !txn_is_serializable(&req) {
                 self.linearizable_barrier().await?;
             }
-            let store = self.shared.mvcc();
-            let mut resp = self.halt_if_corrupt(store.read_txn(&req))?;
-            let rev = store.current_revision().0;
-            fill_nested_headers(&mut resp, rev);
-            resp.header = Some(self.header(rev));
+            self.check_read_txn(who, &req)?;
+            let resp = {
+                let store = self.shared.mvcc();
+                let mut resp = self.halt_if_corrupt(store.read_txn(&req))?;
+                let rev = store.current_revision().0;
+                fill_nested_headers(&mut resp, rev);
+                resp.header = Some(self.header(rev));
+                resp
+            };
+            self.check_still_current(who)?;
             return Ok(resp);
         }
         if apply::txn_puts(&req) {
             self.check_quota(prost::Message::encoded_len(&req))?;
         }
-        self.propose_for(req).await
+        self.propose_for_as(who, req).await
     }
 
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, ServerError> {
-        let (resp, physical) = self.propose_for(req).await?;
+        self.compact_as(&Caller::default(), req).await
+    }
+
+    pub async fn compact_as(
+        &self,
+        who: &Caller,
+        req: CompactionRequest,
+    ) -> Result<CompactionResponse, ServerError> {
+        let (resp, physical) = self.propose_for_as(who, req).await?;
         if physical {
             // The deletion is durable once storage has synced past it.
             self.shared

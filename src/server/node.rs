@@ -133,6 +133,8 @@ pub(super) fn recover(
     let members = apply::load_members(storage.as_ref())?;
     let removed = apply::load_removed(storage.as_ref())?;
     let alarms = apply::load_alarms(storage.as_ref())?;
+    let auth = crate::auth::AuthStore::load(storage.as_ref())?;
+    let tokens = crate::auth::tokens::SimpleTokens::new(config.auth_token_ttl, auth.is_enabled());
     let progress = RaftProgress::default();
     progress.applied_index.store(cfg.applied, Ordering::SeqCst);
     progress.term.store(raw.hard_state().term, Ordering::SeqCst);
@@ -146,6 +148,9 @@ pub(super) fn recover(
         members: RwLock::new(members),
         removed: RwLock::new(removed),
         alarms: RwLock::new(alarms),
+        auth: RwLock::new(auth),
+        tokens: std::sync::Mutex::new(tokens),
+        token_rng: std::sync::Mutex::new(rand::rngs::StdRng::from_os_rng()),
         raft: progress,
         metrics: Metrics::default(),
         storage,
@@ -503,6 +508,7 @@ impl Node {
         let req = InternalRequest {
             id: 0,
             member_id: self.shared.config.member_id,
+            caller: None,
             request: Some(cairn_proto::cairnpb::internal_request::Request::Compaction(
                 cairn_proto::etcdserverpb::CompactionRequest {
                     revision,
@@ -524,6 +530,7 @@ impl Node {
         let req = InternalRequest {
             id: 0,
             member_id: cfg.member_id,
+            caller: None,
             request: Some(cairn_proto::cairnpb::internal_request::Request::Publish(
                 attrs,
             )),
@@ -1070,6 +1077,10 @@ impl Node {
         );
         *self.shared.removed_mut() = apply::load_removed(self.shared.storage.as_ref())?;
         *self.shared.alarms_mut() = apply::load_alarms(self.shared.storage.as_ref())?;
+        let auth = crate::auth::AuthStore::load(self.shared.storage.as_ref())?;
+        // Tokens name entries of the log the snapshot replaced: void them.
+        self.shared.tokens().reset(auth.is_enabled());
+        *self.shared.auth_mut() = auth;
         sync_transport_peers(&self.shared, self.transport.as_ref(), &old);
         let me = self.shared.config.member_id;
         if self.shared.removed().contains(&me) && self.removed_ticks.is_none() {
@@ -1150,12 +1161,15 @@ impl Node {
             let mut members = self.shared.members_mut();
             let mut lessor = self.shared.lessor_mut();
             let mut alarms = self.shared.alarms_mut();
+            let mut auth = self.shared.auth_mut();
+            let mut tokens = self.shared.tokens();
             let now = self.clock.now();
             apply::apply_request(
                 &mut store,
                 &mut members,
                 &mut lessor,
                 &mut alarms,
+                (&mut auth, &mut tokens),
                 &req,
                 e.index,
                 now,

@@ -23,7 +23,7 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply::Applied;
-use super::{Command, Server, ServerError, MAX_APPLY_GAP};
+use super::{Caller, Command, Server, ServerError, MAX_APPLY_GAP};
 use crate::mvcc::MvccError;
 
 /// A client request applied through Raft, and the answer its apply gives.
@@ -99,18 +99,46 @@ impl Proposal for CompactionRequest {
 }
 
 impl Server {
-    /// Proposes `req`, waits until it is applied here, and returns its answer.
-    pub(super) async fn propose_for<P: Proposal>(&self, req: P) -> Result<P::Answer, ServerError> {
-        let (applied, revision) = self.propose(req.into_request()).await?;
+    /// Proposes a client's `req`, checked against auth when applied.
+    pub(super) async fn propose_for_as<P: Proposal>(
+        &self,
+        who: &Caller,
+        req: P,
+    ) -> Result<P::Answer, ServerError> {
+        let caller = Some(who.record());
+        self.answer_of::<P>(self.propose_with(caller, req.into_request()).await?)
+    }
+
+    fn answer_of<P: Proposal>(
+        &self,
+        (applied, revision): (Applied, i64),
+    ) -> Result<P::Answer, ServerError> {
         P::answer(applied, self.header(revision)).map_err(|other| {
             // The apply result always matches the request kind.
             panic!("a proposal was applied as {other:?}")
         })
     }
 
-    /// Proposes a write and waits until it is applied here: the apply's
-    /// result and the revision after it.
+    /// Proposes a write of the member's own and waits until it is applied
+    /// here: the apply's result and the revision after it.
     pub(super) async fn propose(&self, request: Request) -> Result<(Applied, i64), ServerError> {
+        self.propose_with(None, request).await
+    }
+
+    /// Proposes a client's write (`propose`, checked against auth).
+    pub(super) async fn propose_as(
+        &self,
+        who: &Caller,
+        request: Request,
+    ) -> Result<(Applied, i64), ServerError> {
+        self.propose_with(Some(who.record()), request).await
+    }
+
+    async fn propose_with(
+        &self,
+        caller: Option<cairn_proto::cairnpb::Caller>,
+        request: Request,
+    ) -> Result<(Applied, i64), ServerError> {
         self.refuse_learner()?;
         let raft = &self.shared.raft;
         if raft
@@ -124,6 +152,7 @@ impl Server {
         let request = InternalRequest {
             id: self.next_request_id.fetch_add(1, Ordering::Relaxed),
             member_id: self.shared.config.member_id,
+            caller,
             request: Some(request),
         };
         if request.encoded_len() > self.shared.config.max_request_bytes {

@@ -130,10 +130,15 @@ impl Server {
         &self,
         url: &str,
         req: &LeaseTimeToLiveRequest,
+        token: Option<&str>,
     ) -> Option<LeaseTimeToLiveResponse> {
         let mut client = self.leases.follower.client(url)?;
         let mut request = tonic::Request::new(*req);
         mark_forwarded(&mut request);
+        // The leader checks the client's rights again with its token.
+        if let Some(token) = token.and_then(|t| t.parse().ok()) {
+            request.metadata_mut().insert("token", token);
+        }
         let call = client.lease_time_to_live(request);
         match tokio::time::timeout(self.forward_timeout(), call).await {
             Ok(Ok(resp)) => Some(resp.into_inner()),

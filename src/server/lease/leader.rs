@@ -186,6 +186,7 @@ pub(in crate::server) fn due_proposals(shared: &Shared) -> Vec<InternalRequest> 
     let checkpoints = lessor.due_checkpoints(now, MAX_CHECKPOINT_BATCH);
     drop(lessor);
     let request = |r: Request| InternalRequest {
+        caller: None,
         id: 0,
         member_id: shared.config.member_id,
         request: Some(r),

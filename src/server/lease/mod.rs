@@ -37,7 +37,7 @@ use cairn_proto::etcdserverpb::{
     LeaseTimeToLiveResponse,
 };
 
-use super::{Server, ServerConfig, ServerError};
+use super::{Caller, Server, ServerConfig, ServerError};
 use crate::lease::{min_lease_ttl_secs, IdGenerator, LeaseError, LessorConfig};
 pub use forward::{serve_forwarded_keep_alives, FORWARDED_HEADER};
 pub(super) use leader::{demote, due_proposals, promote};
@@ -92,8 +92,17 @@ impl Server {
 
     pub async fn lease_grant(
         &self,
+        req: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, ServerError> {
+        self.lease_grant_as(&Caller::default(), req).await
+    }
+
+    pub async fn lease_grant_as(
+        &self,
+        who: &Caller,
         mut req: LeaseGrantRequest,
     ) -> Result<LeaseGrantResponse, ServerError> {
+        self.require_user(who)?;
         if req.id == 0 {
             let lessor = self.shared.lessor();
             let mut id = self.leases.ids.next();
@@ -104,14 +113,23 @@ impl Server {
         }
         self.refuse_learner()?;
         self.check_quota(prost::Message::encoded_len(&req))?;
-        self.propose_for(req).await
+        self.propose_for_as(who, req).await
     }
 
     pub async fn lease_revoke(
         &self,
         req: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, ServerError> {
-        self.propose_for(req).await
+        self.lease_revoke_as(&Caller::default(), req).await
+    }
+
+    pub async fn lease_revoke_as(
+        &self,
+        who: &Caller,
+        req: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, ServerError> {
+        self.require_user(who)?;
+        self.propose_for_as(who, req).await
     }
 
     // ---- local ----
@@ -171,13 +189,36 @@ impl Server {
         req: LeaseTimeToLiveRequest,
         forwarded: bool,
     ) -> Result<LeaseTimeToLiveResponse, ServerError> {
+        self.lease_time_to_live_as(&Caller::default(), req, forwarded)
+            .await
+    }
+
+    /// `lease_time_to_live` for a client: with keys, it needs read
+    /// permission on every attached key (checked again if auth changed
+    /// meanwhile); a forwarded call carries the client's token.
+    pub async fn lease_time_to_live_as(
+        &self,
+        who: &Caller,
+        req: LeaseTimeToLiveRequest,
+        forwarded: bool,
+    ) -> Result<LeaseTimeToLiveResponse, ServerError> {
+        self.require_user(who)?;
+        if req.keys {
+            self.check_lease_reads(who, Some(&[req.id]))?;
+        }
+        let token = who.token.as_deref();
         let mut resp = self
             .on_leader(
                 forwarded,
                 || Box::pin(self.time_to_live_local(&req)),
-                |url| Box::pin(async move { Ok(self.forward_time_to_live(&url, &req).await) }),
+                |url| {
+                    Box::pin(async move { Ok(self.forward_time_to_live(&url, &req, token).await) })
+                },
             )
             .await?;
+        if req.keys {
+            self.check_still_current(who)?;
+        }
         resp.header = Some(self.header(self.current_revision()));
         Ok(resp)
     }

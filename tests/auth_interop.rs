@@ -1,0 +1,950 @@
+//! Auth against etcd 3.4, the oracle: the real etcdctl (Debian
+//! `etcd-client`) runs the same session of users, roles, permissions and
+//! `--user` requests against etcd and cairn, and every output must match once
+//! ids and terms are masked; then every RPC is called as each kind of caller
+//! (auth off, root, a reader of a prefix, a writer of a prefix, a user
+//! without roles, a stale token, no token, a wrong password) on both servers
+//! and must be answered alike (`permission_matrix_*`).
+#![cfg(not(madsim))]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cairn_proto::authpb::{permission::Type as PermType, Permission};
+use cairn_proto::etcdserverpb::auth_client::AuthClient;
+use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
+use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::lease_client::LeaseClient;
+use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use cairn_proto::etcdserverpb::watch_client::WatchClient;
+use cairn_proto::etcdserverpb::*;
+use common::*;
+use tonic::transport::Channel;
+
+/// Drops etcdctl's own log lines and masks ids and terms.
+fn mask(text: &str) -> String {
+    let out: String = text
+        .lines()
+        .filter(|l| !l.starts_with("{\"level\":"))
+        .map(
+            |l| match l.strip_prefix("lease ").and_then(|r| r.split_once(' ')) {
+                // Lease ids are the servers' own.
+                Some((_, rest)) if rest.starts_with("granted") => format!("lease ID {rest}\n"),
+                _ => format!("{l}\n"),
+            },
+        )
+        .collect();
+    mask_json_ids(&out)
+}
+
+/// One etcdctl call: its arguments (split on spaces) and standard input.
+struct Step(&'static str, Option<&'static str>);
+
+fn run_session(endpoint: &str, steps: &[Step]) -> Vec<String> {
+    steps
+        .iter()
+        .map(|Step(cmd, stdin)| {
+            let args: Vec<&str> = cmd.split_whitespace().collect();
+            let out = etcdctl(endpoint, &args, *stdin);
+            format!(
+                "$ etcdctl {cmd}\n[exit {}]\n{}{}",
+                out.status.code().unwrap_or(-1),
+                mask(&String::from_utf8_lossy(&out.stdout)),
+                mask(&String::from_utf8_lossy(&out.stderr))
+            )
+        })
+        .collect()
+}
+
+fn auth_session() -> Vec<Step> {
+    vec![
+        Step("auth enable", None),
+        Step("user add root:rootpw", None),
+        Step("auth enable", None),
+        Step("user grant-role root root", None),
+        Step("role add reader", None),
+        Step("role add writer", None),
+        Step("role add reader", None),
+        Step("role grant-permission reader read /p/ --prefix", None),
+        Step("role grant-permission reader read k1", None),
+        Step("role grant-permission reader read /from --from-key", None),
+        Step("role grant-permission writer readwrite /w/ --prefix", None),
+        Step("role grant-permission writer write /wo/ --prefix", None),
+        Step("role grant-permission nosuch read x", None),
+        Step("role get reader", None),
+        Step("role get writer -w json", None),
+        Step("role list", None),
+        Step("user add alice:alicepw", None),
+        Step("user add bob:bobpw", None),
+        Step("user add carol:carolpw", None),
+        Step("user add alice:again", None),
+        Step("user grant-role alice reader", None),
+        Step("user grant-role bob writer", None),
+        Step("user grant-role alice nosuch", None),
+        Step("user grant-role nobody reader", None),
+        Step("user get alice", None),
+        Step("user get alice --detail", None),
+        Step("user list", None),
+        Step("auth enable", None),
+        Step("--user=root:rootpw put /p/a 1", None),
+        Step("--user=root:rootpw put /w/a 1", None),
+        Step("--user=root:rootpw put k1 v1", None),
+        Step("--user=root:rootpw put /fromz z", None),
+        Step("--user=alice:alicepw get /p/a", None),
+        Step("--user=alice:alicepw get /p/ --prefix", None),
+        Step("--user=alice:alicepw get /from --from-key", None),
+        Step("--user=alice:alicepw get /fro --from-key", None),
+        Step("--user=alice:alicepw get k1", None),
+        Step("--user=alice:alicepw get k2", None),
+        Step("--user=alice:alicepw put /p/a 2", None),
+        Step("--user=alice:wrong get /p/a", None),
+        Step("--user=nobody:pw get /p/a", None),
+        Step("get /p/a", None),
+        Step("put /p/a 3", None),
+        Step("--user=bob:bobpw put /w/x 1", None),
+        Step("--user=bob:bobpw put /w/x 2 --prev-kv", None),
+        Step("--user=bob:bobpw put /wo/x 1", None),
+        Step("--user=bob:bobpw put /wo/x 2 --prev-kv", None),
+        Step("--user=bob:bobpw get /w/ --prefix", None),
+        Step("--user=bob:bobpw get /wo/x", None),
+        Step("--user=bob:bobpw get /p/a", None),
+        Step("--user=bob:bobpw del /w/x", None),
+        Step("--user=bob:bobpw del /w/ --prefix", None),
+        Step("--user=bob:bobpw del /wo/ --prefix --prev-kv", None),
+        Step("--user=carol:carolpw get /p/a", None),
+        Step("--user=alice:alicepw user list", None),
+        Step("--user=alice:alicepw user get alice", None),
+        Step("--user=alice:alicepw user get bob", None),
+        Step("--user=alice:alicepw role get reader", None),
+        Step("--user=alice:alicepw role get writer", None),
+        Step("--user=alice:alicepw role list", None),
+        Step("--user=alice:alicepw user add eve:evepw", None),
+        Step("--user=alice:alicepw auth disable", None),
+        Step(
+            "--user=root:rootpw txn",
+            Some("value(\"/p/a\") = \"1\"\n\nput /w/t yes\n\nput /w/t no\n\n"),
+        ),
+        Step(
+            "--user=bob:bobpw txn",
+            Some("value(\"/w/a\") = \"1\"\n\nput /w/t yes\n\nput /w/t no\n\n"),
+        ),
+        Step(
+            "--user=bob:bobpw txn",
+            Some("value(\"/p/a\") = \"1\"\n\nput /w/t yes\n\nput /w/t no\n\n"),
+        ),
+        Step(
+            "--user=bob:bobpw txn",
+            Some("value(\"/w/a\") = \"1\"\n\nput /w/t yes\n\nget /p/a\n\n"),
+        ),
+        Step(
+            "--user=root:rootpw user passwd alice --interactive=false",
+            Some("newpw\n"),
+        ),
+        Step("--user=alice:alicepw get /p/a", None),
+        Step("--user=alice:newpw get /p/a", None),
+        Step(
+            "--user=root:rootpw role revoke-permission reader /p/ --prefix",
+            None,
+        ),
+        Step("--user=root:rootpw role revoke-permission reader /p/", None),
+        Step("--user=alice:newpw get /p/a", None),
+        Step("--user=alice:newpw get k1", None),
+        Step("--user=root:rootpw user revoke-role alice reader", None),
+        Step("--user=root:rootpw user revoke-role alice reader", None),
+        Step("--user=alice:newpw get k1", None),
+        Step("--user=root:rootpw user delete root", None),
+        Step("--user=root:rootpw user revoke-role root root", None),
+        Step("--user=root:rootpw role delete root", None),
+        Step("--user=root:rootpw role delete writer", None),
+        Step("--user=root:rootpw user get bob", None),
+        Step("--user=bob:bobpw put /w/x 3", None),
+        Step("--user=root:rootpw user delete bob", None),
+        Step("--user=root:rootpw user delete bob", None),
+        Step("--user=bob:bobpw get /w/a", None),
+        Step("--user=root:rootpw lease grant 100", None),
+        Step("--user=root:rootpw auth disable", None),
+        Step("get /p/a", None),
+        Step("user list", None),
+        Step("role list", None),
+        Step("user get root", None),
+        Step("auth enable", None),
+        Step("--user=root:rootpw auth disable", None),
+    ]
+}
+
+#[test]
+fn etcdctl_auth_session_matches_etcd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = start_etcd(dir.path());
+    let want = run_session(&etcd.endpoint(), &auth_session());
+    drop(etcd);
+    let cairn = start_cairn(dir.path());
+    let got = run_session(&cairn.endpoint(), &auth_session());
+    let mut diffs = Vec::new();
+    for (w, g) in want.iter().zip(&got) {
+        if w != g {
+            diffs.push(format!("--- etcd\n{w}--- cairn\n{g}"));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} of {} steps differ:\n{}",
+        diffs.len(),
+        want.len(),
+        diffs.join("\n")
+    );
+}
+
+// ---- the permission matrix ----
+
+async fn channel(endpoint: &str) -> Channel {
+    Channel::from_shared(format!("http://{endpoint}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+fn with_token<T>(msg: T, token: &Option<String>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(t) = token {
+        r.metadata_mut()
+            .insert("token", t.parse().expect("ascii token"));
+    }
+    r.set_timeout(Duration::from_secs(10));
+    r
+}
+
+/// A successful answer whose content does not matter.
+fn ok<T>(_: T) -> String {
+    String::new()
+}
+
+/// An answer as the matrix compares it: the gRPC code and message, or what
+/// of the response does not depend on ids and times.
+fn outcome<T>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+    ok: impl FnOnce(T) -> String,
+) -> String {
+    match r {
+        Ok(resp) => format!("OK {}", ok(resp.into_inner())),
+        Err(s) => format!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
+async fn login(
+    auth: &mut AuthClient<Channel>,
+    name: &str,
+    password: &str,
+) -> Result<String, String> {
+    auth.authenticate(AuthenticateRequest {
+        name: name.into(),
+        password: password.into(),
+    })
+    .await
+    .map(|r| r.into_inner().token)
+    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
+fn perm(t: PermType, key: &str, end: &[u8]) -> Option<Permission> {
+    Some(Permission {
+        perm_type: t as i32,
+        key: key.as_bytes().to_vec(),
+        range_end: end.to_vec(),
+    })
+}
+
+/// Users and roles of the matrix (made as root on a server with auth off).
+async fn set_up_users(ch: &Channel) {
+    let mut auth = AuthClient::new(ch.clone());
+    let add = |n: &str| AuthUserAddRequest {
+        name: n.into(),
+        password: format!("{n}pw"),
+        ..Default::default()
+    };
+    for u in ["root", "reader", "writer", "norole", "stale"] {
+        auth.user_add(add(u)).await.expect("user add");
+    }
+    for r in ["reader", "writer"] {
+        auth.role_add(AuthRoleAddRequest { name: r.into() })
+            .await
+            .expect("role add");
+    }
+    auth.role_grant_permission(AuthRoleGrantPermissionRequest {
+        name: "reader".into(),
+        perm: perm(PermType::Read, "/r/", b"/r0"),
+    })
+    .await
+    .expect("grant");
+    auth.role_grant_permission(AuthRoleGrantPermissionRequest {
+        name: "writer".into(),
+        perm: perm(PermType::Write, "/w/", b"/w0"),
+    })
+    .await
+    .expect("grant");
+    for (u, r) in [
+        ("root", "root"),
+        ("reader", "reader"),
+        ("writer", "writer"),
+        ("stale", "reader"),
+    ] {
+        auth.user_grant_role(AuthUserGrantRoleRequest {
+            user: u.into(),
+            role: r.into(),
+        })
+        .await
+        .expect("grant role");
+    }
+}
+
+/// Every RPC as one caller; one line per call.
+async fn calls(ch: &Channel, who: &str, token: &Option<String>, lease_of_w: i64) -> Vec<String> {
+    let mut kv = KvClient::new(ch.clone());
+    let mut lease = LeaseClient::new(ch.clone());
+    let mut maint = MaintenanceClient::new(ch.clone());
+    let mut cluster = ClusterClient::new(ch.clone());
+    let mut auth = AuthClient::new(ch.clone());
+    let mut watch = WatchClient::new(ch.clone());
+    let t = token;
+    let mut out = Vec::new();
+    let mut line = |name: &str, o: String| out.push(format!("{who:>8} {name:<28} {o}"));
+    let count = |r: RangeResponse| format!("count={}", r.count);
+
+    let range = |k: &str, e: &[u8]| RangeRequest {
+        key: k.as_bytes().to_vec(),
+        range_end: e.to_vec(),
+        ..Default::default()
+    };
+    line(
+        "range /r/a",
+        outcome(kv.range(with_token(range("/r/a", b""), t)).await, count),
+    );
+    line(
+        "range /r/ prefix",
+        outcome(kv.range(with_token(range("/r/", b"/r0"), t)).await, count),
+    );
+    line(
+        "range /r/ from-key",
+        outcome(kv.range(with_token(range("/r/", b"\0"), t)).await, count),
+    );
+    line(
+        "range /w/a",
+        outcome(kv.range(with_token(range("/w/a", b""), t)).await, count),
+    );
+    let serializable = RangeRequest {
+        serializable: true,
+        ..range("/r/a", b"")
+    };
+    line(
+        "range /r/a serializable",
+        outcome(kv.range(with_token(serializable, t)).await, count),
+    );
+    let put = |k: &str, prev_kv: bool, lease: i64| PutRequest {
+        key: k.as_bytes().to_vec(),
+        value: b"v".to_vec(),
+        prev_kv,
+        lease,
+        ..Default::default()
+    };
+    line(
+        "put /w/x",
+        outcome(kv.put(with_token(put("/w/x", false, 0), t)).await, ok),
+    );
+    line(
+        "put /w/x prev_kv",
+        outcome(kv.put(with_token(put("/w/x", true, 0), t)).await, ok),
+    );
+    line(
+        "put /r/x",
+        outcome(kv.put(with_token(put("/r/x", false, 0), t)).await, ok),
+    );
+    line(
+        "put /w/y lease",
+        outcome(
+            kv.put(with_token(put("/w/y", false, lease_of_w), t)).await,
+            ok,
+        ),
+    );
+    let del = |k: &str, e: &[u8], prev_kv: bool| DeleteRangeRequest {
+        key: k.as_bytes().to_vec(),
+        range_end: e.to_vec(),
+        prev_kv,
+    };
+    line(
+        "delete /w/ prefix",
+        outcome(
+            kv.delete_range(with_token(del("/w/none", b"/w/nonf", false), t))
+                .await,
+            |r| format!("deleted={}", r.deleted),
+        ),
+    );
+    line(
+        "delete /w/ prefix prev_kv",
+        outcome(
+            kv.delete_range(with_token(del("/w/none", b"/w/nonf", true), t))
+                .await,
+            |r| format!("deleted={}", r.deleted),
+        ),
+    );
+    line(
+        "delete /r/a",
+        outcome(
+            kv.delete_range(with_token(del("/r/none", b"", false), t))
+                .await,
+            |r| format!("deleted={}", r.deleted),
+        ),
+    );
+    let cmp = |k: &str| Compare {
+        key: k.as_bytes().to_vec(),
+        target: compare::CompareTarget::Version as i32,
+        result: compare::CompareResult::Greater as i32,
+        target_union: Some(compare::TargetUnion::Version(0)),
+        ..Default::default()
+    };
+    let op_put = |k: &str| RequestOp {
+        request: Some(request_op::Request::RequestPut(put(k, false, 0))),
+    };
+    let op_get = |k: &str| RequestOp {
+        request: Some(request_op::Request::RequestRange(range(k, b""))),
+    };
+    let txn = |c: &str, s: RequestOp, f: RequestOp| TxnRequest {
+        compare: vec![cmp(c)],
+        success: vec![s],
+        failure: vec![f],
+    };
+    let tok = |r: TxnResponse| format!("succeeded={}", r.succeeded);
+    line(
+        "txn cmp /r/ put /w/",
+        outcome(
+            kv.txn(with_token(txn("/r/a", op_put("/w/t"), op_put("/w/t")), t))
+                .await,
+            tok,
+        ),
+    );
+    line(
+        "txn cmp /w/ put /w/",
+        outcome(
+            kv.txn(with_token(txn("/w/a", op_put("/w/t"), op_put("/w/t")), t))
+                .await,
+            tok,
+        ),
+    );
+    line(
+        "txn failure get /r/",
+        outcome(
+            kv.txn(with_token(txn("/r/a", op_put("/w/t"), op_get("/r/a")), t))
+                .await,
+            tok,
+        ),
+    );
+    line(
+        "txn read-only /r/",
+        outcome(
+            kv.txn(with_token(txn("/r/a", op_get("/r/a"), op_get("/r/b")), t))
+                .await,
+            tok,
+        ),
+    );
+    let nested = TxnRequest {
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestTxn(txn(
+                "/r/a",
+                op_put("/w/t"),
+                op_put("/r/t"),
+            ))),
+        }],
+        ..Default::default()
+    };
+    line(
+        "txn nested put /r/",
+        outcome(kv.txn(with_token(nested, t)).await, tok),
+    );
+    line(
+        "compact 1",
+        outcome(
+            kv.compact(with_token(
+                CompactionRequest {
+                    revision: 1,
+                    physical: false,
+                },
+                t,
+            ))
+            .await,
+            ok,
+        ),
+    );
+
+    let granted = lease
+        .lease_grant(with_token(LeaseGrantRequest { ttl: 600, id: 0 }, t))
+        .await;
+    let id = granted.as_ref().map(|r| r.get_ref().id).unwrap_or(0);
+    line(
+        "lease grant",
+        outcome(granted, |r| format!("ttl={}", r.ttl)),
+    );
+    line(
+        "lease ttl with keys (w)",
+        outcome(
+            lease
+                .lease_time_to_live(with_token(
+                    LeaseTimeToLiveRequest {
+                        id: lease_of_w,
+                        keys: true,
+                    },
+                    t,
+                ))
+                .await,
+            |r| format!("keys={}", r.keys.len()),
+        ),
+    );
+    line(
+        "lease ttl no keys (w)",
+        outcome(
+            lease
+                .lease_time_to_live(with_token(
+                    LeaseTimeToLiveRequest {
+                        id: lease_of_w,
+                        keys: false,
+                    },
+                    t,
+                ))
+                .await,
+            |r| format!("granted={}", r.granted_ttl),
+        ),
+    );
+    line(
+        "lease leases",
+        outcome(
+            lease
+                .lease_leases(with_token(LeaseLeasesRequest {}, t))
+                .await,
+            |_| String::new(),
+        ),
+    );
+    let keep = tokio_stream::iter(vec![LeaseKeepAliveRequest { id: lease_of_w }]);
+    let ka = match lease.lease_keep_alive(with_token(keep, t)).await {
+        Ok(resp) => {
+            let mut stream = resp.into_inner();
+            match stream.message().await {
+                Ok(Some(r)) => format!("OK ttl>0={}", r.ttl > 0),
+                Ok(None) => "stream ended".to_owned(),
+                Err(s) => format!("{:?}: {}", s.code(), s.message()),
+            }
+        }
+        Err(s) => format!("{:?}: {}", s.code(), s.message()),
+    };
+    line("lease keep-alive (w)", ka);
+    line(
+        "lease revoke own",
+        outcome(
+            lease
+                .lease_revoke(with_token(LeaseRevokeRequest { id }, t))
+                .await,
+            ok,
+        ),
+    );
+
+    for (name, key, end) in [
+        ("watch /r/", "/r/", &b"/r0"[..]),
+        ("watch /w/", "/w/", b"/w0"),
+    ] {
+        let create = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: key.as_bytes().to_vec(),
+                    range_end: end.to_vec(),
+                    ..Default::default()
+                },
+            )),
+        };
+        let w = match watch
+            .watch(with_token(tokio_stream::iter(vec![create]), t))
+            .await
+        {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                match stream.message().await {
+                    Ok(Some(r)) => format!(
+                        "created={} canceled={} watch_id_negative={} reason={:?}",
+                        r.created,
+                        r.canceled,
+                        r.watch_id < 0,
+                        r.cancel_reason
+                    ),
+                    Ok(None) => "stream ended".to_owned(),
+                    Err(s) => format!("{:?}: {}", s.code(), s.message()),
+                }
+            }
+            Err(s) => format!("{:?}: {}", s.code(), s.message()),
+        };
+        line(name, w);
+    }
+
+    line(
+        "status",
+        outcome(maint.status(with_token(StatusRequest {}, t)).await, ok),
+    );
+    line(
+        "alarm get",
+        outcome(
+            maint
+                .alarm(with_token(
+                    AlarmRequest {
+                        action: 0,
+                        member_id: 0,
+                        alarm: 0,
+                    },
+                    t,
+                ))
+                .await,
+            |r| format!("alarms={}", r.alarms.len()),
+        ),
+    );
+    line(
+        "alarm deactivate",
+        outcome(
+            maint
+                .alarm(with_token(
+                    AlarmRequest {
+                        action: 2,
+                        member_id: 0,
+                        alarm: 1,
+                    },
+                    t,
+                ))
+                .await,
+            ok,
+        ),
+    );
+    line(
+        "hash",
+        outcome(maint.hash(with_token(HashRequest {}, t)).await, ok),
+    );
+    line(
+        "hash kv",
+        outcome(
+            maint
+                .hash_kv(with_token(HashKvRequest { revision: 0 }, t))
+                .await,
+            ok,
+        ),
+    );
+    line(
+        "defragment",
+        outcome(
+            maint.defragment(with_token(DefragmentRequest {}, t)).await,
+            ok,
+        ),
+    );
+    let snap = match maint.snapshot(with_token(SnapshotRequest {}, t)).await {
+        Ok(resp) => match resp.into_inner().message().await {
+            Ok(Some(_)) => "OK first chunk".to_owned(),
+            Ok(None) => "stream ended".to_owned(),
+            Err(s) => format!("{:?}: {}", s.code(), s.message()),
+        },
+        Err(s) => format!("{:?}: {}", s.code(), s.message()),
+    };
+    line("snapshot", snap);
+
+    line(
+        "member list",
+        outcome(
+            cluster
+                .member_list(with_token(MemberListRequest::default(), t))
+                .await,
+            |r| format!("members={}", r.members.len()),
+        ),
+    );
+    line(
+        "member remove unknown",
+        outcome(
+            cluster
+                .member_remove(with_token(MemberRemoveRequest { id: 4242 }, t))
+                .await,
+            ok,
+        ),
+    );
+    line(
+        "member promote unknown",
+        outcome(
+            cluster
+                .member_promote(with_token(MemberPromoteRequest { id: 4242 }, t))
+                .await,
+            ok,
+        ),
+    );
+
+    line(
+        "user list",
+        outcome(
+            auth.user_list(with_token(AuthUserListRequest {}, t)).await,
+            |r| r.users.join(","),
+        ),
+    );
+    line(
+        "user get reader",
+        outcome(
+            auth.user_get(with_token(
+                AuthUserGetRequest {
+                    name: "reader".into(),
+                },
+                t,
+            ))
+            .await,
+            |r| r.roles.join(","),
+        ),
+    );
+    line(
+        "user get writer",
+        outcome(
+            auth.user_get(with_token(
+                AuthUserGetRequest {
+                    name: "writer".into(),
+                },
+                t,
+            ))
+            .await,
+            |r| r.roles.join(","),
+        ),
+    );
+    line(
+        "role list",
+        outcome(
+            auth.role_list(with_token(AuthRoleListRequest {}, t)).await,
+            |r| r.roles.join(","),
+        ),
+    );
+    line(
+        "role get reader",
+        outcome(
+            auth.role_get(with_token(
+                AuthRoleGetRequest {
+                    role: "reader".into(),
+                },
+                t,
+            ))
+            .await,
+            |r| format!("perms={}", r.perm.len()),
+        ),
+    );
+    line(
+        "role get writer",
+        outcome(
+            auth.role_get(with_token(
+                AuthRoleGetRequest {
+                    role: "writer".into(),
+                },
+                t,
+            ))
+            .await,
+            |r| format!("perms={}", r.perm.len()),
+        ),
+    );
+    line(
+        "role add tmp",
+        outcome(
+            auth.role_add(with_token(AuthRoleAddRequest { name: "tmp".into() }, t))
+                .await,
+            ok,
+        ),
+    );
+    line(
+        "role delete tmp",
+        outcome(
+            auth.role_delete(with_token(AuthRoleDeleteRequest { role: "tmp".into() }, t))
+                .await,
+            ok,
+        ),
+    );
+    line(
+        "user delete nobody",
+        outcome(
+            auth.user_delete(with_token(
+                AuthUserDeleteRequest {
+                    name: "nobody".into(),
+                },
+                t,
+            ))
+            .await,
+            ok,
+        ),
+    );
+    line(
+        "auth enable",
+        outcome(
+            auth.auth_enable(with_token(AuthEnableRequest {}, t)).await,
+            ok,
+        ),
+    );
+    out
+}
+
+async fn matrix(endpoint: &str) -> Vec<String> {
+    let ch = channel(endpoint).await;
+    let mut kv = KvClient::new(ch.clone());
+    let mut lease = LeaseClient::new(ch.clone());
+    let mut auth = AuthClient::new(ch.clone());
+    for k in ["/r/a", "/r/b", "/w/a"] {
+        kv.put(PutRequest {
+            key: k.as_bytes().to_vec(),
+            value: b"1".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("put");
+    }
+    // A lease holding a key under /w/ (readers may not renew or revoke it).
+    let lease_of_w = lease
+        .lease_grant(LeaseGrantRequest { ttl: 600, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner()
+        .id;
+    kv.put(PutRequest {
+        key: b"/w/leased".to_vec(),
+        value: b"1".to_vec(),
+        lease: lease_of_w,
+        ..Default::default()
+    })
+    .await
+    .expect("put leased");
+    let mut out = Vec::new();
+    out.extend(calls(&ch, "auth-off", &None, lease_of_w).await);
+    set_up_users(&ch).await;
+    auth.auth_enable(AuthEnableRequest {})
+        .await
+        .expect("enable");
+    let mut tokens = BTreeMap::new();
+    for u in ["root", "reader", "writer", "norole", "stale"] {
+        tokens.insert(
+            u,
+            login(&mut auth, u, &format!("{u}pw")).await.expect("login"),
+        );
+    }
+    out.push(format!(
+        "wrong password: {:?}",
+        login(&mut auth, "reader", "nope").await.err()
+    ));
+    out.push(format!(
+        "unknown user: {:?}",
+        login(&mut auth, "ghost", "x").await.err()
+    ));
+    out.push(format!(
+        "empty user: {:?}",
+        login(&mut auth, "", "x").await.err()
+    ));
+    // The stale token's user changes password: the token is void.
+    let root = Some(tokens["root"].clone());
+    auth.user_change_password(with_token(
+        AuthUserChangePasswordRequest {
+            name: "stale".into(),
+            password: "other".into(),
+            ..Default::default()
+        },
+        &root,
+    ))
+    .await
+    .expect("change password");
+    for u in ["root", "reader", "writer", "norole", "stale"] {
+        out.extend(calls(&ch, u, &Some(tokens[u].clone()), lease_of_w).await);
+    }
+    out.extend(calls(&ch, "none", &None, lease_of_w).await);
+    out.extend(calls(&ch, "garbage", &Some("not-a-token".into()), lease_of_w).await);
+    // Revoking the lease as root ends it; disabling auth as root works.
+    auth.auth_disable(with_token(AuthDisableRequest {}, &root))
+        .await
+        .expect("disable");
+    out.extend(calls(&ch, "off", &None, lease_of_w).await);
+    // That ended by enabling auth again (anyone may while it is off): log in
+    // afresh and turn it off once more.
+    let root = Some(login(&mut auth, "root", "rootpw").await.expect("login"));
+    let reader = Some(login(&mut auth, "reader", "readerpw").await.expect("login"));
+    auth.auth_disable(with_token(AuthDisableRequest {}, &root))
+        .await
+        .expect("disable");
+    out.extend(calls(&ch, "disabled", &reader, lease_of_w).await);
+    out
+}
+
+/// A matrix line: caller, call, answer (`calls` formats them at fixed widths).
+fn split(line: &str) -> (&str, &str, &str) {
+    if line.len() < 38 || !line.is_char_boundary(8) || !line.is_char_boundary(38) {
+        return ("", "", line);
+    }
+    (line[..8].trim(), line[9..37].trim(), &line[38..])
+}
+
+/// What current etcd answers where etcd 3.4.23 — the oracle installed here —
+/// predates its security fixes (etcd 3.4.26 / 3.5.9 and later: lease RPCs
+/// need a user and rights on the lease's keys, nested txns are checked,
+/// Status and alarm listing need a user, changing alarms needs root, and a
+/// token is ignored once auth is off). cairn answers as current etcd does;
+/// everything else must equal etcd 3.4.23's answer.
+fn current_etcd(who: &str, call: &str, old: &str, off: &BTreeMap<String, String>) -> String {
+    if who == "disabled" {
+        // Auth is off: the token is ignored, as if there were none.
+        return off.get(call).cloned().unwrap_or_default();
+    }
+    let token_err = match who {
+        "stale" | "garbage" => Some("Unauthenticated: etcdserver: invalid auth token"),
+        "none" => Some("InvalidArgument: etcdserver: user name is empty"),
+        _ => None,
+    };
+    let denied = "PermissionDenied: etcdserver: permission denied";
+    let user_without = |users: &[&str]| users.contains(&who);
+    let answer = match call {
+        "txn nested put /r/" if user_without(&["reader", "writer", "norole"]) => Some(denied),
+        "txn nested put /r/" => token_err,
+        "lease grant" | "lease revoke own" | "lease ttl no keys (w)" | "status" | "alarm get" => {
+            token_err
+        }
+        "lease ttl with keys (w)" | "lease leases" | "alarm deactivate" => {
+            token_err.or(user_without(&["reader", "writer", "norole"]).then_some(denied))
+        }
+        "lease keep-alive (w)" => {
+            token_err.or(user_without(&["reader", "norole"]).then_some(denied))
+        }
+        _ => None,
+    };
+    answer.map_or_else(|| old.to_owned(), str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_matrix_answers_every_rpc_as_etcd_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = start_etcd(dir.path());
+    let want = matrix(&etcd.endpoint()).await;
+    drop(etcd);
+    let cairn = start_cairn(dir.path());
+    let got = matrix(&cairn.endpoint()).await;
+    assert_eq!(want.len(), got.len());
+    let off: BTreeMap<String, String> = want
+        .iter()
+        .map(|l| split(l))
+        .filter(|(who, _, _)| *who == "off")
+        .map(|(_, call, answer)| (call.to_owned(), answer.to_owned()))
+        .collect();
+    let diffs: Vec<String> = want
+        .iter()
+        .zip(&got)
+        .filter_map(|(w, g)| {
+            let (who, call, old) = split(w);
+            let expected = if who.is_empty() {
+                w.clone()
+            } else {
+                format!("{}{}", &w[..38], current_etcd(who, call, old, &off))
+            };
+            (expected != *g)
+                .then(|| format!("etcd 3.4.23: {w}\nexpected:    {expected}\ncairn:       {g}"))
+        })
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{} of {} answers differ:\n{}",
+        diffs.len(),
+        want.len(),
+        diffs.join("\n")
+    );
+}
