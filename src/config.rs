@@ -24,14 +24,19 @@
 //!   ignored (etcd reads the file leniently) and listed in the warnings.
 //!
 //! # Invariants of a `Config`
-//! Every URL is `http://host:port` (https is refused until the server has
-//! TLS); listen URLs have an IP or `localhost` host; URL lists are sorted and
+//! Every URL is `http://host:port` or `https://host:port`; listen URLs have
+//! an IP or `localhost` host; URL lists are sorted and
 //! free of duplicates; `initial_cluster` contains `name`, and for a new
 //! cluster at exactly `initial_advertise_peer_urls`; no URL belongs to two
 //! members; `election_timeout` ≥ 5 × `heartbeat_interval` > 0 and ≤ 50 s;
 //! `max_txn_ops`, `max_request_bytes`, `snapshot_count` and
 //! `quota_backend_bytes` are positive (0 given for the last two means etcd's
-//! default, resolved here).
+//! default, resolved here). A side (client, peer) with an `https://` listen
+//! URL has a certificate and key, or auto TLS ([`TlsSettings::uses_tls`]);
+//! client-certificate auth on such a side has a trusted CA file; every
+//! cipher suite named is one rustls has. TLS files are not read here: the
+//! member reads them when it starts (`process.rs`), and again when they
+//! change.
 //!
 //! # Errors
 //! One line each, starting with `cairn: `, in etcd's words where etcd has a
@@ -63,7 +68,10 @@ use cairn_runtime::NodeId;
 pub use error::ConfigError;
 pub use ids::{cluster_id, member_id, ClusterId};
 pub use url::{Scheme, Url};
-pub use values::{AutoCompaction, ClusterState, LogLevel};
+pub use values::{
+    AuthToken, AutoCompaction, ClusterState, LogLevel, DEFAULT_BCRYPT_COST, JWT_SIGN_METHODS,
+    MAX_BCRYPT_COST, MIN_BCRYPT_COST,
+};
 
 use build::{Origin, Settings};
 
@@ -136,11 +144,57 @@ pub struct Config {
     /// `--experimental-corrupt-check-time` (1 minute by default here, etcd's
     /// default 0 = off); zero turns the periodic check off.
     pub corrupt_check_time: Duration,
+    /// `--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`,
+    /// `--auto-tls`: TLS of the client URLs.
+    pub client_tls: TlsSettings,
+    /// `--peer-cert-file`, `--peer-key-file`, `--peer-trusted-ca-file`,
+    /// `--peer-client-cert-auth`, `--peer-auto-tls`: TLS of the peer URLs.
+    pub peer_tls: TlsSettings,
+    /// `--cipher-suites`: Go's names, each one rustls has; empty: the defaults.
+    pub cipher_suites: Vec<String>,
+    /// `--auth-token` as given (`simple` by default).
+    pub auth_token_spec: String,
+    /// `--auth-token`, parsed (JWT key files checked readable).
+    pub auth_token: AuthToken,
+    /// `--auth-token-ttl`: seconds a simple token lives after its last use.
+    pub auth_token_ttl_secs: u64,
+    /// `--bcrypt-cost`, within 4..=31 (another value given means 10, with a
+    /// warning, as etcd 3.4).
+    pub bcrypt_cost: u32,
     /// The config file read, if any (then flags and variables were ignored).
     pub config_file: Option<PathBuf>,
     /// Settings accepted but without effect (ignored flags and variables,
     /// unknown file keys, no-op flags), one sentence each, for the server to log.
     pub warnings: Vec<String>,
+}
+
+/// One side's TLS settings (client or peer), as given. Which are used is
+/// decided by the side's URLs: see [`TlsSettings::uses_tls`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub trusted_ca_file: Option<PathBuf>,
+    pub client_cert_auth: bool,
+    pub auto_tls: bool,
+}
+
+impl TlsSettings {
+    /// No certificate or key given (etcd's `TLSInfo.Empty()`).
+    pub fn is_empty(&self) -> bool {
+        self.cert_file.is_none() && self.key_file.is_none()
+    }
+
+    /// Whether a self-signed certificate is to be made: auto TLS asked and
+    /// no certificate given (given ones win, as in etcd).
+    pub fn uses_auto_tls(&self) -> bool {
+        self.auto_tls && self.is_empty()
+    }
+
+    /// Whether this side can serve TLS: a certificate and key, or auto TLS.
+    pub fn uses_tls(&self) -> bool {
+        (self.cert_file.is_some() && self.key_file.is_some()) || self.uses_auto_tls()
+    }
 }
 
 /// One member of the initial cluster, with its bootstrap id.
@@ -172,6 +226,36 @@ impl Config {
     /// The addresses to serve peers on (`localhost` is 127.0.0.1).
     pub fn listen_peer_addrs(&self) -> Vec<SocketAddr> {
         bind_addrs(&self.listen_peer_urls)
+    }
+
+    /// Whether any client URL this member listens on is `https://`.
+    pub fn serves_client_tls(&self) -> bool {
+        self.listen_client_urls.iter().any(Url::is_tls)
+    }
+
+    /// Whether any peer URL this member listens on is `https://`.
+    pub fn serves_peer_tls(&self) -> bool {
+        self.listen_peer_urls.iter().any(Url::is_tls)
+    }
+
+    /// The hosts a self-signed certificate of the client side names: the
+    /// listen and advertise client URLs' hosts.
+    pub fn client_hosts(&self) -> Vec<String> {
+        hosts_of(
+            self.listen_client_urls
+                .iter()
+                .chain(&self.advertise_client_urls),
+        )
+    }
+
+    /// The hosts a self-signed peer certificate names: the listen and
+    /// advertise peer URLs' hosts.
+    pub fn peer_hosts(&self) -> Vec<String> {
+        hosts_of(
+            self.listen_peer_urls
+                .iter()
+                .chain(&self.initial_advertise_peer_urls),
+        )
     }
 
     /// Whether this member bootstraps a new cluster.
@@ -208,6 +292,11 @@ impl Config {
         members.sort_by_key(|m| m.id);
         members
     }
+}
+
+fn hosts_of<'a>(urls: impl Iterator<Item = &'a Url>) -> Vec<String> {
+    let hosts: std::collections::BTreeSet<String> = urls.map(|u| u.host.clone()).collect();
+    hosts.into_iter().collect()
 }
 
 fn bind_addrs(urls: &[Url]) -> Vec<SocketAddr> {

@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use cairn_proto::cairnpb::MemberRecord;
 use cairn_runtime::client_port;
+use cairn_runtime::tls::{Dialer, ServerTls, TlsInfo};
 use cairn_runtime::transport::{GrpcTransport, TransportConfig};
 use cairn_runtime::{Clock, NodeId, Storage};
 
-use crate::config::Config;
+use crate::config::{Config, TlsSettings};
 use crate::server::{Probe, Server, ServerConfig};
 
 /// What differs between a production member and a simulated one.
@@ -84,6 +85,67 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
     }
 }
 
+/// The member's TLS, made from the configuration before it serves: a
+/// certificate file that cannot be used is a startup error here.
+struct MemberTls {
+    /// For the `https://` client listeners.
+    client: Option<ServerTls>,
+    /// For the `https://` peer listeners.
+    peer: Option<ServerTls>,
+    /// Dials peer URLs (TLS with the peer certificate for `https://`).
+    peer_dialer: Dialer,
+}
+
+/// One side's TLS files: the given certificate, or a self-signed one made
+/// under `<data-dir>/fixtures/<side>` for auto TLS; `None` without either.
+fn tls_info(
+    settings: &TlsSettings,
+    config: &Config,
+    side: &str,
+    hosts: Vec<String>,
+) -> Result<Option<TlsInfo>, String> {
+    let (cert_file, key_file, self_signed) = if settings.uses_auto_tls() {
+        let dir = cairn_runtime::tls::self_cert_dir(&config.data_dir, side);
+        let (cert, key) = cairn_runtime::tls::self_cert(&dir, &hosts)?;
+        tracing::info!(cert = %cert.display(), "{side} auto TLS: using a self-signed certificate");
+        (cert, key, true)
+    } else {
+        match (&settings.cert_file, &settings.key_file) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone(), false),
+            _ => return Ok(None),
+        }
+    };
+    Ok(Some(TlsInfo {
+        cert_file,
+        key_file,
+        trusted_ca_file: settings.trusted_ca_file.clone(),
+        client_cert_auth: settings.client_cert_auth,
+        self_signed,
+        cipher_suites: config.cipher_suites.clone(),
+    }))
+}
+
+fn member_tls(config: &Config) -> Result<MemberTls, String> {
+    let mut tls = MemberTls {
+        client: None,
+        peer: None,
+        peer_dialer: Dialer::plain(),
+    };
+    if config.serves_client_tls() {
+        if let Some(info) = tls_info(&config.client_tls, config, "client", config.client_hosts())? {
+            tls.client = Some(ServerTls::new(&info)?);
+        }
+    }
+    // As etcd, peer certificates are used only with https:// peer URLs.
+    if config.serves_peer_tls() {
+        if let Some(info) = tls_info(&config.peer_tls, config, "peer", config.peer_hosts())? {
+            tls.peer = Some(ServerTls::new_peer(&info)?);
+            tls.peer_dialer = Dialer::peer(&info)?;
+        }
+    }
+    Ok(tls)
+}
+
 /// How long a joining member waits for each peer's member list.
 const JOIN_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Rounds of asking every peer, and the pause between them.
@@ -112,7 +174,11 @@ fn stored_identity(sc: &mut ServerConfig, storage: &dyn Storage) -> Result<bool,
 /// running cluster (after `etcdctl member add`): it asks the other members
 /// listed in `--initial-cluster` for the cluster, and takes the id of the
 /// member whose peer URLs are its own `--initial-advertise-peer-urls`.
-async fn join_cluster(config: &Config, sc: &mut ServerConfig) -> Result<(), String> {
+async fn join_cluster(
+    config: &Config,
+    sc: &mut ServerConfig,
+    dialer: &Dialer,
+) -> Result<(), String> {
     let mine: std::collections::BTreeSet<String> = config
         .initial_advertise_peer_urls
         .iter()
@@ -136,14 +202,16 @@ async fn join_cluster(config: &Config, sc: &mut ServerConfig) -> Result<(), Stri
         }
         last.clear();
         for url in &peers {
-            let listed = match cairn_runtime::transport::fetch_members(url, JOIN_ASK_TIMEOUT).await
-            {
-                Ok(listed) => listed,
-                Err(e) => {
-                    last.push(format!("{url}: {e}"));
-                    continue;
-                }
-            };
+            let listed =
+                match cairn_runtime::transport::fetch_members_with(dialer, url, JOIN_ASK_TIMEOUT)
+                    .await
+                {
+                    Ok(listed) => listed,
+                    Err(e) => {
+                        last.push(format!("{url}: {e}"));
+                        continue;
+                    }
+                };
             let me = listed.members.iter().find(|m| {
                 let theirs: std::collections::BTreeSet<String> =
                     m.peer_urls.iter().cloned().collect();
@@ -217,18 +285,20 @@ pub async fn run_until(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Ended, String> {
     let mut sc = server_config(config, options.rng_seed);
+    let tls = member_tls(config)?;
     let has_data = stored_identity(&mut sc, storage.as_ref())?;
     if !has_data && !config.is_new_cluster() {
-        join_cluster(config, &mut sc).await?;
+        join_cluster(config, &mut sc, &tls.peer_dialer).await?;
     }
     let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(4096);
     // The server adds the peers: the members as applied.
-    let transport = Arc::new(GrpcTransport::new(
+    let transport = Arc::new(GrpcTransport::with_dialer(
         NodeId(sc.member_id),
         sc.cluster_id,
         TransportConfig::default(),
         BTreeMap::new(),
         inbound_tx.clone(),
+        tls.peer_dialer.clone(),
     ));
     let server = Server::start_probed(
         sc.clone(),
@@ -252,29 +322,40 @@ pub async fn run_until(
 
     // Each server task reports here when it ends (it only ends on an error).
     let (ended_tx, mut ended) = tokio::sync::mpsc::channel::<String>(8);
-    for addr in config.listen_peer_addrs() {
+    for url in &config.listen_peer_urls {
+        let addr = listen_addr(url);
         let listener = bind(addr).await?;
-        tracing::info!(%addr, "serving peers");
+        let tls = tls.peer.clone().filter(|_| url.is_tls());
+        tracing::info!(%addr, tls = tls.is_some(), "serving peers");
         let (cluster_id, inbound) = (sc.cluster_id, inbound_tx.clone());
         let directory = server.peer_directory();
         let ended_tx = ended_tx.clone();
         tokio::spawn(async move {
-            let r = client_port::serve_peers(listener, cluster_id, inbound, Some(directory)).await;
+            let r = client_port::serve_peers_secured(
+                listener,
+                cluster_id,
+                inbound,
+                Some(directory),
+                tls,
+            )
+            .await;
             let _ = ended_tx
                 .send(format!("peer server on {addr} stopped: {r:?}"))
                 .await;
         });
     }
-    for addr in config.listen_client_addrs() {
+    for url in &config.listen_client_urls {
+        let addr = listen_addr(url);
         let listener = bind(addr).await?;
-        tracing::info!(%addr, "serving clients (gRPC and HTTP)");
+        let tls = tls.client.clone().filter(|_| url.is_tls());
+        tracing::info!(%addr, tls = tls.is_some(), "serving clients (gRPC and HTTP)");
         let (router, http) = (
             crate::api::client_router(&server),
             crate::api::http::handler(server.clone()),
         );
         let ended_tx = ended_tx.clone();
         tokio::spawn(async move {
-            let r = client_port::serve_client_port(listener, router, http).await;
+            let r = client_port::serve_client_port_secured(listener, router, http, tls).await;
             let _ = ended_tx
                 .send(format!("client server on {addr} stopped: {r:?}"))
                 .await;
@@ -309,6 +390,12 @@ async fn removed(server: &Server) {
         // `server stopped` until the listeners end.
         std::future::pending::<()>().await;
     }
+}
+
+/// The address a listen URL binds (validated: an IP or localhost).
+fn listen_addr(url: &crate::config::Url) -> std::net::SocketAddr {
+    url.socket_addr()
+        .expect("validated: listen URL hosts are IPs or localhost")
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<client_port::Listener, String> {

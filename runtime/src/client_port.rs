@@ -5,6 +5,15 @@
 //! one starting with the HTTP/2 preface (`PRI `) goes to the gRPC router, any
 //! other is answered as one HTTP/1.1 request by `http` and closed. Under
 //! madsim only gRPC is served (the simulated network carries no raw bytes).
+//!
+//! With TLS (`https://` URLs, `crate::tls::ServerTls`) the handshake comes
+//! first, each in a task of its own under a deadline, so a client that
+//! fails it (wrong CA, expired or missing client certificate, plaintext)
+//! only loses its own connection. Then the same choice: ALPN `h2` goes to
+//! gRPC; otherwise (curl is offered HTTP/1.1 first) the first decrypted
+//! bytes are read and put back, `PRI ` going to gRPC, anything else to
+//! `http`. The peer port over TLS serves only gRPC. Under madsim the
+//! `*_secured` functions take no TLS (`ServerTls` cannot be made there).
 //! Tests: the root package's integration tests (`tests/common/mod.rs` waits
 //! on `/health` over this port; `tests/watch_interop.rs` reads `/metrics`),
 //! and the TCP_NODELAY test at the bottom of this file.
@@ -13,6 +22,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::tls::ServerTls;
 use crate::{Storage, StorageError};
 
 /// An HTTP reply: status code, content type, body.
@@ -96,6 +106,17 @@ pub async fn serve_peers(
     inbound: tokio::sync::mpsc::Sender<crate::transport::Inbound>,
     directory: Option<std::sync::Arc<dyn crate::transport::PeerDirectory>>,
 ) -> Result<(), std::io::Error> {
+    serve_peers_secured(listener, cluster_id, inbound, directory, None).await
+}
+
+/// `serve_peers`, over TLS when `tls` is given (`https://` peer URLs).
+pub async fn serve_peers_secured(
+    listener: Listener,
+    cluster_id: u64,
+    inbound: tokio::sync::mpsc::Sender<crate::transport::Inbound>,
+    directory: Option<std::sync::Arc<dyn crate::transport::PeerDirectory>>,
+    tls: Option<ServerTls>,
+) -> Result<(), std::io::Error> {
     use crate::transport::{PeerService, RaftPeerServer};
     let mut service = PeerService::new(cluster_id, inbound);
     if let Some(d) = directory {
@@ -104,6 +125,14 @@ pub async fn serve_peers(
     let router = tonic::transport::Server::builder().add_service(RaftPeerServer::new(service));
     #[cfg(not(madsim))]
     {
+        if let Some(tls) = tls {
+            let (tx, rx) = tokio::sync::mpsc::channel(128);
+            let _acceptor = AbortOnDrop(tokio::spawn(accept_tls_peers(listener.inner, tls, tx)));
+            return router
+                .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .map_err(std::io::Error::other);
+        }
         let incoming = accept_nodelay(listener.inner);
         router
             .serve_with_incoming(incoming)
@@ -111,10 +140,61 @@ pub async fn serve_peers(
             .map_err(std::io::Error::other)
     }
     #[cfg(madsim)]
-    router
-        .serve(listener.addr)
-        .await
-        .map_err(std::io::Error::other)
+    {
+        let _ = tls;
+        router
+            .serve(listener.addr)
+            .await
+            .map_err(std::io::Error::other)
+    }
+}
+
+/// Aborts the task when dropped (the accept loop of a port whose server
+/// future was dropped).
+#[cfg(not(madsim))]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+#[cfg(not(madsim))]
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Accepts peer connections, runs each TLS handshake in a task of its own
+/// and hands the connections that pass it to `tx`; ends when accepting
+/// fails or the server is gone.
+#[cfg(not(madsim))]
+async fn accept_tls_peers(
+    listener: tokio::net::TcpListener,
+    tls: ServerTls,
+    tx: tokio::sync::mpsc::Sender<Result<crate::tls::TlsConn, std::io::Error>>,
+) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        if tx.is_closed() {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let (tls, tx) = (tls.clone(), tx.clone());
+        tokio::spawn(async move {
+            match tls.accept(stream).await {
+                Ok(s) => {
+                    let info = tls.conn_info(&s);
+                    let _ = tx
+                        .send(Ok(crate::tls::TlsConn::new(s, Vec::new(), info)))
+                        .await;
+                }
+                Err(e) => tracing::warn!(remote = %addr, error = %e, "rejected peer connection"),
+            }
+        });
+    }
 }
 
 /// The connections accepted on `listener`, each with TCP_NODELAY set.
@@ -134,13 +214,34 @@ fn accept_nodelay(
 }
 
 /// Serves `grpc` and `http` on `listener` until the task is dropped.
-#[cfg(not(madsim))]
 pub async fn serve_client_port(
     listener: Listener,
     grpc: tonic::transport::server::Router,
     http: HttpHandler,
 ) -> Result<(), std::io::Error> {
-    let listener = listener.inner;
+    serve_client_port_secured(listener, grpc, http, None).await
+}
+
+/// `serve_client_port`, over TLS when `tls` is given (`https://` client URLs).
+#[cfg(not(madsim))]
+pub async fn serve_client_port_secured(
+    listener: Listener,
+    grpc: tonic::transport::server::Router,
+    http: HttpHandler,
+    tls: Option<ServerTls>,
+) -> Result<(), std::io::Error> {
+    match tls {
+        Some(tls) => serve_client_port_tls(listener.inner, grpc, http, tls).await,
+        None => serve_client_port_plain(listener.inner, grpc, http).await,
+    }
+}
+
+#[cfg(not(madsim))]
+async fn serve_client_port_plain(
+    listener: tokio::net::TcpListener,
+    grpc: tonic::transport::server::Router,
+    http: HttpHandler,
+) -> Result<(), std::io::Error> {
     use tokio::sync::mpsc;
     let (tx, rx) = mpsc::channel::<Result<tokio::net::TcpStream, std::io::Error>>(128);
     let grpc_task =
@@ -162,11 +263,85 @@ pub async fn serve_client_port(
     }
 }
 
+/// The TLS client port: handshake, then gRPC or HTTP (see the header).
+#[cfg(not(madsim))]
+async fn serve_client_port_tls(
+    listener: tokio::net::TcpListener,
+    grpc: tonic::transport::server::Router,
+    http: HttpHandler,
+    tls: ServerTls,
+) -> Result<(), std::io::Error> {
+    use crate::tls::TlsConn;
+    use tokio::sync::mpsc;
+    let (tx, rx) = mpsc::channel::<Result<TlsConn, std::io::Error>>(128);
+    let grpc_task =
+        tokio::spawn(grpc.serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)));
+    loop {
+        let (stream, addr) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let (tx, http, tls) = (tx.clone(), http.clone(), tls.clone());
+        tokio::spawn(async move {
+            let stream = match tls.accept(stream).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(remote = %addr, error = %e, "rejected client connection");
+                    return;
+                }
+            };
+            let info = tls.conn_info(&stream);
+            if TlsConn::alpn(&stream).as_deref() == Some(b"h2") {
+                let _ = tx.send(Ok(TlsConn::new(stream, Vec::new(), info))).await;
+                return;
+            }
+            let (stream, prefix) = match read_prefix(stream, 4).await {
+                Ok(read) => read,
+                Err(_) => return,
+            };
+            let conn = TlsConn::new(stream, prefix.clone(), info);
+            if prefix == b"PRI " {
+                let _ = tx.send(Ok(conn)).await;
+            } else {
+                let _ = answer_http1(conn, &http).await;
+            }
+        });
+        if grpc_task.is_finished() {
+            return Err(std::io::Error::other("gRPC server stopped"));
+        }
+    }
+}
+
+/// Reads the first `n` bytes of `stream` (fewer at its end), within the
+/// handshake deadline.
+#[cfg(not(madsim))]
+async fn read_prefix<S: tokio::io::AsyncRead + Unpin>(
+    mut stream: S,
+    n: usize,
+) -> std::io::Result<(S, Vec<u8>)> {
+    use tokio::io::AsyncReadExt as _;
+    let mut prefix = vec![0u8; n];
+    let mut filled = 0;
+    let read = async {
+        while filled < n {
+            match stream.read(&mut prefix[filled..]).await? {
+                0 => break,
+                k => filled += k,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, read)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    prefix.truncate(filled);
+    Ok((stream, prefix))
+}
+
 #[cfg(madsim)]
-pub async fn serve_client_port(
+pub async fn serve_client_port_secured(
     listener: Listener,
     grpc: tonic::transport::server::Router,
     _http: HttpHandler,
+    _tls: Option<ServerTls>,
 ) -> Result<(), std::io::Error> {
     grpc.serve(listener.addr)
         .await
@@ -188,8 +363,8 @@ async fn is_http2(stream: &tokio::net::TcpStream) -> bool {
 }
 
 #[cfg(not(madsim))]
-async fn answer_http1(
-    mut stream: tokio::net::TcpStream,
+async fn answer_http1<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
     http: &HttpHandler,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

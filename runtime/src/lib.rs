@@ -7,6 +7,8 @@
 //!   (in memory, pending vs durable state, fault hooks; works in both worlds).
 //! - `Transport`: `GrpcTransport`, the Raft peer service over tonic (madsim-tonic
 //!   in simulation).
+//! - `tls`: rustls TLS for the client and peer ports (tokio world only; the
+//!   simulated network carries none), `client_cert_common_name` for handlers.
 //!
 //! `cfg(madsim)` is confined to this crate, `sim-tests/` and dependency renames.
 
@@ -16,6 +18,7 @@ pub mod clock;
 pub mod rocks_storage;
 pub mod sim_storage;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 
 pub use clock::{Clock, MonoTime, Skew, SkewedClock, TokioClock};
@@ -26,6 +29,7 @@ pub use storage::{
     BatchOp, Direction, KvPair, ScanIter, Storage, StorageError, StorageSnapshot, SyncFuture,
     WriteBatch,
 };
+pub use tls::client_cert_common_name;
 
 /// A Raft member's id. Zero is never a valid id (Raft uses it for "none").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

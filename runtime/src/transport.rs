@@ -19,6 +19,8 @@
 //! and so is a member removed from this one (`PeerDirectory`): the sender's
 //! worker reports `Inbound::Removed` and that member stops. `Members` tells a
 //! member joining a running cluster who is in it (`fetch_members`).
+//! Peers are dialed through a `crate::tls::Dialer`: plain for `http://`
+//! peer URLs, TLS with the peer certificates for `https://` ones.
 //! Tests: `runtime/tests/transport_tokio.rs` (real TCP) and
 //! `runtime/tests/sim_transport.rs` (two simulated nodes under madsim).
 
@@ -37,9 +39,10 @@ use cairn_proto::raftpb::{
     PeerMember, SnapshotChunk, SnapshotResponse,
 };
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::tls::Dialer;
 use crate::NodeId;
 
 /// Messages queued per peer before new ones are dropped.
@@ -88,11 +91,17 @@ pub trait PeerDirectory: Send + Sync + 'static {
 /// Asks the member at peer URL `url` for its cluster id and members (what a
 /// member joining a running cluster does first).
 pub async fn fetch_members(url: &str, timeout: Duration) -> Result<MembersResponse, String> {
-    let channel = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| format!("invalid peer url {url}: {e}"))?
-        .connect_timeout(timeout);
+    fetch_members_with(&Dialer::plain(), url, timeout).await
+}
+
+/// `fetch_members`, dialing through `dialer` (TLS for `https://` peer URLs).
+pub async fn fetch_members_with(
+    dialer: &Dialer,
+    url: &str,
+    timeout: Duration,
+) -> Result<MembersResponse, String> {
     let call = async {
-        let channel = channel.connect().await.map_err(|e| e.to_string())?;
+        let channel = dialer.connect(url, timeout).await?;
         RaftPeerClient::new(channel)
             .members(MembersRequest {})
             .await
@@ -149,6 +158,7 @@ pub struct GrpcTransport {
     peers: Mutex<BTreeMap<NodeId, Peer>>,
     inbound: mpsc::Sender<Inbound>,
     dropped: Arc<AtomicU64>,
+    dialer: Dialer,
 }
 
 impl GrpcTransport {
@@ -160,6 +170,18 @@ impl GrpcTransport {
         peers: BTreeMap<NodeId, String>,
         inbound: mpsc::Sender<Inbound>,
     ) -> Self {
+        Self::with_dialer(me, cluster_id, config, peers, inbound, Dialer::plain())
+    }
+
+    /// `new`, dialing peers through `dialer` (`https://` peer URLs).
+    pub fn with_dialer(
+        me: NodeId,
+        cluster_id: u64,
+        config: TransportConfig,
+        peers: BTreeMap<NodeId, String>,
+        inbound: mpsc::Sender<Inbound>,
+        dialer: Dialer,
+    ) -> Self {
         let t = GrpcTransport {
             me,
             cluster_id,
@@ -167,6 +189,7 @@ impl GrpcTransport {
             peers: Mutex::new(BTreeMap::new()),
             inbound,
             dropped: Arc::new(AtomicU64::new(0)),
+            dialer,
         };
         for (id, url) in peers {
             t.add_peer(id, url);
@@ -184,10 +207,13 @@ impl GrpcTransport {
     }
 }
 
-fn lazy_channel(url: &str) -> Option<Channel> {
-    Endpoint::from_shared(url.to_owned())
+/// A channel to a peer URL that connects on first use; `None` (logged) for
+/// a URL that cannot be dialed.
+fn lazy_channel(dialer: &Dialer, url: &str) -> Option<Channel> {
+    dialer
+        .lazy_channel(url, Duration::from_secs(1))
+        .inspect_err(|e| tracing::warn!(%url, error = %e, "cannot dial peer"))
         .ok()
-        .map(|e| e.connect_timeout(Duration::from_secs(1)).connect_lazy())
 }
 
 impl Transport for GrpcTransport {
@@ -207,7 +233,10 @@ impl Transport for GrpcTransport {
         let to = NodeId(message.to);
         // A fresh connection per snapshot: they are rare, and a stale
         // connection could lead to a dead incarnation of the peer.
-        let channel = self.lock().get(&to).and_then(|p| lazy_channel(&p.url));
+        let channel = self
+            .lock()
+            .get(&to)
+            .and_then(|p| lazy_channel(&self.dialer, &p.url));
         let (cluster_id, deadline) = (self.cluster_id, self.config.snapshot_timeout);
         Box::pin(async move {
             let channel = channel.ok_or(TransportError::UnknownPeer(to))?;
@@ -232,13 +261,14 @@ impl Transport for GrpcTransport {
         if peers.get(&id).is_some_and(|p| p.url == url) {
             return;
         }
-        let Some(channel) = lazy_channel(&url) else {
+        let Some(channel) = lazy_channel(&self.dialer, &url) else {
             tracing::warn!(peer = %id, %url, "invalid peer url; peer ignored");
             return;
         };
         let (queue, rx) = mpsc::channel(PEER_QUEUE_LEN);
         let worker = PeerWorker {
             url: url.clone(),
+            dialer: self.dialer.clone(),
             me: self.me,
             to: id,
             cluster_id: self.cluster_id,
@@ -295,6 +325,7 @@ fn snapshot_chunks(cluster_id: u64, message: Message, data: Vec<u8>) -> Vec<Snap
 
 struct PeerWorker {
     url: String,
+    dialer: Dialer,
     me: NodeId,
     to: NodeId,
     cluster_id: u64,
@@ -327,7 +358,7 @@ impl PeerWorker {
                 tracing::debug!(peer = %self.to, ?outcome, "peer send failed");
                 // Start over with a fresh connection: the old one may lead to
                 // a dead incarnation of the peer that still holds the socket.
-                if let Some(channel) = lazy_channel(&self.url) {
+                if let Some(channel) = lazy_channel(&self.dialer, &self.url) {
                     self.client = RaftPeerClient::new(channel);
                 }
                 // Raft re-probes an unreachable peer; losing this report under

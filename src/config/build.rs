@@ -11,8 +11,8 @@ use std::time::Duration;
 use super::error::ConfigError;
 use super::spec::FlagSpec;
 use super::url::{self, Url};
-use super::values::{self, ClusterState};
-use super::Config;
+use super::values::{self, AuthToken, ClusterState};
+use super::{Config, TlsSettings};
 
 /// Where a setting's text came from, for error messages.
 #[derive(Debug, Clone)]
@@ -99,31 +99,47 @@ impl Settings {
         })
     }
 
-    /// Parses URL list `name`; https is refused after the syntax is accepted.
+    /// Parses URL list `name`.
     fn urls(&self, name: &'static str, default: &str, bind: bool) -> Result<Vec<Url>, ConfigError> {
-        let urls = self.parse(name, default, |text| {
+        self.parse(name, default, |text| {
             let urls = url::parse_url_list(text)?;
             if bind {
                 urls.iter().try_for_each(Url::check_bindable)?;
             }
             Ok(urls)
-        })?;
-        reject_tls(name, urls.iter())?;
-        Ok(urls)
+        })
+    }
+
+    /// A path setting; unset or empty is `None`.
+    fn path(&self, name: &str) -> Option<PathBuf> {
+        self.text(name).filter(|t| !t.is_empty()).map(PathBuf::from)
+    }
+
+    /// One side's TLS settings; `prefix` is `""` or `"peer-"`.
+    fn tls(&self, prefix: &str) -> Result<TlsSettings, ConfigError> {
+        let name = |n: &str| format!("{prefix}{n}");
+        let flag = |n: &str| {
+            super::spec::lookup(&name(n))
+                .expect("every TLS setting has a row in the flag table")
+                .name
+        };
+        Ok(TlsSettings {
+            cert_file: self.path(&name("cert-file")),
+            key_file: self.path(&name("key-file")),
+            trusted_ca_file: self.path(&name("trusted-ca-file")),
+            client_cert_auth: self.parse(flag("client-cert-auth"), "false", values::parse_bool)?,
+            auto_tls: self.parse(flag("auto-tls"), "false", values::parse_bool)?,
+        })
     }
 }
 
-fn reject_tls<'a>(
-    flag: &'static str,
-    mut urls: impl Iterator<Item = &'a Url>,
-) -> Result<(), ConfigError> {
-    match urls.find(|u| u.is_tls()) {
-        Some(url) => Err(ConfigError::TlsNotSupported {
-            url: url.to_string(),
-            flag,
-        }),
-        None => Ok(()),
-    }
+fn parse_cipher_suites(text: &str) -> Result<Vec<String>, String> {
+    Ok(text
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 fn non_empty(text: &str) -> Result<String, String> {
@@ -157,14 +173,27 @@ pub(crate) fn build(settings: Settings) -> Result<Config, ConfigError> {
         // etcd's default: this member alone, at its advertised peer URLs.
         false => BTreeMap::from([(name.clone(), initial_advertise_peer_urls.clone())]),
     };
-    reject_tls("initial-cluster", initial_cluster.values().flatten())?;
     let mode = s.parse(
         "auto-compaction-mode",
         "periodic",
         values::parse_compaction_mode,
     )?;
     s.parse("logger", "zap", values::parse_logger)?;
+    let auth_token_spec = s.parse("auth-token", "simple", |t| Ok(t.to_string()))?;
+    let bcrypt_cost_given = s.parse("bcrypt-cost", "10", values::parse_u64)?;
     let config = Config {
+        client_tls: s.tls("")?,
+        peer_tls: s.tls("peer-")?,
+        cipher_suites: s.parse("cipher-suites", "", parse_cipher_suites)?,
+        auth_token: AuthToken::Simple,
+        auth_token_spec,
+        auth_token_ttl_secs: s.parse("auth-token-ttl", "300", values::parse_u64)?,
+        bcrypt_cost: match bcrypt_cost_given {
+            c @ values::MIN_BCRYPT_COST..=values::MAX_BCRYPT_COST => {
+                u32::try_from(c).expect("at most 31")
+            }
+            _ => values::DEFAULT_BCRYPT_COST,
+        },
         initial_cluster_state: s.parse(
             "initial-cluster-state",
             "new",
@@ -222,10 +251,107 @@ pub(crate) fn build(settings: Settings) -> Result<Config, ConfigError> {
         warnings: Vec::new(),
     };
     validate(s, &config, heartbeat_ms, election_ms)?;
-    Ok(Config {
-        warnings: collect_warnings(settings, &config),
+    validate_tls(&config)?;
+    let auth_token = auth_token(&config.auth_token_spec)?;
+    let mut warnings = tls_warnings(&config);
+    if bcrypt_cost_given != u64::from(config.bcrypt_cost) {
+        // etcd 3.4's warning, word for word.
+        warnings.push(format!(
+            "Use default bcrypt-cost {} instead of the invalid value {bcrypt_cost_given}",
+            values::DEFAULT_BCRYPT_COST
+        ));
+    }
+    let mut config = Config {
+        auth_token,
         ..config
-    })
+    };
+    warnings.splice(0..0, collect_warnings(settings, &config));
+    config.warnings = warnings;
+    Ok(config)
+}
+
+/// `--auth-token` parsed, its key files checked, errors in etcd's words.
+fn auth_token(spec: &str) -> Result<AuthToken, ConfigError> {
+    let refused = |e: values::AuthTokenError| match e {
+        values::AuthTokenError::Invalid(detail) => ConfigError::InvalidAuthOptions(detail),
+        values::AuthTokenError::MissingKeyData => ConfigError::MissingKeyData,
+    };
+    let token = values::parse_auth_token(spec).map_err(refused)?;
+    values::check_auth_token_files(&token).map_err(refused)?;
+    Ok(token)
+}
+
+/// etcd's TLS checks, in its order: cipher suites when the flags are read,
+/// then the peer listeners, then the client listeners. cairn also refuses
+/// client-certificate auth without a CA file on a side that serves TLS.
+fn validate_tls(c: &Config) -> Result<(), ConfigError> {
+    cairn_runtime::tls::check_cipher_suites(&c.cipher_suites).map_err(ConfigError::CipherSuite)?;
+    if let Some(url) = c.listen_peer_urls.iter().find(|u| u.is_tls()) {
+        if c.peer_tls.is_empty() && !c.peer_tls.auto_tls {
+            return Err(ConfigError::PeerTlsMissing {
+                addr: format!("{}:{}", url.host, url.port),
+            });
+        }
+        check_side(&c.peer_tls, "peer-client-cert-auth", "peer-trusted-ca-file")?;
+    }
+    if let Some(url) = c.listen_client_urls.iter().find(|u| u.is_tls()) {
+        if c.client_tls.is_empty() && !c.client_tls.auto_tls {
+            return Err(ConfigError::ClientTlsMissing {
+                url: url.to_string(),
+            });
+        }
+        check_side(&c.client_tls, "client-cert-auth", "trusted-ca-file")?;
+    }
+    Ok(())
+}
+
+/// A side that serves TLS: both files or neither, a CA for client certs.
+fn check_side(
+    tls: &TlsSettings,
+    auth_flag: &'static str,
+    ca_flag: &'static str,
+) -> Result<(), ConfigError> {
+    if !tls.is_empty() && (tls.cert_file.is_none() || tls.key_file.is_none()) {
+        let shown = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        return Err(ConfigError::KeyCertIncomplete {
+            key: shown(&tls.key_file),
+            cert: shown(&tls.cert_file),
+        });
+    }
+    if tls.client_cert_auth && tls.trusted_ca_file.is_none() {
+        return Err(ConfigError::ClientCertAuthWithoutCa { auth_flag, ca_flag });
+    }
+    Ok(())
+}
+
+/// etcd's warnings for TLS settings without effect.
+fn tls_warnings(c: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !c.client_tls.is_empty() {
+        for url in c.listen_client_urls.iter().filter(|u| !u.is_tls()) {
+            warnings.push(format!(
+                "The scheme of client url {url} is HTTP while key/cert files are presented. Ignored key/cert files."
+            ));
+        }
+    }
+    if !c.peer_tls.is_empty() {
+        for url in c.listen_peer_urls.iter().filter(|u| !u.is_tls()) {
+            warnings.push(format!(
+                "The scheme of peer url {url} is HTTP while peer key/cert files are presented. Ignored peer key/cert files."
+            ));
+        }
+    }
+    if c.client_tls.auto_tls && !c.client_tls.is_empty() {
+        warnings.push("ignoring client auto TLS since certs given".to_string());
+    }
+    if c.peer_tls.auto_tls && !c.peer_tls.is_empty() {
+        warnings.push("ignoring peer auto TLS since certs given".to_string());
+    }
+    warnings
 }
 
 fn parse_usize(text: &str) -> Result<usize, String> {

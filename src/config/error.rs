@@ -39,9 +39,35 @@ pub enum ConfigError {
         origin: String,
         reason: String,
     },
-    /// An `https://` URL: parsed, but the server has no TLS yet.
-    #[error("cairn: TLS is not supported yet: {url} (--{flag})")]
-    TlsNotSupported { url: String, flag: &'static str },
+    /// An `https://` client URL without a certificate (etcd's words).
+    #[error("cairn: TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme")]
+    ClientTlsMissing { url: String },
+    /// An `https://` peer URL without a certificate (etcd's words).
+    #[error("cairn: cannot listen on TLS for {addr}: KeyFile and CertFile are not presented")]
+    PeerTlsMissing { addr: String },
+    /// Only one of a side's certificate and key (etcd's words).
+    #[error("cairn: KeyFile and CertFile must both be present[key: {key}, cert: {cert}]")]
+    KeyCertIncomplete { key: String, cert: String },
+    /// Client-certificate auth without the CA to verify with (etcd would
+    /// use the system's CA store; cairn does not read it).
+    #[error(
+        "cairn: --{auth_flag} needs --{ca_flag}: client certificates are verified only against it"
+    )]
+    ClientCertAuthWithoutCa {
+        auth_flag: &'static str,
+        ca_flag: &'static str,
+    },
+    /// `--cipher-suites` names a suite Go does not know (etcd's words) or
+    /// rustls does not have.
+    #[error("cairn: {0}")]
+    CipherSuite(String),
+    /// `--auth-token` refused: etcd's `auth: invalid auth options`, with the
+    /// detail etcd logs before it.
+    #[error("cairn: auth: invalid auth options: {0}")]
+    InvalidAuthOptions(String),
+    /// A JWT `--auth-token` without key files (etcd's words).
+    #[error("cairn: auth: missing key data")]
+    MissingKeyData,
 
     /// The config file could not be read.
     #[error("cairn: cannot read config file {path:?}: {reason}")]

@@ -9,6 +9,13 @@
 //! must be YAML integers and booleans YAML booleans; text settings also take
 //! an integer (`auto-compaction-retention: 1`), a harmless leniency.
 //!
+//! TLS settings sit in etcd's two maps, `client-transport-security:` and
+//! `peer-transport-security:`, each with `cert-file`, `key-file`,
+//! `client-cert-auth`, `trusted-ca-file` and `auto-tls` (the peer map's
+//! keys set the `--peer-*` flags); other keys of those maps are listed as
+//! unknown (`client-transport-security.crl-file`). `cipher-suites` is a YAML
+//! list (or one comma-separated string).
+//!
 //! Values come back as text and go through the same parsing as flags.
 //! Tests: `super::tests` (`config_file_*`).
 
@@ -55,6 +62,10 @@ pub(crate) fn parse(path: &str, text: &str) -> Result<FileSettings, ConfigError>
             Value::String(key) => key,
             other => return Err(parse_error(format!("keys must be text, got {other:?}"))),
         };
+        if key == "client-transport-security" || key == "peer-transport-security" {
+            transport_security(&key, &value, path, &mut settings)?;
+            continue;
+        }
         match spec::lookup(&key).filter(|f| f.in_file) {
             Some(flag) => {
                 if let Some(text) = value_text(flag, &value, path)? {
@@ -68,10 +79,70 @@ pub(crate) fn parse(path: &str, text: &str) -> Result<FileSettings, ConfigError>
     Ok(settings)
 }
 
+/// One of etcd's `*-transport-security` maps (`map` is its key).
+fn transport_security(
+    map: &str,
+    value: &Value,
+    path: &str,
+    settings: &mut FileSettings,
+) -> Result<(), ConfigError> {
+    let entries = match value {
+        Value::Null => return Ok(()),
+        Value::Mapping(entries) => entries,
+        other => {
+            return Err(ConfigError::InvalidValue {
+                value: yaml_inline(other),
+                origin: format!("{map} in {path}"),
+                reason: "expected a mapping (cert-file, key-file, client-cert-auth, \
+                         trusted-ca-file, auto-tls)"
+                    .to_string(),
+            })
+        }
+    };
+    for (key, value) in entries {
+        let key = match key {
+            Value::String(key) => key,
+            other => {
+                return Err(ConfigError::ConfigFileParse {
+                    path: path.to_string(),
+                    reason: format!("keys of {map} must be text, got {}", yaml_inline(other)),
+                })
+            }
+        };
+        match spec::transport_security_key(map, key) {
+            Some(flag) => {
+                if let Some(text) = value_text(flag, value, path)? {
+                    settings.set.push((flag, text));
+                }
+            }
+            None => settings.unknown_keys.push(format!("{map}.{key}")),
+        }
+    }
+    Ok(())
+}
+
 /// The value as text for `flag`'s parser; `None` for an empty value.
 fn value_text(flag: &FlagSpec, value: &Value, path: &str) -> Result<Option<String>, ConfigError> {
     let text = match (flag.kind, value) {
         (_, Value::Null) => return Ok(None),
+        // etcd's file has `cipher-suites` as a list of names.
+        (Kind::Text, Value::Sequence(items)) if flag.name == "cipher-suites" => {
+            let names = items
+                .iter()
+                .map(|item| match item {
+                    Value::String(name) => Ok(name.clone()),
+                    other => Err(ConfigError::InvalidValue {
+                        value: yaml_inline(other),
+                        origin: format!("{} in {path}", flag.name),
+                        reason: "expected a list of cipher suite names".to_string(),
+                    }),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if names.is_empty() {
+                return Ok(None);
+            }
+            names.join(",")
+        }
         (Kind::Text, Value::String(s)) => s.clone(),
         (Kind::Text | Kind::Number, Value::Number(n)) if n.as_u64().is_some() => n.to_string(),
         (Kind::Bool, Value::Bool(b)) => b.to_string(),

@@ -23,6 +23,8 @@ pub(crate) enum Kind {
 pub(crate) enum Section {
     Member,
     Clustering,
+    Security,
+    Auth,
     Logging,
     Other,
 }
@@ -38,7 +40,10 @@ pub(crate) struct FlagSpec {
     pub default: &'static str,
     pub section: Section,
     pub help: &'static str,
-    /// Whether the config file has a key of this name (all but `config-file`).
+    /// Whether the config file has a key of this name at its top level (all
+    /// but `config-file` and the TLS settings, which etcd's file keeps in its
+    /// `client-transport-security` / `peer-transport-security` maps: see
+    /// [`transport_security_key`]).
     pub in_file: bool,
 }
 
@@ -59,8 +64,25 @@ const fn spec(
     }
 }
 
+/// A TLS setting: its file key lives in a transport-security map.
+const fn tls_spec(
+    name: &'static str,
+    kind: Kind,
+    default: &'static str,
+    help: &'static str,
+) -> FlagSpec {
+    FlagSpec {
+        name,
+        kind,
+        default,
+        section: Section::Security,
+        help,
+        in_file: false,
+    }
+}
+
 use Kind::{Bool, Number, Text};
-use Section::{Clustering, Logging, Member, Other};
+use Section::{Auth, Clustering, Logging, Member, Other};
 
 /// Every setting cairn accepts, in `--help` order.
 pub(crate) const FLAGS: &[FlagSpec] = &[
@@ -200,6 +222,103 @@ pub(crate) const FLAGS: &[FlagSpec] = &[
         Clustering,
         "How --auto-compaction-retention is read: 'periodic' or 'revision'.",
     ),
+    tls_spec(
+        "cert-file",
+        Text,
+        "",
+        "Path to the client server TLS certificate (PEM), for https:// client URLs.",
+    ),
+    tls_spec(
+        "key-file",
+        Text,
+        "",
+        "Path to the client server TLS key (PEM).",
+    ),
+    tls_spec(
+        "client-cert-auth",
+        Bool,
+        "false",
+        "Require clients to present a certificate signed by --trusted-ca-file; its Common \
+         Name is the user when auth is enabled.",
+    ),
+    tls_spec(
+        "trusted-ca-file",
+        Text,
+        "",
+        "Path to the CA bundle (PEM) that client certificates must chain to.",
+    ),
+    tls_spec(
+        "auto-tls",
+        Bool,
+        "false",
+        "Serve https:// client URLs with a generated self-signed certificate \
+         (in <data-dir>/fixtures/client) when no --cert-file is given.",
+    ),
+    tls_spec(
+        "peer-cert-file",
+        Text,
+        "",
+        "Path to the peer server TLS certificate (PEM), for https:// peer URLs; also \
+         presented as client certificate when dialing peers.",
+    ),
+    tls_spec(
+        "peer-key-file",
+        Text,
+        "",
+        "Path to the peer server TLS key (PEM).",
+    ),
+    tls_spec(
+        "peer-client-cert-auth",
+        Bool,
+        "false",
+        "Require peers to present a certificate signed by --peer-trusted-ca-file.",
+    ),
+    tls_spec(
+        "peer-trusted-ca-file",
+        Text,
+        "",
+        "Path to the CA bundle (PEM) that peer certificates must chain to; also verifies \
+         the peers this member dials.",
+    ),
+    tls_spec(
+        "peer-auto-tls",
+        Bool,
+        "false",
+        "Serve https:// peer URLs with a generated self-signed certificate \
+         (in <data-dir>/fixtures/peer) when no --peer-cert-file is given.",
+    ),
+    FlagSpec {
+        name: "cipher-suites",
+        kind: Text,
+        default: "",
+        section: Section::Security,
+        help: "Comma-separated TLS cipher suites by Go's names (e.g. \
+               TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256) for client and peer TLS 1.2; empty \
+               means the defaults. Suites rustls lacks (CBC, RC4, 3DES, RSA key exchange) \
+               are refused.",
+        in_file: true,
+    },
+    spec(
+        "auth-token",
+        Text,
+        "simple",
+        Auth,
+        "Token type: 'simple', or 'jwt,pub-key=<path>,priv-key=<path>,sign-method=<alg>,ttl=<duration>'.",
+    ),
+    spec(
+        "auth-token-ttl",
+        Number,
+        "300",
+        Auth,
+        "Seconds a simple token stays valid after its last use.",
+    ),
+    spec(
+        "bcrypt-cost",
+        Number,
+        "10",
+        Auth,
+        "bcrypt cost of password hashes (4 to 31; another value means 10, as etcd).",
+    ),
     spec(
         "logger",
         Text,
@@ -256,6 +375,25 @@ pub(crate) const FLAGS: &[FlagSpec] = &[
     },
 ];
 
+/// The flag a key of etcd's config-file map `map` (`client-transport-security`
+/// or `peer-transport-security`) sets, if cairn has it.
+pub(crate) fn transport_security_key(map: &str, key: &str) -> Option<&'static FlagSpec> {
+    let name = match (map, key) {
+        ("client-transport-security", "cert-file") => "cert-file",
+        ("client-transport-security", "key-file") => "key-file",
+        ("client-transport-security", "client-cert-auth") => "client-cert-auth",
+        ("client-transport-security", "trusted-ca-file") => "trusted-ca-file",
+        ("client-transport-security", "auto-tls") => "auto-tls",
+        ("peer-transport-security", "cert-file") => "peer-cert-file",
+        ("peer-transport-security", "key-file") => "peer-key-file",
+        ("peer-transport-security", "client-cert-auth") => "peer-client-cert-auth",
+        ("peer-transport-security", "trusted-ca-file") => "peer-trusted-ca-file",
+        ("peer-transport-security", "auto-tls") => "peer-auto-tls",
+        _ => return None,
+    };
+    lookup(name)
+}
+
 /// The row for flag `name`, if cairn accepts it.
 pub(crate) fn lookup(name: &str) -> Option<&'static FlagSpec> {
     FLAGS.iter().find(|f| f.name == name)
@@ -292,6 +430,8 @@ pub(crate) fn help_text() -> String {
     for (section, title) in [
         (Member, "Member"),
         (Clustering, "Clustering"),
+        (Section::Security, "Security"),
+        (Auth, "Auth"),
         (Logging, "Logging"),
         (Other, "Other"),
     ] {

@@ -817,14 +817,14 @@ fn config_file_does_not_require_advertise_client_urls() {
 #[test]
 fn config_file_unknown_keys_are_ignored_with_warnings() {
     let file = yaml_file(
-        "name: a\nwal-dir: /wal\nmax-wals: 5\nclient-transport-security:\n  cert-file: x\n",
+        "name: a\nwal-dir: /wal\nmax-wals: 5\nclient-transport-security:\n  crl-file: x\n",
     );
     let c = parse(&["--config-file", &path_of(&file)]).expect("unknown keys are ignored");
     assert_eq!(c.name, "a");
     assert_eq!(
         c.warnings,
         vec![
-            "ignoring config file key \"client-transport-security\": cairn does not use it",
+            "ignoring config file key \"client-transport-security.crl-file\": cairn does not use it",
             "ignoring config file key \"max-wals\": cairn does not use it",
             "ignoring config file key \"wal-dir\": cairn does not use it",
         ]
@@ -1031,28 +1031,480 @@ fn empty_url_list_is_an_error() {
     );
 }
 
+// ---- TLS (etcd 3.4's checks and words, observed with /usr/bin/etcd) ----
+
+const HTTPS_CLIENT: [&str; 4] = [
+    "--listen-client-urls",
+    "https://127.0.0.1:2379",
+    "--advertise-client-urls",
+    "https://127.0.0.1:2379",
+];
+
+const HTTPS_PEER: [&str; 6] = [
+    "--listen-peer-urls",
+    "https://127.0.0.1:2380",
+    "--initial-advertise-peer-urls",
+    "https://127.0.0.1:2380",
+    "--initial-cluster",
+    "default=https://127.0.0.1:2380",
+];
+
+fn with(base: &[&str], more: &[&str]) -> Vec<String> {
+    base.iter().chain(more).map(|s| s.to_string()).collect()
+}
+
+fn tls_err(base: &[&str], more: &[&str]) -> String {
+    match parse_args(with(base, more), &no_env) {
+        Ok(config) => panic!("{more:?} should fail, got {config:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn tls_ok(base: &[&str], more: &[&str]) -> Config {
+    parse_args(with(base, more), &no_env).unwrap_or_else(|e| panic!("{more:?} should parse: {e}"))
+}
+
 #[test]
-fn https_urls_are_refused_until_tls_exists() {
+fn https_urls_with_certificates_are_accepted() {
+    let c = tls_ok(
+        &HTTPS_CLIENT,
+        &[
+            "--cert-file=/etc/cairn/server.pem",
+            "--key-file=/etc/cairn/server-key.pem",
+            "--trusted-ca-file=/etc/cairn/ca.pem",
+            "--client-cert-auth",
+        ],
+    );
+    assert!(c.serves_client_tls());
+    assert!(!c.serves_peer_tls());
+    assert_eq!(
+        c.client_tls,
+        TlsSettings {
+            cert_file: Some(PathBuf::from("/etc/cairn/server.pem")),
+            key_file: Some(PathBuf::from("/etc/cairn/server-key.pem")),
+            trusted_ca_file: Some(PathBuf::from("/etc/cairn/ca.pem")),
+            client_cert_auth: true,
+            auto_tls: false,
+        }
+    );
+    assert!(c.client_tls.uses_tls());
+    assert_eq!(c.peer_tls, TlsSettings::default());
+    assert_eq!(c.advertise_client_urls, vec![url("https://127.0.0.1:2379")]);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn https_peer_urls_with_certificates_are_accepted() {
+    let c = tls_ok(
+        &HTTPS_PEER,
+        &[
+            "--peer-cert-file=p.pem",
+            "--peer-key-file=p-key.pem",
+            "--peer-trusted-ca-file=ca.pem",
+            "--peer-client-cert-auth",
+        ],
+    );
+    assert!(c.serves_peer_tls());
+    assert_eq!(c.peer_tls.cert_file, Some(PathBuf::from("p.pem")));
+    assert_eq!(c.peer_tls.key_file, Some(PathBuf::from("p-key.pem")));
+    assert_eq!(c.peer_tls.trusted_ca_file, Some(PathBuf::from("ca.pem")));
+    assert!(c.peer_tls.client_cert_auth);
+    assert_eq!(c.client_tls, TlsSettings::default());
+    // The ids hash the https URLs as etcd does.
+    assert_eq!(
+        c.initial_cluster.get("default"),
+        Some(&vec![url("https://127.0.0.1:2380")])
+    );
+}
+
+#[test]
+fn https_client_url_without_certificate_is_etcds_error() {
+    assert_eq!(
+        tls_err(&HTTPS_CLIENT, &[]),
+        "cairn: TLS key/cert (--cert-file, --key-file) must be provided for client url \
+         https://127.0.0.1:2379 with HTTPS scheme"
+    );
+}
+
+#[test]
+fn https_peer_url_without_certificate_is_etcds_error() {
+    assert_eq!(
+        tls_err(&HTTPS_PEER, &[]),
+        "cairn: cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented"
+    );
+}
+
+#[test]
+fn certificate_without_key_and_key_without_certificate_are_etcds_error() {
+    assert_eq!(
+        tls_err(&HTTPS_CLIENT, &["--cert-file", "srv.pem"]),
+        "cairn: KeyFile and CertFile must both be present[key: , cert: srv.pem]"
+    );
+    assert_eq!(
+        tls_err(&HTTPS_CLIENT, &["--key-file", "srv.key"]),
+        "cairn: KeyFile and CertFile must both be present[key: srv.key, cert: ]"
+    );
+    assert_eq!(
+        tls_err(&HTTPS_PEER, &["--peer-cert-file", "srv.pem"]),
+        "cairn: KeyFile and CertFile must both be present[key: , cert: srv.pem]"
+    );
+}
+
+#[test]
+fn peer_errors_come_before_client_errors_as_in_etcd() {
+    let both: Vec<&str> = HTTPS_PEER.iter().chain(&HTTPS_CLIENT).copied().collect();
+    assert_eq!(
+        tls_err(&both, &[]),
+        "cairn: cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented"
+    );
+}
+
+#[test]
+fn client_cert_auth_needs_a_trusted_ca_file() {
+    // etcd would fall back on the system's CA store; cairn refuses.
+    assert_eq!(
+        tls_err(
+            &HTTPS_CLIENT,
+            &["--cert-file=a", "--key-file=b", "--client-cert-auth"]
+        ),
+        "cairn: --client-cert-auth needs --trusted-ca-file: client certificates are verified \
+         only against it"
+    );
+    assert_eq!(
+        tls_err(
+            &HTTPS_PEER,
+            &[
+                "--peer-cert-file=a",
+                "--peer-key-file=b",
+                "--peer-client-cert-auth"
+            ]
+        ),
+        "cairn: --peer-client-cert-auth needs --peer-trusted-ca-file: client certificates are \
+         verified only against it"
+    );
+    // On a side without https it has no effect, as in etcd.
+    ok(&["--client-cert-auth"]);
+}
+
+#[test]
+fn auto_tls_serves_https_without_certificate_files() {
+    let c = tls_ok(&HTTPS_CLIENT, &["--auto-tls"]);
+    assert!(c.client_tls.uses_auto_tls());
+    assert!(c.client_tls.uses_tls());
+    assert_eq!(c.client_hosts(), vec!["127.0.0.1".to_string()]);
+    let p = tls_ok(&HTTPS_PEER, &["--peer-auto-tls"]);
+    assert!(p.peer_tls.uses_auto_tls());
+    assert_eq!(p.peer_hosts(), vec!["127.0.0.1".to_string()]);
+}
+
+#[test]
+fn certificates_beside_auto_tls_win_with_etcds_warning() {
+    let c = tls_ok(
+        &HTTPS_CLIENT,
+        &["--auto-tls", "--cert-file=a", "--key-file=b"],
+    );
+    assert!(!c.client_tls.uses_auto_tls());
+    assert!(c
+        .warnings
+        .contains(&"ignoring client auto TLS since certs given".to_string()));
+    let p = tls_ok(
+        &HTTPS_PEER,
+        &["--peer-auto-tls", "--peer-cert-file=a", "--peer-key-file=b"],
+    );
+    assert!(p
+        .warnings
+        .contains(&"ignoring peer auto TLS since certs given".to_string()));
+}
+
+#[test]
+fn certificates_on_http_urls_are_ignored_with_etcds_warning() {
+    let c = ok(&[
+        "--cert-file=a",
+        "--key-file=b",
+        "--peer-cert-file=c",
+        "--peer-key-file=d",
+    ]);
+    assert!(!c.serves_client_tls());
+    assert!(c.warnings.contains(
+        &"The scheme of client url http://localhost:2379 is HTTP while key/cert files are \
+          presented. Ignored key/cert files."
+            .to_string()
+    ));
+    assert!(c.warnings.contains(
+        &"The scheme of peer url http://localhost:2380 is HTTP while peer key/cert files are \
+          presented. Ignored peer key/cert files."
+            .to_string()
+    ));
+}
+
+#[test]
+fn cipher_suites_are_go_names_rustls_has() {
+    let c = ok(&[
+        "--cipher-suites",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    ]);
+    assert_eq!(
+        c.cipher_suites,
+        owned(&[
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+        ])
+    );
+    assert_eq!(ok(&[]).cipher_suites, Vec::<String>::new());
+    // etcd's words for a name Go does not know.
     assert_eq!(
         err(&[
-            "--listen-client-urls",
-            "https://127.0.0.1:2379",
-            "--advertise-client-urls",
-            "https://127.0.0.1:2379"
+            "--cipher-suites",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,FOO"
         ]),
-        "cairn: TLS is not supported yet: https://127.0.0.1:2379 (--listen-client-urls)"
+        "cairn: unexpected TLS cipher suite \"FOO\""
+    );
+    // etcd 3.4 panics at start on RC4; cairn refuses every suite rustls lacks.
+    let e = err(&["--cipher-suites", "TLS_RSA_WITH_RC4_128_SHA"]);
+    assert!(
+        e.starts_with(
+            "cairn: TLS cipher suite \"TLS_RSA_WITH_RC4_128_SHA\" is not supported by cairn"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn tls_settings_come_from_cairn_and_etcd_variables() {
+    let c = parse_with_env(
+        &[],
+        &[
+            ("ETCD_LISTEN_CLIENT_URLS", "https://127.0.0.1:2379"),
+            ("ETCD_ADVERTISE_CLIENT_URLS", "https://127.0.0.1:2379"),
+            ("ETCD_CERT_FILE", "etcd.pem"),
+            ("CAIRN_CERT_FILE", "cairn.pem"),
+            ("ETCD_KEY_FILE", "key.pem"),
+            ("ETCD_TRUSTED_CA_FILE", "ca.pem"),
+            ("ETCD_CLIENT_CERT_AUTH", "true"),
+            ("CAIRN_PEER_AUTO_TLS", "true"),
+            ("ETCD_CIPHER_SUITES", "TLS_AES_128_GCM_SHA256"),
+        ],
+    )
+    .expect("TLS from the environment");
+    assert_eq!(c.client_tls.cert_file, Some(PathBuf::from("cairn.pem")));
+    assert_eq!(c.client_tls.key_file, Some(PathBuf::from("key.pem")));
+    assert_eq!(c.client_tls.trusted_ca_file, Some(PathBuf::from("ca.pem")));
+    assert!(c.client_tls.client_cert_auth);
+    assert!(c.peer_tls.auto_tls);
+    assert_eq!(c.cipher_suites, owned(&["TLS_AES_128_GCM_SHA256"]));
+}
+
+#[test]
+fn config_file_transport_security_maps_set_tls() {
+    let file = yaml_file(
+        "listen-client-urls: https://127.0.0.1:2379\nadvertise-client-urls: https://127.0.0.1:2379\n\
+         listen-peer-urls: https://127.0.0.1:2380\ninitial-advertise-peer-urls: https://127.0.0.1:2380\n\
+         initial-cluster: default=https://127.0.0.1:2380\n\
+         client-transport-security:\n  cert-file: /c/server.pem\n  key-file: /c/server-key.pem\n\
+         \x20 client-cert-auth: true\n  trusted-ca-file: /c/ca.pem\n  auto-tls: false\n  crl-file:\n\
+         peer-transport-security:\n  cert-file: /p/peer.pem\n  key-file: /p/peer-key.pem\n\
+         \x20 client-cert-auth: true\n  trusted-ca-file: /p/ca.pem\n  auto-tls: true\n\
+         cipher-suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384]\n",
+    );
+    let c = parse(&["--config-file", &path_of(&file)]).expect("etcd's TLS keys load");
+    assert_eq!(
+        c.client_tls,
+        TlsSettings {
+            cert_file: Some(PathBuf::from("/c/server.pem")),
+            key_file: Some(PathBuf::from("/c/server-key.pem")),
+            trusted_ca_file: Some(PathBuf::from("/c/ca.pem")),
+            client_cert_auth: true,
+            auto_tls: false,
+        }
     );
     assert_eq!(
-        err(&["--advertise-client-urls", "https://10.0.0.1:2379"]),
-        "cairn: TLS is not supported yet: https://10.0.0.1:2379 (--advertise-client-urls)"
+        c.peer_tls,
+        TlsSettings {
+            cert_file: Some(PathBuf::from("/p/peer.pem")),
+            key_file: Some(PathBuf::from("/p/peer-key.pem")),
+            trusted_ca_file: Some(PathBuf::from("/p/ca.pem")),
+            client_cert_auth: true,
+            auto_tls: true,
+        }
     );
     assert_eq!(
-        err(&[
-            "--initial-cluster",
-            "default=http://localhost:2380,b=https://10.0.0.2:2380"
-        ]),
-        "cairn: TLS is not supported yet: https://10.0.0.2:2380 (--initial-cluster)"
+        c.cipher_suites,
+        owned(&[
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+        ])
     );
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("\"client-transport-security.crl-file\"")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(
+        c.warnings
+            .contains(&"ignoring peer auto TLS since certs given".to_string()),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn tls_flag_names_are_not_top_level_config_file_keys() {
+    // etcd's file has no top-level cert-file: it is ignored like any unknown key.
+    let file = yaml_file("cert-file: /x.pem\n");
+    let c = parse(&["--config-file", &path_of(&file)]).expect("loads");
+    assert_eq!(c.client_tls.cert_file, None);
+    assert!(
+        c.warnings.iter().any(|w| w.contains("\"cert-file\"")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn config_file_transport_security_must_be_a_mapping() {
+    let file = yaml_file("client-transport-security: yes-please\n");
+    let path = path_of(&file);
+    assert_eq!(
+        parse(&["--config-file", &path])
+            .expect_err("not a map")
+            .to_string(),
+        format!(
+            "cairn: invalid value \"yes-please\" for client-transport-security in {path}: \
+             expected a mapping (cert-file, key-file, client-cert-auth, trusted-ca-file, auto-tls)"
+        )
+    );
+}
+
+// ---- auth flags ----
+
+#[test]
+fn auth_defaults_are_etcds() {
+    let c = ok(&[]);
+    assert_eq!(c.auth_token, AuthToken::Simple);
+    assert_eq!(c.auth_token_spec, "simple");
+    assert_eq!(c.auth_token_ttl_secs, 300);
+    assert_eq!(c.bcrypt_cost, 10);
+}
+
+#[test]
+fn auth_token_jwt_is_parsed_with_etcds_syntax() {
+    let key = yaml_file("not really a key, only read for presence");
+    let path = path_of(&key);
+    let spec = format!("jwt,pub-key={path},priv-key={path},sign-method=RS256,ttl=10m");
+    let c = ok(&["--auth-token", &spec, "--auth-token-ttl", "60"]);
+    assert_eq!(c.auth_token_spec, spec);
+    assert_eq!(
+        c.auth_token,
+        AuthToken::Jwt {
+            pub_key: PathBuf::from(&path),
+            priv_key: Some(PathBuf::from(&path)),
+            sign_method: "RS256".into(),
+            ttl: Duration::from_secs(600),
+        }
+    );
+    assert_eq!(c.auth_token_ttl_secs, 60);
+    // Without ttl: etcd's 5 minutes; a verifying-only member has no priv-key.
+    let c = ok(&[
+        "--auth-token",
+        &format!("jwt,pub-key={path},sign-method=ES256"),
+    ]);
+    assert_eq!(
+        c.auth_token,
+        AuthToken::Jwt {
+            pub_key: PathBuf::from(&path),
+            priv_key: None,
+            sign_method: "ES256".into(),
+            ttl: Duration::from_secs(300),
+        }
+    );
+    // Options simple tokens do not use are ignored, as in etcd.
+    assert_eq!(
+        ok(&["--auth-token", "simple,foo=bar"]).auth_token,
+        AuthToken::Simple
+    );
+}
+
+#[test]
+fn auth_token_errors_are_etcds() {
+    let key = yaml_file("k");
+    let path = path_of(&key);
+    let cases = [
+        ("bogus".to_string(), "cairn: auth: invalid auth options: unknown token type: bogus"),
+        (
+            "jwt".to_string(),
+            "cairn: auth: invalid auth options: problem loading JWT options: auth: invalid auth signature method",
+        ),
+        ("jwt,sign-method=RS256".to_string(), "cairn: auth: missing key data"),
+        (
+            format!("jwt,pub-key={path},sign-method=XX"),
+            "cairn: auth: invalid auth options: problem loading JWT options: auth: invalid auth signature method",
+        ),
+        (
+            format!("jwt,pub-key={path},sign-method=RS256,ttl=abc"),
+            "cairn: auth: invalid auth options: problem loading JWT options: time: invalid duration \"abc\"",
+        ),
+        (
+            "jwt,pub-key=a,pub-key=a".to_string(),
+            "cairn: auth: invalid auth options: invalid token specific option, duplicated parameters (pub-key): jwt,pub-key=a,pub-key=a",
+        ),
+        (
+            "jwt,pub-key".to_string(),
+            "cairn: auth: invalid auth options: invalid token specific option: jwt,pub-key",
+        ),
+    ];
+    for (spec, want) in cases {
+        assert_eq!(err(&["--auth-token", &spec]), want, "{spec}");
+    }
+    let missing = err(&[
+        "--auth-token",
+        "jwt,pub-key=/nonexistent/k.pem,sign-method=RS256",
+    ]);
+    assert!(
+        missing.starts_with(
+            "cairn: auth: invalid auth options: problem loading JWT options: open /nonexistent/k.pem: "
+        ),
+        "{missing}"
+    );
+}
+
+#[test]
+fn bcrypt_cost_out_of_range_means_the_default_with_etcds_warning() {
+    for given in ["4", "31"] {
+        let c = ok(&["--bcrypt-cost", given]);
+        assert_eq!(c.bcrypt_cost.to_string(), given);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+    for given in ["3", "32", "0"] {
+        let c = ok(&["--bcrypt-cost", given]);
+        assert_eq!(c.bcrypt_cost, 10);
+        assert_eq!(
+            c.warnings,
+            vec![format!(
+                "Use default bcrypt-cost 10 instead of the invalid value {given}"
+            )]
+        );
+    }
+    assert_eq!(
+        err(&["--bcrypt-cost", "-1"]),
+        "cairn: invalid value \"-1\" for flag --bcrypt-cost: expected a non-negative decimal integer"
+    );
+}
+
+#[test]
+fn auth_settings_come_from_variables_and_the_config_file() {
+    let c = parse_with_env(
+        &[],
+        &[("ETCD_AUTH_TOKEN_TTL", "42"), ("CAIRN_BCRYPT_COST", "12")],
+    )
+    .expect("auth from the environment");
+    assert_eq!(c.auth_token_ttl_secs, 42);
+    assert_eq!(c.bcrypt_cost, 12);
+    let file = yaml_file("auth-token: simple\nauth-token-ttl: 77\nbcrypt-cost: 5\n");
+    let c = parse(&["--config-file", &path_of(&file)]).expect("auth keys load");
+    assert_eq!(c.auth_token_ttl_secs, 77);
+    assert_eq!(c.bcrypt_cost, 5);
 }
 
 #[test]

@@ -197,3 +197,129 @@ pub(crate) fn parse_retention(mode: CompactionMode, text: &str) -> Result<AutoCo
         kept => Ok(AutoCompaction::Periodic(kept)),
     }
 }
+
+/// `--auth-token`: how the Auth service issues tokens (etcd's syntax:
+/// `simple`, or `jwt,pub-key=<path>,priv-key=<path>,sign-method=<alg>,ttl=<duration>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthToken {
+    /// etcd's simple tokens: random strings the member remembers, valid for
+    /// `--auth-token-ttl` seconds after their last use.
+    Simple,
+    /// Signed JSON Web Tokens.
+    Jwt {
+        /// PEM public key that verifies tokens (for HS* the shared secret).
+        pub_key: std::path::PathBuf,
+        /// PEM private key that signs tokens; without it the member only
+        /// verifies tokens.
+        priv_key: Option<std::path::PathBuf>,
+        /// One of [`JWT_SIGN_METHODS`].
+        sign_method: String,
+        /// Lifetime of a token (`ttl=`, default 5 minutes).
+        ttl: Duration,
+    },
+}
+
+/// The `sign-method` values etcd's JWT library knows.
+pub const JWT_SIGN_METHODS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "HS256",
+    "HS384", "HS512", "EdDSA",
+];
+
+/// Why `--auth-token` was refused; the texts are etcd's (`Display` adds
+/// the outer words: etcd logs the detail, then fails with
+/// `auth: invalid auth options`, or with `auth: missing key data`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AuthTokenError {
+    /// Wrapped in `auth: invalid auth options`.
+    Invalid(String),
+    /// JWT without any key file: `auth: missing key data`.
+    MissingKeyData,
+}
+
+/// Parses `--auth-token` as etcd does (`auth.NewTokenProvider`): the type,
+/// then `key=value` options, each at most once; options a type does not use
+/// are ignored. Files are not read here (see `check_auth_token_files`).
+pub(crate) fn parse_auth_token(text: &str) -> Result<AuthToken, AuthTokenError> {
+    let invalid = |detail: String| AuthTokenError::Invalid(detail);
+    let mut parts = text.split(',');
+    let kind = parts.next().unwrap_or("");
+    let mut options = std::collections::BTreeMap::new();
+    for option in parts {
+        let pair: Vec<&str> = option.split('=').collect();
+        let [key, value] = pair[..] else {
+            return Err(invalid(format!("invalid token specific option: {text}")));
+        };
+        if options.insert(key, value).is_some() {
+            return Err(invalid(format!(
+                "invalid token specific option, duplicated parameters ({key}): {text}"
+            )));
+        }
+    }
+    match kind {
+        // etcd's empty type is a provider that issues nothing; cairn keeps
+        // simple tokens (an empty variable counts as unset anyway).
+        "simple" | "" => Ok(AuthToken::Simple),
+        "jwt" => parse_jwt(&options),
+        other => Err(invalid(format!("unknown token type: {other}"))),
+    }
+}
+
+fn parse_jwt(
+    options: &std::collections::BTreeMap<&str, &str>,
+) -> Result<AuthToken, AuthTokenError> {
+    let loading =
+        |detail: String| AuthTokenError::Invalid(format!("problem loading JWT options: {detail}"));
+    let non_empty = |key: &str| options.get(key).copied().filter(|v| !v.is_empty());
+    let ttl = match non_empty("ttl") {
+        None => Duration::from_secs(300),
+        Some(text) => parse_go_duration(text)
+            .map_err(|_| loading(format!("time: invalid duration {text:?}")))?,
+    };
+    let sign_method = non_empty("sign-method")
+        .filter(|m| JWT_SIGN_METHODS.contains(m))
+        .ok_or_else(|| loading("auth: invalid auth signature method".to_string()))?;
+    let priv_key = non_empty("priv-key").map(std::path::PathBuf::from);
+    let pub_key = match (non_empty("pub-key"), &priv_key) {
+        (Some(path), _) => std::path::PathBuf::from(path),
+        (None, None) => return Err(AuthTokenError::MissingKeyData),
+        // etcd derives the public key from the private one; cairn's token
+        // code reads a public key file.
+        (None, Some(_)) => {
+            return Err(loading(
+                "cairn needs pub-key= (the public key file) beside priv-key=".to_string(),
+            ))
+        }
+    };
+    Ok(AuthToken::Jwt {
+        pub_key,
+        priv_key,
+        sign_method: sign_method.to_string(),
+        ttl,
+    })
+}
+
+/// The key files of a JWT `--auth-token` can be read (etcd reads them at
+/// start and fails with the open error).
+pub(crate) fn check_auth_token_files(token: &AuthToken) -> Result<(), AuthTokenError> {
+    let AuthToken::Jwt {
+        pub_key, priv_key, ..
+    } = token
+    else {
+        return Ok(());
+    };
+    for path in std::iter::once(pub_key).chain(priv_key) {
+        std::fs::File::open(path).map_err(|e| {
+            AuthTokenError::Invalid(format!(
+                "problem loading JWT options: open {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// etcd's bcrypt cost bounds; a cost outside them means the default (with
+/// a warning, as etcd 3.4 does).
+pub const MIN_BCRYPT_COST: u64 = 4;
+pub const MAX_BCRYPT_COST: u64 = 31;
+pub const DEFAULT_BCRYPT_COST: u32 = 10;
