@@ -36,7 +36,7 @@ use cairn_proto::etcdserverpb::{
     AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest, AuthUserAddRequest,
     AuthUserChangePasswordRequest,
 };
-use cairn_runtime::{Direction, Storage, StorageError, WriteBatch};
+use cairn_runtime::{Direction, Storage, StorageError, StorageSnapshot, WriteBatch};
 use prost::Message as _;
 
 use perms::UserPerms;
@@ -233,6 +233,35 @@ impl AuthStore {
             Some(&prefix_end(ROLE_PREFIX)),
             Direction::Forward,
         )? {
+            let (k, v) = item?;
+            let role = Role::decode(v.as_slice()).map_err(|e| corrupt("role", &k, e))?;
+            let name = String::from_utf8(role.name.clone()).map_err(|e| corrupt("role", &k, e))?;
+            store.roles.insert(name, role);
+        }
+        store.refresh_perms();
+        Ok(store)
+    }
+
+    /// The store as a consistent storage view holds it (what `load` reads,
+    /// from a `StorageSnapshot`: a backup exports the auth state of the
+    /// same view as the rest of its image).
+    pub fn load_view(view: &dyn StorageSnapshot) -> Result<AuthStore, StorageError> {
+        let mut store = AuthStore::new();
+        store.enabled = view.get(CF_AUTH, KEY_ENABLED)?.as_deref() == Some(&[1u8][..]);
+        if let Some(v) = view.get(CF_AUTH, KEY_REVISION)? {
+            let b = <[u8; 8]>::try_from(v.as_slice())
+                .map_err(|_| corrupt("revision", KEY_REVISION, "not 8 bytes"))?;
+            store.revision = u64::from_be_bytes(b);
+        }
+        let user_end = prefix_end(USER_PREFIX);
+        for item in view.scan(CF_AUTH, USER_PREFIX, Some(&user_end), Direction::Forward)? {
+            let (k, v) = item?;
+            let user = User::decode(v.as_slice()).map_err(|e| corrupt("user", &k, e))?;
+            let name = String::from_utf8(user.name.clone()).map_err(|e| corrupt("user", &k, e))?;
+            store.users.insert(name, user);
+        }
+        let role_end = prefix_end(ROLE_PREFIX);
+        for item in view.scan(CF_AUTH, ROLE_PREFIX, Some(&role_end), Direction::Forward)? {
             let (k, v) = item?;
             let role = Role::decode(v.as_slice()).map_err(|e| corrupt("role", &k, e))?;
             let name = String::from_utf8(role.name.clone()).map_err(|e| corrupt("role", &k, e))?;

@@ -13,15 +13,22 @@
 //!   `leasepb.Lease` wire format);
 //! - `members` (hex id → etcd's member JSON), `members_removed` (hex id →
 //!   `removed`), `alarm` (`AlarmMember` bytes → empty);
-//! - `cluster` (`clusterVersion` = `3.4.0`, so etcd 3.4 restores it), `auth`
-//!   (`authRevision` 1, auth disabled), `authUsers`, `authRoles` (empty:
-//!   cairn has no auth yet).
+//! - `cluster` (`clusterVersion` = `3.4.0`, so etcd 3.4 restores it);
+//! - `auth` (`authEnabled`: one byte, 1 or 0; `authRevision`: u64
+//!   big-endian), `authUsers` (name → `authpb.User`), `authRoles` (name →
+//!   `authpb.Role`): the `auth` family read through the same view
+//!   (`AuthStore::load_view`). Both systems store bcrypt hashes as the
+//!   user's password bytes, so the records need no conversion.
 //!
-//! Import (`import`) writes a snapshot's `key`, `meta` and `lease` buckets
-//! into the state families of a new member; membership comes from the
-//! restore's flags (as etcd's restore), alarms of the old cluster are
-//! dropped (they name its members), and a snapshot whose auth is enabled is
-//! refused (cairn would serve it without auth).
+//! Import (`import`) writes a snapshot's `key`, `meta`, `lease` and auth
+//! buckets into the state families of a new member; membership comes from
+//! the restore's flags (as etcd's restore), and alarms of the old cluster
+//! are dropped (they name its members). Auth comes over as etcd's own
+//! restore keeps it: enabled or not, its revision, every user (password
+//! hash, roles, options) and role (permissions); a missing `authRevision`
+//! is etcd's fresh store, revision 1. A record that cairn could not load
+//! back (undecodable, a key that is not its record's name, a name that is
+//! not UTF-8, a revision not 8 bytes) refuses the snapshot.
 //!
 //! `status` is `etcdctl snapshot status`: a CRC-32C over bucket names, keys
 //! and values, the newest revision, the number of keys and the size.
@@ -31,6 +38,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use cairn_proto::authpb::{Role, User};
 use cairn_proto::cairnpb::{LeaseRecord, MemberRecord};
 use cairn_proto::etcdserverpb::AlarmMember;
 use cairn_proto::mvccpb::KeyValue;
@@ -38,6 +46,7 @@ use cairn_runtime::{Direction, Storage, StorageSnapshot, WriteBatch};
 use prost::Message as _;
 
 use super::bbolt::{self, BoltError, BucketSource, Db, ReadAt, Record, RecordSource, VecSource};
+use crate::auth::AuthStore;
 use crate::lease::persist::CF_LEASE;
 use crate::mvcc::{KeyRevision, Kv, Revision, CF_KV};
 use crate::server::apply;
@@ -46,10 +55,13 @@ pub const BUCKET_KEY: &[u8] = b"key";
 pub const BUCKET_META: &[u8] = b"meta";
 pub const BUCKET_LEASE: &[u8] = b"lease";
 pub const BUCKET_AUTH: &[u8] = b"auth";
+pub const BUCKET_AUTH_USERS: &[u8] = b"authUsers";
+pub const BUCKET_AUTH_ROLES: &[u8] = b"authRoles";
 const KEY_CONSISTENT_INDEX: &[u8] = b"consistent_index";
 const KEY_SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
 const KEY_FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
 const KEY_AUTH_ENABLED: &[u8] = b"authEnabled";
+const KEY_AUTH_REVISION: &[u8] = b"authRevision";
 /// The cluster version a snapshot names: the oldest etcd that restores it.
 pub const SNAPSHOT_CLUSTER_VERSION: &str = "3.4.0";
 
@@ -185,6 +197,31 @@ fn member_json(m: &MemberRecord) -> Vec<u8> {
     serde_json::Value::Object(o).to_string().into_bytes()
 }
 
+/// The `auth`, `authRoles` and `authUsers` buckets of `auth`'s state, in
+/// etcd 3.4's layout (its `auth/store.go`).
+fn auth_buckets(auth: &AuthStore) -> [(&'static [u8], Vec<Record>); 3] {
+    let flags = vec![
+        (KEY_AUTH_ENABLED.to_vec(), vec![u8::from(auth.is_enabled())]),
+        (
+            KEY_AUTH_REVISION.to_vec(),
+            auth.revision().to_be_bytes().to_vec(),
+        ),
+    ];
+    let roles = auth
+        .roles()
+        .map(|r| (r.name.clone(), r.encode_to_vec()))
+        .collect();
+    let users = auth
+        .users()
+        .map(|u| (u.name.clone(), u.encode_to_vec()))
+        .collect();
+    [
+        (BUCKET_AUTH, flags),
+        (BUCKET_AUTH_ROLES, roles),
+        (BUCKET_AUTH_USERS, users),
+    ]
+}
+
 fn vec_bucket(name: &[u8], records: Vec<Record>) -> BucketSource {
     BucketSource {
         name: name.to_vec(),
@@ -231,14 +268,13 @@ pub fn export_buckets(view: &Arc<dyn StorageSnapshot>) -> Result<Vec<BucketSourc
         .iter()
         .map(|id| (hex_id(*id), b"removed".to_vec()))
         .collect();
+    let auth = AuthStore::load_view(view.as_ref()).map_err(|e| BoltError::Source(e.to_string()))?;
+    let [auth, auth_roles, auth_users] = auth_buckets(&auth).map(|(n, r)| vec_bucket(n, r));
     Ok(vec![
         vec_bucket(b"alarm", alarms),
-        vec_bucket(
-            BUCKET_AUTH,
-            vec![(b"authRevision".to_vec(), 1u64.to_be_bytes().to_vec())],
-        ),
-        vec_bucket(b"authRoles", Vec::new()),
-        vec_bucket(b"authUsers", Vec::new()),
+        auth,
+        auth_roles,
+        auth_users,
         vec_bucket(
             b"cluster",
             vec![(
@@ -346,6 +382,11 @@ pub struct Imported {
     pub finished_compact: Option<i64>,
     /// A compaction the snapshot had scheduled but not finished (to redo).
     pub scheduled_compact: Option<i64>,
+    /// Whether the snapshot's auth was enabled (and so is the member's).
+    pub auth_enabled: bool,
+    /// Users and roles the snapshot held.
+    pub users: u64,
+    pub roles: u64,
 }
 
 /// Bytes written per storage batch during an import.
@@ -360,20 +401,56 @@ fn compact_rev(db_meta: &[(Vec<u8>, Vec<u8>)], key: &[u8]) -> Result<Option<i64>
     }
 }
 
-/// Writes the key-value history, compact revision and leases of the
-/// snapshot `db` into `storage` (a new member's, state families empty).
-pub fn import<R: ReadAt>(db: &Db<R>, storage: &dyn Storage) -> Result<Imported, BoltError> {
-    let store_err = |e: cairn_runtime::StorageError| BoltError::Io(e.to_string());
-    let mut auth = Vec::new();
+/// A record of `authUsers` / `authRoles` (`what`), keyed by its name.
+fn auth_record<M: prost::Message + Default>(
+    what: &str,
+    k: &[u8],
+    v: &[u8],
+    name: impl Fn(&M) -> &[u8],
+) -> Result<M, BoltError> {
+    let text = |b: &[u8]| format!("{:?}", String::from_utf8_lossy(b));
+    let bad = |why: String| BoltError::Invalid(format!("{what} record {}: {why}", text(k)));
+    let m = M::decode(v).map_err(|e| bad(e.to_string()))?;
+    if name(&m) != k {
+        return Err(bad(format!("holds the {what} {}", text(name(&m)))));
+    }
+    std::str::from_utf8(k).map_err(|_| bad("the name is not UTF-8".into()))?;
+    Ok(m)
+}
+
+/// The auth state of the snapshot `db` (module docs).
+fn read_auth<R: ReadAt>(db: &Db<R>) -> Result<AuthStore, BoltError> {
+    let (mut enabled, mut revision) = (false, 0);
     db.for_each(BUCKET_AUTH, &mut |k, v| {
-        auth.push((k.to_vec(), v.to_vec()));
+        if k == KEY_AUTH_ENABLED {
+            enabled = v == [1];
+        } else if k == KEY_AUTH_REVISION {
+            let b = <[u8; 8]>::try_from(v).map_err(|_| {
+                BoltError::Invalid(format!("auth bucket: authRevision {v:?} is not 8 bytes"))
+            })?;
+            revision = u64::from_be_bytes(b);
+        }
         Ok(())
     })?;
-    if auth.iter().any(|(k, v)| k == KEY_AUTH_ENABLED && v == &[1]) {
-        return Err(BoltError::Invalid(
-            "the snapshot has authentication enabled, which cairn does not support yet: run `etcdctl auth disable` before taking it".into(),
-        ));
-    }
+    let mut users = Vec::new();
+    db.for_each(BUCKET_AUTH_USERS, &mut |k, v| {
+        users.push(auth_record("user", k, v, |u: &User| &u.name)?);
+        Ok(())
+    })?;
+    let mut roles = Vec::new();
+    db.for_each(BUCKET_AUTH_ROLES, &mut |k, v| {
+        roles.push(auth_record("role", k, v, |r: &Role| &r.name)?);
+        Ok(())
+    })?;
+    Ok(AuthStore::from_parts(enabled, revision, users, roles))
+}
+
+/// Writes the key-value history, compact revision, leases and auth state
+/// of the snapshot `db` into `storage` (a new member's, state families
+/// empty).
+pub fn import<R: ReadAt>(db: &Db<R>, storage: &dyn Storage) -> Result<Imported, BoltError> {
+    let store_err = |e: cairn_runtime::StorageError| BoltError::Io(e.to_string());
+    let auth = read_auth(db)?;
     let mut meta = Vec::new();
     db.for_each(BUCKET_META, &mut |k, v| {
         meta.push((k.to_vec(), v.to_vec()));
@@ -387,7 +464,11 @@ pub fn import<R: ReadAt>(db: &Db<R>, storage: &dyn Storage) -> Result<Imported, 
     if out.scheduled_compact <= out.finished_compact {
         out.scheduled_compact = None;
     }
+    out.auth_enabled = auth.is_enabled();
+    out.users = auth.users().count() as u64;
+    out.roles = auth.roles().count() as u64;
     let mut batch = WriteBatch::new();
+    auth.write_all(&mut batch);
     if let Some(c) = out.finished_compact {
         batch.put(
             crate::mvcc::CF_META,
@@ -461,6 +542,254 @@ mod tests {
         assert_eq!(v["name"], "m1");
         assert!(v.get("clientURLs").is_none());
         assert_eq!(hex_id(0x0a), b"a".to_vec());
+    }
+
+    /// An auth state as etcd 3.4 would hold it: on, root and a reader of
+    /// `/p/` (a `$2a$` hash, as Go writes), a user without password.
+    fn sample_auth() -> AuthStore {
+        use cairn_proto::authpb::{permission::Type, Permission, UserAddOptions};
+        let hash = bcrypt::hash_with_result("alicepw", 4)
+            .expect("hash")
+            .format_for_version(bcrypt::Version::TwoA);
+        let user = |name: &str, password: &[u8], roles: &[&str], no_password: bool| User {
+            name: name.as_bytes().to_vec(),
+            password: password.to_vec(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            options: Some(UserAddOptions { no_password }),
+        };
+        let reader = Role {
+            name: b"reader".to_vec(),
+            key_permission: vec![Permission {
+                perm_type: Type::Read as i32,
+                key: b"/p/".to_vec(),
+                range_end: b"/p0".to_vec(),
+            }],
+        };
+        let root = Role {
+            name: b"root".to_vec(),
+            key_permission: Vec::new(),
+        };
+        AuthStore::from_parts(
+            true,
+            7,
+            vec![
+                user("root", hash.as_bytes(), &["root"], false),
+                user("alice", hash.as_bytes(), &["reader"], false),
+                user("svc", b"", &["reader"], true),
+            ],
+            vec![reader, root],
+        )
+    }
+
+    fn state_storage() -> SimStorage {
+        SimStorage::new(&apply::all_column_families())
+    }
+
+    /// The snapshot database `export_buckets` makes of `storage`.
+    fn export_db(storage: &SimStorage) -> Db<Vec<u8>> {
+        let mut export = Export::new(storage.snapshot()).expect("export");
+        let mut bytes = Vec::new();
+        while export.fill(&mut bytes, 1 << 20).expect("fill") {}
+        Db::open(bytes).expect("open")
+    }
+
+    fn bucket(db: &Db<Vec<u8>>, name: &[u8]) -> Vec<Record> {
+        let mut out = Vec::new();
+        let found = db
+            .for_each(name, &mut |k, v| {
+                out.push((k.to_vec(), v.to_vec()));
+                Ok(())
+            })
+            .expect("for_each");
+        assert!(found, "no bucket {:?}", String::from_utf8_lossy(name));
+        out
+    }
+
+    /// (enabled, revision, users, roles) of a store, to compare two.
+    fn contents(a: &AuthStore) -> (bool, u64, Vec<User>, Vec<Role>) {
+        (
+            a.is_enabled(),
+            a.revision(),
+            a.users().cloned().collect(),
+            a.roles().cloned().collect(),
+        )
+    }
+
+    /// Buckets by name, as a test gives them.
+    type Buckets = Vec<(&'static [u8], Vec<Record>)>;
+
+    /// A snapshot database of the given buckets only.
+    fn db_of(buckets: Buckets) -> Db<Vec<u8>> {
+        let sources = || {
+            buckets
+                .iter()
+                .map(|(n, r)| vec_bucket(n, r.clone()))
+                .collect::<Vec<_>>()
+        };
+        let plan = bbolt::plan(sources()).expect("plan");
+        let mut w = bbolt::Writer::new(plan, sources()).expect("writer");
+        let mut bytes = Vec::new();
+        while let Some(p) = w.next_page().expect("page") {
+            bytes.extend_from_slice(&p);
+        }
+        Db::open(bytes).expect("open")
+    }
+
+    #[test]
+    fn the_auth_family_is_exported_in_etcds_auth_buckets() {
+        let storage = state_storage();
+        let auth = sample_auth();
+        let mut b = WriteBatch::new();
+        auth.write_all(&mut b);
+        storage.write(b).expect("write");
+        let db = export_db(&storage);
+        assert_eq!(
+            bucket(&db, b"auth"),
+            vec![
+                (b"authEnabled".to_vec(), vec![1]),
+                (b"authRevision".to_vec(), 7u64.to_be_bytes().to_vec()),
+            ]
+        );
+        let users = bucket(&db, b"authUsers");
+        let names: Vec<&[u8]> = users.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(names, [&b"alice"[..], b"root", b"svc"]);
+        for (k, v) in &users {
+            let u = User::decode(v.as_slice()).expect("an authpb.User");
+            assert_eq!(Some(&u), auth.user(std::str::from_utf8(k).expect("utf-8")));
+        }
+        let roles = bucket(&db, b"authRoles");
+        let want: Vec<Record> = auth
+            .roles()
+            .map(|r| (r.name.clone(), r.encode_to_vec()))
+            .collect();
+        assert_eq!(roles, want);
+        assert_eq!(roles[0].0, b"reader".to_vec());
+    }
+
+    #[test]
+    fn a_store_without_auth_exports_etcds_fresh_auth_state() {
+        let db = export_db(&state_storage());
+        assert_eq!(
+            bucket(&db, b"auth"),
+            vec![
+                (b"authEnabled".to_vec(), vec![0]),
+                (b"authRevision".to_vec(), 1u64.to_be_bytes().to_vec()),
+            ]
+        );
+        assert!(bucket(&db, b"authUsers").is_empty());
+        assert!(bucket(&db, b"authRoles").is_empty());
+    }
+
+    #[test]
+    fn auth_comes_back_from_an_export_equal_and_its_passwords_verify() {
+        let storage = state_storage();
+        let auth = sample_auth();
+        let mut b = WriteBatch::new();
+        auth.write_all(&mut b);
+        storage.write(b).expect("write");
+        let db = export_db(&storage);
+
+        let restored = state_storage();
+        let imported = import(&db, &restored).expect("import");
+        assert!(imported.auth_enabled);
+        assert_eq!((imported.users, imported.roles), (3, 2));
+        let back = AuthStore::load(&restored).expect("load");
+        assert_eq!(contents(&back), contents(&auth));
+        let hash = back.password_hash("alice").expect("alice has a password");
+        assert!(hash.starts_with(b"$2a$"));
+        assert!(crate::auth::verify_password("alicepw", &hash));
+        assert!(!crate::auth::verify_password("wrong", &hash));
+        assert!(back
+            .check(
+                Some(&crate::auth::AuthInfo {
+                    username: "alice".into(),
+                    revision: back.revision(),
+                }),
+                b"/p/a",
+                b"",
+                crate::auth::Access::Read,
+            )
+            .is_ok());
+    }
+
+    #[test]
+    fn auth_is_imported_from_etcds_buckets_as_etcd_keeps_them() {
+        let auth = sample_auth();
+        let users = auth
+            .users()
+            .map(|u| (u.name.clone(), u.encode_to_vec()))
+            .collect();
+        let roles = auth
+            .roles()
+            .map(|r| (r.name.clone(), r.encode_to_vec()))
+            .collect();
+        let db = db_of(vec![
+            (
+                BUCKET_AUTH,
+                vec![
+                    (b"authEnabled".to_vec(), vec![1]),
+                    (b"authRevision".to_vec(), 7u64.to_be_bytes().to_vec()),
+                ],
+            ),
+            (BUCKET_AUTH_ROLES, roles),
+            (BUCKET_AUTH_USERS, users),
+        ]);
+        let storage = state_storage();
+        import(&db, &storage).expect("import");
+        let back = AuthStore::load(&storage).expect("load");
+        assert_eq!(contents(&back), contents(&auth));
+
+        // etcd after `auth disable` writes [0]; a fresh etcd has no
+        // authEnabled and, before its first start, no authRevision.
+        for flags in [vec![(b"authEnabled".to_vec(), vec![0])], Vec::new()] {
+            let db = db_of(vec![(BUCKET_AUTH, flags)]);
+            let storage = state_storage();
+            let imported = import(&db, &storage).expect("import");
+            assert!(!imported.auth_enabled);
+            let back = AuthStore::load(&storage).expect("load");
+            assert!(!back.is_enabled());
+            assert_eq!(back.revision(), 1);
+        }
+    }
+
+    #[test]
+    fn auth_records_cairn_could_not_load_back_refuse_the_snapshot() {
+        let alice = sample_auth().user("alice").expect("alice").clone();
+        let cases: Vec<(&str, Buckets)> = vec![
+            (
+                "authRevision",
+                vec![(BUCKET_AUTH, vec![(b"authRevision".to_vec(), vec![0, 1])])],
+            ),
+            (
+                "holds the user",
+                vec![(
+                    BUCKET_AUTH_USERS,
+                    vec![(b"bob".to_vec(), alice.encode_to_vec())],
+                )],
+            ),
+            (
+                "user record",
+                vec![(BUCKET_AUTH_USERS, vec![(b"x".to_vec(), vec![0xff, 0xff])])],
+            ),
+            (
+                "not UTF-8",
+                vec![(
+                    BUCKET_AUTH_ROLES,
+                    vec![(
+                        vec![0xc3],
+                        Role {
+                            name: vec![0xc3],
+                            key_permission: Vec::new(),
+                        }
+                        .encode_to_vec(),
+                    )],
+                )],
+            ),
+        ];
+        for (want, buckets) in cases {
+            let err = import(&db_of(buckets), &state_storage()).expect_err(want);
+            assert!(err.to_string().contains(want), "{want}: {err}");
+        }
     }
 
     #[test]

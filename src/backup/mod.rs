@@ -140,7 +140,7 @@ pub struct Restored {
 }
 
 /// Makes a new member's data directory from a snapshot (cairn's or
-/// etcd's): its key-value history, compaction and leases, and the new
+/// etcd's): its key-value history, compaction, leases and auth state, and the new
 /// membership `options` names — every member restored from one snapshot
 /// with the same flags starts from the same state. Refuses an existing
 /// data directory; removes what it made when it fails.

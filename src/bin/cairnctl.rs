@@ -1,14 +1,17 @@
 //! cairnctl: cairn's etcdctl-compatible command line (DESIGN §1). So far its
 //! `snapshot` commands, with etcdctl 3.4's flags, output and exit codes:
 //!
-//! - `cairnctl [--endpoints HOST:PORT] snapshot save FILE`: streams a backup
-//!   from one member (cairn or etcd) into FILE, checking its SHA-256;
+//! - `cairnctl [--endpoints HOST:PORT] [--user NAME[:PASSWORD]] [--password
+//!   PASSWORD] snapshot save FILE`: streams a backup from one member (cairn
+//!   or etcd) into FILE, checking its SHA-256; with auth enabled the server
+//!   wants a user holding `root`, whose token the save gets first;
 //! - `cairnctl snapshot status FILE [-w simple|table|json|fields]`: hash,
 //!   revision, total keys and size of a snapshot (cairn's or etcd's);
 //! - `cairnctl snapshot restore FILE [--name] [--data-dir]
 //!   [--initial-cluster] [--initial-cluster-token]
 //!   [--initial-advertise-peer-urls] [--skip-hash-check]`: a new member's
-//!   data directory from a snapshot (`cairn::backup::restore`).
+//!   data directory from a snapshot (`cairn::backup::restore`), with the
+//!   snapshot's users, roles and auth state.
 //!
 //! Errors print `Error: <message>` on stderr; exit status 1, or 128 for bad
 //! arguments (etcdctl's codes).
@@ -18,8 +21,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cairn::backup::{self, etcd, RestoreOptions, SHA256_LEN};
+use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use cairn_proto::etcdserverpb::SnapshotRequest;
+use cairn_proto::etcdserverpb::{AuthenticateRequest, SnapshotRequest};
 
 const EXIT_ERROR: u8 = 1;
 const EXIT_BAD_ARGS: u8 = 128;
@@ -41,6 +45,9 @@ struct Line {
     write_out: String,
     dial_timeout: Duration,
     command_timeout: Duration,
+    /// `--user` (`name` or `name:password`) and `--password`.
+    user: Option<String>,
+    password: Option<String>,
     words: Vec<String>,
     flags: Vec<(String, Option<String>)>,
 }
@@ -70,6 +77,8 @@ fn parse_duration(flag: &str, v: &str) -> Result<Duration, Failure> {
 fn parse(args: Vec<String>) -> Result<Line, Failure> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let mut line = Line {
+        user: env("ETCDCTL_USER"),
+        password: env("ETCDCTL_PASSWORD"),
         endpoints: env("ETCDCTL_ENDPOINTS")
             .unwrap_or_else(|| "127.0.0.1:2379".into())
             .split(',')
@@ -116,6 +125,8 @@ fn parse(args: Vec<String>) -> Result<Line, Failure> {
             "command-timeout" => {
                 line.command_timeout = parse_duration(&name, &value.unwrap_or_default())?
             }
+            "user" => line.user = value.filter(|v| !v.is_empty()),
+            "password" => line.password = value,
             _ => line.flags.push((name, value)),
         }
     }
@@ -123,6 +134,23 @@ fn parse(args: Vec<String>) -> Result<Line, Failure> {
 }
 
 impl Line {
+    /// The user and password to authenticate as (etcdctl's rules: with
+    /// `--password`, `--user` is the whole name; else `name:password`).
+    fn credentials(&self) -> Result<Option<(String, String)>, Failure> {
+        let Some(user) = &self.user else {
+            return Ok(None);
+        };
+        if let Some(p) = self.password.as_ref().filter(|p| !p.is_empty()) {
+            return Ok(Some((user.clone(), p.clone())));
+        }
+        match user.split_once(':') {
+            Some((name, password)) => Ok(Some((name.to_owned(), password.to_owned()))),
+            None => Err(bad_args(
+                "no password for --user: give --user NAME:PASSWORD or --password",
+            )),
+        }
+    }
+
     /// The value of command flag `name`, and that no other flag was given.
     fn take(&mut self, name: &str) -> Option<String> {
         let i = self.flags.iter().position(|(n, _)| n == name)?;
@@ -245,7 +273,8 @@ fn save(line: &Line, file: &std::path::Path) -> Result<(), Failure> {
     }
     let url = endpoint_url(&line.endpoints[0]);
     let part = PathBuf::from(format!("{}.part", file.display()));
-    let result = runtime()?.block_on(fetch(&url, line.dial_timeout, &part));
+    let credentials = line.credentials()?;
+    let result = runtime()?.block_on(fetch(&url, line.dial_timeout, credentials.as_ref(), &part));
     match result {
         Ok(size) => {
             std::fs::rename(&part, file).map_err(|e| {
@@ -266,8 +295,14 @@ fn save(line: &Line, file: &std::path::Path) -> Result<(), Failure> {
     }
 }
 
-/// Streams a snapshot into `part`, checks its SHA-256 trailer, syncs it.
-async fn fetch(url: &str, dial_timeout: Duration, part: &std::path::Path) -> Result<u64, Failure> {
+/// Streams a snapshot into `part` (as `credentials`' user when given),
+/// checks its SHA-256 trailer, syncs it.
+async fn fetch(
+    url: &str,
+    dial_timeout: Duration,
+    credentials: Option<&(String, String)>,
+    part: &std::path::Path,
+) -> Result<u64, Failure> {
     use std::io::Write as _;
     let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|e| error(format!("bad endpoint {url}: {e}")))?
@@ -279,9 +314,27 @@ async fn fetch(url: &str, dial_timeout: Duration, part: &std::path::Path) -> Res
                 "context deadline exceeded (connecting to {url}: {e})"
             ))
         })?;
+    let mut request = tonic::Request::new(SnapshotRequest {});
+    if let Some((name, password)) = credentials {
+        let token = AuthClient::new(channel.clone())
+            .authenticate(AuthenticateRequest {
+                name: name.clone(),
+                password: password.clone(),
+            })
+            .await
+            .map_err(|s| error(s.message().to_owned()))?
+            .into_inner()
+            .token;
+        let value = token.parse().map_err(|_| {
+            error(format!(
+                "the server's token {token:?} is not a header value"
+            ))
+        })?;
+        request.metadata_mut().insert("token", value);
+    }
     let mut client = MaintenanceClient::new(channel).max_decoding_message_size(usize::MAX);
     let mut stream = client
-        .snapshot(SnapshotRequest {})
+        .snapshot(request)
         .await
         .map_err(|s| error(s.message().to_owned()))?
         .into_inner();
@@ -397,15 +450,19 @@ fn table(headers: &[&str], row: &[String]) -> String {
 
 fn restore(o: &RestoreOptions) -> Result<(), Failure> {
     let restored = runtime()?.block_on(backup::restore(o)).map_err(error)?;
+    let i = &restored.imported;
     eprintln!(
-        "restored snapshot {} into {}: member {:x} of cluster {:x}, revision {}, {} revision records, {} leases",
+        "restored snapshot {} into {}: member {:x} of cluster {:x}, revision {}, {} revision records, {} leases, {} users, {} roles, auth {}",
         o.snapshot.display(),
         restored.data_dir.display(),
         restored.member_id,
         restored.cluster_id,
-        restored.imported.revision,
-        restored.imported.keys,
-        restored.imported.leases
+        i.revision,
+        i.keys,
+        i.leases,
+        i.users,
+        i.roles,
+        if i.auth_enabled { "enabled" } else { "disabled" }
     );
     Ok(())
 }
@@ -413,6 +470,38 @@ fn restore(o: &RestoreOptions) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(args: &[&str]) -> Line {
+        match parse(args.iter().map(|a| a.to_string()).collect()) {
+            Ok(l) => l,
+            Err(Failure(code, msg)) => panic!("parse {args:?}: {code} {msg}"),
+        }
+    }
+
+    #[test]
+    fn credentials_follow_etcdctls_user_and_password_flags() {
+        let creds = |args: &[&str]| match line(args).credentials() {
+            Ok(c) => Ok(c),
+            Err(Failure(code, _)) => Err(code),
+        };
+        let pair = |u: &str, p: &str| Ok(Some((u.to_owned(), p.to_owned())));
+        assert_eq!(creds(&["snapshot", "save", "f"]), Ok(None));
+        assert_eq!(
+            creds(&["--user=root:pw", "snapshot", "save", "f"]),
+            pair("root", "pw")
+        );
+        assert_eq!(creds(&["--user", "root:a:b"]), pair("root", "a:b"));
+        assert_eq!(
+            creds(&["--user=ro:ot", "--password=pw"]),
+            pair("ro:ot", "pw")
+        );
+        assert_eq!(
+            creds(&["--user=root:pw", "--password="]),
+            pair("root", "pw")
+        );
+        assert_eq!(creds(&["--password=pw"]), Ok(None));
+        assert_eq!(creds(&["--user=root"]), Err(EXIT_BAD_ARGS));
+    }
 
     #[test]
     fn sizes_print_like_go_humanize() {
