@@ -94,6 +94,13 @@ struct MemberTls {
     peer: Option<ServerTls>,
     /// Dials peer URLs (TLS with the peer certificate for `https://`).
     peer_dialer: Dialer,
+    /// Dials other members' client URLs (TLS with the client-port
+    /// certificate for `https://`), for the server's calls to the leader's
+    /// and the peers' client ports.
+    // Read once `ServerConfig` carries a dialer (src/server dials client
+    // URLs with plain tonic today).
+    #[allow(dead_code)]
+    client_dialer: Dialer,
 }
 
 /// One side's TLS files: the given certificate, or a self-signed one made
@@ -130,10 +137,12 @@ fn member_tls(config: &Config) -> Result<MemberTls, String> {
         client: None,
         peer: None,
         peer_dialer: Dialer::plain(),
+        client_dialer: Dialer::plain(),
     };
     if config.serves_client_tls() {
         if let Some(info) = tls_info(&config.client_tls, config, "client", config.client_hosts())? {
             tls.client = Some(ServerTls::new(&info)?);
+            tls.client_dialer = Dialer::client(&info)?;
         }
     }
     // As etcd, peer certificates are used only with https:// peer URLs.

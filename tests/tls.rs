@@ -13,7 +13,7 @@
 //!   connection, without a restart;
 //! - a 3-member cluster with peer TLS, `--peer-client-cert-auth` and
 //!   `--client-cert-auth` survives the leader's kill -9, and the killed
-//!   member rejoins over TLS;
+//!   member rejoins over TLS; a member added at run time joins over TLS;
 //! - `--auto-tls` / `--peer-auto-tls` make self-signed certificates under
 //!   `<data-dir>/fixtures`;
 //! - unusable certificate files stop the member at start with one clear
@@ -769,6 +769,68 @@ fn three_members_with_peer_tls_and_client_cert_auth_survive_the_leaders_kill9() 
             false => Err(text),
         }
     });
+}
+
+#[test]
+fn a_member_added_at_run_time_joins_over_peer_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    let flags_of = |name: &str| {
+        let mut flags = client_tls_flags(&pki, &pki.issue(&format!("{name}-server"), name, false));
+        flags.extend(peer_tls_flags(
+            &pki,
+            &pki.issue(&format!("{name}-peer"), name, false),
+        ));
+        flags
+    };
+    let good = Creds {
+        ca: pki.ca_file(),
+        cert: Some(pki.issue("client", "root", false)),
+    };
+    let mut first = start_member("j1", dir.path(), flags_of("j1"));
+    wait_healthy(&mut first, &good);
+    assert_eq!(
+        ctl_ok(&first.endpoint(), &good, &["put", "before", "join"]).trim(),
+        "OK"
+    );
+
+    // `member add` on the only member (the leader), then start the new
+    // member as etcd's runbook says: it learns the cluster through its
+    // peers' TLS peer port.
+    let (cp, pp) = (free_port(), free_port());
+    let added = ctl_ok(
+        &first.endpoint(),
+        &good,
+        &[
+            "member",
+            "add",
+            "j2",
+            &format!("--peer-urls={}", peer_url(pp)),
+        ],
+    );
+    assert!(added.contains("ETCD_INITIAL_CLUSTER="), "{added}");
+    let mut flags = flags_of("j2");
+    flags.push(format!(
+        "--initial-cluster=j1={},j2={}",
+        peer_url(first.peer_port),
+        peer_url(pp)
+    ));
+    flags.push("--initial-cluster-state=existing".to_owned());
+    let mut second = start_member_on("j2", dir.path(), cp, pp, flags);
+    wait_healthy(&mut second, &good);
+    common::poll_until(WAIT, "the new member has the data", || {
+        let (ok, text) = ctl(
+            &second.endpoint(),
+            &good,
+            &["get", "before", "--consistency=s", "--print-value-only"],
+        );
+        match ok && text.trim() == "join" {
+            true => Ok(()),
+            false => Err(text),
+        }
+    });
+    let list = ctl_ok(&first.endpoint(), &good, &["member", "list"]);
+    assert_eq!(list.matches("started").count(), 2, "{list}");
 }
 
 #[test]

@@ -765,3 +765,231 @@ pub(crate) fn common_name(cert: &[u8]) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use cairn_proto::raftpb::raft_peer_client::RaftPeerClient;
+    use cairn_proto::raftpb::raft_peer_server::{RaftPeer, RaftPeerServer};
+    use cairn_proto::raftpb::{
+        MembersRequest, MembersResponse, MessageBatch, MessageBatchResponse, PeerMember,
+        SnapshotChunk, SnapshotResponse,
+    };
+    use tonic::{Request, Response, Status, Streaming};
+
+    use super::super::{client_cert_common_name, TlsInfo};
+    use super::{Dialer, ServerTls};
+    use crate::client_port::{serve_client_port_secured, HttpReply, Listener};
+
+    /// Answers `Members` with one member named after the caller's
+    /// certificate CN (empty without one).
+    struct EchoCommonName;
+
+    #[tonic::async_trait]
+    impl RaftPeer for EchoCommonName {
+        async fn send(
+            &self,
+            _: Request<MessageBatch>,
+        ) -> Result<Response<MessageBatchResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+
+        async fn send_snapshot(
+            &self,
+            _: Request<Streaming<SnapshotChunk>>,
+        ) -> Result<Response<SnapshotResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+
+        async fn members(
+            &self,
+            req: Request<MembersRequest>,
+        ) -> Result<Response<MembersResponse>, Status> {
+            let name = client_cert_common_name(&req).unwrap_or_default();
+            Ok(Response::new(MembersResponse {
+                cluster_id: 1,
+                members: vec![PeerMember {
+                    name,
+                    ..PeerMember::default()
+                }],
+            }))
+        }
+    }
+
+    struct Pki {
+        issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+        ca_pem: String,
+    }
+
+    impl Pki {
+        fn new() -> Pki {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "test CA");
+            let key = rcgen::KeyPair::generate().expect("key");
+            let ca_pem = params.self_signed(&key).expect("CA").pem();
+            Pki {
+                issuer: rcgen::Issuer::new(params, key),
+                ca_pem,
+            }
+        }
+
+        /// Writes `<name>.pem` / `<name>.key` for `cn` in `dir`.
+        fn issue(
+            &self,
+            dir: &Path,
+            name: &str,
+            cn: &str,
+        ) -> (std::path::PathBuf, std::path::PathBuf) {
+            let mut params =
+                rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, "cairn");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+            params.extended_key_usages = vec![
+                rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+                rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let key = rcgen::KeyPair::generate().expect("key");
+            let cert = params.signed_by(&key, &self.issuer).expect("cert");
+            let (c, k) = (
+                dir.join(format!("{name}.pem")),
+                dir.join(format!("{name}.key")),
+            );
+            std::fs::write(&c, cert.pem()).expect("write cert");
+            std::fs::write(&k, key.serialize_pem()).expect("write key");
+            (c, k)
+        }
+    }
+
+    /// Serves `EchoCommonName` over TLS on a loopback port; its address.
+    async fn serve(info: &TlsInfo) -> std::net::SocketAddr {
+        let tls = ServerTls::new(info).expect("server TLS");
+        let listener = Listener::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr();
+        let router =
+            tonic::transport::Server::builder().add_service(RaftPeerServer::new(EchoCommonName));
+        let http: crate::client_port::HttpHandler = std::sync::Arc::new(|path: &str| {
+            Some(HttpReply {
+                status: 200,
+                content_type: "text/plain",
+                body: path.to_owned(),
+            })
+        });
+        tokio::spawn(serve_client_port_secured(listener, router, http, Some(tls)));
+        addr
+    }
+
+    async fn caller_name(dialer: &Dialer, addr: std::net::SocketAddr) -> Result<String, String> {
+        let channel = dialer
+            .connect(&format!("https://{addr}"), Duration::from_secs(5))
+            .await?;
+        let members = RaftPeerClient::new(channel)
+            .members(MembersRequest {})
+            .await
+            .map_err(|s| s.to_string())?
+            .into_inner();
+        Ok(members.members[0].name.clone())
+    }
+
+    #[tokio::test]
+    async fn handlers_see_the_verified_client_certificates_common_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = Pki::new();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).expect("write CA");
+        let (server_cert, server_key) = pki.issue(dir.path(), "server", "server");
+        let (alice_cert, alice_key) = pki.issue(dir.path(), "alice", "alice");
+        let server = |client_cert_auth| TlsInfo {
+            cert_file: server_cert.clone(),
+            key_file: server_key.clone(),
+            trusted_ca_file: Some(ca.clone()),
+            client_cert_auth,
+            ..TlsInfo::default()
+        };
+        let alice = Dialer::client(&TlsInfo {
+            cert_file: alice_cert,
+            key_file: alice_key,
+            trusted_ca_file: Some(ca.clone()),
+            ..TlsInfo::default()
+        })
+        .expect("client TLS");
+
+        let with_auth = serve(&server(true)).await;
+        assert_eq!(caller_name(&alice, with_auth).await, Ok("alice".to_owned()));
+        // Without --client-cert-auth no certificate is asked for: no name.
+        let without_auth = serve(&server(false)).await;
+        assert_eq!(caller_name(&alice, without_auth).await, Ok(String::new()));
+        // A plain dialer cannot reach an https URL at all.
+        let plain = caller_name(&Dialer::plain(), with_auth).await;
+        assert!(plain.is_err(), "{plain:?}");
+    }
+
+    #[test]
+    fn common_name_is_read_from_the_subject() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = Pki::new();
+        let (cert, _) = pki.issue(dir.path(), "x", "the-user");
+        let der = super::load_certs(&cert, "--cert-file").expect("cert")[0].clone();
+        assert_eq!(
+            super::common_name(der.as_ref()).as_deref(),
+            Some("the-user")
+        );
+        assert_eq!(super::common_name(b"\x30\x03\x02\x01\x01"), None);
+        assert_eq!(super::common_name(b""), None);
+    }
+
+    #[test]
+    fn self_signed_certificates_are_made_once_and_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fixtures = dir.path().join("fixtures").join("client");
+        let hosts = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let (cert, key) = super::self_cert(&fixtures, &hosts).expect("self-signed");
+        let first = std::fs::read(&cert).expect("cert");
+        let again = super::self_cert(&fixtures, &hosts).expect("reused");
+        assert_eq!(again, (cert.clone(), key.clone()));
+        assert_eq!(
+            std::fs::read(&cert).expect("cert"),
+            first,
+            "made once, then reused"
+        );
+        let info = TlsInfo {
+            cert_file: cert,
+            key_file: key.clone(),
+            self_signed: true,
+            ..TlsInfo::default()
+        };
+        ServerTls::new(&info).expect("the self-signed pair loads");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the key is private to its owner");
+    }
+
+    #[test]
+    fn cipher_suites_narrow_tls12_and_keep_tls13() {
+        let only = super::provider(&["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_owned()])
+            .expect("provider");
+        let names: Vec<String> = only
+            .cipher_suites
+            .iter()
+            .map(|cs| format!("{:?}", cs.suite()))
+            .collect();
+        assert!(
+            names.contains(&"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_owned()),
+            "{names:?}"
+        );
+        assert!(!names.iter().any(|n| n.contains("ECDSA")), "{names:?}");
+        assert!(names.iter().any(|n| n.starts_with("TLS13_")), "{names:?}");
+        let tls13 = super::provider(&["TLS_AES_256_GCM_SHA384".to_owned()]).expect("provider");
+        assert_eq!(tls13.cipher_suites.len(), 1);
+    }
+}
