@@ -17,7 +17,9 @@
 //! - `--auto-tls` / `--peer-auto-tls` make self-signed certificates under
 //!   `<data-dir>/fixtures`;
 //! - unusable certificate files stop the member at start with one clear
-//!   line (exit status 1, no panic).
+//!   line (exit status 1, no panic);
+//! - inconsistent TLS flags are refused with etcd 3.4's message, checked
+//!   against /usr/bin/etcd run with the same flags.
 #![cfg(not(madsim))]
 
 mod common;
@@ -955,4 +957,103 @@ fn unusable_certificate_files_are_clear_startup_errors() {
         &with(&["--cipher-suites=TLS_RSA_WITH_RC4_128_SHA".to_owned()]),
         "is not supported by cairn",
     );
+}
+
+/// The last line of a server's stderr that reports a fatal error, without
+/// its prefix: cairn's `cairn: `, etcd's `<date> <time> C | etcdmain: `.
+fn fatal_message(stderr: &str) -> Option<String> {
+    stderr.lines().rev().find_map(|l| {
+        l.strip_prefix("cairn: ")
+            .or_else(|| l.split_once(" C | etcdmain: ").map(|(_, m)| m))
+            .map(str::to_owned)
+    })
+}
+
+/// Runs `program` with `flags` on fresh ports and data dir; its exit code
+/// and fatal message.
+fn run_to_failure(program: &str, dir: &Path, flags: &[String]) -> (Option<i32>, Option<String>) {
+    let data = dir.join(format!("d{}", free_port()));
+    let mut child = Command::new(program)
+        .arg(format!("--data-dir={}", data.display()))
+        .args(flags)
+        .env_remove("ETCD_NAME")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let _ = child.wait();
+    (status, fatal_message(&stderr))
+}
+
+#[test]
+fn flag_errors_are_etcd_3_4s() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    let (cert, _) = pki.issue("server", "server", false);
+    let cases: Vec<Box<dyn Fn() -> Vec<String>>> = vec![
+        // An https client URL without a certificate.
+        Box::new(|| {
+            let (c, p) = (free_port(), free_port());
+            vec![
+                format!("--listen-client-urls=https://127.0.0.1:{c}"),
+                format!("--advertise-client-urls=https://127.0.0.1:{c}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{p}"),
+            ]
+        }),
+        // An https peer URL without a certificate.
+        Box::new(|| {
+            let (c, p) = (free_port(), free_port());
+            vec![
+                format!("--listen-client-urls=http://127.0.0.1:{c}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{c}"),
+                format!("--listen-peer-urls=https://127.0.0.1:{p}"),
+                format!("--initial-advertise-peer-urls=https://127.0.0.1:{p}"),
+                format!("--initial-cluster=default=https://127.0.0.1:{p}"),
+            ]
+        }),
+        // A certificate without its key.
+        Box::new(|| {
+            let (c, p) = (free_port(), free_port());
+            vec![
+                format!("--listen-client-urls=https://127.0.0.1:{c}"),
+                format!("--advertise-client-urls=https://127.0.0.1:{c}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{p}"),
+                arg("cert-file", &cert),
+            ]
+        }),
+        // A cipher suite Go does not know.
+        Box::new(|| {
+            let (c, p) = (free_port(), free_port());
+            vec![
+                format!("--listen-client-urls=http://127.0.0.1:{c}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{c}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{p}"),
+                "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,FOO".to_owned(),
+            ]
+        }),
+    ];
+    for make in cases {
+        let flags = make();
+        let etcd = run_to_failure(&common::etcd_bin(), dir.path(), &flags);
+        let cairn = run_to_failure(common::cairn_bin(), dir.path(), &flags);
+        assert_eq!(etcd.0, Some(1), "etcd 3.4 refuses {flags:?}: {etcd:?}");
+        assert!(etcd.1.is_some(), "etcd's message: {etcd:?}");
+        assert_eq!(cairn, etcd, "cairn answers as etcd 3.4 for {flags:?}");
+    }
 }
