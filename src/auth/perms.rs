@@ -6,7 +6,7 @@
 //! (one key) when `range_end` is empty, `[key, +∞)` when it is `\0`, else
 //! `[key, range_end)`. A request on one key is allowed when some interval
 //! holds the key; a request on a range (`\0` meaning open-ended) when the
-//! union covers all of it.
+//! union covers all of it (an inverted range: `Intervals::covers`).
 //! Tests: `src/auth/tests.rs` (against a brute-force model).
 
 use cairn_proto::authpb::{permission::Type as PermType, Role};
@@ -64,9 +64,21 @@ impl Intervals {
         })
     }
 
-    /// Whether the intervals cover all of `[start, end)`.
+    /// Whether the intervals cover all of `[start, end)`. An empty or
+    /// inverted range (`end` ≤ `start`) is covered, as etcd's interval tree
+    /// decides it, when one interval reaches from below `end` to beyond
+    /// `start`.
     pub fn covers(&self, start: &[u8], end: &End) -> bool {
-        self.containing(start).is_some_and(|(_, e)| e >= end)
+        match end {
+            End::Key(e) if e.as_slice() <= start => self.0.iter().any(|(s, last)| {
+                s < e
+                    && match last {
+                        End::Infinity => true,
+                        End::Key(l) => l.as_slice() > start,
+                    }
+            }),
+            _ => self.containing(start).is_some_and(|(_, e)| e >= end),
+        }
     }
 }
 

@@ -459,3 +459,22 @@ quickcheck! {
         )
     }
 }
+
+#[test]
+fn an_inverted_range_is_covered_only_by_a_grant_spanning_it_as_in_etcd() {
+    // Found by the auth simulation: [c, b) was allowed whenever c was held.
+    let role = |key: &[u8], end: &[u8]| Role {
+        name: b"r".to_vec(),
+        key_permission: vec![Permission {
+            perm_type: PermType::Read as i32,
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+        }],
+    };
+    let held_from_c = UserPerms::merge(std::iter::once(&role(b"c", b"d")));
+    assert!(!held_from_c.allows(b"c", b"b", Access::Read));
+    let spanning = UserPerms::merge(std::iter::once(&role(b"a", b"d")));
+    assert!(spanning.allows(b"c", b"b", Access::Read));
+    let open = UserPerms::merge(std::iter::once(&role(b"a", b"\0")));
+    assert!(open.allows(b"c", b"b", Access::Read));
+}

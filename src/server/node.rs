@@ -1104,8 +1104,13 @@ impl Node {
                 continue;
             }
             let mut conf = None;
+            let mut refused = None;
             let events = match e.entry_type() {
-                EntryType::EntryNormal if !e.data.is_empty() => self.apply_normal(e)?,
+                EntryType::EntryNormal if !e.data.is_empty() => {
+                    let (events, why) = self.apply_normal(e)?;
+                    refused = why;
+                    events
+                }
                 EntryType::EntryConfChange => {
                     self.apply_conf_change(e)?;
                     if self.shared.probe.is_some() {
@@ -1139,6 +1144,7 @@ impl Node {
                     events: &events,
                     revision: revision.current_revision().0,
                     conf,
+                    refused,
                 });
             }
             self.shared
@@ -1149,8 +1155,12 @@ impl Node {
         Ok(())
     }
 
-    /// Applies a client request entry; returns the changes it made.
-    fn apply_normal(&mut self, e: &Entry) -> Result<Vec<cairn_proto::mvccpb::Event>, StorageError> {
+    /// Applies a client request entry; returns the changes it made and, if
+    /// the request was refused, why (etcd's error text).
+    fn apply_normal(
+        &mut self,
+        e: &Entry,
+    ) -> Result<(Vec<cairn_proto::mvccpb::Event>, Option<String>), StorageError> {
         let req = InternalRequest::decode(e.data.as_slice()).map_err(|err| {
             StorageError::Corruption(format!("entry {} does not decode: {err}", e.index))
         })?;
@@ -1191,6 +1201,7 @@ impl Node {
                 .watch
                 .notify(outcome.revision.0, &outcome.events, prev_kv);
         }
+        let refused = outcome.result.as_ref().err().map(ToString::to_string);
         let me = self.shared.config.member_id;
         if req.member_id == me {
             if matches!(outcome.result, Ok(Applied::Published)) && req.id == 0 {
@@ -1200,7 +1211,7 @@ impl Node {
                 let _ = w.send(outcome.result.map(|a| (a, outcome.revision.0)));
             }
         }
-        Ok(outcome.events)
+        Ok((outcome.events, refused))
     }
 
     fn apply_conf_change(&mut self, e: &Entry) -> Result<(), StorageError> {

@@ -28,6 +28,9 @@ pub struct AppliedEntry<'a> {
     /// For a conf-change entry: the Raft configuration after it (what this
     /// member's Raft uses from then on). `None` for any other entry.
     pub conf: Option<ConfAfter>,
+    /// A client request the apply refused: etcd's error text (a permission
+    /// denied, a lease not found, …). `None` when it took effect.
+    pub refused: Option<String>,
 }
 
 /// A Raft configuration as applied: voters and learners, each sorted.

@@ -14,6 +14,7 @@
 //!
 //! Tests: each module's unit tests, and `tests/checker_histories.rs`.
 
+pub mod auth;
 mod canonical;
 pub mod committed;
 pub mod durability;

@@ -16,6 +16,7 @@
 //! - `runner`: seeds, one process per seed, replay commands, determinism.
 //! Tests: `tests/sim.rs` is the entry point.
 
+pub mod auth;
 pub mod backup;
 pub mod cluster;
 pub mod faults;

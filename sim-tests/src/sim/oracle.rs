@@ -103,6 +103,9 @@ struct State {
     /// compaction takes effect when its revision is above the previous one
     /// and not above the store's revision, as `MvccStore::compact` says).
     compactions: BTreeMap<u64, i64>,
+    /// Client writes and auth changes, as first applied: index → (request,
+    /// why it was refused), for the auth checker (`checker::auth`).
+    auth_log: BTreeMap<u64, (InternalRequest, Option<String>)>,
 }
 
 /// One change as the `key` bucket of a snapshot holds it.
@@ -137,9 +140,12 @@ fn hash_of(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-fn effects_hash(events: &[Event], revision: i64) -> u64 {
+fn effects_hash(events: &[Event], revision: i64, refused: Option<&str>) -> u64 {
     let mut h = DefaultHasher::new();
     revision.hash(&mut h);
+    // Whether (and why) the request was refused is part of its effect: the
+    // members must agree on every auth decision.
+    refused.hash(&mut h);
     // prev_kv is left out: members fill it only when a watcher wants it.
     for e in events {
         e.r#type.hash(&mut h);
@@ -271,6 +277,16 @@ impl Oracle {
 
     /// The committed history as the members applied it. Keys and values are
     /// the workload's UTF-8 strings.
+    /// Every applied entry the auth rules decide (client writes, auth
+    /// changes), in index order, with why it was refused.
+    pub fn auth_log(&self) -> Vec<(u64, InternalRequest, Option<String>)> {
+        self.lock()
+            .auth_log
+            .iter()
+            .map(|(i, (r, why))| (*i, r.clone(), why.clone()))
+            .collect()
+    }
+
     pub fn committed_history(&self) -> CommittedHistory {
         let st = self.lock();
         let changes = st
@@ -295,6 +311,11 @@ impl Oracle {
 /// Records what the first apply of `e` adds to the `key` bucket, and a
 /// compaction that takes effect.
 fn record_first_apply(st: &mut State, e: &AppliedEntry<'_>) {
+    if let Ok(req) = InternalRequest::decode(e.data) {
+        if crate::checker::auth::is_decided(&req) {
+            st.auth_log.insert(e.index, (req, e.refused.clone()));
+        }
+    }
     for (sub, ev) in e.events.iter().enumerate() {
         let Some(kv) = &ev.kv else { continue };
         let tombstone = ev.r#type() == EventType::Delete;
@@ -410,7 +431,7 @@ impl Probe for Oracle {
         let record = AppliedRecord {
             term: e.term,
             payload_hash: hash_of(e.data),
-            effects_hash: effects_hash(e.events, e.revision),
+            effects_hash: effects_hash(e.events, e.revision, e.refused.as_deref()),
             revision: e.revision,
             first_member: e.member,
             conf: e.conf.clone(),
@@ -556,6 +577,7 @@ mod tests {
             events: &[],
             revision: 1,
             conf,
+            refused: None,
         });
     }
 

@@ -35,6 +35,7 @@ pub const CI_SEEDS_KV5: std::ops::Range<u64> = 1..41;
 pub const CI_SEEDS_LEASE3: std::ops::Range<u64> = 1..41;
 pub const CI_SEEDS_LOCK3: std::ops::Range<u64> = 1..41;
 pub const CI_SEEDS_CHURN: std::ops::Range<u64> = 1..41;
+pub const CI_SEEDS_AUTH3: std::ops::Range<u64> = 1..31;
 
 /// Seeds outside those ranges that once failed, run by `.ci/run` too (each
 /// is the regression test of what it found): lease3 1030 (the watch checker
@@ -55,7 +56,7 @@ pub const CI_REGRESSION_SEEDS: &[(&str, u64)] = &[
 ];
 
 /// Every scenario, in the order the CI set runs them.
-pub const ALL_SCENARIOS: &str = "kv3,kv5,lease3,lock3,churn";
+pub const ALL_SCENARIOS: &str = "kv3,kv5,lease3,lock3,churn,auth3";
 
 /// Wall-clock limit for one child (a hang is a failure, not a stuck CI).
 const CHILD_WALL_LIMIT: Duration = Duration::from_secs(600);
@@ -67,6 +68,7 @@ pub fn scenario_config(name: &str) -> Option<RunConfig> {
         "lease3" => Some(RunConfig::lease(3)),
         "lock3" => Some(RunConfig::lock(3)),
         "churn" => Some(RunConfig::churn()),
+        "auth3" => Some(RunConfig::auth(3)),
         _ => None,
     }
 }
@@ -331,6 +333,7 @@ fn parent() -> ExitCode {
             "lease3" => CI_SEEDS_LEASE3,
             "lock3" => CI_SEEDS_LOCK3,
             "churn" => CI_SEEDS_CHURN,
+            "auth3" => CI_SEEDS_AUTH3,
             _ => CI_SEEDS_KV3,
         };
         if scenario_config(s).is_none() {

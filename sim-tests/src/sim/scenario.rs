@@ -39,6 +39,7 @@ use madsim::runtime::Handle;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::auth;
 use super::backup;
 use super::cluster::{ClusterSpec, SimCluster};
 use super::faults::{FaultKind, FaultScheduler, Timeline, ALL_FAULTS};
@@ -79,6 +80,9 @@ pub struct RunConfig {
     /// `cluster.members`) and change the membership during the fault phase
     /// (see `membership`).
     pub churn: bool,
+    /// Run the auth workload (an operator changing users, roles and
+    /// permissions, users reading and writing; see `auth`).
+    pub auth: bool,
 }
 
 impl RunConfig {
@@ -98,6 +102,19 @@ impl RunConfig {
             locks: false,
             check_linearizability: true,
             churn: false,
+            auth: false,
+        }
+    }
+
+    /// The auth workload beside the KV mix, under the usual faults; every
+    /// check of `kv`, and the auth checker on the committed log.
+    pub fn auth(members: usize) -> RunConfig {
+        RunConfig {
+            auth: true,
+            // A refused watch is canceled: the watch checker has no model
+            // of auth, so watchers stay out.
+            watchers: false,
+            ..RunConfig::kv(members)
         }
     }
 
@@ -286,6 +303,8 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     let handle = Handle::current();
 
     let watch_log = Arc::new(WatchLog::default());
+    // The users' passwords, as the auth operator sets them (`auth3`).
+    let passwords = Arc::new(auth::Passwords::default());
     let lease_log = Arc::new(LeaseLog::default());
     let lock_log = Arc::new(LockLog::default());
     let mut lock_tasks = Vec::new();
@@ -336,13 +355,16 @@ pub async fn run(cfg: RunConfig) -> RunReport {
                 run_lock_client(c as u64 + 1, urls, seed, started, log, stop).await
             }));
         }
-        let client = Client::new(
+        let mut client = Client::new(
             c as u64 + 1,
             endpoints.clone(),
             master.random(),
             recorder.clone(),
             shared.clone(),
         );
+        if cfg.auth && c < auth::USERS {
+            client = client.as_user(format!("u{}", c + 1), passwords.clone());
+        }
         let (stop, final_go) = (stop.clone(), final_go.clone());
         client_tasks.push(node.spawn(async move {
             tokio::time::sleep(Duration::from_secs(2)).await; // first election
@@ -388,6 +410,33 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         let rng = StdRng::seed_from_u64(master_seed.rotate_left(41));
         node.spawn(async move { backup::run(urls, timeline, rng, stop).await })
     });
+    // The auth workload's operator (the users are KV clients, above).
+    let auth_stop = Arc::new(AtomicBool::new(false));
+    let auth_tasks: Vec<_> = if cfg.auth {
+        let operator = handle
+            .create_node()
+            .name("auth-operator")
+            .ip("10.0.2.5".parse().expect("ip"))
+            .build();
+        let mut tasks = Vec::new();
+        let (urls, stop, pw) = (endpoints.clone(), auth_stop.clone(), passwords.clone());
+        let rng = StdRng::seed_from_u64(master_seed.rotate_left(17));
+        tasks.push(operator.spawn(async move { auth::run_operator(urls, rng, pw, stop).await }));
+        let prober = handle
+            .create_node()
+            .name("auth-prober")
+            .ip("10.0.2.6".parse().expect("ip"))
+            .build();
+        let (urls, stop, pw) = (endpoints.clone(), auth_stop.clone(), passwords.clone());
+        let rng = StdRng::seed_from_u64(master_seed.rotate_left(23));
+        tasks.push(prober.spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            auth::run_prober(urls, rng, pw, stop).await
+        }));
+        tasks
+    } else {
+        Vec::new()
+    };
     let mut faults = FaultScheduler::new(StdRng::seed_from_u64(master.random()), timeline.clone());
     faults.kinds = cfg.faults.clone();
     if cfg.faults.contains(&FaultKind::DiskFailSync) {
@@ -436,6 +485,16 @@ pub async fn run(cfg: RunConfig) -> RunReport {
 
     // Give the healed cluster a moment under load, then stop the random mix.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // The auth operator turns auth off before the clients' final phase.
+    auth_stop.store(true, Ordering::SeqCst);
+    let mut auth_reports = Vec::new();
+    for t in auth_tasks {
+        match tokio::time::timeout(Duration::from_secs(90), t).await {
+            Ok(Ok(r)) => auth_reports.push(r),
+            Ok(Err(e)) => panic!("an auth task failed: {e}"),
+            Err(_) => panic!("an auth task did not stop within 90 s (a call without deadline?)"),
+        }
+    }
     stop.store(true, Ordering::SeqCst);
     // Let every client finish its current request, then run the final phase.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -547,6 +606,24 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     report.serializable = recorder.serializable.lock().expect("history lock").clone();
     report.committed = oracle.committed_history();
     report.notes.push(oracle.stats());
+    if cfg.auth {
+        let (failures, note) = crate::checker::auth::check_auth(&oracle.auth_log());
+        report.failures.extend(failures);
+        report.notes.push(note);
+        let sum = |f: fn(&auth::AuthReport) -> u64| auth_reports.iter().map(f).sum::<u64>();
+        report.notes.push(format!(
+            "auth workload: {} changes and range probes made, {} failed, {} logins; {} client operations refused by auth",
+            sum(|r| r.changes_ok),
+            sum(|r| r.changes_failed),
+            sum(|r| r.logins),
+            shared.refused_ops.load(Ordering::Relaxed),
+        ));
+        if !auth_reports.first().is_some_and(|r| r.disabled_at_end) {
+            report
+                .failures
+                .push("liveness: the auth operator could not turn auth off after healing".into());
+        }
+    }
     if let Some(b) = &backup_report {
         let (failures, note) = backup::check(&oracle, b);
         report.failures.extend(failures);

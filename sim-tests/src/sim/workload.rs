@@ -108,6 +108,8 @@ pub struct Shared {
     /// Writes refused with "database space exceeded" (recorded as failed:
     /// no effect).
     pub nospace_ops: AtomicU64,
+    /// Operations refused by auth (recorded as failed: no effect).
+    pub refused_ops: AtomicU64,
 }
 
 pub struct Client {
@@ -118,6 +120,8 @@ pub struct Client {
     shared: Arc<Shared>,
     deadline: Duration,
     written: u64,
+    /// The user this client is, in the auth scenario.
+    login: Option<UserLogin>,
 }
 
 /// How one call ended, before classification.
@@ -126,8 +130,19 @@ enum CallError {
     /// "etcdserver: mvcc: database space exceeded": refused before or at
     /// apply, so it had no effect.
     NoSpace,
+    /// An auth refusal (no user, a denied permission, a void token, an old
+    /// auth revision): refused before proposing or at apply, no effect.
+    Refused(String),
     Other(#[allow(dead_code)] String),
 }
+
+/// etcd's texts of the auth refusals (`CallError::Refused`).
+pub const AUTH_REFUSALS: [&str; 4] = [
+    "etcdserver: user name is empty",
+    "etcdserver: permission denied",
+    "etcdserver: invalid auth token",
+    "etcdserver: revision of auth store is old",
+];
 
 fn to_call_error(s: tonic::Status) -> CallError {
     let msg = s.message();
@@ -137,6 +152,8 @@ fn to_call_error(s: tonic::Status) -> CallError {
         CallError::Etcd(EtcdError::FutureRevision)
     } else if msg.contains("database space exceeded") {
         CallError::NoSpace
+    } else if AUTH_REFUSALS.iter().any(|r| msg == *r) {
+        CallError::Refused(msg.to_owned())
     } else {
         CallError::Other(format!("{:?}: {msg}", s.code()))
     }
@@ -203,12 +220,31 @@ fn pb_op(op: &TxnOp) -> RequestOp {
     }
 }
 
+/// `msg` as a request carrying `token` (the auth scenario's users).
+fn with_token<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(t) = token.and_then(|t| t.parse().ok()) {
+        r.metadata_mut().insert("token", t);
+    }
+    r
+}
+
+/// A client that is an auth user (`auth3`): it logs in with the password
+/// the auth operator last set, and again when told its token is void.
+pub struct UserLogin {
+    pub user: String,
+    pub passwords: Arc<super::auth::Passwords>,
+    token: Option<String>,
+    logged_in: bool,
+}
+
 /// Sends `req` to `url`, waits at most `deadline`.
 async fn execute(
     url: &str,
     req: &Request,
     serializable: bool,
     deadline: Duration,
+    token: Option<&str>,
 ) -> Result<Response, CallError> {
     let call = async {
         let mut kv = KvClient::connect(url.to_owned())
@@ -217,12 +253,15 @@ async fn execute(
         let resp = match req {
             Request::Get { key, revision } => {
                 let r = kv
-                    .range(RangeRequest {
-                        key: key.clone().into_bytes(),
-                        revision: revision.0 as i64,
-                        serializable,
-                        ..Default::default()
-                    })
+                    .range(with_token(
+                        RangeRequest {
+                            key: key.clone().into_bytes(),
+                            revision: revision.0 as i64,
+                            serializable,
+                            ..Default::default()
+                        },
+                        token,
+                    ))
                     .await
                     .map_err(to_call_error)?
                     .into_inner();
@@ -233,11 +272,14 @@ async fn execute(
             }
             Request::Put { key, value } => {
                 let r = kv
-                    .put(PutRequest {
-                        key: key.clone().into_bytes(),
-                        value: value.clone().into_bytes(),
-                        ..Default::default()
-                    })
+                    .put(with_token(
+                        PutRequest {
+                            key: key.clone().into_bytes(),
+                            value: value.clone().into_bytes(),
+                            ..Default::default()
+                        },
+                        token,
+                    ))
                     .await
                     .map_err(to_call_error)?
                     .into_inner();
@@ -247,10 +289,13 @@ async fn execute(
             }
             Request::Delete { key } => {
                 let r = kv
-                    .delete_range(DeleteRangeRequest {
-                        key: key.clone().into_bytes(),
-                        ..Default::default()
-                    })
+                    .delete_range(with_token(
+                        DeleteRangeRequest {
+                            key: key.clone().into_bytes(),
+                            ..Default::default()
+                        },
+                        token,
+                    ))
                     .await
                     .map_err(to_call_error)?
                     .into_inner();
@@ -261,11 +306,14 @@ async fn execute(
             }
             Request::Txn(t) => {
                 let r = kv
-                    .txn(TxnRequest {
-                        compare: t.compares.iter().map(pb_compare).collect(),
-                        success: t.success.iter().map(pb_op).collect(),
-                        failure: t.failure.iter().map(pb_op).collect(),
-                    })
+                    .txn(with_token(
+                        TxnRequest {
+                            compare: t.compares.iter().map(pb_compare).collect(),
+                            success: t.success.iter().map(pb_op).collect(),
+                            failure: t.failure.iter().map(pb_op).collect(),
+                        },
+                        token,
+                    ))
                     .await
                     .map_err(to_call_error)?
                     .into_inner();
@@ -293,10 +341,13 @@ async fn execute(
             }
             Request::Compact { revision } => {
                 let r = kv
-                    .compact(CompactionRequest {
-                        revision: revision.0 as i64,
-                        physical: revision.0 % 2 == 0,
-                    })
+                    .compact(with_token(
+                        CompactionRequest {
+                            revision: revision.0 as i64,
+                            physical: revision.0 % 2 == 0,
+                        },
+                        token,
+                    ))
                     .await
                     .map_err(to_call_error)?
                     .into_inner();
@@ -329,7 +380,33 @@ impl Client {
             shared,
             deadline: Duration::from_secs(2),
             written: 0,
+            login: None,
         }
+    }
+
+    /// Makes this client the auth user `user`.
+    pub fn as_user(mut self, user: String, passwords: Arc<super::auth::Passwords>) -> Client {
+        self.login = Some(UserLogin {
+            user,
+            passwords,
+            token: None,
+            logged_in: false,
+        });
+        self
+    }
+
+    /// The token to send (logging in first if needed; failures are left to
+    /// the request, which auth then refuses).
+    async fn token_for(&mut self, url: &str) -> Option<String> {
+        let login = self.login.as_mut()?;
+        if !login.logged_in {
+            let password = login.passwords.get(&login.user)?;
+            if let Ok(token) = super::auth::login(url, &login.user, &password).await {
+                login.token = token;
+                login.logged_in = true;
+            }
+        }
+        login.token.clone()
     }
 
     /// A value no other write uses.
@@ -368,7 +445,14 @@ impl Client {
         serializable: bool,
     ) -> Option<Response> {
         let call = self.recorder.tick();
-        let result = execute(url, &req, serializable, self.deadline).await;
+        let token = self.token_for(url).await;
+        let result = execute(url, &req, serializable, self.deadline, token.as_deref()).await;
+        if let (Some(login), Err(CallError::Refused(why))) = (self.login.as_mut(), &result) {
+            // A void or stale token, or none while auth is on: log in again.
+            if why != "etcdserver: permission denied" {
+                login.logged_in = false;
+            }
+        }
         let ret = self.recorder.tick();
         let (op, resp) = match result {
             Ok(resp) => {
@@ -390,6 +474,10 @@ impl Client {
             }
             Err(CallError::NoSpace) => {
                 self.shared.nospace_ops.fetch_add(1, Ordering::Relaxed);
+                (Operation::failed(self.id, call, ret, req), None)
+            }
+            Err(CallError::Refused(_)) => {
+                self.shared.refused_ops.fetch_add(1, Ordering::Relaxed);
                 (Operation::failed(self.id, call, ret, req), None)
             }
             Err(CallError::Other(_)) if req.is_read_only() => {
