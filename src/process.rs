@@ -29,6 +29,22 @@ pub struct ProcessOptions {
     pub probe: Option<Arc<dyn Probe>>,
 }
 
+/// `--auth-token jwt,…`: the keys, loaded (an unreadable or mismatched key
+/// stops the member at start, as etcd).
+fn jwt_tokens(config: &Config) -> Result<Option<Arc<crate::auth::jwt::JwtTokens>>, String> {
+    match &config.auth_token {
+        crate::config::AuthToken::Simple => Ok(None),
+        crate::config::AuthToken::Jwt {
+            pub_key,
+            priv_key,
+            sign_method,
+            ttl,
+        } => crate::auth::jwt::JwtTokens::new(pub_key, priv_key.as_deref(), sign_method, *ttl)
+            .map(|t| Some(Arc::new(t)))
+            .map_err(|e| format!("failed to create auth token provider: {e}")),
+    }
+}
+
 /// The server settings `config` asks for.
 pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
     let member_id = config.member_id().0;
@@ -80,8 +96,9 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
         watch_progress_notify_interval: config.watch_progress_notify_interval,
         initial_corrupt_check: config.initial_corrupt_check,
         corrupt_check_interval: Some(config.corrupt_check_time).filter(|d| !d.is_zero()),
-        auth_token_ttl: crate::auth::tokens::DEFAULT_TTL,
-        bcrypt_cost: crate::auth::DEFAULT_BCRYPT_COST,
+        auth_token_ttl: Duration::from_secs(config.auth_token_ttl_secs),
+        bcrypt_cost: config.bcrypt_cost,
+        jwt: None,
     }
 }
 
@@ -294,6 +311,7 @@ pub async fn run_until(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Ended, String> {
     let mut sc = server_config(config, options.rng_seed);
+    sc.jwt = jwt_tokens(config)?;
     let tls = member_tls(config)?;
     let has_data = stored_identity(&mut sc, storage.as_ref())?;
     if !has_data && !config.is_new_cluster() {

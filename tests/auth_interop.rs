@@ -948,3 +948,174 @@ async fn permission_matrix_answers_every_rpc_as_etcd_does() {
         diffs.join("\n")
     );
 }
+
+// ---- JWT tokens ----
+
+/// A JWT session: log in, write, change auth (the token's revision goes
+/// stale), write again with the old token, a garbage token, log in again.
+/// `foreign` is a token another server issued for `alice` at the same point
+/// (it must be accepted when the keys are the same). Returns one line per
+/// step and alice's token from the point `foreign` stands for.
+async fn jwt_session(endpoint: &str, foreign: Option<String>) -> (Vec<String>, String) {
+    let ch = channel(endpoint).await;
+    let mut auth = AuthClient::new(ch.clone());
+    let mut kv = KvClient::new(ch.clone());
+    let add = |n: &str| AuthUserAddRequest {
+        name: n.into(),
+        password: format!("{n}pw"),
+        ..Default::default()
+    };
+    auth.user_add(add("root")).await.expect("root");
+    auth.user_add(add("alice")).await.expect("alice");
+    auth.role_add(AuthRoleAddRequest { name: "r".into() })
+        .await
+        .expect("role");
+    auth.role_grant_permission(AuthRoleGrantPermissionRequest {
+        name: "r".into(),
+        perm: perm(PermType::Readwrite, "/a/", b"/a0"),
+    })
+    .await
+    .expect("grant");
+    for (u, r) in [("root", "root"), ("alice", "r")] {
+        auth.user_grant_role(AuthUserGrantRoleRequest {
+            user: u.into(),
+            role: r.into(),
+        })
+        .await
+        .expect("grant role");
+    }
+    auth.auth_enable(AuthEnableRequest {})
+        .await
+        .expect("enable");
+    let root = Some(
+        login(&mut auth, "root", "rootpw")
+            .await
+            .expect("root login"),
+    );
+    let alice = login(&mut auth, "alice", "alicepw")
+        .await
+        .expect("alice login");
+    let mut out = Vec::new();
+    let put = |k: &str| PutRequest {
+        key: k.as_bytes().to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    };
+    out.push(format!(
+        "token has three parts: {}",
+        alice.split('.').count() == 3
+    ));
+    let t = Some(alice.clone());
+    out.push(format!(
+        "put with token: {}",
+        outcome(kv.put(with_token(put("/a/x"), &t)).await, ok)
+    ));
+    if let Some(f) = &foreign {
+        let f = Some(f.clone());
+        out.push(format!(
+            "put with the other server's token: {}",
+            outcome(kv.put(with_token(put("/a/f"), &f)).await, ok)
+        ));
+    }
+    out.push(format!(
+        "put outside: {}",
+        outcome(kv.put(with_token(put("/b/x"), &t)).await, ok)
+    ));
+    auth.role_grant_permission(with_token(
+        AuthRoleGrantPermissionRequest {
+            name: "r".into(),
+            perm: perm(PermType::Read, "/b/", b"/b0"),
+        },
+        &root,
+    ))
+    .await
+    .expect("grant as root");
+    out.push(format!(
+        "put with the token from before the change: {}",
+        outcome(kv.put(with_token(put("/a/y"), &t)).await, ok)
+    ));
+    let get = RangeRequest {
+        key: b"/a/x".to_vec(),
+        ..Default::default()
+    };
+    out.push(format!(
+        "get with the token from before the change: {}",
+        outcome(kv.range(with_token(get.clone(), &t)).await, |r| format!(
+            "count={}",
+            r.count
+        ))
+    ));
+    let garbage = Some("eyJhbGciOiJFUzI1NiJ9.e30.c2ln".to_owned());
+    out.push(format!(
+        "get with a forged token: {}",
+        outcome(
+            kv.range(with_token(get.clone(), &garbage)).await,
+            |r| format!("count={}", r.count)
+        )
+    ));
+    let fresh = Some(
+        login(&mut auth, "alice", "alicepw")
+            .await
+            .expect("login again"),
+    );
+    out.push(format!(
+        "put after logging in again: {}",
+        outcome(kv.put(with_token(put("/a/y"), &fresh)).await, ok)
+    ));
+    out.push(format!(
+        "wrong password: {:?}",
+        login(&mut auth, "alice", "nope").await.err()
+    ));
+    (out, alice)
+}
+
+fn jwt_flags(dir: &std::path::Path) -> Vec<String> {
+    let key = rcgen::KeyPair::generate().expect("P-256 key");
+    let (private, public) = (dir.join("jwt.key"), dir.join("jwt.pub"));
+    std::fs::write(&private, key.serialize_pem()).expect("write key");
+    std::fs::write(&public, key.public_key_pem()).expect("write public key");
+    vec![format!(
+        "--auth-token=jwt,pub-key={},priv-key={},sign-method=ES256,ttl=10m",
+        public.display(),
+        private.display()
+    )]
+}
+
+fn start_single(server: Server, dir: &std::path::Path, flags: &[String]) -> Proc {
+    let (cp, pp) = (free_port(), free_port());
+    let mut all = founding_flags(
+        "j1",
+        &format!("http://127.0.0.1:{pp}"),
+        &format!("j1=http://127.0.0.1:{pp}"),
+    );
+    all.extend(flags.iter().cloned());
+    let p = spawn_member(server, "j1", dir, cp, pp, &all, &[]);
+    wait_healthy(&p);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_tokens_behave_as_etcds_and_each_server_accepts_the_others_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = jwt_flags(dir.path());
+    let etcd_dir = dir.path().join("etcd");
+    let cairn_dir = dir.path().join("cairn");
+    std::fs::create_dir_all(&etcd_dir).expect("dir");
+    std::fs::create_dir_all(&cairn_dir).expect("dir");
+    let etcd = start_single(Server::Etcd, &etcd_dir, &flags);
+    let (want, etcd_token) = jwt_session(&etcd.endpoint(), None).await;
+    drop(etcd);
+    let cairn = start_single(Server::Cairn, &cairn_dir, &flags);
+    // etcd's token for alice, issued at the same auth revision, is valid here.
+    let (mut got, cairn_token) = jwt_session(&cairn.endpoint(), Some(etcd_token)).await;
+    let foreign = got.remove(2);
+    assert_eq!(foreign, "put with the other server's token: OK ");
+    drop(cairn);
+    assert_eq!(want, got);
+    // And the other way: etcd accepts the token cairn issued.
+    let etcd_dir2 = dir.path().join("etcd2");
+    std::fs::create_dir_all(&etcd_dir2).expect("dir");
+    let etcd = start_single(Server::Etcd, &etcd_dir2, &flags);
+    let (again, _) = jwt_session(&etcd.endpoint(), Some(cairn_token)).await;
+    assert_eq!(again[2], "put with the other server's token: OK ");
+}

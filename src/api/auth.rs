@@ -25,9 +25,12 @@ pub fn credentials<T>(request: &Request<T>) -> Credentials {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     });
+    // As etcd: a request relayed by a grpc-gateway carries the gateway's
+    // certificate, whose name is not the client's.
+    let via_gateway = request.metadata().contains_key("grpcgateway-accept");
     Credentials {
         token,
-        common_name: None,
+        common_name: cairn_runtime::tls::client_cert_common_name(request).filter(|_| !via_gateway),
     }
 }
 

@@ -115,7 +115,7 @@ fn auth_code(e: &AuthError) -> tonic::Code {
         | AuthError::AuthOldRevision => Code::InvalidArgument,
         AuthError::PermissionDenied => Code::PermissionDenied,
         AuthError::InvalidAuthToken => Code::Unauthenticated,
-        AuthError::NoPasswordUser => Code::Unknown,
+        AuthError::NoPasswordUser | AuthError::VerifyOnly => Code::Unknown,
     }
 }
 

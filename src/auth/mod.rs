@@ -24,6 +24,7 @@
 //! Tests: `src/auth/tests.rs` (rules, persistence, a model of the permission
 //! checks), `tests/auth_interop.rs` (etcdctl and every RPC against etcd 3.4).
 
+pub mod jwt;
 pub mod perms;
 #[cfg(test)]
 mod tests;
@@ -111,6 +112,10 @@ pub enum AuthError {
     InvalidAuthMgmt,
     #[error("etcdserver: revision of auth store is old")]
     AuthOldRevision,
+    /// A login on a member holding only the JWT public key (not one of
+    /// etcd's gRPC errors: it reaches clients as `Unknown`).
+    #[error("auth: token signing attempted with verify-only key")]
+    VerifyOnly,
 }
 
 impl AuthError {
@@ -124,7 +129,7 @@ impl AuthError {
             AuthError::RoleAlreadyExist => "auth: role already exists".to_owned(),
             AuthError::RoleNotFound => "auth: role not found".to_owned(),
             AuthError::AuthOldRevision => "auth: revision in header is old".to_owned(),
-            AuthError::NoPasswordUser => self.to_string(),
+            AuthError::NoPasswordUser | AuthError::VerifyOnly => self.to_string(),
             other => other.to_string().replacen("etcdserver: ", "auth: ", 1),
         }
     }

@@ -85,8 +85,9 @@ pub enum Applied {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     LeaseCheckpoint,
-    /// An auth change took effect; a login answers its token.
-    Auth(Option<String>),
+    /// An auth change took effect; a login answers its simple token (empty
+    /// with JWT tokens) and the auth revision it was granted at.
+    Auth(Option<(String, u64)>),
 }
 
 /// What applying an entry produced for the waiting client, if any.
@@ -540,7 +541,7 @@ fn auth_outcome(
     store: &MvccStore,
     extra: WriteBatch,
     denied: Option<AuthError>,
-    change: Option<Result<Option<String>, AuthError>>,
+    change: Option<Result<Option<(String, u64)>, AuthError>>,
 ) -> Result<Effects, ServerError> {
     match (denied, change) {
         (Some(e), _) | (None, Some(Err(e))) => refuse(store, extra, ServerError::Auth(e)),

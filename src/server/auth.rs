@@ -201,7 +201,7 @@ pub fn apply_change(
     index: u64,
     now: cairn_runtime::MonoTime,
     batch: &mut cairn_runtime::WriteBatch,
-) -> Result<Option<String>, AuthError> {
+) -> Result<Option<(String, u64)>, AuthError> {
     let effect = match req {
         Request::AuthEnable(_) => auth.enable(batch),
         Request::AuthDisable(_) => Ok(auth.disable(batch)),
@@ -229,13 +229,19 @@ fn login(
     a: &InternalAuthenticate,
     index: u64,
     now: cairn_runtime::MonoTime,
-) -> Result<String, AuthError> {
+) -> Result<(String, u64), AuthError> {
     if auth.revision() != a.checked_revision {
         // The password was checked against an older state: check again.
         return Err(AuthError::AuthOldRevision);
     }
     auth.authenticate(&a.name)?;
-    Ok(tokens.assign(&a.simple_token, index, &a.name, now))
+    // No prefix: JWT tokens, which the proposer signs itself.
+    let token = if a.simple_token.is_empty() {
+        String::new()
+    } else {
+        tokens.assign(&a.simple_token, index, &a.name, now)
+    };
+    Ok((token, auth.revision()))
 }
 
 /// How many times a login is retried when auth changed between the password
@@ -254,6 +260,14 @@ impl Server {
             return Ok(Caller::default());
         }
         if let Some(token) = creds.token.filter(|t| !t.is_empty()) {
+            if let Some(jwt) = &self.shared.config.jwt {
+                // A JWT names the auth revision it was issued at.
+                let (username, revision) = jwt.check(&token).ok_or(AuthError::InvalidAuthToken)?;
+                return Ok(Caller {
+                    info: Some(AuthInfo { username, revision }),
+                    token: Some(token),
+                });
+            }
             let index = tokens::token_index(&token).ok_or(AuthError::InvalidAuthToken)?;
             // The login that made it may not be applied here yet.
             if self.shared.raft.applied_index.load(Ordering::SeqCst) < index {
@@ -448,7 +462,9 @@ impl Server {
                 tracing::warn!(user = %req.name, "authentication failed");
                 return Err(AuthError::AuthFailed.into());
             }
-            let prefix = {
+            let prefix = if self.shared.config.jwt.is_some() {
+                String::new()
+            } else {
                 let mut rng = self.shared.token_rng();
                 tokens::gen_prefix(&mut *rng)
             };
@@ -458,11 +474,15 @@ impl Server {
                 checked_revision,
             });
             match self.propose_as(&Caller::default(), request).await {
-                Ok((Applied::Auth(Some(token)), rev)) => {
+                Ok((Applied::Auth(Some((token, auth_revision))), rev)) => {
+                    let token = match &self.shared.config.jwt {
+                        Some(jwt) => jwt.issue(&req.name, auth_revision)?,
+                        None => token,
+                    };
                     return Ok(AuthenticateResponse {
                         header: Some(self.header(rev)),
                         token,
-                    })
+                    });
                 }
                 Ok((other, _)) => panic!("a login was applied as {other:?}"),
                 Err(ServerError::Auth(AuthError::AuthOldRevision)) => continue,

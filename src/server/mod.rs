@@ -115,6 +115,9 @@ pub struct ServerConfig {
     pub auth_token_ttl: Duration,
     /// The bcrypt cost of new passwords (`--bcrypt-cost`).
     pub bcrypt_cost: u32,
+    /// `--auth-token jwt,…`: the JWT signer and verifier (`None`: simple
+    /// tokens).
+    pub jwt: Option<Arc<crate::auth::jwt::JwtTokens>>,
 }
 
 impl ServerConfig {
@@ -151,6 +154,7 @@ impl ServerConfig {
             auth_token_ttl: crate::auth::tokens::DEFAULT_TTL,
             // The cheapest cost bcrypt allows: tests add users quickly.
             bcrypt_cost: 4,
+            jwt: None,
         }
     }
 }
