@@ -20,6 +20,10 @@ use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use cairn_proto::etcdserverpb::*;
+use cairn_proto::v3electionpb::election_client::ElectionClient;
+use cairn_proto::v3electionpb::{CampaignRequest, LeaderRequest, ResignRequest};
+use cairn_proto::v3lockpb::lock_client::LockClient;
+use cairn_proto::v3lockpb::{LockRequest, UnlockRequest};
 use common::*;
 use tonic::transport::Channel;
 
@@ -536,6 +540,58 @@ async fn calls(ch: &Channel, who: &str, token: &Option<String>, lease_of_w: i64)
         Err(s) => format!("{:?}: {}", s.code(), s.message()),
     };
     line("lease keep-alive (w)", ka);
+    // Lock and Election act through their keys, with the caller's rights.
+    let mut locks = LockClient::new(ch.clone());
+    let mut elections = ElectionClient::new(ch.clone());
+    for name in ["/w/lk", "/r/lk"] {
+        let req = LockRequest {
+            name: name.as_bytes().to_vec(),
+            lease: id,
+        };
+        let got = locks.lock(with_token(req, t)).await;
+        let key = got.as_ref().map(|r| r.get_ref().key.clone()).ok();
+        line(&format!("lock {name}"), outcome(got, ok));
+        // Always a line, so both servers' lists stay aligned.
+        let unlocked = match key {
+            Some(key) => outcome(locks.unlock(with_token(UnlockRequest { key }, t)).await, ok),
+            None => "not locked".to_owned(),
+        };
+        line(&format!("unlock {name}"), unlocked);
+    }
+    for name in ["/w/el", "/r/el"] {
+        let req = CampaignRequest {
+            name: name.as_bytes().to_vec(),
+            lease: id,
+            value: b"me".to_vec(),
+        };
+        let got = elections.campaign(with_token(req, t)).await;
+        let leader = got.as_ref().ok().and_then(|r| r.get_ref().leader.clone());
+        line(&format!("campaign {name}"), outcome(got, ok));
+        let asked = LeaderRequest {
+            name: name.as_bytes().to_vec(),
+        };
+        line(
+            &format!("leader {name}"),
+            outcome(elections.leader(with_token(asked, t)).await, |r| {
+                format!("has_leader={}", r.kv.is_some())
+            }),
+        );
+        let resigned = match leader {
+            Some(leader) => outcome(
+                elections
+                    .resign(with_token(
+                        ResignRequest {
+                            leader: Some(leader),
+                        },
+                        t,
+                    ))
+                    .await,
+                ok,
+            ),
+            None => "not leading".to_owned(),
+        };
+        line(&format!("resign {name}"), resigned);
+    }
     line(
         "lease revoke own",
         outcome(
@@ -920,6 +976,26 @@ async fn permission_matrix_answers_every_rpc_as_etcd_does() {
     let cairn = start_cairn(dir.path());
     let got = matrix(&cairn.endpoint()).await;
     assert_eq!(want.len(), got.len());
+    // The matrix means something: rights differ by caller where they must.
+    let answer = |who: &str, call: &str| {
+        got.iter()
+            .map(|l| split(l))
+            .find(|(w, c, _)| *w == who && *c == call)
+            .map(|(_, _, a)| a.to_owned())
+            .unwrap_or_default()
+    };
+    assert!(
+        answer("root", "lock /w/lk").starts_with("OK"),
+        "{}",
+        answer("root", "lock /w/lk")
+    );
+    assert!(answer("writer", "lock /w/lk").contains("permission denied"));
+    assert!(answer("reader", "range /r/a").starts_with("OK"));
+    assert!(answer("reader", "put /r/x").contains("permission denied"));
+    assert!(answer("writer", "put /w/x").starts_with("OK"));
+    assert!(answer("none", "range /r/a").contains("user name is empty"));
+    assert!(answer("stale", "range /r/a").contains("invalid auth token"));
+    assert!(answer("root", "campaign /w/el").starts_with("OK"));
     let off: BTreeMap<String, String> = want
         .iter()
         .map(|l| split(l))

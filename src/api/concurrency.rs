@@ -19,6 +19,10 @@
 //!   (`run_detached`), which learns of the cancellation and cleans up, also
 //!   when the client left just as the lock / leadership was won.
 //!
+//! Auth: the recipes act for the client that called (`Acting`): every write,
+//! read and lease grant they make carries its credentials and is checked as
+//! the client's own request would be, as etcd's in-process client does.
+//!
 //! Errors: etcd's servers return clientv3's plain errors, so every failure
 //! reaches the client as gRPC `Unknown` with etcd's message (mapped in
 //! `api::concurrency_status`).
@@ -31,13 +35,14 @@ use cairn_proto::etcdserverpb::request_op::Request as Op;
 use cairn_proto::etcdserverpb::response_op::Response as OpResponse;
 use cairn_proto::etcdserverpb::watch_create_request::FilterType;
 use cairn_proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, RequestOp,
-    ResponseHeader, TxnRequest, TxnResponse, WatchCreateRequest, WatchResponse,
+    Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse,
+    PutRequest, RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
+    WatchCreateRequest, WatchResponse,
 };
 use cairn_proto::mvccpb::{event::EventType, KeyValue};
 use tokio::sync::oneshot;
 
-use crate::server::{Server, ServerError, WatchSession};
+use crate::server::{Caller, Server, ServerError, WatchSession};
 
 /// clientv3 `concurrency`'s default session TTL: the lease a request without
 /// one gets (etcd grants it and never keeps it alive).
@@ -69,9 +74,55 @@ pub enum ConcurrencyError {
 
 type Result<T> = std::result::Result<T, ConcurrencyError>;
 
+/// A member handle acting for one client: the recipes' KV and lease calls
+/// carry that client's credentials (every other method is the `Server`'s).
+#[derive(Clone)]
+pub struct Acting {
+    server: Server,
+    who: Caller,
+}
+
+impl std::ops::Deref for Acting {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+impl Acting {
+    pub fn new(server: Server, who: Caller) -> Acting {
+        Acting { server, who }
+    }
+
+    pub async fn txn(&self, req: TxnRequest) -> std::result::Result<TxnResponse, ServerError> {
+        self.server.txn_as(&self.who, req).await
+    }
+
+    pub async fn range(
+        &self,
+        req: RangeRequest,
+    ) -> std::result::Result<RangeResponse, ServerError> {
+        self.server.range_as(&self.who, req).await
+    }
+
+    pub async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> std::result::Result<DeleteRangeResponse, ServerError> {
+        self.server.delete_range_as(&self.who, req).await
+    }
+
+    pub async fn lease_grant(
+        &self,
+        req: LeaseGrantRequest,
+    ) -> std::result::Result<LeaseGrantResponse, ServerError> {
+        self.server.lease_grant_as(&self.who, req).await
+    }
+}
+
 /// The lease of a request: the given one, or a new one with the default
 /// session TTL when none is given (0), as clientv3's `NewSession`.
-pub async fn session_lease(server: &Server, lease: i64) -> Result<i64> {
+pub async fn session_lease(server: &Acting, lease: i64) -> Result<i64> {
     if lease != 0 {
         return Ok(lease);
     }
@@ -201,7 +252,7 @@ pub struct Joined {
 /// Puts `key` (with `value`, on `lease`) unless it exists, and reads the
 /// owner of `prefix`, in one txn: clientv3's Mutex / Election first step.
 pub async fn join(
-    server: &Server,
+    server: &Acting,
     prefix: &[u8],
     key: &[u8],
     value: &[u8],
@@ -245,7 +296,7 @@ pub async fn join(
 /// Deletes `key` if its create revision is still `revision` (it is still
 /// the incarnation this request created); the txn's header.
 pub async fn delete_if_created_at(
-    server: &Server,
+    server: &Acting,
     key: &[u8],
     revision: i64,
 ) -> Result<ResponseHeader> {
@@ -265,7 +316,7 @@ pub async fn delete_if_created_at(
 /// Puts `value` on `key` (on `lease`) if its create revision is still
 /// `revision`: whether it was, and the txn's header.
 pub async fn put_if_created_at(
-    server: &Server,
+    server: &Acting,
     key: &[u8],
     revision: i64,
     value: &[u8],
@@ -297,7 +348,7 @@ pub enum Turn {
 /// once when that is deleted (clientv3 notices only after all predecessors
 /// are gone).
 pub async fn wait_turn(
-    server: &Server,
+    server: &Acting,
     prefix: &[u8],
     my_key: &[u8],
     my_revision: i64,

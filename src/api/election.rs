@@ -37,8 +37,9 @@ use cairn_proto::v3electionpb::{
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::concurrency::{self as recipe, Cancel, ConcurrencyError, KeyWatch, Turn};
+use super::concurrency::{self as recipe, Acting, Cancel, ConcurrencyError, KeyWatch, Turn};
 use super::concurrency_reply;
+use super::lock::acting;
 use crate::server::Server;
 
 /// Leader answers buffered per Observe stream (then the stream waits for its
@@ -58,8 +59,9 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        let server = acting(&self.0, &request).await?;
         let req = request.into_inner();
-        let (server, cleanup) = (self.0.clone(), self.0.clone());
+        let cleanup = server.clone();
         concurrency_reply(
             recipe::run_detached(
                 move |cancel| async move { campaign(&server, req, cancel).await },
@@ -81,14 +83,16 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
-        concurrency_reply(proclaim(&self.0, request.into_inner()).await)
+        let server = acting(&self.0, &request).await?;
+        concurrency_reply(proclaim(&server, request.into_inner()).await)
     }
 
     async fn leader(
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        concurrency_reply(leader(&self.0, &request.into_inner().name).await)
+        let server = acting(&self.0, &request).await?;
+        concurrency_reply(leader(&server, &request.into_inner().name).await)
     }
 
     type ObserveStream = ObserveStream;
@@ -97,9 +101,9 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let server = acting(&self.0, &request).await?;
         let prefix = recipe::participants_prefix(&request.into_inner().name);
         let (tx, rx) = mpsc::channel(OBSERVE_BUFFER);
-        let server = self.0.clone();
         tokio::spawn(async move {
             tokio::select! {
                 biased;
@@ -116,7 +120,8 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
-        concurrency_reply(resign(&self.0, request.into_inner()).await)
+        let server = acting(&self.0, &request).await?;
+        concurrency_reply(resign(&server, request.into_inner()).await)
     }
 }
 
@@ -130,7 +135,7 @@ struct Won {
 }
 
 async fn campaign(
-    server: &Server,
+    server: &Acting,
     req: CampaignRequest,
     mut cancel: Cancel,
 ) -> Result<Won, ConcurrencyError> {
@@ -176,7 +181,7 @@ async fn campaign(
 }
 
 async fn proclaim(
-    server: &Server,
+    server: &Acting,
     req: ProclaimRequest,
 ) -> Result<ProclaimResponse, ConcurrencyError> {
     let leader = req.leader.ok_or(ConcurrencyError::MissingLeaderKey)?;
@@ -192,7 +197,7 @@ async fn proclaim(
     })
 }
 
-async fn resign(server: &Server, req: ResignRequest) -> Result<ResignResponse, ConcurrencyError> {
+async fn resign(server: &Acting, req: ResignRequest) -> Result<ResignResponse, ConcurrencyError> {
     let leader = req.leader.ok_or(ConcurrencyError::MissingLeaderKey)?;
     // As etcd's session (a lease is granted if none is given, then unused).
     recipe::session_lease(server, leader.lease).await?;
@@ -202,7 +207,7 @@ async fn resign(server: &Server, req: ResignRequest) -> Result<ResignResponse, C
     })
 }
 
-async fn leader(server: &Server, name: &[u8]) -> Result<LeaderResponse, ConcurrencyError> {
+async fn leader(server: &Acting, name: &[u8]) -> Result<LeaderResponse, ConcurrencyError> {
     let prefix = recipe::participants_prefix(name);
     let resp = server.range(recipe::first_created(&prefix)).await?;
     let kv = resp
@@ -219,7 +224,7 @@ async fn leader(server: &Server, name: &[u8]) -> Result<LeaderResponse, Concurre
 /// Sends the leader of `prefix` and its changes until a read or watcher
 /// fails or the client goes away (`tx` refuses).
 async fn observe(
-    server: &Server,
+    server: &Acting,
     prefix: &[u8],
     tx: &mpsc::Sender<Result<LeaderResponse, Status>>,
 ) {
@@ -278,7 +283,7 @@ type Current = (
 
 /// The current leader, or (when there is none) the first key put under
 /// `prefix` after the read, with a header at that put's revision (as etcd).
-async fn leader_or_next(server: &Server, prefix: &[u8]) -> Result<Current, ConcurrencyError> {
+async fn leader_or_next(server: &Acting, prefix: &[u8]) -> Result<Current, ConcurrencyError> {
     let resp = server.range(recipe::first_created(prefix)).await?;
     if let Some(kv) = resp.kvs.into_iter().next() {
         return Ok((resp.header, kv));

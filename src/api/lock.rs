@@ -21,7 +21,7 @@ use cairn_proto::v3lockpb::lock_server::Lock;
 use cairn_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use tonic::{Request, Response, Status};
 
-use super::concurrency::{self as recipe, Cancel, ConcurrencyError, Joined, Turn};
+use super::concurrency::{self as recipe, Acting, Cancel, ConcurrencyError, Joined, Turn};
 use super::concurrency_reply;
 use crate::server::Server;
 
@@ -32,8 +32,9 @@ pub struct LockService(pub Server);
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let server = acting(&self.0, &request).await?;
         let req = request.into_inner();
-        let (server, cleanup) = (self.0.clone(), self.0.clone());
+        let cleanup = server.clone();
         concurrency_reply(
             recipe::run_detached(
                 move |cancel| async move { lock(&server, req, cancel).await },
@@ -55,8 +56,8 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let resp = self
-            .0
+        let server = acting(&self.0, &request).await?;
+        let resp = server
             .delete_range(DeleteRangeRequest {
                 key: request.into_inner().key,
                 ..Default::default()
@@ -65,6 +66,16 @@ impl Lock for LockService {
             .map_err(ConcurrencyError::from);
         concurrency_reply(resp.map(|r| UnlockResponse { header: r.header }))
     }
+}
+
+/// The member acting for the client that sent `request` (an unknown token
+/// is answered as etcd's lock server answers it: `Unknown`, etcd's text).
+pub(super) async fn acting<T>(server: &Server, request: &Request<T>) -> Result<Acting, Status> {
+    let who = server
+        .caller(super::auth::credentials(request))
+        .await
+        .map_err(|e| super::concurrency_status(ConcurrencyError::Server(e)))?;
+    Ok(Acting::new(server.clone(), who))
 }
 
 /// An acquired lock.
@@ -77,7 +88,7 @@ struct Won {
 }
 
 async fn lock(
-    server: &Server,
+    server: &Acting,
     req: LockRequest,
     mut cancel: Cancel,
 ) -> Result<Won, ConcurrencyError> {
