@@ -6,7 +6,8 @@
 //! (one key) when `range_end` is empty, `[key, +∞)` when it is `\0`, else
 //! `[key, range_end)`. A request on one key is allowed when some interval
 //! holds the key; a request on a range (`\0` meaning open-ended) when the
-//! union covers all of it (an inverted range: `Intervals::covers`).
+//! union covers all of it (an empty or inverted range: when its key is held,
+//! `Intervals::covers`).
 //! Tests: `src/auth/tests.rs` (against a brute-force model).
 
 use cairn_proto::authpb::{permission::Type as PermType, Role};
@@ -65,18 +66,12 @@ impl Intervals {
     }
 
     /// Whether the intervals cover all of `[start, end)`. An empty or
-    /// inverted range (`end` ≤ `start`) is covered, as etcd's interval tree
-    /// decides it, when one interval reaches from below `end` to beyond
-    /// `start`.
+    /// inverted range (`end` ≤ `start`) counts as covered when `start` is
+    /// held: etcd's interval tree visits only the grants holding `start`
+    /// for it, and any one of them passes its test.
     pub fn covers(&self, start: &[u8], end: &End) -> bool {
         match end {
-            End::Key(e) if e.as_slice() <= start => self.0.iter().any(|(s, last)| {
-                s < e
-                    && match last {
-                        End::Infinity => true,
-                        End::Key(l) => l.as_slice() > start,
-                    }
-            }),
+            End::Key(e) if e.as_slice() <= start => self.holds(start),
             _ => self.containing(start).is_some_and(|(_, e)| e >= end),
         }
     }

@@ -101,14 +101,14 @@ fn reaches(end: &Option<Vec<u8>>, point: &Option<Vec<u8>>) -> bool {
 
 /// Whether `grants` cover `[key, end)`: sweep a cursor from `key`, jumping
 /// to the end of any grant that holds it, until it passes `end`.
-/// An empty or inverted range is covered, as etcd decides it, when one grant
-/// reaches from below its end to beyond its key.
+/// An empty or inverted range is covered, as etcd 3.4 decides it, when some
+/// grant holds its key.
 fn covered(grants: &[(Vec<u8>, Option<Vec<u8>>)], key: &[u8], range_end: &[u8]) -> bool {
     let goal = end_of(key, range_end);
-    if let Some(g) = goal.as_ref().filter(|g| g.as_slice() <= key) {
+    if goal.as_ref().is_some_and(|g| g.as_slice() <= key) {
         return grants
             .iter()
-            .any(|(s, e)| s < g && e.as_ref().is_none_or(|e| e.as_slice() > key));
+            .any(|(s, e)| s.as_slice() <= key && e.as_ref().is_none_or(|e| e.as_slice() > key));
     }
     let mut cursor: Option<Vec<u8>> = Some(key.to_vec());
     loop {
@@ -145,6 +145,35 @@ impl Model {
             users: BTreeMap::new(),
             roles: BTreeMap::new(),
         }
+    }
+
+    fn grants_of(&self, user: &str) -> String {
+        let Some(u) = self.users.get(user) else {
+            return "no such user".to_owned();
+        };
+        u.roles
+            .iter()
+            .map(|r| {
+                let grants: Vec<String> = self
+                    .roles
+                    .get(r)
+                    .map(|g| {
+                        g.iter()
+                            .map(|(k, e, t)| {
+                                format!(
+                                    "{:?} [{}, {:?})",
+                                    t,
+                                    String::from_utf8_lossy(k),
+                                    String::from_utf8_lossy(e)
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                format!("{r}: {}", grants.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     fn who(caller: &Caller) -> Option<(&str, u64)> {
@@ -446,16 +475,20 @@ pub fn check_auth(log: &[(u64, InternalRequest, Option<String>)]) -> (Vec<String
             writes += 1;
             match (model.write(caller, r), refused.as_deref()) {
                 (Ok(()), Some(why)) if is_auth_refusal(why) => failures.push(format!(
-                    "auth: entry {index} was refused \"{why}\" though {caller:?} was permitted at auth revision {}",
-                    model.revision
+                    "auth: entry {index} was refused \"{why}\" though {caller:?} was permitted at auth revision {}; request {}; the model's grants of that user: {}",
+                    model.revision,
+                    describe(r),
+                    model.grants_of(&caller.username)
                 )),
                 (Ok(()), _) => {}
                 (Err(want), Some(why)) if why == want => denied += 1,
                 (Err(want), got) => failures.push(format!(
-                    "auth: entry {index} by {caller:?} was {} but the model refuses it \"{want}\" at auth revision {} (enabled: {})",
+                    "auth: entry {index} by {caller:?} was {} but the model refuses it \"{want}\" at auth revision {} (enabled: {}); request {}; the model's grants of that user: {}",
                     got.map_or("applied".to_owned(), |g| format!("refused \"{g}\"")),
                     model.revision,
-                    model.enabled
+                    model.enabled,
+                    describe(r),
+                    model.grants_of(&caller.username)
                 )),
             }
             continue;
@@ -494,6 +527,58 @@ pub fn check_auth(log: &[(u64, InternalRequest, Option<String>)]) -> (Vec<String
         model.revision, model.enabled
     );
     (failures, note)
+}
+
+/// A write, briefly: the keys and ranges it names.
+fn describe(r: &Request) -> String {
+    let range = |k: &[u8], e: &[u8]| {
+        format!(
+            "[{}, {})",
+            String::from_utf8_lossy(k),
+            if e.is_empty() {
+                "·".to_owned()
+            } else {
+                format!("{:?}", String::from_utf8_lossy(e))
+            }
+        )
+    };
+    match r {
+        Request::Put(p) => format!("put {} prev_kv={}", range(&p.key, b""), p.prev_kv),
+        Request::DeleteRange(d) => format!(
+            "delete {} prev_kv={}",
+            range(&d.key, &d.range_end),
+            d.prev_kv
+        ),
+        Request::Txn(t) => {
+            let ops: Vec<String> = t
+                .compare
+                .iter()
+                .map(|c| format!("cmp {}", range(&c.key, &c.range_end)))
+                .chain(
+                    t.success
+                        .iter()
+                        .chain(&t.failure)
+                        .map(|op| match &op.request {
+                            Some(request_op::Request::RequestRange(g)) => {
+                                format!("get {}", range(&g.key, &g.range_end))
+                            }
+                            Some(request_op::Request::RequestPut(p)) => {
+                                format!("put {}", range(&p.key, b""))
+                            }
+                            Some(request_op::Request::RequestDeleteRange(d)) => format!(
+                                "delete {} prev_kv={}",
+                                range(&d.key, &d.range_end),
+                                d.prev_kv
+                            ),
+                            Some(request_op::Request::RequestTxn(_)) => "txn".to_owned(),
+                            None => "-".to_owned(),
+                        }),
+                )
+                .collect();
+            format!("txn {}", ops.join("; "))
+        }
+        other => kind(other).to_owned(),
+    }
 }
 
 fn is_auth_refusal(why: &str) -> bool {
@@ -641,8 +726,9 @@ mod tests {
         ));
         assert!(covered(&[g("a", None)], b"x", b"\0"));
         assert!(!covered(&[g("a", Some("z"))], b"x", b"\0"));
-        // Inverted: [c, b) needs a grant from below b to beyond c.
+        // Empty or inverted: allowed when the key is held.
         assert!(covered(&[g("a", Some("d"))], b"c", b"b"));
-        assert!(!covered(&[g("c", Some("d"))], b"c", b"b"));
+        assert!(covered(&[g("c", Some("d"))], b"c", b"b"));
+        assert!(!covered(&[g("d", Some("e"))], b"c", b"b"));
     }
 }

@@ -168,6 +168,10 @@ fn member_args(
         // Frequent progress notifications, so watchers vouch for revisions.
         "--experimental-watch-progress-notify-interval".to_owned(),
         "1s".to_owned(),
+        // bcrypt's cheapest cost: hashing runs inline in simulation, and a
+        // debug build at etcd's cost 10 spends wall seconds per password.
+        "--bcrypt-cost".to_owned(),
+        "4".to_owned(),
     ]
     .into_iter()
     .chain(
