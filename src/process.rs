@@ -99,6 +99,7 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
         auth_token_ttl: Duration::from_secs(config.auth_token_ttl_secs),
         bcrypt_cost: config.bcrypt_cost,
         jwt: None,
+        client_dialer: Dialer::plain(),
     }
 }
 
@@ -313,6 +314,8 @@ pub async fn run_until(
     let mut sc = server_config(config, options.rng_seed);
     sc.jwt = jwt_tokens(config)?;
     let tls = member_tls(config)?;
+    // The server's own calls to other members' client ports use TLS too.
+    sc.client_dialer = tls.client_dialer.clone();
     let has_data = stored_identity(&mut sc, storage.as_ref())?;
     if !has_data && !config.is_new_cluster() {
         join_cluster(config, &mut sc, &tls.peer_dialer).await?;

@@ -34,11 +34,17 @@ use super::Server;
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A peer's HashKV at `revision`, through its client URL.
-async fn peer_hash_kv(url: &str, revision: i64) -> Result<HashKvResponse, String> {
+async fn peer_hash_kv(
+    dialer: &cairn_runtime::tls::Dialer,
+    url: &str,
+    revision: i64,
+) -> Result<HashKvResponse, String> {
     let call = async {
-        let mut client = MaintenanceClient::connect(url.to_owned())
+        let channel = dialer
+            .connect(url, PEER_TIMEOUT)
             .await
             .map_err(|e| format!("connect {url}: {e}"))?;
+        let mut client = MaintenanceClient::new(channel);
         client
             .hash_kv(HashKvRequest { revision })
             .await
@@ -65,10 +71,11 @@ impl Server {
     /// Every peer's HashKV at `revision`, asked all at once (so a check
     /// waits at most one `PEER_TIMEOUT`).
     async fn peer_hashes(&self, revision: i64) -> Vec<(u64, Result<HashKvResponse, String>)> {
+        let dialer = &self.shared.config.client_dialer;
         let asks = self
             .peers_to_check()
             .into_iter()
-            .map(|(id, url)| async move { (id, peer_hash_kv(&url, revision).await) });
+            .map(|(id, url)| async move { (id, peer_hash_kv(dialer, &url, revision).await) });
         futures::future::join_all(asks).await
     }
 

@@ -57,7 +57,7 @@ use cairn_proto::etcdserverpb::{
 use cairn_proto::raftpb::PeerMember;
 use cairn_runtime::transport::PeerDirectory;
 use tokio::sync::oneshot;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{Caller, Command, Server, ServerError, Shared};
 
@@ -362,10 +362,13 @@ impl Server {
                 return Ok(ClusterClient::new(ch.clone()));
             }
         }
-        let channel = Endpoint::from_shared(url.clone())
-            .map_err(|_| ServerError::NoLeader)?
-            .connect_timeout(Duration::from_secs(1))
-            .connect_lazy();
+        // TLS for an `https://` client URL, with the client-port settings.
+        let channel = self
+            .shared
+            .config
+            .client_dialer
+            .lazy_channel(&url, Duration::from_secs(1))
+            .map_err(|_| ServerError::NoLeader)?;
         *cached = Some((url, channel.clone()));
         Ok(ClusterClient::new(channel))
     }

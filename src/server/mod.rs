@@ -118,6 +118,9 @@ pub struct ServerConfig {
     /// `--auth-token jwt,…`: the JWT signer and verifier (`None`: simple
     /// tokens).
     pub jwt: Option<Arc<crate::auth::jwt::JwtTokens>>,
+    /// Dials other members' client URLs (lease and membership forwarding,
+    /// the corruption checks): TLS for `https://` ones.
+    pub client_dialer: cairn_runtime::tls::Dialer,
 }
 
 impl ServerConfig {
@@ -155,6 +158,7 @@ impl ServerConfig {
             // The cheapest cost bcrypt allows: tests add users quickly.
             bcrypt_cost: 4,
             jwt: None,
+            client_dialer: cairn_runtime::tls::Dialer::plain(),
         }
     }
 }

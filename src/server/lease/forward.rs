@@ -30,11 +30,12 @@ use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
+use cairn_runtime::tls::Dialer;
 use futures::FutureExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::StreamExt as _;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Streaming;
 
 use super::super::{Server, ServerError};
@@ -50,13 +51,9 @@ const FORWARDED_BATCH_MAX: usize = 1024;
 
 /// A channel to a member's client URL that connects on first use; `None`
 /// for a URL that is not one.
-fn lazy_channel(url: &str, connect_timeout: Duration) -> Option<Channel> {
-    Some(
-        Endpoint::from_shared(url.to_owned())
-            .ok()?
-            .connect_timeout(connect_timeout)
-            .connect_lazy(),
-    )
+fn lazy_channel(dialer: &Dialer, url: &str, connect_timeout: Duration) -> Option<Channel> {
+    // TLS for an `https://` client URL, with this member's client-port settings.
+    dialer.lazy_channel(url, connect_timeout).ok()
 }
 
 /// Marks a call as forwarded by a follower (`FORWARDED_HEADER`).
@@ -75,13 +72,15 @@ pub(super) struct Follower {
     /// The leader's client URL and a channel to it, reused between calls.
     leader_channel: Mutex<Option<(String, Channel)>>,
     forwarder: Forwarder,
+    dialer: Dialer,
 }
 
 impl Follower {
-    pub(super) fn new(timeout: Duration) -> Follower {
+    pub(super) fn new(timeout: Duration, dialer: Dialer) -> Follower {
         Follower {
             leader_channel: Mutex::new(None),
-            forwarder: Forwarder::new(timeout),
+            forwarder: Forwarder::new(timeout, dialer.clone()),
+            dialer,
         }
     }
 
@@ -92,7 +91,7 @@ impl Follower {
                 return Some(LeaseClient::new(ch.clone()));
             }
         }
-        let ch = lazy_channel(url, Duration::from_secs(1))?;
+        let ch = lazy_channel(&self.dialer, url, Duration::from_secs(1))?;
         *cached = Some((url.to_owned(), ch.clone()));
         Some(LeaseClient::new(ch))
     }
@@ -245,15 +244,17 @@ const STREAM_BUFFER: usize = 1024;
 /// The follower's handle on its forwarding task (started on first use).
 struct Forwarder {
     timeout: Duration,
+    dialer: Dialer,
     tx: std::sync::Mutex<Option<mpsc::Sender<(String, i64, ForwardReply)>>>,
 }
 
 impl Forwarder {
     /// `timeout`: how long the oldest renewal on a stream may wait for its
     /// answer before the stream is given up.
-    fn new(timeout: Duration) -> Forwarder {
+    fn new(timeout: Duration, dialer: Dialer) -> Forwarder {
         Forwarder {
             timeout,
+            dialer,
             tx: std::sync::Mutex::new(None),
         }
     }
@@ -273,7 +274,7 @@ impl Forwarder {
             Some(t) if !t.is_closed() => t.clone(),
             _ => {
                 let (t, rx) = mpsc::channel(QUEUE_LEN);
-                tokio::spawn(run(rx, self.timeout));
+                tokio::spawn(run(rx, self.timeout, self.dialer.clone()));
                 *tx = Some(t.clone());
                 t
             }
@@ -301,8 +302,8 @@ impl Stream {
     }
 }
 
-async fn open(url: &str, timeout: Duration) -> Option<Stream> {
-    let channel = lazy_channel(url, timeout.min(Duration::from_secs(1)))?;
+async fn open(dialer: &Dialer, url: &str, timeout: Duration) -> Option<Stream> {
+    let channel = lazy_channel(dialer, url, timeout.min(Duration::from_secs(1)))?;
     let (requests, rx) = mpsc::channel(STREAM_BUFFER);
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     mark_forwarded(&mut req);
@@ -321,7 +322,11 @@ async fn open(url: &str, timeout: Duration) -> Option<Stream> {
     })
 }
 
-async fn run(mut rx: mpsc::Receiver<(String, i64, ForwardReply)>, timeout: Duration) {
+async fn run(
+    mut rx: mpsc::Receiver<(String, i64, ForwardReply)>,
+    timeout: Duration,
+    dialer: Dialer,
+) {
     let mut stream: Option<Stream> = None;
     loop {
         let deadline = stream
@@ -360,7 +365,7 @@ async fn run(mut rx: mpsc::Receiver<(String, i64, ForwardReply)>, timeout: Durat
                     stream.take().expect("checked").fail();
                 }
                 if stream.is_none() {
-                    stream = open(&url, timeout).await;
+                    stream = open(&dialer, &url, timeout).await;
                 }
                 let Some(s) = stream.as_mut() else {
                     let _ = reply.send(None);

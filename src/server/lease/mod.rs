@@ -75,7 +75,10 @@ impl Frontend {
     pub(super) fn new(config: &ServerConfig) -> Frontend {
         Frontend {
             ids: IdGenerator::new(config.member_id, config.rng_seed),
-            follower: forward::Follower::new(config.request_timeout / 2),
+            follower: forward::Follower::new(
+                config.request_timeout / 2,
+                config.client_dialer.clone(),
+            ),
         }
     }
 }
