@@ -115,9 +115,6 @@ struct MemberTls {
     /// Dials other members' client URLs (TLS with the client-port
     /// certificate for `https://`), for the server's calls to the leader's
     /// and the peers' client ports.
-    // Read once `ServerConfig` carries a dialer (src/server dials client
-    // URLs with plain tonic today).
-    #[allow(dead_code)]
     client_dialer: Dialer,
 }
 

@@ -12,8 +12,9 @@
 //! - certificate rotation: new files on disk are served to the next
 //!   connection, without a restart;
 //! - a 3-member cluster with peer TLS, `--peer-client-cert-auth` and
-//!   `--client-cert-auth` survives the leader's kill -9, and the killed
-//!   member rejoins over TLS; a member added at run time joins over TLS;
+//!   `--client-cert-auth`: a follower forwards lease keep-alives and member
+//!   changes to the leader's TLS client port; the cluster survives the
+//!   leader's kill -9, and the killed member rejoins over TLS; a member added at run time joins over TLS;
 //! - `--auto-tls` / `--peer-auto-tls` make self-signed certificates under
 //!   `<data-dir>/fixtures`;
 //! - unusable certificate files stop the member at start with one clear
@@ -726,6 +727,39 @@ fn three_members_with_peer_tls_and_client_cert_auth_survive_the_leaders_kill9() 
         .iter()
         .position(|m| member_id(&m.endpoint(), &good) == Some(leader))
         .expect("the leader is one of the members");
+
+    // A follower hands lease keep-alives and membership changes to the
+    // leader's client port, over TLS with its own certificate.
+    let follower = members[(leader_index + 1) % members.len()].endpoint();
+    let granted = ctl_ok(&follower, &good, &["lease", "grant", "60"]);
+    let lease = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_owned();
+    let kept = ctl_ok(&follower, &good, &["lease", "keep-alive", "--once", &lease]);
+    assert!(kept.contains("keepalived with TTL"), "{kept}");
+    // etcd refuses member changes until every member has been connected
+    // for a while (`unhealthy cluster`): a young cluster is retried.
+    let learner_url = format!("--peer-urls={}", peer_url(free_port()));
+    let added = common::poll_until(WAIT, "member add through a follower", || {
+        match ctl(
+            &follower,
+            &good,
+            &["member", "add", "n4", "--learner", &learner_url],
+        ) {
+            (true, text) => Ok(text),
+            (false, text) if text.contains("unhealthy cluster") => Err(text),
+            (false, text) => panic!("member add through a follower failed: {text}"),
+        }
+    });
+    let learner = added
+        .split_whitespace()
+        .nth(1)
+        .expect("the new member's id")
+        .to_owned();
+    ctl_ok(&follower, &good, &["member", "remove", &learner]);
+
     members[leader_index].proc.kill9();
     let rest: Vec<&Member> = members
         .iter()
