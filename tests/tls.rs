@@ -1091,3 +1091,222 @@ fn flag_errors_are_etcd_3_4s() {
         assert_eq!(cairn, etcd, "cairn answers as etcd 3.4 for {flags:?}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// TLS and auth together.
+// ---------------------------------------------------------------------------
+
+/// Starts `server` (cairn or etcd 3.4) alone with client TLS and
+/// client-certificate auth, plain peer URL.
+fn start_single_tls(server: common::Server, dir: &Path, pki: &Pki, name: &str) -> Member {
+    let (cp, pp) = (free_port(), free_port());
+    let client = format!("https://127.0.0.1:{cp}");
+    let peer = format!("http://127.0.0.1:{pp}");
+    let mut flags = vec![
+        format!("--name={name}"),
+        format!("--advertise-client-urls={client}"),
+        format!("--listen-client-urls={client}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster={name}={peer}"),
+    ];
+    flags.extend(client_tls_flags(
+        pki,
+        &pki.issue(&format!("{name}-server"), name, false),
+    ));
+    Member {
+        proc: common::spawn_member(server, name, dir, cp, pp, &flags, &[]),
+        name: name.to_owned(),
+        client_port: cp,
+        peer_port: pp,
+        flags,
+        dir: dir.to_owned(),
+    }
+}
+
+/// The auth session over TLS: admin steps as the certificate `CN=root`,
+/// then requests whose user is the certificate's CN, a password login that
+/// overrides the CN, a CN naming no user.
+fn tls_auth_session(eps: &str, pki: &Pki) -> Vec<String> {
+    let as_cn = |cn: &str| Creds {
+        ca: pki.ca_file(),
+        cert: Some(pki.issue(&format!("user-{cn}"), cn, false)),
+    };
+    let (root, alice, nobody) = (as_cn("root"), as_cn("alice"), as_cn("nobody"));
+    let steps: Vec<(&Creds, &str)> = vec![
+        (&root, "user add root:rootpw"),
+        (&root, "user grant-role root root"),
+        (&root, "role add reader"),
+        (&root, "role grant-permission reader read /p/ --prefix"),
+        (&root, "user add alice:alicepw"),
+        (&root, "user grant-role alice reader"),
+        (&root, "put /p/a 1"),
+        (&alice, "auth enable"),
+        (&root, "auth enable"),
+        (&root, "put /p/b 2"),
+        (&alice, "get /p/a"),
+        (&alice, "put /p/a 3"),
+        (&alice, "user list"),
+        (&alice, "user get alice"),
+        (&nobody, "get /p/a"),
+        (&alice, "--user=root:rootpw put /p/c 4"),
+        (&alice, "--user=root:wrong put /p/c 4"),
+        (&root, "get /p/ --prefix --keys-only"),
+        (&root, "user revoke-role alice reader"),
+        (&alice, "get /p/a"),
+        (&root, "auth disable"),
+        (&nobody, "get /p/a --print-value-only"),
+    ];
+    steps
+        .into_iter()
+        .map(|(creds, cmd)| {
+            let args: Vec<&str> = cmd.split_whitespace().collect();
+            let (ok, text) = ctl(eps, creds, &args);
+            let text: String = text
+                .lines()
+                .filter(|l| !l.starts_with("{\"level\":"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            format!(
+                "$ etcdctl {cmd}\n[{}]\n{text}",
+                if ok { "ok" } else { "failed" }
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn auth_over_tls_with_client_certificate_users_answers_as_etcd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    let root = Creds {
+        ca: pki.ca_file(),
+        cert: Some(pki.issue("probe", "root", false)),
+    };
+    let etcd_dir = dir.path().join("etcd");
+    std::fs::create_dir_all(&etcd_dir).expect("dir");
+    let etcd = start_single_tls(common::Server::Etcd, &etcd_dir, &pki, "e1");
+    // etcd answers HTTP/2 to a client offering it: ask with etcdctl.
+    common::poll_until(WAIT, "etcd healthy over TLS", || {
+        match ctl(&etcd.endpoint(), &root, &["endpoint", "health"]) {
+            (true, _) => Ok(()),
+            (false, text) => Err(text),
+        }
+    });
+    let want = tls_auth_session(&etcd.endpoint(), &pki);
+    drop(etcd);
+    let cairn_dir = dir.path().join("cairn");
+    std::fs::create_dir_all(&cairn_dir).expect("dir");
+    let mut cairn = start_single_tls(common::Server::Cairn, &cairn_dir, &pki, "e1");
+    wait_healthy(&mut cairn, &root);
+    let got = tls_auth_session(&cairn.endpoint(), &pki);
+    let diffs: Vec<String> = want
+        .iter()
+        .zip(&got)
+        .filter(|(w, g)| w != g)
+        .map(|(w, g)| format!("--- etcd\n{w}--- cairn\n{g}"))
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{} steps differ:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+    // The session means something: the CN is the user.
+    assert!(
+        got[10].contains("/p/a") && got[10].contains("[ok]"),
+        "{}",
+        got[10]
+    );
+    assert!(got[11].contains("permission denied"), "{}", got[11]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_client_crate_over_tls_logs_in_as_a_user() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    let server = pki.issue("server", "server", false);
+    let (cert, key) = pki.issue("client", "nobody", false);
+    let m = start_member("t4", dir.path(), client_tls_flags(&pki, &server));
+    let good = Creds {
+        ca: pki.ca_file(),
+        cert: Some((cert.clone(), key.clone())),
+    };
+    let (m_addr, probe) = (m.addr(), good.clone());
+    let healthy = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if matches!(https_get(&m_addr, "/health", &probe), Ok(a) if a.status == 200) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    })
+    .await
+    .expect("health wait");
+    assert!(healthy, "member not healthy: {}", m.proc.log_text());
+    let read = |p: &Path| std::fs::read_to_string(p).expect("read PEM");
+    let options = || {
+        etcd_client::ConnectOptions::new()
+            .with_tls(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(read(&pki.ca_file())))
+                    .identity(etcd_client::Identity::from_pem(read(&cert), read(&key))),
+            )
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(10))
+    };
+    // Users and roles (auth off), then auth on.
+    let mut admin = etcd_client::Client::connect([m.endpoint()], Some(options()))
+        .await
+        .expect("connect");
+    admin.user_add("root", "rootpw", None).await.expect("root");
+    admin
+        .user_grant_role("root", "root")
+        .await
+        .expect("root role");
+    admin.user_add("bob", "bobpw", None).await.expect("bob");
+    admin.role_add("crate").await.expect("role");
+    admin
+        .role_grant_permission(
+            "crate",
+            etcd_client::Permission::read_write("crate/").with_prefix(),
+        )
+        .await
+        .expect("grant");
+    admin
+        .user_grant_role("bob", "crate")
+        .await
+        .expect("grant role");
+    admin.auth_enable().await.expect("auth enable");
+    // The certificate's CN (`nobody`) is no user: refused.
+    assert!(admin.put("crate/x", "1", None).await.is_err());
+    // The crate logs in as bob over TLS; bob's token decides, not the CN.
+    let mut bob =
+        etcd_client::Client::connect([m.endpoint()], Some(options().with_user("bob", "bobpw")))
+            .await
+            .expect("bob connects over TLS");
+    bob.put("crate/x", "1", None)
+        .await
+        .expect("bob may write crate/");
+    let got = bob.get("crate/x", None).await.expect("bob may read crate/");
+    assert_eq!(got.kvs()[0].value_str().expect("utf-8"), "1");
+    let denied = bob
+        .put("other", "1", None)
+        .await
+        .expect_err("outside crate/");
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    let wrong =
+        etcd_client::Client::connect([m.endpoint()], Some(options().with_user("bob", "nope")))
+            .await;
+    let refused = match wrong {
+        Err(e) => e.to_string(),
+        Ok(mut c) => c
+            .get("crate/x", None)
+            .await
+            .expect_err("wrong password")
+            .to_string(),
+    };
+    assert!(refused.contains("authentication failed"), "{refused}");
+}
