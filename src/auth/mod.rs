@@ -214,37 +214,7 @@ impl AuthStore {
 
     /// The store as `storage` holds it (a fresh one when it holds none).
     pub fn load(storage: &dyn Storage) -> Result<AuthStore, StorageError> {
-        let mut store = AuthStore::new();
-        store.enabled = storage.get(CF_AUTH, KEY_ENABLED)?.as_deref() == Some(&[1u8][..]);
-        if let Some(v) = storage.get(CF_AUTH, KEY_REVISION)? {
-            let b = <[u8; 8]>::try_from(v.as_slice())
-                .map_err(|_| corrupt("revision", KEY_REVISION, "not 8 bytes"))?;
-            store.revision = u64::from_be_bytes(b);
-        }
-        for item in storage.scan(
-            CF_AUTH,
-            USER_PREFIX,
-            Some(&prefix_end(USER_PREFIX)),
-            Direction::Forward,
-        )? {
-            let (k, v) = item?;
-            let user = User::decode(v.as_slice()).map_err(|e| corrupt("user", &k, e))?;
-            let name = String::from_utf8(user.name.clone()).map_err(|e| corrupt("user", &k, e))?;
-            store.users.insert(name, user);
-        }
-        for item in storage.scan(
-            CF_AUTH,
-            ROLE_PREFIX,
-            Some(&prefix_end(ROLE_PREFIX)),
-            Direction::Forward,
-        )? {
-            let (k, v) = item?;
-            let role = Role::decode(v.as_slice()).map_err(|e| corrupt("role", &k, e))?;
-            let name = String::from_utf8(role.name.clone()).map_err(|e| corrupt("role", &k, e))?;
-            store.roles.insert(name, role);
-        }
-        store.refresh_perms();
-        Ok(store)
+        Self::load_view(&*storage.snapshot())
     }
 
     /// The store as a consistent storage view holds it (what `load` reads,

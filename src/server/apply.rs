@@ -449,20 +449,7 @@ pub fn apply_request(
     let result = match &req.request {
         _ if refused_corrupt => refuse(store, extra, ServerError::Corrupt),
         _ if denied.is_some() => auth_outcome(store, extra, denied, None),
-        Some(
-            r @ (Request::AuthEnable(_)
-            | Request::AuthDisable(_)
-            | Request::Authenticate(_)
-            | Request::UserAdd(_)
-            | Request::UserDelete(_)
-            | Request::UserChangePassword(_)
-            | Request::UserGrantRole(_)
-            | Request::UserRevokeRole(_)
-            | Request::RoleAdd(_)
-            | Request::RoleDelete(_)
-            | Request::RoleGrantPermission(_)
-            | Request::RoleRevokePermission(_)),
-        ) => {
+        Some(r) if super::auth::is_auth_change(r) => {
             let change = super::auth::apply_change(auth, tokens, r, index, now, &mut extra);
             auth_outcome(store, extra, None, Some(change))
         }
@@ -502,7 +489,8 @@ pub fn apply_request(
         Some(Request::LeaseCheckpoint(c)) => {
             lease_checkpoint(store, lessor, &c.checkpoints, extra, now)
         }
-        None => write_extra(store, extra)
+        // No request (and the auth changes, taken above).
+        _ => write_extra(store, extra)
             .map(|()| (Applied::Published, store.current_revision(), Vec::new()))
             .map_err(ServerError::from),
     };

@@ -70,6 +70,25 @@ pub fn caller_of(record: &cairnpb::Caller) -> Option<AuthInfo> {
     }
 }
 
+/// Whether `req` changes the auth state (a login included).
+pub fn is_auth_change(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::AuthEnable(_)
+            | Request::AuthDisable(_)
+            | Request::Authenticate(_)
+            | Request::UserAdd(_)
+            | Request::UserDelete(_)
+            | Request::UserChangePassword(_)
+            | Request::UserGrantRole(_)
+            | Request::UserRevokeRole(_)
+            | Request::RoleAdd(_)
+            | Request::RoleDelete(_)
+            | Request::RoleGrantPermission(_)
+            | Request::RoleRevokePermission(_)
+    )
+}
+
 /// The checks a client's entry must pass when applied (etcd's
 /// `authApplierV3`): admin rights for auth changes; range permissions for
 /// writes (every compare and operation of a txn, nested ones too); and for
@@ -82,17 +101,8 @@ pub fn check_request(
     req: &Request,
 ) -> Result<(), AuthError> {
     match req {
-        Request::AuthEnable(_)
-        | Request::AuthDisable(_)
-        | Request::UserAdd(_)
-        | Request::UserDelete(_)
-        | Request::UserChangePassword(_)
-        | Request::UserGrantRole(_)
-        | Request::UserRevokeRole(_)
-        | Request::RoleAdd(_)
-        | Request::RoleDelete(_)
-        | Request::RoleGrantPermission(_)
-        | Request::RoleRevokePermission(_) => auth.check_admin(who),
+        Request::Authenticate(_) => Ok(()),
+        r if is_auth_change(r) => auth.check_admin(who),
         Request::Put(r) => check_put(auth, lessor, who, r),
         Request::DeleteRange(r) => check_delete(auth, who, r),
         Request::Txn(r) => check_txn(auth, lessor, who, r),

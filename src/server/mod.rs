@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::mvcc::{self, MvccError, MvccStore};
 use apply::Applied;
-pub use auth::{caller_of, check_request, Caller, Credentials};
+pub use auth::{caller_of, check_request, is_auth_change, Caller, Credentials};
 pub use lease::{serve_forwarded_keep_alives, FORWARDED_HEADER as LEASE_FORWARDED_HEADER};
 pub use maintenance::SnapshotError;
 pub use node::{Metrics, FSYNC_BUCKETS_SECS};

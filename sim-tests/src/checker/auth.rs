@@ -32,27 +32,11 @@ const AUTH_FAILED: &str = "etcdserver: authentication failed, invalid user ID or
 
 /// Whether the auth rules decide this entry (the oracle keeps only those).
 pub fn is_decided(req: &InternalRequest) -> bool {
-    matches!(
-        &req.request,
-        Some(
-            Request::AuthEnable(_)
-                | Request::AuthDisable(_)
-                | Request::Authenticate(_)
-                | Request::UserAdd(_)
-                | Request::UserDelete(_)
-                | Request::UserChangePassword(_)
-                | Request::UserGrantRole(_)
-                | Request::UserRevokeRole(_)
-                | Request::RoleAdd(_)
-                | Request::RoleDelete(_)
-                | Request::RoleGrantPermission(_)
-                | Request::RoleRevokePermission(_)
-        )
-    ) || (req.caller.is_some()
-        && matches!(
-            &req.request,
-            Some(Request::Put(_) | Request::DeleteRange(_) | Request::Txn(_))
-        ))
+    match &req.request {
+        Some(r) if cairn::server::is_auth_change(r) => true,
+        Some(Request::Put(_) | Request::DeleteRange(_) | Request::Txn(_)) => req.caller.is_some(),
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, Default)]
