@@ -1214,3 +1214,68 @@ async fn jwt_tokens_behave_as_etcds_and_each_server_accepts_the_others_tokens() 
     let (again, _) = jwt_session(&etcd.endpoint(), Some(cairn_token)).await;
     assert_eq!(again[2], "put with the other server's token: OK ");
 }
+
+/// A keep-alive stream merely marked as forwarded by a follower (a header
+/// any client could send) gets nothing the client's own rights would not:
+/// the leader checks every renewal again with the stream's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_stream_marked_forwarded_is_checked_by_the_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cairn = start_cairn(dir.path());
+    let ch = channel(&cairn.endpoint()).await;
+    let mut auth = AuthClient::new(ch.clone());
+    let mut lease = LeaseClient::new(ch.clone());
+    let mut kv = KvClient::new(ch.clone());
+    let id = lease
+        .lease_grant(LeaseGrantRequest { ttl: 600, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner()
+        .id;
+    kv.put(PutRequest {
+        key: b"/w/leased".to_vec(),
+        value: b"1".to_vec(),
+        lease: id,
+        ..Default::default()
+    })
+    .await
+    .expect("put");
+    set_up_users(&ch).await;
+    auth.auth_enable(AuthEnableRequest {})
+        .await
+        .expect("enable");
+    let reader = Some(login(&mut auth, "reader", "readerpw").await.expect("login"));
+    let writer = Some(login(&mut auth, "writer", "writerpw").await.expect("login"));
+    let forged = |token: &Option<String>| {
+        let mut r = with_token(
+            tokio_stream::iter(vec![LeaseKeepAliveRequest { id }]),
+            token,
+        );
+        r.metadata_mut().insert(
+            cairn::server::LEASE_FORWARDED_HEADER,
+            "1".parse().expect("ascii"),
+        );
+        r
+    };
+    let first = |r: Result<
+        tonic::Response<tonic::Streaming<LeaseKeepAliveResponse>>,
+        tonic::Status,
+    >| async {
+        match r {
+            Ok(resp) => match resp.into_inner().message().await {
+                Ok(Some(a)) => format!("OK ttl>0={}", a.ttl > 0),
+                Ok(None) => "ended".to_owned(),
+                Err(s) => format!("{:?}: {}", s.code(), s.message()),
+            },
+            Err(s) => format!("{:?}: {}", s.code(), s.message()),
+        }
+    };
+    let none = first(lease.lease_keep_alive(forged(&None)).await).await;
+    assert!(none.contains("user name is empty"), "{none}");
+    let read_only = first(lease.lease_keep_alive(forged(&reader)).await).await;
+    assert!(read_only.contains("permission denied"), "{read_only}");
+    let garbage = first(lease.lease_keep_alive(forged(&Some("x.1".into()))).await).await;
+    assert!(garbage.contains("invalid auth token"), "{garbage}");
+    let allowed = first(lease.lease_keep_alive(forged(&writer)).await).await;
+    assert_eq!(allowed, "OK ttl>0=true");
+}

@@ -51,7 +51,11 @@ async fn serve_client(
             Err(e) => Err(e),
         };
         let answer = match checked {
-            Ok(()) => server.lease_keep_alive(req.id, false).await,
+            Ok(()) => {
+                server
+                    .lease_keep_alive_as(creds.token.as_deref(), req.id, false)
+                    .await
+            }
             Err(e) => Err(e),
         }
         .map_err(status_of);
@@ -95,7 +99,9 @@ impl Lease for LeaseService {
         if forwarded {
             // The leader's end of the forwarding protocol (`server/lease/forward.rs`).
             let (server_tx, mut answers) = mpsc::channel(KEEP_ALIVE_BUFFER);
-            tokio::spawn(serve_forwarded_keep_alives(server, requests, server_tx));
+            tokio::spawn(serve_forwarded_keep_alives(
+                server, creds, requests, server_tx,
+            ));
             tokio::spawn(async move {
                 while let Some(a) = answers.recv().await {
                     if tx.send(a.map_err(status_of)).await.is_err() {

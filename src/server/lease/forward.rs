@@ -1,10 +1,13 @@
 //! The lease forwarding protocol, both ends.
 //!
 //! Follower end: every keep-alive a follower receives is answered by the
-//! leader. Rather than a call per renewal, the follower keeps one
+//! leader. Rather than a call per renewal, the follower keeps a
 //! LeaseKeepAlive stream open to the leader's client port, marked forwarded
 //! (`FORWARDED_HEADER`), and sends each renewal on it; the answers are
-//! matched to the renewals in order. Time-to-live is forwarded as a call
+//! matched to the renewals in order. With auth on there is one such stream
+//! per client token, carrying it: the leader checks every renewal's rights
+//! again with it, so a stream merely marked forwarded gets nothing the
+//! client's own rights would not. Time-to-live is forwarded as a call
 //! each, on a cached channel.
 //!
 //! Leader end (`serve_forwarded_keep_alives`): a forwarded stream is answered
@@ -22,8 +25,8 @@
 //! Tests: `src/server/tests.rs` (keep-alives through a follower, leader
 //! failover).
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
@@ -38,13 +41,16 @@ use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
-use super::super::{Server, ServerError};
+use super::super::{Credentials, Server, ServerError};
 use super::leader::Renewal;
 use crate::lease::LeaseError;
 
 /// gRPC metadata marking a keep-alive or time-to-live forwarded by a
 /// follower: the receiver answers it itself or fails, never forwards it.
 pub const FORWARDED_HEADER: &str = "cairn-lease-forwarded";
+
+/// Client tokens with a forwarding stream of their own, at most.
+const MAX_FORWARDERS: usize = 256;
 
 /// Forwarded renewals renewed together at most (one leadership round each).
 const FORWARDED_BATCH_MAX: usize = 1024;
@@ -71,7 +77,10 @@ fn mark_forwarded<T>(req: &mut tonic::Request<T>) {
 pub(super) struct Follower {
     /// The leader's client URL and a channel to it, reused between calls.
     leader_channel: Mutex<Option<(String, Channel)>>,
-    forwarder: Forwarder,
+    /// One forwarding stream per client token (auth on: the leader checks
+    /// each stream's renewals against its token); `None`: no token.
+    forwarders: Mutex<BTreeMap<Option<String>, Arc<Forwarder>>>,
+    timeout: Duration,
     dialer: Dialer,
 }
 
@@ -79,9 +88,31 @@ impl Follower {
     pub(super) fn new(timeout: Duration, dialer: Dialer) -> Follower {
         Follower {
             leader_channel: Mutex::new(None),
-            forwarder: Forwarder::new(timeout, dialer.clone()),
+            forwarders: Mutex::new(BTreeMap::new()),
+            timeout,
             dialer,
         }
+    }
+
+    /// The forwarder of the client with `token` (made on first use). Past
+    /// `MAX_FORWARDERS` tokens all are dropped (their streams end, their
+    /// renewals in flight are asked again) and made anew as used.
+    fn forwarder(&self, token: Option<&str>) -> Arc<Forwarder> {
+        let mut all = self.forwarders.lock().expect("forwarders lock poisoned");
+        let key = token.map(str::to_owned);
+        if let Some(f) = all.get(&key) {
+            return f.clone();
+        }
+        if all.len() >= MAX_FORWARDERS {
+            all.clear();
+        }
+        let f = Arc::new(Forwarder::new(
+            self.timeout,
+            self.dialer.clone(),
+            key.clone(),
+        ));
+        all.insert(key, f.clone());
+        f
     }
 
     fn client(&self, url: &str) -> Option<LeaseClient<Channel>> {
@@ -116,8 +147,10 @@ impl Server {
         &self,
         url: &str,
         id: i64,
+        token: Option<&str>,
     ) -> Result<Option<i64>, ServerError> {
-        let call = self.leases.follower.forwarder.renew(url, id);
+        let forwarder = self.leases.follower.forwarder(token);
+        let call = forwarder.renew(url, id);
         match tokio::time::timeout(self.forward_timeout(), call).await {
             Ok(Some(ttl)) if ttl > 0 => Ok(Some(ttl)),
             Ok(Some(_)) => Err(LeaseError::NotFound.into()),
@@ -194,6 +227,7 @@ impl Server {
 /// asks again.
 pub async fn serve_forwarded_keep_alives(
     server: Server,
+    creds: Credentials,
     mut requests: Streaming<LeaseKeepAliveRequest>,
     tx: mpsc::Sender<Result<LeaseKeepAliveResponse, ServerError>>,
 ) {
@@ -212,6 +246,19 @@ pub async fn serve_forwarded_keep_alives(
                     break;
                 }
             }
+        }
+        // The client's rights, with the token the stream carries (the
+        // follower checked them too; a stream marked forwarded by anyone
+        // else gets no further). A refusal fails the stream.
+        let checked = match server.caller(creds.clone()).await {
+            Ok(who) => ids
+                .iter()
+                .try_for_each(|&id| server.check_lease_renew(&who, id)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            let _ = tx.send(Err(e)).await;
+            return;
         }
         match server.lease_keep_alive_batch(&ids).await {
             Ok(answers) => {
@@ -245,16 +292,19 @@ const STREAM_BUFFER: usize = 1024;
 struct Forwarder {
     timeout: Duration,
     dialer: Dialer,
+    /// The client token its stream carries.
+    token: Option<String>,
     tx: std::sync::Mutex<Option<mpsc::Sender<(String, i64, ForwardReply)>>>,
 }
 
 impl Forwarder {
     /// `timeout`: how long the oldest renewal on a stream may wait for its
     /// answer before the stream is given up.
-    fn new(timeout: Duration, dialer: Dialer) -> Forwarder {
+    fn new(timeout: Duration, dialer: Dialer, token: Option<String>) -> Forwarder {
         Forwarder {
             timeout,
             dialer,
+            token,
             tx: std::sync::Mutex::new(None),
         }
     }
@@ -274,7 +324,12 @@ impl Forwarder {
             Some(t) if !t.is_closed() => t.clone(),
             _ => {
                 let (t, rx) = mpsc::channel(QUEUE_LEN);
-                tokio::spawn(run(rx, self.timeout, self.dialer.clone()));
+                tokio::spawn(run(
+                    rx,
+                    self.timeout,
+                    self.dialer.clone(),
+                    self.token.clone(),
+                ));
                 *tx = Some(t.clone());
                 t
             }
@@ -302,11 +357,19 @@ impl Stream {
     }
 }
 
-async fn open(dialer: &Dialer, url: &str, timeout: Duration) -> Option<Stream> {
+async fn open(
+    dialer: &Dialer,
+    url: &str,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Option<Stream> {
     let channel = lazy_channel(dialer, url, timeout.min(Duration::from_secs(1)))?;
     let (requests, rx) = mpsc::channel(STREAM_BUFFER);
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     mark_forwarded(&mut req);
+    if let Some(t) = token.and_then(|t| t.parse().ok()) {
+        req.metadata_mut().insert("token", t);
+    }
     let mut client = LeaseClient::new(channel.clone());
     let responses = tokio::time::timeout(timeout, client.lease_keep_alive(req))
         .await
@@ -326,6 +389,7 @@ async fn run(
     mut rx: mpsc::Receiver<(String, i64, ForwardReply)>,
     timeout: Duration,
     dialer: Dialer,
+    token: Option<String>,
 ) {
     let mut stream: Option<Stream> = None;
     loop {
@@ -365,7 +429,7 @@ async fn run(
                     stream.take().expect("checked").fail();
                 }
                 if stream.is_none() {
-                    stream = open(&dialer, &url, timeout).await;
+                    stream = open(&dialer, &url, timeout, token.as_deref()).await;
                 }
                 let Some(s) = stream.as_mut() else {
                     let _ = reply.send(None);

@@ -162,8 +162,20 @@ impl Server {
         id: i64,
         forwarded: bool,
     ) -> Result<LeaseKeepAliveResponse, ServerError> {
+        self.lease_keep_alive_as(None, id, forwarded).await
+    }
+
+    /// `lease_keep_alive` for a client whose `token` (if any) goes with a
+    /// renewal forwarded to the leader, which checks the client's rights
+    /// again with it.
+    pub async fn lease_keep_alive_as(
+        &self,
+        token: Option<&str>,
+        id: i64,
+        forwarded: bool,
+    ) -> Result<LeaseKeepAliveResponse, ServerError> {
         let header = self.header(self.current_revision());
-        let ttl = match self.lease_renew(id, forwarded).await {
+        let ttl = match self.lease_renew_as(token, id, forwarded).await {
             Ok(ttl) => ttl,
             Err(ServerError::Lease(LeaseError::NotFound)) => 0,
             Err(e) => return Err(e),
@@ -177,10 +189,19 @@ impl Server {
 
     /// Renews a lease on the leader; returns its TTL.
     pub async fn lease_renew(&self, id: i64, forwarded: bool) -> Result<i64, ServerError> {
+        self.lease_renew_as(None, id, forwarded).await
+    }
+
+    async fn lease_renew_as(
+        &self,
+        token: Option<&str>,
+        id: i64,
+        forwarded: bool,
+    ) -> Result<i64, ServerError> {
         self.on_leader(
             forwarded,
             || Box::pin(self.renew_local(id)),
-            |url| Box::pin(async move { self.forward_renew(&url, id).await }),
+            |url| Box::pin(async move { self.forward_renew(&url, id, token).await }),
         )
         .await
     }
