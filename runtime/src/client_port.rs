@@ -32,8 +32,11 @@ pub struct HttpReply {
     pub body: String,
 }
 
-/// Answers a GET of `path` (e.g. `/health`); `None` means 404.
-pub type HttpHandler = Arc<dyn Fn(&str) -> Option<HttpReply> + Send + Sync>;
+/// Answers a GET of `target` (the path and its query, e.g.
+/// `/readyz?verbose`); `None` means 404. Asynchronous: a probe may wait on
+/// the cluster (a linearizable read).
+pub type HttpHandler =
+    Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Option<HttpReply>> + Send + Sync>;
 
 /// Resolves at the process's first SIGTERM or SIGINT, naming it; never
 /// resolves when the handlers cannot be installed (`Err`) — nor in a
@@ -381,9 +384,8 @@ async fn answer_http1<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     let head = String::from_utf8_lossy(&req);
     let mut parts = head.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-    let path = target.split('?').next().unwrap_or("/");
     let reply = match method {
-        "GET" | "HEAD" => http(path).unwrap_or(HttpReply {
+        "GET" | "HEAD" => http(target.to_owned()).await.unwrap_or(HttpReply {
             status: 404,
             content_type: "text/plain; charset=utf-8",
             body: "404 page not found\n".into(),

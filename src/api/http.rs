@@ -1,5 +1,6 @@
 //! The plain-HTTP endpoints of the client port, as etcd serves them:
-//! `/health` (JSON, 503 when unhealthy), `/version` (JSON) and `/metrics`
+//! `/health` (JSON, 503 when unhealthy), `/livez` and `/readyz` (etcd
+//! 3.5.11+'s probes, `probes`), `/version` (JSON) and `/metrics`
 //! (Prometheus text, with etcd's metric names where cairn has the same
 //! quantity). Served next to gRPC by `cairn_runtime::client_port`.
 //! Tests: every integration test waits on `/health` (`tests/common/mod.rs`);
@@ -18,7 +19,22 @@ const JSON: &str = "application/json";
 
 /// The handler for `cairn_runtime::client_port::serve_client_port`.
 pub fn handler(server: Server) -> HttpHandler {
-    Arc::new(move |path: &str| match path {
+    Arc::new(move |target: String| {
+        let server = server.clone();
+        Box::pin(async move {
+            let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
+            match probes::route(path) {
+                Some((kind, only)) => Some(probes::answer(&server, kind, only, query).await),
+                None => answer(&server, path),
+            }
+        })
+    })
+}
+
+/// The answers that need no waiting.
+fn answer(server: &Server, path: &str) -> Option<HttpReply> {
+    let server = server.clone();
+    match path {
         "/health" => Some(health(&server)),
         "/version" => Some(HttpReply {
             status: 200,
@@ -34,7 +50,7 @@ pub fn handler(server: Server) -> HttpHandler {
             body: metrics(&server),
         }),
         _ => None,
-    })
+    }
 }
 
 fn cluster_version() -> &'static str {
@@ -165,4 +181,146 @@ fn metrics(server: &Server) -> String {
     );
     let _ = writeln!(out, "{name}_count {count}");
     out
+}
+
+/// etcd's `/livez` and `/readyz` (3.5.11 and later): named checks, each
+/// also at `/<probe>/<check>`; `?exclude=<check>` (repeatable) leaves one
+/// out, `?verbose` lists them on success. A failure answers 503 with one
+/// `[+]name ok` / `[-]name failed: reason` line per check run (and the
+/// blank line Go's `http.Error` adds); success answers `ok`.
+mod probes {
+    use super::*;
+    use cairn_proto::etcdserverpb::RangeRequest;
+
+    #[derive(Clone, Copy)]
+    pub enum Probe {
+        Livez,
+        Readyz,
+    }
+
+    /// `/livez`: the member can read its own state.
+    const LIVEZ: &[&str] = &["serializable_read"];
+    /// `/readyz`: no CORRUPT alarm, local and consensus reads work, not a
+    /// learner.
+    const READYZ: &[&str] = &[
+        "data_corruption",
+        "serializable_read",
+        "linearizable_read",
+        "non_learner",
+    ];
+
+    fn checks(p: Probe) -> &'static [&'static str] {
+        match p {
+            Probe::Livez => LIVEZ,
+            Probe::Readyz => READYZ,
+        }
+    }
+
+    /// The probe a path names, and the single check of a sub-path.
+    pub fn route(path: &str) -> Option<(Probe, Option<&'static str>)> {
+        let (probe, rest) = if let Some(r) = path.strip_prefix("/livez") {
+            (Probe::Livez, r)
+        } else if let Some(r) = path.strip_prefix("/readyz") {
+            (Probe::Readyz, r)
+        } else {
+            return None;
+        };
+        match rest.strip_prefix('/') {
+            None if rest.is_empty() => Some((probe, None)),
+            Some(name) => checks(probe)
+                .iter()
+                .find(|c| **c == name)
+                .map(|c| (probe, Some(*c))),
+            None => None,
+        }
+    }
+
+    async fn run(server: &Server, check: &str) -> Result<(), String> {
+        let read = |serializable: bool| RangeRequest {
+            key: b"\0".to_vec(),
+            keys_only: true,
+            limit: 1,
+            serializable,
+            ..Default::default()
+        };
+        match check {
+            "data_corruption" => match server.alarm_names().iter().any(|(_, a)| *a == "CORRUPT") {
+                true => Err("alarm activated: CORRUPT".to_owned()),
+                false => Ok(()),
+            },
+            // As the member itself, whatever auth says (etcd reads as root).
+            "serializable_read" => server
+                .probe_read(read(true))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            "linearizable_read" => server
+                .probe_read(read(false))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            "non_learner" => match server.status_is_learner() {
+                true => Err("not supported for learner".to_owned()),
+                false => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Answers the probe (or its one check) for `query`.
+    pub async fn answer(
+        server: &Server,
+        probe: Probe,
+        only: Option<&str>,
+        query: &str,
+    ) -> HttpReply {
+        let params: Vec<(&str, &str)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .collect();
+        let excluded: Vec<&str> = params
+            .iter()
+            .filter(|(k, v)| *k == "exclude" && !v.is_empty())
+            .map(|(_, v)| *v)
+            .collect();
+        let verbose = params.iter().any(|(k, _)| *k == "verbose");
+        let names: Vec<&str> = match only {
+            Some(one) => vec![one],
+            None => checks(probe)
+                .iter()
+                .copied()
+                .filter(|c| !excluded.contains(c))
+                .collect(),
+        };
+        let mut report = String::new();
+        let mut failed = false;
+        for name in names {
+            match run(server, name).await {
+                Ok(()) => {
+                    let _ = writeln!(report, "[+]{name} ok");
+                }
+                Err(e) => {
+                    failed = true;
+                    let _ = writeln!(report, "[-]{name} failed: {e}");
+                }
+            }
+        }
+        const TEXT: &str = "text/plain; charset=utf-8";
+        if failed {
+            report.push('\n');
+            return HttpReply {
+                status: 503,
+                content_type: TEXT,
+                body: report,
+            };
+        }
+        let mut body = if verbose { report } else { String::new() };
+        body.push_str("ok\n");
+        HttpReply {
+            status: 200,
+            content_type: TEXT,
+            body,
+        }
+    }
 }

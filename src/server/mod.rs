@@ -529,6 +529,20 @@ impl Server {
 
     // ---- KV ----
 
+    /// A read the member makes for itself (the `/livez` and `/readyz`
+    /// probes): linearizable unless `serializable`, never checked against
+    /// auth, within the request timeout.
+    pub async fn probe_read(&self, req: RangeRequest) -> Result<RangeResponse, ServerError> {
+        self.within_request_timeout(async {
+            if !req.serializable {
+                self.linearizable_barrier().await?;
+            }
+            let store = self.shared.mvcc();
+            self.halt_if_corrupt(store.range(&req))
+        })
+        .await
+    }
+
     // Each request of a client comes with its `Caller`; the forms without
     // are a client without credentials (tests, and auth off).
 

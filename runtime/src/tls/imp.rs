@@ -878,11 +878,13 @@ mod tests {
         let addr = listener.local_addr();
         let router =
             tonic::transport::Server::builder().add_service(RaftPeerServer::new(EchoCommonName));
-        let http: crate::client_port::HttpHandler = std::sync::Arc::new(|path: &str| {
-            Some(HttpReply {
-                status: 200,
-                content_type: "text/plain",
-                body: path.to_owned(),
+        let http: crate::client_port::HttpHandler = std::sync::Arc::new(|path: String| {
+            Box::pin(async move {
+                Some(HttpReply {
+                    status: 200,
+                    content_type: "text/plain",
+                    body: path,
+                })
             })
         });
         tokio::spawn(serve_client_port_secured(listener, router, http, Some(tls)));
