@@ -64,9 +64,12 @@ fn report_config_error(e: &ConfigError) -> ExitCode {
 
 fn init_logging(config: &Config) {
     let level = config.log_level.tracing_level();
+    // Colours only for a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init();
 }
