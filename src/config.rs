@@ -69,8 +69,8 @@ pub use error::ConfigError;
 pub use ids::{cluster_id, member_id, ClusterId};
 pub use url::{Scheme, Url};
 pub use values::{
-    AuthToken, AutoCompaction, ClusterState, LogLevel, DEFAULT_BCRYPT_COST, JWT_SIGN_METHODS,
-    MAX_BCRYPT_COST, MIN_BCRYPT_COST,
+    AuthToken, AutoCompaction, ClusterState, LogFormat, LogLevel, DEFAULT_BCRYPT_COST,
+    JWT_SIGN_METHODS, MAX_BCRYPT_COST, MIN_BCRYPT_COST,
 };
 
 use build::{Origin, Settings};
@@ -133,6 +133,11 @@ pub struct Config {
     pub auto_compaction: AutoCompaction,
     /// `--log-level`.
     pub log_level: LogLevel,
+    /// `--log-format` (cairn's own): JSON lines (etcd's fields) or text.
+    pub log_format: LogFormat,
+    /// `--log-outputs`: `stderr`, `stdout` or file paths (`default` is
+    /// stderr), in order, without repeats.
+    pub log_outputs: Vec<String>,
     /// `--enable-pprof`: accepted, no effect (cairn serves no Go profiles).
     pub enable_pprof: bool,
     /// `--experimental-watch-progress-notify-interval`, with 0 resolved to

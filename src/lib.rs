@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backup;
 pub mod config;
 pub mod lease;
+pub mod logging;
 pub mod mvcc;
 pub mod process;
 pub mod raft;

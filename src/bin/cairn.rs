@@ -64,14 +64,23 @@ fn report_config_error(e: &ConfigError) -> ExitCode {
 
 fn init_logging(config: &Config) {
     let level = config.log_level.tracing_level();
-    // Colours only for a terminal: a log file or a pipe gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
+    let outputs = match cairn::logging::Outputs::open(&config.log_outputs) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            std::process::exit(1);
+        }
+    };
+    let colours = cairn::logging::Outputs::all_terminals(&config.log_outputs);
+    let builder = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(move || outputs.clone());
+    let _ = match config.log_format {
+        // JSON lines with etcd's fields (cairn::logging).
+        cairn::config::LogFormat::Json => builder.event_format(cairn::logging::EtcdJson).try_init(),
+        // Colours only for a terminal: a log file or a pipe gets plain text.
+        cairn::config::LogFormat::Text => builder.with_target(false).with_ansi(colours).try_init(),
+    };
 }
 
 /// Resolves at the first SIGTERM or SIGINT.

@@ -218,6 +218,8 @@ pub(crate) fn build(settings: Settings) -> Result<Config, ConfigError> {
             values::parse_retention(mode, t)
         })?,
         log_level: s.parse("log-level", "info", values::parse_log_level)?,
+        log_format: s.parse("log-format", "json", values::parse_log_format)?,
+        log_outputs: s.parse("log-outputs", "default", values::parse_log_outputs)?,
         enable_pprof: s.parse("enable-pprof", "false", values::parse_bool)?,
         watch_progress_notify_interval: match s.parse(
             "experimental-watch-progress-notify-interval",

@@ -125,8 +125,10 @@ fn transport_security(
 fn value_text(flag: &FlagSpec, value: &Value, path: &str) -> Result<Option<String>, ConfigError> {
     let text = match (flag.kind, value) {
         (_, Value::Null) => return Ok(None),
-        // etcd's file has `cipher-suites` as a list of names.
-        (Kind::Text, Value::Sequence(items)) if flag.name == "cipher-suites" => {
+        // etcd's file has `cipher-suites` and `log-outputs` as lists.
+        (Kind::Text, Value::Sequence(items))
+            if flag.name == "cipher-suites" || flag.name == "log-outputs" =>
+        {
             let names = items
                 .iter()
                 .map(|item| match item {
@@ -134,7 +136,7 @@ fn value_text(flag: &FlagSpec, value: &Value, path: &str) -> Result<Option<Strin
                     other => Err(ConfigError::InvalidValue {
                         value: yaml_inline(other),
                         origin: format!("{} in {path}", flag.name),
-                        reason: "expected a list of cipher suite names".to_string(),
+                        reason: format!("expected a list of names for {}", flag.name),
                     }),
                 })
                 .collect::<Result<Vec<_>, _>>()?;

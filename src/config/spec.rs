@@ -334,6 +334,20 @@ pub(crate) const FLAGS: &[FlagSpec] = &[
         "Lowest level logged: debug, info, warn, error, dpanic, panic or fatal.",
     ),
     spec(
+        "log-outputs",
+        Text,
+        "default",
+        Logging,
+        "Where logs go, comma-separated: stderr, stdout, default (stderr) or file paths (appended to).",
+    ),
+    spec(
+        "log-format",
+        Text,
+        "json",
+        Logging,
+        "cairn's own: 'json' (default) writes JSON lines with etcd's fields (level, ts, caller, msg, ...); 'text' writes lines for people.",
+    ),
+    spec(
         "experimental-initial-corrupt-check",
         Bool,
         "true",

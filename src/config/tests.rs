@@ -1812,6 +1812,28 @@ fn log_levels_as_etcd() {
 }
 
 #[test]
+fn log_outputs_as_etcd_default_being_stderr() {
+    assert_eq!(ok(&[]).log_outputs, vec!["stderr"]);
+    assert_eq!(
+        ok(&["--log-outputs", "default,stdout,/var/log/c.log,stderr"]).log_outputs,
+        vec!["stderr", "stdout", "/var/log/c.log"]
+    );
+    let file = yaml_file("name: a\nlog-outputs: [stdout, /tmp/x.log]\n");
+    let c = parse(&["--config-file", &path_of(&file)]).expect("a list in the file");
+    assert_eq!(c.log_outputs, vec!["stdout", "/tmp/x.log"]);
+}
+
+#[test]
+fn log_format_is_json_unless_text_is_asked_for() {
+    assert_eq!(ok(&[]).log_format, LogFormat::Json);
+    assert_eq!(ok(&["--log-format", "text"]).log_format, LogFormat::Text);
+    assert_eq!(
+        err(&["--log-format", "xml"]),
+        "cairn: invalid value \"xml\" for flag --log-format: unknown log format; valid values are \"json\" and \"text\""
+    );
+}
+
+#[test]
 fn logger_accepts_only_zap() {
     assert!(parse(&["--logger", "zap"]).is_ok());
     assert_eq!(

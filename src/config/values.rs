@@ -98,6 +98,40 @@ pub(crate) fn parse_cluster_state(text: &str) -> Result<ClusterState, String> {
     }
 }
 
+/// `--log-format` (cairn's own flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// JSON lines with etcd's field names (`level`, `ts`, `caller`, `msg`).
+    Json,
+    /// Lines for people.
+    Text,
+}
+
+/// `--log-outputs`: the comma-separated list, in order, without repeats;
+/// `default` is stderr (as etcd).
+pub(crate) fn parse_log_outputs(text: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let item = if item == "default" { "stderr" } else { item };
+        if !out.iter().any(|o| o == item) {
+            out.push(item.to_owned());
+        }
+    }
+    if out.is_empty() {
+        return Err("no log output given".to_owned());
+    }
+    Ok(out)
+}
+
+/// `--log-format`.
+pub(crate) fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    match text {
+        "json" => Ok(LogFormat::Json),
+        "text" => Ok(LogFormat::Text),
+        _ => Err("unknown log format; valid values are \"json\" and \"text\"".to_owned()),
+    }
+}
+
 /// `--log-level`, with zap's level names as etcd accepts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
