@@ -39,9 +39,24 @@ fn jwt_tokens(config: &Config) -> Result<Option<Arc<crate::auth::jwt::JwtTokens>
             priv_key,
             sign_method,
             ttl,
-        } => crate::auth::jwt::JwtTokens::new(pub_key, priv_key.as_deref(), sign_method, *ttl)
-            .map(|t| Some(Arc::new(t)))
-            .map_err(|e| format!("failed to create auth token provider: {e}")),
+        } => {
+            let read = |path: &std::path::Path, what: &str| {
+                std::fs::read(path).map_err(|e| {
+                    format!(
+                        "failed to create auth token provider: cannot read the JWT {what} {}: {e}",
+                        path.display()
+                    )
+                })
+            };
+            let public = read(pub_key, "public key")?;
+            let private = priv_key
+                .as_deref()
+                .map(|p| read(p, "private key"))
+                .transpose()?;
+            crate::auth::jwt::JwtTokens::new(&public, private.as_deref(), sign_method, *ttl)
+                .map(|t| Some(Arc::new(t)))
+                .map_err(|e| format!("failed to create auth token provider: {e}"))
+        }
     }
 }
 

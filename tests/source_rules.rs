@@ -12,7 +12,7 @@
 //! - `cfg(madsim)` appears only in runtime/ and sim-tests/; tests, benches
 //!   and examples may only guard themselves with `cfg(not(madsim))`, and
 //!   src/ has neither.
-//! - The core (src/raft, src/mvcc, src/lease, src/watch) uses no OS time,
+//! - The core (src/raft, src/mvcc, src/lease, src/watch, src/auth) uses no OS time,
 //!   threads, files, sockets, tokio or unseeded randomness.
 //! - No `unwrap()` outside tests.
 //! - The bug-injection patches in sim-tests/experiments/ still apply.
@@ -338,7 +338,7 @@ fn the_core_uses_no_os_time_threads_files_sockets_or_unseeded_randomness() {
         "OsRng",
         "getrandom",
     ];
-    let code = non_test_code(&["src/raft", "src/mvcc", "src/lease", "src/watch"]);
+    let code = non_test_code(&["src/raft", "src/mvcc", "src/lease", "src/watch", "src/auth"]);
     assert!(code.len() > 20, "found the core: {}", code.len());
     let offenders = offending_lines(&code, |l| {
         FORBIDDEN.iter().find(|w| l.contains(*w)).copied()

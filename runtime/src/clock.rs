@@ -39,6 +39,13 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> MonoTime;
     /// Sleeps for `d` as measured by this clock.
     fn sleep(&self, d: Duration) -> SleepFuture;
+    /// Wall-clock time since the Unix epoch, for what must name a calendar
+    /// time (a JWT's expiry). madsim's virtual time under `--cfg madsim`.
+    fn unix_now(&self) -> Duration {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+    }
 }
 
 /// Real time in production; madsim's virtual time under `--cfg madsim`.

@@ -9,8 +9,7 @@
 //! Tests: `src/auth/tests.rs`, `tests/auth_interop.rs` (a JWT member
 //! against etcd 3.4 with the same keys).
 
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -40,16 +39,13 @@ impl std::fmt::Debug for JwtTokens {
     }
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read the JWT {what} {}: {e}", path.display()))
-}
-
 impl JwtTokens {
-    /// Loads the keys for `sign_method` (etcd's names: RS256…, PS256…,
-    /// ES256/ES384, HS256…; for HS*, the private key file is the secret).
+    /// The keys for `sign_method` (etcd's names: RS256…, PS256…, ES256/ES384,
+    /// HS256…), as the key files hold them (PEM; for HS*, the private key
+    /// file's bytes are the secret). The caller reads the files.
     pub fn new(
-        pub_key: &Path,
-        priv_key: Option<&Path>,
+        public: &[u8],
+        private: Option<&[u8]>,
         sign_method: &str,
         ttl: Duration,
     ) -> Result<JwtTokens, String> {
@@ -77,39 +73,32 @@ impl JwtTokens {
         };
         let (sign, verify) = match algorithm {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-                let secret = match priv_key {
-                    Some(p) => read(p, "private key (the HMAC secret)")?,
-                    None => {
-                        return Err("auth: missing key data (HS* needs priv-key, the secret)".into())
-                    }
+                let Some(secret) = private else {
+                    return Err("auth: missing key data (HS* needs priv-key, the secret)".into());
                 };
                 (
-                    Some(EncodingKey::from_secret(&secret)),
-                    DecodingKey::from_secret(&secret),
+                    Some(EncodingKey::from_secret(secret)),
+                    DecodingKey::from_secret(secret),
                 )
             }
             _ => {
-                let public = read(pub_key, "public key")?;
                 let verify = match algorithm {
-                    Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&public),
-                    Algorithm::EdDSA => DecodingKey::from_ed_pem(&public),
-                    _ => DecodingKey::from_rsa_pem(&public),
+                    Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(public),
+                    Algorithm::EdDSA => DecodingKey::from_ed_pem(public),
+                    _ => DecodingKey::from_rsa_pem(public),
                 }
                 .map_err(|e| bad("public key", e))?;
-                let sign = match priv_key {
-                    Some(p) => {
-                        let private = read(p, "private key")?;
-                        Some(
-                            match algorithm {
-                                Algorithm::ES256 | Algorithm::ES384 => {
-                                    EncodingKey::from_ec_pem(&private)
-                                }
-                                Algorithm::EdDSA => EncodingKey::from_ed_pem(&private),
-                                _ => EncodingKey::from_rsa_pem(&private),
+                let sign = match private {
+                    Some(private) => Some(
+                        match algorithm {
+                            Algorithm::ES256 | Algorithm::ES384 => {
+                                EncodingKey::from_ec_pem(private)
                             }
-                            .map_err(|e| bad("private key", e))?,
-                        )
-                    }
+                            Algorithm::EdDSA => EncodingKey::from_ed_pem(private),
+                            _ => EncodingKey::from_rsa_pem(private),
+                        }
+                        .map_err(|e| bad("private key", e))?,
+                    ),
                     None => None,
                 };
                 (sign, verify)
@@ -124,24 +113,29 @@ impl JwtTokens {
         // The two keys must belong together (etcd: "public and private keys
         // don't match"): a token signed with one verifies with the other.
         if tokens.sign.is_some() {
+            // Any time will do: the probe is checked at the time it names.
+            let at = Duration::from_secs(1);
             let probe = tokens
-                .issue("cairn-key-check", 1)
+                .issue("cairn-key-check", 1, at)
                 .map_err(|e| e.to_string())?;
-            if tokens.check(&probe).is_none() {
+            if tokens.check(&probe, at).is_none() {
                 return Err("auth: public and private keys don't match".into());
             }
         }
         Ok(tokens)
     }
 
-    /// A token for `user` at auth `revision`; `Err` on a verify-only member.
-    pub fn issue(&self, user: &str, revision: u64) -> Result<String, super::AuthError> {
+    /// A token for `user` at auth `revision`, issued at `now` (since the
+    /// Unix epoch, from the member's clock); `Err` on a verify-only member.
+    pub fn issue(
+        &self,
+        user: &str,
+        revision: u64,
+        now: Duration,
+    ) -> Result<String, super::AuthError> {
         let Some(key) = &self.sign else {
             return Err(super::AuthError::VerifyOnly);
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
         let claims = Claims {
             username: user.to_owned(),
             revision,
@@ -153,12 +147,14 @@ impl JwtTokens {
         })
     }
 
-    /// The user and auth revision of a valid, unexpired token.
-    pub fn check(&self, token: &str) -> Option<(String, u64)> {
+    /// The user and auth revision of a token validly signed and not
+    /// expired at `now` (since the Unix epoch, from the member's clock).
+    pub fn check(&self, token: &str, now: Duration) -> Option<(String, u64)> {
         let mut validation = Validation::new(self.algorithm);
-        validation.leeway = 0;
+        // The expiry is checked here, on the member's clock, not the OS's.
+        validation.validate_exp = false;
         validation.required_spec_claims = ["exp".to_owned()].into_iter().collect();
         let data = decode::<Claims>(token, &self.verify, &validation).ok()?;
-        Some((data.claims.username, data.claims.revision))
+        (data.claims.exp >= now.as_secs()).then_some((data.claims.username, data.claims.revision))
     }
 }

@@ -32,7 +32,7 @@ pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
 
-use cairn_proto::authpb::{permission::Type as PermType, Permission, Role, User, UserAddOptions};
+use cairn_proto::authpb::{Permission, Role, User, UserAddOptions};
 use cairn_proto::etcdserverpb::{
     AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest, AuthUserAddRequest,
     AuthUserChangePasswordRequest,
@@ -670,11 +670,6 @@ impl AuthStore {
             .map(|u| u.roles.clone())
             .ok_or(AuthError::UserNotFound)
     }
-
-    /// The permission kind of a grant, as its wire value says.
-    pub fn perm_type(p: &Permission) -> PermType {
-        PermType::try_from(p.perm_type).unwrap_or(PermType::Read)
-    }
 }
 
 /// The stored form of a bcrypt hash proposed as base64 (etcd 3.5's
@@ -686,11 +681,11 @@ fn decode_hash(b64: &str) -> Option<Vec<u8>> {
     base64_decode(b64)
 }
 
-/// bcrypt-hashes `password` at `cost` (slow on purpose: call it off the node
-/// loop) and returns it as base64, as it is proposed.
-pub fn hash_password(password: &str, cost: u32) -> Result<String, String> {
-    let hash = bcrypt::hash(password, cost).map_err(|e| e.to_string())?;
-    Ok(base64_encode(hash.as_bytes()))
+/// bcrypt-hashes `password` at `cost` with `salt` (slow on purpose: call it
+/// off the node loop) and returns it as base64, as it is proposed.
+pub fn hash_password(password: &str, cost: u32, salt: [u8; 16]) -> Result<String, String> {
+    let hash = bcrypt::hash_with_salt(password, cost, salt).map_err(|e| e.to_string())?;
+    Ok(base64_encode(hash.to_string().as_bytes()))
 }
 
 /// Whether `password` matches the stored bcrypt `hash` (slow on purpose).

@@ -304,7 +304,7 @@ fn a_no_password_user_cannot_log_in() {
 
 #[test]
 fn passwords_are_stored_only_as_bcrypt_hashes_that_verify() {
-    let b64 = hash_password("secret", 4).expect("hash");
+    let b64 = hash_password("secret", 4, [7; 16]).expect("hash");
     let hash = base64_decode(&b64).expect("base64");
     assert!(hash.starts_with(b"$2"));
     assert!(!String::from_utf8_lossy(&hash).contains("secret"));
@@ -507,4 +507,20 @@ fn an_empty_or_inverted_range_is_allowed_when_its_key_is_held_as_in_etcd() {
     let perms = UserPerms::merge(std::iter::once(&short));
     assert!(!perms.allows(b"d", b"b", Access::Read));
     assert!(!perms.allows(b"c", b"b", Access::Write));
+}
+
+#[test]
+fn a_jwt_names_its_user_and_revision_and_expires_on_the_members_clock() {
+    use super::jwt::JwtTokens;
+    let ttl = Duration::from_secs(600);
+    let t = JwtTokens::new(b"", Some(b"the shared secret"), "HS256", ttl).expect("keys");
+    let at = Duration::from_secs(1_765_000_000);
+    let token = t.issue("alice", 7, at).expect("issue");
+    assert_eq!(t.check(&token, at), Some(("alice".to_owned(), 7)));
+    assert_eq!(t.check(&token, at + ttl), Some(("alice".to_owned(), 7)));
+    assert_eq!(t.check(&token, at + ttl + Duration::from_secs(1)), None);
+    let other = JwtTokens::new(b"", Some(b"another secret"), "HS256", ttl).expect("keys");
+    assert_eq!(other.check(&token, at), None, "signed with another key");
+    assert!(JwtTokens::new(b"", None, "HS256", ttl).is_err());
+    assert!(JwtTokens::new(b"", None, "ES512", ttl).is_err());
 }

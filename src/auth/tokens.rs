@@ -104,12 +104,4 @@ impl SimpleTokens {
         self.tokens
             .retain(|_, (_, last)| now.saturating_duration_since(*last) <= ttl);
     }
-
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
 }

@@ -272,7 +272,9 @@ impl Server {
         if let Some(token) = creds.token.filter(|t| !t.is_empty()) {
             if let Some(jwt) = &self.shared.config.jwt {
                 // A JWT names the auth revision it was issued at.
-                let (username, revision) = jwt.check(&token).ok_or(AuthError::InvalidAuthToken)?;
+                let (username, revision) = jwt
+                    .check(&token, self.shared.clock.unix_now())
+                    .ok_or(AuthError::InvalidAuthToken)?;
                 return Ok(Caller {
                     info: Some(AuthInfo { username, revision }),
                     token: Some(token),
@@ -486,7 +488,9 @@ impl Server {
             match self.propose_as(&Caller::default(), request).await {
                 Ok((Applied::Auth(Some((token, auth_revision))), rev)) => {
                     let token = match &self.shared.config.jwt {
-                        Some(jwt) => jwt.issue(&req.name, auth_revision)?,
+                        Some(jwt) => {
+                            jwt.issue(&req.name, auth_revision, self.shared.clock.unix_now())?
+                        }
                         None => token,
                     };
                     return Ok(AuthenticateResponse {
@@ -505,7 +509,9 @@ impl Server {
     /// bcrypt at the configured cost, off the node loop; base64 as proposed.
     async fn hash_new_password(&self, password: String) -> Result<String, ServerError> {
         let cost = self.shared.config.bcrypt_cost;
-        cairn_runtime::run_blocking(move || auth::hash_password(&password, cost))
+        // The salt from the member's randomness, not the crate's own.
+        let salt: [u8; 16] = rand::Rng::random(&mut *self.shared.token_rng());
+        cairn_runtime::run_blocking(move || auth::hash_password(&password, cost, salt))
             .await
             .map_err(|_| ServerError::Stopped)?
             .map_err(|e| {
