@@ -8,7 +8,8 @@
 #    for the etcd-client crate used in interop tests, whose build runs protoc
 #    on files that import google/protobuf/*.proto; etcd-server and
 #    etcd-client, the real etcd and etcdctl used as oracle and client in
-#    interop tests), then checks every prerequisite and stops with one line
+#    interop tests; prometheus, whose prometheus and promtool check the
+#    alerting rules in deploy/prometheus against a live cluster), then checks every prerequisite and stops with one line
 #    naming the missing package instead of a build failure minutes later.
 # 2. Normal world (tokio + RocksDB): builds the workspace and runs all tests.
 # 3. Simulation world (`--cfg madsim`, in <target>/sim): builds the workspace
@@ -38,10 +39,13 @@ install_packages() {
   # their own servers, so make sure it is not holding the ports.
   $sudo systemctl stop etcd >/dev/null 2>&1 || true
   $sudo pkill -x etcd >/dev/null 2>&1 || true
+  # Likewise Prometheus on 9090: the metrics test runs its own.
+  $sudo systemctl stop prometheus >/dev/null 2>&1 || true
+  $sudo pkill -x prometheus >/dev/null 2>&1 || true
 }
 
 # Every Debian package the tests need (README "Build notes" says why each).
-PACKAGES=(libclang-dev protobuf-compiler libprotobuf-dev etcd-server etcd-client)
+PACKAGES=(libclang-dev protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus)
 
 missing() { printf 'test-all.sh: prerequisite missing: %s\n' "$*" >&2; exit 1; }
 
@@ -65,6 +69,8 @@ check_prerequisites() {
   rm -rf "$dir"
   etcd --version >/dev/null 2>&1 || missing "etcd (the interop oracle): install Debian package etcd-server"
   ETCDCTL_API=3 etcdctl version >/dev/null 2>&1 || missing "etcdctl (the interop client): install Debian package etcd-client"
+  command -v promtool >/dev/null || missing "promtool (alerting rule tests): install Debian package prometheus"
+  command -v prometheus >/dev/null || missing "prometheus (live alerting test): install Debian package prometheus"
   command -v kill >/dev/null || missing "kill (crash tests): install Debian package procps"
 }
 
