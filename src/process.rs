@@ -403,6 +403,8 @@ pub async fn run_until(
                 .await;
         });
     }
+    // Listeners are bound: tell systemd (Type=notify) once the member has published.
+    crate::notify::ready_when_published(&server);
     drop(ended_tx);
     let why = tokio::select! {
         biased;
