@@ -449,6 +449,20 @@ fn read_auth<R: ReadAt>(db: &Db<R>) -> Result<AuthStore, BoltError> {
 /// of the snapshot `db` into `storage` (a new member's, state families
 /// empty).
 pub fn import<R: ReadAt>(db: &Db<R>, storage: &dyn Storage) -> Result<Imported, BoltError> {
+    import_observed(db, storage, &mut |_, _| {})
+}
+
+/// Records between two calls of an import's observer.
+const OBSERVE_EVERY: u64 = 1024;
+
+/// [`import`], calling `observe(keys, bytes)` with the revision records
+/// imported so far and the bytes of their keys and values: when the key
+/// bucket starts, every `OBSERVE_EVERY` records, and when it ends.
+pub fn import_observed<R: ReadAt>(
+    db: &Db<R>,
+    storage: &dyn Storage,
+    observe: &mut dyn FnMut(u64, u64),
+) -> Result<Imported, BoltError> {
     let store_err = |e: cairn_runtime::StorageError| BoltError::Io(e.to_string());
     let auth = read_auth(db)?;
     let mut meta = Vec::new();
@@ -477,7 +491,10 @@ pub fn import<R: ReadAt>(db: &Db<R>, storage: &dyn Storage) -> Result<Imported, 
         );
     }
     let mut failed = None;
+    let mut bytes = 0u64;
+    observe(0, 0);
     db.for_each(BUCKET_KEY, &mut |k, v| {
+        bytes += (k.len() + v.len()) as u64;
         let (rev, tombstone) = KeyRevision::from_key(k)
             .ok_or_else(|| BoltError::Invalid(format!("key bucket: not a revision key {k:?}")))?;
         let kv = KeyValue::decode(v)
@@ -501,6 +518,9 @@ pub fn import<R: ReadAt>(db: &Db<R>, storage: &dyn Storage) -> Result<Imported, 
         batch.put(CF_KV, k.to_vec(), record.encode());
         out.revision = out.revision.max(rev.main.0);
         out.keys += 1;
+        if out.keys % OBSERVE_EVERY == 0 {
+            observe(out.keys, bytes);
+        }
         if batch.size_bytes() >= IMPORT_BATCH_BYTES {
             if let Err(e) = storage.write(std::mem::take(&mut batch)) {
                 failed = Some(e);
@@ -510,6 +530,7 @@ pub fn import<R: ReadAt>(db: &Db<R>, storage: &dyn Storage) -> Result<Imported, 
         Ok(())
     })
     .map_err(|e| failed.clone().map_or(e, store_err))?;
+    observe(out.keys, bytes);
     db.for_each(BUCKET_LEASE, &mut |k, v| {
         let r = LeaseRecord::decode(v)
             .map_err(|e| BoltError::Invalid(format!("lease bucket at {k:?}: {e}")))?;
@@ -790,6 +811,45 @@ mod tests {
             let err = import(&db_of(buckets), &state_storage()).expect_err(want);
             assert!(err.to_string().contains(want), "{want}: {err}");
         }
+    }
+
+    #[test]
+    fn an_import_reports_its_progress_in_keys_and_bytes() {
+        let n = OBSERVE_EVERY * 2 + 300;
+        let records: Vec<Record> = (1..=n as i64)
+            .map(|rev| {
+                let kv = KeyValue {
+                    key: format!("k{rev:05}").into_bytes(),
+                    value: vec![b'v'; 100],
+                    create_revision: rev,
+                    mod_revision: rev,
+                    version: 1,
+                    lease: 0,
+                };
+                (revision_bytes(rev), kv.encode_to_vec())
+            })
+            .collect();
+        let bytes_of = |count: u64| -> u64 {
+            records[..count as usize]
+                .iter()
+                .map(|(k, v)| (k.len() + v.len()) as u64)
+                .sum()
+        };
+        let every = OBSERVE_EVERY;
+        let want = vec![
+            (0, 0),
+            (every, bytes_of(every)),
+            (2 * every, bytes_of(2 * every)),
+            (n, bytes_of(n)),
+        ];
+        let db = db_of(vec![(BUCKET_KEY, records)]);
+        let mut seen = Vec::new();
+        let imported = import_observed(&db, &state_storage(), &mut |keys, bytes| {
+            seen.push((keys, bytes))
+        })
+        .expect("import");
+        assert_eq!(imported.keys, n);
+        assert_eq!(seen, want);
     }
 
     #[test]

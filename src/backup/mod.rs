@@ -8,11 +8,14 @@
 //!   directory from a snapshot taken from cairn or from etcd, with the
 //!   membership its flags name, as `etcdctl snapshot restore` does.
 //! - `status` (behind `cairnctl snapshot status`) is etcdctl's.
+//! - `progress`: the line cairnctl draws on a terminal while it saves,
+//!   restores or defragments (`restore_observed` reports a restore's steps).
 //!
 //! Tests: `bbolt.rs`, `etcd.rs`, `tests/snapshot.rs` (etcd 3.4 on both sides).
 
 pub mod bbolt;
 pub mod etcd;
+pub mod progress;
 
 use std::path::{Path, PathBuf};
 
@@ -145,6 +148,28 @@ pub struct Restored {
 /// with the same flags starts from the same state. Refuses an existing
 /// data directory; removes what it made when it fails.
 pub async fn restore(options: &RestoreOptions) -> Result<Restored, String> {
+    restore_observed(options, &mut |_| {}).await
+}
+
+/// Where a restore is, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreStep {
+    /// Checking the snapshot's hash and structure, before writing anything.
+    Checking,
+    /// Revision records written so far, and the bytes of their keys and values.
+    Importing { keys: u64, bytes: u64 },
+    /// Leases, membership and the final sync.
+    Finishing,
+}
+
+/// [`restore`], telling `observe` where it is: `Checking` first, then
+/// `Importing` as the records start and every thousand or so records, then
+/// `Finishing`.
+pub async fn restore_observed(
+    options: &RestoreOptions,
+    observe: &mut (dyn FnMut(RestoreStep) + Send),
+) -> Result<Restored, String> {
+    observe(RestoreStep::Checking);
     let snap = open_snapshot(&options.snapshot, options.skip_hash_check)?;
     let mut args = vec![
         "--name".to_string(),
@@ -176,7 +201,7 @@ pub async fn restore(options: &RestoreOptions) -> Result<Restored, String> {
             problems.join("\n")
         ));
     }
-    let result = restore_into(&snap.db, &config).await;
+    let result = restore_into(&snap.db, &config, observe).await;
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
@@ -186,13 +211,18 @@ pub async fn restore(options: &RestoreOptions) -> Result<Restored, String> {
 async fn restore_into(
     db: &bbolt::Db<bbolt::FileReader>,
     config: &crate::config::Config,
+    observe: &mut (dyn FnMut(RestoreStep) + Send),
 ) -> Result<Restored, String> {
     let storage = cairn_runtime::client_port::open_storage(
         &config.data_dir,
         &crate::server::apply::all_column_families(),
     )
     .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-    let imported = etcd::import(db, storage.as_ref()).map_err(|e| e.to_string())?;
+    let imported = etcd::import_observed(db, storage.as_ref(), &mut |keys, bytes| {
+        observe(RestoreStep::Importing { keys, bytes })
+    })
+    .map_err(|e| e.to_string())?;
+    observe(RestoreStep::Finishing);
     let sc = crate::process::server_config(config, 0);
     crate::server::node::bootstrap(&sc, storage.as_ref()).map_err(|e| e.to_string())?;
     if let Some(rev) = imported.scheduled_compact {

@@ -13,21 +13,39 @@
 //!   data directory from a snapshot (`cairn::backup::restore`), with the
 //!   snapshot's users, roles and auth state.
 //!
-//! Errors print `Error: <message>` on stderr; exit status 1, or 128 for bad
-//! arguments (etcdctl's codes).
+//! - `cairnctl [--endpoints A,B,..] [--cluster] [--user ..] defrag`:
+//!   defragments each member named (with `--cluster`, every member the
+//!   cluster's member list gives, at its client URLs), printing etcdctl
+//!   3.4's `Finished defragmenting etcd member[<endpoint>]` on stdout or
+//!   `Failed to defragment etcd member[<endpoint>] (<error>)` on stderr.
+//!
+//! On a terminal (stderr), `snapshot save`, `snapshot restore` and `defrag`
+//! draw a progress line (`cairn::backup::progress`); elsewhere they print
+//! exactly what etcdctl prints.
+//!
+//! Errors print `Error: <message>` on stderr; exit status 1, 2 when the
+//! login fails, or 128 for bad arguments (etcdctl's codes).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use cairn::backup::{self, etcd, RestoreOptions, SHA256_LEN};
+use cairn::backup::progress::{human_bytes, rate, seconds, Progress};
+use cairn::backup::{self, etcd, RestoreOptions, RestoreStep, SHA256_LEN};
 use cairn_proto::etcdserverpb::auth_client::AuthClient;
+use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use cairn_proto::etcdserverpb::{AuthenticateRequest, SnapshotRequest};
+use cairn_proto::etcdserverpb::{
+    AuthenticateRequest, DefragmentRequest, MemberListRequest, SnapshotRequest,
+};
+use tonic::transport::Channel;
 
 const EXIT_ERROR: u8 = 1;
+const EXIT_BAD_CONNECTION: u8 = 2;
 const EXIT_BAD_ARGS: u8 = 128;
 
+/// An exit status and the message printed as `Error: <message>` (none when
+/// empty: the command has already said what failed).
 struct Failure(u8, String);
 
 fn bad_args(msg: impl Into<String>) -> Failure {
@@ -53,7 +71,12 @@ struct Line {
 }
 
 /// Flags that take no value.
-const SWITCHES: &[&str] = &["skip-hash-check", "debug", "insecure-skip-tls-verify"];
+const SWITCHES: &[&str] = &[
+    "skip-hash-check",
+    "debug",
+    "insecure-skip-tls-verify",
+    "cluster",
+];
 
 fn parse_duration(flag: &str, v: &str) -> Result<Duration, Failure> {
     let bad = || bad_args(format!("invalid argument {v:?} for \"--{flag}\" flag"));
@@ -180,7 +203,9 @@ fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, msg)) => {
-            eprintln!("Error: {msg}");
+            if !msg.is_empty() {
+                eprintln!("Error: {msg}");
+            }
             ExitCode::from(code)
         }
     }
@@ -240,11 +265,24 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         ["snapshot", ..] => Err(bad_args(
             "unknown snapshot command (save, status or restore)",
         )),
+        ["defrag", rest @ ..] => {
+            if !rest.is_empty() {
+                return Err(bad_args("defrag takes no arguments"));
+            }
+            let cluster = line.switch("cluster")?;
+            if line.take("data-dir").is_some() {
+                return Err(bad_args(
+                    "--data-dir is not supported: cairn defragments a running member (omit --data-dir)",
+                ));
+            }
+            line.no_other_flags()?;
+            defrag(&line, cluster)
+        }
         [] => Err(bad_args(
-            "cairnctl: no command (so far: snapshot save | status | restore)",
+            "cairnctl: no command (so far: snapshot save | status | restore, defrag)",
         )),
         [cmd, ..] => Err(bad_args(format!(
-            "unknown command {cmd:?} for \"cairnctl\" (so far: snapshot save | status | restore)"
+            "unknown command {cmd:?} for \"cairnctl\" (so far: snapshot save | status | restore, defrag)"
         ))),
     }
 }
@@ -274,7 +312,15 @@ fn save(line: &Line, file: &std::path::Path) -> Result<(), Failure> {
     let url = endpoint_url(&line.endpoints[0]);
     let part = PathBuf::from(format!("{}.part", file.display()));
     let credentials = line.credentials()?;
-    let result = runtime()?.block_on(fetch(&url, line.dial_timeout, credentials.as_ref(), &part));
+    let mut progress = Progress::on_stderr();
+    let result = runtime()?.block_on(fetch(
+        &url,
+        line.dial_timeout,
+        credentials.as_ref(),
+        &part,
+        &mut progress,
+    ));
+    drop(progress);
     match result {
         Ok(size) => {
             std::fs::rename(&part, file).map_err(|e| {
@@ -296,12 +342,14 @@ fn save(line: &Line, file: &std::path::Path) -> Result<(), Failure> {
 }
 
 /// Streams a snapshot into `part` (as `credentials`' user when given),
-/// checks its SHA-256 trailer, syncs it.
+/// checks its SHA-256 trailer, syncs it; shows the bytes received, of how
+/// many (the server's `remaining_bytes`), and the rate on `progress`.
 async fn fetch(
     url: &str,
     dial_timeout: Duration,
     credentials: Option<&(String, String)>,
     part: &std::path::Path,
+    progress: &mut Progress<std::io::Stderr>,
 ) -> Result<u64, Failure> {
     use std::io::Write as _;
     let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
@@ -344,11 +392,34 @@ async fn fetch(
     // The last SHA256_LEN bytes received are the trailer, not the database.
     let mut tail: Vec<u8> = Vec::new();
     let mut size = 0u64;
+    let mut received = 0u64;
+    // The whole stream's length, once the first message tells it.
+    let mut total: Option<u64> = None;
     while let Some(msg) = stream
         .message()
         .await
         .map_err(|s| error(s.message().to_owned()))?
     {
+        received += msg.blob.len() as u64;
+        if total.is_none() && msg.remaining_bytes > 0 {
+            total = Some(received + msg.remaining_bytes);
+        }
+        progress.update(|t| {
+            let of = match total {
+                Some(all) if all > 0 => format!(
+                    " of {} ({}%)",
+                    human_bytes(all),
+                    received.min(all) * 100 / all
+                ),
+                _ => String::new(),
+            };
+            format!(
+                "receiving snapshot: {}{of}, {}, {}",
+                human_bytes(received),
+                rate(received, t),
+                seconds(t)
+            )
+        });
         tail.extend_from_slice(&msg.blob);
         if tail.len() > SHA256_LEN {
             let body = tail.len() - SHA256_LEN;
@@ -368,23 +439,266 @@ async fn fetch(
     f.write_all(&tail)
         .and_then(|_| f.sync_all())
         .map_err(|e| error(format!("write {}: {e}", part.display())))?;
+    progress.finish(|t| {
+        format!(
+            "received snapshot: {} in {}, {}",
+            human_bytes(received),
+            seconds(t),
+            rate(received, t)
+        )
+    });
     Ok(size + SHA256_LEN as u64)
 }
 
-/// go-humanize's `Bytes`: SI units, one decimal under 10.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    if n < 10 {
-        return format!("{n} B");
+/// What etcdctl says when a call ran out of time.
+const DEADLINE_EXCEEDED: &str = "context deadline exceeded";
+
+/// Pause between two dials of a member that refused one.
+const REDIAL: Duration = Duration::from_millis(100);
+
+/// An RPC error as etcdctl 3.4 prints it (clientv3's `toErr`): etcd's own
+/// errors (`etcdserver: ...`) by their text alone, any other status as
+/// gRPC-Go formats it.
+fn rpc_error(s: &tonic::Status) -> String {
+    use tonic::Code;
+    let msg = s.message();
+    if msg.starts_with("etcdserver: ") {
+        return msg.to_owned();
     }
-    let e = ((n as f64).ln() / 1000f64.ln()).floor() as usize;
-    let e = e.min(UNITS.len() - 1);
-    let val = (n as f64 / 1000f64.powi(e as i32) * 10.0 + 0.5).floor() / 10.0;
-    if val < 10.0 {
-        format!("{val:.1} {}", UNITS[e])
+    let code = match s.code() {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => return DEADLINE_EXCEEDED.to_owned(),
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    };
+    format!("rpc error: code = {code} desc = {msg}")
+}
+
+fn time_left(deadline: Instant) -> Result<Duration, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(DEADLINE_EXCEEDED.to_owned())
     } else {
-        format!("{val:.0} {}", UNITS[e])
+        Ok(left)
     }
+}
+
+/// `fut`, unless `deadline` passes first.
+async fn before<T>(
+    deadline: Instant,
+    fut: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(time_left(deadline)?, fut).await {
+        Ok(r) => r.map_err(|s| rpc_error(&s)),
+        Err(_) => Err(DEADLINE_EXCEEDED.to_owned()),
+    }
+}
+
+/// One dial of `ep`, given up after `dial_timeout` or at `deadline`.
+async fn dial(ep: &str, dial_timeout: Duration, deadline: Instant) -> Result<Channel, String> {
+    let url = endpoint_url(ep);
+    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| format!("bad endpoint {url}: {e}"))?
+        .connect_timeout(dial_timeout);
+    match tokio::time::timeout(time_left(deadline)?, endpoint.connect()).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(e)) => Err(format!("dial {url}: {e}")),
+        Err(_) => Err(DEADLINE_EXCEEDED.to_owned()),
+    }
+}
+
+/// A channel to `ep`, dialling again while it refuses, until `deadline`
+/// (an RPC to an unreachable member waits out its deadline in etcdctl).
+async fn dial_until(
+    ep: &str,
+    dial_timeout: Duration,
+    deadline: Instant,
+) -> Result<Channel, String> {
+    loop {
+        match dial(ep, dial_timeout, deadline).await {
+            Ok(channel) => return Ok(channel),
+            Err(e) if e.starts_with("bad endpoint") => return Err(e),
+            Err(_) => {
+                let pause = REDIAL.min(time_left(deadline)?);
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+/// `call` on the first of `endpoints` that answers, trying them in turn
+/// until `deadline`; a member that cannot be reached or is unavailable
+/// passes the call on, any other error is the answer.
+async fn first_answer<T, F, Fut>(
+    endpoints: &[String],
+    dial_timeout: Duration,
+    deadline: Instant,
+    mut call: F,
+) -> Result<T, String>
+where
+    F: FnMut(Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    loop {
+        for ep in endpoints {
+            let Ok(channel) = dial(ep, dial_timeout, deadline).await else {
+                continue;
+            };
+            match before(deadline, call(channel)).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) if e.starts_with("rpc error: code = Unavailable") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let pause = REDIAL.min(time_left(deadline)?);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// A token for `credentials` from the member behind `channel`; `None` when
+/// its auth is off (etcdctl goes on without one then).
+async fn login(
+    channel: Channel,
+    credentials: &(String, String),
+) -> Result<Option<String>, tonic::Status> {
+    let request = AuthenticateRequest {
+        name: credentials.0.clone(),
+        password: credentials.1.clone(),
+    };
+    match AuthClient::new(channel).authenticate(request).await {
+        Ok(r) => Ok(Some(r.into_inner().token)),
+        Err(s) if s.message() == "etcdserver: authentication is not enabled" => Ok(None),
+        Err(s) => Err(s),
+    }
+}
+
+/// `cairnctl defrag`: etcdctl 3.4's, member by member, with a progress
+/// line per member on a terminal.
+fn defrag(line: &Line, cluster: bool) -> Result<(), Failure> {
+    let credentials = line.credentials()?;
+    runtime()?.block_on(async {
+        if let Some(c) = &credentials {
+            // etcdctl logs in as it makes its client, before anything else:
+            // a refused login ends the command (exit 2).
+            let deadline = Instant::now() + line.dial_timeout;
+            first_answer(&line.endpoints, line.dial_timeout, deadline, |ch| {
+                login(ch, c)
+            })
+            .await
+            .map_err(|e| Failure(EXIT_BAD_CONNECTION, e))?;
+        }
+        let members = if cluster {
+            member_client_urls(line).await?
+        } else {
+            line.endpoints.clone()
+        };
+        let mut failures = 0;
+        for ep in &members {
+            let mut progress = Progress::on_stderr();
+            let work = defrag_member(ep, line, credentials.as_ref());
+            let result = if progress.enabled() {
+                tokio::pin!(work);
+                let mut tick = tokio::time::interval(backup::progress::REFRESH);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        biased;
+                        r = &mut work => break r,
+                        _ = tick.tick() => progress.redraw(|t| {
+                            format!("defragmenting etcd member[{ep}]: {}", seconds(t))
+                        }),
+                    }
+                }
+            } else {
+                work.await
+            };
+            match result {
+                Ok(()) => {
+                    progress
+                        .finish(|t| format!("defragmented etcd member[{ep}] in {}", seconds(t)));
+                    println!("Finished defragmenting etcd member[{ep}]");
+                }
+                Err(e) => {
+                    progress.finish(|t| {
+                        format!(
+                            "defragmenting etcd member[{ep}] failed after {}",
+                            seconds(t)
+                        )
+                    });
+                    eprintln!("Failed to defragment etcd member[{ep}] ({e})");
+                    failures += 1;
+                }
+            }
+        }
+        if failures > 0 {
+            return Err(Failure(EXIT_ERROR, String::new()));
+        }
+        Ok(())
+    })
+}
+
+/// `--cluster`: the client URLs of every member in the member list (asked
+/// without logging in, as etcdctl does).
+async fn member_client_urls(line: &Line) -> Result<Vec<String>, Failure> {
+    let deadline = Instant::now() + line.command_timeout;
+    let list = first_answer(&line.endpoints, line.dial_timeout, deadline, |ch| async {
+        ClusterClient::new(ch)
+            .member_list(MemberListRequest {
+                linearizable: false,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    })
+    .await
+    .map_err(|e| {
+        error(format!(
+            "failed to fetch endpoints from etcd cluster member list: {e}"
+        ))
+    })?;
+    Ok(list
+        .members
+        .into_iter()
+        .flat_map(|m| m.client_ur_ls)
+        .collect())
+}
+
+/// Defragments the member at `ep`, within the command timeout (dialling,
+/// logging in at that member, the call itself).
+async fn defrag_member(
+    ep: &str,
+    line: &Line,
+    credentials: Option<&(String, String)>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + line.command_timeout;
+    let channel = dial_until(ep, line.dial_timeout, deadline).await?;
+    let mut request = tonic::Request::new(DefragmentRequest {});
+    if let Some(c) = credentials {
+        if let Some(token) = before(deadline, login(channel.clone(), c)).await? {
+            let value = token
+                .parse()
+                .map_err(|_| format!("the server's token {token:?} is not a header value"))?;
+            request.metadata_mut().insert("token", value);
+        }
+    }
+    before(
+        deadline,
+        MaintenanceClient::new(channel).defragment(request),
+    )
+    .await?;
+    Ok(())
 }
 
 fn status(write_out: &str, file: &std::path::Path) -> Result<(), Failure> {
@@ -449,7 +763,58 @@ fn table(headers: &[&str], row: &[String]) -> String {
 }
 
 fn restore(o: &RestoreOptions) -> Result<(), Failure> {
-    let restored = runtime()?.block_on(backup::restore(o)).map_err(error)?;
+    let mut progress = Progress::on_stderr();
+    let mut imported = (0u64, 0u64);
+    let mut import_started: Option<Instant> = None;
+    let mut import_time = Duration::ZERO;
+    let show = progress.enabled();
+    let mut observe = |step: RestoreStep| {
+        if !show {
+            return;
+        }
+        match step {
+            RestoreStep::Checking => {
+                progress.update(|_| "restoring: checking the snapshot...".into())
+            }
+            RestoreStep::Importing { keys, bytes } => {
+                imported = (keys, bytes);
+                let since = *import_started.get_or_insert_with(Instant::now);
+                import_time = since.elapsed();
+                progress.update(|t| {
+                    format!(
+                        "restoring: {keys} keys, {}, {}, {}",
+                        human_bytes(bytes),
+                        rate(bytes, import_time),
+                        seconds(t)
+                    )
+                })
+            }
+            RestoreStep::Finishing => {
+                let (keys, bytes) = imported;
+                progress.update(|t| {
+                    format!(
+                        "restoring: {keys} keys, {}, syncing..., {}",
+                        human_bytes(bytes),
+                        seconds(t)
+                    )
+                })
+            }
+        }
+    };
+    let result = runtime()?.block_on(backup::restore_observed(o, &mut observe));
+    let (keys, bytes) = imported;
+    if result.is_ok() {
+        progress.finish(|t| {
+            format!(
+                "restored {keys} keys, {} in {}, {}",
+                human_bytes(bytes),
+                seconds(t),
+                rate(bytes, import_time)
+            )
+        });
+    }
+    drop(progress);
+    let restored = result.map_err(error)?;
     let i = &restored.imported;
     eprintln!(
         "restored snapshot {} into {}: member {:x} of cluster {:x}, revision {}, {} revision records, {} leases, {} users, {} roles, auth {}",
@@ -501,14 +866,5 @@ mod tests {
         );
         assert_eq!(creds(&["--password=pw"]), Ok(None));
         assert_eq!(creds(&["--user=root"]), Err(EXIT_BAD_ARGS));
-    }
-
-    #[test]
-    fn sizes_print_like_go_humanize() {
-        assert_eq!(human_bytes(5), "5 B");
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(20480), "20 kB");
-        assert_eq!(human_bytes(2_100_000), "2.1 MB");
-        assert_eq!(human_bytes(4096), "4.1 kB");
     }
 }
