@@ -284,7 +284,11 @@ fn snapshot_save_and_restore_show_their_progress_on_a_terminal_and_nothing_elsew
         restoring.len()
     );
     for line in restoring.iter().filter(|l| l.contains(" keys, ")) {
-        assert!(line.contains("B"), "a redraw without bytes: {line:?}");
+        let fields: Vec<&str> = line.split(", ").collect();
+        assert!(
+            fields.len() == 4 && fields[1].ends_with('B') && fields[2].ends_with("B/s"),
+            "a redraw without keys, bytes and rate: {line:?}"
+        );
     }
     let last = final_line(&screen, "restored ");
     // "restored N keys, X MB in T, R/s", N being the revision records the

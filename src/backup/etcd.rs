@@ -452,12 +452,14 @@ pub fn import<R: ReadAt>(db: &Db<R>, storage: &dyn Storage) -> Result<Imported, 
     import_observed(db, storage, &mut |_, _| {})
 }
 
-/// Records between two calls of an import's observer.
+/// Records, or bytes, between two calls of an import's observer.
 const OBSERVE_EVERY: u64 = 1024;
+const OBSERVE_BYTES: u64 = 1 << 20;
 
 /// [`import`], calling `observe(keys, bytes)` with the revision records
 /// imported so far and the bytes of their keys and values: when the key
-/// bucket starts, every `OBSERVE_EVERY` records, and when it ends.
+/// bucket starts, every `OBSERVE_EVERY` records or `OBSERVE_BYTES` bytes
+/// (large values), and when it ends.
 pub fn import_observed<R: ReadAt>(
     db: &Db<R>,
     storage: &dyn Storage,
@@ -492,6 +494,7 @@ pub fn import_observed<R: ReadAt>(
     }
     let mut failed = None;
     let mut bytes = 0u64;
+    let mut observed = (0u64, 0u64);
     observe(0, 0);
     db.for_each(BUCKET_KEY, &mut |k, v| {
         bytes += (k.len() + v.len()) as u64;
@@ -518,7 +521,8 @@ pub fn import_observed<R: ReadAt>(
         batch.put(CF_KV, k.to_vec(), record.encode());
         out.revision = out.revision.max(rev.main.0);
         out.keys += 1;
-        if out.keys % OBSERVE_EVERY == 0 {
+        if out.keys - observed.0 >= OBSERVE_EVERY || bytes - observed.1 >= OBSERVE_BYTES {
+            observed = (out.keys, bytes);
             observe(out.keys, bytes);
         }
         if batch.size_bytes() >= IMPORT_BATCH_BYTES {
@@ -850,6 +854,26 @@ mod tests {
         .expect("import");
         assert_eq!(imported.keys, n);
         assert_eq!(seen, want);
+
+        // Large values: a call per MiB or so, whatever the record count.
+        let big: Vec<Record> = (1..=10i64)
+            .map(|rev| {
+                let kv = KeyValue {
+                    key: format!("big{rev:02}").into_bytes(),
+                    value: vec![b'v'; 300 * 1024],
+                    create_revision: rev,
+                    mod_revision: rev,
+                    version: 1,
+                    lease: 0,
+                };
+                (revision_bytes(rev), kv.encode_to_vec())
+            })
+            .collect();
+        let db = db_of(vec![(BUCKET_KEY, big)]);
+        let mut seen = Vec::new();
+        import_observed(&db, &state_storage(), &mut |keys, _| seen.push(keys)).expect("import");
+        // 0, then each time a MiB more was read (4 records of 300 KiB), then the end.
+        assert_eq!(seen, vec![0, 4, 8, 10]);
     }
 
     #[test]

@@ -765,8 +765,6 @@ fn table(headers: &[&str], row: &[String]) -> String {
 fn restore(o: &RestoreOptions) -> Result<(), Failure> {
     let mut progress = Progress::on_stderr();
     let mut imported = (0u64, 0u64);
-    let mut import_started: Option<Instant> = None;
-    let mut import_time = Duration::ZERO;
     let show = progress.enabled();
     let mut observe = |step: RestoreStep| {
         if !show {
@@ -778,13 +776,11 @@ fn restore(o: &RestoreOptions) -> Result<(), Failure> {
             }
             RestoreStep::Importing { keys, bytes } => {
                 imported = (keys, bytes);
-                let since = *import_started.get_or_insert_with(Instant::now);
-                import_time = since.elapsed();
                 progress.update(|t| {
                     format!(
                         "restoring: {keys} keys, {}, {}, {}",
                         human_bytes(bytes),
-                        rate(bytes, import_time),
+                        rate(bytes, t),
                         seconds(t)
                     )
                 })
@@ -809,7 +805,7 @@ fn restore(o: &RestoreOptions) -> Result<(), Failure> {
                 "restored {keys} keys, {} in {}, {}",
                 human_bytes(bytes),
                 seconds(t),
-                rate(bytes, import_time)
+                rate(bytes, t)
             )
         });
     }
