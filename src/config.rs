@@ -140,6 +140,11 @@ pub struct Config {
     pub log_outputs: Vec<String>,
     /// `--enable-pprof`: accepted, no effect (cairn serves no Go profiles).
     pub enable_pprof: bool,
+    /// `--listen-metrics-urls`: more URLs serving the client port's HTTP
+    /// endpoints (`/metrics`, `/health`, `/livez`, `/readyz`) only.
+    pub listen_metrics_urls: Vec<Url>,
+    /// `--metrics extensive` (`basic` otherwise): keep gRPC handling times.
+    pub metrics_extensive: bool,
     /// `--experimental-watch-progress-notify-interval`, with 0 resolved to
     /// etcd's 10 minutes. > 0.
     pub watch_progress_notify_interval: Duration,

@@ -115,6 +115,8 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
         bcrypt_cost: config.bcrypt_cost,
         jwt: None,
         client_dialer: Dialer::plain(),
+        metrics_extensive: config.metrics_extensive,
+        peer_stats: cairn_runtime::metrics::peer::PeerStats::new(),
     }
 }
 
@@ -342,6 +344,9 @@ pub async fn run_until(
         inbound_tx.clone(),
         tls.peer_dialer.clone(),
     ));
+    // One count of the peer traffic: what the transport sends, what the peer
+    // service receives.
+    sc.peer_stats = transport.stats();
     let server = Server::start_probed(
         sc.clone(),
         storage,
@@ -371,6 +376,7 @@ pub async fn run_until(
         tracing::info!(%addr, tls = tls.is_some(), "serving peers");
         let (cluster_id, inbound) = (sc.cluster_id, inbound_tx.clone());
         let directory = server.peer_directory();
+        let stats = sc.peer_stats.clone();
         let ended_tx = ended_tx.clone();
         tokio::spawn(async move {
             let r = client_port::serve_peers_secured(
@@ -379,6 +385,7 @@ pub async fn run_until(
                 inbound,
                 Some(directory),
                 tls,
+                Some(stats),
             )
             .await;
             let _ = ended_tx
@@ -400,6 +407,20 @@ pub async fn run_until(
             let r = client_port::serve_client_port_secured(listener, router, http, tls).await;
             let _ = ended_tx
                 .send(format!("client server on {addr} stopped: {r:?}"))
+                .await;
+        });
+    }
+    for url in &config.listen_metrics_urls {
+        let addr = listen_addr(url);
+        let listener = bind(addr).await?;
+        let tls = tls.client.clone().filter(|_| url.is_tls());
+        tracing::info!(%addr, tls = tls.is_some(), "serving metrics and health (HTTP)");
+        let http = crate::api::http::handler(server.clone());
+        let ended_tx = ended_tx.clone();
+        tokio::spawn(async move {
+            let r = client_port::serve_http_secured(listener, http, tls).await;
+            let _ = ended_tx
+                .send(format!("metrics server on {addr} stopped: {r:?}"))
                 .await;
         });
     }

@@ -22,6 +22,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::metrics::grpc::ClientRouter;
+use crate::metrics::peer::PeerStats;
 use crate::tls::ServerTls;
 use crate::{Storage, StorageError};
 
@@ -109,7 +111,7 @@ pub async fn serve_peers(
     inbound: tokio::sync::mpsc::Sender<crate::transport::Inbound>,
     directory: Option<std::sync::Arc<dyn crate::transport::PeerDirectory>>,
 ) -> Result<(), std::io::Error> {
-    serve_peers_secured(listener, cluster_id, inbound, directory, None).await
+    serve_peers_secured(listener, cluster_id, inbound, directory, None, None).await
 }
 
 /// `serve_peers`, over TLS when `tls` is given (`https://` peer URLs).
@@ -119,11 +121,15 @@ pub async fn serve_peers_secured(
     inbound: tokio::sync::mpsc::Sender<crate::transport::Inbound>,
     directory: Option<std::sync::Arc<dyn crate::transport::PeerDirectory>>,
     tls: Option<ServerTls>,
+    stats: Option<Arc<PeerStats>>,
 ) -> Result<(), std::io::Error> {
     use crate::transport::{PeerService, RaftPeerServer};
     let mut service = PeerService::new(cluster_id, inbound);
     if let Some(d) = directory {
         service = service.with_directory(d);
+    }
+    if let Some(stats) = stats {
+        service = service.with_stats(stats);
     }
     let router = tonic::transport::Server::builder().add_service(RaftPeerServer::new(service));
     #[cfg(not(madsim))]
@@ -219,7 +225,7 @@ fn accept_nodelay(
 /// Serves `grpc` and `http` on `listener` until the task is dropped.
 pub async fn serve_client_port(
     listener: Listener,
-    grpc: tonic::transport::server::Router,
+    grpc: ClientRouter,
     http: HttpHandler,
 ) -> Result<(), std::io::Error> {
     serve_client_port_secured(listener, grpc, http, None).await
@@ -229,7 +235,7 @@ pub async fn serve_client_port(
 #[cfg(not(madsim))]
 pub async fn serve_client_port_secured(
     listener: Listener,
-    grpc: tonic::transport::server::Router,
+    grpc: ClientRouter,
     http: HttpHandler,
     tls: Option<ServerTls>,
 ) -> Result<(), std::io::Error> {
@@ -242,7 +248,7 @@ pub async fn serve_client_port_secured(
 #[cfg(not(madsim))]
 async fn serve_client_port_plain(
     listener: tokio::net::TcpListener,
-    grpc: tonic::transport::server::Router,
+    grpc: ClientRouter,
     http: HttpHandler,
 ) -> Result<(), std::io::Error> {
     use tokio::sync::mpsc;
@@ -270,7 +276,7 @@ async fn serve_client_port_plain(
 #[cfg(not(madsim))]
 async fn serve_client_port_tls(
     listener: tokio::net::TcpListener,
-    grpc: tonic::transport::server::Router,
+    grpc: ClientRouter,
     http: HttpHandler,
     tls: ServerTls,
 ) -> Result<(), std::io::Error> {
@@ -313,6 +319,43 @@ async fn serve_client_port_tls(
     }
 }
 
+/// Serves only `http` on `listener`, over TLS when `tls` is given: etcd's
+/// `--listen-metrics-urls` (metrics and health, no gRPC). Each connection
+/// carries one HTTP/1.1 request.
+#[cfg(not(madsim))]
+pub async fn serve_http_secured(
+    listener: Listener,
+    http: HttpHandler,
+    tls: Option<ServerTls>,
+) -> Result<(), std::io::Error> {
+    loop {
+        let (stream, addr) = listener.inner.accept().await?;
+        let (http, tls) = (http.clone(), tls.clone());
+        tokio::spawn(async move {
+            let _ = match tls {
+                None => answer_http1(stream, &http).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(s) => answer_http1(s, &http).await,
+                    Err(e) => {
+                        tracing::warn!(remote = %addr, error = %e, "rejected metrics connection");
+                        return;
+                    }
+                },
+            };
+        });
+    }
+}
+
+/// Under madsim there is no HTTP to serve: waits forever.
+#[cfg(madsim)]
+pub async fn serve_http_secured(
+    _listener: Listener,
+    _http: HttpHandler,
+    _tls: Option<ServerTls>,
+) -> Result<(), std::io::Error> {
+    std::future::pending().await
+}
+
 /// Reads the first `n` bytes of `stream` (fewer at its end), within the
 /// handshake deadline.
 #[cfg(not(madsim))]
@@ -342,7 +385,7 @@ async fn read_prefix<S: tokio::io::AsyncRead + Unpin>(
 #[cfg(madsim)]
 pub async fn serve_client_port_secured(
     listener: Listener,
-    grpc: tonic::transport::server::Router,
+    grpc: ClientRouter,
     _http: HttpHandler,
     _tls: Option<ServerTls>,
 ) -> Result<(), std::io::Error> {

@@ -14,6 +14,7 @@
 
 pub mod client_port;
 pub mod clock;
+pub mod metrics;
 #[cfg(not(madsim))]
 pub mod rocks_storage;
 pub mod sim_storage;

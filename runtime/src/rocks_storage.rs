@@ -146,6 +146,30 @@ fn sync_loop(db: &DB, halted: &AtomicBool, rx: &mpsc::Receiver<SyncReply>) {
     }
 }
 
+impl RocksStorage {
+    /// The sum of integer properties `props` over `families` (all when empty).
+    fn sum_properties(&self, families: &[&str], props: &[&str]) -> u64 {
+        let mut total = 0;
+        for name in &self.families {
+            if !families.is_empty() && !families.contains(&name.as_str()) {
+                continue;
+            }
+            let Some(cf) = self.db.cf_handle(name) else {
+                continue;
+            };
+            for p in props {
+                total += self
+                    .db
+                    .property_int_value_cf(cf, *p)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+            }
+        }
+        total
+    }
+}
+
 impl Drop for RocksStorage {
     fn drop(&mut self) {
         self.sync_tx.take();
@@ -279,31 +303,27 @@ impl Storage for RocksStorage {
     }
 
     fn approximate_size(&self, families: &[&str]) -> u64 {
-        const PROPS: [&str; 2] = [
-            // Files on disk, dead data included until compaction drops it
-            // (like etcd's bbolt file, which keeps free pages until a
-            // defragment), and what is still in memory.
-            "rocksdb.total-sst-files-size",
-            "rocksdb.cur-size-all-mem-tables",
-        ];
-        let mut total = 0;
-        for name in &self.families {
-            if !families.is_empty() && !families.contains(&name.as_str()) {
-                continue;
-            }
-            let Some(cf) = self.db.cf_handle(name) else {
-                continue;
-            };
-            for p in PROPS {
-                total += self
-                    .db
-                    .property_int_value_cf(cf, p)
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0);
-            }
-        }
-        total
+        // Files on disk, dead data included until compaction drops it (like
+        // etcd's bbolt file, which keeps free pages until a defragment),
+        // and what is still in memory.
+        self.sum_properties(
+            families,
+            &[
+                "rocksdb.total-sst-files-size",
+                "rocksdb.cur-size-all-mem-tables",
+            ],
+        )
+    }
+
+    fn live_data_size(&self, families: &[&str]) -> u64 {
+        // RocksDB's estimate of the files' live data, and the memory tables.
+        self.sum_properties(
+            families,
+            &[
+                "rocksdb.estimate-live-data-size",
+                "rocksdb.cur-size-all-mem-tables",
+            ],
+        )
     }
 }
 

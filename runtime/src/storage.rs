@@ -198,6 +198,14 @@ pub trait Storage: Send + Sync + 'static {
     /// the column families `families` (all of them when empty).
     fn approximate_size(&self, families: &[&str]) -> u64;
 
+    /// Approximate bytes of live data in `families` (all when empty): what
+    /// `approximate_size` counts less what deleted and overwritten data
+    /// still takes until it is reclaimed (etcd's size in use). Storage that
+    /// cannot tell answers `approximate_size`.
+    fn live_data_size(&self, families: &[&str]) -> u64 {
+        self.approximate_size(families)
+    }
+
     /// Reclaims the space of deleted data (etcd's defragment) in the
     /// background: reads and writes go on meanwhile; resolves when done.
     /// Storage that holds nothing dead (the in-memory simulation) has

@@ -21,6 +21,8 @@
 //! member joining a running cluster who is in it (`fetch_members`).
 //! Peers are dialed through a `crate::tls::Dialer`: plain for `http://`
 //! peer URLs, TLS with the peer certificates for `https://` ones.
+//! Both sides count their traffic per peer into a shared
+//! `crate::metrics::peer::PeerStats` (etcd's `etcd_network_peer_*`).
 //! Tests: `runtime/tests/transport_tokio.rs` (real TCP) and
 //! `runtime/tests/sim_transport.rs` (two simulated nodes under madsim).
 
@@ -38,10 +40,12 @@ use cairn_proto::raftpb::{
     MembersRequest, MembersResponse, Message, MessageBatch, MessageBatchResponse, MessageType,
     PeerMember, SnapshotChunk, SnapshotResponse,
 };
+use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::metrics::peer::{PeerStats, RTT_MAX_REQUEST_BYTES};
 use crate::tls::Dialer;
 use crate::NodeId;
 
@@ -159,6 +163,7 @@ pub struct GrpcTransport {
     inbound: mpsc::Sender<Inbound>,
     dropped: Arc<AtomicU64>,
     dialer: Dialer,
+    stats: Arc<PeerStats>,
 }
 
 impl GrpcTransport {
@@ -190,6 +195,7 @@ impl GrpcTransport {
             inbound,
             dropped: Arc::new(AtomicU64::new(0)),
             dialer,
+            stats: PeerStats::new(),
         };
         for (id, url) in peers {
             t.add_peer(id, url);
@@ -200,6 +206,12 @@ impl GrpcTransport {
     /// Messages dropped because a peer's queue was full.
     pub fn dropped_messages(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// What this transport counts per peer; give the same to the peer
+    /// service (`PeerService::with_stats`) so one place has both directions.
+    pub fn stats(&self) -> Arc<PeerStats> {
+        self.stats.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Peer>> {
@@ -238,18 +250,25 @@ impl Transport for GrpcTransport {
             .get(&to)
             .and_then(|p| lazy_channel(&self.dialer, &p.url));
         let (cluster_id, deadline) = (self.cluster_id, self.config.snapshot_timeout);
+        let stats = self.stats.clone();
         Box::pin(async move {
             let channel = channel.ok_or(TransportError::UnknownPeer(to))?;
+            let bytes = data.len();
             let chunks = snapshot_chunks(cluster_id, message, data);
             let mut client = RaftPeerClient::new(channel);
             let call = client.send_snapshot(tokio_stream::iter(chunks));
-            match tokio::time::timeout(deadline, call).await {
+            let outcome = match tokio::time::timeout(deadline, call).await {
                 Err(_) => Err(TransportError::Timeout(to)),
                 Ok(Err(status)) => {
                     Err(TransportError::Unreachable(to, status.message().to_owned()))
                 }
                 Ok(Ok(_)) => Ok(()),
+            };
+            match outcome {
+                Ok(()) => stats.sent(to.0, bytes, None),
+                Err(_) => stats.send_failed(to.0, 1),
             }
+            outcome
         })
     }
 
@@ -275,6 +294,7 @@ impl Transport for GrpcTransport {
             client: RaftPeerClient::new(channel.clone()),
             call_timeout: self.config.call_timeout,
             inbound: self.inbound.clone(),
+            stats: self.stats.clone(),
         };
         let handle = tokio::spawn(worker.run(rx));
         peers.insert(
@@ -332,6 +352,7 @@ struct PeerWorker {
     client: RaftPeerClient<Channel>,
     call_timeout: Duration,
     inbound: mpsc::Sender<Inbound>,
+    stats: Arc<PeerStats>,
 }
 
 impl PeerWorker {
@@ -344,7 +365,17 @@ impl PeerWorker {
                 from: self.me.0,
                 messages,
             };
+            let (count, bytes) = (req.messages.len(), req.encoded_len());
+            let small =
+                bytes <= RTT_MAX_REQUEST_BYTES && req.messages.iter().all(|m| m.entries.is_empty());
+            let began = tokio::time::Instant::now();
             let outcome = tokio::time::timeout(self.call_timeout, self.client.send(req)).await;
+            match &outcome {
+                Ok(Ok(_)) => self
+                    .stats
+                    .sent(self.to.0, bytes, small.then(|| began.elapsed())),
+                _ => self.stats.send_failed(self.to.0, count),
+            }
             if let Ok(Err(status)) = &outcome {
                 if status.code() == tonic::Code::PermissionDenied
                     && status.message() == MEMBER_REMOVED
@@ -378,6 +409,7 @@ pub struct PeerService {
     inbound: mpsc::Sender<Inbound>,
     max_snapshot_bytes: u64,
     directory: Option<Arc<dyn PeerDirectory>>,
+    stats: Arc<PeerStats>,
 }
 
 impl PeerService {
@@ -387,7 +419,15 @@ impl PeerService {
             inbound,
             max_snapshot_bytes: 8 << 30,
             directory: None,
+            stats: PeerStats::new(),
         }
+    }
+
+    /// Counts what peers send into `stats` (the transport's, see
+    /// `GrpcTransport::stats`).
+    pub fn with_stats(mut self, stats: Arc<PeerStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Refuses removed members and answers `Members` from `directory`.
@@ -421,12 +461,20 @@ impl RaftPeer for PeerService {
         request: Request<MessageBatch>,
     ) -> Result<Response<MessageBatchResponse>, Status> {
         let batch = request.into_inner();
-        self.check_cluster(batch.cluster_id)?;
-        self.check_sender(batch.from)?;
-        self.inbound
-            .try_send(Inbound::Messages(batch.messages))
-            .map_err(|_| Status::resource_exhausted("raft inbound queue full"))?;
-        Ok(Response::new(MessageBatchResponse {}))
+        let (from, bytes) = (batch.from, batch.encoded_len());
+        let accepted = self
+            .check_cluster(batch.cluster_id)
+            .and_then(|()| self.check_sender(batch.from))
+            .and_then(|()| {
+                self.inbound
+                    .try_send(Inbound::Messages(batch.messages))
+                    .map_err(|_| Status::resource_exhausted("raft inbound queue full"))
+            });
+        match accepted {
+            Ok(()) => self.stats.received(from, bytes),
+            Err(_) => self.stats.receive_failed(from),
+        }
+        accepted.map(|()| Response::new(MessageBatchResponse {}))
     }
 
     async fn send_snapshot(
@@ -465,6 +513,7 @@ impl RaftPeer for PeerService {
         }
         self.check_sender(message.from)?;
         let received_bytes = data.len() as u64;
+        self.stats.received(message.from, data.len());
         self.inbound
             .send(Inbound::Snapshot { message, data })
             .await

@@ -1,10 +1,9 @@
 //! The plain-HTTP endpoints of the client port, as etcd serves them:
 //! `/health` (JSON, 503 when unhealthy), `/livez` and `/readyz` (etcd
 //! 3.5.11+'s probes, `probes`), `/version` (JSON) and `/metrics`
-//! (Prometheus text, with etcd's metric names where cairn has the same
-//! quantity). Served next to gRPC by `cairn_runtime::client_port`.
+//! (Prometheus text, with etcd's metric names: `super::metrics`). Served next to gRPC by `cairn_runtime::client_port`.
 //! Tests: every integration test waits on `/health` (`tests/common/mod.rs`);
-//! `tests/watch_interop.rs` reads `/metrics` from etcd and cairn alike.
+//! `tests/watch_interop.rs` and `tests/metrics.rs` read `/metrics`.
 //! `/version` has no test of its own.
 
 use std::fmt::Write as _;
@@ -13,7 +12,7 @@ use std::sync::Arc;
 
 use cairn_runtime::client_port::{HttpHandler, HttpReply};
 
-use crate::server::{Server, ETCD_API_VERSION, FSYNC_BUCKETS_SECS};
+use crate::server::{Server, ETCD_API_VERSION};
 
 const JSON: &str = "application/json";
 
@@ -47,13 +46,13 @@ fn answer(server: &Server, path: &str) -> Option<HttpReply> {
         "/metrics" => Some(HttpReply {
             status: 200,
             content_type: "text/plain; version=0.0.4",
-            body: metrics(&server),
+            body: super::metrics::render(&server),
         }),
         _ => None,
     }
 }
 
-fn cluster_version() -> &'static str {
+pub(super) fn cluster_version() -> &'static str {
     ETCD_API_VERSION
         .rsplit_once('.')
         .map_or(ETCD_API_VERSION, |(major_minor, _)| major_minor)
@@ -75,6 +74,11 @@ fn health(server: &Server) -> HttpReply {
     } else {
         None
     };
+    let counter = match reason {
+        None => &server.metrics().health_success,
+        Some(_) => &server.metrics().health_failures,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
     match reason {
         None => HttpReply {
             status: 200,
@@ -87,100 +91,6 @@ fn health(server: &Server) -> HttpReply {
             body: format!(r#"{{"health":"false","reason":"{r}"}}"#),
         },
     }
-}
-
-fn metrics(server: &Server) -> String {
-    let m = server.metrics();
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-        );
-    };
-    gauge(
-        "etcd_server_has_leader",
-        "Whether or not a leader exists. 1 is existence, 0 is not.",
-        "gauge",
-        u64::from(server.leader().is_some()),
-    );
-    gauge(
-        "etcd_server_leader_changes_seen_total",
-        "The number of leader changes seen.",
-        "counter",
-        m.leader_changes.load(Ordering::Relaxed),
-    );
-    gauge(
-        "etcd_server_proposals_committed_total",
-        "The total number of consensus proposals committed.",
-        "gauge",
-        server.commit_index(),
-    );
-    gauge(
-        "etcd_server_proposals_applied_total",
-        "The total number of consensus proposals applied.",
-        "gauge",
-        m.proposals_applied.load(Ordering::Relaxed),
-    );
-    gauge(
-        "etcd_server_proposals_pending",
-        "The current number of pending proposals to commit.",
-        "gauge",
-        m.proposals_pending.load(Ordering::Relaxed),
-    );
-    gauge(
-        "etcd_server_proposals_failed_total",
-        "The total number of failed proposals seen.",
-        "counter",
-        m.proposals_failed.load(Ordering::Relaxed),
-    );
-    gauge(
-        "etcd_mvcc_db_total_size_in_bytes",
-        "Total size of the underlying database physically allocated in bytes.",
-        "gauge",
-        server.db_size(),
-    );
-    let w = server.watch_counts();
-    for (name, help, v) in [
-        (
-            "etcd_debugging_mvcc_watch_stream_total",
-            "Total number of watch streams.",
-            w.streams,
-        ),
-        (
-            "etcd_debugging_mvcc_watcher_total",
-            "Total number of watchers.",
-            w.watchers,
-        ),
-        (
-            "etcd_debugging_mvcc_slow_watcher_total",
-            "Total number of unsynced slow watchers.",
-            w.unsynced,
-        ),
-    ] {
-        gauge(name, help, "gauge", v as u64);
-    }
-    let name = "etcd_disk_wal_fsync_duration_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} The latency distributions of fsync called by WAL.\n# TYPE {name} histogram"
-    );
-    for (i, bound) in FSYNC_BUCKETS_SECS.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"{bound}\"}} {}",
-            m.fsync_buckets[i].load(Ordering::Relaxed)
-        );
-    }
-    let count = m.fsync_count.load(Ordering::Relaxed);
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-    let _ = writeln!(
-        out,
-        "{name}_sum {}",
-        m.fsync_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-    );
-    let _ = writeln!(out, "{name}_count {count}");
-    out
 }
 
 /// etcd's `/livez` and `/readyz` (3.5.11 and later): named checks, each

@@ -18,6 +18,7 @@ pub mod election;
 pub mod http;
 pub mod lease;
 pub mod lock;
+pub mod metrics;
 pub mod watch;
 
 use std::pin::Pin;
@@ -380,11 +381,12 @@ fn is_member_forwarded<T>(request: &Request<T>) -> bool {
 }
 
 /// The gRPC services of the client port, with etcd's message size limit
-/// (max request bytes plus gRPC overhead, as etcd sets it). Serve it with
+/// (max request bytes plus gRPC overhead, as etcd sets it), every call
+/// counted for `/metrics` (`server.metrics().grpc`). Serve it with
 /// `.serve(addr)`; the same code runs on madsim-tonic in simulation.
-pub fn client_router(server: &Server) -> tonic::transport::server::Router {
+pub fn client_router(server: &Server) -> cairn_runtime::metrics::grpc::ClientRouter {
     let limit = server.max_request_bytes() + 512 * 1024;
-    tonic::transport::Server::builder()
+    cairn_runtime::metrics::grpc::counted_server(&server.metrics().grpc)
         .add_service(KvServer::new(KvService(server.clone())).max_decoding_message_size(limit))
         .add_service(
             MaintenanceServer::new(MaintenanceService(server.clone()))

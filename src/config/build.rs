@@ -221,6 +221,11 @@ pub(crate) fn build(settings: Settings) -> Result<Config, ConfigError> {
         log_format: s.parse("log-format", "json", values::parse_log_format)?,
         log_outputs: s.parse("log-outputs", "default", values::parse_log_outputs)?,
         enable_pprof: s.parse("enable-pprof", "false", values::parse_bool)?,
+        listen_metrics_urls: match s.text("listen-metrics-urls") {
+            Some(t) if !t.trim().is_empty() => s.urls("listen-metrics-urls", "", true)?,
+            _ => Vec::new(),
+        },
+        metrics_extensive: s.parse("metrics", "basic", values::parse_metrics_level)?,
         watch_progress_notify_interval: match s.parse(
             "experimental-watch-progress-notify-interval",
             "10m",

@@ -372,6 +372,21 @@ pub(crate) const FLAGS: &[FlagSpec] = &[
          carrying the current revision (a Go duration such as 10m or 30s); 0 means the default.",
     ),
     spec(
+        "listen-metrics-urls",
+        Text,
+        "",
+        Other,
+        "Comma-separated URLs to serve /metrics and the health endpoints on, \
+         besides the client URLs (https ones use the client TLS settings).",
+    ),
+    spec(
+        "metrics",
+        Text,
+        "basic",
+        Other,
+        "'basic' or 'extensive' (adds gRPC handling-time histograms).",
+    ),
+    spec(
         "enable-pprof",
         Bool,
         "false",

@@ -123,6 +123,15 @@ pub(crate) fn parse_log_outputs(text: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// `--metrics`: whether it is `extensive` (etcd's other value is `basic`).
+pub(crate) fn parse_metrics_level(text: &str) -> Result<bool, String> {
+    match text {
+        "basic" => Ok(false),
+        "extensive" => Ok(true),
+        _ => Err("valid values are \"basic\" and \"extensive\"".to_owned()),
+    }
+}
+
 /// `--log-format`.
 pub(crate) fn parse_log_format(text: &str) -> Result<LogFormat, String> {
     match text {

@@ -198,13 +198,20 @@ pub struct CompactionPlan {
     pub dropped: Vec<(KeyRevision, bool)>,
 }
 
-/// The key index. Invariant: every key maps to a valid `KeyHistory`.
+/// The key index. Invariants: every key maps to a valid `KeyHistory`;
+/// `live` is the number of keys whose last generation is open.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KeyIndex {
     keys: BTreeMap<Vec<u8>, KeyHistory>,
+    live: usize,
 }
 
 impl KeyIndex {
+    /// Keys alive after every change so far (etcd's `keys_total` gauge).
+    pub fn live_keys(&self) -> usize {
+        self.live
+    }
+
     pub fn get(&self, key: &[u8], at: Revision) -> Option<LiveRev> {
         self.keys.get(key)?.get(at)
     }
@@ -237,6 +244,7 @@ impl KeyIndex {
     /// Records a put at `rev`, which must be newer than every change of the key.
     pub fn put(&mut self, key: &[u8], rev: KeyRevision) {
         let Some(h) = self.keys.get_mut(key) else {
+            self.live += 1;
             self.keys.insert(
                 key.to_vec(),
                 KeyHistory {
@@ -261,6 +269,7 @@ impl KeyIndex {
             Some(t) => {
                 assert!(t < rev, "put at {rev:?} is not newer than tombstone {t:?}");
                 h.generations.push(Generation::new(rev.main, 1, rev));
+                self.live += 1;
             }
         }
     }
@@ -278,6 +287,7 @@ impl KeyIndex {
             "tombstone at {rev:?} is not newer than the key's puts"
         );
         g.tombstone = Some(rev);
+        self.live -= 1;
     }
 
     /// Replays one stored change while rebuilding from Storage (changes come
@@ -294,6 +304,7 @@ impl KeyIndex {
         let fresh = Generation::new(Revision(kv.create_revision), kv.version, rev);
         match self.keys.get_mut(kv.key.as_slice()) {
             None => {
+                self.live += 1;
                 self.keys.insert(
                     kv.key.clone(),
                     KeyHistory {
@@ -301,7 +312,10 @@ impl KeyIndex {
                     },
                 );
             }
-            Some(h) if h.last_open().is_none() => h.generations.push(fresh),
+            Some(h) if h.last_open().is_none() => {
+                h.generations.push(fresh);
+                self.live += 1;
+            }
             Some(h) => {
                 let g = h
                     .generations
@@ -379,6 +393,18 @@ mod tests {
         ix.put(b"a", r(5, 0));
         ix.put(b"a", r(6, 0));
         ix
+    }
+
+    #[test]
+    fn live_keys_counts_keys_whose_last_generation_is_open() {
+        let mut ix = sample();
+        ix.put(b"b", r(7, 0));
+        assert_eq!(ix.live_keys(), 2);
+        ix.tombstone(b"a", r(8, 0));
+        assert_eq!(ix.live_keys(), 1);
+        let plan = ix.plan_compaction(Revision(8));
+        ix.apply_compaction(plan);
+        assert_eq!(ix.live_keys(), 1);
     }
 
     #[test]

@@ -689,7 +689,14 @@ impl Harness {
         });
         let all = all.map(|r| from_store(&r)).map_err(|e| e.to_string())?;
         let want = m.range_at(&[0], &[0], m.current);
-        check(all == want, "whole keyspace", &all, &want)
+        check(all == want, "whole keyspace", &all, &want)?;
+        let live = self.store.live_keys();
+        check(
+            live == want.len(),
+            "live key count equals the keys in the keyspace",
+            &live,
+            &want.len(),
+        )
     }
 
     /// Every revision from 1 to one past current reads as the model says.

@@ -94,6 +94,11 @@ impl MvccStore {
         self.current
     }
 
+    /// Keys alive at the current revision.
+    pub fn live_keys(&self) -> usize {
+        self.index.live_keys()
+    }
+
     /// The last compact revision; `None` before any compaction.
     pub fn compact_revision(&self) -> Option<Revision> {
         self.compacted

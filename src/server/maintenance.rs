@@ -55,10 +55,7 @@ const REQUEST_OVERHEAD: u64 = 256;
 impl Server {
     /// The quota in bytes (0 in the config is etcd's 2 GiB).
     fn quota(&self) -> u64 {
-        match self.shared.config.quota_backend_bytes {
-            0 => 2 << 30,
-            q => q,
-        }
+        self.quota_backend_bytes()
     }
 
     /// Refuses a request that adds `size` bytes when the storage would pass

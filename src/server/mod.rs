@@ -25,6 +25,7 @@ mod corruption;
 mod lease;
 mod maintenance;
 pub mod members;
+pub mod metrics;
 pub(crate) mod node;
 pub mod probe;
 mod propose;
@@ -53,7 +54,7 @@ use apply::Applied;
 pub use auth::{caller_of, check_request, is_auth_change, Caller, Credentials};
 pub use lease::{serve_forwarded_keep_alives, FORWARDED_HEADER as LEASE_FORWARDED_HEADER};
 pub use maintenance::SnapshotError;
-pub use node::{Metrics, FSYNC_BUCKETS_SECS};
+pub use metrics::Metrics;
 pub use probe::{AppliedEntry, ConfAfter, Probe};
 pub use watchers::{WatchCounts, WatchSession};
 
@@ -121,6 +122,11 @@ pub struct ServerConfig {
     /// Dials other members' client URLs (lease and membership forwarding,
     /// the corruption checks): TLS for `https://` ones.
     pub client_dialer: cairn_runtime::tls::Dialer,
+    /// `--metrics extensive`: client RPC handling-time histograms too.
+    pub metrics_extensive: bool,
+    /// Where the member's Raft transport counts its traffic
+    /// (`GrpcTransport::stats`), for `/metrics`.
+    pub peer_stats: Arc<cairn_runtime::metrics::peer::PeerStats>,
 }
 
 impl ServerConfig {
@@ -159,6 +165,8 @@ impl ServerConfig {
             bcrypt_cost: 4,
             jwt: None,
             client_dialer: cairn_runtime::tls::Dialer::plain(),
+            metrics_extensive: false,
+            peer_stats: cairn_runtime::metrics::peer::PeerStats::new(),
         }
     }
 }
@@ -481,6 +489,39 @@ impl Server {
             .approximate_size(&apply::state_column_families())
     }
 
+    /// Approximate bytes of live data in the member's storage (etcd's size
+    /// in use: less than `db_size` by what compaction freed and a
+    /// defragment would reclaim).
+    pub fn db_size_in_use(&self) -> u64 {
+        self.shared
+            .storage
+            .live_data_size(&apply::state_column_families())
+            .min(self.db_size())
+    }
+
+    /// Whether this member is a learner.
+    pub fn is_learner(&self) -> bool {
+        self.shared.raft.is_learner.load(Ordering::SeqCst)
+    }
+
+    /// The backend quota in bytes.
+    pub fn quota_backend_bytes(&self) -> u64 {
+        match self.shared.config.quota_backend_bytes {
+            0 => 2 << 30,
+            q => q,
+        }
+    }
+
+    /// Keys alive at the current revision, and the compact revision (0
+    /// before any compaction).
+    pub fn key_stats(&self) -> (usize, i64) {
+        let store = self.shared.mvcc();
+        (
+            store.live_keys(),
+            store.compact_revision().map_or(0, |c| c.0),
+        )
+    }
+
     pub fn max_request_bytes(&self) -> usize {
         self.shared.config.max_request_bytes
     }
@@ -562,6 +603,8 @@ impl Server {
         self.check_read(who, &req.key, &req.range_end)?;
         let resp = {
             let store = self.shared.mvcc();
+            // Counted whether it succeeds or not, as etcd counts its ranges.
+            self.shared.metrics.mvcc.ranged();
             let mut resp = self.halt_if_corrupt(store.range(&req))?;
             resp.header = Some(self.header(store.current_revision().0));
             resp
@@ -617,6 +660,7 @@ impl Server {
                 resp.header = Some(self.header(rev));
                 resp
             };
+            self.shared.metrics.mvcc.txn_done(&req, &resp);
             self.check_still_current(who)?;
             return Ok(resp);
         }
@@ -665,7 +709,7 @@ impl Server {
                 .into_iter()
                 .map(|(member, name)| format!("memberID:{member} alarm:{name} "))
                 .collect(),
-            db_size_in_use: db_size,
+            db_size_in_use: self.db_size_in_use() as i64,
             is_learner: raft.is_learner.load(Ordering::SeqCst),
         })
     }

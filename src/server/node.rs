@@ -22,9 +22,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use cairn_proto::cairnpb::{ConfChangeContext, InternalRequest, MemberAttributes, MemberRecord};
+use cairn_proto::cairnpb::{
+    internal_request, ConfChangeContext, InternalRequest, MemberAttributes, MemberRecord,
+};
 use cairn_runtime::transport::{Inbound, Transport};
 use cairn_runtime::{Clock, MonoTime, NodeId, Storage, StorageError};
 use prost::Message as _;
@@ -34,6 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::apply::{self, Applied};
 use super::compactor::AutoCompactor;
 use super::members::{self, MemberChange, PeerHealth};
+use super::metrics::Metrics;
 use super::watchers::WatchShared;
 use super::{lease, Command, RaftProgress, ServerConfig, ServerError, Shared, StartError};
 use crate::mvcc::{MvccError, MvccStore};
@@ -53,45 +55,9 @@ type ProposeReply = oneshot::Sender<Result<(Applied, i64), ServerError>>;
 type ReadReply = oneshot::Sender<Result<u64, ServerError>>;
 type ConfReply = oneshot::Sender<Result<u64, ServerError>>;
 
-/// Counters for `/metrics` (Prometheus names in `api/http.rs`).
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub proposals_applied: AtomicU64,
-    pub proposals_pending: AtomicU64,
-    pub proposals_failed: AtomicU64,
-    pub leader_changes: AtomicU64,
-    pub has_leader: AtomicBool,
-    /// Histogram of synced-write durations: counts per bucket of `FSYNC_BUCKETS_SECS`, then the sum in µs.
-    pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS_SECS.len()],
-    pub fsync_count: AtomicU64,
-    pub fsync_sum_micros: AtomicU64,
-    /// State snapshots received from a leader and installed.
-    pub snapshots_installed: AtomicU64,
-}
-
 /// A sync under way in its own task (so it is timed when it completes, not
 /// when the node loop gets back to it).
 type SyncWait = tokio::task::JoinHandle<Result<(), StorageError>>;
-
-/// Upper bounds (seconds) of the fsync histogram's buckets, as etcd's.
-pub const FSYNC_BUCKETS_SECS: [f64; 14] = [
-    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
-    8.192,
-];
-
-impl Metrics {
-    fn observe_fsync(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        for (i, bound) in FSYNC_BUCKETS_SECS.iter().enumerate() {
-            if secs <= *bound {
-                self.fsync_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.fsync_count.fetch_add(1, Ordering::Relaxed);
-        self.fsync_sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-}
 
 /// Recovers the member's durable state (bootstrapping a new member).
 pub(super) fn recover(
@@ -141,6 +107,7 @@ pub(super) fn recover(
     progress
         .commit_index
         .store(raw.hard_state().commit, Ordering::SeqCst);
+    let metrics = Metrics::new(config.metrics_extensive, config.peer_stats.clone());
     let shared = Shared {
         config,
         mvcc: RwLock::new(mvcc),
@@ -152,7 +119,7 @@ pub(super) fn recover(
         tokens: std::sync::Mutex::new(tokens),
         token_rng: std::sync::Mutex::new(rand::rngs::StdRng::from_os_rng()),
         raft: progress,
-        metrics: Metrics::default(),
+        metrics,
         storage,
         clock,
         stopped: AtomicBool::new(false),
@@ -871,7 +838,13 @@ impl Node {
         let early = self.attach_snapshot_states(std::mem::take(&mut rd.messages))?;
         let late = self.attach_snapshot_states(std::mem::take(&mut rd.persisted_messages))?;
         let install = match &rd.snapshot {
-            Some(snap) => Some(self.install_snapshot_batch(snap)?),
+            Some(snap) => {
+                self.shared
+                    .metrics
+                    .snapshot_installing
+                    .store(1, Ordering::Relaxed);
+                Some(self.install_snapshot_batch(snap)?)
+            }
             None => None,
         };
         self.send(early);
@@ -879,6 +852,10 @@ impl Node {
         let synced = self.persist(&rd, install.map(|(_, batch)| batch))?;
         if let Some(index) = installed {
             self.reload_installed_state(index)?;
+            self.shared
+                .metrics
+                .snapshot_installing
+                .store(0, Ordering::Relaxed);
         }
         if !rd.committed_entries.is_empty() {
             let me = self.shared.config.member_id;
@@ -887,7 +864,12 @@ impl Node {
             }
         }
         // `advance` needs the committed entries back: it marks them applied.
-        self.apply(&rd.committed_entries)?;
+        if !rd.committed_entries.is_empty() {
+            let began = self.clock.now();
+            self.apply(&rd.committed_entries)?;
+            let took = self.clock.now().saturating_duration_since(began);
+            self.shared.metrics.observe_apply(took);
+        }
         if let Some(synced) = synced {
             // A join error means the runtime is going away: report it as closed.
             synced.await.unwrap_or(Err(StorageError::Closed))?;
@@ -977,7 +959,7 @@ impl Node {
         Ok(Some(tokio::spawn(async move {
             sync.await?;
             let took = shared.clock.now().saturating_duration_since(t0);
-            shared.metrics.observe_fsync(took);
+            shared.metrics.wal_fsync.observe(took);
             Ok(())
         })))
     }
@@ -1202,6 +1184,7 @@ impl Node {
                 .notify(outcome.revision.0, &outcome.events, prev_kv);
         }
         let refused = outcome.result.as_ref().err().map(ToString::to_string);
+        self.count_mvcc(&req, &outcome.result);
         let me = self.shared.config.member_id;
         if req.member_id == me {
             if matches!(outcome.result, Ok(Applied::Published)) && req.id == 0 {
@@ -1212,6 +1195,19 @@ impl Node {
             }
         }
         Ok((outcome.events, refused))
+    }
+
+    /// Counts the key-space operations an applied request did.
+    fn count_mvcc(&self, req: &InternalRequest, result: &Result<Applied, ServerError>) {
+        let m = &self.shared.metrics.mvcc;
+        match (result, req.request.as_ref()) {
+            (Ok(Applied::Put(_)), _) => m.put_applied(),
+            (Ok(Applied::DeleteRange(_)), _) => m.delete_applied(),
+            (Ok(Applied::Txn(resp)), Some(internal_request::Request::Txn(txn))) => {
+                m.txn_done(txn, resp)
+            }
+            _ => {}
+        }
     }
 
     fn apply_conf_change(&mut self, e: &Entry) -> Result<(), StorageError> {

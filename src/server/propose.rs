@@ -173,7 +173,12 @@ impl Server {
         self.refuse_learner()?;
         let (done, rx) = oneshot::channel();
         self.send(Command::ReadIndex { done }).await?;
-        let index = self.wait(rx).await??;
+        let index = self.wait(rx).await.and_then(|r| r).inspect_err(|_| {
+            self.shared
+                .metrics
+                .read_indexes_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })?;
         let applied = self.shared.applied.wait_for(index);
         self.within_request_timeout(async { applied.await.map_err(|_| ServerError::Stopped) })
             .await

@@ -876,8 +876,9 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr();
-        let router =
-            tonic::transport::Server::builder().add_service(RaftPeerServer::new(EchoCommonName));
+        let stats = crate::metrics::grpc::GrpcStats::new(&[], false);
+        let router = crate::metrics::grpc::counted_server(&stats)
+            .add_service(RaftPeerServer::new(EchoCommonName));
         let http: crate::client_port::HttpHandler = std::sync::Arc::new(|path: String| {
             Box::pin(async move {
                 Some(HttpReply {
