@@ -12,7 +12,9 @@
 //! only loses its own connection. Then the same choice: ALPN `h2` goes to
 //! gRPC; otherwise (curl is offered HTTP/1.1 first) the first decrypted
 //! bytes are read and put back, `PRI ` going to gRPC, anything else to
-//! `http`. The peer port over TLS serves only gRPC. Under madsim the
+//! `http`. The peer port over TLS serves only gRPC. Client gRPC connections
+//! go through `crate::h2_authority::AuthorityFix` (etcdctl may send a URL as
+//! the HTTP/2 authority, which the HTTP/2 library would refuse). Under madsim the
 //! `*_secured` functions take no TLS (`ServerTls` cannot be made there).
 //! Tests: the root package's integration tests (`tests/common/mod.rs` waits
 //! on `/health` over this port; `tests/watch_interop.rs` reads `/metrics`),
@@ -251,8 +253,10 @@ async fn serve_client_port_plain(
     grpc: ClientRouter,
     http: HttpHandler,
 ) -> Result<(), std::io::Error> {
+    use crate::h2_authority::AuthorityFix;
     use tokio::sync::mpsc;
-    let (tx, rx) = mpsc::channel::<Result<tokio::net::TcpStream, std::io::Error>>(128);
+    let (tx, rx) =
+        mpsc::channel::<Result<AuthorityFix<tokio::net::TcpStream>, std::io::Error>>(128);
     let grpc_task =
         tokio::spawn(grpc.serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)));
     loop {
@@ -261,7 +265,7 @@ async fn serve_client_port_plain(
         let (tx, http) = (tx.clone(), http.clone());
         tokio::spawn(async move {
             if is_http2(&stream).await {
-                let _ = tx.send(Ok(stream)).await;
+                let _ = tx.send(Ok(AuthorityFix::new(stream))).await;
             } else {
                 let _ = answer_http1(stream, &http).await;
             }
@@ -280,9 +284,10 @@ async fn serve_client_port_tls(
     http: HttpHandler,
     tls: ServerTls,
 ) -> Result<(), std::io::Error> {
+    use crate::h2_authority::AuthorityFix;
     use crate::tls::TlsConn;
     use tokio::sync::mpsc;
-    let (tx, rx) = mpsc::channel::<Result<TlsConn, std::io::Error>>(128);
+    let (tx, rx) = mpsc::channel::<Result<AuthorityFix<TlsConn>, std::io::Error>>(128);
     let grpc_task =
         tokio::spawn(grpc.serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)));
     loop {
@@ -299,7 +304,8 @@ async fn serve_client_port_tls(
             };
             let info = tls.conn_info(&stream);
             if TlsConn::alpn(&stream).as_deref() == Some(b"h2") {
-                let _ = tx.send(Ok(TlsConn::new(stream, Vec::new(), info))).await;
+                let conn = TlsConn::new(stream, Vec::new(), info);
+                let _ = tx.send(Ok(AuthorityFix::new(conn))).await;
                 return;
             }
             let (stream, prefix) = match read_prefix(stream, 4).await {
@@ -308,7 +314,7 @@ async fn serve_client_port_tls(
             };
             let conn = TlsConn::new(stream, prefix.clone(), info);
             if prefix == b"PRI " {
-                let _ = tx.send(Ok(conn)).await;
+                let _ = tx.send(Ok(AuthorityFix::new(conn))).await;
             } else {
                 let _ = answer_http1(conn, &http).await;
             }

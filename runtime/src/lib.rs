@@ -14,6 +14,8 @@
 
 pub mod client_port;
 pub mod clock;
+#[cfg(not(madsim))]
+pub mod h2_authority;
 pub mod metrics;
 #[cfg(not(madsim))]
 pub mod rocks_storage;

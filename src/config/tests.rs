@@ -2018,3 +2018,31 @@ fn watch_progress_notify_interval_is_a_go_duration_with_zero_meaning_etcds_defau
          expected a duration such as 1h, 30m or 90s, got \"10\""
     );
 }
+
+#[test]
+fn metrics_level_is_basic_unless_extensive_is_asked_for() {
+    assert!(!ok(&[]).metrics_extensive);
+    assert!(ok(&["--metrics", "extensive"]).metrics_extensive);
+    assert!(!ok(&["--metrics=basic"]).metrics_extensive);
+    assert_eq!(
+        err(&["--metrics", "full"]),
+        "cairn: invalid value \"full\" for flag --metrics: valid values are \"basic\" and \"extensive\""
+    );
+}
+
+#[test]
+fn listen_metrics_urls_are_none_by_default_and_must_be_bindable() {
+    assert!(ok(&[]).listen_metrics_urls.is_empty());
+    let c = ok(&[
+        "--listen-metrics-urls",
+        "http://127.0.0.1:2381,https://127.0.0.1:2382",
+    ]);
+    let urls: Vec<String> = c
+        .listen_metrics_urls
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(urls, ["http://127.0.0.1:2381", "https://127.0.0.1:2382"]);
+    let e = err(&["--listen-metrics-urls", "http://example.com:2381"]);
+    assert!(e.starts_with("cairn: "), "{e}");
+}
