@@ -3,8 +3,10 @@
 //! etcd serves gRPC and plain HTTP (`/health`, `/version`, `/metrics`) on the
 //! same client port. In the tokio world each accepted connection is sniffed:
 //! one starting with the HTTP/2 preface (`PRI `) goes to the gRPC router, any
-//! other is answered as one HTTP/1.1 request by `http` and closed. Under
-//! madsim only gRPC is served (the simulated network carries no raw bytes).
+//! other is served as HTTP/1.1 by hyper (keep-alive, request bodies, chunked
+//! streamed replies: the JSON gateway's watch) calling `http` for each
+//! request. Under madsim only gRPC is served (the simulated network carries
+//! no raw bytes).
 //!
 //! With TLS (`https://` URLs, `crate::tls::ServerTls`) the handshake comes
 //! first, each in a task of its own under a deadline, so a client that
@@ -29,18 +31,71 @@ use crate::metrics::peer::PeerStats;
 use crate::tls::ServerTls;
 use crate::{Storage, StorageError};
 
-/// An HTTP reply: status code, content type, body.
+/// An HTTP/1.1 request as the handler sees it: the method, the target (the
+/// path and its query, e.g. `/readyz?verbose`), the headers (names in lower
+/// case) and the whole body.
+pub struct HttpRequest {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// A GET of `target` without headers.
+    pub fn get(target: &str) -> HttpRequest {
+        HttpRequest {
+            method: "GET".to_owned(),
+            target: target.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The body of an HTTP reply: whole (sent with its length), or a stream of
+/// chunks each written as it comes (chunked), the reply ending with it.
+pub enum HttpBody {
+    Full(Vec<u8>),
+    Stream(futures::stream::BoxStream<'static, Vec<u8>>),
+}
+
+/// An HTTP reply: status code, content type, more headers, body.
 pub struct HttpReply {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: HttpBody,
 }
 
-/// Answers a GET of `target` (the path and its query, e.g.
-/// `/readyz?verbose`); `None` means 404. Asynchronous: a probe may wait on
-/// the cluster (a linearizable read).
-pub type HttpHandler =
-    Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Option<HttpReply>> + Send + Sync>;
+impl HttpReply {
+    /// A reply with a whole body and no other header.
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> HttpReply {
+        HttpReply {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body: HttpBody::Full(body.into()),
+        }
+    }
+}
+
+/// Answers a request; `None` means 404. Asynchronous: a probe may wait on
+/// the cluster (a linearizable read), a gateway call on the server.
+pub type HttpHandler = Arc<
+    dyn Fn(HttpRequest) -> futures::future::BoxFuture<'static, Option<HttpReply>> + Send + Sync,
+>;
+
+/// The largest request body the HTTP side reads (larger: 413).
+pub const MAX_HTTP_BODY: usize = 64 * 1024 * 1024;
 
 /// Resolves at the process's first SIGTERM or SIGINT, naming it; never
 /// resolves when the handlers cannot be installed (`Err`) — nor in a
@@ -326,8 +381,7 @@ async fn serve_client_port_tls(
 }
 
 /// Serves only `http` on `listener`, over TLS when `tls` is given: etcd's
-/// `--listen-metrics-urls` (metrics and health, no gRPC). Each connection
-/// carries one HTTP/1.1 request.
+/// `--listen-metrics-urls` (metrics and health, no gRPC), over HTTP/1.1.
 #[cfg(not(madsim))]
 pub async fn serve_http_secured(
     listener: Listener,
@@ -414,57 +468,103 @@ async fn is_http2(stream: &tokio::net::TcpStream) -> bool {
     false
 }
 
+/// Serves HTTP/1.1 on one connection (keep-alive: many requests) until the
+/// client closes it, calling `http` for each request.
 #[cfg(not(madsim))]
-async fn answer_http1<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    mut stream: S,
-    http: &HttpHandler,
-) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut req = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    // Read the request head (bounded: 16 KiB).
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            break;
+async fn answer_http1<S>(stream: S, http: &HttpHandler) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let http = http.clone();
+    let service = hyper::service::service_fn(move |req| serve_request(http.clone(), req));
+    hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await
+        .map_err(std::io::Error::other)
+}
+
+#[cfg(not(madsim))]
+type ReplyBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>;
+
+/// One request: its body read whole (up to `MAX_HTTP_BODY`), the handler's
+/// reply turned into hyper's (404 when it has none).
+#[cfg(not(madsim))]
+async fn serve_request(
+    http: HttpHandler,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<ReplyBody>, std::convert::Infallible> {
+    use http_body_util::BodyExt as _;
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, MAX_HTTP_BODY)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(e) => {
+            let reply = match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                Some(_) => HttpReply::new(
+                    413,
+                    "text/plain; charset=utf-8",
+                    "Request Entity Too Large\n",
+                ),
+                None => HttpReply::new(400, "text/plain; charset=utf-8", "Bad Request\n"),
+            };
+            return Ok(to_hyper(reply));
         }
-        req.extend_from_slice(&buf[..n]);
+    };
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let headers = parts
+        .headers
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let request = HttpRequest {
+        method: parts.method.as_str().to_owned(),
+        target,
+        headers,
+        body,
+    };
+    let reply = http(request).await.unwrap_or_else(|| {
+        HttpReply::new(404, "text/plain; charset=utf-8", "404 page not found\n")
+    });
+    Ok(to_hyper(reply))
+}
+
+#[cfg(not(madsim))]
+fn to_hyper(reply: HttpReply) -> hyper::Response<ReplyBody> {
+    use http_body_util::BodyExt as _;
+    use tokio_stream::StreamExt as _;
+    let body: ReplyBody = match reply.body {
+        HttpBody::Full(bytes) => {
+            http_body_util::Full::new(bytes::Bytes::from(bytes)).boxed_unsync()
+        }
+        HttpBody::Stream(chunks) => http_body_util::StreamBody::new(
+            chunks.map(|c| Ok(hyper::body::Frame::data(bytes::Bytes::from(c)))),
+        )
+        .boxed_unsync(),
+    };
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() =
+        http::StatusCode::from_u16(reply.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    if !reply.content_type.is_empty() {
+        if let Ok(v) = http::HeaderValue::from_str(reply.content_type) {
+            headers.insert(http::header::CONTENT_TYPE, v);
+        }
     }
-    let head = String::from_utf8_lossy(&req);
-    let mut parts = head.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-    let reply = match method {
-        "GET" | "HEAD" => http(target.to_owned()).await.unwrap_or(HttpReply {
-            status: 404,
-            content_type: "text/plain; charset=utf-8",
-            body: "404 page not found\n".into(),
-        }),
-        _ => HttpReply {
-            status: 405,
-            content_type: "text/plain; charset=utf-8",
-            body: "Method Not Allowed\n".into(),
-        },
-    };
-    let reason = match reply.status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "Error",
-    };
-    let body = if method == "HEAD" {
-        ""
-    } else {
-        reply.body.as_str()
-    };
-    let out = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        reply.status,
-        reply.content_type,
-        reply.body.len()
-    );
-    stream.write_all(out.as_bytes()).await?;
-    stream.shutdown().await
+    for (name, value) in reply.headers {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    response
 }
 
 #[cfg(all(test, not(madsim)))]

@@ -1,7 +1,10 @@
 //! The plain-HTTP endpoints of the client port, as etcd serves them:
 //! `/health` (JSON, 503 when unhealthy), `/livez` and `/readyz` (etcd
 //! 3.5.11+'s probes, `probes`), `/version` (JSON) and `/metrics`
-//! (Prometheus text, with etcd's metric names: `super::metrics`). Served next to gRPC by `cairn_runtime::client_port`.
+//! (Prometheus text, with etcd's metric names: `super::metrics`), and
+//! etcd's JSON gateway under `/v3/` (`super::gateway`). Served next to gRPC
+//! by `cairn_runtime::client_port`. Any path answers `OPTIONS` (a CORS
+//! preflight) with 200, as etcd.
 //! Tests: every integration test waits on `/health` (`tests/common/mod.rs`);
 //! `tests/watch_interop.rs` and `tests/metrics.rs` read `/metrics`.
 //! `/version` has no test of its own.
@@ -10,7 +13,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use cairn_runtime::client_port::{HttpHandler, HttpReply};
+use cairn_runtime::client_port::{HttpHandler, HttpReply, HttpRequest};
 
 use crate::server::{Server, ETCD_API_VERSION};
 
@@ -18,10 +21,27 @@ const JSON: &str = "application/json";
 
 /// The handler for `cairn_runtime::client_port::serve_client_port`.
 pub fn handler(server: Server) -> HttpHandler {
-    Arc::new(move |target: String| {
+    Arc::new(move |req: HttpRequest| {
         let server = server.clone();
         Box::pin(async move {
-            let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
+            let target = req.target.as_str();
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            if req.method == "OPTIONS" {
+                let mut reply = HttpReply::new(200, "", "");
+                reply.headers = super::gateway::cors_headers();
+                return Some(reply);
+            }
+            if let Some(reply) = super::gateway::answer(&server, &req, path).await {
+                return Some(reply);
+            }
+            if req.method != "GET" && req.method != "HEAD" {
+                // Only this handler's own paths are GET-only; elsewhere 404.
+                let own = probes::route(path).is_some()
+                    || matches!(path, "/health" | "/version" | "/metrics");
+                return own.then(|| {
+                    HttpReply::new(405, "text/plain; charset=utf-8", "Method Not Allowed\n")
+                });
+            }
             match probes::route(path) {
                 Some((kind, only)) => Some(probes::answer(&server, kind, only, query).await),
                 None => answer(&server, path),
@@ -35,19 +55,19 @@ fn answer(server: &Server, path: &str) -> Option<HttpReply> {
     let server = server.clone();
     match path {
         "/health" => Some(health(&server)),
-        "/version" => Some(HttpReply {
-            status: 200,
-            content_type: JSON,
-            body: format!(
+        "/version" => Some(HttpReply::new(
+            200,
+            JSON,
+            format!(
                 "{{\"etcdserver\":\"{ETCD_API_VERSION}\",\"etcdcluster\":\"{}.0\"}}",
                 cluster_version()
             ),
-        }),
-        "/metrics" => Some(HttpReply {
-            status: 200,
-            content_type: "text/plain; version=0.0.4",
-            body: super::metrics::render(&server),
-        }),
+        )),
+        "/metrics" => Some(HttpReply::new(
+            200,
+            "text/plain; version=0.0.4",
+            super::metrics::render(&server),
+        )),
         _ => None,
     }
 }
@@ -80,16 +100,8 @@ fn health(server: &Server) -> HttpReply {
     };
     counter.fetch_add(1, Ordering::Relaxed);
     match reason {
-        None => HttpReply {
-            status: 200,
-            content_type: JSON,
-            body: r#"{"health":"true","reason":""}"#.into(),
-        },
-        Some(r) => HttpReply {
-            status: 503,
-            content_type: JSON,
-            body: format!(r#"{{"health":"false","reason":"{r}"}}"#),
-        },
+        None => HttpReply::new(200, JSON, r#"{"health":"true","reason":""}"#),
+        Some(r) => HttpReply::new(503, JSON, format!(r#"{{"health":"false","reason":"{r}"}}"#)),
     }
 }
 
@@ -219,18 +231,10 @@ mod probes {
         const TEXT: &str = "text/plain; charset=utf-8";
         if failed {
             report.push('\n');
-            return HttpReply {
-                status: 503,
-                content_type: TEXT,
-                body: report,
-            };
+            return HttpReply::new(503, TEXT, report);
         }
         let mut body = if verbose { report } else { String::new() };
         body.push_str("ok\n");
-        HttpReply {
-            status: 200,
-            content_type: TEXT,
-            body,
-        }
+        HttpReply::new(200, TEXT, body)
     }
 }

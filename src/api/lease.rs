@@ -24,7 +24,7 @@ const KEEP_ALIVE_BUFFER: usize = 16;
 #[derive(Clone)]
 pub struct LeaseService(pub Server);
 
-type KeepAliveStream = Pin<
+pub(crate) type KeepAliveStream = Pin<
     Box<dyn tokio_stream::Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>,
 >;
 
@@ -37,13 +37,12 @@ type KeepAliveAnswers = mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>;
 /// A client's keep-alive stream: one renewal at a time, in order (as etcd).
 /// Ends when the client closes its side (the stream then ends cleanly), the
 /// client goes away, or a renewal fails.
-async fn serve_client(
-    server: Server,
-    creds: Credentials,
-    mut requests: Streaming<LeaseKeepAliveRequest>,
-    tx: KeepAliveAnswers,
-) {
-    while let Ok(Some(req)) = requests.message().await {
+async fn serve_client<S>(server: Server, creds: Credentials, mut requests: S, tx: KeepAliveAnswers)
+where
+    S: tokio_stream::Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + Unpin + 'static,
+{
+    use tokio_stream::StreamExt as _;
+    while let Some(Ok(req)) = requests.next().await {
         // Each renewal needs write permission on the lease's keys (etcd's
         // `checkLeaseRenew`), with the token as it stands now.
         let checked = match server.caller(creds.clone()).await {
@@ -64,6 +63,17 @@ async fn serve_client(
             break;
         }
     }
+}
+
+/// Serves a client's keep-alive stream whose requests come from `requests`
+/// (a gRPC stream, or the JSON gateway's decoded body); its answers.
+pub(crate) fn keep_alive<S>(server: &Server, creds: Credentials, requests: S) -> KeepAliveStream
+where
+    S: tokio_stream::Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + Unpin + 'static,
+{
+    let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
+    tokio::spawn(serve_client(server.clone(), creds, requests, tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 #[tonic::async_trait]
@@ -94,9 +104,9 @@ impl Lease for LeaseService {
         let forwarded = is_forwarded(&request);
         let creds = credentials(&request);
         let requests = request.into_inner();
-        let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
-        let server = self.0.clone();
         if forwarded {
+            let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
+            let server = self.0.clone();
             // The leader's end of the forwarding protocol (`server/lease/forward.rs`).
             let (server_tx, mut answers) = mpsc::channel(KEEP_ALIVE_BUFFER);
             tokio::spawn(serve_forwarded_keep_alives(
@@ -109,12 +119,12 @@ impl Lease for LeaseService {
                     }
                 }
             });
+            Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )))
         } else {
-            tokio::spawn(serve_client(server, creds, requests, tx));
+            Ok(Response::new(keep_alive(&self.0, creds, requests)))
         }
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
     }
 
     async fn lease_time_to_live(

@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod concurrency;
 pub mod election;
+pub mod gateway;
 pub mod http;
 pub mod lease;
 pub mod lock;

@@ -41,7 +41,7 @@ const MAX_LEADERLESS_CHECKS: u32 = 3;
 /// `rpctypes.MetadataRequireLeaderKey`).
 const REQUIRE_LEADER_KEY: &str = "hasleader";
 
-type ResponseStream =
+pub(crate) type ResponseStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
 
 /// The Watch service.
@@ -56,30 +56,38 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        // etcd refuses every stream on a learner.
-        self.0.refuse_learner().map_err(status_of)?;
-        let require_leader = request
-            .metadata()
-            .get(REQUIRE_LEADER_KEY)
-            .is_some_and(|v| v.as_bytes() == b"true");
-        if require_leader && self.0.leader().is_none() {
-            return Err(status_of(ServerError::NoLeader));
-        }
-        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
-        let session = self.0.watch_session();
-        let creds = super::auth::credentials(&request);
-        tokio::spawn(serve(
-            self.0.clone(),
-            creds,
-            session,
-            request.into_inner(),
-            tx,
-            require_leader,
-        ));
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        start(&self.0, request).map(Response::new)
     }
+}
+
+/// Starts serving a watch stream whose requests come from the body of
+/// `request` (a gRPC stream, or the JSON gateway's decoded body); its
+/// responses.
+pub(crate) fn start<S>(server: &Server, request: Request<S>) -> Result<ResponseStream, Status>
+where
+    S: tokio_stream::Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+{
+    // etcd refuses every stream on a learner.
+    server.refuse_learner().map_err(status_of)?;
+    let require_leader = request
+        .metadata()
+        .get(REQUIRE_LEADER_KEY)
+        .is_some_and(|v| v.as_bytes() == b"true");
+    if require_leader && server.leader().is_none() {
+        return Err(status_of(ServerError::NoLeader));
+    }
+    let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+    let session = server.watch_session();
+    let creds = super::auth::credentials(&request);
+    tokio::spawn(serve(
+        server.clone(),
+        creds,
+        session,
+        request.into_inner(),
+        tx,
+        require_leader,
+    ));
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
 /// A watch on a range the caller may not read is answered created and
@@ -134,14 +142,17 @@ async fn handle(
 }
 
 /// Serves one Watch stream until the client or the member goes away.
-async fn serve(
+async fn serve<S>(
     server: Server,
     creds: Credentials,
     session: WatchSession,
-    mut inbound: Streaming<WatchRequest>,
+    mut inbound: S,
     tx: mpsc::Sender<Result<WatchResponse, Status>>,
     require_leader: bool,
-) {
+) where
+    S: tokio_stream::Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+{
+    use tokio_stream::StreamExt as _;
     let progress_every = session.progress_notify_interval();
     let mut next_progress = Instant::now() + progress_every;
     let leader_every = session.leader_check_interval();
@@ -172,10 +183,10 @@ async fn serve(
                 let _ = tx.send(Err(status_of(ServerError::Stopped))).await;
                 return;
             }
-            msg = inbound.message(), if accept => match msg {
-                Ok(Some(req)) => handle(&server, &creds, &session, req, &tx).await,
-                Ok(None) => reading = false,
-                Err(_) => return,
+            msg = inbound.next(), if accept => match msg {
+                Some(Ok(req)) => handle(&server, &creds, &session, req, &tx).await,
+                None => reading = false,
+                Some(Err(_)) => return,
             },
             _ = tokio::time::sleep_until(next_progress) => {
                 next_progress = Instant::now() + progress_every;

@@ -879,15 +879,10 @@ mod tests {
         let stats = crate::metrics::grpc::GrpcStats::new(&[], false);
         let router = crate::metrics::grpc::counted_server(&stats)
             .add_service(RaftPeerServer::new(EchoCommonName));
-        let http: crate::client_port::HttpHandler = std::sync::Arc::new(|path: String| {
-            Box::pin(async move {
-                Some(HttpReply {
-                    status: 200,
-                    content_type: "text/plain",
-                    body: path,
-                })
-            })
-        });
+        let http: crate::client_port::HttpHandler =
+            std::sync::Arc::new(|req: crate::client_port::HttpRequest| {
+                Box::pin(async move { Some(HttpReply::new(200, "text/plain", req.target)) })
+            });
         tokio::spawn(serve_client_port_secured(listener, router, http, Some(tls)));
         addr
     }
