@@ -415,7 +415,7 @@ pub async fn run_until(
         let listener = bind(addr).await?;
         let tls = tls.client.clone().filter(|_| url.is_tls());
         tracing::info!(%addr, tls = tls.is_some(), "serving metrics and health (HTTP)");
-        let http = crate::api::http::handler(server.clone());
+        let http = crate::api::http::metrics_handler(server.clone());
         let ended_tx = ended_tx.clone();
         tokio::spawn(async move {
             let r = client_port::serve_http_secured(listener, http, tls).await;

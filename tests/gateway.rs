@@ -1092,3 +1092,155 @@ fn a_connection_carries_many_requests() {
     s.read_to_string(&mut rest).expect("read");
     assert!(rest.contains("{\"health\":\"true\""), "{rest}");
 }
+
+/// `curl -sk` (TLS without verification: auto-TLS certificates) of a
+/// gateway route: (status, content type, body lines), `-m` seconds at most.
+fn curl_tls(url: &str, body: &str, max_secs: &str) -> (u16, String, Vec<String>) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "-N",
+            "-m",
+            max_secs,
+            "-w",
+            "\n%{http_code} %{content_type}",
+            "-d",
+            body,
+            url,
+        ])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (status, ct) = tail.split_once(' ').unwrap_or((tail, ""));
+    let lines = body.split_inclusive('\n').map(str::to_owned).collect();
+    (status.parse().unwrap_or(0), ct.to_owned(), lines)
+}
+
+/// etcd or cairn with `--auto-tls` on an https:// client URL; its base URL.
+fn start_tls(program: &str, dir: &std::path::Path) -> (Proc, String) {
+    let (cp, pp) = (common::free_port(), common::free_port());
+    let client_url = format!("https://127.0.0.1:{cp}");
+    let peer_url = format!("http://127.0.0.1:{pp}");
+    let log = dir.join("tls.log");
+    let child = std::process::Command::new(program)
+        .args([
+            "--name=t1".to_owned(),
+            format!("--data-dir={}", dir.join("t1.data").display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=t1={peer_url}"),
+            "--auto-tls".to_owned(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let p = Proc {
+        child,
+        client_url: client_url.clone(),
+        peer_url,
+        name: "t1".into(),
+        data_dir: dir.join("t1.data"),
+        log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Up, with a leader: a linearizable read answers.
+    while curl_tls(
+        &format!("{client_url}/v3/kv/range"),
+        r#"{"key":"AA=="}"#,
+        "2",
+    )
+    .0 != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{program} not up over TLS: {}",
+            p.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (p, client_url)
+}
+
+#[test]
+fn the_gateway_answers_over_tls_as_etcd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (e, c) = (dir.path().join("e"), dir.path().join("c"));
+    std::fs::create_dir_all(&e).expect("dir");
+    std::fs::create_dir_all(&c).expect("dir");
+    let (_etcd, eu) = start_tls(&common::etcd_bin(), &e);
+    let (_cairn, cu) = start_tls(common::cairn_bin(), &c);
+    let (foo, bar) = (b64("foo"), b64("bar"));
+    let calls = [
+        (
+            "/v3/kv/put",
+            format!(r#"{{"key":"{foo}","value":"{bar}"}}"#),
+            "5",
+            1,
+        ),
+        ("/v3/kv/range", format!(r#"{{"key":"{foo}"}}"#), "5", 1),
+        ("/v3/kv/range", "{bad".to_owned(), "5", 1),
+        (
+            "/v3/lease/grant",
+            r#"{"TTL":"60","ID":"3"}"#.to_owned(),
+            "5",
+            1,
+        ),
+        ("/v3/lease/keepalive", r#"{"ID":"3"}"#.to_owned(), "5", 1),
+        (
+            "/v3/watch",
+            format!(r#"{{"create_request":{{"key":"{foo}","start_revision":"1"}}}}"#),
+            "2",
+            2,
+        ),
+    ];
+    for (path, body, secs, _) in &calls {
+        let read = |base: &str| {
+            let (status, ct, lines) = curl_tls(&format!("{base}{path}"), body, secs);
+            comparable(status, &ct, &lines)
+        };
+        let (x, y) = (read(&eu), read(&cu));
+        assert_eq!(x, y, "{path} {body}");
+        assert!(!x.starts_with("0 "), "no answer over TLS: {x}");
+    }
+}
+
+#[test]
+fn the_metrics_port_serves_no_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mp = common::free_port();
+    let p = common::spawn_cairn(
+        "m1",
+        dir.path(),
+        common::free_port(),
+        common::free_port(),
+        &[format!("--listen-metrics-urls=http://127.0.0.1:{mp}")],
+    );
+    common::wait_healthy(&p);
+    let metrics = format!("127.0.0.1:{mp}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::http_get(&metrics, "/health").is_none() {
+        assert!(Instant::now() < deadline, "no metrics port");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let on_client = send(
+        &p.endpoint(),
+        "POST",
+        "/v3/kv/range",
+        &[],
+        r#"{"key":"Zm9v"}"#,
+    );
+    assert_eq!(on_client.status, 200, "{}", on_client.body);
+    let on_metrics = send(&metrics, "POST", "/v3/kv/range", &[], r#"{"key":"Zm9v"}"#);
+    assert_eq!(
+        (on_metrics.status, on_metrics.body.as_str()),
+        (404, "404 page not found\n")
+    );
+    assert_eq!(
+        common::http_get(&metrics, "/metrics").map(|(s, _)| s),
+        Some(200)
+    );
+}

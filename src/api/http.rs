@@ -19,20 +19,33 @@ use crate::server::{Server, ETCD_API_VERSION};
 
 const JSON: &str = "application/json";
 
-/// The handler for `cairn_runtime::client_port::serve_client_port`.
+/// The handler for `cairn_runtime::client_port::serve_client_port`: the
+/// plain endpoints and the JSON gateway.
 pub fn handler(server: Server) -> HttpHandler {
+    serving(server, true)
+}
+
+/// The handler of a `--listen-metrics-urls` port: the plain endpoints only
+/// (no gateway there, as etcd).
+pub fn metrics_handler(server: Server) -> HttpHandler {
+    serving(server, false)
+}
+
+fn serving(server: Server, gateway: bool) -> HttpHandler {
     Arc::new(move |req: HttpRequest| {
         let server = server.clone();
         Box::pin(async move {
             let target = req.target.as_str();
             let (path, query) = target.split_once('?').unwrap_or((target, ""));
-            if req.method == "OPTIONS" {
+            if gateway && req.method == "OPTIONS" {
                 let mut reply = HttpReply::new(200, "", "");
                 reply.headers = super::gateway::cors_headers();
                 return Some(reply);
             }
-            if let Some(reply) = super::gateway::answer(&server, &req, path).await {
-                return Some(reply);
+            if gateway {
+                if let Some(reply) = super::gateway::answer(&server, &req, path).await {
+                    return Some(reply);
+                }
             }
             if req.method != "GET" && req.method != "HEAD" {
                 // Only this handler's own paths are GET-only; elsewhere 404.

@@ -22,6 +22,29 @@
 //!   A stream's requests are the body's JSON values; once they are sent the
 //!   stream is half-closed (a watch goes on; keep-alives end).
 //!
+//! Where cairn's gateway answers differently from etcd 3.4's, and why:
+//!
+//! - A field of the wrong type (`"limit":"abc"`, `"keys_only":"yes"`, an
+//!   unknown enum name) fails with etcd's code and status but serde's words,
+//!   not Go's. Bytes fields also take URL-safe or unpadded base64; `null`
+//!   for a scalar field and a field given twice are refused (Go leaves the
+//!   field unset, takes the last).
+//! - A request body is read whole before the call: a stream's requests are
+//!   the values of a complete body (curl's `-d`), not sent as they arrive.
+//! - Failures are sent with a length, without the `Trailer:
+//!   Grpc-Trailer-Content-Type` etcd's Go server adds; no websocket upgrade
+//!   of `/v3/watch`; `/v3alpha/` is not served (neither is it by 3.4.23).
+//! - Gateway calls do not pass through gRPC, so they are not counted in the
+//!   `grpc_server_*` metrics (etcd's gateway calls its own gRPC port).
+//! - A TLS client certificate is never the user here (the token is); etcd
+//!   refuses gateway calls whose certificate has a CN when auth and
+//!   `--client-cert-auth` are on.
+//! - The gateway shows what cairn's gRPC services answer, and where those
+//!   follow etcd 3.5 rather than 3.4 it does too: headers in Alarm,
+//!   Defragment, MoveLeader and Snapshot responses and the revision in
+//!   Cluster ones, alarms changed only by root, keep-alives checked
+//!   against the token.
+//!
 //! Tests: `tests/gateway.rs` sends the same requests to etcd 3.4 and to
 //! cairn and compares the answers; `json.rs` has unit tests.
 
