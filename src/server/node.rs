@@ -869,6 +869,7 @@ impl Node {
             self.apply(&rd.committed_entries)?;
             let took = self.clock.now().saturating_duration_since(began);
             self.shared.metrics.observe_apply(took);
+            self.check_invariants(true);
         }
         if let Some(synced) = synced {
             // A join error means the runtime is going away: report it as closed.
@@ -888,7 +889,48 @@ impl Node {
         }
         self.raw.advance(rd);
         self.propose_queued_conf_changes();
-        self.maybe_compact_log()
+        self.maybe_compact_log()?;
+        self.check_invariants(false);
+        Ok(())
+    }
+
+    /// When the probe asks: the Raft core's invariants (after a Ready), and
+    /// with `applied` the state machine's too (after an apply). A failed
+    /// check is reported to the probe, not raised.
+    fn check_invariants(&self, applied: bool) {
+        let Some(p) = &self.shared.probe else {
+            return;
+        };
+        let me = self.shared.config.member_id;
+        if !p.check_invariants(me) {
+            return;
+        }
+        let mut failed = Vec::new();
+        if applied {
+            {
+                let store = self.shared.mvcc();
+                // A record it cannot read is not a broken invariant: the
+                // member stops when it reads it itself.
+                failed.push((
+                    "mvcc",
+                    caught(|| {
+                        let _unreadable = store.check_invariants_if_readable();
+                    }),
+                ));
+            }
+            {
+                let lessor = self.shared.lessor();
+                failed.push(("lessor", caught(|| lessor.check_invariants())));
+            }
+            failed.push(("watch hub", self.shared.watch.check_invariants()));
+        } else {
+            failed.push(("raft", caught(|| self.raw.check_invariants())));
+        }
+        for (what, result) in failed {
+            if let Err(message) = result {
+                p.on_invariant_broken(me, what, &message);
+            }
+        }
     }
 
     fn on_soft_state(&mut self, leader: u64, role: Role) {
@@ -1317,6 +1359,16 @@ impl Node {
 struct Outgoing {
     messages: Vec<raft::Message>,
     snapshots: Vec<(raft::Message, Vec<u8>)>,
+}
+
+/// Runs an invariant check that panics when broken; the panic's message.
+pub(super) fn caught(check: impl FnOnce()) -> Result<(), String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)).map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "a check panicked".to_owned())
+    })
 }
 
 fn snapshot_message_index(m: &raft::Message) -> u64 {

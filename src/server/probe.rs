@@ -3,7 +3,9 @@
 //! The simulation suite's raft oracle needs to see what every member does —
 //! which member led which term, which entry it applied at which index and
 //! what that changed — and its fault scheduler wants "buggify" points inside
-//! the node loop (a delayed apply, an early log compaction). A `Probe` given
+//! the node loop (a delayed apply, an early log compaction); and it may have
+//! every member check its invariants at every step, so a broken one fails
+//! the run where it broke, not at the end. A `Probe` given
 //! to `Server::start_probed` receives both. Production members have none; a
 //! probe must not block (it is called on the node loop).
 //!
@@ -62,4 +64,15 @@ pub trait Probe: Send + Sync {
     fn compact_log_early(&self, _member: u64) -> bool {
         false
     }
+
+    /// Whether `member` checks its invariants now: the Raft core's after
+    /// each Ready, the MVCC store's, the lessor's and the watch hub's after
+    /// each apply (expensive: simulation only).
+    fn check_invariants(&self, _member: u64) -> bool {
+        false
+    }
+
+    /// An invariant check of `what` (`raft`, `mvcc`, `lessor`, `watch hub`)
+    /// failed on `member` with `message` (the check's panic, caught).
+    fn on_invariant_broken(&self, _member: u64, _what: &str, _message: &str) {}
 }

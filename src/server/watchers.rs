@@ -60,6 +60,13 @@ impl WatchShared {
         }
     }
 
+    /// Runs the hub's invariant checks under its lock, catching a failed
+    /// one (so the lock is not poisoned): the check's message.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let st = self.lock();
+        super::node::caught(|| st.hub.check_invariants())
+    }
+
     fn lock(&self) -> MutexGuard<'_, HubState> {
         self.state.lock().expect("watch hub lock poisoned")
     }

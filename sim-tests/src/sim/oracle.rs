@@ -86,6 +86,9 @@ struct State {
     /// key → (revision, simulated time of the first apply) of each deletion.
     deleted_at: BTreeMap<String, Vec<(i64, Duration)>>,
     violations: Vec<String>,
+    /// A member's invariant check failed: checks stop (the first failure
+    /// is the one that matters, and each would repeat at every step).
+    invariant_broken: bool,
     applies: u64,
     snapshot_installs: u64,
     /// member → the highest index it ever applied or installed a snapshot
@@ -518,6 +521,20 @@ impl Probe for Oracle {
 
     fn compact_log_early(&self, _member: u64) -> bool {
         self.roll(|b| b.compact_early)
+    }
+
+    fn check_invariants(&self, _member: u64) -> bool {
+        !self.lock().invariant_broken
+    }
+
+    fn on_invariant_broken(&self, member: u64, what: &str, message: &str) {
+        let mut st = self.lock();
+        st.invariant_broken = true;
+        let at = self.start.elapsed();
+        st.violations.push(format!(
+            "invariant broken: member {member:x}'s {what} at {:.3}s: {message}",
+            at.as_secs_f64()
+        ));
     }
 }
 
