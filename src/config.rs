@@ -121,6 +121,8 @@ pub struct Config {
     pub election_timeout: Duration,
     /// `--pre-vote` (etcd 3.5's default: on).
     pub pre_vote: bool,
+    /// `--check-quorum` (cairn's own; on, as etcd always runs it).
+    pub check_quorum: bool,
     /// `--snapshot-count`: applied entries between snapshots. > 0.
     pub snapshot_count: u64,
     /// `--max-txn-ops`. > 0.

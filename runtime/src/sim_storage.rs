@@ -134,15 +134,36 @@ impl SimDisk {
         if st.faults.tear_on_crash {
             st.faults.tear_on_crash = false;
             if let Some(last) = pending.last() {
-                let full = encode_batch(last);
-                let torn = full[..full.len() / 2].to_vec();
-                st.log.push(Record {
-                    bytes: torn,
-                    checksum: checksum(&full),
-                });
+                push_torn(&mut st.log, last);
             }
         }
         st.epoch += 1;
+    }
+
+    /// Power loss after the page cache wrote out part of what was not
+    /// synced: the first `share` (0 to 1) of the unsynced batches reach the
+    /// log whole, in order (the cut may fall after any write), the rest are
+    /// gone — the next one half-written with the torn-write fault armed.
+    /// Returns how many were kept. `share` 0 is `crash`, but for tearing the
+    /// first lost batch rather than the last.
+    pub fn crash_keeping(&self, share: f64) -> usize {
+        let mut st = self.lock();
+        let pending = std::mem::take(&mut st.pending);
+        let keep =
+            ((share.clamp(0.0, 1.0) * (pending.len() + 1) as f64) as usize).min(pending.len());
+        for batch in &pending[..keep] {
+            let bytes = encode_batch(batch);
+            let checksum = checksum(&bytes);
+            st.log.push(Record { bytes, checksum });
+        }
+        if st.faults.tear_on_crash {
+            st.faults.tear_on_crash = false;
+            if let Some(next) = pending.get(keep) {
+                push_torn(&mut st.log, next);
+            }
+        }
+        st.epoch += 1;
+        keep
     }
 
     /// The next sync fails (EIO); the storage halts.
@@ -281,6 +302,17 @@ impl SimStorage {
     fn lock(&self) -> MutexGuard<'_, Handle> {
         self.inner.lock().expect("sim storage lock poisoned")
     }
+}
+
+/// Appends the first half of `batch`'s record to the log (its checksum
+/// that of the whole): a write the power loss cut.
+fn push_torn(log: &mut Vec<Record>, batch: &WriteBatch) {
+    let full = encode_batch(batch);
+    let torn = full[..full.len() / 2].to_vec();
+    log.push(Record {
+        bytes: torn,
+        checksum: checksum(&full),
+    });
 }
 
 /// Replays the log into the checkpoint, stopping at the first torn record.

@@ -458,3 +458,36 @@ async fn sim_a_flipped_record_is_never_read_back_only_refused_as_corrupt() {
     assert_eq!(s.get("a", b"k3").expect("repaired"), Some(b"v".to_vec()));
     assert_eq!(disk.flip_stored_record("none", 0), None);
 }
+
+/// A crash after the page cache wrote out part of the unsynced writes: a
+/// prefix of them, in order, survives whole; the batch after it, torn,
+/// is discarded with everything later.
+#[tokio::test]
+async fn sim_crash_keeps_a_prefix_of_the_unsynced_batches_in_order() {
+    for (share, kept) in [(0.0, 0), (0.3, 1), (0.55, 2), (0.99, 3)] {
+        let disk = SimDisk::new();
+        let s = SimStorage::open(&disk, CFS).expect("open");
+        s.write_sync(put("synced", "1")).await.expect("sync");
+        for i in 0..3 {
+            s.write(put(&format!("w{i}"), "1")).expect("write");
+        }
+        disk.set_tear_on_crash(true);
+        assert_eq!(disk.crash_keeping(share), kept, "share {share}");
+        let s = SimStorage::open(&disk, CFS).expect("reopen");
+        let visible: Vec<bool> = (0..3)
+            .map(|i| {
+                s.get("a", format!("w{i}").as_bytes())
+                    .expect("get")
+                    .is_some()
+            })
+            .collect();
+        let want: Vec<bool> = (0..3).map(|i| i < kept).collect();
+        assert_eq!(visible, want, "share {share}");
+        assert!(s.get("a", b"synced").expect("get").is_some());
+        assert_eq!(
+            s.recovery_report().torn_records_discarded,
+            usize::from(kept < 3),
+            "the batch after the prefix was torn"
+        );
+    }
+}

@@ -237,6 +237,7 @@ pub(crate) fn build(settings: Settings) -> Result<Config, ConfigError> {
         heartbeat_interval: Duration::from_millis(heartbeat_ms),
         election_timeout: Duration::from_millis(election_ms),
         pre_vote: s.parse("pre-vote", "true", values::parse_bool)?,
+        check_quorum: s.parse("check-quorum", "true", values::parse_bool)?,
         initial_corrupt_check: s.parse(
             "experimental-initial-corrupt-check",
             "true",

@@ -131,6 +131,14 @@ pub(crate) const FLAGS: &[FlagSpec] = &[
          does not disrupt the leader when it returns; etcd 3.5's default (3.4's was false).",
     ),
     spec(
+        "check-quorum",
+        Bool,
+        "true",
+        Clustering,
+        "cairn's own: a leader that has not heard from a quorum within an election timeout \
+         steps down (etcd always does; off only for testing).",
+    ),
+    spec(
         "listen-peer-urls",
         Text,
         "http://localhost:2380",

@@ -90,6 +90,8 @@ pub struct ServerConfig {
     pub election_ticks: usize,
     /// Raft pre-vote (`--pre-vote`).
     pub pre_vote: bool,
+    /// Raft check-quorum (`--check-quorum`, on unless testing).
+    pub check_quorum: bool,
     /// `--auto-compaction-*`; `None`: off.
     pub auto_compaction: Option<compactor::Policy>,
     pub snapshot_count: u64,
@@ -149,6 +151,7 @@ impl ServerConfig {
             heartbeat_interval: Duration::from_millis(100),
             election_ticks: 10,
             pre_vote: true,
+            check_quorum: true,
             auto_compaction: None,
             snapshot_count: 100_000,
             max_txn_ops: mvcc::DEFAULT_MAX_TXN_OPS,

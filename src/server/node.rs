@@ -86,6 +86,7 @@ pub(super) fn recover(
     cfg.election_tick = config.election_ticks.max(2);
     cfg.heartbeat_tick = 1;
     cfg.pre_vote = config.pre_vote;
+    cfg.check_quorum = config.check_quorum;
     // Entries at or below the persisted applied index are already in the state.
     cfg.applied = applied.max(snapshot_index);
     let rng = rand::rngs::StdRng::seed_from_u64(config.rng_seed);

@@ -45,6 +45,9 @@ pub struct ClusterSpec {
     /// `--auto-compaction-mode periodic --auto-compaction-retention` this
     /// many seconds; 0: off.
     pub auto_compaction_secs: u64,
+    /// `--pre-vote` and `--check-quorum` (the swarm turns them off in some seeds).
+    pub pre_vote: bool,
+    pub check_quorum: bool,
 }
 
 impl Default for ClusterSpec {
@@ -56,6 +59,8 @@ impl Default for ClusterSpec {
             snapshot_count: 300,
             quota_backend_bytes: 0,
             auto_compaction_secs: 0,
+            pre_vote: true,
+            check_quorum: true,
         }
     }
 }
@@ -163,6 +168,8 @@ fn member_args(
         spec.election_ms.to_string(),
         "--snapshot-count".to_owned(),
         spec.snapshot_count.to_string(),
+        format!("--pre-vote={}", spec.pre_vote),
+        format!("--check-quorum={}", spec.check_quorum),
         "--quota-backend-bytes".to_owned(),
         spec.quota_backend_bytes.to_string(),
         // Frequent progress notifications, so watchers vouch for revisions.
@@ -414,19 +421,27 @@ impl SimCluster {
     }
 
     /// Process crash: the node stops at once; with `lose_unsynced` the disk
-    /// also loses (or with `tear`, half-writes) what was not synced.
-    pub fn kill(&mut self, i: usize, lose_unsynced: bool, tear: bool) {
+    /// also loses what was not synced, but for the first `keep` share of it
+    /// (`None`: none, and `tear` half-writes the last unsynced batch)
+    /// (a prefix, in order) and with `tear` the batch after that prefix
+    /// half-written. Returns how many unsynced batches were kept.
+    pub fn kill(&mut self, i: usize, lose_unsynced: bool, tear: bool, keep: Option<f64>) -> usize {
         if !self.owns_node(i) {
-            return;
+            return 0;
         }
         let m = &mut self.members[i];
         self.handle.kill(m.node.id());
+        let mut kept = 0;
         if lose_unsynced {
             m.disk.set_tear_on_crash(tear);
-            m.disk.crash();
+            match keep {
+                Some(share) => kept = m.disk.crash_keeping(share),
+                None => m.disk.crash(),
+            }
         }
         m.alive = false;
         m.paused = false;
+        kept
     }
 
     /// Starts a killed (or halted, or exited) member again on its disk.

@@ -4,8 +4,8 @@
 //! member, so a client may talk to a member cut off from the rest):
 //! - partitions: random halves, the leader isolated, a bridge (two sides
 //!   that share one member: overlapping majorities), one-way links;
-//! - kill and restart, losing unsynced writes (sometimes tearing the last
-//!   unsynced batch);
+//! - kill and restart, losing unsynced writes (sometimes tearing the next
+//!   unsynced batch; in swarm seeds keeping a random prefix of them first);
 //! - pause and resume (a stopped process);
 //! - packet loss and latency spikes (the whole network, clients included);
 //! - clock drift changes (±5 %) and backward offset jumps per member (a
@@ -113,6 +113,11 @@ pub struct FaultScheduler {
     pub flips: Option<StdRng>,
     /// How many records were flipped.
     pub flipped: usize,
+    /// Milliseconds between faults, drawn in this range (the swarm's rate).
+    pub interval_ms: (u64, u64),
+    /// When set (the swarm's choice), a crash keeps a random prefix of the
+    /// unsynced writes, drawn from this stream of its own.
+    pub crash_prefix: Option<StdRng>,
 }
 
 /// The share of seeds whose disks flip bytes.
@@ -125,36 +130,7 @@ pub fn draw_flips(master_seed: u64) -> Option<StdRng> {
     rng.random_bool(FLIP_SEED_SHARE).then_some(rng)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultKind {
-    Partition,
-    IsolateLeader,
-    Bridge,
-    OneWay,
-    Kill,
-    Pause,
-    NetworkDegrade,
-    Clock,
-    DiskFailSync,
-    DiskSlow,
-    Buggify,
-    Heal,
-}
-
-pub const ALL_FAULTS: &[FaultKind] = &[
-    FaultKind::Partition,
-    FaultKind::IsolateLeader,
-    FaultKind::Bridge,
-    FaultKind::OneWay,
-    FaultKind::Kill,
-    FaultKind::Pause,
-    FaultKind::NetworkDegrade,
-    FaultKind::Clock,
-    FaultKind::DiskFailSync,
-    FaultKind::DiskSlow,
-    FaultKind::Buggify,
-    FaultKind::Heal,
-];
+pub use crate::swarm::{FaultKind, ALL_FAULTS};
 
 impl FaultScheduler {
     pub fn new(rng: StdRng, timeline: Timeline) -> FaultScheduler {
@@ -165,6 +141,8 @@ impl FaultScheduler {
             kinds: ALL_FAULTS.to_vec(),
             flips: None,
             flipped: 0,
+            interval_ms: (300, 2500),
+            crash_prefix: None,
         }
     }
 
@@ -178,7 +156,9 @@ impl FaultScheduler {
     pub async fn run(&mut self, cluster: &Mutex<SimCluster>, duration: Duration) {
         let end = tokio::time::Instant::now() + duration;
         while tokio::time::Instant::now() < end {
-            let wait = self.rng.random_range(300..2500);
+            let wait = self
+                .rng
+                .random_range(self.interval_ms.0..self.interval_ms.1);
             tokio::time::sleep(Duration::from_millis(wait)).await;
             let mut cluster = cluster.lock().expect("cluster lock");
             self.bring_back_due(&mut cluster);
@@ -355,12 +335,16 @@ impl FaultScheduler {
                 }
                 let lose = self.rng.random_bool(0.8);
                 let tear = lose && self.rng.random_bool(0.3);
-                cluster.kill(i, lose, tear);
+                let keep = match (&mut self.crash_prefix, lose) {
+                    (Some(rng), true) => Some(rng.random::<f64>()),
+                    _ => None,
+                };
+                let kept = cluster.kill(i, lose, tear, keep);
                 let back = self.rng.random_range(500..5000);
                 self.comeback
                     .insert(i, tokio::time::Instant::now() + Duration::from_millis(back));
                 self.log(format!(
-                    "kill {} (lose unsynced: {lose}, torn batch: {tear}), back in {back} ms",
+                    "kill {} (lose unsynced: {lose}, kept {kept} unsynced batches first, torn batch: {tear}), back in {back} ms",
                     cluster.members[i].name
                 ));
             }

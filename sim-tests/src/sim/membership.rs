@@ -524,7 +524,7 @@ impl Membership {
         }
         let ip = {
             let mut cluster = self.cluster();
-            cluster.kill(m.index, false, false);
+            cluster.kill(m.index, false, false, None);
             cluster.members[m.index].ip
         };
         self.log(format!("{} stopped, its disk wiped", m.name));
@@ -769,7 +769,7 @@ impl Membership {
             let running = m.alive && m.exit.lock().expect("exit lock").is_none();
             if running && cluster.owns_node(i) {
                 stopped.push(m.name.clone());
-                cluster.kill(i, false, false);
+                cluster.kill(i, false, false, None);
             }
         }
         drop(cluster);
@@ -817,7 +817,7 @@ impl Membership {
                 "membership: removed {name} restarted on its old disk was still running 10 s later (it must refuse: \"permanently removed\")"
             )),
         }
-        self.cluster().kill(i, false, false);
+        self.cluster().kill(i, false, false, None);
     }
 
     /// Counts of actions and errors, for the run's notes.

@@ -96,10 +96,12 @@ pub fn main() -> ExitCode {
 
 /// Runs one seed in this process and prints `RESULT …` for the parent.
 fn child(name: &str, seed: u64) -> ExitCode {
-    let Some(cfg) = scenario_config(name) else {
+    let Some(mut cfg) = scenario_config(name) else {
         eprintln!("unknown scenario {name}");
         return ExitCode::FAILURE;
     };
+    // A regression seed replays the schedule that found its bug.
+    cfg.swarm = !CI_REGRESSION_SEEDS.contains(&(name, seed));
     let check_det = std::env::var_os("MADSIM_TEST_CHECK_DETERMINISM").is_some();
     if let Ok(filter) = std::env::var("CAIRN_SIM_LOG") {
         // Logs go to stderr (the parent shows their tail when a child dies).

@@ -24,6 +24,7 @@
 //! the same applied index as well as the same revision and HashKV.
 //! Tests: `tests/sim.rs`.
 
+use crate::swarm::Swarm;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -83,6 +84,10 @@ pub struct RunConfig {
     /// Run the auth workload (an operator changing users, roles and
     /// permissions, users reading and writing; see `auth`).
     pub auth: bool,
+    /// Draw the seed's fault mix and member configuration (`crate::swarm`);
+    /// off: every fault at the usual rate, the usual configuration (the
+    /// regression seeds, which replay the schedule that found their bug).
+    pub swarm: bool,
 }
 
 impl RunConfig {
@@ -103,6 +108,7 @@ impl RunConfig {
             check_linearizability: true,
             churn: false,
             auth: false,
+            swarm: true,
         }
     }
 
@@ -291,6 +297,23 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         spec.members = master.random_range(membership::MIN_VOTERS..=membership::MAX_MEMBERS);
     }
     let spec_auto_compaction = spec.auto_compaction_secs;
+    // The seed's fault mix and configuration, from a stream of its own.
+    // Lease expiry timing rests on check-quorum (etcd always runs it).
+    let swarm = match cfg.swarm {
+        true => Swarm::draw(master_seed, !cfg.leases && !cfg.locks),
+        false => Swarm::classic(),
+    };
+    spec.heartbeat_ms = swarm.heartbeat_ms;
+    spec.election_ms = swarm.election_ms;
+    spec.snapshot_count = swarm.snapshot_count;
+    spec.pre_vote = swarm.pre_vote;
+    spec.check_quorum = swarm.check_quorum;
+    let fault_kinds: Vec<FaultKind> = cfg
+        .faults
+        .iter()
+        .copied()
+        .filter(|k| swarm.kinds.contains(k))
+        .collect();
     let cluster = Arc::new(Mutex::new(SimCluster::start(spec, oracle.clone())));
     let endpoints = Endpoints::new(cluster.lock().expect("cluster lock").client_urls());
     let recorder = Arc::new(Recorder::default());
@@ -438,8 +461,15 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         Vec::new()
     };
     let mut faults = FaultScheduler::new(StdRng::seed_from_u64(master.random()), timeline.clone());
-    faults.kinds = cfg.faults.clone();
-    if cfg.faults.contains(&FaultKind::DiskFailSync) {
+    faults.kinds = match fault_kinds.is_empty() {
+        true => vec![FaultKind::Heal],
+        false => fault_kinds.clone(),
+    };
+    faults.interval_ms = swarm.interval_ms;
+    if swarm.crash_keeps_prefix {
+        faults.crash_prefix = Some(StdRng::seed_from_u64(master_seed ^ 0x1f83_d9ab_fb41_bd6b));
+    }
+    if fault_kinds.contains(&FaultKind::DiskFailSync) {
         faults.flips = super::faults::draw_flips(master_seed);
     }
     // The membership driver, on a node of its own (its calls need an address).
@@ -606,6 +636,7 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     report.serializable = recorder.serializable.lock().expect("history lock").clone();
     report.committed = oracle.committed_history();
     report.notes.push(oracle.stats());
+    report.notes.push(swarm.describe());
     if cfg.auth {
         let (failures, note) = crate::checker::auth::check_auth(&oracle.auth_log());
         report.failures.extend(failures);
@@ -680,7 +711,7 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         &lives,
         &deletions,
         oracle.last_leader_change(),
-        Duration::from_millis(cfg.cluster.election_ms),
+        Duration::from_millis(swarm.election_ms),
         started.elapsed(),
     ));
     report.lease_lives = lives;
