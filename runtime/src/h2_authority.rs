@@ -6,14 +6,17 @@
 //! HTTP/2 `:authority` of each request. etcd's server does not look at it;
 //! the HTTP/2 library under tonic (h2) resets such a stream with
 //! PROTOCOL_ERROR, and etcdctl fails. `AuthorityFix` sits between a client
-//! connection and the gRPC server and rewrites what the client sends: every
-//! header block (a HEADERS frame and its CONTINUATIONs) is decoded with the
-//! connection's HPACK state and sent on as one block of literal fields (so
-//! the server's decoder needs no table), with an `:authority` that is not a
-//! valid authority reduced to the host and port it names (or dropped).
-//! Every other frame passes unchanged, and so does everything the server
-//! writes. A connection whose header blocks cannot be decoded is passed on
-//! untouched from then on (the server rejects it as it would have).
+//! connection and the gRPC server and looks at the first header block (a
+//! HEADERS frame and its CONTINUATIONs) the client sends, decoded with the
+//! connection's HPACK state. If its `:authority` is valid — the usual case
+//! — the block goes on as it came and the connection is passed through
+//! untouched from then on (gRPC keeps one authority per connection).
+//! Otherwise that block and every later one are sent on as blocks of literal
+//! fields (so the server's decoder needs no table) with the `:authority`
+//! reduced to the host and port it names (or dropped). Other frames pass
+//! unchanged, and so does everything the server writes. A connection whose
+//! header blocks cannot be decoded is passed on untouched from then on (the
+//! server rejects it as it would have).
 //! Tests: the unit tests below, and `tests/etcdctl_interop.rs`
 //! (`endpoint status` with an `http://` endpoint and `--cluster`).
 
@@ -50,8 +53,13 @@ pub struct AuthorityFix<S> {
     /// A header block being collected: its stream, flags, priority bytes
     /// and fragments so far.
     pending: Option<PendingBlock>,
-    /// Decoding failed: pass everything on untouched.
+    /// Pass everything on untouched from now on: the first header block
+    /// needed no fix (a client keeps its authority for the connection), or
+    /// decoding failed.
     passthrough: bool,
+    /// Some header block was rewritten: every later one must be too (the
+    /// server's HPACK table no longer matches the client's).
+    rewriting: bool,
     eof: bool,
 }
 
@@ -73,6 +81,7 @@ impl<S> AuthorityFix<S> {
             decoder: loona_hpack::Decoder::new(),
             pending: None,
             passthrough: false,
+            rewriting: false,
             eof: false,
         }
     }
@@ -185,6 +194,19 @@ impl<S> AuthorityFix<S> {
             return;
         };
         let fields = match self.decoder.decode(&p.block) {
+            // The usual case: a valid authority. The block goes on as it
+            // came (so the server's table follows the client's) and so does
+            // the rest of the connection.
+            Ok(fields)
+                if !self.rewriting
+                    && fields.iter().all(|(n, v)| {
+                        n.as_slice() != b":authority" || fixed_authority(v).as_deref() == Some(v)
+                    }) =>
+            {
+                self.passthrough = true;
+                write_block(&mut self.out, p.stream, p.flags, p.priority, &p.block);
+                return;
+            }
             Ok(fields) => fields,
             Err(e) => {
                 tracing::debug!(error = %e, "undecodable header block; passing the connection through");
@@ -194,6 +216,7 @@ impl<S> AuthorityFix<S> {
                 return;
             }
         };
+        self.rewriting = true;
         let mut block = Vec::with_capacity(p.block.len() + 64);
         for (name, value) in &fields {
             if name.as_slice() == b":authority" {
@@ -290,6 +313,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
+            if this.passthrough && this.out_pos == this.out.len() && this.raw.is_empty() {
+                // Nothing held back: read straight into the caller's buffer.
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
             if this.out_pos < this.out.len() {
                 let n = (this.out.len() - this.out_pos).min(buf.remaining());
                 buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
@@ -395,6 +422,50 @@ mod tests {
         out.clear();
         encode_integer(&mut out, 10, 5, 0);
         assert_eq!(out, [10]);
+    }
+
+    /// A client that sends a valid authority (every client but etcdctl's
+    /// by-URL calls): its bytes reach the server exactly as sent, later
+    /// header blocks (which refer to the client's HPACK table) included.
+    #[tokio::test]
+    async fn a_valid_authority_passes_the_connection_through_unchanged() {
+        let mut enc = loona_hpack::Encoder::new();
+        let fields: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", b"/etcdserverpb.KV/Range"),
+            (b":authority", b"127.0.0.1:2379"),
+            (b"x-custom", b"one"),
+        ];
+        let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        write_frame(
+            &mut wire,
+            HEADERS,
+            END_HEADERS,
+            1,
+            &enc.encode(fields.iter().copied()),
+        );
+        write_frame(&mut wire, 0x0, END_STREAM, 1, b"\0\0\0\0\0");
+        write_frame(
+            &mut wire,
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            3,
+            &enc.encode(fields.iter().copied()),
+        );
+        let sent = wire.clone();
+        let (mut client, server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            client.write_all(&wire).await.unwrap();
+            client.shutdown().await.unwrap();
+        });
+        let mut fixed = AuthorityFix::new(server);
+        let mut got = Vec::new();
+        fixed.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(got, sent);
+        assert!(fixed.passthrough && !fixed.rewriting);
     }
 
     /// A client's stream: the preface, a SETTINGS frame, a header block
