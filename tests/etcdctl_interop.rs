@@ -318,11 +318,16 @@ fn etcdctl_calls_that_dial_a_member_by_url_succeed_as_on_etcd() {
                     .filter(|s| !s.is_empty())
                     .collect::<Vec<_>>()
                     .join("x")
-                    // Table cells pad to the values' widths: one space.
+                    // Table cells and borders pad to the values' widths
+                    // (ids are hex without leading zeros): one space, one dash.
                     .split(' ')
                     .filter(|s| !s.is_empty())
                     .collect::<Vec<_>>()
-                    .join(" ");
+                    .join(" ")
+                    .split('-')
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("-");
                 format!(
                     "$ {endpoint_kind} {}\n[exit {}]\n{shape}\n{}",
                     args.join(" "),
