@@ -86,10 +86,6 @@ impl<S> AuthorityFix<S> {
         }
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// Moves what can be processed from `raw` to `out`.
     fn process(&mut self) {
         loop {

@@ -53,16 +53,11 @@ pub enum SnapshotError {
 const REQUEST_OVERHEAD: u64 = 256;
 
 impl Server {
-    /// The quota in bytes (0 in the config is etcd's 2 GiB).
-    fn quota(&self) -> u64 {
-        self.quota_backend_bytes()
-    }
-
     /// Refuses a request that adds `size` bytes when the storage would pass
     /// the quota, raising this member's NOSPACE alarm (once).
     pub(super) fn check_quota(&self, size: usize) -> Result<(), ServerError> {
         let cost = size as u64 + REQUEST_OVERHEAD;
-        if self.db_size().saturating_add(cost) <= self.quota() {
+        if self.db_size().saturating_add(cost) <= self.quota_backend_bytes() {
             return Ok(());
         }
         let me = self.shared.config.member_id;
@@ -70,7 +65,7 @@ impl Server {
         if !self.shared.alarms().contains(&(me, nospace)) {
             tracing::warn!(
                 size = self.db_size(),
-                quota = self.quota(),
+                quota = self.quota_backend_bytes(),
                 "the storage passed its quota: raising the NOSPACE alarm"
             );
             let server = self.clone();
