@@ -1,7 +1,7 @@
 //! cairn-sim-tests: the simulation suite (DESIGN §7, layer 4).
 //!
-//! - `checker`: the history checkers, a pure library (no cairn, runtime,
-//!   tokio or madsim) that builds and tests the same in both worlds;
+//! - `checker`: the history checkers, the crate cairn-check (`checker/`,
+//!   no cairn, runtime, tokio or madsim) re-exported under its old name;
 //! - `sim` (madsim only): the cluster harness, fault scheduler, workloads and
 //!   seed runner that feed the checkers;
 //! - `swarm`: each seed's mix of faults and member configuration (pure).
@@ -9,7 +9,7 @@
 //! Tests: unit tests in each checker module, whole histories in
 //! `tests/checker_histories.rs`, and the simulation runs in `tests/sim.rs`.
 
-pub mod checker;
+pub use cairn_check as checker;
 #[cfg(madsim)]
 pub mod sim;
 pub mod swarm;

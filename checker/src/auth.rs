@@ -33,10 +33,30 @@ const AUTH_FAILED: &str = "etcdserver: authentication failed, invalid user ID or
 /// Whether the auth rules decide this entry (the oracle keeps only those).
 pub fn is_decided(req: &InternalRequest) -> bool {
     match &req.request {
-        Some(r) if cairn::server::is_auth_change(r) => true,
+        Some(r) if is_auth_change(r) => true,
         Some(Request::Put(_) | Request::DeleteRange(_) | Request::Txn(_)) => req.caller.is_some(),
         _ => false,
     }
+}
+
+/// The requests that change the auth store (or, for `Authenticate`, read
+/// its revision): the checker's own list, not the server's.
+fn is_auth_change(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::AuthEnable(_)
+            | Request::AuthDisable(_)
+            | Request::Authenticate(_)
+            | Request::UserAdd(_)
+            | Request::UserDelete(_)
+            | Request::UserChangePassword(_)
+            | Request::UserGrantRole(_)
+            | Request::UserRevokeRole(_)
+            | Request::RoleAdd(_)
+            | Request::RoleDelete(_)
+            | Request::RoleGrantPermission(_)
+            | Request::RoleRevokePermission(_)
+    )
 }
 
 #[derive(Debug, Clone, Default)]

@@ -105,7 +105,7 @@ pub fn canonical(request: &Request, read: &BTreeSet<Value>) -> Request {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::history::{Compare, KeyValue, Revision, Txn};
+    use crate::history::{Compare, KeyValue, Revision, Txn};
 
     fn get_seeing(value: &str) -> Operation {
         let kv = Some(KeyValue::new(value, 2, 2, 1));

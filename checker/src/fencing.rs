@@ -129,8 +129,8 @@ fn token_of(value: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::committed::change;
-    use crate::checker::{CommittedChange, Revision};
+    use crate::committed::change;
+    use crate::{CommittedChange, Revision};
 
     fn history(changes: Vec<CommittedChange>) -> CommittedHistory {
         CommittedHistory {

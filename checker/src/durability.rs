@@ -327,7 +327,7 @@ pub fn possibly_written_values(ops: &[Operation]) -> BTreeSet<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::history::{Compare, CompareOp, CompareTarget, Txn};
+    use crate::history::{Compare, CompareOp, CompareTarget, Txn};
 
     fn ack(key: &str, value: Option<&str>, revision: u64) -> AckedWrite {
         AckedWrite {

@@ -27,9 +27,8 @@ pub struct CommittedChange {
     pub value: Option<Value>,
 }
 
-/// A change, for checker tests: `value` None is a delete.
-#[cfg(test)]
-pub(crate) fn change(rev: u64, key: &str, value: Option<&str>) -> CommittedChange {
+/// A change, for checker tests (here and in sim-tests): `value` None is a delete.
+pub fn change(rev: u64, key: &str, value: Option<&str>) -> CommittedChange {
     CommittedChange {
         revision: Revision(rev),
         key: key.to_owned(),

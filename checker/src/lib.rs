@@ -1,4 +1,5 @@
-//! History checkers for the simulation suite.
+//! cairn-check: history checkers for etcd-compatible stores, used by the
+//! simulation suite (sim-tests) and by the jepsen harness (jepsen/).
 //!
 //! - `history`: what a client observed (`Operation`: request, call/return
 //!   times, outcome `Ok` / `Failed` / `Unknown`).
@@ -12,8 +13,12 @@
 //! - `durability`: every acknowledged write survives, no invented values.
 //! - `fencing`: lock holders' fenced writes never interleave (lock workload).
 //!
-//! Tests: each module's unit tests, and `tests/checker_histories.rs`.
+//! - `auth` (feature `auth`): a model of etcd's auth rules over cairn's
+//!   protobuf requests.
+//!
+//! Tests: each module's unit tests, and `sim-tests/tests/checker_histories.rs`.
 
+#[cfg(feature = "auth")]
 pub mod auth;
 mod canonical;
 pub mod committed;

@@ -415,7 +415,7 @@ pub fn matches(expected: &Response, observed: &Response) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::history::Revision as R;
+    use crate::history::Revision as R;
 
     fn step(state: &mut EtcdState, request: Request) -> Response {
         let (next, response) = state.apply(&request);

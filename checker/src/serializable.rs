@@ -121,7 +121,7 @@ fn mismatch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::committed::CommittedChange;
+    use crate::committed::CommittedChange;
 
     fn history() -> CommittedHistory {
         CommittedHistory::complete(vec![

@@ -739,7 +739,7 @@ impl fmt::Display for Explanation<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::history::{KeyValue, Request, Revision};
+    use crate::history::{KeyValue, Request, Revision};
 
     fn put(client: u64, call: u64, ret: u64, key: &str, value: &str, revision: u64) -> Operation {
         Operation::ok(
