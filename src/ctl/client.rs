@@ -1,0 +1,401 @@
+//! The connection to the cluster as etcdctl 3.4's client makes it: the
+//! endpoints tried in turn (a member that cannot be reached or answers
+//! Unavailable passes the call on to the next, until the command's deadline),
+//! a login first when `--user` is given, the token on every call after it,
+//! and RPC errors printed as clientv3 prints them.
+
+use std::time::{Duration, Instant};
+
+use cairn_proto::etcdserverpb::auth_client::AuthClient;
+use cairn_proto::etcdserverpb::AuthenticateRequest;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+use super::flags::Flags;
+use super::output::Format;
+use super::{Failure, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_ERROR};
+
+/// What etcdctl says when a call ran out of time.
+pub const DEADLINE_EXCEEDED: &str = "context deadline exceeded";
+
+/// Pause between two rounds of dials when no member answered.
+pub const REDIAL: Duration = Duration::from_millis(100);
+
+/// The global flags, read.
+#[derive(Clone, Debug)]
+pub struct Global {
+    pub endpoints: Vec<String>,
+    pub format: Format,
+    pub hex: bool,
+    pub dial_timeout: Duration,
+    pub command_timeout: Duration,
+    pub keepalive_time: Duration,
+    pub keepalive_timeout: Duration,
+    pub insecure_transport: bool,
+    pub tls: bool,
+    /// (name, password) to log in as.
+    pub credentials: Option<(String, String)>,
+}
+
+impl Global {
+    pub fn from_flags(f: &Flags) -> Result<Global, Failure> {
+        let endpoints: Vec<String> = f
+            .str_or("endpoints", "127.0.0.1:2379")
+            .split(',')
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect();
+        for name in ["cert", "key", "cacert"] {
+            if f.changed(name) && f.get(name) == Some("") {
+                return Err(Failure(
+                    EXIT_BAD_ARGS,
+                    format!("empty string is passed to --{name} option"),
+                ));
+            }
+        }
+        let tls = ["cert", "key", "cacert"]
+            .iter()
+            .any(|n| f.get(n).is_some_and(|v| !v.is_empty()))
+            || endpoints.iter().any(|e| e.starts_with("https://"));
+        let g = Global {
+            endpoints,
+            format: Format::Simple,
+            hex: f.bool("hex")?,
+            dial_timeout: f.duration_or("dial-timeout", Duration::from_secs(2))?,
+            command_timeout: f.duration_or("command-timeout", Duration::from_secs(5))?,
+            keepalive_time: f.duration_or("keepalive-time", Duration::from_secs(2))?,
+            keepalive_timeout: f.duration_or("keepalive-timeout", Duration::from_secs(6))?,
+            insecure_transport: f.bool_or("insecure-transport", true)?,
+            tls,
+            credentials: credentials(f)?,
+        };
+        f.bool("insecure-skip-tls-verify")?;
+        f.bool_or("insecure-discovery", true)?;
+        f.bool("debug")?;
+        Ok(g)
+    }
+
+    /// The output format, checked as etcdctl checks it when it makes its
+    /// client (before anything is sent).
+    pub fn with_format(mut self, f: &Flags) -> Result<Global, Failure> {
+        self.format = Format::parse(&f.str_or("write-out", "simple"))?;
+        Ok(self)
+    }
+}
+
+/// etcdctl's `--user` / `--password` rules: with `--password`, `--user` is
+/// the whole name; else `name:password` (a bare name would be prompted
+/// for, which a script cannot answer: refused).
+fn credentials(f: &Flags) -> Result<Option<(String, String)>, Failure> {
+    let user = f.get("user").unwrap_or("");
+    if user.is_empty() {
+        return Ok(None);
+    }
+    let password = f.get("password").unwrap_or("");
+    if !password.is_empty() {
+        return Ok(Some((user.to_owned(), password.to_owned())));
+    }
+    match user.split_once(':') {
+        Some((n, p)) => Ok(Some((n.to_owned(), p.to_owned()))),
+        None => Err(Failure(
+            EXIT_ERROR,
+            "no password for --user: give --user NAME:PASSWORD or --password".into(),
+        )),
+    }
+}
+
+/// An RPC error as etcdctl 3.4 prints it (clientv3's `toErr`): etcd's own
+/// errors (`etcdserver: ...`) by their text alone, any other status as
+/// gRPC-Go formats it.
+pub fn rpc_error(s: &tonic::Status) -> String {
+    use tonic::Code;
+    let msg = s.message();
+    if msg.starts_with("etcdserver: ") || msg.starts_with("mvcc: ") {
+        return msg.to_owned();
+    }
+    let code = match s.code() {
+        Code::Ok => "OK",
+        Code::Cancelled => return "context canceled".to_owned(),
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => return DEADLINE_EXCEEDED.to_owned(),
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    };
+    format!("rpc error: code = {code} desc = {msg}")
+}
+
+pub fn endpoint_url(ep: &str) -> String {
+    if ep.contains("://") {
+        ep.to_owned()
+    } else {
+        format!("http://{ep}")
+    }
+}
+
+pub fn time_left(deadline: Instant) -> Result<Duration, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(DEADLINE_EXCEEDED.to_owned())
+    } else {
+        Ok(left)
+    }
+}
+
+/// `fut`, unless `deadline` passes first.
+pub async fn before<T>(
+    deadline: Instant,
+    fut: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(time_left(deadline)?, fut).await {
+        Ok(r) => r.map_err(|s| rpc_error(&s)),
+        Err(_) => Err(DEADLINE_EXCEEDED.to_owned()),
+    }
+}
+
+/// One dial of `ep`, given up after `dial_timeout` or at `deadline`.
+pub async fn dial(g: &Global, ep: &str, deadline: Instant) -> Result<Channel, String> {
+    let url = endpoint_url(ep);
+    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| format!("bad endpoint {url}: {e}"))?
+        .connect_timeout(g.dial_timeout)
+        .http2_keep_alive_interval(g.keepalive_time.max(Duration::from_secs(1)))
+        .keep_alive_timeout(g.keepalive_timeout.max(Duration::from_secs(1)));
+    match tokio::time::timeout(time_left(deadline)?, endpoint.connect()).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(e)) => Err(format!("dial {url}: {e}")),
+        Err(_) => Err(DEADLINE_EXCEEDED.to_owned()),
+    }
+}
+
+/// A channel to `ep`, dialling again while it refuses, until `deadline`.
+pub async fn dial_until(g: &Global, ep: &str, deadline: Instant) -> Result<Channel, String> {
+    loop {
+        match dial(g, ep, deadline).await {
+            Ok(channel) => return Ok(channel),
+            Err(e) if e.starts_with("bad endpoint") => return Err(e),
+            Err(_) => {
+                let pause = REDIAL.min(time_left(deadline)?);
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+/// A token for `credentials` from the member behind `channel`; `None` when
+/// its auth is off (etcdctl goes on without one then).
+pub async fn login(
+    channel: Channel,
+    credentials: &(String, String),
+) -> Result<Option<String>, tonic::Status> {
+    let request = AuthenticateRequest {
+        name: credentials.0.clone(),
+        password: credentials.1.clone(),
+    };
+    match AuthClient::new(channel).authenticate(request).await {
+        Ok(r) => Ok(Some(r.into_inner().token)),
+        Err(s) if s.message() == "etcdserver: authentication is not enabled" => Ok(None),
+        Err(s) => Err(s),
+    }
+}
+
+/// The client of one command: a channel to the member answering, the
+/// token when logged in.
+pub struct Client {
+    pub g: Global,
+    channel: Option<(usize, Channel)>,
+    token: Option<MetadataValue<tonic::metadata::Ascii>>,
+    logged_in: bool,
+}
+
+/// One call's view of the client: where to send it, with what token.
+#[derive(Clone)]
+pub struct Ctx {
+    pub channel: Channel,
+    token: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Ctx {
+    /// `msg` as a request carrying the token, if any.
+    pub fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = &self.token {
+            r.metadata_mut().insert("token", t.clone());
+        }
+        r
+    }
+}
+
+fn is_unreachable(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::Unavailable && !s.message().starts_with("etcdserver: ")
+}
+
+impl Client {
+    pub fn new(g: Global) -> Client {
+        Client {
+            g,
+            channel: None,
+            token: None,
+            logged_in: false,
+        }
+    }
+
+    /// A channel to the first endpoint that takes one, starting after the
+    /// one that failed last, until `deadline`.
+    async fn connect(&mut self, deadline: Instant, skip: Option<usize>) -> Result<(), String> {
+        let n = self.g.endpoints.len();
+        if n == 0 {
+            return Err("no endpoints".into());
+        }
+        let start = skip.map_or(0, |i| (i + 1) % n);
+        loop {
+            for k in 0..n {
+                let i = (start + k) % n;
+                if let Ok(ch) = dial(&self.g, &self.g.endpoints[i], deadline).await {
+                    self.channel = Some((i, ch));
+                    return Ok(());
+                }
+                time_left(deadline)?;
+            }
+            let pause = REDIAL.min(time_left(deadline)?);
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Logs in when credentials were given (once): a refused login ends
+    /// the command with exit 2, as clientv3.New's error does in etcdctl.
+    pub async fn ensure_login(&mut self) -> Result<(), Failure> {
+        if self.logged_in {
+            return Ok(());
+        }
+        let Some(c) = self.g.credentials.clone() else {
+            self.logged_in = true;
+            return Ok(());
+        };
+        let deadline = Instant::now() + self.g.dial_timeout.max(Duration::from_millis(100));
+        loop {
+            if self.channel.is_none() {
+                self.connect(deadline, None)
+                    .await
+                    .map_err(|e| Failure(EXIT_BAD_CONNECTION, e))?;
+            }
+            let Some((i, ch)) = self.channel.clone() else {
+                continue;
+            };
+            match tokio::time::timeout(
+                time_left(deadline).map_err(|e| Failure(EXIT_BAD_CONNECTION, e))?,
+                login(ch, &c),
+            )
+            .await
+            {
+                Ok(Ok(token)) => {
+                    self.token = match token {
+                        Some(t) => Some(t.parse().map_err(|_| {
+                            Failure(
+                                EXIT_ERROR,
+                                format!("the server's token {t:?} is not a header value"),
+                            )
+                        })?),
+                        None => None,
+                    };
+                    self.logged_in = true;
+                    return Ok(());
+                }
+                Ok(Err(s)) if is_unreachable(&s) => {
+                    self.connect(deadline, Some(i))
+                        .await
+                        .map_err(|e| Failure(EXIT_BAD_CONNECTION, e))?;
+                }
+                Ok(Err(s)) => return Err(Failure(EXIT_BAD_CONNECTION, rpc_error(&s))),
+                Err(_) => return Err(Failure(EXIT_BAD_CONNECTION, DEADLINE_EXCEEDED.into())),
+            }
+        }
+    }
+
+    /// `call` within the command timeout, passed on to the next endpoint
+    /// while members cannot be reached.
+    pub async fn call<T, F, Fut>(&mut self, call: F) -> Result<T, String>
+    where
+        F: FnMut(Ctx) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.g.command_timeout;
+        self.call_until(deadline, call).await
+    }
+
+    /// `call`, until `deadline`.
+    pub async fn call_until<T, F, Fut>(
+        &mut self,
+        deadline: Instant,
+        mut call: F,
+    ) -> Result<T, String>
+    where
+        F: FnMut(Ctx) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        loop {
+            if self.channel.is_none() {
+                self.connect(deadline, None).await?;
+            }
+            let Some((i, channel)) = self.channel.clone() else {
+                continue;
+            };
+            let ctx = Ctx {
+                channel,
+                token: self.token.clone(),
+            };
+            match tokio::time::timeout(time_left(deadline)?, call(ctx)).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(s)) if is_unreachable(&s) => {
+                    self.channel = None;
+                    let pause = REDIAL.min(time_left(deadline)?);
+                    tokio::time::sleep(pause).await;
+                    self.connect(deadline, Some(i)).await?;
+                }
+                Ok(Err(s)) => return Err(rpc_error(&s)),
+                Err(_) => return Err(DEADLINE_EXCEEDED.to_owned()),
+            }
+        }
+    }
+
+    /// A context for a long-running stream (watch, keep-alive): connected,
+    /// logged in, no deadline of its own.
+    pub async fn stream_ctx(&mut self, within: Duration) -> Result<Ctx, String> {
+        let deadline = Instant::now() + within;
+        if self.channel.is_none() {
+            self.connect(deadline, None).await?;
+        }
+        match self.channel.clone() {
+            Some((_, channel)) => Ok(Ctx {
+                channel,
+                token: self.token.clone(),
+            }),
+            None => Err(DEADLINE_EXCEEDED.to_owned()),
+        }
+    }
+
+    /// The endpoint the client is connected to, if any.
+    pub fn current_endpoint(&self) -> Option<&str> {
+        self.channel
+            .as_ref()
+            .and_then(|(i, _)| self.g.endpoints.get(*i))
+            .map(String::as_str)
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure(EXIT_ERROR, format!("cannot start the async runtime: {e}")))
+}

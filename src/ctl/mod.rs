@@ -1,0 +1,185 @@
+//! cairnctl: cairn's etcdctl (DESIGN §1). etcdctl 3.4's commands, flags,
+//! `ETCDCTL_*` variables, output in every `-w` format, error lines and exit
+//! codes, against cairn or etcd. `src/bin/cairnctl.rs` only calls [`main`].
+//!
+//! - [`flags`]: the command line as cobra/pflag read it;
+//! - [`client`]: the connection (endpoints in turn, login, token, errors);
+//! - [`output`]: Go's quoting and JSON, tables, durations;
+//! - [`kv`]: get, put, del, txn, compaction;
+//! - [`lease`]: lease grant, revoke, timetolive, list, keep-alive;
+//! - [`cluster`]: member, endpoint, alarm, move-leader, version;
+//! - [`snapshot`]: snapshot save, status, restore and defrag, with a
+//!   progress line on a terminal (`crate::backup::progress`).
+//!
+//! Errors print `Error: <message>` on stderr with etcdctl's exit codes:
+//! 1 error, 2 bad connection (a refused login), 3 invalid input (txn),
+//! 4 a format a command does not print in, 128 bad arguments.
+
+pub mod client;
+pub mod cluster;
+pub mod flags;
+pub mod kv;
+pub mod lease;
+pub mod output;
+pub mod snapshot;
+
+use std::io::Write;
+
+use client::Global;
+use flags::{switch, value, Spec, GLOBAL};
+
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_BAD_CONNECTION: u8 = 2;
+pub const EXIT_INVALID_INPUT: u8 = 3;
+pub const EXIT_BAD_FEATURE: u8 = 4;
+pub const EXIT_BAD_ARGS: u8 = 128;
+
+/// An exit status and the message printed as `Error: <message>` (none when
+/// empty: the command has already said what failed).
+#[derive(Debug)]
+pub struct Failure(pub u8, pub String);
+
+/// Writes `bytes` to stdout as they are.
+pub fn out(bytes: &[u8]) -> Result<(), Failure> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(bytes)
+        .and_then(|_| o.flush())
+        .map_err(|e| Failure(EXIT_ERROR, format!("write stdout: {e}")))
+}
+
+/// The commands, by their words, with their own flags.
+const COMMANDS: &[(&[&str], &[Spec])] = &[
+    (&["get"], kv::GET_FLAGS),
+    (&["put"], kv::PUT_FLAGS),
+    (&["del"], kv::DEL_FLAGS),
+    (&["txn"], kv::TXN_FLAGS),
+    (&["compaction"], kv::COMPACTION_FLAGS),
+    (&["lease", "grant"], &[]),
+    (&["lease", "revoke"], &[]),
+    (&["lease", "timetolive"], &[switch("keys")]),
+    (&["lease", "list"], &[]),
+    (&["lease", "keep-alive"], &[switch("once")]),
+    (&["member", "add"], &[value("peer-urls"), switch("learner")]),
+    (&["member", "remove"], &[]),
+    (&["member", "update"], &[value("peer-urls")]),
+    (&["member", "list"], &[]),
+    (&["member", "promote"], &[]),
+    (&["endpoint", "health"], &[switch("cluster")]),
+    (&["endpoint", "status"], &[switch("cluster")]),
+    (&["endpoint", "hashkv"], &[switch("cluster"), value("rev")]),
+    (&["alarm", "disarm"], &[]),
+    (&["alarm", "list"], &[]),
+    (&["move-leader"], &[]),
+    (&["version"], &[]),
+    (&["defrag"], &[switch("cluster"), value("data-dir")]),
+    (&["snapshot", "save"], &[]),
+    (&["snapshot", "status"], &[]),
+    (
+        &["snapshot", "restore"],
+        &[
+            value("name"),
+            value("data-dir"),
+            value("wal-dir"),
+            value("initial-cluster"),
+            value("initial-cluster-token"),
+            value("initial-advertise-peer-urls"),
+            switch("skip-hash-check"),
+        ],
+    ),
+];
+
+/// Every command's flags at once, to find the command's words.
+fn all_specs() -> Vec<&'static [Spec]> {
+    let mut v: Vec<&'static [Spec]> = vec![GLOBAL];
+    v.extend(COMMANDS.iter().map(|(_, s)| *s));
+    v
+}
+
+/// Finds the command `words` start with (cobra's prefix matching: a unique
+/// prefix of a command's word names it).
+fn lookup(words: &[String]) -> Result<(usize, usize), Failure> {
+    let Some(first) = words.first() else {
+        return Err(Failure(EXIT_ERROR, String::new()));
+    };
+    let match_word = |candidates: Vec<&'static str>, w: &str| -> Option<&'static str> {
+        if let Some(exact) = candidates.iter().find(|c| **c == w) {
+            return Some(exact);
+        }
+        let hits: Vec<&&str> = candidates.iter().filter(|c| c.starts_with(w)).collect();
+        match hits.as_slice() {
+            [one] => Some(**one),
+            _ => None,
+        }
+    };
+    let mut tops: Vec<&'static str> = COMMANDS.iter().map(|(w, _)| w[0]).collect();
+    tops.dedup();
+    let top = match_word(tops, first).ok_or_else(|| {
+        Failure(
+            EXIT_ERROR,
+            format!("unknown command {first:?} for \"cairnctl\""),
+        )
+    })?;
+    let group: Vec<usize> = (0..COMMANDS.len())
+        .filter(|&i| COMMANDS[i].0[0] == top)
+        .collect();
+    if let [only] = group.as_slice() {
+        if COMMANDS[*only].0.len() == 1 {
+            return Ok((*only, 1));
+        }
+    }
+    let sub = words
+        .get(1)
+        .and_then(|w| match_word(group.iter().map(|&i| COMMANDS[i].0[1]).collect(), w));
+    match sub.and_then(|s| group.iter().find(|&&i| COMMANDS[i].0[1] == s)) {
+        Some(&i) => Ok((i, 2)),
+        None => Err(Failure(
+            EXIT_ERROR,
+            match words.get(1) {
+                Some(w) => format!("unknown command {w:?} for \"cairnctl {top}\""),
+                None => format!("\"cairnctl {top}\" needs a subcommand"),
+            },
+        )),
+    }
+}
+
+/// Runs cairnctl with `args` (without the program name); the exit status.
+pub fn main(args: Vec<String>) -> u8 {
+    match run(args) {
+        Ok(()) => 0,
+        Err(Failure(code, msg)) => {
+            if !msg.is_empty() {
+                eprintln!("Error: {msg}");
+            }
+            code
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<(), Failure> {
+    let words = flags::words_only(&args, &all_specs());
+    let (i, used) = lookup(&words)?;
+    let (path, specs) = COMMANDS[i];
+    let f = flags::parse(&args, &[GLOBAL, specs])?;
+    // The command's own words are the first `used` positional ones.
+    let rest: Vec<String> = f.words.iter().skip(used).cloned().collect();
+    let g = Global::from_flags(&f)?;
+    match path {
+        ["get"] => kv::get(g, &f, &rest),
+        ["put"] => kv::put(g, &f, &rest),
+        ["del"] => kv::del(g, &f, &rest),
+        ["txn"] => kv::txn(g, &f, &rest),
+        ["compaction"] => kv::compaction(g, &f, &rest),
+        ["lease", sub] => lease::run(sub, g, &f, &rest),
+        ["member", sub] => cluster::member(sub, g, &f, &rest),
+        ["endpoint", sub] => cluster::endpoint(sub, g, &f, &rest),
+        ["alarm", sub] => cluster::alarm(sub, g, &f, &rest),
+        ["move-leader"] => cluster::move_leader(g, &f, &rest),
+        ["version"] => cluster::version(),
+        ["defrag"] => snapshot::defrag_command(g, &f, &rest),
+        ["snapshot", sub] => snapshot::run(sub, g, &f, &rest),
+        _ => Err(Failure(
+            EXIT_ERROR,
+            format!("unknown command {:?}", path.join(" ")),
+        )),
+    }
+}
