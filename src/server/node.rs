@@ -320,8 +320,7 @@ impl Node {
         // This start's number (which request ids carry) is durable before
         // any proposal is handled.
         if let Err(e) = self.shared.storage.sync().await {
-            tracing::error!(error = %e, "storage failed; stopping this member");
-            self.stop();
+            self.storage_failed(&e);
             return;
         }
         let interval = self.shared.config.heartbeat_interval;
@@ -353,11 +352,23 @@ impl Node {
                 return; // removed from the cluster
             }
             if let Err(e) = self.drain_ready().await {
-                tracing::error!(error = %e, "storage failed; stopping this member");
-                self.stop();
+                self.storage_failed(&e);
                 return;
             }
         }
+    }
+
+    /// A storage failure stops the member (a probe hears of it).
+    fn storage_failed(&mut self, e: &StorageError) {
+        tracing::error!(error = %e, "storage failed; stopping this member");
+        if let Some(p) = &self.shared.probe {
+            let what = match e {
+                StorageError::SyncFailed(_) => "fsync failed",
+                _ => "storage failed",
+            };
+            p.on_event(self.shared.config.member_id, what);
+        }
+        self.stop();
     }
 
     fn is_published(&self) -> bool {
@@ -770,6 +781,7 @@ impl Node {
         if !self.reads.is_empty() && self.read_round_ticks < READ_ROUND_PATIENCE_TICKS {
             return;
         }
+        let retry = !self.reads.is_empty();
         let reads = std::mem::take(&mut self.queued_reads);
         let ctx = self.next_read_ctx;
         self.next_read_ctx += 1;
@@ -783,6 +795,9 @@ impl Node {
             Ok(()) => {
                 self.reads.insert(ctx, reads);
                 self.read_round_ticks = 0;
+                if let Some(p) = self.shared.probe.as_ref().filter(|_| retry) {
+                    p.on_event(self.shared.config.member_id, "read index retried");
+                }
             }
             Err(_) => {
                 for r in reads {
@@ -1041,6 +1056,19 @@ impl Node {
     }
 
     fn send(&mut self, out: Outgoing) {
+        if let Some(p) = &self.shared.probe {
+            let me = self.shared.config.member_id;
+            for m in &out.messages {
+                match m.msg_type() {
+                    MessageType::MsgPreVoteResp if m.reject => p.on_event(me, "pre-vote rejected"),
+                    MessageType::MsgTimeoutNow => p.on_event(me, "leader transfer"),
+                    _ => {}
+                }
+            }
+            for _ in &out.snapshots {
+                p.on_event(me, "snapshot sent");
+            }
+        }
         if !out.messages.is_empty() {
             self.transport.send(out.messages);
         }

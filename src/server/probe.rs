@@ -75,4 +75,13 @@ pub trait Probe: Send + Sync {
     /// An invariant check of `what` (`raft`, `mvcc`, `lessor`, `watch hub`)
     /// failed on `member` with `message` (the check's panic, caught).
     fn on_invariant_broken(&self, _member: u64, _what: &str, _message: &str) {}
+
+    /// Something worth counting happened on `member` (the simulation's
+    /// coverage report): `"pre-vote rejected"` (it sent a rejecting pre-vote
+    /// answer), `"leader transfer"` (it sent MsgTimeoutNow), `"snapshot sent"`
+    /// (it started streaming a snapshot to a follower), `"read index retried"`
+    /// (a ReadIndex round went unanswered and a new one started for its reads),
+    /// `"fsync failed"` or `"storage failed"` (another storage error: the
+    /// member stops either way).
+    fn on_event(&self, _member: u64, _event: &'static str) {}
 }

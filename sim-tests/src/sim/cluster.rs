@@ -19,15 +19,26 @@
 //! allows one node per IP), which then runs the new member's flags and disk
 //! (`Launch`). Operations on a member whose node another member has taken
 //! over do nothing.
+//!
+//! Every member's probe is the raft oracle wrapped in a `Counted`, which
+//! also feeds the run's `Coverage`: how often each fault fired and each
+//! interesting event happened (elections, pre-vote rejections, leadership
+//! regained, leader transfers, snapshots, lease expiries during network
+//! splits, ReadIndex retries …). The runner sums them over a seed range and
+//! fails CI when a fault kind never fired.
 //! Tests: `tests/sim.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cairn::process::{self, ProcessOptions};
+use cairn::server::{AppliedEntry, Probe};
+use cairn_proto::cairnpb::{internal_request, InternalRequest};
 use cairn_runtime::{SimDisk, SimStorage, Skew, SkewedClock, TokioClock};
 use madsim::runtime::{Handle, NodeHandle};
+use prost::Message as _;
 
 use super::oracle::Oracle;
 
@@ -115,8 +126,127 @@ pub struct SimCluster {
     pub members: Vec<SimMember>,
     hosts: BTreeMap<IpAddr, Host>,
     pub oracle: Arc<Oracle>,
+    /// What happened in this run, counted (the coverage report).
+    pub coverage: Arc<Coverage>,
     pub spec: ClusterSpec,
     handle: Handle,
+}
+
+/// Counts of faults and events over one run, by name (`fault Kill`,
+/// `event election won`, …). Shared by the fault scheduler and every
+/// member's probe.
+#[derive(Default)]
+pub struct Coverage {
+    counts: Mutex<BTreeMap<String, u64>>,
+    /// A network split is in force (partition, isolated leader, bridge,
+    /// one-way link), set by the fault scheduler until it heals the network.
+    split: AtomicBool,
+    leaders: Mutex<LeaderTrack>,
+    /// Indexes of lease revocations by expiry already counted (every
+    /// member applies each).
+    expiries: Mutex<BTreeSet<u64>>,
+}
+
+#[derive(Default)]
+struct LeaderTrack {
+    last: Option<u64>,
+    led: BTreeSet<u64>,
+}
+
+impl Coverage {
+    pub fn add(&self, what: &str, n: u64) {
+        *self
+            .counts
+            .lock()
+            .expect("coverage lock")
+            .entry(what.to_owned())
+            .or_default() += n;
+    }
+
+    pub fn set_split(&self, on: bool) {
+        self.split.store(on, Ordering::SeqCst);
+    }
+
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.counts.lock().expect("coverage lock").clone()
+    }
+
+    fn on_leader(&self, member: u64) {
+        self.add("event election won", 1);
+        let regained = {
+            let mut t = self.leaders.lock().expect("coverage lock");
+            let regained = t.last.is_some_and(|l| l != member) && t.led.contains(&member);
+            t.last = Some(member);
+            t.led.insert(member);
+            regained
+        };
+        if regained {
+            self.add("event leadership regained after others led", 1);
+        }
+    }
+
+    fn on_apply(&self, e: &AppliedEntry<'_>) {
+        if e.data.is_empty() || e.conf.is_some() {
+            return;
+        }
+        let Ok(req) = InternalRequest::decode(e.data) else {
+            return;
+        };
+        // The leader's own revocation of an expired lease (request id 0;
+        // a client's revoke carries its request id).
+        if req.id == 0
+            && matches!(req.request, Some(internal_request::Request::LeaseRevoke(_)))
+            && self.expiries.lock().expect("coverage lock").insert(e.index)
+        {
+            self.add("event lease expired", 1);
+            if self.split.load(Ordering::SeqCst) {
+                self.add("event lease expired during a network split", 1);
+            }
+        }
+    }
+}
+
+/// A member's probe: the raft oracle, counting into `Coverage` on the way.
+struct Counted {
+    oracle: Arc<Oracle>,
+    coverage: Arc<Coverage>,
+}
+
+impl Probe for Counted {
+    fn on_leader(&self, member: u64, term: u64) {
+        self.coverage.on_leader(member);
+        self.oracle.on_leader(member, term);
+    }
+
+    fn on_apply(&self, entry: &AppliedEntry<'_>) {
+        self.coverage.on_apply(entry);
+        self.oracle.on_apply(entry);
+    }
+
+    fn on_snapshot_installed(&self, member: u64, index: u64) {
+        self.coverage.add("event snapshot installed", 1);
+        self.oracle.on_snapshot_installed(member, index);
+    }
+
+    fn delay_apply(&self, member: u64) -> Option<std::time::Duration> {
+        self.oracle.delay_apply(member)
+    }
+
+    fn compact_log_early(&self, member: u64) -> bool {
+        self.oracle.compact_log_early(member)
+    }
+
+    fn check_invariants(&self, member: u64) -> bool {
+        self.oracle.check_invariants(member)
+    }
+
+    fn on_invariant_broken(&self, member: u64, what: &str, message: &str) {
+        self.oracle.on_invariant_broken(member, what, message);
+    }
+
+    fn on_event(&self, _member: u64, event: &'static str) {
+        self.coverage.add(&format!("event {event}"), 1);
+    }
 }
 
 /// The `k`-th member address (`10.0.0.k+1`).
@@ -225,6 +355,7 @@ impl SimCluster {
             members: Vec::new(),
             hosts: BTreeMap::new(),
             oracle,
+            coverage: Arc::default(),
             spec,
             handle: Handle::current(),
         };
@@ -322,7 +453,11 @@ impl SimCluster {
     fn create_host(&self, name: &str, ip: IpAddr, launch: Launch) -> Host {
         let clock = SkewedClock::new(TokioClock::new());
         let launch = Arc::new(Mutex::new(launch));
-        let (l, c, oracle) = (launch.clone(), clock.clone(), self.oracle.clone());
+        let probe: Arc<dyn Probe> = Arc::new(Counted {
+            oracle: self.oracle.clone(),
+            coverage: self.coverage.clone(),
+        });
+        let (l, c, oracle) = (launch.clone(), clock.clone(), probe);
         let node = self
             .handle
             .create_node()
@@ -347,7 +482,7 @@ impl SimCluster {
                     };
                     let options = ProcessOptions {
                         rng_seed: madsim::rand::random::<u64>(),
-                        probe: Some(oracle as Arc<dyn cairn::server::Probe>),
+                        probe: Some(oracle),
                     };
                     let result =
                         process::run(&config, Arc::new(storage), Arc::new(clock), options).await;

@@ -22,6 +22,11 @@
 //! Every fault is written to the timeline with its simulated time, and logged
 //! (target `cairn_sim::fault`) beside the members' logs.
 //! `heal` undoes everything, so the final phase runs on a healthy cluster.
+//! Each fault the scheduler draws has a number (`#7`, its slot); a shrink
+//! (`CAIRN_SIM_SKIP_FAULTS`, see `runner`) leaves chosen slots out: their
+//! draws are made (so the later slots draw what they drew before, as far as
+//! the cluster's state allows) but nothing is injected. Every fault that
+//! fired is counted in the cluster's `Coverage` (`fault Kill`, …).
 //! Faults hit only the current members (`SimCluster::current`): a member the
 //! cluster removed is never killed, paused or restarted again, even if it
 //! was down when it was removed.
@@ -48,6 +53,9 @@ use super::oracle::Buggify;
 pub struct Timeline {
     start: tokio::time::Instant,
     entries: Arc<Mutex<Vec<String>>>,
+    /// Also print each fault on stdout as it happens (`FAULT …`), for the
+    /// shrinker: a run that panics leaves no failure file.
+    echo: bool,
 }
 
 impl Timeline {
@@ -55,6 +63,7 @@ impl Timeline {
         Timeline {
             start: tokio::time::Instant::now(),
             entries: Arc::default(),
+            echo: std::env::var_os("CAIRN_SIM_ECHO_FAULTS").is_some(),
         }
     }
 
@@ -69,6 +78,10 @@ impl Timeline {
     /// A fault (log target `cairn_sim::fault`).
     pub fn fault(&self, what: String) {
         tracing::info!(target: "cairn_sim::fault", "{what}");
+        if self.echo {
+            let t = self.start.elapsed().as_secs_f64();
+            println!("FAULT {t:9.3}s  {what}");
+        }
         self.push(&what);
     }
 
@@ -118,6 +131,12 @@ pub struct FaultScheduler {
     /// When set (the swarm's choice), a crash keeps a random prefix of the
     /// unsynced writes, drawn from this stream of its own.
     pub crash_prefix: Option<StdRng>,
+    /// Slots (fault numbers, from 0) drawn but not injected (shrinking).
+    pub skip: std::collections::BTreeSet<usize>,
+    /// When set, only these slots are injected (shrinking).
+    pub only: Option<std::collections::BTreeSet<usize>>,
+    /// The next fault's slot.
+    slot: usize,
 }
 
 /// The share of seeds whose disks flip bytes.
@@ -143,6 +162,9 @@ impl FaultScheduler {
             flipped: 0,
             interval_ms: (300, 2500),
             crash_prefix: None,
+            skip: Default::default(),
+            only: None,
+            slot: 0,
         }
     }
 
@@ -166,13 +188,24 @@ impl FaultScheduler {
                 .kinds
                 .choose(&mut self.rng)
                 .expect("at least one fault kind");
-            self.inject(&mut cluster, kind);
-            self.maybe_flip(&mut cluster);
+            let slot = self.slot;
+            self.slot += 1;
+            let live =
+                !self.skip.contains(&slot) && self.only.as_ref().is_none_or(|o| o.contains(&slot));
+            if self.inject(&mut cluster, kind, slot, live) {
+                cluster.coverage.add(&format!("fault {kind:?}"), 1);
+            }
+            self.maybe_flip(&mut cluster, slot, live);
         }
     }
 
+    /// How many fault slots were drawn.
+    pub fn slots(&self) -> usize {
+        self.slot
+    }
+
     /// Now and then (own stream), flips a stored record of a running member.
-    fn maybe_flip(&mut self, cluster: &mut SimCluster) {
+    fn maybe_flip(&mut self, cluster: &mut SimCluster, slot: usize, live: bool) {
         let Some(rng) = &mut self.flips else {
             return;
         };
@@ -201,9 +234,13 @@ impl FaultScheduler {
             rng.random()
         };
         let back = rng.random_range(1000..5000);
+        if !live {
+            return;
+        }
         let Some(key) = cluster.members[i].disk.flip_stored_record(cf, pick) else {
             return;
         };
+        cluster.coverage.add("fault record flipped", 1);
         // It stops once it reads the record (or not, if it never does);
         // either way the scheduler restarts it on a repaired disk.
         cluster.members[i].halted = true;
@@ -211,7 +248,7 @@ impl FaultScheduler {
         self.comeback
             .insert(i, tokio::time::Instant::now() + Duration::from_millis(back));
         self.log(format!(
-            "disk {}: bytes of {cf} record {} flipped; repaired and restarted in {back} ms",
+            "#{slot} disk {}: bytes of {cf} record {} flipped; repaired and restarted in {back} ms",
             cluster.members[i].name,
             hex(&key)
         ));
@@ -253,6 +290,7 @@ impl FaultScheduler {
     }
 
     fn heal_network(cluster: &SimCluster) {
+        cluster.coverage.set_split(false);
         let net = NetSim::current();
         let nodes = cluster.nodes();
         for &x in &nodes {
@@ -270,25 +308,33 @@ impl FaultScheduler {
         current[self.rng.random_range(0..current.len())]
     }
 
-    fn inject(&mut self, cluster: &mut SimCluster, kind: FaultKind) {
+    /// Injects one fault of `kind` (fault number `slot`); with `live` off,
+    /// makes the same draws and injects nothing. Returns whether a fault
+    /// was injected (a kill of a dead member, say, is not).
+    fn inject(
+        &mut self,
+        cluster: &mut SimCluster,
+        kind: FaultKind,
+        slot: usize,
+        live: bool,
+    ) -> bool {
         let current = cluster.current();
         let n = current.len();
         if n < 2 {
-            return;
+            return false;
         }
-        match kind {
+        let what = match kind {
             FaultKind::Partition => {
                 let mut ids = current.clone();
                 ids.shuffle(&mut self.rng);
                 let k = self.rng.random_range(1..n);
                 let (a, b) = ids.split_at(k);
-                Self::heal_network(cluster);
-                Self::cut(cluster, a, b);
-                self.log(format!(
-                    "partition {} | {}",
-                    names(cluster, a),
-                    names(cluster, b)
-                ));
+                if live {
+                    Self::heal_network(cluster);
+                    Self::cut(cluster, a, b);
+                    cluster.coverage.set_split(true);
+                }
+                format!("partition {} | {}", names(cluster, a), names(cluster, b))
             }
             FaultKind::IsolateLeader => {
                 let Some(leader) = cluster
@@ -296,12 +342,15 @@ impl FaultScheduler {
                     .latest_leader()
                     .and_then(|(_, id)| cluster.index_of_member_id(id))
                 else {
-                    return;
+                    return false;
                 };
                 let others: Vec<usize> = current.iter().copied().filter(|i| *i != leader).collect();
-                Self::heal_network(cluster);
-                Self::cut(cluster, &[leader], &others);
-                self.log(format!("isolate leader {}", cluster.members[leader].name));
+                if live {
+                    Self::heal_network(cluster);
+                    Self::cut(cluster, &[leader], &others);
+                    cluster.coverage.set_split(true);
+                }
+                format!("isolate leader {}", cluster.members[leader].name)
             }
             FaultKind::Bridge => {
                 let mut ids = current.clone();
@@ -309,29 +358,36 @@ impl FaultScheduler {
                 let bridge = ids[0];
                 let rest = &ids[1..];
                 let (a, b) = rest.split_at(rest.len() / 2);
-                Self::heal_network(cluster);
-                Self::cut(cluster, a, b);
-                self.log(format!(
+                if live {
+                    Self::heal_network(cluster);
+                    Self::cut(cluster, a, b);
+                    cluster.coverage.set_split(true);
+                }
+                format!(
                     "bridge: {} | {} joined only through {}",
                     names(cluster, a),
                     names(cluster, b),
                     cluster.members[bridge].name
-                ));
+                )
             }
             FaultKind::OneWay => {
                 let (x, y) = (self.random_member(&current), self.random_member(&current));
-                if x != y {
-                    NetSim::current().clog_link(cluster.node_id(x), cluster.node_id(y));
-                    self.log(format!(
-                        "one-way: {} -> {} dropped",
-                        cluster.members[x].name, cluster.members[y].name
-                    ));
+                if x == y {
+                    return false;
                 }
+                if live {
+                    NetSim::current().clog_link(cluster.node_id(x), cluster.node_id(y));
+                    cluster.coverage.set_split(true);
+                }
+                format!(
+                    "one-way: {} -> {} dropped",
+                    cluster.members[x].name, cluster.members[y].name
+                )
             }
             FaultKind::Kill => {
                 let i = self.random_member(&current);
                 if !cluster.members[i].alive {
-                    return;
+                    return false;
                 }
                 let lose = self.rng.random_bool(0.8);
                 let tear = lose && self.rng.random_bool(0.3);
@@ -339,36 +395,56 @@ impl FaultScheduler {
                     (Some(rng), true) => Some(rng.random::<f64>()),
                     _ => None,
                 };
-                let kept = cluster.kill(i, lose, tear, keep);
+                let kept = match live {
+                    true => cluster.kill(i, lose, tear, keep),
+                    false => 0,
+                };
                 let back = self.rng.random_range(500..5000);
-                self.comeback
-                    .insert(i, tokio::time::Instant::now() + Duration::from_millis(back));
-                self.log(format!(
+                if live {
+                    self.comeback
+                        .insert(i, tokio::time::Instant::now() + Duration::from_millis(back));
+                    if tear {
+                        cluster
+                            .coverage
+                            .add("fault kill tearing the next unsynced batch", 1);
+                    }
+                    if kept > 0 {
+                        cluster
+                            .coverage
+                            .add("fault kill keeping a prefix of unsynced writes", 1);
+                    }
+                }
+                format!(
                     "kill {} (lose unsynced: {lose}, kept {kept} unsynced batches first, torn batch: {tear}), back in {back} ms",
                     cluster.members[i].name
-                ));
+                )
             }
             FaultKind::Pause => {
                 let i = self.random_member(&current);
                 if !cluster.members[i].alive || cluster.members[i].paused {
-                    return;
+                    return false;
                 }
-                cluster.pause(i);
-                let back = self.rng.random_range(300..4000);
-                self.comeback
-                    .insert(i, tokio::time::Instant::now() + Duration::from_millis(back));
-                self.log(format!("pause {} for {back} ms", cluster.members[i].name));
+                let back = if live {
+                    cluster.pause(i);
+                    let back = self.rng.random_range(300..4000);
+                    self.comeback
+                        .insert(i, tokio::time::Instant::now() + Duration::from_millis(back));
+                    back
+                } else {
+                    self.rng.random_range(300..4000)
+                };
+                format!("pause {} for {back} ms", cluster.members[i].name)
             }
             FaultKind::NetworkDegrade => {
                 let loss = [0.0, 0.02, 0.1][self.rng.random_range(0..3)];
                 let max_ms = [10, 100, 400][self.rng.random_range(0..3)];
-                NetSim::current().update_config(|c| {
-                    c.packet_loss_rate = loss;
-                    c.send_latency = Duration::from_millis(1)..Duration::from_millis(max_ms);
-                });
-                self.log(format!(
-                    "network: packet loss {loss}, latency up to {max_ms} ms"
-                ));
+                if live {
+                    NetSim::current().update_config(|c| {
+                        c.packet_loss_rate = loss;
+                        c.send_latency = Duration::from_millis(1)..Duration::from_millis(max_ms);
+                    });
+                }
+                format!("network: packet loss {loss}, latency up to {max_ms} ms")
             }
             FaultKind::Clock => {
                 let i = self.random_member(&current);
@@ -379,39 +455,42 @@ impl FaultScheduler {
                     offset_nanos: before.offset_nanos - self.rng.random_range(0..2_000_000_000i64),
                     drift_ppm: self.rng.random_range(-50_000i64..50_000),
                 };
-                cluster.set_skew(i, skew);
-                self.log(format!(
+                if live {
+                    cluster.set_skew(i, skew);
+                }
+                format!(
                     "clock {}: offset {} ms, drift {} ppm",
                     cluster.members[i].name,
                     skew.offset_nanos / 1_000_000,
                     skew.drift_ppm
-                ));
+                )
             }
             FaultKind::DiskFailSync => {
                 let i = self.random_member(&current);
                 if !cluster.members[i].alive || cluster.members[i].halted {
-                    return;
+                    return false;
                 }
-                cluster.members[i].disk.fail_next_sync();
-                cluster.members[i].halted = true;
                 let back = self.rng.random_range(1000..5000);
-                self.comeback
-                    .insert(i, tokio::time::Instant::now() + Duration::from_millis(back));
-                self.log(format!(
+                if live {
+                    cluster.members[i].disk.fail_next_sync();
+                    cluster.members[i].halted = true;
+                    self.comeback
+                        .insert(i, tokio::time::Instant::now() + Duration::from_millis(back));
+                }
+                format!(
                     "disk {}: next fsync fails (EIO), restart in {back} ms",
                     cluster.members[i].name
-                ));
+                )
             }
             FaultKind::DiskSlow => {
                 let i = self.random_member(&current);
                 let ms = self.rng.random_range(5..80);
-                cluster.members[i]
-                    .disk
-                    .set_sync_latency(Duration::from_millis(ms));
-                self.log(format!(
-                    "disk {}: fsync takes {ms} ms",
-                    cluster.members[i].name
-                ));
+                if live {
+                    cluster.members[i]
+                        .disk
+                        .set_sync_latency(Duration::from_millis(ms));
+                }
+                format!("disk {}: fsync takes {ms} ms", cluster.members[i].name)
             }
             FaultKind::Buggify => {
                 let on = self.rng.random_bool(0.6);
@@ -423,14 +502,24 @@ impl FaultScheduler {
                 } else {
                     Buggify::default()
                 };
-                cluster.oracle.set_buggify(b);
-                self.log(format!("buggify {}", if on { "on" } else { "off" }));
+                if live {
+                    cluster.oracle.set_buggify(b);
+                }
+                format!("buggify {}", if on { "on" } else { "off" })
             }
             FaultKind::Heal => {
-                Self::heal_network(cluster);
-                self.log("heal network".into());
+                if live {
+                    Self::heal_network(cluster);
+                }
+                "heal network".to_string()
             }
+        };
+        if live {
+            self.log(format!("#{slot} {what}"));
+        } else {
+            self.log(format!("#{slot} left out: {what}"));
         }
+        live
     }
 
     /// Ends every fault: network healed, every member running, buggify off.

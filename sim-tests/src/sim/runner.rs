@@ -17,16 +17,38 @@
 //! - `CAIRN_SIM_JOBS`: parallel children (default 2);
 //! - `MADSIM_TEST_CHECK_DETERMINISM`: check every seed for determinism;
 //! - `CAIRN_SIM_LOG=info` (a tracing filter): member logs on stderr; run a
-//!   child directly to see them: `CAIRN_SIM_CHILD=<seed> CAIRN_SIM_SCENARIO=kv3`.
-//! Tests: this is the test (`tests/sim.rs`).
+//!   child directly to see them: `CAIRN_SIM_CHILD=<seed> CAIRN_SIM_SCENARIO=kv3`;
+//! - `CAIRN_SIM_FAIL_FAST=1`: start no new run after the first failure;
+//! - `CAIRN_SIM_COVERAGE_GATE=1|0`: fail when a fault kind never fired in a
+//!   scenario's seeds (default: on for the CI set, off for given seeds);
+//! - `CAIRN_SIM_SHRINK=1` (or `--shrink`): shrink the first failure, below;
+//! - what a shrink leaves out, which a child reads (and the parent passes
+//!   on): `CAIRN_SIM_ONLY_FAULTS=3,7` (inject only these fault slots, the
+//!   `#N` of the timeline; `CAIRN_SIM_SKIP_FAULTS` leaves the listed ones
+//!   out instead), `CAIRN_SIM_CLIENTS=n` (only the first n clients run),
+//!   `CAIRN_SIM_NO_WATCHERS=1`, `CAIRN_SIM_FAULT_SECS=s` (fault phase length).
+//!
+//! Coverage: every child prints `COVERAGE <count> <name>` for each fault
+//! that fired and each event counted (`sim::cluster::Coverage`); the parent
+//! sums them per scenario and prints the table after the runs.
+//!
+//! Shrinking: the parent reruns the first failed seed with fault slots left
+//! out (delta debugging over the faults that fired), then with fewer
+//! clients, without watchers and with a shorter fault phase, keeping each
+//! cut under which the run still fails the same way (same panic location or
+//! same failed check); it prints the smallest schedule found, its faults and
+//! the command that replays it.
+//! Tests: this is the test (`tests/sim.rs`); the unit tests below.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::faults::ALL_FAULTS;
 use super::scenario::{self, RunConfig};
 
 /// Seeds `.ci/run` runs per scenario.
@@ -102,6 +124,10 @@ fn child(name: &str, seed: u64) -> ExitCode {
     };
     // A regression seed replays the schedule that found its bug.
     cfg.swarm = !CI_REGRESSION_SEEDS.contains(&(name, seed));
+    if let Err(e) = shrink_from_env(&mut cfg) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
     let check_det = std::env::var_os("MADSIM_TEST_CHECK_DETERMINISM").is_some();
     if let Ok(filter) = std::env::var("CAIRN_SIM_LOG") {
         // Logs go to stderr (the parent shows their tail when a child dies).
@@ -160,11 +186,51 @@ fn child(name: &str, seed: u64) -> ExitCode {
     for n in &report.notes {
         println!("NOTE {n}");
     }
+    for (name, count) in &report.counts {
+        println!("COVERAGE {count} {name}");
+    }
     if report.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// What the environment tells a child to leave out of its schedule (see
+/// the module header).
+fn shrink_from_env(cfg: &mut RunConfig) -> Result<(), String> {
+    let slots = |var: &str, s: &str| -> Result<BTreeSet<usize>, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse()
+                    .map_err(|_| format!("{var}: {p:?} is not a fault slot"))
+            })
+            .collect()
+    };
+    if let Ok(s) = std::env::var("CAIRN_SIM_SKIP_FAULTS") {
+        cfg.shrink.skip_faults = slots("CAIRN_SIM_SKIP_FAULTS", &s)?;
+    }
+    if let Ok(s) = std::env::var("CAIRN_SIM_ONLY_FAULTS") {
+        cfg.shrink.only_faults = Some(slots("CAIRN_SIM_ONLY_FAULTS", &s)?);
+    }
+    if let Ok(s) = std::env::var("CAIRN_SIM_CLIENTS") {
+        let n: usize = s
+            .parse()
+            .map_err(|_| format!("CAIRN_SIM_CLIENTS: {s:?} is not a number"))?;
+        cfg.shrink.clients = Some(n.clamp(1, cfg.clients));
+    }
+    if std::env::var("CAIRN_SIM_NO_WATCHERS").is_ok_and(|v| v != "0") {
+        cfg.shrink.no_watchers = true;
+    }
+    if let Ok(s) = std::env::var("CAIRN_SIM_FAULT_SECS") {
+        let secs: u64 = s
+            .parse()
+            .map_err(|_| format!("CAIRN_SIM_FAULT_SECS: {s:?} is not a number"))?;
+        cfg.fault_time = Duration::from_secs(secs);
+    }
+    Ok(())
 }
 
 static CHILD_CONFIG: Mutex<Option<RunConfig>> = Mutex::new(None);
@@ -186,13 +252,24 @@ struct Outcome {
     sim_secs: f64,
     wall_secs: f64,
     lines: Vec<String>,
+    /// The faults as they fired (`FAULT …` lines), for a run that panicked.
+    faults: Vec<String>,
+    /// The child's coverage counts.
+    counts: BTreeMap<String, u64>,
 }
 
 fn run_one(scenario: &str, seed: u64, check_det: bool) -> Outcome {
+    run_one_with(scenario, seed, check_det, &[])
+}
+
+/// One child; `env` adds variables (a shrink's cuts).
+fn run_one_with(scenario: &str, seed: u64, check_det: bool, env: &[(String, String)]) -> Outcome {
     let exe = std::env::current_exe().expect("own executable");
     let mut cmd = Command::new(exe);
     cmd.env("CAIRN_SIM_CHILD", seed.to_string())
         .env("CAIRN_SIM_SCENARIO", scenario)
+        .env("CAIRN_SIM_ECHO_FAULTS", "1")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove("MADSIM_TEST_SEED")
         .env_remove("MADSIM_TEST_NUM")
         .env_remove("MADSIM_TEST_CHECK_DETERMINISM")
@@ -210,6 +287,8 @@ fn run_one(scenario: &str, seed: u64, check_det: bool) -> Outcome {
         sim_secs: 0.0,
         wall_secs: 0.0,
         lines: Vec::new(),
+        faults: Vec::new(),
+        counts: BTreeMap::new(),
     };
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -259,6 +338,12 @@ fn run_one(scenario: &str, seed: u64, check_det: bool) -> Outcome {
             out.passed = rest.starts_with("status=pass") && output.status.success();
         } else if line.starts_with("FAILURE ") || line.starts_with("NOTE ") {
             out.lines.push(line.to_owned());
+        } else if let Some(f) = line.strip_prefix("FAULT ") {
+            out.faults.push(f.to_owned());
+        } else if let Some(rest) = line.strip_prefix("COVERAGE ") {
+            if let Some((n, name)) = rest.split_once(' ') {
+                *out.counts.entry(name.to_owned()).or_default() += n.parse().unwrap_or(0);
+            }
         }
     }
     if out.hash.is_none() {
@@ -271,6 +356,21 @@ fn run_one(scenario: &str, seed: u64, check_det: bool) -> Outcome {
             output.status,
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         ));
+        // No report from the child: keep what is known in a failure file.
+        let dir = failure_dir();
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join(format!("{scenario}-seed{seed}.txt"));
+        let last: Vec<&str> = stderr.lines().rev().take(200).collect();
+        let body = format!(
+            "scenario {scenario}, seed {seed}\nreplay: {}\n\n# failures\nthe simulation panicked or crashed ({}){reason}\n\n# fault timeline up to the crash (simulated time)\n{}\n\n# stderr (last 200 lines)\n{}\n",
+            replay_command(scenario, seed),
+            output.status,
+            out.faults.join("\n"),
+            last.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+        if std::fs::write(&path, body).is_ok() {
+            out.lines.push(format!("details: {}", path.display()));
+        }
     }
     out
 }
@@ -325,6 +425,8 @@ fn parent() -> ExitCode {
         .and_then(|j| j.parse().ok())
         .unwrap_or(20);
     let check_all = std::env::var_os("MADSIM_TEST_CHECK_DETERMINISM").is_some();
+    let fail_fast = env_flag("CAIRN_SIM_FAIL_FAST");
+    let shrink = env_flag("CAIRN_SIM_SHRINK") || std::env::args().any(|a| a == "--shrink");
     // Seeds given on the command line replace the CI set, regression seeds included.
     let explicit_seeds = std::env::var_os("MADSIM_TEST_SEED").is_some()
         || std::env::var_os("CAIRN_SIM_SEEDS").is_some();
@@ -357,14 +459,23 @@ fn parent() -> ExitCode {
         "simulation: {total} runs ({}), {jobs} at a time",
         scenarios.join(", ")
     );
+    let gate = match std::env::var("CAIRN_SIM_COVERAGE_GATE") {
+        Ok(v) => v != "0",
+        Err(_) => !explicit_seeds,
+    };
     let work = Arc::new(work);
+    let halt = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicUsize::new(0));
     let results = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
     let threads: Vec<_> = (0..jobs.max(1))
         .map(|_| {
-            let (work, next, results) = (work.clone(), next.clone(), results.clone());
+            let (work, next, results, halt) =
+                (work.clone(), next.clone(), results.clone(), halt.clone());
             std::thread::spawn(move || loop {
+                if halt.load(Ordering::SeqCst) {
+                    return;
+                }
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some((scenario, seed, det)) = work.get(i).cloned() else {
                     return;
@@ -382,6 +493,9 @@ fn parent() -> ExitCode {
                     } else {
                         out.lines.push("NOTE determinism: same trace hash twice".into());
                     }
+                }
+                if fail_fast && !out.passed {
+                    halt.store(true, Ordering::SeqCst);
                 }
                 let mark = if out.passed { "ok" } else { "FAILED" };
                 println!(
@@ -412,6 +526,22 @@ fn parent() -> ExitCode {
         sim / wall.max(0.001),
         results.len() as f64 * 3600.0 / wall.max(0.001)
     );
+    if fail_fast && results.len() < total {
+        println!(
+            "(fail fast: {} of {total} runs not started)",
+            total - results.len()
+        );
+    }
+    let coverage = coverage_of(&results);
+    println!("\n{}", coverage_table(&coverage, &scenarios));
+    let gaps = if gate {
+        coverage_gaps(&coverage, &scenarios)
+    } else {
+        Vec::new()
+    };
+    for g in &gaps {
+        println!("COVERAGE GAP: {g}");
+    }
     for o in &failed {
         println!("\nFAILED {} seed {}", o.scenario, o.seed);
         for l in o.lines.iter().filter(|l| !l.starts_with("NOTE")) {
@@ -419,16 +549,483 @@ fn parent() -> ExitCode {
         }
         println!("  replay: {}", replay_command(&o.scenario, o.seed));
     }
-    if failed.is_empty() {
+    if shrink {
+        match failed.first() {
+            Some(o) => shrink_failure(o, jobs),
+            None => println!("\nshrink: no run failed, nothing to shrink"),
+        }
+    }
+    if failed.is_empty() && gaps.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
 }
 
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Faults and events the coverage table always lists, zero or not.
+const COVERAGE_EXTRA_FAULTS: &[&str] = &[
+    "fault kill tearing the next unsynced batch",
+    "fault kill keeping a prefix of unsynced writes",
+    "fault record flipped",
+];
+const COVERAGE_EVENTS: &[&str] = &[
+    "event election won",
+    "event leadership regained after others led",
+    "event pre-vote rejected",
+    "event leader transfer",
+    "event snapshot sent",
+    "event snapshot installed",
+    "event fsync failed",
+    "event storage failed",
+    "event compaction",
+    "event lease expired",
+    "event lease expired during a network split",
+    "event watch canceled by a compaction",
+    "event read index retried",
+];
+
+/// Per scenario, per fault or event: (total count, runs in which it
+/// happened, runs of the scenario).
+type CoverageSums = BTreeMap<String, (u64, BTreeMap<String, (u64, u64)>)>;
+
+fn coverage_of(results: &[Outcome]) -> CoverageSums {
+    let mut sums = CoverageSums::new();
+    for o in results {
+        let (runs, by_name) = sums.entry(o.scenario.clone()).or_default();
+        *runs += 1;
+        for (name, n) in &o.counts {
+            let e = by_name.entry(name.clone()).or_default();
+            e.0 += n;
+            e.1 += u64::from(*n > 0);
+        }
+    }
+    sums
+}
+
+fn coverage_names(sums: &CoverageSums) -> Vec<String> {
+    let mut names: Vec<String> = ALL_FAULTS.iter().map(|k| format!("fault {k:?}")).collect();
+    names.extend(COVERAGE_EXTRA_FAULTS.iter().map(|s| s.to_string()));
+    names.extend(COVERAGE_EVENTS.iter().map(|s| s.to_string()));
+    for (_, by_name) in sums.values() {
+        for n in by_name.keys() {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    names
+}
+
+/// The coverage table: for each fault and event, per scenario, how many
+/// times it happened and in how many runs (`count/runs`).
+fn coverage_table(sums: &CoverageSums, scenarios: &[String]) -> String {
+    let cols: Vec<&String> = scenarios.iter().filter(|s| sums.contains_key(*s)).collect();
+    let mut out = String::from(
+        "coverage: times it happened / runs it happened in (of the runs per scenario)\n",
+    );
+    out.push_str(&format!("{:48}", ""));
+    for c in &cols {
+        let runs = sums.get(*c).map_or(0, |s| s.0);
+        out.push_str(&format!(" {:>13}", format!("{c} ({runs})")));
+    }
+    out.push_str(&format!(" {:>13}\n", "all"));
+    for name in coverage_names(sums) {
+        out.push_str(&format!("{name:48}"));
+        let (mut total, mut runs) = (0, 0);
+        for c in &cols {
+            let (n, r) = sums
+                .get(*c)
+                .and_then(|s| s.1.get(&name))
+                .copied()
+                .unwrap_or((0, 0));
+            total += n;
+            runs += r;
+            out.push_str(&format!(" {:>13}", format!("{n}/{r}")));
+        }
+        out.push_str(&format!(" {:>13}\n", format!("{total}/{runs}")));
+    }
+    out
+}
+
+/// The CI gate: every fault kind must have fired in every scenario's runs,
+/// and the finer faults (torn batches, kept prefixes, flipped records)
+/// somewhere in the whole set.
+fn coverage_gaps(sums: &CoverageSums, scenarios: &[String]) -> Vec<String> {
+    let mut gaps = Vec::new();
+    let fired = |scenario: &str, name: &str| {
+        sums.get(scenario)
+            .and_then(|s| s.1.get(name))
+            .is_some_and(|(n, _)| *n > 0)
+    };
+    for s in scenarios.iter().filter(|s| sums.contains_key(*s)) {
+        for k in ALL_FAULTS {
+            let name = format!("fault {k:?}");
+            if !fired(s, &name) {
+                let runs = sums.get(s).map_or(0, |x| x.0);
+                gaps.push(format!("{name} never fired in {runs} runs of {s}"));
+            }
+        }
+    }
+    for name in COVERAGE_EXTRA_FAULTS {
+        if !sums.keys().any(|s| fired(s, name)) {
+            gaps.push(format!("{name} never happened in any run"));
+        }
+    }
+    gaps
+}
+
+/// What a failure is, to tell whether a shrunk run fails the same way: the
+/// panic's location, or each failed check's name (the text before `:`).
+fn failure_signature(o: &Outcome) -> BTreeSet<String> {
+    let mut sig = BTreeSet::new();
+    for l in &o.lines {
+        let Some(f) = l.strip_prefix("FAILURE ") else {
+            continue;
+        };
+        if f.starts_with("nondeterminism") {
+            continue;
+        }
+        if f.starts_with("the simulation panicked") {
+            let at = f.lines().find_map(|l| {
+                l.split_once(" panicked at ")
+                    .map(|(_, at)| at.trim_end_matches(':').to_owned())
+            });
+            sig.insert(format!("panic at {}", at.unwrap_or_else(|| "?".into())));
+        } else {
+            let head: String = f.split(':').next().unwrap_or(f).chars().take(60).collect();
+            sig.insert(head);
+        }
+    }
+    sig
+}
+
+/// The fault slots that fired in a run (`#N …` in its fault lines).
+fn fired_slots(faults: &[String]) -> Vec<usize> {
+    let mut slots: Vec<usize> = faults
+        .iter()
+        .filter(|f| !f.contains(" left out: "))
+        .filter_map(|f| {
+            let rest = &f[f.find('#')? + 1..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots
+}
+
+/// A shrink's cuts to a seed's schedule (each a `CAIRN_SIM_*` variable).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Cut {
+    only_faults: Option<Vec<usize>>,
+    clients: Option<usize>,
+    no_watchers: bool,
+    fault_secs: Option<u64>,
+}
+
+impl Cut {
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let Some(only) = &self.only_faults {
+            let list: Vec<String> = only.iter().map(usize::to_string).collect();
+            env.push(("CAIRN_SIM_ONLY_FAULTS".into(), list.join(",")));
+        }
+        if let Some(n) = self.clients {
+            env.push(("CAIRN_SIM_CLIENTS".into(), n.to_string()));
+        }
+        if self.no_watchers {
+            env.push(("CAIRN_SIM_NO_WATCHERS".into(), "1".into()));
+        }
+        if let Some(s) = self.fault_secs {
+            env.push(("CAIRN_SIM_FAULT_SECS".into(), s.to_string()));
+        }
+        env
+    }
+}
+
+/// Runs the candidates `jobs` at a time, in order; returns the first (by
+/// index) that fails with a failure sharing `sig`, and its outcome.
+fn first_failing(
+    scenario: &str,
+    seed: u64,
+    sig: &BTreeSet<String>,
+    candidates: &[Cut],
+    jobs: usize,
+    tried: &mut usize,
+) -> Option<(usize, Outcome)> {
+    for (b, batch) in candidates.chunks(jobs.max(1)).enumerate() {
+        let outcomes: Vec<Outcome> = std::thread::scope(|s| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|cut| s.spawn(move || run_one_with(scenario, seed, false, &cut.env())))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("shrink run"))
+                .collect()
+        });
+        *tried += outcomes.len();
+        for (i, o) in outcomes.into_iter().enumerate() {
+            if !o.passed && !failure_signature(&o).is_disjoint(sig) {
+                return Some((b * jobs.max(1) + i, o));
+            }
+        }
+    }
+    None
+}
+
+/// Shrinks a failed run (module header): delta debugging over the fault
+/// slots that fired, then fewer clients, no watchers, a shorter fault phase.
+fn shrink_failure(failed: &Outcome, jobs: usize) {
+    let (scenario, seed) = (failed.scenario.as_str(), failed.seed);
+    let Some(cfg) = scenario_config(scenario) else {
+        return;
+    };
+    println!("\nshrink: {scenario} seed {seed}");
+    let mut best = run_one_with(scenario, seed, false, &[]);
+    let sig = failure_signature(&best);
+    if best.passed || sig.is_empty() {
+        println!("shrink: the seed does not fail on its own (a failure under the determinism check only?); nothing to shrink");
+        return;
+    }
+    println!(
+        "shrink: the failure: {}",
+        sig.iter().cloned().collect::<Vec<_>>().join("; ")
+    );
+    let started = Instant::now();
+    let mut tried = 1;
+    let mut cut = Cut::default();
+    let all_faults = fired_slots(&best.faults).len();
+    // Delta debugging over the faults that fired.
+    let mut n = 2;
+    loop {
+        let live = fired_slots(&best.faults);
+        if live.is_empty() {
+            break;
+        }
+        let n_now = n.min(live.len());
+        let size = live.len().div_ceil(n_now);
+        let chunks: Vec<&[usize]> = live.chunks(size).collect();
+        let candidates: Vec<Cut> = chunks
+            .iter()
+            .map(|chunk| Cut {
+                only_faults: Some(
+                    live.iter()
+                        .copied()
+                        .filter(|x| !chunk.contains(x))
+                        .collect(),
+                ),
+                ..cut.clone()
+            })
+            .collect();
+        match first_failing(scenario, seed, &sig, &candidates, jobs, &mut tried) {
+            Some((i, o)) => {
+                cut = candidates[i].clone();
+                best = o;
+                n = (n_now - 1).max(2);
+                println!(
+                    "shrink: {} faults still fail ({tried} runs, {:.0} s)",
+                    fired_slots(&best.faults).len(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            None if n_now >= live.len() => break,
+            None => n = (n_now * 2).min(live.len()),
+        }
+    }
+    // Operations: fewer clients, no watchers, a shorter fault phase.
+    let fewer: Vec<Cut> = (1..cfg.clients)
+        .map(|k| Cut {
+            clients: Some(k),
+            ..cut.clone()
+        })
+        .collect();
+    if let Some((i, o)) = first_failing(scenario, seed, &sig, &fewer, jobs, &mut tried) {
+        cut = fewer[i].clone();
+        best = o;
+    }
+    if cfg.watchers {
+        let quiet = [Cut {
+            no_watchers: true,
+            ..cut.clone()
+        }];
+        if let Some((_, o)) = first_failing(scenario, seed, &sig, &quiet, jobs, &mut tried) {
+            cut = quiet[0].clone();
+            best = o;
+        }
+    }
+    let shorter: Vec<Cut> = [2u64, 5, 10]
+        .into_iter()
+        .filter(|s| *s < cfg.fault_time.as_secs())
+        .map(|s| Cut {
+            fault_secs: Some(s),
+            ..cut.clone()
+        })
+        .collect();
+    if let Some((i, o)) = first_failing(scenario, seed, &sig, &shorter, jobs, &mut tried) {
+        cut = shorter[i].clone();
+        best = o;
+    }
+    let kept: Vec<&String> = best
+        .faults
+        .iter()
+        .filter(|f| !f.contains(" left out: "))
+        .collect();
+    println!(
+        "\nshrink: smallest reproduction of {scenario} seed {seed} found in {tried} runs, {:.0} s:",
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "  {} of {all_faults} faults, {} of {} clients, watchers {}, fault phase {} s",
+        fired_slots(&best.faults).len(),
+        cut.clients.unwrap_or(cfg.clients),
+        cfg.clients,
+        if cut.no_watchers || !cfg.watchers {
+            "off"
+        } else {
+            "on"
+        },
+        cut.fault_secs.unwrap_or(cfg.fault_time.as_secs())
+    );
+    println!("  faults (simulated time):");
+    for f in kept {
+        println!("    {f}");
+    }
+    println!("  failures:");
+    for l in best
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("FAILURE ") || l.starts_with("details: "))
+    {
+        println!("    {l}");
+    }
+    let vars: Vec<String> = cut.env().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!(
+        "  replay: {} {}",
+        vars.join(" "),
+        replay_command(scenario, seed)
+    );
+}
+
 #[cfg(test)]
 mod tests {
-    use super::panic_report;
+    use super::*;
+
+    fn outcome(scenario: &str, lines: &[&str], counts: &[(&str, u64)]) -> Outcome {
+        Outcome {
+            scenario: scenario.into(),
+            seed: 1,
+            passed: lines.is_empty(),
+            hash: None,
+            sim_secs: 0.0,
+            wall_secs: 0.0,
+            lines: lines.iter().map(|l| l.to_string()).collect(),
+            faults: Vec::new(),
+            counts: counts.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
+        }
+    }
+
+    /// The gate names every fault kind that never fired in a scenario, and
+    /// a finer fault that fired in no scenario; counts add up per scenario.
+    #[test]
+    fn the_coverage_gate_names_each_fault_that_never_fired() {
+        let every: Vec<(String, u64)> = ALL_FAULTS
+            .iter()
+            .map(|k| (format!("fault {k:?}"), 2))
+            .collect();
+        let every: Vec<(&str, u64)> = every.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+        let mut partial = every.clone();
+        partial.retain(|(n, _)| *n != "fault Clock" && *n != "fault Kill");
+        partial.push(("fault Kill", 0));
+        let mut results = vec![
+            outcome("kv3", &[], &every),
+            outcome("lease3", &[], &partial),
+            outcome("lease3", &[], &[("fault record flipped", 1)]),
+        ];
+        results[0]
+            .counts
+            .insert("fault kill tearing the next unsynced batch".into(), 1);
+        let sums = coverage_of(&results);
+        assert_eq!(sums["lease3"].0, 2);
+        assert_eq!(sums["kv3"].1["fault Pause"], (2, 1));
+        let scenarios = vec!["kv3".to_string(), "lease3".to_string()];
+        let gaps = coverage_gaps(&sums, &scenarios);
+        assert_eq!(
+            gaps,
+            vec![
+                "fault Kill never fired in 2 runs of lease3".to_string(),
+                "fault Clock never fired in 2 runs of lease3".to_string(),
+                "fault kill keeping a prefix of unsynced writes never happened in any run"
+                    .to_string(),
+            ]
+        );
+        let table = coverage_table(&sums, &scenarios);
+        assert!(table.contains("lease3 (2)"), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("fault Kill ") && l.ends_with("2/1")),
+            "{table}"
+        );
+    }
+
+    /// A shrunk run fails "the same way" when it panics at the same place or
+    /// fails the same check; the slots come from the fault lines.
+    #[test]
+    fn failures_are_told_apart_by_panic_location_and_check_name() {
+        let panicked = outcome(
+            "kv3",
+            &["FAILURE the simulation panicked or crashed (exit status: 101)\nthread 'main' panicked at src/raft/log.rs:229:13:\nconflict at 5"],
+            &[],
+        );
+        let checks = outcome(
+            "kv3",
+            &[
+                "FAILURE linearizability: no order fits",
+                "NOTE swarm: Classic",
+                "FAILURE nondeterminism: trace hash differs",
+            ],
+            &[],
+        );
+        assert_eq!(
+            failure_signature(&panicked).into_iter().collect::<Vec<_>>(),
+            vec!["panic at src/raft/log.rs:229:13".to_string()]
+        );
+        assert_eq!(
+            failure_signature(&checks).into_iter().collect::<Vec<_>>(),
+            vec!["linearizability".to_string()]
+        );
+        let faults: Vec<String> = [
+            "    2.100s  #0 kill m2 (lose unsynced: true)",
+            "    2.900s  #3 left out: pause m1 for 300 ms",
+            "   10.000s  #12 disk m1: bytes of kv record 00 flipped",
+            "   11.000s  #12 clock m3: offset -3 ms",
+            "   20.000s  heal everything",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(fired_slots(&faults), vec![0, 12]);
+        let cut = Cut {
+            only_faults: Some(vec![0, 12]),
+            clients: Some(1),
+            no_watchers: true,
+            fault_secs: None,
+        };
+        assert_eq!(
+            cut.env(),
+            vec![
+                ("CAIRN_SIM_ONLY_FAULTS".to_string(), "0,12".to_string()),
+                ("CAIRN_SIM_CLIENTS".to_string(), "1".to_string()),
+                ("CAIRN_SIM_NO_WATCHERS".to_string(), "1".to_string()),
+            ]
+        );
+    }
 
     /// With RUST_BACKTRACE set, the last lines of a panicking child are
     /// backtrace frames; the report must still name the panic and where.

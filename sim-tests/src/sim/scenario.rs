@@ -88,6 +88,24 @@ pub struct RunConfig {
     /// off: every fault at the usual rate, the usual configuration (the
     /// regression seeds, which replay the schedule that found their bug).
     pub swarm: bool,
+    /// What a shrink leaves out of the seed's schedule (`runner`).
+    pub shrink: Shrink,
+}
+
+/// Parts of a seed's schedule left out while shrinking a failure: the draws
+/// are still made (the rest of the schedule stays as it was, as far as the
+/// cluster's state allows), the fault or task is not run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shrink {
+    /// Fault slots (numbers in the timeline, `#7`) drawn but not injected.
+    pub skip_faults: BTreeSet<usize>,
+    /// When set, only these fault slots are injected.
+    pub only_faults: Option<BTreeSet<usize>>,
+    /// Only the first this many clients (and their watchers, lease and lock
+    /// clients) run; `None`: all.
+    pub clients: Option<usize>,
+    /// No watchers.
+    pub no_watchers: bool,
 }
 
 impl RunConfig {
@@ -109,6 +127,7 @@ impl RunConfig {
             churn: false,
             auth: false,
             swarm: true,
+            shrink: Shrink::default(),
         }
     }
 
@@ -172,6 +191,9 @@ pub struct RunReport {
     /// A hash of everything observable: equal for two runs of one seed.
     pub trace_hash: u64,
     pub simulated_secs: f64,
+    /// How often each fault fired and each interesting event happened
+    /// (`fault Kill`, `event election won`, …; the coverage report).
+    pub counts: BTreeMap<String, u64>,
 }
 
 impl RunReport {
@@ -335,6 +357,8 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     let mut watcher_tasks = Vec::new();
     let mut client_tasks = Vec::new();
     for c in 0..cfg.clients {
+        // A shrink may leave clients out: their draws are made all the same.
+        let active = cfg.shrink.clients.is_none_or(|n| c < n);
         let node = handle
             .create_node()
             .name(format!("client{c}"))
@@ -348,10 +372,12 @@ pub async fn run(cfg: RunConfig) -> RunReport {
                 watch_log.clone(),
                 stop.clone(),
             );
-            watcher_tasks.push(node.spawn(async move {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                run_watcher(c as u64 + 1, urls, seed, shared, log, stop).await
-            }));
+            if active && !cfg.shrink.no_watchers {
+                watcher_tasks.push(node.spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    run_watcher(c as u64 + 1, urls, seed, shared, log, stop).await
+                }));
+            }
         }
         if cfg.leases {
             let (urls, seed, recorder, log, stop) = (
@@ -361,10 +387,12 @@ pub async fn run(cfg: RunConfig) -> RunReport {
                 lease_log.clone(),
                 stop.clone(),
             );
-            lease_tasks.push(node.spawn(async move {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                run_lease_client(c as u64 + 1, urls, seed, started, recorder, log, stop).await
-            }));
+            if active {
+                lease_tasks.push(node.spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    run_lease_client(c as u64 + 1, urls, seed, started, recorder, log, stop).await
+                }));
+            }
         }
         if cfg.locks {
             let (urls, seed, log, stop) = (
@@ -373,10 +401,12 @@ pub async fn run(cfg: RunConfig) -> RunReport {
                 lock_log.clone(),
                 stop.clone(),
             );
-            lock_tasks.push(node.spawn(async move {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                run_lock_client(c as u64 + 1, urls, seed, started, log, stop).await
-            }));
+            if active {
+                lock_tasks.push(node.spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    run_lock_client(c as u64 + 1, urls, seed, started, log, stop).await
+                }));
+            }
         }
         let mut client = Client::new(
             c as u64 + 1,
@@ -387,6 +417,9 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         );
         if cfg.auth && c < auth::USERS {
             client = client.as_user(format!("u{}", c + 1), passwords.clone());
+        }
+        if !active {
+            continue;
         }
         let (stop, final_go) = (stop.clone(), final_go.clone());
         client_tasks.push(node.spawn(async move {
@@ -466,6 +499,8 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         false => fault_kinds.clone(),
     };
     faults.interval_ms = swarm.interval_ms;
+    faults.skip = cfg.shrink.skip_faults.clone();
+    faults.only = cfg.shrink.only_faults.clone();
     if swarm.crash_keeps_prefix {
         faults.crash_prefix = Some(StdRng::seed_from_u64(master_seed ^ 0x1f83_d9ab_fb41_bd6b));
     }
@@ -498,6 +533,7 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     });
     faults.run(&cluster, cfg.fault_time).await;
     faults.heal(&mut cluster.lock().expect("cluster lock"));
+    let fault_slots = faults.slots();
     let mut churn = match churn {
         // The driver's last action may still be under way: let it finish on
         // the healed cluster, then promote every learner.
@@ -637,6 +673,16 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     report.committed = oracle.committed_history();
     report.notes.push(oracle.stats());
     report.notes.push(swarm.describe());
+    if cfg.shrink != Shrink::default() {
+        report.notes.push(format!(
+            "shrink: {fault_slots} fault slots, left out {:?}, only {:?}; clients {:?}, watchers off {}, fault phase {} s",
+            cfg.shrink.skip_faults,
+            cfg.shrink.only_faults,
+            cfg.shrink.clients,
+            cfg.shrink.no_watchers,
+            cfg.fault_time.as_secs()
+        ));
+    }
     if cfg.auth {
         let (failures, note) = crate::checker::auth::check_auth(&oracle.auth_log());
         report.failures.extend(failures);
@@ -695,6 +741,19 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     report
         .failures
         .extend(check_segments(&segments, &report.committed, max_compaction));
+    {
+        let coverage = cluster.lock().expect("cluster lock").coverage.clone();
+        let cancels = segments
+            .iter()
+            .filter(|s| s.canceled.is_some_and(|r| r > 0))
+            .count();
+        coverage.add("event watch canceled by a compaction", cancels as u64);
+        coverage.add(
+            "event compaction",
+            oracle.compaction_revisions().len() as u64,
+        );
+        report.counts = coverage.counts();
+    }
     report.watch_segments = segments;
     let lives = lease_log.lives.lock().expect("lease log lock").clone();
     let deletions = oracle.deletions();
