@@ -17,10 +17,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use super::history::{Key, KeyValue, Revision, Value};
 
 /// One key's change at one revision: `Some(value)` for a put, `None` for a delete.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CommittedChange {
     pub revision: Revision,
     pub key: Key,

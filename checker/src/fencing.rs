@@ -13,6 +13,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::CommittedHistory;
 
 /// The lock's name: holders' keys are `mutex/m/<lease hex>`.
@@ -21,7 +23,8 @@ pub const LOCK_NAME: &str = "mutex/m";
 pub const FENCED_KEY: &str = "fenced/m";
 
 /// What a guarded write was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WriteOutcome {
     /// The guard held and the put was applied.
     Written,
@@ -32,7 +35,7 @@ pub enum WriteOutcome {
 }
 
 /// One guarded write, as its client saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FencedWrite {
     pub value: String,
     pub outcome: WriteOutcome,

@@ -23,13 +23,18 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// Keys are short strings (the workloads use a small key space).
 pub type Key = String;
 /// Values are short strings, unique per write.
 pub type Value = String;
 
 /// An etcd main revision. Revision 1 is the empty store; every write bumps it by one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
 pub struct Revision(pub u64);
 
 impl Revision {
@@ -48,11 +53,13 @@ impl fmt::Display for Revision {
 }
 
 /// One client request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Request {
     /// Range over a single key; `revision` 0 means the latest.
     Get {
         key: Key,
+        #[serde(default)]
         revision: Revision,
     },
     Put {
@@ -70,7 +77,7 @@ pub enum Request {
 
 /// etcd's `TxnRequest`: if every compare holds run `success`, else `failure`.
 /// The harness must not put two writes to one key in a txn (etcd rejects it).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Txn {
     pub compares: Vec<Compare>,
     pub success: Vec<TxnOp>,
@@ -79,7 +86,8 @@ pub struct Txn {
 
 /// An operation inside a txn branch. A `Get` here reads the latest state,
 /// including earlier writes of the same txn (as etcd does).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TxnOp {
     Get { key: Key },
     Put { key: Key, value: Value },
@@ -88,14 +96,15 @@ pub enum TxnOp {
 
 /// etcd's `Compare`: `<target of key> <op> <operand>`; the operand travels in
 /// the target (as in etcd's `target_union`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Compare {
     pub key: Key,
     pub target: CompareTarget,
     pub op: CompareOp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CompareTarget {
     Value(Value),
     Version(u64),
@@ -103,7 +112,8 @@ pub enum CompareTarget {
     CreateRevision(Revision),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CompareOp {
     Equal,
     NotEqual,
@@ -112,7 +122,7 @@ pub enum CompareOp {
 }
 
 /// A key's state as etcd reports it (the key itself is implied by the request).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KeyValue {
     pub value: Value,
     pub create_revision: Revision,
@@ -123,7 +133,8 @@ pub struct KeyValue {
 
 /// What etcd answered. Every successful response carries the header revision:
 /// the store's revision after the request (for reads: when it was served).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Response {
     Get {
         header_revision: Revision,
@@ -148,7 +159,8 @@ pub enum Response {
 }
 
 /// The result of one op of the executed txn branch.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TxnOpResult {
     Get(Option<KeyValue>),
     Put,
@@ -156,7 +168,8 @@ pub enum TxnOpResult {
 }
 
 /// The etcd errors the model predicts (both are definite: nothing changed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EtcdError {
     /// "mvcc: required revision has been compacted"
     Compacted,
@@ -164,7 +177,8 @@ pub enum EtcdError {
     FutureRevision,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Ok(Response),
     /// Definitely had no effect.
@@ -174,12 +188,13 @@ pub enum Outcome {
 }
 
 /// One client call.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Operation {
     pub client: u64,
     /// When the client issued the request.
     pub call: u64,
     /// When the client got an answer; `None` if it never did.
+    #[serde(default)]
     pub ret: Option<u64>,
     pub input: Request,
     pub output: Outcome,

@@ -12,6 +12,10 @@
 //!   state at the revision they report.
 //! - `durability`: every acknowledged write survives, no invented values.
 //! - `fencing`: lock holders' fenced writes never interleave (lock workload).
+//! - `watch`: every watch stream delivered exactly the committed changes,
+//!   in order, without gaps.
+//! - `jsonl`: the JSON-lines history format (README.md) and its reader;
+//!   the `cairn-check` binary checks such files.
 //!
 //! - `auth` (feature `auth`): a model of etcd's auth rules over cairn's
 //!   protobuf requests.
@@ -21,13 +25,16 @@
 #[cfg(feature = "auth")]
 pub mod auth;
 mod canonical;
+pub mod checks;
 pub mod committed;
 pub mod durability;
 pub mod fencing;
 pub mod history;
+pub mod jsonl;
 pub mod linearizability;
 pub mod model;
 pub mod serializable;
+pub mod watch;
 
 pub use committed::{CommittedChange, CommittedHistory, HistoryError};
 pub use durability::{
