@@ -1,0 +1,252 @@
+//! The members: the server binary (cairn's release build, or etcd) started in
+//! each member's namespace with its data on the real disk, and the signals
+//! the nemesis sends them (kill -9, SIGSTOP, SIGCONT, restart).
+//! Clock faults: when enabled, each member runs under libfaketime
+//! (`LD_PRELOAD`) reading its offset from a file of its own, so a nemesis
+//! moves one member's clocks (wall and monotonic, as the process sees them
+//! through libc) without touching the host's. Go binaries (etcd) read the
+//! clock through the vDSO without libc, so libfaketime does not reach them.
+//!
+//! Tests: the smoke run (`jepsen/smoke.sh`).
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+use crate::net::{Net, SUBNET};
+
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Which server the harness runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Cairn,
+    Etcd,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Cairn => "cairn",
+            Target::Etcd => "etcd",
+        }
+    }
+}
+
+pub struct Member {
+    pub index: usize,
+    pub ns: String,
+    pub ip: String,
+    pub data: PathBuf,
+    pub log: PathBuf,
+    pub clock_file: Option<PathBuf>,
+    pub child: Option<Child>,
+    pub paused: bool,
+}
+
+pub struct Cluster {
+    pub target: Target,
+    pub binary: PathBuf,
+    pub members: Vec<Member>,
+    token: String,
+    initial: String,
+}
+
+impl Cluster {
+    /// Members of `net`, data and logs under `dir` (which must exist).
+    pub fn new(target: Target, binary: PathBuf, net: &Net, dir: &Path, clocks: bool) -> Cluster {
+        let members = (0..net.members)
+            .map(|i| Member {
+                index: i,
+                ns: net.member_ns(i),
+                ip: net.member_ip(i),
+                data: dir.join(format!("n{}.data", i + 1)),
+                log: dir.join(format!("n{}.log", i + 1)),
+                clock_file: clocks.then(|| dir.join(format!("n{}.faketime", i + 1))),
+                child: None,
+                paused: false,
+            })
+            .collect();
+        let initial = (0..net.members)
+            .map(|i| format!("n{}=http://{SUBNET}.{}:2380", i + 1, i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        Cluster {
+            target,
+            binary,
+            members,
+            token: net.prefix.clone(),
+            initial,
+        }
+    }
+
+    pub fn client_url(&self, i: usize) -> String {
+        format!("http://{}:2379", self.members[i].ip)
+    }
+
+    /// Starts member `i` (first start or restart after a kill).
+    pub fn start(&mut self, i: usize) -> Result<(), String> {
+        let binary = self.binary.clone();
+        let target = self.target;
+        let initial = self.initial.clone();
+        let token = self.token.clone();
+        let m = &mut self.members[i];
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .map_err(|e| format!("{}: {e}", m.log.display()))?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let name = format!("n{}", i + 1);
+        let client = format!("http://{}:2379", m.ip);
+        let peer = format!("http://{}:2380", m.ip);
+        let data = m.data.display().to_string();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &m.ns])
+            .arg(&binary)
+            .args(["--name", &name, "--data-dir", &data])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &initial,
+                "--initial-cluster-state",
+                "new",
+            ])
+            .args(["--initial-cluster-token", &token])
+            .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .kill_on_drop(true);
+        if target == Target::Etcd {
+            // etcd 3.4 logs through capnslog unless told otherwise.
+            cmd.args(["--logger", "zap"]);
+        }
+        if let Some(f) = &m.clock_file {
+            if !f.exists() {
+                std::fs::write(f, "+0\n").map_err(|e| format!("{}: {e}", f.display()))?;
+            }
+            cmd.env("LD_PRELOAD", FAKETIME_LIB)
+                .env("FAKETIME_TIMESTAMP_FILE", f)
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
+        let child = cmd.spawn().map_err(|e| format!("start {name}: {e}"))?;
+        m.child = Some(child);
+        m.paused = false;
+        Ok(())
+    }
+
+    fn pid(&self, i: usize) -> Option<i32> {
+        self.members[i]
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .and_then(|p| i32::try_from(p).ok())
+    }
+
+    fn signal(&self, i: usize, sig: i32) -> Result<(), String> {
+        let pid = self
+            .pid(i)
+            .ok_or_else(|| format!("n{} is not running", i + 1))?;
+        // SAFETY: kill(2) on a child process this harness started.
+        let rc = unsafe { libc::kill(pid, sig) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "kill n{}: {}",
+                i + 1,
+                std::io::Error::last_os_error()
+            ))
+        }
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.members[i].child.is_some()
+    }
+
+    /// kill -9 and reap.
+    pub async fn kill(&mut self, i: usize) -> Result<(), String> {
+        self.signal(i, libc::SIGKILL)?;
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.wait().await;
+        }
+        self.members[i].paused = false;
+        Ok(())
+    }
+
+    pub fn pause(&mut self, i: usize) -> Result<(), String> {
+        self.signal(i, libc::SIGSTOP)?;
+        self.members[i].paused = true;
+        Ok(())
+    }
+
+    pub fn resume(&mut self, i: usize) -> Result<(), String> {
+        self.signal(i, libc::SIGCONT)?;
+        self.members[i].paused = false;
+        Ok(())
+    }
+
+    /// Sets member `i`'s clock offset (libfaketime's "+N"/"-N" seconds).
+    pub fn set_clock(&self, i: usize, offset_s: i64) -> Result<(), String> {
+        let f = self.members[i]
+            .clock_file
+            .as_ref()
+            .ok_or("clock faults need --nemesis clock at start")?;
+        std::fs::write(f, format!("{offset_s:+}\n")).map_err(|e| e.to_string())
+    }
+
+    /// A member that exited by itself (crashed) since the last look.
+    pub fn exited(&mut self) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for m in &mut self.members {
+            if let Some(c) = &mut m.child {
+                if let Ok(Some(status)) = c.try_wait() {
+                    out.push((m.index, status.to_string()));
+                    m.child = None;
+                }
+            }
+        }
+        out
+    }
+
+    /// Every process down (SIGCONT first so none stays stopped), reaped.
+    pub async fn stop_all(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].paused {
+                let _ = self.resume(i);
+            }
+            if self.is_running(i) {
+                let _ = self.kill(i).await;
+            }
+        }
+    }
+
+    /// The last lines of member `i`'s log.
+    pub fn log_tail(&self, i: usize, lines: usize) -> String {
+        let text = File::open(&self.members[i].log)
+            .ok()
+            .and_then(|mut f| {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut f, &mut s)
+                    .ok()
+                    .map(|_| s)
+            })
+            .unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}

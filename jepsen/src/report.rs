@@ -1,0 +1,274 @@
+//! The HTML report: one self-contained file (inline SVG and CSS, no script,
+//! no network) with the run's settings, each check's verdict, the fault
+//! timeline, and an SVG timeline of every client's operations — a bar from
+//! call to return per operation (green ok, amber unknown, grey failed), lock
+//! holds in blue, faults shaded across all rows, and the operations a
+//! violation names (`#<index>` in its explanation) outlined in red and listed.
+//!
+//! Tests: `tests` below.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use cairn_check::checks::{Status, Verdict};
+use cairn_check::history::{Operation, Outcome};
+use cairn_check::jsonl::HoldRecord;
+
+use crate::nemesis::FaultLog;
+
+pub struct ReportInput<'a> {
+    pub title: String,
+    pub settings: Vec<(String, String)>,
+    pub ops: &'a [Operation],
+    pub holds: &'a [HoldRecord],
+    pub faults: &'a [FaultLog],
+    pub verdicts: &'a [Verdict],
+    pub notes: &'a [String],
+    pub end_ns: u64,
+}
+
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Indices of operations a verdict's details name as `#<n>`.
+pub fn named_ops(verdicts: &[Verdict], ops: usize) -> BTreeSet<usize> {
+    let mut out = BTreeSet::new();
+    for v in verdicts.iter().filter(|v| v.status == Status::Violation) {
+        for d in &v.details {
+            for part in d.split('#').skip(1) {
+                let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(n) = digits.parse::<usize>() {
+                    if n < ops {
+                        out.insert(n);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+const WIDTH: f64 = 1400.0;
+const LEFT: f64 = 60.0;
+const ROW: f64 = 9.0;
+
+pub fn render(r: &ReportInput) -> String {
+    let end = r.end_ns.max(1) as f64;
+    let x = |ns: u64| LEFT + (ns as f64 / end) * (WIDTH - LEFT - 10.0);
+    let mut rows: BTreeMap<u64, usize> = BTreeMap::new();
+    for op in r.ops {
+        let next = rows.len();
+        rows.entry(op.client).or_insert(next);
+    }
+    let hold_row0 = rows.len();
+    let mut hold_rows: BTreeMap<u64, usize> = BTreeMap::new();
+    for h in r.holds {
+        let next = hold_row0 + hold_rows.len();
+        hold_rows.entry(h.client).or_insert(next);
+    }
+    let nrows = hold_row0 + hold_rows.len();
+    let top = 30.0;
+    let height = top + nrows as f64 * ROW + 20.0;
+    let highlighted = named_ops(r.verdicts, r.ops.len());
+
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="monospace" font-size="10">"#
+    );
+    for f in r.faults {
+        let (a, b) = (x(f.start_ns), x(f.end_ns.max(f.start_ns)));
+        let color = match f.kind {
+            "kill" => "#f4a6a6",
+            "pause" => "#f7d08a",
+            "partition" => "#b9c7f0",
+            "net" => "#c9e7c0",
+            _ => "#e0c2ee",
+        };
+        let _ = write!(
+            svg,
+            r#"<rect x="{a:.1}" y="{top}" width="{:.1}" height="{:.1}" fill="{color}" opacity="0.6"><title>{}</title></rect><text x="{a:.1}" y="{:.1}">{}</text>"#,
+            (b - a).max(1.0),
+            nrows as f64 * ROW,
+            escape(&format!("{} {} – {}", f.detail, f.wall_start, f.wall_end)),
+            top - 4.0,
+            escape(f.kind)
+        );
+    }
+    for s in 0..=10 {
+        let ns = r.end_ns / 10 * s;
+        let _ = write!(
+            svg,
+            r##"<line x1="{0:.1}" x2="{0:.1}" y1="{top}" y2="{1:.1}" stroke="#ddd"/><text x="{0:.1}" y="12">{2:.0}s</text>"##,
+            x(ns),
+            top + nrows as f64 * ROW,
+            ns as f64 / 1e9
+        );
+    }
+    for (i, op) in r.ops.iter().enumerate() {
+        let row = rows[&op.client];
+        let y = top + row as f64 * ROW + 1.0;
+        let a = x(op.call);
+        let b = x(op.ret.unwrap_or(r.end_ns));
+        let color = match op.output {
+            Outcome::Ok(_) => "#3a3",
+            Outcome::Unknown => "#e9a23b",
+            Outcome::Failed => "#999",
+        };
+        let stroke = if highlighted.contains(&i) {
+            r#" stroke="red" stroke-width="2""#
+        } else {
+            ""
+        };
+        let _ = write!(
+            svg,
+            r#"<rect x="{a:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{color}"{stroke}><title>#{i} {}</title></rect>"#,
+            (b - a).max(1.0),
+            ROW - 2.0,
+            escape(&op.to_string())
+        );
+    }
+    for h in r.holds {
+        let row = hold_rows[&h.client];
+        let y = top + row as f64 * ROW + 1.0;
+        let a = x(h.acquired_at_ms * 1_000_000);
+        let _ = write!(
+            svg,
+            r##"<rect x="{a:.1}" y="{y:.1}" width="4" height="{:.1}" fill="#36c"><title>{}</title></rect>"##,
+            ROW - 2.0,
+            escape(&format!(
+                "client {} holds {} token {} writes {:?} release {}",
+                h.client, h.key, h.token, h.writes, h.release
+            ))
+        );
+    }
+    svg.push_str("</svg>");
+
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>body{{font-family:sans-serif;margin:1em}}td,th{{padding:2px 8px;text-align:left;vertical-align:top}}.ok{{color:#2a2}}.bad{{color:#c00;font-weight:bold}}.meh{{color:#b80}}pre{{white-space:pre-wrap}}</style></head><body><h1>{0}</h1>",
+        escape(&r.title)
+    );
+    html.push_str("<table>");
+    for (k, v) in &r.settings {
+        let _ = write!(
+            html,
+            "<tr><th>{}</th><td>{}</td></tr>",
+            escape(k),
+            escape(v)
+        );
+    }
+    html.push_str("</table><h2>Checks</h2><table>");
+    for v in r.verdicts {
+        let class = match v.status {
+            Status::Ok => "ok",
+            Status::Skipped | Status::Inconclusive => "meh",
+            Status::Violation | Status::Malformed => "bad",
+        };
+        let first = v.to_string();
+        let _ = write!(
+            html,
+            "<tr><td class=\"{class}\">{}</td><td><pre>{}</pre></td></tr>",
+            escape(v.check),
+            escape(&first)
+        );
+    }
+    html.push_str("</table>");
+    if !r.notes.is_empty() {
+        html.push_str("<h2>Notes</h2><ul>");
+        for n in r.notes {
+            let _ = write!(html, "<li>{}</li>", escape(n));
+        }
+        html.push_str("</ul>");
+    }
+    let _ = write!(
+        html,
+        "<h2>Timeline</h2><p>{} operations by {} clients; green ok, amber unknown, grey failed, blue lock acquisitions; shaded: faults (hover for details).</p>",
+        r.ops.len(),
+        rows.len()
+    );
+    html.push_str("<div style=\"overflow-x:auto\">");
+    html.push_str(&svg);
+    html.push_str("</div>");
+    if !highlighted.is_empty() {
+        html.push_str("<h2>Operations named by a violation</h2><ul>");
+        for i in &highlighted {
+            let _ = write!(html, "<li>#{i} {}</li>", escape(&r.ops[*i].to_string()));
+        }
+        html.push_str("</ul>");
+    }
+    html.push_str("<h2>Faults</h2><table><tr><th>start (UTC)</th><th>end (UTC)</th><th>kind</th><th>what</th></tr>");
+    for f in r.faults {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&f.wall_start),
+            escape(&f.wall_end),
+            escape(f.kind),
+            escape(&f.detail)
+        );
+    }
+    html.push_str("</table></body></html>\n");
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_check::history::{Request, Response, Revision};
+
+    #[test]
+    fn the_report_shades_faults_and_outlines_named_operations() {
+        let ops = vec![
+            Operation::ok(
+                1,
+                0,
+                1_000_000_000,
+                Request::put("k", "a<b"),
+                Response::Put {
+                    header_revision: Revision(2),
+                },
+            ),
+            Operation::unknown(2, 500_000_000, Request::put("k", "c")),
+        ];
+        let faults = vec![FaultLog {
+            kind: "kill",
+            detail: "kill -9 n2".into(),
+            members: vec![1],
+            start_ns: 200_000_000,
+            end_ns: 800_000_000,
+            wall_start: "2026-01-01T00:00:00.000Z".into(),
+            wall_end: "2026-01-01T00:00:00.600Z".into(),
+        }];
+        let verdicts = vec![Verdict {
+            check: "linearizable",
+            status: Status::Violation,
+            details: vec!["cannot linearize #1 client 2".into()],
+        }];
+        let html = render(&ReportInput {
+            title: "t".into(),
+            settings: vec![("seed".into(), "1".into())],
+            ops: &ops,
+            holds: &[],
+            faults: &faults,
+            verdicts: &verdicts,
+            notes: &[],
+            end_ns: 2_000_000_000,
+        });
+        assert!(html.contains("kill -9 n2"));
+        assert_eq!(html.matches("stroke=\"red\"").count(), 1, "{html}");
+        assert!(html.contains("a&lt;b"), "escaped");
+        assert!(
+            !html.contains("src=") && !html.contains("href="),
+            "nothing fetched"
+        );
+        assert!(!html.contains("<script"), "no script");
+        assert_eq!(named_ops(&verdicts, 2), BTreeSet::from([1]));
+        assert!(named_ops(&verdicts, 1).is_empty());
+    }
+}
