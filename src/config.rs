@@ -142,6 +142,8 @@ pub struct Config {
     pub log_outputs: Vec<String>,
     /// `--enable-pprof`: accepted, no effect (cairn serves no Go profiles).
     pub enable_pprof: bool,
+    /// `--enable-v2`: serve the v2 keys API.
+    pub enable_v2: bool,
     /// `--listen-metrics-urls`: more URLs serving the client port's HTTP
     /// endpoints (`/metrics`, `/health`, `/livez`, `/readyz`) only.
     pub listen_metrics_urls: Vec<Url>,

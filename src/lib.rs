@@ -16,4 +16,5 @@ pub mod notify;
 pub mod process;
 pub mod raft;
 pub mod server;
+pub mod v2store;
 pub mod watch;

@@ -91,6 +91,7 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
         heartbeat_interval: config.heartbeat_interval,
         election_ticks: config.election_ticks(),
         pre_vote: config.pre_vote,
+        enable_v2: config.enable_v2,
         check_quorum: config.check_quorum,
         auto_compaction: match config.auto_compaction {
             crate::config::AutoCompaction::Disabled => None,

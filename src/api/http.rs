@@ -43,6 +43,9 @@ fn serving(server: Server, gateway: bool) -> HttpHandler {
                 return Some(reply);
             }
             if gateway {
+                if let Some(reply) = super::v2::answer(&server, &req, path, query).await {
+                    return Some(reply);
+                }
                 if let Some(reply) = super::gateway::answer(&server, &req, path).await {
                     return Some(reply);
                 }

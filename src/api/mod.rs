@@ -20,6 +20,7 @@ pub mod http;
 pub mod lease;
 pub mod lock;
 pub mod metrics;
+pub mod v2;
 pub mod watch;
 
 use std::pin::Pin;

@@ -221,6 +221,7 @@ pub(crate) fn build(settings: Settings) -> Result<Config, ConfigError> {
         log_format: s.parse("log-format", "json", values::parse_log_format)?,
         log_outputs: s.parse("log-outputs", "default", values::parse_log_outputs)?,
         enable_pprof: s.parse("enable-pprof", "false", values::parse_bool)?,
+        enable_v2: s.parse("enable-v2", "false", values::parse_bool)?,
         listen_metrics_urls: match s.text("listen-metrics-urls") {
             Some(t) if !t.trim().is_empty() => s.urls("listen-metrics-urls", "", true)?,
             _ => Vec::new(),

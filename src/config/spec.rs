@@ -395,6 +395,14 @@ pub(crate) const FLAGS: &[FlagSpec] = &[
         "'basic' or 'extensive' (adds gRPC handling-time histograms).",
     ),
     spec(
+        "enable-v2",
+        Bool,
+        "false",
+        Other,
+        "Serve etcd's v2 keys API (/v2/keys, /v2/members, /v2/machines, /v2/stats) on the \
+         client URLs, its store replicated through Raft. Off by default, as etcd 3.4.",
+    ),
+    spec(
         "enable-pprof",
         Bool,
         "false",

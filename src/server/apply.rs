@@ -39,6 +39,7 @@ use crate::auth::tokens::SimpleTokens;
 use crate::auth::{AuthError, AuthStore};
 use crate::lease::{self, LeaseId, Lessor, LessorConfig};
 use crate::mvcc::{self, MvccError, MvccStore, Revision};
+use crate::v2store;
 
 pub const CF_SERVER: &str = "server";
 const KEY_APPLIED: &[u8] = b"applied_index";
@@ -60,6 +61,7 @@ pub fn state_column_families() -> Vec<&'static str> {
     cfs.push(lease::persist::CF_LEASE);
     cfs.push(CF_SERVER);
     cfs.push(crate::auth::CF_AUTH);
+    cfs.push(crate::v2store::CF_V2);
     cfs
 }
 
@@ -88,6 +90,10 @@ pub enum Applied {
     /// An auth change took effect; a login answers its simple token (empty
     /// with JWT tokens) and the auth revision it was granted at.
     Auth(Option<(String, u64)>),
+    /// A v2 keys write: its event, or etcd's v2 error.
+    V2(Result<Box<v2store::Event>, v2store::Error>),
+    /// The leader's v2 expiry sweep was applied.
+    V2Swept,
 }
 
 /// What applying an entry produced for the waiting client, if any.
@@ -98,6 +104,8 @@ pub struct ApplyOutcome {
     /// The changes the apply made, in revision order (for the watch hub);
     /// empty when nothing changed.
     pub events: Vec<Event>,
+    /// The v2 store's changes (for its watchers).
+    pub v2_events: Vec<v2store::Event>,
 }
 
 fn member_key(id: u64) -> Vec<u8> {
@@ -418,9 +426,10 @@ pub fn apply_request(
     lessor: &mut Lessor,
     alarms: &mut Alarms,
     (auth, tokens): (&mut AuthStore, &mut SimpleTokens),
+    v2: &mut v2store::Store,
     req: &InternalRequest,
     index: u64,
-    now: MonoTime,
+    (now, unix_nanos): (MonoTime, i64),
 ) -> ApplyOutcome {
     let mut extra = applied_batch(index);
     // A client's request is checked against the auth state in force now.
@@ -430,6 +439,11 @@ pub fn apply_request(
         }
         _ => None,
     };
+    // v2 writes (proposed by the member itself: no caller) go to the v2
+    // store, outside v3's auth and alarms, as in etcd 3.4.
+    if let Some(Request::V2(r)) = &req.request {
+        return apply_v2(store, v2, r, extra, unix_nanos);
+    }
     let capped = no_space(alarms)
         && match &req.request {
             Some(Request::Put(_)) | Some(Request::LeaseGrant(_)) => true,
@@ -503,13 +517,103 @@ pub fn apply_request(
             result: Ok(applied),
             revision,
             events,
+            v2_events: Vec::new(),
         },
         Err(e) => ApplyOutcome {
             result: Err(e),
             revision: store.current_revision(),
             events: Vec::new(),
+            v2_events: Vec::new(),
         },
     }
+}
+
+/// Applies a v2 keys write (or the leader's expiry sweep) to the v2 store:
+/// its changed nodes and the store index go in one batch with the applied
+/// index. The v2 store is not the MVCC key space: a v2 write makes no
+/// revision, and auth and alarms (v3's) do not apply to it, as in etcd 3.4.
+fn apply_v2(
+    store: &MvccStore,
+    v2: &mut v2store::Store,
+    r: &cairn_proto::cairnpb::V2Request,
+    extra: WriteBatch,
+    unix_nanos: i64,
+) -> ApplyOutcome {
+    let ttl = v2store::Ttl {
+        expire: (r.expiration != 0).then_some(r.expiration),
+        refresh: r.refresh,
+    };
+    let compare = r.prev_index > 0 || !r.prev_value.is_empty();
+    if r.method == "SYNC" {
+        let swept = v2.delete_expired(r.time, unix_nanos);
+        return persist_v2(store, v2, extra, Applied::V2Swept, swept);
+    }
+    let result = match (r.method.as_str(), r.prev_exist) {
+        ("POST", _) => v2.create(&r.path, r.dir, &r.val, true, ttl.expire, unix_nanos),
+        ("PUT", Some(true)) if !compare => v2.update(&r.path, &r.val, ttl, unix_nanos),
+        ("PUT", Some(false)) => v2.create(&r.path, r.dir, &r.val, false, ttl.expire, unix_nanos),
+        ("PUT", _) if compare => v2.compare_and_swap(
+            &r.path,
+            &r.prev_value,
+            r.prev_index,
+            &r.val,
+            ttl,
+            unix_nanos,
+        ),
+        ("PUT", _) => v2.set(&r.path, r.dir, &r.val, ttl, unix_nanos),
+        ("DELETE", _) if compare => {
+            v2.compare_and_delete(&r.path, &r.prev_value, r.prev_index, unix_nanos)
+        }
+        ("DELETE", _) => v2.delete(&r.path, r.dir, r.recursive, unix_nanos),
+        (m, _) => Err(v2store::Error::new(
+            v2store::ECODE_INVALID_FIELD,
+            format!("unknown method {m}"),
+            v2.index(),
+        )),
+    };
+    let events = result.as_ref().map(|e| vec![e.clone()]).unwrap_or_default();
+    let applied = Applied::V2(result.map(Box::new));
+    persist_v2(store, v2, extra, applied, events)
+}
+
+/// Writes the v2 store's changed nodes and index with the applied index.
+fn persist_v2(
+    store: &MvccStore,
+    v2: &mut v2store::Store,
+    mut extra: WriteBatch,
+    applied: Applied,
+    v2_events: Vec<v2store::Event>,
+) -> ApplyOutcome {
+    for path in v2.take_dirty() {
+        match v2.encode_node(&path) {
+            Some(record) => extra.put(v2store::CF_V2, path.into_bytes(), record),
+            None => extra.delete(v2store::CF_V2, path.into_bytes()),
+        }
+    }
+    let (k, v) = v2.index_record();
+    extra.put(v2store::CF_V2, k.to_vec(), v);
+    if let Err(e) = write_extra(store, extra) {
+        return ApplyOutcome {
+            result: Err(e.into()),
+            revision: store.current_revision(),
+            events: Vec::new(),
+            v2_events: Vec::new(),
+        };
+    }
+    ApplyOutcome {
+        result: Ok(applied),
+        revision: store.current_revision(),
+        events: Vec::new(),
+        v2_events,
+    }
+}
+
+/// Rebuilds the v2 store from storage.
+pub fn load_v2(storage: &dyn Storage) -> Result<v2store::Store, StorageError> {
+    let records = storage
+        .scan(v2store::CF_V2, b"", None, Direction::Forward)?
+        .collect::<Result<Vec<_>, _>>()?;
+    v2store::Store::load(records).map_err(StorageError::Corruption)
 }
 
 /// Records that an entry without client effects (a leader's empty entry, a

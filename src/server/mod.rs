@@ -31,6 +31,7 @@ pub mod probe;
 mod propose;
 #[cfg(test)]
 mod tests;
+pub mod v2;
 pub mod waiters;
 mod watchers;
 
@@ -90,6 +91,8 @@ pub struct ServerConfig {
     pub election_ticks: usize,
     /// Raft pre-vote (`--pre-vote`).
     pub pre_vote: bool,
+    /// `--enable-v2`: the v2 keys API is served (and its TTLs swept).
+    pub enable_v2: bool,
     /// Raft check-quorum (`--check-quorum`, on unless testing).
     pub check_quorum: bool,
     /// `--auto-compaction-*`; `None`: off.
@@ -151,6 +154,7 @@ impl ServerConfig {
             heartbeat_interval: Duration::from_millis(100),
             election_ticks: 10,
             pre_vote: true,
+            enable_v2: false,
             check_quorum: true,
             auto_compaction: None,
             snapshot_count: 100_000,
@@ -253,6 +257,10 @@ pub(crate) struct Shared {
     alarms: RwLock<apply::Alarms>,
     /// Users, roles and permissions, as applied.
     auth: RwLock<crate::auth::AuthStore>,
+    /// The v2 keys store, as applied (`--enable-v2`; empty otherwise).
+    v2: RwLock<crate::v2store::Store>,
+    /// This member's v2 watchers (`wait=true`), fed after each apply.
+    pub v2_watchers: v2::Hub,
     /// This member's simple tokens (member-local, in memory).
     tokens: std::sync::Mutex<crate::auth::tokens::SimpleTokens>,
     /// Draws simple-token prefixes (from the OS's randomness).
@@ -289,7 +297,7 @@ pub(crate) struct Shared {
 /// accessor (a poisoned lock means a panic while holding it: the member is
 /// broken and every later access panics with the lock's name). Order when
 /// holding more than one: mvcc, then members, then lessor, then alarms, then
-/// auth, then tokens; never
+/// auth, then tokens, then v2; never
 /// across an await.
 impl Shared {
     pub(crate) fn mvcc(&self) -> RwLockReadGuard<'_, MvccStore> {
@@ -338,6 +346,14 @@ impl Shared {
 
     pub(crate) fn auth_mut(&self) -> RwLockWriteGuard<'_, crate::auth::AuthStore> {
         self.auth.write().expect("auth lock poisoned")
+    }
+
+    pub(crate) fn v2(&self) -> RwLockReadGuard<'_, crate::v2store::Store> {
+        self.v2.read().expect("v2 lock poisoned")
+    }
+
+    pub(crate) fn v2_mut(&self) -> RwLockWriteGuard<'_, crate::v2store::Store> {
+        self.v2.write().expect("v2 lock poisoned")
     }
 
     pub(crate) fn tokens(&self) -> std::sync::MutexGuard<'_, crate::auth::tokens::SimpleTokens> {
@@ -417,13 +433,20 @@ impl Server {
         let leases = Arc::new(lease::Frontend::new(&shared.config));
         let first_id = apply::first_request_id(shared.incarnation);
         node::spawn(raw, shared.clone(), transport, clock, command_rx, inbound);
-        Ok(Server {
+        let server = Server {
             shared,
             commands,
             next_request_id: Arc::new(AtomicU64::new(first_id)),
             leases,
             member_forward: Arc::default(),
-        })
+        };
+        if server.shared.config.enable_v2 {
+            server.spawn_v2_sweeper();
+        }
+        if let Some(p) = &server.shared.probe {
+            p.on_started(&server);
+        }
+        Ok(server)
     }
 
     /// Stops the node loop: the member stops ticking, sending and applying,

@@ -102,6 +102,7 @@ pub(super) fn recover(
     let alarms = apply::load_alarms(storage.as_ref())?;
     let auth = crate::auth::AuthStore::load(storage.as_ref())?;
     let tokens = crate::auth::tokens::SimpleTokens::new(config.auth_token_ttl, auth.is_enabled());
+    let v2 = apply::load_v2(storage.as_ref())?;
     let progress = RaftProgress::default();
     progress.applied_index.store(cfg.applied, Ordering::SeqCst);
     progress.term.store(raw.hard_state().term, Ordering::SeqCst);
@@ -117,6 +118,10 @@ pub(super) fn recover(
         removed: RwLock::new(removed),
         alarms: RwLock::new(alarms),
         auth: RwLock::new(auth),
+        v2: RwLock::new(v2),
+        v2_watchers: super::v2::Hub::new(
+            i64::try_from(clock.unix_now().as_nanos()).unwrap_or(i64::MAX),
+        ),
         tokens: std::sync::Mutex::new(tokens),
         token_rng: std::sync::Mutex::new(rand::rngs::StdRng::from_os_rng()),
         raft: progress,
@@ -939,6 +944,7 @@ impl Node {
                 failed.push(("lessor", caught(|| lessor.check_invariants())));
             }
             failed.push(("watch hub", self.shared.watch.check_invariants()));
+            failed.push(("v2 store", self.shared.v2().check_invariants()));
         } else {
             failed.push(("raft", caught(|| self.raw.check_invariants())));
         }
@@ -1134,6 +1140,7 @@ impl Node {
         // Tokens name entries of the log the snapshot replaced: void them.
         self.shared.tokens().reset(auth.is_enabled());
         *self.shared.auth_mut() = auth;
+        *self.shared.v2_mut() = apply::load_v2(self.shared.storage.as_ref())?;
         sync_transport_peers(&self.shared, self.transport.as_ref(), &old);
         let me = self.shared.config.member_id;
         if self.shared.removed().contains(&me) && self.removed_ticks.is_none() {
@@ -1158,10 +1165,12 @@ impl Node {
             }
             let mut conf = None;
             let mut refused = None;
+            let mut v2_effects = None;
             let events = match e.entry_type() {
                 EntryType::EntryNormal if !e.data.is_empty() => {
-                    let (events, why) = self.apply_normal(e)?;
+                    let (events, why, v2) = self.apply_normal(e)?;
                     refused = why;
+                    v2_effects = v2;
                     events
                 }
                 EntryType::EntryConfChange => {
@@ -1198,6 +1207,7 @@ impl Node {
                     revision: revision.current_revision().0,
                     conf,
                     refused,
+                    v2: v2_effects,
                 });
             }
             self.shared
@@ -1208,12 +1218,21 @@ impl Node {
         Ok(())
     }
 
-    /// Applies a client request entry; returns the changes it made and, if
-    /// the request was refused, why (etcd's error text).
+    /// Applies a client request entry; returns the changes it made, if the
+    /// request was refused, why (etcd's error text), and for a v2 write what
+    /// it did to the v2 store (for a probe).
+    #[allow(clippy::type_complexity)]
     fn apply_normal(
         &mut self,
         e: &Entry,
-    ) -> Result<(Vec<cairn_proto::mvccpb::Event>, Option<String>), StorageError> {
+    ) -> Result<
+        (
+            Vec<cairn_proto::mvccpb::Event>,
+            Option<String>,
+            Option<String>,
+        ),
+        StorageError,
+    > {
         let req = InternalRequest::decode(e.data.as_slice()).map_err(|err| {
             StorageError::Corruption(format!("entry {} does not decode: {err}", e.index))
         })?;
@@ -1226,18 +1245,24 @@ impl Node {
             let mut alarms = self.shared.alarms_mut();
             let mut auth = self.shared.auth_mut();
             let mut tokens = self.shared.tokens();
+            let mut v2 = self.shared.v2_mut();
             let now = self.clock.now();
+            let unix = i64::try_from(self.clock.unix_now().as_nanos()).unwrap_or(i64::MAX);
             apply::apply_request(
                 &mut store,
                 &mut members,
                 &mut lessor,
                 &mut alarms,
                 (&mut auth, &mut tokens),
+                &mut v2,
                 &req,
                 e.index,
-                now,
+                (now, unix),
             )
         };
+        if !outcome.v2_events.is_empty() {
+            self.shared.v2_watchers.notify(&outcome.v2_events);
+        }
         // Storage that fails or holds corrupt data stops the member: the
         // entry is not applied (nothing of it was written) and is applied
         // again after a restart on good data.
@@ -1255,6 +1280,20 @@ impl Node {
                 .notify(outcome.revision.0, &outcome.events, prev_kv);
         }
         let refused = outcome.result.as_ref().err().map(ToString::to_string);
+        let v2_effects = match &outcome.result {
+            Ok(Applied::V2(r)) if self.shared.probe.is_some() => Some(match r {
+                Ok(ev) => ev.digest(),
+                Err(err) => err.to_json(),
+            }),
+            Ok(Applied::V2Swept) if self.shared.probe.is_some() => Some(
+                outcome
+                    .v2_events
+                    .iter()
+                    .map(crate::v2store::Event::digest)
+                    .collect(),
+            ),
+            _ => None,
+        };
         self.count_mvcc(&req, &outcome.result);
         let me = self.shared.config.member_id;
         if req.member_id == me {
@@ -1265,7 +1304,7 @@ impl Node {
                 let _ = w.send(outcome.result.map(|a| (a, outcome.revision.0)));
             }
         }
-        Ok((outcome.events, refused))
+        Ok((outcome.events, refused, v2_effects))
     }
 
     /// Counts the key-space operations an applied request did.

@@ -33,6 +33,10 @@ pub struct AppliedEntry<'a> {
     /// A client request the apply refused: etcd's error text (a permission
     /// denied, a lease not found, …). `None` when it took effect.
     pub refused: Option<String>,
+    /// For a v2 keys write: what it did to the v2 store (its events or its
+    /// error, without the member-local TTL countdowns), so members can be
+    /// compared. `None` for any other entry.
+    pub v2: Option<String>,
 }
 
 /// A Raft configuration as applied: voters and learners, each sorted.
@@ -84,4 +88,9 @@ pub trait Probe: Send + Sync {
     /// `"fsync failed"` or `"storage failed"` (another storage error: the
     /// member stops either way).
     fn on_event(&self, _member: u64, _event: &'static str) {}
+
+    /// The member started and serves `server` (a harness may call it
+    /// directly: the simulation's v2 clients do, since the simulated network
+    /// carries no plain HTTP).
+    fn on_started(&self, _server: &super::Server) {}
 }

@@ -59,6 +59,8 @@ pub struct ClusterSpec {
     /// `--pre-vote` and `--check-quorum` (the swarm turns them off in some seeds).
     pub pre_vote: bool,
     pub check_quorum: bool,
+    /// `--enable-v2` (the seeds that run v2 clients).
+    pub enable_v2: bool,
 }
 
 impl Default for ClusterSpec {
@@ -72,6 +74,7 @@ impl Default for ClusterSpec {
             auto_compaction_secs: 0,
             pre_vote: true,
             check_quorum: true,
+            enable_v2: false,
         }
     }
 }
@@ -128,9 +131,15 @@ pub struct SimCluster {
     pub oracle: Arc<Oracle>,
     /// What happened in this run, counted (the coverage report).
     pub coverage: Arc<Coverage>,
+    /// Each member's server as it last started (the v2 clients call it
+    /// directly: the simulated network carries no plain HTTP).
+    pub servers: Servers,
     pub spec: ClusterSpec,
     handle: Handle,
 }
+
+/// The members' servers by member id, as they last started.
+pub type Servers = Arc<Mutex<BTreeMap<u64, cairn::server::Server>>>;
 
 /// Counts of faults and events over one run, by name (`fault Kill`,
 /// `event election won`, …). Shared by the fault scheduler and every
@@ -210,6 +219,7 @@ impl Coverage {
 struct Counted {
     oracle: Arc<Oracle>,
     coverage: Arc<Coverage>,
+    servers: Servers,
 }
 
 impl Probe for Counted {
@@ -246,6 +256,13 @@ impl Probe for Counted {
 
     fn on_event(&self, _member: u64, event: &'static str) {
         self.coverage.add(&format!("event {event}"), 1);
+    }
+
+    fn on_started(&self, server: &cairn::server::Server) {
+        self.servers
+            .lock()
+            .expect("servers lock")
+            .insert(server.member_id(), server.clone());
     }
 }
 
@@ -309,6 +326,8 @@ fn member_args(
         // debug build at etcd's cost 10 spends wall seconds per password.
         "--bcrypt-cost".to_owned(),
         "4".to_owned(),
+        // The v2 API, in the seeds that run v2 clients (`v2.rs`).
+        format!("--enable-v2={}", spec.enable_v2),
     ]
     .into_iter()
     .chain(
@@ -356,6 +375,7 @@ impl SimCluster {
             hosts: BTreeMap::new(),
             oracle,
             coverage: Arc::default(),
+            servers: Arc::default(),
             spec,
             handle: Handle::current(),
         };
@@ -456,6 +476,7 @@ impl SimCluster {
         let probe: Arc<dyn Probe> = Arc::new(Counted {
             oracle: self.oracle.clone(),
             coverage: self.coverage.clone(),
+            servers: self.servers.clone(),
         });
         let (l, c, oracle) = (launch.clone(), clock.clone(), probe);
         let node = self

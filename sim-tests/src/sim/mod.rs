@@ -27,5 +27,6 @@ pub mod oracle;
 pub mod runner;
 pub mod scenario;
 pub mod space;
+pub mod v2;
 pub mod watchers;
 pub mod workload;

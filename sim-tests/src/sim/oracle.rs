@@ -143,9 +143,11 @@ fn hash_of(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-fn effects_hash(events: &[Event], revision: i64, refused: Option<&str>) -> u64 {
+fn effects_hash(events: &[Event], revision: i64, refused: Option<&str>, v2: Option<&str>) -> u64 {
     let mut h = DefaultHasher::new();
     revision.hash(&mut h);
+    // A v2 write's effect on the v2 store (its events or its error).
+    v2.hash(&mut h);
     // Whether (and why) the request was refused is part of its effect: the
     // members must agree on every auth decision.
     refused.hash(&mut h);
@@ -434,7 +436,7 @@ impl Probe for Oracle {
         let record = AppliedRecord {
             term: e.term,
             payload_hash: hash_of(e.data),
-            effects_hash: effects_hash(e.events, e.revision, e.refused.as_deref()),
+            effects_hash: effects_hash(e.events, e.revision, e.refused.as_deref(), e.v2.as_deref()),
             revision: e.revision,
             first_member: e.member,
             conf: e.conf.clone(),
@@ -595,6 +597,7 @@ mod tests {
             revision: 1,
             conf,
             refused: None,
+            v2: None,
         });
     }
 

@@ -315,6 +315,10 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     // Automatic compaction (periodic, every 2–8 s) in a share of the seeds,
     // from a stream of its own too.
     spec.auto_compaction_secs = draw_auto_compaction(master_seed);
+    // v2 clients (and `--enable-v2`) in a share of the seeds, drawn from a
+    // stream of their own as well.
+    let v2_on = super::v2::draw_v2(master_seed);
+    spec.enable_v2 = v2_on;
     if cfg.churn {
         spec.members = master.random_range(membership::MIN_VOTERS..=membership::MAX_MEMBERS);
     }
@@ -466,6 +470,28 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         let rng = StdRng::seed_from_u64(master_seed.rotate_left(41));
         node.spawn(async move { backup::run(urls, timeline, rng, stop).await })
     });
+    // v2 clients, on a node of their own, calling the members' servers.
+    let v2_log: super::v2::Log = Arc::default();
+    let v2_tasks: Vec<_> = if v2_on {
+        let node = handle
+            .create_node()
+            .name("v2-clients")
+            .ip("10.0.2.9".parse().expect("ip"))
+            .build();
+        let servers = cluster.lock().expect("cluster lock").servers.clone();
+        (0..2u64)
+            .map(|c| {
+                let (servers, log, stop) = (servers.clone(), v2_log.clone(), stop.clone());
+                let rng = StdRng::seed_from_u64(master_seed.rotate_left(47 + c as u32));
+                node.spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    super::v2::run(200 + c, servers, rng, started, log, stop).await
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     // The auth workload's operator (the users are KV clients, above).
     let auth_stop = Arc::new(AtomicBool::new(false));
     let auth_tasks: Vec<_> = if cfg.auth {
@@ -580,6 +606,7 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     join_stopped(lease_tasks, "a lease client", "a call").await;
     join_stopped(lock_tasks, "a lock client", "a call").await;
     join_stopped(watcher_tasks, "a watcher", "a stream read").await;
+    join_stopped(v2_tasks, "a v2 client", "a call").await;
     // The convergence check runs from a node of its own (it needs an IP).
     let observer = handle
         .create_node()
@@ -661,6 +688,26 @@ pub async fn run(cfg: RunConfig) -> RunReport {
         report.failures.extend(failures);
     }
 
+    if v2_on {
+        let (servers, live) = {
+            let c = cluster.lock().expect("cluster lock");
+            let live = c
+                .members
+                .iter()
+                .filter(|m| m.alive && !m.removed)
+                .map(|m| m.id)
+                .collect();
+            (c.servers.clone(), live)
+        };
+        let (trees, finals) = observer
+            .spawn(async move { super::v2::final_reads(servers, live).await })
+            .await
+            .expect("v2 final reads");
+        let ops = v2_log.lock().expect("v2 log").clone();
+        let (failures, note) = super::v2::check(&ops, &trees, &finals);
+        report.failures.extend(failures);
+        report.notes.push(note);
+    }
     report.timeline = timeline.entries();
     report.history = recorder.history.lock().expect("history lock").clone();
     if spec_auto_compaction > 0 {
