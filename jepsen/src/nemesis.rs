@@ -1,6 +1,7 @@
 //! The nemesis: faults drawn from the run's seed, one at a time, each held a
 //! few seconds then healed, every one logged with wall-clock and run times.
-//! Kinds (`--nemesis`, comma-separated, or `all`):
+//! Kinds (`--nemesis`, comma-separated, or `all`) are drawn in rounds: each
+//! round every kind once, in an order the seed shuffles.
 //! - `kill`: kill -9 a member (the leader half the time), restart it on heal;
 //! - `pause`: SIGSTOP a member (the leader half the time), SIGCONT on heal;
 //! - `partition`: random halves, an isolated leader, a bridge (two sides
@@ -18,7 +19,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::SmallRng;
-use rand::seq::{IndexedRandom, SliceRandom};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
@@ -92,6 +93,8 @@ pub struct Step {
 pub struct Nemesis {
     rng: SmallRng,
     kinds: Vec<&'static str>,
+    /// What is left of the current round.
+    round: Vec<&'static str>,
     pub log: Vec<FaultLog>,
     /// Members the current fault touches, for heal.
     active: Option<Active>,
@@ -110,6 +113,7 @@ impl Nemesis {
         Nemesis {
             rng: SmallRng::seed_from_u64(seed ^ 0x6e656d),
             kinds,
+            round: Vec::new(),
             log: Vec::new(),
             active: None,
         }
@@ -117,7 +121,11 @@ impl Nemesis {
 
     /// The next step of the schedule.
     pub fn next_step(&mut self) -> Option<Step> {
-        let kind = *self.kinds.choose(&mut self.rng)?;
+        if self.round.is_empty() {
+            self.round = self.kinds.clone();
+            self.round.shuffle(&mut self.rng);
+        }
+        let kind = self.round.pop()?;
         Some(Step {
             kind,
             variant: self.rng.random_range(0..4),
@@ -301,8 +309,11 @@ mod tests {
         };
         assert_eq!(steps(7), steps(7));
         assert_ne!(steps(7), steps(8));
-        let kinds: std::collections::BTreeSet<_> = steps(7).iter().map(|s| s.kind).collect();
-        assert!(kinds.len() >= 3, "{kinds:?}");
+        // Every kind once in each round of five.
+        for round in steps(7).chunks(5) {
+            let kinds: std::collections::BTreeSet<_> = round.iter().map(|s| s.kind).collect();
+            assert_eq!(kinds.len(), 5, "{round:?}");
+        }
         assert!(Nemesis::new(1, vec![]).next_step().is_none());
     }
 

@@ -15,6 +15,7 @@ use cairn_check::history::{Operation, Outcome};
 use cairn_check::jsonl::HoldRecord;
 
 use crate::nemesis::FaultLog;
+use crate::workload::CLIENTS_PER_STREAM;
 
 pub struct ReportInput<'a> {
     pub title: String,
@@ -59,16 +60,18 @@ const ROW: f64 = 9.0;
 pub fn render(r: &ReportInput) -> String {
     let end = r.end_ns.max(1) as f64;
     let x = |ns: u64| LEFT + (ns as f64 / end) * (WIDTH - LEFT - 10.0);
+    // One row per worker (its successive client ids share it).
+    let row_of = |client: u64| client / CLIENTS_PER_STREAM;
     let mut rows: BTreeMap<u64, usize> = BTreeMap::new();
     for op in r.ops {
         let next = rows.len();
-        rows.entry(op.client).or_insert(next);
+        rows.entry(row_of(op.client)).or_insert(next);
     }
     let hold_row0 = rows.len();
     let mut hold_rows: BTreeMap<u64, usize> = BTreeMap::new();
     for h in r.holds {
         let next = hold_row0 + hold_rows.len();
-        hold_rows.entry(h.client).or_insert(next);
+        hold_rows.entry(row_of(h.client)).or_insert(next);
     }
     let nrows = hold_row0 + hold_rows.len();
     let top = 30.0;
@@ -110,10 +113,11 @@ pub fn render(r: &ReportInput) -> String {
         );
     }
     for (i, op) in r.ops.iter().enumerate() {
-        let row = rows[&op.client];
+        let row = rows[&row_of(op.client)];
         let y = top + row as f64 * ROW + 1.0;
         let a = x(op.call);
-        let b = x(op.ret.unwrap_or(r.end_ns));
+        // An unknown outcome has no end: a short stub at its call.
+        let b = op.ret.map_or(a + 4.0, x);
         let color = match op.output {
             Outcome::Ok(_) => "#3a3",
             Outcome::Unknown => "#e9a23b",
@@ -133,7 +137,7 @@ pub fn render(r: &ReportInput) -> String {
         );
     }
     for h in r.holds {
-        let row = hold_rows[&h.client];
+        let row = hold_rows[&row_of(h.client)];
         let y = top + row as f64 * ROW + 1.0;
         let a = x(h.acquired_at_ms * 1_000_000);
         let _ = write!(
@@ -188,7 +192,7 @@ pub fn render(r: &ReportInput) -> String {
     }
     let _ = write!(
         html,
-        "<h2>Timeline</h2><p>{} operations by {} clients; green ok, amber unknown, grey failed, blue lock acquisitions; shaded: faults (hover for details).</p>",
+        "<h2>Timeline</h2><p>{} operations, one row per client worker ({}); green ok, amber unknown (a stub at the call: it may take effect any time later), grey failed, blue lock acquisitions; shaded: faults (hover for details).</p>",
         r.ops.len(),
         rows.len()
     );

@@ -35,6 +35,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
+/// Client ids of one worker are `stream * CLIENTS_PER_STREAM + n`.
+pub const CLIENTS_PER_STREAM: u64 = 1_000_000;
+
 /// What every client shares: the clock, the recorded history, the stop flag.
 pub struct Shared {
     pub t0: Instant,
@@ -64,8 +67,10 @@ impl Shared {
         u64::try_from(self.t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn client_id(&self) -> u64 {
-        self.next_client.fetch_add(1, Ordering::Relaxed)
+    /// A fresh client id for worker `stream`: `stream * CLIENTS_PER_STREAM
+    /// + n`, so the report can draw a worker's successive ids on one row.
+    fn client_id(&self, stream: u64) -> u64 {
+        stream * CLIENTS_PER_STREAM + self.next_client.fetch_add(1, Ordering::Relaxed)
     }
 
     fn record(&self, op: Operation) {
@@ -199,6 +204,7 @@ async fn execute(client: &mut ec::Client, req: &Request) -> Outcome {
 
 /// Runs `req`, records it, and returns its outcome.
 async fn call(shared: &Shared, client: &mut ec::Client, id: &mut u64, req: Request) -> Outcome {
+    let stream = *id / CLIENTS_PER_STREAM;
     let call = shared.now();
     let out = execute(client, &req).await;
     let ret = shared.now();
@@ -211,7 +217,7 @@ async fn call(shared: &Shared, client: &mut ec::Client, id: &mut u64, req: Reque
     };
     shared.record(op);
     if out == Outcome::Unknown {
-        *id = shared.client_id();
+        *id = shared.client_id(stream);
     }
     out
 }
@@ -227,7 +233,7 @@ async fn pause_ms(ms: u64) {
 /// One register client against the member at `url`.
 pub async fn registers(shared: &Shared, url: String, stream: u64, stop: watch::Receiver<bool>) {
     let mut rng = SmallRng::seed_from_u64(shared.seed ^ (stream << 20) ^ 0x5e);
-    let mut id = shared.client_id();
+    let mut id = shared.client_id(stream);
     let mut n = 0u64;
     let mut last_seen: [Option<String>; 5] = Default::default();
     while !stopped(&stop) {
@@ -292,7 +298,7 @@ pub async fn registers(shared: &Shared, url: String, stream: u64, stop: watch::R
 /// One list-append client against the member at `url`.
 pub async fn append(shared: &Shared, url: String, stream: u64, stop: watch::Receiver<bool>) {
     let mut rng = SmallRng::seed_from_u64(shared.seed ^ (stream << 20) ^ 0xa9);
-    let mut id = shared.client_id();
+    let mut id = shared.client_id(stream);
     let mut n = 0u64;
     // Per list: the last value and mod revision seen.
     let mut seen: [(String, u64); 3] = Default::default();
@@ -361,7 +367,7 @@ pub async fn watcher(
     slot: usize,
     mut stop: watch::Receiver<bool>,
 ) {
-    let id = shared.client_id();
+    let id = shared.client_id(1000 + slot as u64);
     let mut next = 1u64;
     while !stopped(&stop) {
         let Ok(mut client) = connect(&url, Duration::from_secs(2)).await else {
@@ -440,7 +446,7 @@ pub async fn watcher(
 /// One lock client: lease, lock, fenced writes, release.
 pub async fn locks(shared: &Shared, url: String, stream: u64, stop: watch::Receiver<bool>) {
     let mut rng = SmallRng::seed_from_u64(shared.seed ^ (stream << 20) ^ 0x10c);
-    let client_no = shared.client_id();
+    let client_no = shared.client_id(stream);
     while !stopped(&stop) {
         let Ok(mut client) = connect(&url, Duration::from_secs(8)).await else {
             pause_ms(200).await;
