@@ -84,13 +84,14 @@ for patch in "${patches[@]}"; do
     problems=$((problems + 1))
     continue
   fi
-  cp "$exe" "$dir/bin/sim-$name"
+  # A copy to run (the next build rewrites the original); one at a time.
+  cp "$exe" "$dir/bin/sim"
   first=$(sed -n 's/^Scenarios: *//p' "$patch" | head -1 | tr -d ' ')
   order=$(printf '%s\n' ${first//,/ } ${all_scenarios//,/ } | awk 'NF && !seen[$0]++' | paste -sd, -)
   set +e
   CAIRN_SIM_SCENARIOS="$order" CAIRN_SIM_FAIL_FAST=1 CAIRN_SIM_DET_EVERY=0 CAIRN_SIM_COVERAGE_GATE=0 \
     CAIRN_SIM_OUT="$dir/failures/$name" CAIRN_SIM_JOBS="${CAIRN_SIM_JOBS:-2}" \
-    "$dir/bin/sim-$name" >>"$log" 2>&1
+    "$dir/bin/sim" >>"$log" 2>&1
   status=$?
   set -e
   secs=$(( $(date +%s) - t0 ))
@@ -98,12 +99,16 @@ for patch in "${patches[@]}"; do
   if [ "$status" -ne 0 ] && grep -q '^FAILED ' "$log"; then
     caught=$((caught + 1))
     what=$(grep -m1 '^FAILED ' "$log" | sed 's/^FAILED *//; s/  */ /g; s/ [0-9.]* simulated s.*//')
-    why=$(awk '/^FAILED /{f=1; next} f && /^  FAILURE /{sub(/^  FAILURE /, ""); print; exit}' "$log" | cut -c1-110)
+    # The first failure (for a panic, with the line naming where).
+    why=$(awk '/^FAILED /{f=1; next} f && /^  FAILURE /{sub(/^  FAILURE /, ""); w=$0
+      if (w ~ /panicked or crashed/ && (getline l) > 0) w = w ": " l
+      print w; exit}' "$log" | cut -c1-140)
     printf '  %-8s %-42s %s after %s runs, %s s: %s\n' "caught" "$name" "$what" "$runs" "$secs" "$why"
   else
     printf '  %-8s %-42s %s\n' "MISSED" "$name" "$runs runs passed ($secs s; see $log)"
     problems=$((problems + 1))
   fi
 done
+rm -f "$dir/bin/sim"
 echo "mutation score: $caught caught / $applied applied ($(( $(date +%s) - started )) s)"
 [ "$problems" -eq 0 ] && [ "$caught" -eq "$applied" ]

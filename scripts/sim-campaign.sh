@@ -8,7 +8,9 @@
 # the number of cores), CARGO_TARGET_DIR (default ./target; the simulation
 # build goes to <target>/sim). Each failure's history and fault timeline are
 # in <target>/sim-failures/<scenario>-seed<N>.txt; the full log is written to
-# <target>/sim-campaign.log.
+# <target>/sim-campaign.log. It ends with the fault coverage table (how often
+# each fault fired and each event happened, per scenario); a fault kind that
+# never fired in a scenario fails the campaign (CAIRN_SIM_COVERAGE_GATE=0: not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds="${1:-10000}"
@@ -20,9 +22,10 @@ export RUSTFLAGS="--cfg madsim" RUSTDOCFLAGS="--cfg madsim"
 export CAIRN_SIM_SEEDS="$first..$((first + seeds))"
 export CAIRN_SIM_JOBS="${CAIRN_SIM_JOBS:-$(nproc)}"
 export CAIRN_SIM_OUT="$target/sim-failures"
+export CAIRN_SIM_COVERAGE_GATE="${CAIRN_SIM_COVERAGE_GATE:-1}"
 echo "campaign: seeds $CAIRN_SIM_SEEDS, scenarios ${CAIRN_SIM_SCENARIOS:-kv3,kv5}, $CAIRN_SIM_JOBS jobs; log: $log"
 status=0
-CARGO_TARGET_DIR="$target/sim" cargo test -p cairn-sim-tests --test sim 2>&1 | tee "$log" | grep -E '^(FAILED|simulation)' || status=$?
+CARGO_TARGET_DIR="$target/sim" cargo test -p cairn-sim-tests --test sim 2>&1 | tee "$log" | grep -E '^(FAILED|simulation|COVERAGE GAP)' || status=$?
 echo
 echo "== failures by kind (first failure line of each seed)"
 grep -A2 '^FAILED .* seed [0-9]*$' "$log" | grep -E '^  (FAILURE|details)' | grep FAILURE \
@@ -30,4 +33,11 @@ grep -A2 '^FAILED .* seed [0-9]*$' "$log" | grep -E '^  (FAILURE|details)' | gre
 echo
 echo "== failed seeds (replay each with the command printed in $log)"
 grep -E '^FAILED .* seed [0-9]+$' "$log" | sed 's/^FAILED //' || echo "none"
+echo
+sed -n '/^coverage: /,/^$/p' "$log"
+if grep -q '^COVERAGE GAP' "$log"; then
+  echo "== fault kinds that never fired"
+  grep '^COVERAGE GAP' "$log"
+  exit 1
+fi
 exit 0

@@ -829,7 +829,7 @@ fn shrink_failure(failed: &Outcome, jobs: usize) {
                 best = o;
                 n = (n_now - 1).max(2);
                 println!(
-                    "shrink: {} faults still fail ({tried} runs, {:.0} s)",
+                    "shrink: down to {} faults, still failing ({tried} runs, {:.0} s)",
                     fired_slots(&best.faults).len(),
                     started.elapsed().as_secs_f64()
                 );
@@ -896,13 +896,17 @@ fn shrink_failure(failed: &Outcome, jobs: usize) {
     for f in kept {
         println!("    {f}");
     }
-    println!("  failures:");
+    println!("  failures (the first five):");
     for l in best
         .lines
         .iter()
         .filter(|l| l.starts_with("FAILURE ") || l.starts_with("details: "))
+        .take(6)
     {
-        println!("    {l}");
+        // A panic's report without the backtrace tail.
+        let l = l.split("\nlast stderr lines:").next().unwrap_or(l);
+        let short: String = l.chars().take(400).collect();
+        println!("    {short}");
     }
     let vars: Vec<String> = cut.env().iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!(
