@@ -974,7 +974,16 @@ async fn member_state(url: &str) -> Result<MemberFinal, tonic::Status> {
         .into_inner();
     let rev = all.header.as_ref().map_or(0, |h| h.revision);
     let hrev = h.header.as_ref().map_or(0, |h| h.revision);
-    if rev != hrev {
+    // An entry applied between the reads — a periodic auto-compaction,
+    // which changes no revision — must not pair one applied index with
+    // another's state (kv3 seed 118: a compaction applied on one member
+    // between its Status and its HashKV read as "members disagree").
+    let applied_after = m
+        .status(StatusRequest {})
+        .await?
+        .into_inner()
+        .raft_applied_index;
+    if rev != hrev || applied_after != applied {
         return Err(tonic::Status::unavailable("member still applying"));
     }
     let kvs = all
