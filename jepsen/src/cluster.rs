@@ -15,6 +15,7 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
+use crate::lazyfs::{LazyFs, Mounted};
 use crate::net::{Net, SUBNET};
 
 pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -50,6 +51,10 @@ pub struct Cluster {
     pub target: Target,
     pub binary: PathBuf,
     pub members: Vec<Member>,
+    /// Per member, the lost-unsynced-writes file system under its data
+    /// directory (the `lose` nemesis); after `members` so that the
+    /// processes are gone before the file systems unmount.
+    pub lazy: Vec<Option<Mounted>>,
     token: String,
     initial: String,
 }
@@ -76,10 +81,31 @@ impl Cluster {
         Cluster {
             target,
             binary,
+            lazy: (0..net.members).map(|_| None).collect(),
             members,
             token: net.prefix.clone(),
             initial,
         }
+    }
+
+    /// Mounts a lost-unsynced-writes file system at every member's data
+    /// directory, backed by `n<i>.backing` beside it.
+    pub fn mount_lazyfs(&mut self) -> Result<(), String> {
+        for (i, m) in self.members.iter().enumerate() {
+            let backing = m.data.with_extension("backing");
+            self.lazy[i] = Some(LazyFs::mount(&backing, &m.data)?);
+        }
+        Ok(())
+    }
+
+    /// kill -9 member `i`, then drop every write its file system holds
+    /// unsynced; returns (bytes, files) dropped.
+    pub async fn crash_losing_writes(&mut self, i: usize) -> Result<(u64, usize), String> {
+        self.kill(i).await?;
+        let fs = self.lazy[i]
+            .as_ref()
+            .ok_or("the lose nemesis needs --nemesis lose at start")?;
+        fs.fs.crash()
     }
 
     pub fn client_url(&self, i: usize) -> String {

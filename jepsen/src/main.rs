@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cairn-jepsen [--target cairn|etcd] [--bin PATH] [--nodes 3|5] [--seed N]
-//!              [--time SECS] [--workload kv|locks] [--nemesis kill,pause,partition,net,clock|all|none]
+//!              [--time SECS] [--workload kv|locks] [--nemesis kill,pause,partition,net,clock,lose|all|none]
 //!              [--clients N] [--out DIR] [--dir DIR] [--check-steps N]
 //! ```
 //!
@@ -20,12 +20,13 @@
 //! Tests: each module's unit tests; whole runs in `jepsen/smoke.sh`.
 
 mod cluster;
+mod lazyfs;
 mod nemesis;
 mod net;
 mod report;
 mod workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,6 +150,15 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        // File systems of the `lose` nemesis still mounted (a panic, a signal).
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        for m in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+            if Path::new(m).starts_with(&self.dir) {
+                if let Err(e) = net::sh("umount", &["-l", m]) {
+                    eprintln!("cleanup: {e}");
+                }
+            }
+        }
         for e in self.net.teardown() {
             eprintln!("cleanup: {e}");
         }
@@ -338,6 +348,9 @@ async fn run(args: &Args, net: &Net) -> Result<bool, String> {
         args.dir.display(),
         args.out.display()
     );
+    if args.nemesis.contains(&"lose") {
+        cluster.mount_lazyfs()?;
+    }
     for i in 0..args.nodes {
         cluster.start(i)?;
     }

@@ -12,7 +12,10 @@
 //!   loss on one or two members where the kernel has netem (else a tbf rate
 //!   limit), plus 20 % random drops between members by nftables;
 //! - `clock`: one member's clock jumps by ±1–60 s (libfaketime, see
-//!   `cluster`), back to true time on heal.
+//!   `cluster`), back to true time on heal;
+//! - `lose`: kill -9 a member and drop every write its data directory's
+//!   file system (`lazyfs`) holds unsynced, as a power loss would; restart
+//!   it on heal.
 //!
 //! Tests: `tests` below (the schedule is the seed's); runs in `jepsen/smoke.sh`.
 
@@ -26,7 +29,7 @@ use serde_json::json;
 use crate::cluster::Cluster;
 use crate::net::Net;
 
-pub const KINDS: [&str; 5] = ["kill", "pause", "partition", "net", "clock"];
+pub const KINDS: [&str; 6] = ["kill", "pause", "partition", "net", "clock", "lose"];
 
 /// One fault as it happened.
 #[derive(Debug, Clone)]
@@ -164,6 +167,16 @@ impl Nemesis {
                 cluster.kill(victim).await?;
                 (vec![victim], format!("kill -9 {}", who(victim)))
             }
+            "lose" => {
+                let (bytes, files) = cluster.crash_losing_writes(victim).await?;
+                (
+                    vec![victim],
+                    format!(
+                        "kill -9 {} and drop its unsynced writes ({bytes} bytes in {files} files)",
+                        who(victim)
+                    ),
+                )
+            }
             "pause" => {
                 cluster.pause(victim)?;
                 (vec![victim], format!("SIGSTOP {}", who(victim)))
@@ -263,7 +276,7 @@ impl Nemesis {
             return Ok(());
         };
         let result = match a.kind {
-            "kill" => a.members.iter().try_for_each(|m| cluster.start(*m)),
+            "kill" | "lose" => a.members.iter().try_for_each(|m| cluster.start(*m)),
             "pause" => a.members.iter().try_for_each(|m| cluster.resume(*m)),
             "partition" => net.heal(),
             "net" => net
@@ -309,10 +322,11 @@ mod tests {
         };
         assert_eq!(steps(7), steps(7));
         assert_ne!(steps(7), steps(8));
-        // Every kind once in each round of five.
-        for round in steps(7).chunks(5) {
+        // Every kind once in each round.
+        for round in steps(7).chunks(KINDS.len()) {
             let kinds: std::collections::BTreeSet<_> = round.iter().map(|s| s.kind).collect();
-            assert_eq!(kinds.len(), 5, "{round:?}");
+            assert_eq!(kinds.len(), round.len().min(KINDS.len()), "{round:?}");
+            assert_eq!(round.len(), kinds.len(), "{round:?}");
         }
         assert!(Nemesis::new(1, vec![]).next_step().is_none());
     }

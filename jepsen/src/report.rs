@@ -87,6 +87,7 @@ pub fn render(r: &ReportInput) -> String {
         let (a, b) = (x(f.start_ns), x(f.end_ns.max(f.start_ns)));
         let color = match f.kind {
             "kill" => "#f4a6a6",
+            "lose" => "#e07070",
             "pause" => "#f7d08a",
             "partition" => "#b9c7f0",
             "net" => "#c9e7c0",
