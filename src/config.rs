@@ -68,6 +68,7 @@ use cairn_runtime::NodeId;
 pub use error::ConfigError;
 pub use ids::{cluster_id, member_id, ClusterId};
 pub use url::{Scheme, Url};
+pub(crate) use url::parse_initial_cluster;
 pub use values::{
     AuthToken, AutoCompaction, ClusterState, LogFormat, LogLevel, DEFAULT_BCRYPT_COST,
     JWT_SIGN_METHODS, MAX_BCRYPT_COST, MIN_BCRYPT_COST,
@@ -144,6 +145,13 @@ pub struct Config {
     pub enable_pprof: bool,
     /// `--enable-v2`: serve the v2 keys API.
     pub enable_v2: bool,
+    /// `--discovery`: bootstrap through etcd's v2 discovery protocol.
+    pub discovery: Option<String>,
+    /// `--discovery-fallback`: `exit` or `proxy` (both exit in cairn).
+    pub discovery_fallback: String,
+    /// `--discovery-srv` and `--discovery-srv-name`.
+    pub discovery_srv: Option<String>,
+    pub discovery_srv_name: String,
     /// `--listen-metrics-urls`: more URLs serving the client port's HTTP
     /// endpoints (`/metrics`, `/health`, `/livez`, `/readyz`) only.
     pub listen_metrics_urls: Vec<Url>,

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod backup;
 pub mod config;
+pub mod discovery;
 pub mod ctl;
 pub mod lease;
 pub mod logging;

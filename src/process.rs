@@ -327,6 +327,18 @@ pub async fn run_until(
     options: ProcessOptions,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Ended, String> {
+    // Discovery finds the initial cluster on a member's first start only.
+    let discovered;
+    let config = if (config.discovery.is_some() || config.discovery_srv.is_some())
+        && crate::server::apply::read_member_id(storage.as_ref())
+            .map_err(|e| e.to_string())?
+            .is_none()
+    {
+        discovered = crate::discovery::bootstrap(config).await?;
+        &discovered
+    } else {
+        config
+    };
     let mut sc = server_config(config, options.rng_seed);
     sc.jwt = jwt_tokens(config)?;
     let tls = member_tls(config)?;

@@ -546,14 +546,23 @@ fn leader_stats(server: &Server) -> HttpReply {
     if server.leader() != Some(me) {
         return http_error(403, "not current leader");
     }
+    // Round trips of the transport's small calls (heartbeats, empty
+    // appends) stand for etcd's per-append latencies; cairn keeps their
+    // count and mean, not the last value or the spread, so `current`,
+    // `minimum` and `maximum` repeat the mean and `standardDeviation` is 0.
+    let latency = server.peer_latency();
     let followers: Vec<String> = server
         .member_records()
         .into_iter()
         .filter(|m| m.id != me)
         .map(|m| {
+            let (n, mean, fail) = latency
+                .iter()
+                .find(|(id, ..)| *id == m.id)
+                .map_or((0, 0.0, 0), |(_, n, mean, fail)| (*n, *mean, *fail));
             format!(
-                "\"{}\":{{\"latency\":{{\"current\":0,\"average\":0,\"standardDeviation\":0,\
-                 \"minimum\":0,\"maximum\":0}},\"counts\":{{\"fail\":0,\"success\":0}}}}",
+                "\"{}\":{{\"latency\":{{\"current\":{mean},\"average\":{mean},\"standardDeviation\":0,\
+                 \"minimum\":{mean},\"maximum\":{mean}}},\"counts\":{{\"fail\":{fail},\"success\":{n}}}}}",
                 hex_id(m.id)
             )
         })

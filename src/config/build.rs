@@ -222,6 +222,14 @@ pub(crate) fn build(settings: Settings) -> Result<Config, ConfigError> {
         log_outputs: s.parse("log-outputs", "default", values::parse_log_outputs)?,
         enable_pprof: s.parse("enable-pprof", "false", values::parse_bool)?,
         enable_v2: s.parse("enable-v2", "false", values::parse_bool)?,
+        discovery: Some(s.parse("discovery", "", |t| Ok(t.to_string()))?).filter(|d| !d.is_empty()),
+        discovery_fallback: s.parse("discovery-fallback", "proxy", |t| match t {
+            "exit" | "proxy" => Ok(t.to_string()),
+            _ => Err("valid values are \"exit\" and \"proxy\"".to_string()),
+        })?,
+        discovery_srv: Some(s.parse("discovery-srv", "", |t| Ok(t.to_string()))?)
+            .filter(|d| !d.is_empty()),
+        discovery_srv_name: s.parse("discovery-srv-name", "", |t| Ok(t.to_string()))?,
         listen_metrics_urls: match s.text("listen-metrics-urls") {
             Some(t) if !t.trim().is_empty() => s.urls("listen-metrics-urls", "", true)?,
             _ => Vec::new(),
@@ -385,6 +393,12 @@ fn validate(
     }
     if c.max_request_bytes == 0 {
         return Err(ConfigError::Zero("max-request-bytes"));
+    }
+    let bootstraps = usize::from(s.is_set("initial-cluster"))
+        + usize::from(c.discovery.is_some())
+        + usize::from(c.discovery_srv.is_some());
+    if bootstraps > 1 {
+        return Err(ConfigError::MultipleBootstrap);
     }
     validate_membership(c)
 }

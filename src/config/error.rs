@@ -18,6 +18,9 @@ pub enum ConfigError {
     #[error("{0}")]
     Version(String),
 
+    /// More than one way to find the initial members (etcd's words).
+    #[error("cairn: multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\" or \"discovery-srv\"")]
+    MultipleBootstrap,
     /// A flag cairn does not know, as the user typed it (`--foo`, `-foo`).
     #[error("cairn: unknown flag: {0}")]
     UnknownFlag(String),

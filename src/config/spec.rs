@@ -192,6 +192,45 @@ pub(crate) const FLAGS: &[FlagSpec] = &[
          pairs; a name may repeat to give a member several URLs.",
     ),
     spec(
+        "discovery",
+        Text,
+        "",
+        Clustering,
+        "Discovery URL (etcd's v2 discovery protocol: a key directory with _config/size on a \
+         cluster serving the v2 API) to bootstrap the cluster through, instead of \
+         --initial-cluster.",
+    ),
+    spec(
+        "discovery-fallback",
+        Text,
+        "proxy",
+        Clustering,
+        "What to do when discovery finds the cluster full: 'exit', or 'proxy' (etcd's v2 proxy, \
+         which cairn does not have: it exits as with 'exit').",
+    ),
+    spec(
+        "discovery-proxy",
+        Text,
+        "",
+        Clustering,
+        "HTTP proxy for the discovery service (accepted; cairn connects directly).",
+    ),
+    spec(
+        "discovery-srv",
+        Text,
+        "",
+        Clustering,
+        "Domain whose DNS SRV records (_etcd-server-ssl._tcp, _etcd-server._tcp) list the \
+         cluster's peers, instead of --initial-cluster.",
+    ),
+    spec(
+        "discovery-srv-name",
+        Text,
+        "",
+        Clustering,
+        "Suffix of the SRV names queried with --discovery-srv (_etcd-server-<name>._tcp).",
+    ),
+    spec(
         "initial-cluster-state",
         Text,
         "new",

@@ -141,6 +141,26 @@ impl Server {
         self.shared.v2_watchers.started
     }
 
+    /// Per peer: round trips measured (successes), their mean in
+    /// milliseconds, and messages that failed to send (`/v2/stats/leader`).
+    pub fn peer_latency(&self) -> Vec<(u64, u64, f64, u64)> {
+        self.shared
+            .config
+            .peer_stats
+            .snapshot()
+            .into_iter()
+            .map(|(id, c)| {
+                let n = c.round_trip.count();
+                let mean_ms = if n == 0 {
+                    0.0
+                } else {
+                    c.round_trip.sum_secs() * 1000.0 / n as f64
+                };
+                (id, n, mean_ms, c.sent_failures.load(Ordering::Relaxed))
+            })
+            .collect()
+    }
+
     /// The members as applied here.
     pub fn member_records(&self) -> Vec<cairn_proto::cairnpb::MemberRecord> {
         self.shared.members().values().cloned().collect()
