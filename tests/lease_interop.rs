@@ -99,7 +99,7 @@ enum Step {
 }
 
 fn spawn_ctl(endpoint: &str, args: &[String]) -> Child {
-    Command::new("etcdctl")
+    Command::new(ctl_program())
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
         .args(args)
@@ -284,6 +284,41 @@ fn etcdctl_lease_session_matches_etcd() {
     assert_eq!(etcd_remaining.len(), cairn_remaining.len());
     for (e, c) in etcd_remaining.iter().zip(&cairn_remaining) {
         assert!((e - c).abs() <= 2, "remaining TTL {c} vs etcd's {e}");
+    }
+}
+
+/// The same session with cairnctl (`tests/common/mod.rs`'s `with_ctl`)
+/// against a fresh server of each kind prints what etcdctl prints against
+/// another.
+#[test]
+fn cairnctl_lease_session_prints_what_etcdctl_prints() {
+    let steps = lease_session();
+    for server in [Server::Etcd, Server::Cairn] {
+        let (d1, d2) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let start = |dir: &std::path::Path| match server {
+            Server::Etcd => start_etcd(dir),
+            Server::Cairn => start_cairn(dir),
+        };
+        let (a, b) = (start(d1.path()), start(d2.path()));
+        let (want, _) = run_session(&a.endpoint(), &steps);
+        let (got, _) = with_ctl(cairnctl_bin(), || run_session(&b.endpoint(), &steps));
+        let diffs: Vec<String> = want
+            .iter()
+            .zip(&got)
+            .filter(|(w, g)| w != g)
+            .map(|(w, g)| format!("--- etcdctl\n{w}\n+++ cairnctl\n{g}"))
+            .collect();
+        assert!(
+            diffs.is_empty(),
+            "on {}: {} of {} steps differ:\n{}",
+            server.label(),
+            diffs.len(),
+            steps.len(),
+            diffs.join("\n")
+        );
     }
 }
 

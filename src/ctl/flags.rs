@@ -179,6 +179,7 @@ pub fn parse(args: &[String], specs: &[&[Spec]]) -> Result<Flags, Failure> {
             flags.words.push(a.clone());
         }
     }
+    flags.check_types(specs)?;
     // Global flags not on the line: ETCDCTL_<NAME>, then the default.
     for spec in GLOBAL {
         let var = format!(
@@ -235,7 +236,37 @@ pub fn go_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(total))
 }
 
+/// Flags whose values are integers, and durations (pflag checks them as
+/// it reads them).
+const INTS: &[&str] = &["limit", "rev", "ttl"];
+const DURATIONS: &[&str] = &[
+    "dial-timeout",
+    "command-timeout",
+    "keepalive-time",
+    "keepalive-timeout",
+];
+
 impl Flags {
+    /// Every value given is one of its flag's type.
+    fn check_types(&self, specs: &[&[Spec]]) -> Result<(), Failure> {
+        for (name, values) in &self.given {
+            for v in values {
+                let one = Flags {
+                    given: HashMap::from([(*name, vec![v.clone()])]),
+                    ..Flags::default()
+                };
+                if find(specs, name).is_some_and(|s| s.kind == Kind::Switch) {
+                    one.bool(name)?;
+                } else if INTS.contains(name) {
+                    one.int_or(name, 0)?;
+                } else if DURATIONS.contains(name) {
+                    one.duration_or(name, Duration::ZERO)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The last value given to `name` (or its `ETCDCTL_*` value).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.given

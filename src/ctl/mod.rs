@@ -6,6 +6,8 @@
 //! - [`client`]: the connection (endpoints in turn, login, token, errors);
 //! - [`output`]: Go's quoting and JSON, tables, durations;
 //! - [`kv`]: get, put, del, txn, compaction;
+//! - [`watch`]: watch, interactive or running a command per event;
+//! - [`lock`]: lock and elect (clientv3's concurrency recipes);
 //! - [`lease`]: lease grant, revoke, timetolive, list, keep-alive;
 //! - [`cluster`]: member, endpoint, alarm, move-leader, version;
 //! - [`snapshot`]: snapshot save, status, restore and defrag, with a
@@ -18,10 +20,13 @@
 pub mod client;
 pub mod cluster;
 pub mod flags;
+pub mod help;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod output;
 pub mod snapshot;
+pub mod watch;
 
 use std::io::Write;
 
@@ -48,12 +53,15 @@ pub fn out(bytes: &[u8]) -> Result<(), Failure> {
 }
 
 /// The commands, by their words, with their own flags.
-const COMMANDS: &[(&[&str], &[Spec])] = &[
+pub const COMMANDS: &[(&[&str], &[Spec])] = &[
     (&["get"], kv::GET_FLAGS),
     (&["put"], kv::PUT_FLAGS),
     (&["del"], kv::DEL_FLAGS),
     (&["txn"], kv::TXN_FLAGS),
     (&["compaction"], kv::COMPACTION_FLAGS),
+    (&["watch"], watch::WATCH_FLAGS),
+    (&["lock"], lock::LOCK_FLAGS),
+    (&["elect"], lock::ELECT_FLAGS),
     (&["lease", "grant"], &[]),
     (&["lease", "revoke"], &[]),
     (&["lease", "timetolive"], &[switch("keys")]),
@@ -116,7 +124,7 @@ fn lookup(words: &[String]) -> Result<(usize, usize), Failure> {
     let top = match_word(tops, first).ok_or_else(|| {
         Failure(
             EXIT_ERROR,
-            format!("unknown command {first:?} for \"cairnctl\""),
+            format!("unknown command {first:?} for \"{PROGRAM}\""),
         )
     })?;
     let group: Vec<usize> = (0..COMMANDS.len())
@@ -135,8 +143,8 @@ fn lookup(words: &[String]) -> Result<(usize, usize), Failure> {
         None => Err(Failure(
             EXIT_ERROR,
             match words.get(1) {
-                Some(w) => format!("unknown command {w:?} for \"cairnctl {top}\""),
-                None => format!("\"cairnctl {top}\" needs a subcommand"),
+                Some(w) => format!("unknown command {w:?} for \"{PROGRAM} {top}\""),
+                None => format!("\"{PROGRAM} {top}\" needs a subcommand"),
             },
         )),
     }
@@ -155,11 +163,39 @@ pub fn main(args: Vec<String>) -> u8 {
     }
 }
 
+/// The name this program prints in its usage and errors.
+pub const PROGRAM: &str = "cairnctl";
+
+/// `-h`, `--help`: every command has it.
+const HELP: &[Spec] = &[flags::short(switch("help"), 'h')];
+
 fn run(args: Vec<String>) -> Result<(), Failure> {
     let words = flags::words_only(&args, &all_specs());
-    let (i, used) = lookup(&words)?;
+    let (i, used) = match lookup(&words) {
+        Ok(found) => found,
+        Err(Failure(code, msg)) if !msg.is_empty() => {
+            // cobra says it, then etcdctl says it again.
+            eprintln!("Error: {msg}\nRun '{PROGRAM} --help' for usage.");
+            return Err(Failure(code, msg));
+        }
+        Err(e) => return Err(e),
+    };
     let (path, specs) = COMMANDS[i];
-    let f = flags::parse(&args, &[GLOBAL, specs])?;
+    let usage = || help::usage(&path.join(" "), PROGRAM).unwrap_or_default();
+    let f = match flags::parse(&args, &[GLOBAL, specs, HELP]) {
+        Ok(f) => f,
+        Err(Failure(code, msg)) => {
+            // cobra: the error, the usage (on stdout), an empty line; then
+            // etcdctl's own `Error:` line.
+            eprintln!("Error: {msg}");
+            out(usage().as_bytes())?;
+            eprintln!();
+            return Err(Failure(code, msg));
+        }
+    };
+    if f.bool("help").unwrap_or(false) {
+        return out(usage().as_bytes());
+    }
     // The command's own words are the first `used` positional ones.
     let rest: Vec<String> = f.words.iter().skip(used).cloned().collect();
     let g = Global::from_flags(&f)?;
@@ -169,6 +205,9 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         ["del"] => kv::del(g, &f, &rest),
         ["txn"] => kv::txn(g, &f, &rest),
         ["compaction"] => kv::compaction(g, &f, &rest),
+        ["watch"] => watch::run(g, &f, &args, &rest),
+        ["lock"] => lock::lock(g, &f, &rest),
+        ["elect"] => lock::elect(g, &f, &rest),
         ["lease", sub] => lease::run(sub, g, &f, &rest),
         ["member", sub] => cluster::member(sub, g, &f, &rest),
         ["endpoint", sub] => cluster::endpoint(sub, g, &f, &rest),

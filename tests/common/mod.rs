@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod sessions;
+
 /// A loopback port nothing listens on, for a server about to be started.
 /// Below the kernel's ephemeral range (32768 and up here), so no outgoing
 /// connection of a test running in parallel can take it before the server
@@ -210,9 +212,36 @@ pub fn wait_healthy(p: &Proc) {
     panic!("{} did not become healthy; log:\n{}", p.name, p.log_text());
 }
 
-/// Runs etcdctl (API v3) against `endpoints` with `args`, feeding `stdin`.
+thread_local! {
+    static CTL: std::cell::RefCell<String> = std::cell::RefCell::new("etcdctl".to_owned());
+}
+
+/// The command line [`etcdctl`] runs on this thread: etcdctl 3.4, or
+/// another (cairnctl) inside [`with_ctl`].
+pub fn ctl_program() -> String {
+    CTL.with(|c| c.borrow().clone())
+}
+
+/// cairn's own etcdctl.
+pub fn cairnctl_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cairnctl")
+}
+
+/// Runs `f` with [`etcdctl`] running `program` instead of etcdctl 3.4 on
+/// this thread (each test has a thread of its own).
+pub fn with_ctl<T>(program: &str, f: impl FnOnce() -> T) -> T {
+    let old = CTL.with(|c| c.replace(program.to_owned()));
+    let r = f();
+    CTL.with(|c| *c.borrow_mut() = old);
+    r
+}
+
+/// Runs etcdctl (API v3) against `endpoints` with `args`, feeding `stdin`
+/// (or, inside [`with_ctl`], that program: its name in what it prints is
+/// masked as `etcdctl`).
 pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new("etcdctl")
+    let program = ctl_program();
+    let mut child = Command::new(&program)
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
         .arg("--command-timeout=10s")
@@ -228,7 +257,19 @@ pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
         let _ = input.write_all(s.as_bytes());
     }
     drop(input);
-    child.wait_with_output().expect("etcdctl output")
+    let mut out = child.wait_with_output().expect("etcdctl output");
+    if program != "etcdctl" {
+        let name = Path::new(&program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for text in [&mut out.stdout, &mut out.stderr] {
+            if let Ok(s) = String::from_utf8(text.clone()) {
+                *text = s.replace(&name, "etcdctl").into_bytes();
+            }
+        }
+    }
+    out
 }
 
 /// etcdctl's stdout, asserting it succeeded.
