@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backup;
 pub mod config;
 pub mod discovery;
+pub mod gofmt;
 pub mod ctl;
 pub mod lease;
 pub mod logging;
