@@ -117,7 +117,7 @@ fn run_cmd(endpoint: &str, c: &Cmd) -> String {
 }
 
 fn spawn_watch(endpoint: &str, args: &[String], dir: &std::path::Path) -> Child {
-    Command::new("etcdctl")
+    Command::new(ctl_program())
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
         .arg("watch")
@@ -390,6 +390,39 @@ fn etcdctl_watch_sessions_print_what_etcd_prints() {
             panic!(
                 "session {:?}: cairn differs from etcd 3.4 at {}\n\
                  --- cairn ---\n{}--- etcd 3.4 ---\n{}",
+                s.name,
+                first_difference(&got.transcript, &want.transcript),
+                got.transcript,
+                want.transcript
+            );
+        }
+    }
+}
+
+/// The same sessions with cairnctl (`with_ctl` in `tests/common/mod.rs`)
+/// against a fresh server of each kind print what etcdctl prints against
+/// another.
+#[test]
+fn cairnctl_watch_sessions_print_what_etcdctl_prints() {
+    for server in [Server::Etcd, Server::Cairn] {
+        let (d1, d2) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let start = |dir: &std::path::Path| match server {
+            Server::Etcd => start_etcd(dir),
+            Server::Cairn => start_cairn(dir),
+        };
+        let (a, b) = (start(d1.path()), start(d2.path()));
+        for s in sessions() {
+            let want = run_session(&a.endpoint(), &s, None);
+            let got = with_ctl(cairnctl_bin(), || {
+                run_session(&b.endpoint(), &s, Some(&want))
+            });
+            assert!(
+                got.transcript == want.transcript,
+                "on {}, session {:?}: cairnctl differs from etcdctl at {}\n--- cairnctl ---\n{}--- etcdctl ---\n{}",
+                server.label(),
                 s.name,
                 first_difference(&got.transcript, &want.transcript),
                 got.transcript,
