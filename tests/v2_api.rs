@@ -629,3 +629,44 @@ fn v2_store_is_replicated_expired_everywhere_and_kept_across_restarts() {
     assert_eq!(after.body, before.body);
     assert_eq!(after.header("x-etcd-index"), before.header("x-etcd-index"));
 }
+
+/// etcd's `/members` on the peer port (what etcd's own joining members and
+/// tools read): the same JSON as etcd 3.4 once ids and ports are masked,
+/// and etcd's answers to another method and another path.
+#[test]
+fn peer_port_members_answer_as_etcds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = start_v2(Server::Etcd, dir.path());
+    let cairn = start_v2(Server::Cairn, dir.path());
+    let answers: Vec<Vec<(u16, String)>> = [&etcd, &cairn]
+        .iter()
+        .map(|p| {
+            let peer = p.peer_url.trim_start_matches("http://").to_owned();
+            let port = peer.rsplit(':').next().unwrap_or("").to_owned();
+            let client_port = p.endpoint().rsplit(':').next().unwrap_or("").to_owned();
+            [
+                ("GET", "/members"),
+                ("POST", "/members"),
+                ("GET", "/nothing"),
+            ]
+            .iter()
+            .map(|(m, path)| {
+                let a = call(&peer, m, path, "");
+                let body = mask_digits_after(&a.body, "\"id\":")
+                    .replace(&port, "PEER")
+                    .replace(&client_port, "CLIENT");
+                (a.status, if a.status == 200 { body } else { String::new() })
+            })
+            .collect()
+        })
+        .collect();
+    assert_eq!(
+        answers[1], answers[0],
+        "cairn (left) differs from etcd 3.4 (right)"
+    );
+    assert!(
+        answers[1][0].1.contains("\"name\":\"v1\""),
+        "{:?}",
+        answers[1]
+    );
+}

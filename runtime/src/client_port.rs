@@ -182,6 +182,10 @@ pub async fn serve_peers_secured(
 ) -> Result<(), std::io::Error> {
     use crate::transport::{PeerService, RaftPeerServer};
     let mut service = PeerService::new(cluster_id, inbound);
+    #[cfg(not(madsim))]
+    let members_http = directory
+        .clone()
+        .map(|d| peer_members_handler(cluster_id, d));
     if let Some(d) = directory {
         service = service.with_directory(d);
     }
@@ -199,11 +203,35 @@ pub async fn serve_peers_secured(
                 .await
                 .map_err(std::io::Error::other);
         }
-        let incoming = accept_nodelay(listener.inner);
-        router
-            .serve_with_incoming(incoming)
-            .await
-            .map_err(std::io::Error::other)
+        let Some(http) = members_http else {
+            let incoming = accept_nodelay(listener.inner);
+            return router
+                .serve_with_incoming(incoming)
+                .await
+                .map_err(std::io::Error::other);
+        };
+        // Plain HTTP/1.1 beside gRPC: etcd's `/members` on the peer port.
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<tokio::net::TcpStream, std::io::Error>>(128);
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let grpc = AbortOnDrop(tokio::spawn(async move {
+            let _ = router.serve_with_incoming(incoming).await;
+        }));
+        loop {
+            if grpc.0.is_finished() {
+                return Err(std::io::Error::other("peer gRPC server stopped"));
+            }
+            let (stream, _) = listener.inner.accept().await?;
+            let _ = stream.set_nodelay(true);
+            let (tx, http) = (tx.clone(), http.clone());
+            tokio::spawn(async move {
+                if is_http2(&stream).await {
+                    let _ = tx.send(Ok(stream)).await;
+                } else {
+                    let _ = answer_http1(stream, &http).await;
+                }
+            });
+        }
     }
     #[cfg(madsim)]
     {
@@ -213,6 +241,75 @@ pub async fn serve_peers_secured(
             .await
             .map_err(std::io::Error::other)
     }
+}
+
+/// etcd's `/members` on the peer port: the members as applied, as a JSON
+/// array in id order (`id` as a number, then `peerURLs`, `isLearner` when
+/// set, `name` and `clientURLs` when known), with `X-Etcd-Cluster-Id`.
+#[cfg(not(madsim))]
+fn peer_members_handler(
+    cluster_id: u64,
+    directory: std::sync::Arc<dyn crate::transport::PeerDirectory>,
+) -> HttpHandler {
+    Arc::new(move |req: HttpRequest| {
+        let directory = directory.clone();
+        Box::pin(async move {
+            let path = req.target.split('?').next().unwrap_or("");
+            if path != "/members" {
+                return None;
+            }
+            if req.method != "GET" {
+                let mut r =
+                    HttpReply::new(405, "text/plain; charset=utf-8", "Method Not Allowed\n");
+                r.headers.push(("Allow", "GET".to_owned()));
+                return Some(r);
+            }
+            // Go's encoding/json escaping (cairn's `gofmt::json_quote`;
+            // the runtime does not import cairn).
+            let quote = |s: &str| {
+                let mut q = String::from("\"");
+                for c in s.chars() {
+                    match c {
+                        '"' | '\\' => {
+                            q.push('\\');
+                            q.push(c);
+                        }
+                        '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                            q.push_str(&format!("\\u{:04x}", c as u32))
+                        }
+                        c if (c as u32) < 0x20 => q.push_str(&format!("\\u{:04x}", c as u32)),
+                        c => q.push(c),
+                    }
+                }
+                q.push('"');
+                q
+            };
+            let list = |v: &[String]| v.iter().map(|u| quote(u)).collect::<Vec<_>>().join(",");
+            let mut members = directory.members();
+            members.sort_by_key(|m| m.id);
+            let items: Vec<String> = members
+                .iter()
+                .map(|m| {
+                    let mut o = format!("{{\"id\":{},\"peerURLs\":[{}]", m.id, list(&m.peer_urls));
+                    if m.is_learner {
+                        o.push_str(",\"isLearner\":true");
+                    }
+                    if !m.name.is_empty() {
+                        o.push_str(&format!(",\"name\":{}", quote(&m.name)));
+                    }
+                    if !m.client_urls.is_empty() {
+                        o.push_str(&format!(",\"clientURLs\":[{}]", list(&m.client_urls)));
+                    }
+                    o.push('}');
+                    o
+                })
+                .collect();
+            let mut r = HttpReply::new(200, "application/json", format!("[{}]\n", items.join(",")));
+            r.headers
+                .push(("X-Etcd-Cluster-Id", format!("{cluster_id:x}")));
+            Some(r)
+        })
+    })
 }
 
 /// Aborts the task when dropped (the accept loop of a port whose server
