@@ -724,8 +724,7 @@ pub fn move_leader(g: Global, f: &Flags, args: &[String]) -> Result<(), Failure>
     let [target] = args else {
         return Err(bad_args("move-leader command needs 1 argument"));
     };
-    let target = parse_hex_u64(target)
-        .map_err(|e| bad_args(format!("bad leader ID arg ({e}), expecting ID in Hex")))?;
+    let target = parse_hex_u64(target).map_err(bad_args)?;
     let g = g.with_format(f)?;
     let eps = g.endpoints.clone();
     let gg = g.clone();
