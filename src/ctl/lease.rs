@@ -357,15 +357,20 @@ fn keep_alive(g: Global, f: &Flags, args: &[String]) -> Result<(), Failure> {
             .await
             .map_err(|e| Failure(EXIT_BAD_CONNECTION, e))?;
         let (tx, rx) = tokio::sync::mpsc::channel::<LeaseKeepAliveRequest>(4);
+        // The first keep-alive goes with the call: the server answers the
+        // call (headers and all) with its first answer.
+        let _ = tx.send(LeaseKeepAliveRequest { id }).await;
         let mut stream = LeaseClient::new(ctx.channel.clone())
             .lease_keep_alive(ctx.req(tokio_stream::wrappers::ReceiverStream::new(rx)))
             .await
             .map_err(|s| Failure(EXIT_BAD_CONNECTION, rpc_error(&s)))?
             .into_inner();
+        let mut first = true;
         loop {
-            if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+            if !first && tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
                 break;
             }
+            first = false;
             let r = match tokio::time::timeout(Duration::from_secs(30), stream.message()).await {
                 Ok(Ok(Some(r))) => r,
                 Ok(Ok(None)) => break,
