@@ -36,7 +36,7 @@ struct Bg {
 
 impl Bg {
     fn spawn(endpoint: &str, args: &[&str]) -> Bg {
-        let mut child = Command::new("etcdctl")
+        let mut child = Command::new(ctl_program())
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoint}"))
             .args(args)
@@ -289,5 +289,31 @@ fn etcdctl_lock_and_elect_behave_as_against_etcd() {
         "keys after: \"\"",
     ] {
         assert!(want.contains(expect), "{expect:?} missing from:\n{want}");
+    }
+}
+
+/// The same session with cairnctl (`with_ctl` in `tests/common/mod.rs`)
+/// against a fresh server of each kind prints what etcdctl prints against
+/// another.
+#[test]
+fn cairnctl_lock_and_elect_behave_as_etcdctls() {
+    for server in [Server::Etcd, Server::Cairn] {
+        let (d1, d2) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let start = |dir: &std::path::Path| match server {
+            Server::Etcd => start_etcd(dir),
+            Server::Cairn => start_cairn(dir),
+        };
+        let (a, b) = (start(d1.path()), start(d2.path()));
+        let want = session(&a);
+        let got = with_ctl(cairnctl_bin(), || session(&b));
+        assert_eq!(
+            got,
+            want,
+            "on {}: cairnctl:\n{got}\n\netcdctl:\n{want}",
+            server.label()
+        );
     }
 }

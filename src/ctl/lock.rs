@@ -45,6 +45,9 @@ async fn session(ctx: &Ctx, ttl: i64) -> Result<Session, Failure> {
     let (ctx2, id, ttl) = (ctx.clone(), lease.id, lease.ttl.max(1));
     tokio::spawn(async move {
         let (tx, rx) = tokio::sync::mpsc::channel::<LeaseKeepAliveRequest>(1);
+        // The first keep-alive goes with the call (the server answers the
+        // call with its first answer).
+        let _ = tx.send(LeaseKeepAliveRequest { id }).await;
         let stream = LeaseClient::new(ctx2.channel.clone())
             .lease_keep_alive(ctx2.req(tokio_stream::wrappers::ReceiverStream::new(rx)))
             .await;
@@ -53,10 +56,12 @@ async fn session(ctx: &Ctx, ttl: i64) -> Result<Session, Failure> {
             return;
         };
         let mut stream = stream.into_inner();
+        let mut first = true;
         loop {
-            if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+            if !first && tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
                 break;
             }
+            first = false;
             match stream.message().await {
                 Ok(Some(r)) if r.ttl > 0 => {}
                 _ => break,
@@ -165,15 +170,31 @@ async fn wait_deletes(ctx: &Ctx, pfx: &[u8], max_create: i64) -> Result<Response
     }
 }
 
-/// SIGINT or SIGTERM.
-async fn interrupted() {
+/// SIGINT and SIGTERM, caught from the start (a signal that comes right
+/// after the key is printed must release it, not kill the process).
+struct Interrupts {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let (Ok(mut i), Ok(mut t)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Interrupts {
+    fn new() -> Interrupts {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Interrupts {
+                signals: signal(SignalKind::interrupt())
+                    .ok()
+                    .zip(signal(SignalKind::terminate()).ok()),
+            }
+        }
+        #[cfg(not(unix))]
+        Interrupts {}
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some((i, t)) = self.signals.as_mut() {
             tokio::select! {
                 biased;
                 _ = i.recv() => {}
@@ -181,8 +202,8 @@ async fn interrupted() {
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Deletes `key` (a lock's or a leader's).
@@ -233,6 +254,7 @@ pub fn lock(g: Global, f: &Flags, args: &[String]) -> Result<(), Failure> {
     let g = g.with_format(f)?;
     let name = name.clone();
     super::client::runtime()?.block_on(async move {
+        let mut sig = Interrupts::new();
         let ctx = connect(&g).await?;
         let s = session(&ctx, ttl).await?;
         let pfx = format!("{name}/").into_bytes();
@@ -280,7 +302,7 @@ pub fn lock(g: Global, f: &Flags, args: &[String]) -> Result<(), Failure> {
         };
         let header = tokio::select! {
             biased;
-            _ = interrupted() => return Err(Failure(EXIT_ERROR, "context canceled".into())),
+            _ = sig.recv() => return Err(Failure(EXIT_ERROR, "context canceled".into())),
             h = acquire => h?,
         };
         if !command.is_empty() {
@@ -317,7 +339,7 @@ pub fn lock(g: Global, f: &Flags, args: &[String]) -> Result<(), Failure> {
         let mut lost = s.lost;
         tokio::select! {
             biased;
-            _ = interrupted() => delete(&ctx, &my_key).await,
+            _ = sig.recv() => delete(&ctx, &my_key).await,
             _ = &mut lost => Err(Failure(EXIT_ERROR, "session expired".into())),
         }
     })
@@ -348,22 +370,30 @@ pub fn elect(g: Global, f: &Flags, args: &[String]) -> Result<(), Failure> {
     let pfx = format!("{}/", args[0]).into_bytes();
     let proposal = args.get(1).cloned();
     super::client::runtime()?.block_on(async move {
+        let mut sig = Interrupts::new();
         let ctx = connect(&g).await?;
         let s = session(&ctx, 60).await?;
         match proposal {
             None => {
                 tokio::select! {
                     biased;
-                    _ = interrupted() => Ok(()),
+                    _ = sig.recv() => Ok(()),
                     r = observe(&g, &ctx, &pfx) => r,
                 }
             }
-            Some(val) => campaign(&g, &ctx, s, &pfx, &val).await,
+            Some(val) => campaign(&g, &ctx, s, &pfx, &val, &mut sig).await,
         }
     })
 }
 
-async fn campaign(g: &Global, ctx: &Ctx, s: Session, pfx: &[u8], val: &str) -> Result<(), Failure> {
+async fn campaign(
+    g: &Global,
+    ctx: &Ctx,
+    s: Session,
+    pfx: &[u8],
+    val: &str,
+    sig: &mut Interrupts,
+) -> Result<(), Failure> {
     let key = [pfx.to_vec(), format!("{:x}", s.lease).into_bytes()].concat();
     let win = async {
         let r = txn(
@@ -406,7 +436,7 @@ async fn campaign(g: &Global, ctx: &Ctx, s: Session, pfx: &[u8], val: &str) -> R
     };
     tokio::select! {
         biased;
-        _ = interrupted() => {
+        _ = sig.recv() => {
             let _ = delete(ctx, &key).await;
             return Err(Failure(EXIT_ERROR, "context canceled".into()));
         }
@@ -416,7 +446,7 @@ async fn campaign(g: &Global, ctx: &Ctx, s: Session, pfx: &[u8], val: &str) -> R
     let mut lost = s.lost;
     tokio::select! {
         biased;
-        _ = interrupted() => delete(ctx, &key).await,
+        _ = sig.recv() => delete(ctx, &key).await,
         _ = &mut lost => Err(Failure(EXIT_ERROR, "elect: session expired".into())),
     }
 }
