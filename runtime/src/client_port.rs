@@ -97,6 +97,46 @@ pub type HttpHandler = Arc<
 /// The largest request body the HTTP side reads (larger: 413).
 pub const MAX_HTTP_BODY: usize = 64 * 1024 * 1024;
 
+/// SIGINT and SIGTERM, caught from when this is made (cairnctl's `lock`
+/// and `elect`: a signal right after the key is printed must release it,
+/// not kill the process). Never fires in a simulation build (madsim has no
+/// signals).
+pub struct Interrupts {
+    #[cfg(all(unix, not(madsim)))]
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Interrupts {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Interrupts {
+        #[cfg(all(unix, not(madsim)))]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Interrupts {
+                signals: signal(SignalKind::interrupt())
+                    .ok()
+                    .zip(signal(SignalKind::terminate()).ok()),
+            }
+        }
+        #[cfg(not(all(unix, not(madsim))))]
+        Interrupts {}
+    }
+
+    /// Resolves at the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        #[cfg(all(unix, not(madsim)))]
+        if let Some((i, t)) = self.signals.as_mut() {
+            tokio::select! {
+                biased;
+                _ = i.recv() => {}
+                _ = t.recv() => {}
+            }
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
 /// Resolves at the process's first SIGTERM or SIGINT, naming it; never
 /// resolves when the handlers cannot be installed (`Err`) — nor in a
 /// simulation build, which never runs the binary (madsim has no signals).

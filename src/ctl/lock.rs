@@ -170,41 +170,7 @@ async fn wait_deletes(ctx: &Ctx, pfx: &[u8], max_create: i64) -> Result<Response
     }
 }
 
-/// SIGINT and SIGTERM, caught from the start (a signal that comes right
-/// after the key is printed must release it, not kill the process).
-struct Interrupts {
-    #[cfg(unix)]
-    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
-}
-
-impl Interrupts {
-    fn new() -> Interrupts {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            Interrupts {
-                signals: signal(SignalKind::interrupt())
-                    .ok()
-                    .zip(signal(SignalKind::terminate()).ok()),
-            }
-        }
-        #[cfg(not(unix))]
-        Interrupts {}
-    }
-
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        if let Some((i, t)) = self.signals.as_mut() {
-            tokio::select! {
-                biased;
-                _ = i.recv() => {}
-                _ = t.recv() => {}
-            }
-            return;
-        }
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
+use cairn_runtime::client_port::Interrupts;
 
 /// Deletes `key` (a lock's or a leader's).
 async fn delete(ctx: &Ctx, key: &[u8]) -> Result<(), Failure> {
