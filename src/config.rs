@@ -67,8 +67,8 @@ use cairn_runtime::NodeId;
 
 pub use error::ConfigError;
 pub use ids::{cluster_id, member_id, ClusterId};
-pub use url::{Scheme, Url};
 pub(crate) use url::parse_initial_cluster;
+pub use url::{Scheme, Url};
 pub use values::{
     AuthToken, AutoCompaction, ClusterState, LogFormat, LogLevel, DEFAULT_BCRYPT_COST,
     JWT_SIGN_METHODS, MAX_BCRYPT_COST, MIN_BCRYPT_COST,
