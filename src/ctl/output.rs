@@ -118,25 +118,7 @@ pub fn go_quote(s: &str) -> String {
 }
 
 /// A JSON string as Go's `encoding/json` writes it.
-pub fn jstr(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
-            }
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+pub use crate::gofmt::json_quote as jstr;
 
 /// A `[]byte` as Go's `encoding/json` writes it: base64, padded.
 pub fn jbytes(b: &[u8]) -> String {

@@ -760,11 +760,7 @@ impl Store {
         ttl: Ttl,
         now: i64,
     ) -> Result<Event, Error> {
-        let path = clean(path);
-        if path == "/" {
-            return Err(Error::new(ECODE_ROOT_RONLY, "/", self.index));
-        }
-        let node = self.lookup(&path)?.clone();
+        let (path, node) = self.existing_below_root(path)?;
         if node.is_dir() && !value.is_empty() {
             return Err(Error::new(ECODE_NOT_FILE, path, self.index));
         }
@@ -797,6 +793,17 @@ impl Store {
         self.mark(&path);
         self.index = next;
         Ok(self.record(e))
+    }
+
+    /// The clean path and a copy of the node a change to an existing node
+    /// (update, compare-and-swap, delete) works on; the root is read only.
+    fn existing_below_root(&self, path: &str) -> Result<(String, Node), Error> {
+        let path = clean(path);
+        if path == "/" {
+            return Err(Error::new(ECODE_ROOT_RONLY, "/", self.index));
+        }
+        let node = self.lookup(&path)?.clone();
+        Ok((path, node))
     }
 
     /// Why a compare failed (etcd's cause text).
@@ -843,11 +850,7 @@ impl Store {
         ttl: Ttl,
         now: i64,
     ) -> Result<Event, Error> {
-        let path = clean(path);
-        if path == "/" {
-            return Err(Error::new(ECODE_ROOT_RONLY, "/", self.index));
-        }
-        let node = self.lookup(&path)?.clone();
+        let (path, node) = self.existing_below_root(path)?;
         if node.is_dir() {
             return Err(Error::new(ECODE_NOT_FILE, path, self.index));
         }
@@ -898,11 +901,7 @@ impl Store {
         recursive: bool,
         now: i64,
     ) -> Result<Event, Error> {
-        let path = clean(path);
-        if path == "/" {
-            return Err(Error::new(ECODE_ROOT_RONLY, "/", self.index));
-        }
-        let node = self.lookup(&path)?.clone();
+        let (path, node) = self.existing_below_root(path)?;
         if node.is_dir() {
             if !dir {
                 return Err(Error::new(ECODE_NOT_FILE, path, self.index));
