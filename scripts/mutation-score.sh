@@ -75,7 +75,7 @@ for patch in "${patches[@]}"; do
   t0=$(date +%s)
   git -C "$tree" apply "$root/$patch"
   applied_patch="$root/$patch"
-  exe=$( (cd "$tree" && RUSTFLAGS="--cfg madsim" RUSTDOCFLAGS="--cfg madsim" CARGO_TARGET_DIR="$dir/target" \
+  exe=$( (cd "$tree" && RUSTFLAGS="--cfg madsim" RUSTDOCFLAGS="--cfg madsim" CARGO_PROFILE_DEV_OPT_LEVEL=1 CARGO_TARGET_DIR="$dir/target" \
       cargo test --no-run -p cairn-sim-tests --test sim 2>&1) | tee "$log" |
       sed -n 's/.*Executable tests\/sim.rs (\(.*\))/\1/p' | tail -1)
   restore

@@ -10,6 +10,7 @@
 //!   committed value was possibly written by one of them.
 //! - `watch`: the `watch` lines against the committed history.
 //! - `fencing`: the `hold` lines against the committed history.
+//! - `lease`: the `lease_op` lines (and `clock` faults), `lease.rs`.
 //! A check whose lines are absent is `Skipped`.
 //!
 //! Tests: `tests` below; the binary's in `tests/cli.rs`.
@@ -21,17 +22,19 @@ use super::durability::{acknowledged_writes, check_durability, possibly_written_
 use super::fencing::check_fencing;
 use super::history::{Request, TxnOp};
 use super::jsonl::History;
+use super::lease;
 use super::linearizability::{check_linearizable_with, CheckOptions, CheckResult};
 use super::serializable::check_serializable_reads;
 use super::watch::check_watches;
 
 /// Every check's name, in the order `all` runs them.
-pub const CHECKS: [&str; 5] = [
+pub const CHECKS: [&str; 6] = [
     "linearizable",
     "serializable",
     "durability",
     "watch",
     "fencing",
+    "lease",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +153,26 @@ pub fn run(check: &str, h: &History, options: &CheckOptions) -> Option<Verdict> 
                 Err(e) => verdict(name, Status::Malformed, vec![e.to_string()]),
             }
         }
+        "lease" => {
+            let (ops, jumps) = match lease::from_records(&h.other) {
+                Ok(x) => x,
+                Err(e) => return Some(verdict(name, Status::Malformed, vec![e])),
+            };
+            if ops.is_empty() {
+                return skip("no lease_op lines");
+            }
+            let r = lease::check_leases(
+                &ops,
+                &jumps,
+                committed.as_ref(),
+                &lease::LeaseOptions::default(),
+            );
+            if r.violations.is_empty() {
+                verdict(name, Status::Ok, vec![r.summary])
+            } else {
+                verdict(name, Status::Violation, r.violations)
+            }
+        }
         _ => {
             let Some(c) = committed else {
                 return skip("no change lines");
@@ -252,6 +275,7 @@ mod tests {
                 ("durability", Status::Ok),
                 ("watch", Status::Skipped),
                 ("fencing", Status::Skipped),
+                ("lease", Status::Skipped),
             ]
         );
 

@@ -12,14 +12,36 @@
 //! into each key's states by revision, deriving create_revision and version
 //! the way etcd does.
 //!
+//! `resolve` places a client history's writes in a complete committed
+//! history (as etcd's robustness suite patches its histories before checking
+//! them). Every write carries unique values, so a put's value names the
+//! revision it committed at:
+//! - an indeterminate (`Unknown`) put or txn none of whose put values
+//!   committed had no effect (`NoEffect`): a txn's executed branch always
+//!   shows, since every writing branch the workloads send holds a put; one
+//!   whose values committed at revision r took effect exactly there
+//!   (`CommittedAt(r)`); values at two revisions are a violation (a txn
+//!   applied in halves, or a write applied twice);
+//! - an indeterminate write with no put (a plain delete, a lease's revoke)
+//!   cannot be placed by value (`Unattributed`): whatever it changed is a
+//!   committed revision that no operation claims, which the linearizability
+//!   check replays as a change from outside the history (as it does for the
+//!   lease expiries and the lock service's keys);
+//! - a write reported `Failed` whose value committed, or an acknowledged one
+//!   whose value is not at its header revision, is a violation;
+//! - indeterminate compactions stay as they are (`AsObserved`): they change
+//!   no revision, so the committed history cannot place them.
+//!
 //! Tests: `tests` below.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::history::{Key, KeyValue, Revision, Value};
+use super::history::{
+    Key, KeyValue, Operation, Outcome, Request, Response, Revision, TxnOp, Value,
+};
 
 /// One key's change at one revision: `Some(value)` for a put, `None` for a delete.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -201,6 +223,209 @@ impl Timelines {
             states[index].0,
             states.get(index + 1).map(|(revision, _)| *revision),
         ))
+    }
+}
+
+/// What the committed history says about one operation of a client history
+/// (see the module header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    /// Checked as observed: an `Ok` operation, or an indeterminate compaction.
+    AsObserved,
+    /// Certainly had no effect: a failed operation, an indeterminate read, an
+    /// indeterminate write none of whose values committed.
+    NoEffect,
+    /// An indeterminate write without a put: its effect, if any, is a
+    /// revision no operation claims.
+    Unattributed,
+    /// An indeterminate write whose values committed at this revision.
+    CommittedAt(Revision),
+}
+
+/// The committed changes by revision: per revision, (key, value or `None`
+/// for a delete).
+pub type ChangesByRevision = BTreeMap<Revision, Vec<(Key, Option<Value>)>>;
+
+/// A client history placed in a complete committed history.
+#[derive(Debug, Clone, Default)]
+pub struct Resolution {
+    /// Per operation of the history, in its order.
+    pub ops: Vec<Resolved>,
+    /// The committed changes by revision, every revision from 2 to current.
+    pub changes: ChangesByRevision,
+    pub current_revision: Revision,
+    /// Contradictions between the history and the committed history.
+    pub violations: Vec<String>,
+}
+
+impl Resolution {
+    pub fn count(&self, kind: fn(&Resolved) -> bool) -> usize {
+        self.ops.iter().filter(|r| kind(r)).count()
+    }
+}
+
+/// Places `history`'s writes in `committed`, which must be complete (no
+/// revision from 2 on missing). See the module header.
+pub fn resolve(
+    history: &[Operation],
+    committed: &CommittedHistory,
+) -> Result<Resolution, HistoryError> {
+    let by_revision = committed.validate()?;
+    committed.check_no_gap(&by_revision, Revision(1))?;
+    let mut changes = ChangesByRevision::new();
+    let mut put_at: HashMap<(&str, &str), Vec<Revision>> = HashMap::new();
+    for ((revision, key), value) in &by_revision {
+        changes
+            .entry(*revision)
+            .or_default()
+            .push((key.clone(), value.clone()));
+    }
+    for change in &committed.changes {
+        if let Some(value) = &change.value {
+            put_at
+                .entry((change.key.as_str(), value.as_str()))
+                .or_default()
+                .push(change.revision);
+        }
+    }
+    let mut violations = Vec::new();
+    let ops = history
+        .iter()
+        .enumerate()
+        .map(|(index, op)| {
+            let (resolved, violation) = resolve_one(op, &put_at);
+            if let Some(why) = violation {
+                violations.push(format!("#{index} {op}: {why}"));
+            }
+            resolved
+        })
+        .collect();
+    Ok(Resolution {
+        ops,
+        changes,
+        current_revision: committed.current_revision,
+        violations,
+    })
+}
+
+/// Every put of a request (both branches of a txn).
+fn all_puts(request: &Request) -> Vec<(&str, &str)> {
+    match request {
+        Request::Put { key, value } => vec![(key.as_str(), value.as_str())],
+        Request::Txn(txn) => {
+            let mut puts = branch_puts(&txn.success);
+            puts.extend(branch_puts(&txn.failure));
+            puts
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The puts of a txn branch.
+fn branch_puts(branch: &[TxnOp]) -> Vec<(&str, &str)> {
+    branch
+        .iter()
+        .filter_map(|op| match op {
+            TxnOp::Put { key, value } => Some((key.as_str(), value.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn resolve_one(
+    op: &Operation,
+    put_at: &HashMap<(&str, &str), Vec<Revision>>,
+) -> (Resolved, Option<String>) {
+    let revisions_of = |puts: &[(&str, &str)]| -> Vec<Revision> {
+        let mut revisions: Vec<Revision> = puts
+            .iter()
+            .flat_map(|put| put_at.get(put).into_iter().flatten().copied())
+            .collect();
+        revisions.sort_unstable();
+        revisions.dedup();
+        revisions
+    };
+    let show = |revisions: &[Revision]| {
+        revisions
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match &op.output {
+        Outcome::Failed => {
+            let revisions = revisions_of(&all_puts(&op.input));
+            let violation = (!revisions.is_empty()).then(|| {
+                format!(
+                    "reported failed, but its value committed at revision {}",
+                    show(&revisions)
+                )
+            });
+            (Resolved::NoEffect, violation)
+        }
+        Outcome::Ok(response) => {
+            let (puts, header) = match (&op.input, response) {
+                (Request::Put { key, value }, Response::Put { header_revision }) => {
+                    (vec![(key.as_str(), value.as_str())], *header_revision)
+                }
+                (
+                    Request::Txn(txn),
+                    Response::Txn {
+                        header_revision,
+                        succeeded,
+                        ..
+                    },
+                ) => {
+                    let branch = if *succeeded {
+                        &txn.success
+                    } else {
+                        &txn.failure
+                    };
+                    (branch_puts(branch), *header_revision)
+                }
+                _ => return (Resolved::AsObserved, None),
+            };
+            let violation = puts.iter().find_map(|put| {
+                let at = put_at.get(put).map(Vec::as_slice).unwrap_or(&[]);
+                (at != [header]).then(|| {
+                    format!(
+                        "acknowledged at revision {header}, but {}={} committed at [{}]",
+                        put.0,
+                        put.1,
+                        show(at)
+                    )
+                })
+            });
+            (Resolved::AsObserved, violation)
+        }
+        Outcome::Unknown => {
+            if op.input.is_read_only() {
+                return (Resolved::NoEffect, None);
+            }
+            let puts = all_puts(&op.input);
+            let revisions = revisions_of(&puts);
+            let writing_branch_without_put = match &op.input {
+                Request::Txn(txn) => [&txn.success, &txn.failure].iter().any(|branch| {
+                    branch_puts(branch).is_empty()
+                        && branch.iter().any(|o| matches!(o, TxnOp::Delete { .. }))
+                }),
+                Request::Delete { .. } => true,
+                _ => false,
+            };
+            match (&op.input, revisions.as_slice()) {
+                (Request::Compact { .. }, _) => (Resolved::AsObserved, None),
+                (_, [revision]) => (Resolved::CommittedAt(*revision), None),
+                (_, []) if writing_branch_without_put => (Resolved::Unattributed, None),
+                (_, []) => (Resolved::NoEffect, None),
+                (_, several) => (
+                    Resolved::NoEffect,
+                    Some(format!(
+                        "its values committed at several revisions: {}",
+                        show(several)
+                    )),
+                ),
+            }
+        }
     }
 }
 

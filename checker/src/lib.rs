@@ -12,6 +12,7 @@
 //!   state at the revision they report.
 //! - `durability`: every acknowledged write survives, no invented values.
 //! - `fencing`: lock holders' fenced writes never interleave (lock workload).
+//! - `lease`: leases never expire early, stay gone, TimeToLive agrees.
 //! - `watch`: every watch stream delivered exactly the committed changes,
 //!   in order, without gaps.
 //! - `jsonl`: the JSON-lines history format (README.md) and its reader;
@@ -31,6 +32,7 @@ pub mod durability;
 pub mod fencing;
 pub mod history;
 pub mod jsonl;
+pub mod lease;
 pub mod linearizability;
 pub mod model;
 pub mod serializable;

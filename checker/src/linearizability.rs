@@ -46,6 +46,24 @@
 //! Partitioning: none — etcd's revision is global, so every operation
 //! constrains every other.
 //!
+//! Against the committed history (`check_linearizable_against`): when the
+//! store's complete committed history is known (the simulation's raft
+//! oracle), every change is pinned to its revision first
+//! (`committed::resolve`): an acknowledged write to its header revision, an
+//! indeterminate one whose values committed to that revision (with a return
+//! bound: the first return of an operation that observed that revision or a
+//! later one), and each revision no operation claims becomes a change from
+//! outside the history (a lease expiry, the lock service, a delete that timed
+//! out), replayed at exactly that revision with its call and return bounded
+//! the same way. Indeterminate writes that did not commit are dropped. The
+//! search then may only bump the revision with the entry pinned to it, and
+//! every pinned entry's effect must equal the committed changes at its
+//! revision; reads are pinned by their header revision already. What is left
+//! to search is the order of reads and compactions within one revision, so
+//! the search is close to linear. This checks the history against the order
+//! the cluster really committed (not against any order that would explain the
+//! observations), which is what a linearizable store must have served.
+//!
 //! Tests: `tests` below; whole histories in `tests/checker_histories.rs`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -54,7 +72,10 @@ use std::hash::BuildHasherDefault;
 use std::hash::DefaultHasher;
 
 use super::canonical::{canonical, read_values};
-use super::history::{validate, Operation, Outcome, Request, Response, TxnOpResult};
+use super::committed::{resolve, ChangesByRevision, CommittedHistory, Resolution, Resolved};
+use super::history::{
+    validate, Key, Operation, Outcome, Request, Response, Revision, Txn, TxnOp, TxnOpResult, Value,
+};
 use super::model::{matches, EtcdState};
 
 /// How much work the search may do.
@@ -126,6 +147,255 @@ pub fn check_linearizable_with(history: &[Operation], options: &CheckOptions) ->
     Search::new(history, &entries, options).run()
 }
 
+/// The client whose operations in an explanation are changes from outside
+/// the history (see the module header).
+pub const ENVIRONMENT_CLIENT: u64 = u64::MAX;
+
+/// Checks `history` against the order of `committed`, the store's complete
+/// committed history (module header). Every write the store committed must be
+/// in `committed`; `history` need not hold every write.
+pub fn check_linearizable_against(
+    history: &[Operation],
+    committed: &CommittedHistory,
+    options: &CheckOptions,
+) -> CheckResult {
+    if let Err(reason) = validate(history) {
+        return CheckResult::Malformed { reason };
+    }
+    let resolution = match resolve(history, committed) {
+        Ok(resolution) => resolution,
+        Err(e) => {
+            return CheckResult::Malformed {
+                reason: e.to_string(),
+            }
+        }
+    };
+    if !resolution.violations.is_empty() {
+        let shown: Vec<&str> = resolution
+            .violations
+            .iter()
+            .take(SHOWN)
+            .map(String::as_str)
+            .collect();
+        return CheckResult::Violation {
+            explanation: format!(
+                "{} writes contradict the committed history:\n  {}",
+                resolution.violations.len(),
+                shown.join("\n  ")
+            ),
+        };
+    }
+    let (extended, entries) = match prepare_pinned(history, &resolution) {
+        Ok(prepared) => prepared,
+        Err(explanation) => return CheckResult::Violation { explanation },
+    };
+    let mut search = Search::new(&extended, &entries, options);
+    search.committed = Some(&resolution.changes);
+    search.run()
+}
+
+/// Where an operation with an observed header revision sits in the
+/// revision order: a write at its revision before the reads at it.
+fn order_key(op: &Operation) -> Option<(u64, u8)> {
+    let Outcome::Ok(response) = &op.output else {
+        return None;
+    };
+    let header = response.header_revision()?.0;
+    Some(if shows_write(response) {
+        (header, 0)
+    } else {
+        (header, 1)
+    })
+}
+
+/// Time bounds implied by the observed header revisions for a write at
+/// revision r: it must come after every operation ordered before it (so not
+/// before their calls) and before every one ordered after it (so not after
+/// their returns).
+struct Bounds {
+    keys: Vec<(u64, u8)>,
+    /// max call of keys[..=i]
+    max_call: Vec<u64>,
+    /// min ret of keys[i..]
+    min_ret: Vec<u64>,
+}
+
+impl Bounds {
+    fn new(history: &[Operation]) -> Bounds {
+        let mut ordered: Vec<((u64, u8), u64, u64)> = history
+            .iter()
+            .filter_map(|op| Some((order_key(op)?, op.call, op.ret?)))
+            .collect();
+        ordered.sort_unstable();
+        let keys = ordered.iter().map(|o| o.0).collect();
+        let max_call = ordered
+            .iter()
+            .scan(0, |max, o| {
+                *max = (*max).max(o.1);
+                Some(*max)
+            })
+            .collect();
+        let mut min_ret: Vec<u64> = ordered
+            .iter()
+            .rev()
+            .scan(u64::MAX, |min, o| {
+                *min = (*min).min(o.2);
+                Some(*min)
+            })
+            .collect();
+        min_ret.reverse();
+        Bounds {
+            keys,
+            max_call,
+            min_ret,
+        }
+    }
+
+    /// (earliest call, latest return) for a write at `revision`.
+    fn write_at(&self, revision: u64) -> (u64, u64) {
+        let split = self.keys.partition_point(|k| *k < (revision, 0));
+        let call = split.checked_sub(1).map_or(0, |i| self.max_call[i]);
+        let ret = self.min_ret.get(split).copied().unwrap_or(u64::MAX);
+        (call, ret.max(call))
+    }
+}
+
+/// The search's history (the caller's, resolved writes given their return
+/// bound, then one operation per unclaimed revision) and its entries.
+fn prepare_pinned(
+    history: &[Operation],
+    resolution: &Resolution,
+) -> Result<(Vec<Operation>, Vec<Entry>), String> {
+    let bounds = Bounds::new(history);
+    let mut extended = history.to_vec();
+    let mut entries = Vec::new();
+    let mut claims: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut classes: HashMap<Request, usize> = HashMap::new();
+    let mut claim = |revision: u64, index: usize, extended: &[Operation]| {
+        if let Some(other) = claims.insert(revision, index) {
+            return Err(format!(
+                "two writes took revision {revision}: #{other} {} and #{index} {}",
+                extended[other], extended[index]
+            ));
+        }
+        Ok(())
+    };
+    for (index, (op, resolved)) in history.iter().zip(&resolution.ops).enumerate() {
+        let (uncertain, pin) = match (resolved, &op.output) {
+            (Resolved::NoEffect | Resolved::Unattributed, _) | (_, Outcome::Failed) => continue,
+            (Resolved::AsObserved, Outcome::Unknown) => (true, None),
+            (Resolved::AsObserved, Outcome::Ok(response)) => {
+                let pin = shows_write(response)
+                    .then(|| response.header_revision().map(|h| h.0))
+                    .flatten();
+                (false, pin)
+            }
+            (Resolved::CommittedAt(revision), _) => {
+                let (_, ret) = bounds.write_at(revision.0);
+                extended[index].ret = Some(ret.max(op.call));
+                (false, Some(revision.0))
+            }
+        };
+        if let Some(pin) = pin {
+            claim(pin, index, &extended)?;
+        }
+        let next_class = classes.len();
+        let class = *classes.entry(op.input.clone()).or_insert(next_class);
+        entries.push(Entry {
+            index,
+            uncertain,
+            read_only: op.input.is_read_only(),
+            deadline: match pin {
+                Some(pin) => pin.saturating_sub(1),
+                None => deadline(op),
+            },
+            request: op.input.clone(),
+            class,
+            pin,
+        });
+    }
+    for (revision, changes) in &resolution.changes {
+        if claims.contains_key(&revision.0) {
+            continue;
+        }
+        let (call, ret) = bounds.write_at(revision.0);
+        let request = Request::Txn(Txn {
+            compares: Vec::new(),
+            success: changes.iter().map(raw_change).collect(),
+            failure: Vec::new(),
+        });
+        extended.push(Operation {
+            client: ENVIRONMENT_CLIENT,
+            call,
+            ret: Some(ret),
+            input: request.clone(),
+            output: Outcome::Unknown,
+        });
+        entries.push(Entry {
+            index: extended.len() - 1,
+            uncertain: false,
+            read_only: false,
+            deadline: revision.0 - 1,
+            request,
+            class: 0,
+            pin: Some(revision.0),
+        });
+    }
+    Ok((extended, entries))
+}
+
+fn raw_change((key, value): &(Key, Option<Value>)) -> TxnOp {
+    match value {
+        Some(value) => TxnOp::Put {
+            key: key.clone(),
+            value: value.clone(),
+        },
+        None => TxnOp::Delete { key: key.clone() },
+    }
+}
+
+/// The keys a request may write.
+fn write_keys(request: &Request) -> Vec<&Key> {
+    match request {
+        Request::Put { key, .. } | Request::Delete { key } => vec![key],
+        Request::Txn(txn) => txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .filter_map(|op| match op {
+                TxnOp::Put { key, .. } | TxnOp::Delete { key } => Some(key),
+                TxnOp::Get { .. } => None,
+            })
+            .collect(),
+        Request::Get { .. } | Request::Compact { .. } => Vec::new(),
+    }
+}
+
+/// Did going from `before` to `after` (a bump to `revision`) make exactly the
+/// committed `changes` (on the keys `request` may write)?
+fn effects_match(
+    before: &EtcdState,
+    after: &EtcdState,
+    request: &Request,
+    revision: Revision,
+    changes: &[(Key, Option<Value>)],
+) -> bool {
+    if after.revision() != revision {
+        return false;
+    }
+    let committed_ok = changes.iter().all(|(key, value)| match value {
+        Some(value) => after
+            .kv(key)
+            .is_some_and(|kv| &kv.value == value && kv.mod_revision == revision),
+        None => after.kv(key).is_none() && before.kv(key).is_some(),
+    });
+    committed_ok
+        && write_keys(request)
+            .into_iter()
+            .filter(|key| !changes.iter().any(|(k, _)| k == *key))
+            .all(|key| before.kv(key) == after.kv(key))
+}
+
 /// An operation that takes part in the search.
 struct Entry {
     /// Index in the caller's history (for explanations).
@@ -138,6 +408,8 @@ struct Entry {
     request: Request,
     /// Uncertain entries with equal `request`s share a class.
     class: usize,
+    /// Against the committed history: the revision this write committed at.
+    pin: Option<u64>,
 }
 
 fn prepare(history: &[Operation]) -> Vec<Entry> {
@@ -161,6 +433,7 @@ fn prepare(history: &[Operation]) -> Vec<Entry> {
             deadline: deadline(op),
             request,
             class,
+            pin: None,
         }
     };
     history
@@ -439,6 +712,9 @@ struct Search<'a> {
     /// The longest path seen, for the explanation.
     best: Vec<usize>,
     best_state: EtcdState,
+    /// Against the committed history: its changes by revision (every
+    /// revision is pinned to one entry).
+    committed: Option<&'a ChangesByRevision>,
 }
 
 impl<'a> Search<'a> {
@@ -457,6 +733,7 @@ impl<'a> Search<'a> {
             max_steps: options.max_steps,
             best: Vec::new(),
             best_state: EtcdState::new(),
+            committed: None,
         }
     }
 
@@ -526,11 +803,20 @@ impl<'a> Search<'a> {
         if self.entries[entry].uncertain && !self.first_pending_of_class(entry) {
             return Attempt::Rejected;
         }
+        let pin = self.entries[entry].pin;
+        if pin.is_some_and(|pin| pin != self.state.revision().0 + 1) {
+            return Attempt::Rejected;
+        }
         self.steps += 1;
         let op = &self.history[self.entries[entry].index];
         let (next_state, expected) = self.state.apply(&self.entries[entry].request);
         if let Outcome::Ok(observed) = &op.output {
             if !matches(&expected, observed) {
+                return Attempt::Rejected;
+            }
+        }
+        if let Some(committed) = self.committed {
+            if !self.fits_committed(entry, &next_state, committed) {
                 return Attempt::Rejected;
             }
         }
@@ -576,6 +862,30 @@ impl<'a> Search<'a> {
             }
         }
         None
+    }
+
+    /// Against the committed history: only the entry pinned to a revision
+    /// may bump the store to it, and its effect must be the committed one.
+    fn fits_committed(
+        &self,
+        entry: usize,
+        next_state: &EtcdState,
+        committed: &ChangesByRevision,
+    ) -> bool {
+        let bumps = next_state.revision() != self.state.revision();
+        match self.entries[entry].pin {
+            None => !bumps,
+            Some(pin) => {
+                let changes = committed.get(&Revision(pin)).map_or(&[][..], Vec::as_slice);
+                effects_match(
+                    &self.state,
+                    next_state,
+                    &self.entries[entry].request,
+                    Revision(pin),
+                    changes,
+                )
+            }
+        }
     }
 
     fn first_pending_of_class(&self, entry: usize) -> bool {
@@ -662,7 +972,20 @@ impl<'a> Explanation<'a> {
     fn describe(&self, f: &mut fmt::Formatter<'_>, entry: usize) -> fmt::Result {
         let s = self.search;
         let index = s.entries[entry].index;
-        write!(f, "#{index} {}", s.history[index])
+        let op = &s.history[index];
+        match s.entries[entry].pin {
+            Some(pin) if op.client == ENVIRONMENT_CLIENT => write!(
+                f,
+                "#{index} a change from outside the history [{}, {}] {} at revision {pin}",
+                op.call,
+                op.ret.unwrap_or(u64::MAX),
+                op.input
+            ),
+            Some(pin) if op.output == Outcome::Unknown => {
+                write!(f, "#{index} {op} (committed at revision {pin})")
+            }
+            _ => write!(f, "#{index} {op}"),
+        }
     }
 
     /// Why `entry` cannot come next: the model answers differently, or
@@ -671,9 +994,34 @@ impl<'a> Explanation<'a> {
         let s = self.search;
         let op = &s.history[s.entries[entry].index];
         let (next, predicted) = s.best_state.apply(&s.entries[entry].request);
-        let matching = matches!(&op.output, Outcome::Ok(observed) if matches(&predicted, observed));
-        if !matching {
+        if let Some(pin) = s.entries[entry].pin {
+            if pin != s.best_state.revision().0 + 1 {
+                return format!(
+                    "it committed at revision {pin}, the store is at {}",
+                    s.best_state.revision()
+                );
+            }
+        }
+        let observed = match &op.output {
+            Outcome::Ok(observed) => Some(observed),
+            _ => None,
+        };
+        if observed.is_some_and(|observed| !matches(&predicted, observed)) {
             return format!("the model answers: {predicted}");
+        }
+        if let (Some(committed), Some(pin)) = (s.committed, s.entries[entry].pin) {
+            let changes = committed.get(&Revision(pin)).map_or(&[][..], Vec::as_slice);
+            if !effects_match(
+                &s.best_state,
+                &next,
+                &s.entries[entry].request,
+                Revision(pin),
+                changes,
+            ) {
+                return format!(
+                    "the model's effect differs from the committed changes at revision {pin}: {changes:?}"
+                );
+            }
         }
         let revision = next.revision().0;
         let blocked = pending
@@ -904,5 +1252,175 @@ mod tests {
         cleared.remove(129);
         assert!(!cleared.contains(129));
         assert_ne!(set, cleared);
+    }
+
+    mod against_committed {
+        use super::*;
+        use crate::committed::{change, CommittedHistory};
+
+        fn check(history: &[Operation], changes: Vec<crate::CommittedChange>) -> CheckResult {
+            check_linearizable_against(
+                history,
+                &CommittedHistory::complete(changes),
+                &CheckOptions { max_steps: 10_000 },
+            )
+        }
+
+        #[test]
+        fn a_stale_read_is_caught_and_a_fresh_one_passes() {
+            let fresh = [
+                put(1, 1, 2, "a", "x", 2),
+                get(2, 3, 4, "a", 2, Some(KeyValue::new("x", 2, 2, 1))),
+            ];
+            assert_eq!(
+                check(&fresh, vec![change(2, "a", Some("x"))]),
+                CheckResult::Ok
+            );
+            let stale = [put(1, 1, 2, "a", "x", 2), get(2, 3, 4, "a", 1, None)];
+            let result = check(&stale, vec![change(2, "a", Some("x"))]);
+            assert!(result.is_violation(), "{result}");
+        }
+
+        #[test]
+        fn timed_out_writes_are_placed_by_their_committed_values() {
+            // u1 committed at 2, u2 never did; the read at 3 sees u1 and an
+            // unclaimed revision 3 (a change from outside the history).
+            let history = [
+                Operation::unknown(1, 1, Request::put("a", "u1")),
+                Operation::unknown(2, 2, Request::put("a", "u2")),
+                get(3, 10, 11, "a", 3, Some(KeyValue::new("u1", 2, 2, 1))),
+            ];
+            let changes = vec![change(2, "a", Some("u1")), change(3, "b", Some("lock"))];
+            assert_eq!(check(&history, changes.clone()), CheckResult::Ok);
+            // A read that returned before u1 was called cannot see it.
+            let mut early = history.clone();
+            early[0].call = 20;
+            let result = check(&early, changes.clone());
+            assert!(result.is_violation(), "{result}");
+            // A value that committed after a read that returned nothing newer.
+            let mut missed = history.clone();
+            missed[2] = get(3, 10, 11, "a", 3, None);
+            let result = check(&missed, changes);
+            assert!(result.is_violation(), "{result}");
+        }
+
+        #[test]
+        fn changes_from_outside_the_history_are_replayed_at_their_revision() {
+            // A lease expiry deletes a at 3: reads at 3 must not see it.
+            let history = [
+                put(1, 1, 2, "a", "x", 2),
+                get(2, 5, 6, "a", 3, None),
+                get(2, 7, 8, "a", 2, Some(KeyValue::new("x", 2, 2, 1))),
+            ];
+            let changes = vec![change(2, "a", Some("x")), change(3, "a", None)];
+            let result = check(&history, changes.clone());
+            assert!(result.is_violation(), "{result}");
+            assert!(
+                result.to_string().contains("outside the history")
+                    || result.to_string().contains("rev 2"),
+                "{result}"
+            );
+            assert_eq!(check(&history[..2], changes), CheckResult::Ok);
+        }
+
+        #[test]
+        fn writes_contradicting_the_committed_history_are_violations() {
+            let failed = [Operation::failed(1, 1, 2, Request::put("a", "x"))];
+            let result = check(&failed, vec![change(2, "a", Some("x"))]);
+            assert!(result.to_string().contains("reported failed"), "{result}");
+            let lost = [put(1, 1, 2, "a", "x", 2)];
+            let result = check(&lost, vec![change(2, "a", Some("y"))]);
+            assert!(result.is_violation(), "{result}");
+            // An acknowledged delete whose revision deleted another key.
+            let delete = [Operation::ok(
+                1,
+                3,
+                4,
+                Request::delete("a"),
+                Response::Delete {
+                    header_revision: Revision(3),
+                    deleted: 1,
+                },
+            )];
+            let mut history = vec![put(1, 1, 2, "a", "x", 2)];
+            history.extend(delete);
+            let changes = vec![change(2, "a", Some("x")), change(3, "b", None)];
+            let result = check(&history, changes);
+            assert!(!result.is_ok(), "{result}");
+        }
+
+        #[test]
+        fn an_incomplete_committed_history_is_malformed() {
+            let history = [put(1, 1, 2, "a", "x", 3)];
+            let result = check(&history, vec![change(3, "a", Some("x"))]);
+            assert!(matches!(result, CheckResult::Malformed { .. }), "{result}");
+        }
+
+        #[test]
+        fn long_histories_with_many_timed_out_writes_check_in_linear_steps() {
+            // 2 000 acknowledged puts, each read back, 2 000 timed-out puts
+            // of which every other committed, and 500 deletes from outside.
+            let mut history = Vec::new();
+            let mut changes = Vec::new();
+            let mut revision = 1;
+            let mut time = 0;
+            for i in 0..2_000u64 {
+                time += 10;
+                revision += 1;
+                let value = format!("v{i}");
+                history.push(put(1, time, time + 3, "a", &value, revision));
+                changes.push(change(revision, "a", Some(&value)));
+                let timed_out = format!("t{i}");
+                history.push(Operation::unknown(
+                    2,
+                    time + 1,
+                    Request::put("b", &timed_out),
+                ));
+                if i % 2 == 0 {
+                    revision += 1;
+                    changes.push(change(revision, "b", Some(&timed_out)));
+                }
+                if i % 4 == 0 {
+                    revision += 1;
+                    changes.push(change(revision, "c", Some(&format!("lease{i}"))));
+                    revision += 1;
+                    changes.push(change(revision, "c", None));
+                }
+                history.push(get(
+                    3,
+                    time + 4,
+                    time + 5,
+                    "a",
+                    revision,
+                    Some(KeyValue::new(
+                        &value,
+                        2,
+                        revision_of(&changes, &value),
+                        i + 1,
+                    )),
+                ));
+            }
+            let options = CheckOptions { max_steps: 20_000 };
+            let committed = CommittedHistory::complete(changes);
+            assert_eq!(
+                check_linearizable_against(&history, &committed, &options),
+                CheckResult::Ok
+            );
+            // One stale read at the end is found as quickly.
+            let last = history.len() - 1;
+            let Outcome::Ok(Response::Get { kv, .. }) = history[last - 3].output.clone() else {
+                panic!("a get");
+            };
+            history.push(get(4, time + 100, time + 101, "a", revision, kv));
+            let result = check_linearizable_against(&history, &committed, &options);
+            assert!(result.is_violation(), "{result}");
+        }
+
+        fn revision_of(changes: &[crate::CommittedChange], value: &str) -> u64 {
+            changes
+                .iter()
+                .find(|c| c.value.as_deref() == Some(value))
+                .map_or(0, |c| c.revision.0)
+        }
     }
 }

@@ -61,3 +61,34 @@ fn a_stale_read_exits_one_and_bad_input_exits_two() {
     let (code, out) = run(&["nonsense"], LEGAL);
     assert_eq!(code, 2, "{out}");
 }
+
+#[test]
+fn the_lease_check_catches_a_key_outliving_its_revoked_lease() {
+    let legal = r#"{"lease_op":{"client":1,"call":0,"ret":10,"input":{"grant":{"ttl":5}},"output":{"ok":{"grant":{"lease":8,"ttl":5}}}}}
+{"lease_op":{"client":1,"call":20,"ret":30,"input":{"put":{"key":"l/8/0","value":"v","lease":8}},"output":{"ok":{"put":{"revision":2}}}}}
+{"lease_op":{"client":1,"call":40,"ret":50,"input":{"revoke":{"lease":8}},"output":{"ok":{"revoke":{"revision":3}}}}}
+{"lease_op":{"client":2,"call":60,"ret":70,"input":{"get":{"key":"l/8/0"}},"output":{"ok":{"get":{"revision":3,"kv":null}}}}}
+{"change":{"revision":2,"key":"l/8/0","value":"v"}}
+{"change":{"revision":3,"key":"l/8/0","value":null}}
+"#;
+    let (code, out) = run(&["lease"], legal);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("lease: ok"), "{out}");
+    let (code, out) = run(&["all"], legal);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("lease: ok") && out.contains("fencing: skipped"),
+        "{out}"
+    );
+
+    let outlived = legal.replace(
+        r#""kv":null"#,
+        r#""kv":{"value":"v","lease":8,"mod_revision":2}"#,
+    );
+    let (code, out) = run(&["lease"], &outlived);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("lease: VIOLATION") && out.contains("came back"),
+        "{out}"
+    );
+}

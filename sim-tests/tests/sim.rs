@@ -3,7 +3,7 @@
 //! command for each failure. See `cairn_sim_tests::sim::runner` for the
 //! environment variables, and `docs/simulation.md`.
 //!
-//!   RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo test -p cairn-sim-tests --test sim
+//!   RUSTFLAGS="--cfg madsim" CARGO_PROFILE_DEV_OPT_LEVEL=1 CARGO_TARGET_DIR=target/sim cargo test -p cairn-sim-tests --test sim
 
 #[cfg(madsim)]
 fn main() -> std::process::ExitCode {
@@ -12,5 +12,5 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(not(madsim))]
 fn main() {
-    println!("the simulation suite runs only in the madsim world: RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test -p cairn-sim-tests --test sim");
+    println!("the simulation suite runs only in the madsim world: RUSTFLAGS=\"--cfg madsim\" CARGO_PROFILE_DEV_OPT_LEVEL=1 CARGO_TARGET_DIR=target/sim cargo test -p cairn-sim-tests --test sim");
 }

@@ -103,7 +103,7 @@ fn failure_dir() -> PathBuf {
 
 pub fn replay_command(scenario: &str, seed: u64) -> String {
     format!(
-        "MADSIM_TEST_SEED={seed} CAIRN_SIM_SCENARIOS={scenario} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test -p cairn-sim-tests --test sim"
+        "MADSIM_TEST_SEED={seed} CAIRN_SIM_SCENARIOS={scenario} RUSTFLAGS=\"--cfg madsim\" CARGO_PROFILE_DEV_OPT_LEVEL=1 CARGO_TARGET_DIR=target/sim cargo test -p cairn-sim-tests --test sim"
     )
 }
 
@@ -139,8 +139,11 @@ fn child(name: &str, seed: u64) -> ExitCode {
     let wall = Instant::now();
     // The config travels through a static because madsim's determinism
     // check takes a plain fn; one seed per process makes that safe.
-    CHILD_CONFIG.lock().expect("config lock").replace(cfg);
-    let report = if check_det {
+    CHILD_CONFIG
+        .lock()
+        .expect("config lock")
+        .replace(cfg.clone());
+    let mut report = if check_det {
         // madsim's check runs the seed twice in this process and compares
         // every random draw. Some libraries initialise process-wide state
         // lazily from `getrandom` (which madsim answers from the seed) the
@@ -160,6 +163,7 @@ fn child(name: &str, seed: u64) -> ExitCode {
         rt.set_time_limit(Duration::from_secs(600));
         rt.block_on(run_child())
     };
+    scenario::check_linearizability(&cfg, &mut report);
     let wall = wall.elapsed().as_secs_f64();
     let status = if report.passed() { "pass" } else { "FAIL" };
     let mut detail = String::new();
@@ -311,7 +315,9 @@ fn run_one_with(scenario: &str, seed: u64, check_det: bool, env: &[(String, Stri
                 let _ = child.wait();
                 return out;
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            // A short poll: most runs take 1–3 s, and every ms a finished
+            // child waits here is a ms its job slot stays idle.
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => {
                 out.lines
                     .push(format!("FAILURE waiting for the child: {e}"));
@@ -373,6 +379,22 @@ fn run_one_with(scenario: &str, seed: u64, check_det: bool, env: &[(String, Stri
         }
     }
     out
+}
+
+/// The wall time of a run's linearizability check, from its note
+/// (`… checked in 12 ms wall)`).
+fn check_millis(lines: &[String]) -> Option<u64> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with("NOTE linearizability:"))
+        .find_map(|l| {
+            l.split("checked in ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
 }
 
 /// The panic's location and message in a child's stderr — the line
@@ -515,14 +537,20 @@ fn parent() -> ExitCode {
     let failed: Vec<&Outcome> = results.iter().filter(|o| !o.passed).collect();
     let sim: f64 = results.iter().map(|o| o.sim_secs).sum();
     let wall = started.elapsed().as_secs_f64();
-    let inconclusive = results
+    let not_checked = results
         .iter()
         .filter(|o| o.lines.iter().any(|l| l.contains("NOT CHECKED")))
         .count();
+    let check_ms: Vec<u64> = results
+        .iter()
+        .filter_map(|o| check_millis(&o.lines))
+        .collect();
     println!(
-        "\nsimulation: {} runs, {} failed, {inconclusive} with linearizability inconclusive; {sim:.0} simulated s in {wall:.0} wall s ({:.2} simulated s per wall s, {:.0} seeds per hour)",
+        "\nsimulation: {} runs, {} failed, {not_checked} with linearizability not checked; linearizability checks took {:.1} wall s in all, {} ms at most; {sim:.0} simulated s in {wall:.0} wall s ({:.2} simulated s per wall s, {:.0} seeds per hour)",
         results.len(),
         failed.len(),
+        check_ms.iter().sum::<u64>() as f64 / 1000.0,
+        check_ms.iter().max().copied().unwrap_or(0),
         sim / wall.max(0.001),
         results.len() as f64 * 3600.0 / wall.max(0.001)
     );
