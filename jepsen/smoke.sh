@@ -4,6 +4,8 @@
 #   1. registers + list-append + watches for 60 s under kill -9, SIGSTOP,
 #      partitions and slow/lossy links;
 #   2. locks with fencing tokens for 30 s under kill -9 and partitions;
+#   3. leases (grants, attached keys, keep-alives, expiries, revokes,
+#      TimeToLive) for 15 s under kill -9 and partitions (about 25 s);
 # every history checked (cairn-check), a report per run. Exits non-zero on
 # any violation or harness error; the reports stay in $out.
 #
@@ -31,4 +33,6 @@ start=$(date +%s)
   --workload kv --time 60 --nemesis kill,pause,partition,net --out "$out/kv"
 "$target/debug/cairn-jepsen" --bin "$target/release/cairn" --seed "$seed" \
   --workload locks --time 30 --nemesis kill,partition --out "$out/locks"
-echo "smoke.sh: both runs passed in $(( $(date +%s) - start )) s; reports: $out/kv/report.html $out/locks/report.html"
+"$target/debug/cairn-jepsen" --bin "$target/release/cairn" --seed "$seed" \
+  --workload lease --time 15 --nemesis kill,partition --out "$out/lease"
+echo "smoke.sh: all three runs passed in $(( $(date +%s) - start )) s; reports: $out/kv/report.html $out/locks/report.html $out/lease/report.html"

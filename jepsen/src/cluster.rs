@@ -7,16 +7,24 @@
 //! through libc) without touching the host's. Go binaries (etcd) read the
 //! clock through the vDSO without libc, so libfaketime does not reach them.
 //!
+//! Membership churn (the `member` nemesis): a member removed through the
+//! Cluster API, killed and wiped, then added back (learner then promoted, or
+//! voter) and started empty with `--initial-cluster-state existing`.
+//!
 //! Tests: the smoke run (`jepsen/smoke.sh`).
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use etcd_client as ec;
 
 use tokio::process::{Child, Command};
 
 use crate::lazyfs::{LazyFs, Mounted};
 use crate::net::{Net, SUBNET};
+use crate::workload::connect;
 
 pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
@@ -45,6 +53,9 @@ pub struct Member {
     pub clock_file: Option<PathBuf>,
     pub child: Option<Child>,
     pub paused: bool,
+    /// After the member was added back: the `--initial-cluster` it joins
+    /// (with `--initial-cluster-state existing`).
+    pub rejoin: Option<String>,
 }
 
 pub struct Cluster {
@@ -72,6 +83,7 @@ impl Cluster {
                 clock_file: clocks.then(|| dir.join(format!("n{}.faketime", i + 1))),
                 child: None,
                 paused: false,
+                rejoin: None,
             })
             .collect();
         let initial = (0..net.members)
@@ -116,7 +128,10 @@ impl Cluster {
     pub fn start(&mut self, i: usize) -> Result<(), String> {
         let binary = self.binary.clone();
         let target = self.target;
-        let initial = self.initial.clone();
+        let (initial, state) = match &self.members[i].rejoin {
+            Some(r) => (r.clone(), "existing"),
+            None => (self.initial.clone(), "new"),
+        };
         let token = self.token.clone();
         let m = &mut self.members[i];
         let log = OpenOptions::new()
@@ -149,7 +164,7 @@ impl Cluster {
                 "--initial-cluster",
                 &initial,
                 "--initial-cluster-state",
-                "new",
+                state,
             ])
             .args(["--initial-cluster-token", &token])
             .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
@@ -259,6 +274,149 @@ impl Cluster {
                 let _ = self.kill(i).await;
             }
         }
+    }
+
+    fn peer_url(&self, i: usize) -> String {
+        format!("http://{}:2380", self.members[i].ip)
+    }
+
+    /// A client of some running member other than `i`.
+    async fn other_client(&self, i: usize) -> Result<ec::Client, String> {
+        let mut last = String::from("no other member running");
+        for j in (0..self.members.len()).filter(|j| *j != i) {
+            if !self.is_running(j) || self.members[j].paused {
+                continue;
+            }
+            match connect(&self.client_url(j), Duration::from_secs(5)).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = format!("n{}: {e}", j + 1),
+            }
+        }
+        Err(last)
+    }
+
+    /// Retries `f` (a Cluster API call on another member's client) for up to
+    /// `limit`: elections and "not enough started members" pass.
+    async fn cluster_call<T, F, Fut>(&self, i: usize, limit: Duration, f: F) -> Result<T, String>
+    where
+        F: Fn(ec::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ec::Error>>,
+    {
+        let deadline = Instant::now() + limit;
+        loop {
+            let err = match self.other_client(i).await {
+                Ok(c) => match f(c).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e,
+            };
+            if Instant::now() > deadline {
+                return Err(err);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Removes member `i` from the cluster (Cluster API, through another
+    /// member), kills it and wipes its data directory.
+    pub async fn remove_member(&mut self, i: usize) -> Result<String, String> {
+        let peer = self.peer_url(i);
+        let list = self
+            .cluster_call(i, Duration::from_secs(20), |mut c| async move {
+                c.member_list().await
+            })
+            .await
+            .map_err(|e| format!("member list: {e}"))?;
+        let id = list
+            .members()
+            .iter()
+            .find(|m| m.peer_urls().iter().any(|u| *u == peer))
+            .map(ec::Member::id)
+            .ok_or_else(|| format!("n{} ({peer}) is not in the member list", i + 1))?;
+        self.cluster_call(i, Duration::from_secs(20), |mut c| async move {
+            c.member_remove(id).await
+        })
+        .await
+        .map_err(|e| format!("member remove {id:x}: {e}"))?;
+        // A removed member may stop by itself; either way it is reaped here.
+        if self.members[i].paused {
+            let _ = self.resume(i);
+        }
+        if self.is_running(i) {
+            let _ = self.signal(i, libc::SIGKILL);
+            if let Some(mut c) = self.members[i].child.take() {
+                let _ = c.wait().await;
+            }
+        }
+        let data = &self.members[i].data;
+        let mut wiped = 0;
+        if data.exists() {
+            // The data directory may be a mount point (`lose`): empty it.
+            for e in std::fs::read_dir(data).map_err(|e| format!("{}: {e}", data.display()))? {
+                let p = e.map_err(|e| e.to_string())?.path();
+                let r = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                r.map_err(|e| format!("wipe {}: {e}", p.display()))?;
+                wiped += 1;
+            }
+        }
+        Ok(format!(
+            "removed (id {id:x}), killed, data wiped ({wiped} entries)"
+        ))
+    }
+
+    /// Adds member `i` back (as a learner, promoted once in sync, or as a
+    /// voter) and starts it with an empty data directory.
+    pub async fn readd_member(&mut self, i: usize, learner: bool) -> Result<String, String> {
+        let peer = self.peer_url(i);
+        let t0 = Instant::now();
+        let added = self
+            .cluster_call(i, Duration::from_secs(30), |mut c| {
+                let peer = peer.clone();
+                async move {
+                    let opts = learner.then(|| ec::MemberAddOptions::new().with_is_learner());
+                    c.member_add([peer], opts).await
+                }
+            })
+            .await
+            .map_err(|e| format!("member add: {e}"))?;
+        let id = added
+            .member()
+            .map(ec::Member::id)
+            .ok_or("member add: no member in the answer")?;
+        let name = format!("n{}", i + 1);
+        let initial = added
+            .member_list()
+            .iter()
+            .filter_map(|m| {
+                let url = m.peer_urls().first()?;
+                let n = if m.id() == id || m.name().is_empty() {
+                    name.clone()
+                } else {
+                    m.name().to_owned()
+                };
+                Some(format!("{n}={url}"))
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        self.members[i].rejoin = Some(initial);
+        self.start(i)?;
+        if !learner {
+            return Ok(format!("added back as a voter (id {id:x}) and started"));
+        }
+        self.cluster_call(i, Duration::from_secs(40), |mut c| async move {
+            c.member_promote(id).await
+        })
+        .await
+        .map_err(|e| format!("member promote {id:x}: {e}"))?;
+        Ok(format!(
+            "added back as a learner (id {id:x}), started, promoted after {:.1}s",
+            t0.elapsed().as_secs_f64()
+        ))
     }
 
     /// The last lines of member `i`'s log.

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! cairn-jepsen [--target cairn|etcd] [--bin PATH] [--nodes 3|5] [--seed N]
-//!              [--time SECS] [--workload kv|locks] [--nemesis kill,pause,partition,net,clock,lose|all|none]
+//!              [--time SECS] [--workload kv|locks|lease]
+//!              [--nemesis kill,pause,partition,net,clock,lose,member|all|none]
 //!              [--clients N] [--out DIR] [--dir DIR] [--check-steps N]
 //! ```
 //!
@@ -21,6 +22,7 @@
 
 mod cluster;
 mod lazyfs;
+mod minimize;
 mod nemesis;
 mod net;
 mod report;
@@ -98,8 +100,8 @@ fn parse_args() -> Result<Args, String> {
     if !(nodes == 3 || nodes == 5) {
         return Err("--nodes: 3 or 5".into());
     }
-    if workload != "kv" && workload != "locks" {
-        return Err("--workload: kv or locks".into());
+    if !["kv", "locks", "lease"].contains(&workload.as_str()) {
+        return Err("--workload: kv, locks or lease".into());
     }
     let kinds: Vec<&'static str> = match nemesis.as_str() {
         "all" => KINDS.to_vec(),
@@ -288,6 +290,41 @@ async fn find_leader(cluster: &Cluster) -> Option<usize> {
     ids.iter().position(|id| *id == Some(leader))
 }
 
+/// Waits (up to 20 s: TTLs are at most 5 s, plus a leader's extension)
+/// until no lease is left, then revokes any still there; says which.
+async fn settle_leases(cluster: &Cluster) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let Ok(mut c) = connect(&cluster.client_url(0), Duration::from_secs(3)).await else {
+            if Instant::now() > deadline {
+                return "could not connect to list leases".into();
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        let ids: Vec<i64> = match c.leases().await {
+            Ok(r) => r.leases().iter().map(|l| l.id()).collect(),
+            Err(_) => {
+                if Instant::now() > deadline {
+                    return "could not list leases".into();
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+        };
+        if ids.is_empty() {
+            return "every lease expired or revoked".into();
+        }
+        if Instant::now() > deadline {
+            for id in &ids {
+                let _ = c.lease_revoke(*id).await;
+            }
+            return format!("{} leases outlived 20 s; revoked by the harness", ids.len());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// The committed history read back from member `i` with a watch from
 /// revision 1, up to `current`.
 async fn committed(
@@ -368,12 +405,12 @@ async fn run(args: &Args, net: &Net) -> Result<bool, String> {
         for _ in 0..args.clients {
             stream += 1;
             let (s, u, rx) = (shared.clone(), url.clone(), clients_rx.clone());
-            let kv = args.workload == "kv";
+            let w = args.workload.clone();
             tasks.push(tokio::spawn(async move {
-                if kv {
-                    workload::registers(&s, u, stream, rx).await;
-                } else {
-                    workload::locks(&s, u, stream, rx).await;
+                match w.as_str() {
+                    "kv" => workload::registers(&s, u, stream, rx).await,
+                    "lease" => workload::leases(&s, u, stream, rx).await,
+                    _ => workload::locks(&s, u, stream, rx).await,
                 }
             }));
         }
@@ -384,10 +421,10 @@ async fn run(args: &Args, net: &Net) -> Result<bool, String> {
                 workload::append(&s, u, stream, rx).await
             }));
         }
-        let prefixes: &[&str] = if args.workload == "kv" {
-            &["r", "a"]
-        } else {
-            &["fenced/"]
+        let prefixes: &[&str] = match args.workload.as_str() {
+            "kv" => &["r", "a"],
+            "lease" => &["l/"],
+            _ => &["fenced/"],
         };
         for p in prefixes {
             let slot = {
@@ -467,6 +504,12 @@ async fn run(args: &Args, net: &Net) -> Result<bool, String> {
     // Read back: the current revision, the committed history, convergence.
     let mut failures: Vec<String> = crashed;
     wait_ready(&cluster, Duration::from_secs(60)).await?;
+    if args.workload == "lease" {
+        // Leases left behind expire after the workload: let them, so that no
+        // expiry changes the store after the revision read back below.
+        let left = settle_leases(&cluster).await;
+        println!("{} leases settled ({left})", wall_now());
+    }
     let mut c0 = connect(&cluster.client_url(0), Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
@@ -553,8 +596,20 @@ async fn run(args: &Args, net: &Net) -> Result<bool, String> {
         watches: shared.watches.lock().map(|v| v.clone()).unwrap_or_default(),
         other: Vec::new(),
     };
+    let lease_ops = shared
+        .lease_ops
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    let lease_lines: Vec<serde_json::Value> = lease_ops
+        .iter()
+        .map(|o| serde_json::json!({ "lease_op": o }))
+        .collect();
     let mut history = history;
     history.ops.sort_by_key(|o| o.call);
+    // The lease check reads its calls and the clock faults from here.
+    history.other.extend(lease_lines.iter().cloned());
+    history.other.extend(nemesis.log.iter().map(|f| f.json()));
     let options = CheckOptions {
         max_steps: args.check_steps,
     };
@@ -585,6 +640,7 @@ async fn run(args: &Args, net: &Net) -> Result<bool, String> {
     }
     lines.extend(history.holds.iter().map(|h| Record::Hold(h).line()));
     lines.extend(history.watches.iter().map(|w| Record::Watch(w).line()));
+    lines.extend(lease_lines.iter().map(|l| l.to_string()));
     lines.extend(nemesis.log.iter().map(|f| f.json().to_string()));
     lines.extend(
         notes
@@ -627,6 +683,7 @@ async fn run(args: &Args, net: &Net) -> Result<bool, String> {
         ),
         ("operations".to_owned(), history.ops.len().to_string()),
         ("lock holds".to_owned(), history.holds.len().to_string()),
+        ("lease calls".to_owned(), lease_ops.len().to_string()),
         (
             "watch streams".to_owned(),
             history.watches.len().to_string(),
@@ -635,15 +692,46 @@ async fn run(args: &Args, net: &Net) -> Result<bool, String> {
         ("final revision".to_owned(), current.to_string()),
         ("finished".to_owned(), wall_now()),
     ];
+    // On a linearizability violation: the smallest set still showing it.
+    let minimal = verdicts
+        .iter()
+        .find(|v| v.check == "linearizable" && v.status == Status::Violation)
+        .and_then(|v| {
+            let named = report::named_ops(std::slice::from_ref(v), history.ops.len());
+            println!(
+                "{} minimising the violation ({} operations named)",
+                wall_now(),
+                named.len()
+            );
+            minimize::minimize(&history.ops, &named, &options, Duration::from_secs(90))
+        });
+    if let Some(m) = &minimal {
+        println!(
+            "minimal set ({} of {} operations, {} checks{}):",
+            m.ops.len(),
+            history.ops.len(),
+            m.checks,
+            if m.complete {
+                ""
+            } else {
+                ", time budget ran out"
+            }
+        );
+        for i in &m.ops {
+            println!("  #{i} {}", history.ops[*i]);
+        }
+    }
     let html = report::render(&report::ReportInput {
         title,
         settings,
         ops: &history.ops,
         holds: &history.holds,
+        lease_ops: &lease_ops,
         faults: &nemesis.log,
         verdicts: &verdicts,
         notes: &notes,
         end_ns,
+        minimal: minimal.as_ref(),
     });
     write("report.html", html)?;
     for i in 0..args.nodes {
@@ -655,10 +743,11 @@ async fn run(args: &Args, net: &Net) -> Result<bool, String> {
     cluster.stop_all().await;
 
     println!(
-        "{} {} ops, {} lock holds, {} watch streams, {} faults, final revision {current}",
+        "{} {} ops, {} lock holds, {} lease calls, {} watch streams, {} faults, final revision {current}",
         wall_now(),
         history.ops.len(),
         history.holds.len(),
+        lease_ops.len(),
         history.watches.len(),
         faults_applied
     );

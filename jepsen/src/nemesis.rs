@@ -15,7 +15,12 @@
 //!   `cluster`), back to true time on heal;
 //! - `lose`: kill -9 a member and drop every write its data directory's
 //!   file system (`lazyfs`) holds unsynced, as a power loss would; restart
-//!   it on heal.
+//!   it on heal;
+//! - `member`: membership churn through the Cluster API: remove a member
+//!   (the leader half the time; a majority of the original members always
+//!   stays), kill it and wipe its data; on heal add it back — as a learner
+//!   then promoted once in sync, or straight as a voter — and start it
+//!   empty with `--initial-cluster-state existing`.
 //!
 //! Tests: `tests` below (the schedule is the seed's); runs in `jepsen/smoke.sh`.
 
@@ -29,7 +34,15 @@ use serde_json::json;
 use crate::cluster::Cluster;
 use crate::net::Net;
 
-pub const KINDS: [&str; 6] = ["kill", "pause", "partition", "net", "clock", "lose"];
+pub const KINDS: [&str; 7] = [
+    "kill",
+    "pause",
+    "partition",
+    "net",
+    "clock",
+    "lose",
+    "member",
+];
 
 /// One fault as it happened.
 #[derive(Debug, Clone)]
@@ -41,6 +54,8 @@ pub struct FaultLog {
     pub end_ns: u64,
     pub wall_start: String,
     pub wall_end: String,
+    /// `clock`: the offset applied, in seconds (the lease check allows for it).
+    pub offset_s: Option<i64>,
 }
 
 impl FaultLog {
@@ -53,6 +68,7 @@ impl FaultLog {
             "end_ns": self.end_ns,
             "wall_start": self.wall_start,
             "wall_end": self.wall_end,
+            "offset_s": self.offset_s,
         }})
     }
 }
@@ -105,6 +121,8 @@ pub struct Nemesis {
 
 struct Active {
     kind: &'static str,
+    variant: u32,
+    offset_s: Option<i64>,
     members: Vec<usize>,
     detail: String,
     start_ns: u64,
@@ -162,6 +180,7 @@ impl Nemesis {
                 format!("n{}", v + 1)
             }
         };
+        let mut offset_s = None;
         let (members, detail) = match step.kind {
             "kill" => {
                 cluster.kill(victim).await?;
@@ -176,6 +195,10 @@ impl Nemesis {
                         who(victim)
                     ),
                 )
+            }
+            "member" => {
+                let what = cluster.remove_member(victim).await?;
+                (vec![victim], format!("member {}: {what}", who(victim)))
             }
             "pause" => {
                 cluster.pause(victim)?;
@@ -243,6 +266,7 @@ impl Nemesis {
                 let sign = if self.rng.random_bool(0.5) { 1 } else { -1 };
                 let offset = sign * self.rng.random_range(1..60i64);
                 cluster.set_clock(victim, offset)?;
+                offset_s = Some(offset);
                 (
                     vec![victim],
                     format!("clock of {} {offset:+}s", who(victim)),
@@ -256,6 +280,8 @@ impl Nemesis {
         );
         self.active = Some(Active {
             kind: step.kind,
+            variant: step.variant,
+            offset_s,
             members,
             detail,
             start_ns: now_ns,
@@ -275,8 +301,21 @@ impl Nemesis {
         let Some(a) = self.active.take() else {
             return Ok(());
         };
+        let mut detail = a.detail;
         let result = match a.kind {
             "kill" | "lose" => a.members.iter().try_for_each(|m| cluster.start(*m)),
+            "member" => {
+                // Variants 0 and 1 pick the victim; 2 and 3 add it as a voter.
+                let learner = a.variant < 2;
+                let mut r = Ok(());
+                for m in &a.members {
+                    match cluster.readd_member(*m, learner).await {
+                        Ok(what) => detail = format!("{detail}; {what}"),
+                        Err(e) => r = Err(e),
+                    }
+                }
+                r
+            }
             "pause" => a.members.iter().try_for_each(|m| cluster.resume(*m)),
             "partition" => net.heal(),
             "net" => net
@@ -284,10 +323,11 @@ impl Nemesis {
                 .and_then(|()| a.members.iter().try_for_each(|m| net.unslow(*m))),
             _ => a.members.iter().try_for_each(|m| cluster.set_clock(*m, 0)),
         };
-        println!("{} nemesis: healed {}", wall_now(), a.detail);
+        println!("{} nemesis: healed {detail}", wall_now());
         self.log.push(FaultLog {
             kind: a.kind,
-            detail: a.detail,
+            detail,
+            offset_s: a.offset_s,
             members: a.members,
             start_ns: a.start_ns,
             end_ns: now_ns,

@@ -2,8 +2,10 @@
 //! no network) with the run's settings, each check's verdict, the fault
 //! timeline, and an SVG timeline of every client's operations — a bar from
 //! call to return per operation (green ok, amber unknown, grey failed), lock
-//! holds in blue, faults shaded across all rows, and the operations a
-//! violation names (`#<index>` in its explanation) outlined in red and listed.
+//! holds in blue, faults shaded across all rows, and — on a linearizability
+//! violation — the smallest set of operations that still shows it
+//! (`minimize`) outlined in red and listed below the timeline; without one,
+//! the operations a violation names (`#<index>` in its explanation).
 //!
 //! Tests: `tests` below.
 
@@ -13,7 +15,9 @@ use std::fmt::Write;
 use cairn_check::checks::{Status, Verdict};
 use cairn_check::history::{Operation, Outcome};
 use cairn_check::jsonl::HoldRecord;
+use cairn_check::lease::{LeaseOp, LeaseOutcome};
 
+use crate::minimize::Minimal;
 use crate::nemesis::FaultLog;
 use crate::workload::CLIENTS_PER_STREAM;
 
@@ -22,10 +26,13 @@ pub struct ReportInput<'a> {
     pub settings: Vec<(String, String)>,
     pub ops: &'a [Operation],
     pub holds: &'a [HoldRecord],
+    pub lease_ops: &'a [LeaseOp],
     pub faults: &'a [FaultLog],
     pub verdicts: &'a [Verdict],
     pub notes: &'a [String],
     pub end_ns: u64,
+    /// The minimised set of a linearizability violation, if one was found.
+    pub minimal: Option<&'a Minimal>,
 }
 
 pub fn escape(s: &str) -> String {
@@ -73,10 +80,19 @@ pub fn render(r: &ReportInput) -> String {
         let next = hold_row0 + hold_rows.len();
         hold_rows.entry(row_of(h.client)).or_insert(next);
     }
-    let nrows = hold_row0 + hold_rows.len();
+    let lease_row0 = hold_row0 + hold_rows.len();
+    let mut lease_rows: BTreeMap<u64, usize> = BTreeMap::new();
+    for o in r.lease_ops {
+        let next = lease_row0 + lease_rows.len();
+        lease_rows.entry(row_of(o.client)).or_insert(next);
+    }
+    let nrows = lease_row0 + lease_rows.len();
     let top = 30.0;
     let height = top + nrows as f64 * ROW + 20.0;
-    let highlighted = named_ops(r.verdicts, r.ops.len());
+    let highlighted: BTreeSet<usize> = match r.minimal {
+        Some(m) => m.ops.iter().copied().filter(|i| *i < r.ops.len()).collect(),
+        None => named_ops(r.verdicts, r.ops.len()),
+    };
 
     let mut svg = String::new();
     let _ = write!(
@@ -91,6 +107,7 @@ pub fn render(r: &ReportInput) -> String {
             "pause" => "#f7d08a",
             "partition" => "#b9c7f0",
             "net" => "#c9e7c0",
+            "member" => "#9fd6d2",
             _ => "#e0c2ee",
         };
         let _ = write!(
@@ -125,7 +142,7 @@ pub fn render(r: &ReportInput) -> String {
             Outcome::Failed => "#999",
         };
         let stroke = if highlighted.contains(&i) {
-            r#" stroke="red" stroke-width="2""#
+            r#" stroke="red" stroke-width="2" class="minimal""#
         } else {
             ""
         };
@@ -149,6 +166,24 @@ pub fn render(r: &ReportInput) -> String {
                 "client {} holds {} token {} writes {:?} release {}",
                 h.client, h.key, h.token, h.writes, h.release
             ))
+        );
+    }
+    for (i, o) in r.lease_ops.iter().enumerate() {
+        let row = lease_rows[&row_of(o.client)];
+        let y = top + row as f64 * ROW + 1.0;
+        let a = x(o.call);
+        let b = o.ret.map_or(a + 4.0, x);
+        let color = match o.output {
+            LeaseOutcome::Ok(_) => "#7a4fc9",
+            LeaseOutcome::Unknown => "#e9a23b",
+            LeaseOutcome::Failed => "#999",
+        };
+        let _ = write!(
+            svg,
+            r#"<rect x="{a:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{color}"><title>lease #{i} {}</title></rect>"#,
+            (b - a).max(1.0),
+            ROW - 2.0,
+            escape(&o.to_string())
         );
     }
     svg.push_str("</svg>");
@@ -193,14 +228,28 @@ pub fn render(r: &ReportInput) -> String {
     }
     let _ = write!(
         html,
-        "<h2>Timeline</h2><p>{} operations, one row per client worker ({}); green ok, amber unknown (a stub at the call: it may take effect any time later), grey failed, blue lock acquisitions; shaded: faults (hover for details).</p>",
+        "<h2>Timeline</h2><p>{} operations, one row per client worker ({}); green ok, amber unknown (a stub at the call: it may take effect any time later), grey failed, blue lock acquisitions, purple lease calls; shaded: faults (hover for details).</p>",
         r.ops.len(),
         rows.len()
     );
     html.push_str("<div style=\"overflow-x:auto\">");
     html.push_str(&svg);
     html.push_str("</div>");
-    if !highlighted.is_empty() {
+    if let Some(m) = r.minimal {
+        let _ = write!(
+            html,
+            "<h2>Minimal set showing the violation</h2><p>{} of {} operations (outlined in red above): without any one of them the history is linearizable again. Delta debugging over the {} operations the checker named and their neighbours, {} checker runs{}. Operations outside the set keep only what they must: acknowledged writes still take effect at their revision, but need not precede anything.</p><ol>",
+            m.ops.len(),
+            r.ops.len(),
+            m.universe,
+            m.checks,
+            if m.complete { "" } else { " (stopped by its time budget: small, maybe not minimal)" }
+        );
+        for i in &highlighted {
+            let _ = write!(html, "<li>#{i} {}</li>", escape(&r.ops[*i].to_string()));
+        }
+        html.push_str("</ol>");
+    } else if !highlighted.is_empty() {
         html.push_str("<h2>Operations named by a violation</h2><ul>");
         for i in &highlighted {
             let _ = write!(html, "<li>#{i} {}</li>", escape(&r.ops[*i].to_string()));
@@ -249,6 +298,7 @@ mod tests {
             end_ns: 800_000_000,
             wall_start: "2026-01-01T00:00:00.000Z".into(),
             wall_end: "2026-01-01T00:00:00.600Z".into(),
+            offset_s: None,
         }];
         let verdicts = vec![Verdict {
             check: "linearizable",
@@ -260,10 +310,12 @@ mod tests {
             settings: vec![("seed".into(), "1".into())],
             ops: &ops,
             holds: &[],
+            lease_ops: &[],
             faults: &faults,
             verdicts: &verdicts,
             notes: &[],
             end_ns: 2_000_000_000,
+            minimal: None,
         });
         assert!(html.contains("kill -9 n2"));
         assert_eq!(html.matches("stroke=\"red\"").count(), 1, "{html}");
@@ -275,5 +327,54 @@ mod tests {
         assert!(!html.contains("<script"), "no script");
         assert_eq!(named_ops(&verdicts, 2), BTreeSet::from([1]));
         assert!(named_ops(&verdicts, 1).is_empty());
+    }
+
+    #[test]
+    fn a_minimal_set_is_what_is_outlined_and_listed() {
+        let ops: Vec<Operation> = (0..4)
+            .map(|i| {
+                Operation::ok(
+                    i,
+                    i * 10,
+                    i * 10 + 5,
+                    Request::put("k", &format!("v{i}")),
+                    Response::Put {
+                        header_revision: Revision(i + 2),
+                    },
+                )
+            })
+            .collect();
+        let verdicts = vec![Verdict {
+            check: "linearizable",
+            status: Status::Violation,
+            details: vec!["cannot linearize #3, too late for #0".into()],
+        }];
+        let minimal = Minimal {
+            ops: vec![1, 3],
+            universe: 4,
+            checks: 7,
+            complete: true,
+        };
+        let html = render(&ReportInput {
+            title: "t".into(),
+            settings: vec![],
+            ops: &ops,
+            holds: &[],
+            lease_ops: &[],
+            faults: &[],
+            verdicts: &verdicts,
+            notes: &[],
+            end_ns: 100,
+            minimal: Some(&minimal),
+        });
+        assert_eq!(html.matches("class=\"minimal\"").count(), 2, "{html}");
+        assert!(html.contains("<title>#1 ") && html.contains("<title>#3 "));
+        assert!(html.contains("Minimal set showing the violation</h2><p>2 of 4"));
+        let listed = html.split("<ol>").nth(1).unwrap_or_default();
+        assert_eq!(listed.matches("<li>").count(), 2, "{listed}");
+        assert!(
+            listed.contains("<li>#1 ") && listed.contains("<li>#3 "),
+            "{listed}"
+        );
     }
 }

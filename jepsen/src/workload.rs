@@ -9,7 +9,14 @@
 //! - watches: streams on the `r` and `a` prefixes on every member, resumed
 //!   after the last revision seen when a stream breaks;
 //! - locks: etcd's Lock service on `mutex/m` with a lease, the lock key's
-//!   create revision as fencing token, writes to `fenced/m` guarded by it.
+//!   create revision as fencing token, writes to `fenced/m` guarded by it;
+//! - leases: each client holds up to three leases (TTL 2–5 s) at a time,
+//!   attaches up to three keys `l/<lease>/<n>` to each, and per lease
+//!   either keeps it alive for a while and then lets it expire, lets it
+//!   expire at once, or revokes it; meanwhile it reads the keys
+//!   (linearizable gets) and asks TimeToLive (with keys), and goes on reading
+//!   a lease for a second and a half after seeing it gone. Recorded as
+//!   `cairn_check::lease::LeaseOp`s.
 //! A call that errs is `Unknown` (it may have taken effect) unless the
 //! client never reached a server (a refused connection: `Failed`); the
 //! client then continues under a fresh id, as its old one has a call that
@@ -28,6 +35,7 @@ use cairn_check::history::{
     Txn, TxnOp, TxnOpResult,
 };
 use cairn_check::jsonl::HoldRecord;
+use cairn_check::lease::{LeaseOp, LeaseOutcome, LeaseRequest, LeaseResponse, LeasedKv};
 use cairn_check::watch::WatchStream;
 use cairn_check::CommittedChange;
 use etcd_client as ec;
@@ -43,6 +51,7 @@ pub struct Shared {
     pub t0: Instant,
     pub ops: Mutex<Vec<Operation>>,
     pub holds: Mutex<Vec<HoldRecord>>,
+    pub lease_ops: Mutex<Vec<LeaseOp>>,
     pub watches: Mutex<Vec<WatchStream>>,
     /// Per watcher, its prefix and the highest revision its streams reached.
     pub reached: Mutex<Vec<(String, u64)>>,
@@ -56,6 +65,7 @@ impl Shared {
             t0: Instant::now(),
             ops: Mutex::new(Vec::new()),
             holds: Mutex::new(Vec::new()),
+            lease_ops: Mutex::new(Vec::new()),
             watches: Mutex::new(Vec::new()),
             reached: Mutex::new(Vec::new()),
             next_client: AtomicU64::new(1),
@@ -505,6 +515,282 @@ pub async fn locks(shared: &Shared, url: String, stream: u64, stop: watch::Recei
         };
         if let Ok(mut h) = shared.holds.lock() {
             h.push(hold);
+        }
+    }
+}
+
+/// What a lease client does with one of its leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Keep-alives until `keep_until`, then left to expire.
+    Keep,
+    /// Never kept alive.
+    Expire,
+    /// Revoked at `revoke_at`.
+    Revoke,
+}
+
+struct Held {
+    id: i64,
+    ttl: i64,
+    fate: Fate,
+    keys: Vec<String>,
+    born: u64,
+    last_keep_alive: u64,
+    keep_until: u64,
+    revoke_at: u64,
+    gone_seen: Option<u64>,
+}
+
+const SEC: u64 = 1_000_000_000;
+
+fn lease_not_found(e: &ec::Error) -> bool {
+    e.to_string().contains("lease not found")
+}
+
+fn lease_outcome<T>(
+    r: Result<T, ec::Error>,
+    ok: impl FnOnce(T) -> LeaseResponse,
+    not_found: Option<LeaseResponse>,
+) -> LeaseOutcome {
+    match r {
+        Ok(v) => LeaseOutcome::Ok(ok(v)),
+        Err(e) if lease_not_found(&e) && not_found.is_some() => {
+            LeaseOutcome::Ok(not_found.unwrap_or(LeaseResponse::LeaseNotFound))
+        }
+        Err(e) if never_sent(&e) => LeaseOutcome::Failed,
+        Err(_) => LeaseOutcome::Unknown,
+    }
+}
+
+/// Executes one lease call.
+async fn execute_lease(client: &mut ec::Client, req: &LeaseRequest) -> LeaseOutcome {
+    match req {
+        LeaseRequest::Grant { ttl } => lease_outcome(
+            client.lease_grant(*ttl, None).await,
+            |r| LeaseResponse::Grant {
+                lease: r.id(),
+                ttl: r.ttl(),
+            },
+            None,
+        ),
+        LeaseRequest::Put { key, value, lease } => lease_outcome(
+            client
+                .put(
+                    key.clone(),
+                    value.clone(),
+                    Some(ec::PutOptions::new().with_lease(*lease)),
+                )
+                .await,
+            |r| LeaseResponse::Put {
+                revision: rev(r.header()).0,
+            },
+            Some(LeaseResponse::LeaseNotFound),
+        ),
+        LeaseRequest::Revoke { lease } => lease_outcome(
+            client.lease_revoke(*lease).await,
+            |r| LeaseResponse::Revoke {
+                revision: rev(r.header()).0,
+            },
+            Some(LeaseResponse::LeaseNotFound),
+        ),
+        LeaseRequest::TimeToLive { lease } => lease_outcome(
+            client
+                .lease_time_to_live(*lease, Some(ec::LeaseTimeToLiveOptions::new().with_keys()))
+                .await,
+            |r| LeaseResponse::TimeToLive {
+                ttl: r.ttl(),
+                granted_ttl: r.granted_ttl(),
+                keys: r
+                    .keys()
+                    .iter()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .collect(),
+            },
+            Some(LeaseResponse::TimeToLive {
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            }),
+        ),
+        LeaseRequest::KeepAlive { lease } => {
+            // One stream per keep-alive: a request, its answer.
+            let once = async {
+                let (mut keeper, mut stream) = client.lease_keep_alive(*lease).await?;
+                keeper.keep_alive().await?;
+                match stream.message().await? {
+                    Some(r) => Ok(r.ttl()),
+                    None => Err(ec::Error::InvalidArgs("keep-alive stream ended".into())),
+                }
+            };
+            let r = tokio::time::timeout(Duration::from_secs(3), once)
+                .await
+                .unwrap_or_else(|_| Err(ec::Error::InvalidArgs("keep-alive timed out".into())));
+            lease_outcome(
+                r,
+                |ttl| LeaseResponse::KeepAlive { ttl },
+                Some(LeaseResponse::KeepAlive { ttl: 0 }),
+            )
+        }
+        LeaseRequest::Get { key } => lease_outcome(
+            client.get(key.clone(), None).await,
+            |r| LeaseResponse::Get {
+                revision: rev(r.header()).0,
+                kv: r.kvs().first().map(|kv| LeasedKv {
+                    value: String::from_utf8_lossy(kv.value()).into_owned(),
+                    lease: kv.lease(),
+                    mod_revision: kv.mod_revision() as u64,
+                }),
+            },
+            None,
+        ),
+    }
+}
+
+/// Runs a lease call and records it.
+async fn lease_call(
+    shared: &Shared,
+    client: &mut ec::Client,
+    id: &mut u64,
+    req: LeaseRequest,
+) -> LeaseOutcome {
+    let stream = *id / CLIENTS_PER_STREAM;
+    let call = shared.now();
+    let out = execute_lease(client, &req).await;
+    let ret = shared.now();
+    let op = LeaseOp {
+        client: *id,
+        call,
+        ret: (out != LeaseOutcome::Unknown).then_some(ret),
+        input: req,
+        output: out.clone(),
+    };
+    shared
+        .lease_ops
+        .lock()
+        .map(|mut v| v.push(op))
+        .unwrap_or_default();
+    if out == LeaseOutcome::Unknown {
+        *id = shared.client_id(stream);
+    }
+    out
+}
+
+/// One lease client against the member at `url`.
+pub async fn leases(shared: &Shared, url: String, stream: u64, stop: watch::Receiver<bool>) {
+    let mut rng = SmallRng::seed_from_u64(shared.seed ^ (stream << 20) ^ 0x1ea5e);
+    let mut id = shared.client_id(stream);
+    let mut held: Vec<Held> = Vec::new();
+    let mut n = 0u64;
+    while !stopped(&stop) {
+        let Ok(mut client) = connect(&url, Duration::from_secs(2)).await else {
+            pause_ms(200).await;
+            continue;
+        };
+        while !stopped(&stop) {
+            let now = shared.now();
+            // Forget leases seen gone a while ago, and leases that outlive
+            // their TTL by far (a partition keeps leases alive).
+            held.retain(|h| {
+                h.gone_seen.is_none_or(|t| now < t + 3 * SEC / 2)
+                    && now < h.born + (h.ttl as u64 + 20) * SEC
+            });
+            let alive = |h: &&mut Held| h.gone_seen.is_none();
+            let due_keep = held.iter_mut().filter(alive).find(|h| {
+                h.fate == Fate::Keep
+                    && now < h.keep_until
+                    && now >= h.last_keep_alive + h.ttl as u64 * SEC / 3
+            });
+            let req = if let Some(h) = due_keep {
+                h.last_keep_alive = now;
+                LeaseRequest::KeepAlive { lease: h.id }
+            } else if let Some(h) = held
+                .iter_mut()
+                .filter(alive)
+                .find(|h| h.fate == Fate::Revoke && now >= h.revoke_at)
+            {
+                h.revoke_at = u64::MAX;
+                LeaseRequest::Revoke { lease: h.id }
+            } else {
+                let pick = rng.random_range(0..10);
+                if held.is_empty() || (pick < 2 && held.len() < 3) {
+                    LeaseRequest::Grant {
+                        ttl: rng.random_range(2..6),
+                    }
+                } else {
+                    let k = rng.random_range(0..held.len());
+                    let h = &mut held[k];
+                    match pick {
+                        0..4 if h.keys.len() < 3 && h.gone_seen.is_none() => {
+                            n += 1;
+                            let key = format!("l/{:x}/{}", h.id, h.keys.len());
+                            h.keys.push(key.clone());
+                            LeaseRequest::Put {
+                                key,
+                                value: format!("s{stream}-{n}"),
+                                lease: h.id,
+                            }
+                        }
+                        0..8 if !h.keys.is_empty() => LeaseRequest::Get {
+                            key: h.keys[rng.random_range(0..h.keys.len())].clone(),
+                        },
+                        _ => LeaseRequest::TimeToLive { lease: h.id },
+                    }
+                }
+            };
+            let out = lease_call(shared, &mut client, &mut id, req.clone()).await;
+            let now = shared.now();
+            let lease_of = |req: &LeaseRequest| match req {
+                LeaseRequest::Put { lease, .. }
+                | LeaseRequest::KeepAlive { lease }
+                | LeaseRequest::TimeToLive { lease }
+                | LeaseRequest::Revoke { lease } => Some(*lease),
+                LeaseRequest::Get { key } => {
+                    let hex = key.split('/').nth(1)?;
+                    u64::from_str_radix(hex, 16).ok().map(|v| v as i64)
+                }
+                LeaseRequest::Grant { .. } => None,
+            };
+            let gone = match &out {
+                LeaseOutcome::Ok(LeaseResponse::Grant { lease, ttl }) => {
+                    let fate = match rng.random_range(0..3) {
+                        0 => Fate::Keep,
+                        1 => Fate::Expire,
+                        _ => Fate::Revoke,
+                    };
+                    let ttl = (*ttl).max(1);
+                    held.push(Held {
+                        id: *lease,
+                        ttl,
+                        fate,
+                        keys: Vec::new(),
+                        born: now,
+                        last_keep_alive: now,
+                        keep_until: now + rng.random_range(ttl as u64..3 * ttl as u64) * SEC,
+                        revoke_at: now + rng.random_range(0..2 * ttl as u64 * 1000) * 1_000_000,
+                        gone_seen: None,
+                    });
+                    false
+                }
+                LeaseOutcome::Ok(LeaseResponse::LeaseNotFound)
+                | LeaseOutcome::Ok(LeaseResponse::Revoke { .. })
+                | LeaseOutcome::Ok(LeaseResponse::KeepAlive { ttl: 0 })
+                | LeaseOutcome::Ok(LeaseResponse::TimeToLive { ttl: -1, .. })
+                | LeaseOutcome::Ok(LeaseResponse::Get { kv: None, .. }) => true,
+                LeaseOutcome::Failed => {
+                    pause_ms(100).await;
+                    break;
+                }
+                _ => false,
+            };
+            if gone {
+                if let Some(l) = lease_of(&req) {
+                    for h in held.iter_mut().filter(|h| h.id == l) {
+                        h.gone_seen.get_or_insert(now);
+                    }
+                }
+            }
+            pause_ms(rng.random_range(10..60)).await;
         }
     }
 }

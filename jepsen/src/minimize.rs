@@ -1,0 +1,332 @@
+//! The smallest set of operations that still shows a linearizability
+//! violation, for the report: delta debugging (Zeller's ddmin) over the
+//! operations the checker's explanation names plus their neighbours, each
+//! candidate set judged by re-running the linearizability checker.
+//!
+//! The model counts etcd's global revision, so operations cannot simply be
+//! dropped: a history missing a write is violated by every later revision.
+//! A candidate set S is therefore judged on the history where
+//! - the operations of S keep their call and return times;
+//! - every other read (a get, a txn without writes) is dropped;
+//! - every other write that returned before the universe's first call (the
+//!   settled past) is kept as it is;
+//! - every other acknowledged write keeps its response but loses its return
+//!   time (it must still take effect, after its call, at its revision — but
+//!   it no longer has to precede anything);
+//! - every other unknown write stays unknown; operations called after the
+//!   universe's last return are dropped.
+//!
+//! S "shows the anomaly" when that history is not linearizable; so the
+//! operations in S, with their real-time order, are what makes it fail.
+//! The universe: the named operations; for every key they touch, the eight
+//! operations on it that returned last before the first named call and the
+//! four that began first after the last named return; and every operation on
+//! those keys overlapping the named ones; at most 48.
+//!
+//! Tests: `tests` below (a stale read minimised to the write it missed and
+//! the read).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use cairn_check::history::{Operation, Outcome, Request, TxnOp};
+use cairn_check::{check_linearizable_with, CheckOptions, CheckResult};
+
+/// A minimised set and how it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Minimal {
+    /// Indices into the history, ascending.
+    pub ops: Vec<usize>,
+    /// How many operations delta debugging started from.
+    pub universe: usize,
+    /// How many times the checker ran.
+    pub checks: usize,
+    /// Whether the search finished (1-minimal) or ran out of time.
+    pub complete: bool,
+}
+
+fn keys(r: &Request) -> Vec<&str> {
+    match r {
+        Request::Get { key, .. } | Request::Put { key, .. } | Request::Delete { key } => {
+            vec![key.as_str()]
+        }
+        Request::Txn(t) => t
+            .compares
+            .iter()
+            .map(|c| c.key.as_str())
+            .chain(t.success.iter().chain(&t.failure).map(|o| match o {
+                TxnOp::Get { key } | TxnOp::Put { key, .. } | TxnOp::Delete { key } => key.as_str(),
+            }))
+            .collect(),
+        Request::Compact { .. } => Vec::new(),
+    }
+}
+
+/// The named operations and their neighbours (module header).
+pub fn universe(ops: &[Operation], named: &BTreeSet<usize>) -> Vec<usize> {
+    const MAX: usize = 48;
+    let named: Vec<usize> = named.iter().copied().filter(|i| *i < ops.len()).collect();
+    let Some(t0) = named.iter().map(|i| ops[*i].call).min() else {
+        return Vec::new();
+    };
+    let t1 = named
+        .iter()
+        .map(|i| ops[*i].ret.unwrap_or(ops[*i].call))
+        .max()
+        .unwrap_or(t0);
+    let touched: BTreeSet<&str> = named.iter().flat_map(|i| keys(&ops[*i].input)).collect();
+    let mut out: BTreeSet<usize> = named.iter().copied().collect();
+    for k in touched {
+        let on_key: Vec<usize> = (0..ops.len())
+            .filter(|i| ops[*i].output != Outcome::Failed && keys(&ops[*i].input).contains(&k))
+            .collect();
+        let mut before: Vec<usize> = on_key
+            .iter()
+            .copied()
+            .filter(|i| ops[*i].ret.is_some_and(|r| r < t0))
+            .collect();
+        before.sort_by_key(|i| std::cmp::Reverse(ops[*i].ret));
+        out.extend(before.into_iter().take(8));
+        let mut after: Vec<usize> = on_key
+            .iter()
+            .copied()
+            .filter(|i| ops[*i].call > t1)
+            .collect();
+        after.sort_by_key(|i| ops[*i].call);
+        out.extend(after.into_iter().take(4));
+        out.extend(on_key.iter().copied().filter(|i| {
+            let o = &ops[*i];
+            o.call <= t1 && o.ret.is_none_or(|r| r >= t0)
+        }));
+    }
+    // Closest in time to the named operations first, if there are too many.
+    let mut v: Vec<usize> = out.into_iter().collect();
+    if v.len() > MAX {
+        let dist = |i: &usize| {
+            let o = &ops[*i];
+            if named.contains(i) {
+                0
+            } else if o.call > t1 {
+                o.call - t1
+            } else {
+                t0.saturating_sub(o.ret.unwrap_or(o.call))
+            }
+        };
+        v.sort_by_key(dist);
+        v.truncate(MAX);
+        v.sort_unstable();
+    }
+    v
+}
+
+/// The history a candidate set is judged on (module header).
+fn history_for(ops: &[Operation], universe: &[usize], keep: &BTreeSet<usize>) -> Vec<Operation> {
+    let start = universe.iter().map(|i| ops[*i].call).min().unwrap_or(0);
+    let end = universe
+        .iter()
+        .map(|i| ops[*i].ret.unwrap_or(ops[*i].call))
+        .max()
+        .unwrap_or(0);
+    let horizon = ops
+        .iter()
+        .map(|o| o.ret.unwrap_or(o.call))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut out = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        if op.call > end {
+            continue;
+        }
+        if keep.contains(&i) {
+            out.push(op.clone());
+        } else if op.input.is_read_only() {
+            continue;
+        } else if op.ret.is_some_and(|r| r < start) || !matches!(op.output, Outcome::Ok(_)) {
+            out.push(op.clone());
+        } else {
+            let mut w = op.clone();
+            w.ret = Some(horizon);
+            out.push(w);
+        }
+    }
+    out
+}
+
+/// Delta debugging over `universe`: the smallest subset (1-minimal: no
+/// single operation can be left out) whose history is still not
+/// linearizable. `None` if the universe itself does not show the violation
+/// (the weakening lost it). Stops after `budget` with the smallest failing
+/// set found so far.
+pub fn minimize(
+    ops: &[Operation],
+    named: &BTreeSet<usize>,
+    options: &CheckOptions,
+    budget: Duration,
+) -> Option<Minimal> {
+    let universe = universe(ops, named);
+    let started = Instant::now();
+    let mut checks = 0usize;
+    let mut fails = |set: &[usize]| -> bool {
+        checks += 1;
+        let keep: BTreeSet<usize> = set.iter().copied().collect();
+        matches!(
+            check_linearizable_with(&history_for(ops, &universe, &keep), options),
+            CheckResult::Violation { .. }
+        )
+    };
+    if universe.is_empty() || !fails(&universe) {
+        return None;
+    }
+    let mut items = universe.clone();
+    let mut n = 2usize;
+    let mut complete = true;
+    while items.len() >= 2 {
+        if started.elapsed() > budget {
+            complete = false;
+            break;
+        }
+        let chunk = items.len().div_ceil(n);
+        let chunks: Vec<Vec<usize>> = items.chunks(chunk).map(<[usize]>::to_vec).collect();
+        let mut reduced = false;
+        for c in &chunks {
+            if fails(c) {
+                items = c.clone();
+                n = 2;
+                reduced = true;
+                break;
+            }
+        }
+        if !reduced && chunks.len() > 2 {
+            for (k, _) in chunks.iter().enumerate() {
+                let complement: Vec<usize> = chunks
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != k)
+                    .flat_map(|(_, c)| c.iter().copied())
+                    .collect();
+                if fails(&complement) {
+                    items = complement;
+                    n = (n - 1).max(2);
+                    reduced = true;
+                    break;
+                }
+            }
+        }
+        if !reduced {
+            if n >= items.len() {
+                break;
+            }
+            n = (2 * n).min(items.len());
+        }
+    }
+    Some(Minimal {
+        ops: items,
+        universe: universe.len(),
+        checks,
+        complete,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_check::history::{KeyValue, Response, Revision};
+
+    fn put(client: u64, call: u64, ret: u64, key: &str, value: &str, rev: u64) -> Operation {
+        Operation::ok(
+            client,
+            call,
+            ret,
+            Request::put(key, value),
+            Response::Put {
+                header_revision: Revision(rev),
+            },
+        )
+    }
+
+    fn get(
+        client: u64,
+        call: u64,
+        ret: u64,
+        key: &str,
+        kv: Option<KeyValue>,
+        rev: u64,
+    ) -> Operation {
+        Operation::ok(
+            client,
+            call,
+            ret,
+            Request::get(key),
+            Response::Get {
+                header_revision: Revision(rev),
+                kv,
+            },
+        )
+    }
+
+    /// A stale read (#5 answers at revision 3, after k=b at revision 4 was
+    /// acknowledged) among writes and reads that are fine.
+    fn stale_read() -> Vec<Operation> {
+        vec![
+            put(1, 0, 10, "k", "a", 2),
+            put(2, 5, 15, "z", "x", 3),
+            put(1, 20, 30, "k", "b", 4),
+            // Saw revision 4, but still reading when the stale read began.
+            get(2, 25, 65, "z", Some(KeyValue::new("x", 3, 3, 1)), 4),
+            // Concurrent with the stale read: it does not precede it.
+            put(3, 55, 75, "z", "y", 5),
+            get(1, 60, 70, "k", Some(KeyValue::new("a", 2, 2, 1)), 3),
+            get(2, 80, 90, "k", Some(KeyValue::new("b", 2, 4, 2)), 5),
+            get(4, 95, 99, "z", Some(KeyValue::new("y", 3, 5, 2)), 5),
+        ]
+    }
+
+    #[test]
+    fn a_stale_read_minimises_to_the_write_it_missed_and_the_read() {
+        let ops = stale_read();
+        let options = CheckOptions::default();
+        let CheckResult::Violation { explanation } = check_linearizable_with(&ops, &options) else {
+            panic!("the stale read is a violation");
+        };
+        // What the checker names (as the report reads it), then minimised.
+        let named: BTreeSet<usize> = explanation
+            .split('#')
+            .skip(1)
+            .filter_map(|p| {
+                p.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        assert!(!named.is_empty(), "{explanation}");
+        let m = minimize(&ops, &named, &options, Duration::from_secs(30)).expect("minimised");
+        assert_eq!(m.ops, vec![2, 5], "{m:?} from {explanation}");
+        assert!(m.complete && m.checks > 1, "{m:?}");
+        // The universe reached the write even if the checker named only the read.
+        assert_eq!(
+            minimize(
+                &ops,
+                &BTreeSet::from([5]),
+                &options,
+                Duration::from_secs(30)
+            )
+            .map(|m| m.ops),
+            Some(vec![2, 5])
+        );
+    }
+
+    #[test]
+    fn a_linearizable_history_has_no_minimal_set() {
+        let mut ops = stale_read();
+        ops[5] = get(1, 60, 70, "k", Some(KeyValue::new("b", 2, 4, 2)), 4);
+        let options = CheckOptions::default();
+        assert!(check_linearizable_with(&ops, &options).is_ok());
+        assert_eq!(
+            minimize(&ops, &BTreeSet::from([5]), &options, Duration::from_secs(5)),
+            None
+        );
+    }
+}
