@@ -1279,3 +1279,274 @@ async fn a_keep_alive_stream_marked_forwarded_is_checked_by_the_leader() {
     let allowed = first(lease.lease_keep_alive(forged(&writer)).await).await;
     assert_eq!(allowed, "OK ttl>0=true");
 }
+
+// ---- cairnctl: the same sessions, byte for byte etcdctl's ----
+
+/// `mask`, and the ids of `-w fields` too.
+fn mask_all(text: &str) -> String {
+    ["\"ClusterID\" : ", "\"MemberID\" : ", "\"RaftTerm\" : "]
+        .iter()
+        .fold(mask(text), |out, pat| mask_digits_after(&out, pat))
+}
+
+/// `cmd` split on spaces (`''` is an empty argument), with `stdin`.
+fn cli_step(cmd: &str, stdin: Option<&str>) -> common::sessions::Step {
+    common::sessions::Step {
+        args: cmd
+            .split_whitespace()
+            .map(|a| {
+                if a == "''" {
+                    String::new()
+                } else {
+                    a.to_owned()
+                }
+            })
+            .collect(),
+        stdin: stdin.map(str::to_owned),
+    }
+}
+
+/// The session with the CLI of this thread: exit status, stdout, stderr.
+fn run_cli_session(endpoint: &str, steps: &[common::sessions::Step]) -> Vec<String> {
+    steps
+        .iter()
+        .map(|s| {
+            let args: Vec<&str> = s.args.iter().map(String::as_str).collect();
+            let out = etcdctl(endpoint, &args, s.stdin.as_deref());
+            format!(
+                "$ etcdctl {:?} <<< {:?}\n[exit {}]\n{}--- stderr\n{}",
+                s.args,
+                s.stdin,
+                out.status.code().unwrap_or(-1),
+                mask_all(&String::from_utf8_lossy(&out.stdout)),
+                mask_all(&String::from_utf8_lossy(&out.stderr))
+            )
+        })
+        .collect()
+}
+
+/// The steps whose transcripts differ between etcdctl and cairnctl, each
+/// run against a fresh server of each kind.
+fn cairnctl_differences(steps: &[common::sessions::Step]) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for server in [Server::Etcd, Server::Cairn] {
+        let (d1, d2) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let start = |d: &std::path::Path| match server {
+            Server::Etcd => start_etcd(d),
+            Server::Cairn => start_cairn(d),
+        };
+        let (a, b) = (start(d1.path()), start(d2.path()));
+        let want = run_cli_session(&a.endpoint(), steps);
+        let got = with_ctl(cairnctl_bin(), || run_cli_session(&b.endpoint(), steps));
+        assert_eq!(want.len(), got.len());
+        diffs.extend(want.iter().zip(&got).filter(|(w, g)| w != g).map(|(w, g)| {
+            let label = server.label();
+            format!("--- etcdctl on {label}\n{w}\n+++ cairnctl on {label}\n{g}")
+        }));
+    }
+    diffs
+}
+
+fn assert_no_differences(diffs: Vec<String>) {
+    assert!(
+        diffs.is_empty(),
+        "{} step runs differ from etcdctl's:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+}
+
+/// The auth session above (users, roles, permissions, `--user` requests)
+/// run with cairnctl prints what etcdctl prints, on etcd and on cairn.
+#[test]
+fn cairnctl_auth_session_prints_what_etcdctl_prints() {
+    let steps: Vec<_> = auth_session()
+        .iter()
+        .map(|Step(cmd, stdin)| cli_step(cmd, *stdin))
+        .collect();
+    assert_no_differences(cairnctl_differences(&steps));
+}
+
+/// Every output format of the auth, user and role commands, their
+/// argument checks, password prompts (on a pipe: `stty` complains on
+/// stderr, as it does for etcdctl), `--interactive=false`, and the
+/// `--user` / `--password` rules.
+fn auth_cli_session() -> Vec<common::sessions::Step> {
+    let plain = [
+        "role add r1 -w json",
+        "role add r1 -w fields",
+        "role add r2 -w table",
+        "role add",
+        "role add a b",
+        "role add ''",
+        "role delete",
+        "role get",
+        "role list x",
+        "role grant-permission r1 read",
+        "role grant-permission r1 bogus k",
+        "role grant-permission r1 Read k",
+        "role grant-permission r1 READWRITE /p/ --prefix",
+        "role grant-permission r1 write k e -w json",
+        "role grant-permission r1 read z --from-key -w fields",
+        "role grant-permission r1 read k e --prefix",
+        "role grant-permission r1 read k e --from-key",
+        "role grant-permission r1 read k --from-key --prefix",
+        "role grant-permission r1 read '' --from-key --prefix",
+        "role grant-permission r1 read '' --prefix",
+        "role grant-permission r1 write '' e",
+        "role grant-permission r1 read x y z",
+        "role grant-permission r1 read x --bogus",
+        "role grant-permission nosuch read x",
+        "role get r1",
+        "role get r1 -w json",
+        "role get r1 -w fields",
+        "role get r1 -w table",
+        "role get nosuch",
+        "role list",
+        "role list -w json",
+        "role list -w fields",
+        "role list -w table",
+        "role revoke-permission r1",
+        "role revoke-permission r1 k",
+        "role revoke-permission r1 k e",
+        "role revoke-permission r1 z --from-key -w json",
+        "role revoke-permission r1 /p/ --prefix -w fields",
+        "role revoke-permission r1 '' --prefix",
+        "role revoke-permission r1 ''",
+        "role revoke-permission r1 nope",
+        "role revoke-permission nosuch k",
+        "role delete nosuch",
+        "role delete r2 -w json",
+        "role get r1",
+    ];
+    let mut s: Vec<_> = plain.iter().map(|c| cli_step(c, None)).collect();
+    let with_input: &[(&str, Option<&str>)] = &[
+        ("user add u1 --interactive=false", Some("pw1\n")),
+        ("user add u2 --interactive=false", Some("  pw2 rest\n")),
+        ("user add u3", Some("pw3\npw3\n")),
+        ("user add u4", Some("a\nb\n")),
+        ("user add u5", Some("\n")),
+        ("user add u6", None),
+        ("user add u7 --new-user-password=np -w json", None),
+        ("user add u8:colon --new-user-password=np", None),
+        ("user add :x", None),
+        ("user add u9 --no-password -w fields", None),
+        ("user add u10:", None),
+        ("user add u1:again", None),
+        ("user add", None),
+        ("user add a b", None),
+        ("user add u11 --interactive=maybe", None),
+        ("user ad u12:x", None),
+        ("user get u1 -w json", None),
+        ("user get u1 -w fields", None),
+        ("user get u1 -w table", None),
+        ("user get nosuch", None),
+        ("user get", None),
+        ("user list", None),
+        ("user list -w json", None),
+        ("user list -w fields", None),
+        ("user list -w table", None),
+        ("user list x", None),
+        ("user grant-role u1 r1 -w json", None),
+        ("user grant-role u1 r1 -w fields", None),
+        ("user grant-role u1 nosuch", None),
+        ("user grant-role nosuch r1", None),
+        ("user grant-role a", None),
+        ("user get u1", None),
+        ("user get u1 --detail", None),
+        ("user get u1 --detail -w json", None),
+        ("user get u1 --detail -w fields", None),
+        ("user get u1 --detail -w table", None),
+        ("user get u9 --detail -w table", None),
+        ("user revoke-role u1 r1 -w fields", None),
+        ("user revoke-role u1 r1", None),
+        ("user revoke-role a", None),
+        ("user passwd u1 --interactive=false", Some("newpw\n")),
+        ("user passwd u1", Some("x1\nx1\n")),
+        ("user passwd u1", Some("x1\ny1\n")),
+        ("user passwd u1 -w json", Some("\n")),
+        ("user passwd", None),
+        ("user passwd nosuch --interactive=false", Some("x\n")),
+        ("user delete u2 -w json", None),
+        ("user delete nosuch", None),
+        ("user delete", None),
+        ("user get --help", None),
+        ("auth enable x", None),
+        ("auth disable x", None),
+        ("auth enable", None),
+        ("user add root --new-user-password=rootpw", None),
+        ("auth enable -w yaml", None),
+        ("auth enable", None),
+        ("role get root", None),
+        ("user get root", None),
+        ("user list", None),
+        ("--user root user list", Some("rootpw\n")),
+        ("--user root user list", Some("wrong\n")),
+        ("--user root user list", None),
+        ("--user root --password rootpw user list", None),
+        ("--user root:rootpw --password rootpw user list", None),
+        ("--password rootpw user list", None),
+        ("--user :rootpw user list", None),
+        ("--user root:rootpw user get u1 --detail", None),
+        ("--user root user passwd u1", Some("p2\np2\nrootpw\n")),
+        (
+            "--user root user add u13 --interactive=false",
+            Some("p13 rootpw\n"),
+        ),
+        ("--user u13:p13 get x", None),
+        ("--user root:rootpw -w table auth disable", None),
+        ("--user root:rootpw role list -w json", None),
+    ];
+    s.extend(with_input.iter().map(|(c, i)| cli_step(c, *i)));
+    s
+}
+
+#[test]
+fn cairnctl_auth_formats_prompts_and_errors_are_etcdctls() {
+    assert_no_differences(cairnctl_differences(&auth_cli_session()));
+}
+
+/// `-w protobuf` (whose bytes hold the ids, so both CLIs ask the same
+/// server): the same bytes from cairnctl as from etcdctl.
+#[test]
+fn cairnctl_auth_protobuf_output_is_etcdctls() {
+    for server in [Server::Etcd, Server::Cairn] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = match server {
+            Server::Etcd => start_etcd(dir.path()),
+            Server::Cairn => start_cairn(dir.path()),
+        };
+        let ep = p.endpoint();
+        for cmd in [
+            "role add r1",
+            "role grant-permission r1 readwrite /p/ --prefix",
+            "role grant-permission r1 write k",
+            "user add u1:pw",
+            "user grant-role u1 r1",
+        ] {
+            let args: Vec<&str> = cmd.split(' ').collect();
+            ctl_ok(&ep, &args);
+        }
+        for cmd in [
+            "role get r1 -w protobuf",
+            "role list -w protobuf",
+            "user get u1 -w protobuf",
+            "user list -w protobuf",
+            "user get u1 --detail -w protobuf",
+        ] {
+            let args: Vec<&str> = cmd.split(' ').collect();
+            let want = etcdctl(&ep, &args, None);
+            let got = with_ctl(cairnctl_bin(), || etcdctl(&ep, &args, None));
+            assert_eq!(
+                (got.status.code(), &got.stdout),
+                (want.status.code(), &want.stdout),
+                "{} {cmd}",
+                server.label()
+            );
+            assert!(!want.stdout.is_empty(), "{cmd}");
+        }
+    }
+}

@@ -33,8 +33,12 @@ pub struct Global {
     pub keepalive_timeout: Duration,
     pub insecure_transport: bool,
     pub tls: bool,
-    /// (name, password) to log in as.
+    /// (name, password) to log in as: both given (clientv3 logs in only
+    /// then).
     pub credentials: Option<(String, String)>,
+    /// `--user NAME` without a password: NAME, whose password is asked
+    /// for when the client is made.
+    pub ask_password_of: Option<String>,
 }
 
 impl Global {
@@ -67,8 +71,15 @@ impl Global {
             keepalive_timeout: f.duration_or("keepalive-timeout", Duration::from_secs(6))?,
             insecure_transport: f.bool_or("insecure-transport", true)?,
             tls,
-            credentials: credentials(f)?,
+            credentials: None,
+            ask_password_of: None,
         };
+        let mut g = g;
+        match credentials(f) {
+            Credentials::None => {}
+            Credentials::Given(name, password) => g.credentials = login_pair(name, password),
+            Credentials::Ask(name) => g.ask_password_of = Some(name),
+        }
         f.bool("insecure-skip-tls-verify")?;
         f.bool_or("insecure-discovery", true)?;
         f.bool("debug")?;
@@ -78,30 +89,56 @@ impl Global {
     /// The output format, checked as etcdctl checks it when it makes its
     /// client (before anything is sent).
     pub fn with_format(mut self, f: &Flags) -> Result<Global, Failure> {
+        self.ask_password()?;
         self.format = Format::parse(&f.str_or("write-out", "simple"))?;
         Ok(self)
     }
 }
 
-/// etcdctl's `--user` / `--password` rules: with `--password`, `--user` is
-/// the whole name; else `name:password` (a bare name would be prompted
-/// for, which a script cannot answer: refused).
-fn credentials(f: &Flags) -> Result<Option<(String, String)>, Failure> {
+impl Global {
+    /// Asks for the password of `--user NAME` (once), as etcdctl does when
+    /// it makes its client: `Password: ` on stdout, read from stdin.
+    pub fn ask_password(&mut self) -> Result<(), Failure> {
+        if let Some(name) = self.ask_password_of.take() {
+            let password = super::auth::ask("Password: ").map_err(|e| Failure(EXIT_ERROR, e))?;
+            self.credentials = login_pair(name, password);
+        }
+        Ok(())
+    }
+}
+
+/// The credentials of the command line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credentials {
+    None,
+    Given(String, String),
+    /// A user name whose password is to be asked for.
+    Ask(String),
+}
+
+/// etcdctl 3.4's `--user` / `--password` rules: no `--user`, no login;
+/// with `--password`, `--user` is the whole name (colons and all); else
+/// `--user NAME:PASSWORD` splits at the first colon, and a bare name has
+/// its password asked for.
+pub fn credentials(f: &Flags) -> Credentials {
     let user = f.get("user").unwrap_or("");
     if user.is_empty() {
-        return Ok(None);
+        return Credentials::None;
     }
     let password = f.get("password").unwrap_or("");
     if !password.is_empty() {
-        return Ok(Some((user.to_owned(), password.to_owned())));
+        return Credentials::Given(user.to_owned(), password.to_owned());
     }
     match user.split_once(':') {
-        Some((n, p)) => Ok(Some((n.to_owned(), p.to_owned()))),
-        None => Err(Failure(
-            EXIT_ERROR,
-            "no password for --user: give --user NAME:PASSWORD or --password".into(),
-        )),
+        Some((n, p)) => Credentials::Given(n.to_owned(), p.to_owned()),
+        None => Credentials::Ask(user.to_owned()),
     }
+}
+
+/// clientv3 logs in only with both a name and a password; with either
+/// empty it sends its calls without a token.
+fn login_pair(name: String, password: String) -> Option<(String, String)> {
+    (!name.is_empty() && !password.is_empty()).then_some((name, password))
 }
 
 /// An RPC error as etcdctl 3.4 prints it (clientv3's `toErr`): etcd's own
@@ -278,6 +315,7 @@ impl Client {
         if self.logged_in {
             return Ok(());
         }
+        self.g.ask_password()?;
         let Some(c) = self.g.credentials.clone() else {
             self.logged_in = true;
             return Ok(());
@@ -398,4 +436,57 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure(EXIT_ERROR, format!("cannot start the async runtime: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::flags::{parse, GLOBAL};
+    use super::*;
+
+    fn creds(args: &[&str]) -> Credentials {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        match parse(&args, &[GLOBAL]) {
+            Ok(f) => credentials(&f),
+            Err(Failure(c, m)) => panic!("{c} {m}"),
+        }
+    }
+
+    fn given(n: &str, p: &str) -> Credentials {
+        Credentials::Given(n.into(), p.into())
+    }
+
+    #[test]
+    fn user_and_password_follow_etcdctls_rules() {
+        // No --user: no login, whatever --password says.
+        assert_eq!(creds(&["get", "k"]), Credentials::None);
+        assert_eq!(creds(&["--password=pw", "get"]), Credentials::None);
+        assert_eq!(creds(&["--user=", "--password=pw"]), Credentials::None);
+        // NAME:PASSWORD splits at the first colon.
+        assert_eq!(creds(&["--user=root:pw"]), given("root", "pw"));
+        assert_eq!(creds(&["--user", "a:b:c"]), given("a", "b:c"));
+        // With --password, --user is the whole name, colon and all (etcd
+        // 3.4 does not refuse both; the login fails with the server's
+        // "authentication failed").
+        assert_eq!(
+            creds(&["--user=root", "--password=pw"]),
+            given("root", "pw")
+        );
+        assert_eq!(
+            creds(&["--user=root:x", "--password=pw"]),
+            given("root:x", "pw")
+        );
+        // A bare name has its password asked for.
+        assert_eq!(creds(&["--user=root"]), Credentials::Ask("root".into()));
+        assert_eq!(
+            creds(&["--user=root", "--password="]),
+            Credentials::Ask("root".into())
+        );
+        // clientv3 logs in only with both a name and a password.
+        assert_eq!(login_pair("".into(), "pw".into()), None);
+        assert_eq!(login_pair("root".into(), "".into()), None);
+        assert_eq!(
+            login_pair("root".into(), "pw".into()),
+            Some(("root".into(), "pw".into()))
+        );
+    }
 }

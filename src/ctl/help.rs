@@ -52,7 +52,10 @@ pub fn tabwriter(text: &str) -> String {
 
 /// The usage of the command `path` as `program` prints it.
 pub fn usage(path: &str, program: &str) -> Option<String> {
-    let h = HELPS.iter().find(|h| h.path == path)?;
+    let h = HELPS
+        .iter()
+        .chain(super::auth::HELPS)
+        .find(|h| h.path == path)?;
     let mut t = format!(
         "NAME:\n\t{} - {}\n\nUSAGE:\n\t{program} {}\n",
         h.path, h.short, h.usage
@@ -340,6 +343,48 @@ pub const HELPS: &[Help] = &[
             ("      --cluster[=false]", "use all endpoints from the cluster member list"),
             ("      --data-dir=\"\"", "Optional. If present, defragments a data directory not in use by etcd."),
             ("  -h, --help[=false]", "help for defrag"),
+        ],
+    },
+    Help {
+        path: "make-mirror",
+        short: "Makes a mirror at the destination etcd cluster",
+        usage: "make-mirror [options] <destination> [flags]",
+        long: &[],
+        flags: &[
+            ("      --dest-cacert=\"\"", "Verify certificates of TLS enabled secure servers using this CA bundle"),
+            ("      --dest-cert=\"\"", "Identify secure client using this TLS certificate file for the destination cluster"),
+            ("      --dest-insecure-transport[=true]", "Disable transport security for client connections"),
+            ("      --dest-key=\"\"", "Identify secure client using this TLS key file"),
+            ("      --dest-prefix=\"\"", "destination prefix to mirror a prefix to a different prefix in the destination cluster"),
+            ("  -h, --help[=false]", "help for make-mirror"),
+            ("      --no-dest-prefix[=false]", "mirror key-values to the root of the destination cluster"),
+            ("      --prefix=\"\"", "Key-value prefix to mirror"),
+        ],
+    },
+    Help {
+        path: "check perf",
+        short: "Check the performance of the etcd cluster",
+        usage: "check perf [options] [flags]",
+        long: &[],
+        flags: &[
+            ("      --auto-compact[=false]", "Compact storage with last revision after test is finished."),
+            ("      --auto-defrag[=false]", "Defragment storage after test is finished."),
+            ("  -h, --help[=false]", "help for perf"),
+            ("      --load=\"s\"", "The performance check's workload model. Accepted workloads: s(small), m(medium), l(large), xl(xLarge)"),
+            ("      --prefix=\"/etcdctl-check-perf/\"", "The prefix for writing the performance check's keys."),
+        ],
+    },
+    Help {
+        path: "check datascale",
+        short: "Check the memory usage of holding data for different workloads on a given server endpoint.",
+        usage: "check datascale [options] [flags]",
+        long: &["If no endpoint is provided, localhost will be used. If multiple endpoints are provided, first endpoint will be used."],
+        flags: &[
+            ("      --auto-compact[=false]", "Compact storage with last revision after test is finished."),
+            ("      --auto-defrag[=false]", "Defragment storage after test is finished."),
+            ("  -h, --help[=false]", "help for datascale"),
+            ("      --load=\"s\"", "The datascale check's workload model. Accepted workloads: s(small), m(medium), l(large), xl(xLarge)"),
+            ("      --prefix=\"/etcdctl-check-datascale/\"", "The prefix for writing the datascale check's keys."),
         ],
     },
     Help {

@@ -6,7 +6,10 @@
 //! - [`client`]: the connection (endpoints in turn, login, token, errors);
 //! - [`output`]: Go's quoting and JSON, tables, durations;
 //! - [`kv`]: get, put, del, txn, compaction;
+//! - [`auth`]: auth enable/disable, user and role commands;
 //! - [`watch`]: watch, interactive or running a command per event;
+//! - [`mirror`]: make-mirror;
+//! - [`check`]: check perf and check datascale;
 //! - [`lock`]: lock and elect (clientv3's concurrency recipes);
 //! - [`lease`]: lease grant, revoke, timetolive, list, keep-alive;
 //! - [`cluster`]: member, endpoint, alarm, move-leader, version;
@@ -17,6 +20,8 @@
 //! 1 error, 2 bad connection (a refused login), 3 invalid input (txn),
 //! 4 a format a command does not print in, 128 bad arguments.
 
+pub mod auth;
+pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod flags;
@@ -24,6 +29,7 @@ pub mod help;
 pub mod kv;
 pub mod lease;
 pub mod lock;
+pub mod mirror;
 pub mod output;
 pub mod snapshot;
 pub mod watch;
@@ -80,6 +86,9 @@ pub const COMMANDS: &[(&[&str], &[Spec])] = &[
     (&["move-leader"], &[]),
     (&["version"], &[]),
     (&["defrag"], &[switch("cluster"), value("data-dir")]),
+    (&["make-mirror"], mirror::MIRROR_FLAGS),
+    (&["check", "perf"], check::PERF_FLAGS),
+    (&["check", "datascale"], check::DATASCALE_FLAGS),
     (&["snapshot", "save"], &[]),
     (&["snapshot", "status"], &[]),
     (
@@ -94,6 +103,21 @@ pub const COMMANDS: &[(&[&str], &[Spec])] = &[
             switch("skip-hash-check"),
         ],
     ),
+    (&["auth", "enable"], &[]),
+    (&["auth", "disable"], &[]),
+    (&["user", "add"], auth::USER_ADD_FLAGS),
+    (&["user", "delete"], &[]),
+    (&["user", "get"], auth::USER_GET_FLAGS),
+    (&["user", "list"], &[]),
+    (&["user", "passwd"], auth::USER_PASSWD_FLAGS),
+    (&["user", "grant-role"], &[]),
+    (&["user", "revoke-role"], &[]),
+    (&["role", "add"], &[]),
+    (&["role", "delete"], &[]),
+    (&["role", "get"], &[]),
+    (&["role", "list"], &[]),
+    (&["role", "grant-permission"], auth::ROLE_PERM_FLAGS),
+    (&["role", "revoke-permission"], auth::ROLE_PERM_FLAGS),
 ];
 
 /// Every command's flags at once, to find the command's words.
@@ -208,6 +232,9 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         ["watch"] => watch::run(g, &f, &args, &rest),
         ["lock"] => lock::lock(g, &f, &rest),
         ["elect"] => lock::elect(g, &f, &rest),
+        ["auth", sub] => auth::auth(sub, g, &f, &rest),
+        ["user", sub] => auth::user(sub, g, &f, &rest),
+        ["role", sub] => auth::role(sub, g, &f, &rest),
         ["lease", sub] => lease::run(sub, g, &f, &rest),
         ["member", sub] => cluster::member(sub, g, &f, &rest),
         ["endpoint", sub] => cluster::endpoint(sub, g, &f, &rest),
@@ -216,6 +243,8 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         ["version"] => cluster::version(),
         ["defrag"] => snapshot::defrag_command(g, &f, &rest),
         ["snapshot", sub] => snapshot::run(sub, g, &f, &rest),
+        ["make-mirror"] => mirror::run(g, &f, &rest),
+        ["check", sub] => check::run(sub, g, &f, &rest),
         _ => Err(Failure(
             EXIT_ERROR,
             format!("unknown command {:?}", path.join(" ")),

@@ -55,6 +55,8 @@ pub fn run(sub: &str, g: Global, f: &Flags, rest: &[String]) -> Result<(), Failu
             let [file] = rest else {
                 return Err(bad_args("snapshot save expects one argument"));
             };
+            let mut g = g;
+            g.ask_password()?;
             save(&g, &PathBuf::from(file))
         }
         "status" => {
@@ -105,6 +107,8 @@ pub fn defrag_command(g: Global, f: &Flags, rest: &[String]) -> Result<(), Failu
             "--data-dir is not supported: cairn defragments a running member (omit --data-dir)",
         ));
     }
+    let mut g = g;
+    g.ask_password()?;
     defrag(&g, f.bool("cluster")?)
 }
 
