@@ -37,7 +37,8 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use rocksdb::{
-    ColumnFamilyDescriptor, DBRecoveryMode, IteratorMode, Options, ReadOptions, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBRecoveryMode, IteratorMode, Options,
+    ReadOptions, WriteOptions, DB,
 };
 
 use crate::storage::{
@@ -80,9 +81,11 @@ impl RocksStorage {
         opts.increase_parallelism(2);
         // A crash keeps a prefix of the writes (module docs).
         opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+        tune_db(&mut opts);
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let descriptors = families
             .iter()
-            .map(|cf| ColumnFamilyDescriptor::new(*cf, Options::default()));
+            .map(|cf| ColumnFamilyDescriptor::new(*cf, family_options(cf, &cache)));
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, descriptors).map_err(io_err)?);
         let halted = Arc::new(AtomicBool::new(false));
         let (sync_tx, sync_rx) = mpsc::channel::<SyncReply>();
@@ -124,6 +127,62 @@ impl RocksStorage {
             .cf_handle(name)
             .ok_or_else(|| StorageError::UnknownColumnFamily(name.to_owned()))
     }
+}
+
+// ---- sizing -------------------------------------------------------------------
+//
+// RocksDB's defaults suit a database that owns the machine: 64 MiB of memtable
+// per column family (two of them), a block cache per column family, write-ahead
+// log files kept until every column family has flushed what they hold. cairn
+// opens ten column families, most of them small (meta, lease, auth, ...), so the
+// defaults cost memory nobody uses and, worse, disk: a small family that rarely
+// flushes pins every WAL file written since its last flush, so a load of 1 M
+// keys kept hundreds of MiB of logs (docs/benchmarks.md, "Memory and disk").
+
+/// All memtables together: RocksDB flushes the largest family when they
+/// exceed it (its write buffer manager), whatever each family's own size.
+const DB_WRITE_BUFFER_BYTES: usize = 64 << 20;
+/// One memtable of a large family (kv, raft_log); the small ones get less.
+const LARGE_FAMILY_WRITE_BUFFER_BYTES: usize = 32 << 20;
+const SMALL_FAMILY_WRITE_BUFFER_BYTES: usize = 4 << 20;
+/// Write-ahead logs beyond this force a flush of the families that pin the
+/// oldest log, so the logs on disk stay near this size.
+const MAX_TOTAL_WAL_BYTES: u64 = 96 << 20;
+/// One block cache shared by every family (RocksDB makes one per family
+/// otherwise). Reads of recent data are answered from memtables and the OS
+/// page cache; this holds index and hot data blocks.
+const BLOCK_CACHE_BYTES: usize = 16 << 20;
+
+/// The families that hold the bulk of the data: the MVCC store and the Raft
+/// log (cairn's `CF_KV` and `CF_RAFT_LOG`; a test there keeps the names equal).
+pub const LARGE_FAMILIES: &[&str] = &["kv", "raft_log"];
+
+fn is_large_family(cf: &str) -> bool {
+    LARGE_FAMILIES.contains(&cf)
+}
+
+fn tune_db(opts: &mut Options) {
+    // The "default" family RocksDB always has (cairn writes nothing there).
+    opts.set_write_buffer_size(SMALL_FAMILY_WRITE_BUFFER_BYTES);
+    opts.set_db_write_buffer_size(DB_WRITE_BUFFER_BYTES);
+    opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+    // RocksDB's own info log: a few small files, not up to a thousand.
+    opts.set_keep_log_file_num(3);
+    opts.set_max_log_file_size(8 << 20);
+}
+
+fn family_options(cf: &str, cache: &Cache) -> Options {
+    let mut o = Options::default();
+    o.set_write_buffer_size(if is_large_family(cf) {
+        LARGE_FAMILY_WRITE_BUFFER_BYTES
+    } else {
+        SMALL_FAMILY_WRITE_BUFFER_BYTES
+    });
+    o.set_max_write_buffer_number(2);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    o.set_block_based_table_factory(&table);
+    o
 }
 
 /// The writer thread: one WAL sync per run of queued requests.

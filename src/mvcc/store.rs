@@ -190,7 +190,7 @@ impl MvccStore {
             events.push(to_event(Change {
                 kv,
                 tombstone,
-                prev,
+                prev: prev.map(Box::new),
             }));
         }
         Ok(events)
