@@ -8,20 +8,26 @@
 # Usage: benches/check-perf-1.sh [cairn|etcd] [s|m|l|xl]     (default: cairn l)
 #   DATA_BASE=/dev/shm benches/check-perf-1.sh cairn l  — data dir on tmpfs
 #   (fsync nearly free: separates the disk from the rest)
+#   CTL=target/release/cairnctl benches/check-perf-1.sh etcd xl  — another
+#   etcdctl-compatible CLI runs the check (default: etcdctl 3.4)
+#   CAIRN=path/to/cairn  — that binary instead of building this tree's
 set -euo pipefail
 WHO=${1:-cairn}
 LOAD=${2:-l}
 case "$WHO" in cairn|etcd) ;; *) echo "check-perf-1.sh: server is cairn or etcd" >&2; exit 2 ;; esac
 case "$LOAD" in s|m|l|xl) ;; *) echo "check-perf-1.sh: load is s, m, l or xl" >&2; exit 2 ;; esac
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-if [ "$WHO" = cairn ]; then
+CTL=${CTL:-etcdctl}
+if [ "$WHO" = cairn ] && [ -n "${CAIRN:-}" ]; then
+  BIN=$CAIRN
+elif [ "$WHO" = cairn ]; then
   (cd "$ROOT" && cargo build --release --bin cairn >&2)
-  BIN="$ROOT/target/release/cairn"
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/cairn"
 else
   command -v etcd >/dev/null || { apt-get install -y -q etcd-server >&2; }
   BIN=etcd
 fi
-command -v etcdctl >/dev/null || { apt-get install -y -q etcd-client >&2; }
+[ "$CTL" != etcdctl ] || command -v etcdctl >/dev/null || { apt-get install -y -q etcd-client >&2; }
 DIR=$(mktemp -d "${DATA_BASE:-/tmp}/check-perf-1.XXXX")
 SP= EP=
 cleanup() {
@@ -49,7 +55,7 @@ kill -0 "$SP" 2>/dev/null || { echo "check-perf-1.sh: $WHO did not start:" >&2; 
 cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; }
 ticks=$(getconf CLK_TCK)
 s0=$(cpu "$SP"); t0=$(date +%s.%N)
-ETCDCTL_API=3 etcdctl --endpoints "$CLIENT" check perf --load="$LOAD" >"$DIR/etcdctl.out" 2>&1 &
+ETCDCTL_API=3 "$CTL" --endpoints "$CLIENT" check perf --load="$LOAD" >"$DIR/etcdctl.out" 2>&1 &
 EP=$!
 e=0; rss=()
 while kill -0 "$EP" 2>/dev/null; do
@@ -59,9 +65,9 @@ while kill -0 "$EP" 2>/dev/null; do
 done
 wait "$EP" || true
 s1=$(cpu "$SP"); t1=$(date +%s.%N)
-tr '\r' '\n' <"$DIR/etcdctl.out" | grep -E '^(PASS|FAIL|Slowest|Stddev|Throughput)'
+tr '\r' '\n' <"$DIR/etcdctl.out" | grep -E '^(PASS|FAIL|Slowest|Stddev|Throughput|Error)' || true
 awk -v s="$((s1 - s0))" -v e="$e" -v t="$ticks" -v w="$(echo "$t1 - $t0" | bc)" \
-  'BEGIN { printf "wall %.1f s; CPU: %s %.1f s, etcdctl %.1f s (2 cores = %.0f CPU-s)\n", w, "server", s / t, e / t, 2 * w }'
+  'BEGIN { printf "wall %.1f s; CPU: %s %.1f s, the CLI %.1f s (2 cores = %.0f CPU-s)\n", w, "server", s / t, e / t, 2 * w }'
 curl -s -m 10 "http://$CLIENT/metrics" | awk '
   /^etcd_disk_wal_fsync_duration_seconds_sum/ { sum = $2 }
   /^etcd_disk_wal_fsync_duration_seconds_count/ { n = $2 }

@@ -460,6 +460,45 @@ pub mod srv {
         }
     }
 
+    /// The targets (with their trailing dot, as Go gives them) and ports
+    /// of the SRV records named `name` (`_service._tcp.domain`), in the
+    /// order the resolver gave them; an error as Go's resolver words it
+    /// (`lookup NAME on SERVER: no such host`).
+    pub async fn lookup_targets(name: &str) -> Result<Vec<(String, u16)>, String> {
+        let resolver = resolver()?;
+        let server = resolver
+            .config()
+            .name_servers()
+            .first()
+            .map(|s| s.socket_addr.to_string())
+            .unwrap_or_default();
+        match resolver.srv_lookup(format!("{name}.")).await {
+            Ok(records) => Ok(records
+                .iter()
+                .map(|r| {
+                    let mut target = r.target().to_utf8();
+                    if !target.ends_with('.') {
+                        target.push('.');
+                    }
+                    (target, r.port())
+                })
+                .collect()),
+            Err(e) => {
+                let why = if e.is_nx_domain() || e.is_no_records_found() {
+                    "no such host".to_owned()
+                } else {
+                    let text = e.to_string();
+                    if text.contains("timed out") || text.contains("timeout") {
+                        "i/o timeout".to_owned()
+                    } else {
+                        "server misbehaving".to_owned()
+                    }
+                };
+                Err(format!("lookup {name} on {server}: {why}"))
+            }
+        }
+    }
+
     /// The peers the SRV records of `domain` list, as `name=url,…`.
     pub async fn initial_cluster(config: &Config, domain: &str) -> Result<String, String> {
         let resolver = resolver()?;

@@ -163,6 +163,7 @@ fn tls_info(
         client_cert_auth: settings.client_cert_auth,
         self_signed,
         cipher_suites: config.cipher_suites.clone(),
+        server_name: None,
     }))
 }
 

@@ -168,6 +168,33 @@ fn discovery_and_initial_cluster_together_are_refused_as_etcd_refuses_them() {
 
 struct Dnsmasq(Child);
 
+/// dnsmasq with `args` (and quiet defaults), its queries logged to
+/// `<dir>/<log>`.
+fn start_dnsmasq(dir: &Path, log: &str, args: &[String]) -> Dnsmasq {
+    let log = std::fs::File::create(dir.join(log)).expect("log");
+    let dns = Dnsmasq(
+        Command::new(if Path::new("/usr/sbin/dnsmasq").exists() {
+            "/usr/sbin/dnsmasq"
+        } else {
+            "dnsmasq"
+        })
+        .args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--log-queries",
+            "--bind-interfaces",
+        ])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn dnsmasq (install the Debian package dnsmasq-base)"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    dns
+}
+
 impl Drop for Dnsmasq {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -181,13 +208,8 @@ fn three_members_bootstrap_through_dns_srv_records() {
     let dns_port = free_port();
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let mut args = vec![
-        "--keep-in-foreground".to_owned(),
-        "--no-resolv".to_owned(),
-        "--no-hosts".to_owned(),
-        "--log-queries".to_owned(),
         format!("--port={dns_port}"),
         "--listen-address=127.0.0.1".to_owned(),
-        "--bind-interfaces".to_owned(),
     ];
     // The targets must be names the members' own resolver knows too (they
     // dial the URLs discovery builds from them): localhost, on three ports.
@@ -197,20 +219,7 @@ fn three_members_bootstrap_through_dns_srv_records() {
             "--srv-host=_etcd-server._tcp.cairn.test,localhost,{pp}"
         ));
     }
-    let log = std::fs::File::create(dir.path().join("dnsmasq.log")).expect("log");
-    let _dns = Dnsmasq(
-        Command::new(if Path::new("/usr/sbin/dnsmasq").exists() {
-            "/usr/sbin/dnsmasq"
-        } else {
-            "dnsmasq"
-        })
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn dnsmasq (install the Debian package dnsmasq-base)"),
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    let _dns = start_dnsmasq(dir.path(), "dnsmasq.log", &args);
     let env = vec![(
         "CAIRN_DNS_SERVER".to_owned(),
         format!("127.0.0.1:{dns_port}"),
@@ -244,4 +253,156 @@ fn three_members_bootstrap_through_dns_srv_records() {
     );
     ctl_ok(&members[1].endpoint(), &["put", "srv", "ok"]);
     assert!(ctl_ok(&members[0].endpoint(), &["get", "srv"]).contains("ok"));
+}
+
+/// The address the client-discovery test's DNS server listens on, port 53
+/// (Go's resolver asks port 53 of the servers in /etc/resolv.conf only).
+const CLIENT_DNS: &str = "127.0.0.77";
+
+/// Runs `program` (etcdctl or cairnctl) with `args` in a mount namespace of
+/// its own where /etc/resolv.conf names `resolv`'s server: both resolve
+/// through the system's resolver configuration, as a user's would.
+fn ctl_with_resolv(program: &str, resolv: &Path, args: &[String]) -> String {
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "sh",
+            "-c",
+            r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#,
+        ])
+        .arg(resolv)
+        .arg(program)
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run unshare (util-linux)");
+    let name = Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .replace(&name, "etcdctl");
+    let text: String = text
+        .lines()
+        // etcdctl's retry log lines (times and client ids).
+        .filter(|l| !l.starts_with("{\"level\":"))
+        .map(|l| match l.split_once(" took = ") {
+            Some((head, _)) => format!("{head} took = T\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    format!(
+        "$ etcdctl {}\n[exit {:?}]\n{text}",
+        args.join(" "),
+        out.status.code()
+    )
+}
+
+/// etcdctl's `--discovery-srv`, `--discovery-srv-name` and
+/// `--insecure-discovery` with `program`, against the member on
+/// `client_port` that the SRV records of `cairn.test` list.
+fn srv_session(program: &str, resolv: &Path, client_port: u16) -> Vec<String> {
+    let steps: &[&str] = &[
+        "--discovery-srv=cairn.test put srv/k v1",
+        "--discovery-srv=cairn.test get srv/k",
+        // etcdctl's endpoint commands act on the --endpoints flag's
+        // endpoints unless --cluster (then on the members the discovered
+        // endpoints list).
+        "--discovery-srv=nope.test --endpoints=127.0.0.1:PORT endpoint health",
+        "--discovery-srv=cairn.test endpoint health --cluster",
+        "-d cairn.test --discovery-srv-name=blue get srv/k --print-value-only",
+        // Secure discovery drops the http:// endpoints, falls back to the
+        // --endpoints flag's, and dials them with TLS, verified as the
+        // domain: a plain member cannot answer.
+        "--discovery-srv=cairn.test --insecure-discovery=false --endpoints=127.0.0.1:PORT --dial-timeout=1s --command-timeout=2s get srv/k",
+        "--discovery-srv=nope.test --dial-timeout=1s --command-timeout=2s get srv/k",
+    ];
+    steps
+        .iter()
+        .map(|step| {
+            let args: Vec<String> = step
+                .replace("PORT", &client_port.to_string())
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            ctl_with_resolv(program, resolv, &args)
+        })
+        .collect()
+}
+
+#[test]
+fn cairnctl_finds_endpoints_through_srv_records_as_etcdctl_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cp, pp) = (free_port(), free_port());
+    let peer = format!("http://127.0.0.1:{pp}");
+    let m = spawn_member(
+        Server::Cairn,
+        "d1",
+        dir.path(),
+        cp,
+        pp,
+        &founding_flags("d1", &peer, &format!("d1={peer}")),
+        &[],
+    );
+    wait_healthy(&m);
+    let _dns = start_dnsmasq(
+        dir.path(),
+        "client-dnsmasq.log",
+        &[
+            "--port=53".to_owned(),
+            format!("--listen-address={CLIENT_DNS}"),
+            // Names under .test that dnsmasq does not hold do not exist.
+            "--local=/test/".to_owned(),
+            "--host-record=localhost,127.0.0.1".to_owned(),
+            format!("--srv-host=_etcd-client._tcp.cairn.test,localhost,{cp}"),
+            format!("--srv-host=_etcd-client-blue._tcp.cairn.test,localhost,{cp}"),
+        ],
+    );
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {CLIENT_DNS}\n")).expect("resolv.conf");
+    let want = srv_session("etcdctl", &resolv, cp);
+    let got = srv_session(cairnctl_bin(), &resolv, cp);
+    let diffs: Vec<String> = want
+        .iter()
+        .zip(&got)
+        .filter(|(w, g)| w != g)
+        .map(|(w, g)| format!("--- etcdctl\n{w}--- cairnctl\n{g}"))
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{} steps differ:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+    // The session means something: found through DNS, with the target's
+    // trailing dot; the insecure endpoint dropped; an unknown domain an
+    // error.
+    assert!(got[1].contains("[exit Some(0)]\nsrv/k\nv1"), "{}", got[1]);
+    assert!(
+        got[2].contains(&format!("127.0.0.1:{cp} is healthy")),
+        "{}",
+        got[2]
+    );
+    assert!(
+        got[3].contains(&format!("http://127.0.0.1:{cp} is healthy")),
+        "{}",
+        got[3]
+    );
+    assert!(got[4].contains("[exit Some(0)]\nv1"), "{}", got[4]);
+    assert!(
+        got[5].contains("ignoring discovered insecure endpoint"),
+        "{}",
+        got[5]
+    );
+    assert!(got[5].contains("[exit Some(1)]"), "{}", got[5]);
+    assert!(
+        got[6].contains("[exit Some(1)]\nError: dns lookup errors"),
+        "{}",
+        got[6]
+    );
 }

@@ -537,6 +537,41 @@ fn etcdctl_member_session_matches_etcd_3_4() {
     }
 }
 
+/// cairnctl's member session on etcd 3.4 and on cairn must be etcdctl's
+/// on etcd 3.4, step for step.
+#[test]
+fn cairnctl_member_session_matches_etcdctls_on_etcd_3_4() {
+    let ctl = cairnctl_bin();
+    let (want, on_etcd, on_cairn) = std::thread::scope(|scope| {
+        let want = scope.spawn(|| member_session(Server::Etcd));
+        let on_etcd = scope.spawn(|| with_ctl(ctl, || member_session(Server::Etcd)));
+        let on_cairn = scope.spawn(|| with_ctl(ctl, || member_session(Server::Cairn)));
+        (
+            want.join().expect("etcdctl's session on etcd ran"),
+            on_etcd.join().expect("cairnctl's session on etcd ran"),
+            on_cairn.join().expect("cairnctl's session on cairn ran"),
+        )
+    });
+    for (label, got) in [
+        ("cairnctl on etcd 3.4", &on_etcd),
+        ("cairnctl on cairn", &on_cairn),
+    ] {
+        let diffs: Vec<String> = want
+            .iter()
+            .zip(got)
+            .filter(|(e, g)| e != g)
+            .map(|(e, g)| format!("--- etcdctl on etcd 3.4\n{e}+++ {label}\n{g}"))
+            .collect();
+        assert!(
+            diffs.is_empty() && want.len() == got.len(),
+            "{} of {} steps differ:\n{}",
+            diffs.len(),
+            want.len(),
+            diffs.join("\n")
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Property tests under continuous writes, following the README's runbooks.
 // ---------------------------------------------------------------------------

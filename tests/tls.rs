@@ -1212,6 +1212,26 @@ fn auth_over_tls_with_client_certificate_users_answers_as_etcd() {
         diffs.len(),
         diffs.join("\n")
     );
+    // cairnctl, on a fresh cairn, answers as etcdctl did on etcd.
+    drop(cairn);
+    let ctl_dir = dir.path().join("cairnctl");
+    std::fs::create_dir_all(&ctl_dir).expect("dir");
+    let mut fresh = start_single_tls(common::Server::Cairn, &ctl_dir, &pki, "e1");
+    wait_healthy(&mut fresh, &root);
+    let by_cairnctl = common::with_ctl(common::cairnctl_bin(), || {
+        tls_auth_session(&fresh.endpoint(), &pki)
+    });
+    let diffs = differing(
+        &want,
+        &by_cairnctl,
+        ("etcdctl on etcd", "cairnctl on cairn"),
+    );
+    assert!(
+        diffs.is_empty(),
+        "{} steps differ:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
     // The session means something: the CN is the user.
     assert!(
         got[10].contains("/p/a") && got[10].contains("[ok]"),
@@ -1309,4 +1329,201 @@ async fn etcd_client_crate_over_tls_logs_in_as_a_user() {
             .to_string(),
     };
     assert!(refused.contains("authentication failed"), "{refused}");
+}
+
+// ---------------------------------------------------------------------------
+// cairnctl's TLS flags, against etcdctl's.
+// ---------------------------------------------------------------------------
+
+/// The TLS flags of the command line (`--cacert --cert --key`,
+/// `--insecure-skip-tls-verify`, `https://` and bare endpoints) and their
+/// errors, run by the command line [`common::etcdctl`] runs on this thread
+/// against `m`: each step's command, exit status and output (stderr's JSON
+/// log lines dropped; `snapshot save` by its stdout alone, since etcdctl
+/// logs its progress as JSON and cairnctl as text).
+fn tls_flags_session(m: &Member, pki: &Pki, wrong_ca: &Path) -> Vec<String> {
+    let ca = arg("cacert", &pki.ca_file());
+    let (cert, key) = pki.issue("cli-alice", "alice", false);
+    let (cert, key) = (arg("cert", &cert), arg("key", &key));
+    let https = m.endpoint();
+    let bare = m.addr();
+    let plain = format!("http://{}", m.addr());
+    let missing = m.dir.join("missing");
+    let snap = m.dir.join("tls-snap.db");
+    let quick = ["--dial-timeout=1s", "--command-timeout=2s"];
+    let steps: Vec<(&str, Vec<String>)> = vec![
+        (
+            &https,
+            vec![
+                ca.clone(),
+                cert.clone(),
+                key.clone(),
+                "put".into(),
+                "tls/k".into(),
+                "v1".into(),
+            ],
+        ),
+        (
+            &bare,
+            vec![
+                ca.clone(),
+                cert.clone(),
+                key.clone(),
+                "get".into(),
+                "tls/k".into(),
+            ],
+        ),
+        (
+            &https,
+            vec![
+                ca.clone(),
+                cert.clone(),
+                key.clone(),
+                "endpoint".into(),
+                "health".into(),
+            ],
+        ),
+        (
+            &https,
+            vec![
+                "--insecure-skip-tls-verify".into(),
+                cert.clone(),
+                key.clone(),
+                "get".into(),
+                "tls/k".into(),
+                "--print-value-only".into(),
+            ],
+        ),
+        (
+            &https,
+            [arg("cacert", wrong_ca), cert.clone(), key.clone()]
+                .into_iter()
+                .chain(quick.map(String::from))
+                .chain(["get".into(), "tls/k".into()])
+                .collect(),
+        ),
+        (
+            &plain,
+            [ca.clone(), cert.clone(), key.clone()]
+                .into_iter()
+                .chain(quick.map(String::from))
+                .chain(["get".into(), "tls/k".into()])
+                .collect(),
+        ),
+        (
+            &https,
+            vec![
+                arg("cacert", &missing.join("ca.pem")),
+                "get".into(),
+                "tls/k".into(),
+            ],
+        ),
+        (
+            &https,
+            vec![ca.clone(), cert.clone(), "get".into(), "tls/k".into()],
+        ),
+        (
+            &https,
+            vec![ca.clone(), key.clone(), "get".into(), "tls/k".into()],
+        ),
+        (
+            &https,
+            vec![
+                ca.clone(),
+                cert.clone(),
+                arg("key", &missing.join("key.pem")),
+                "get".into(),
+                "tls/k".into(),
+            ],
+        ),
+        (
+            &https,
+            vec![
+                ca.clone(),
+                cert.clone(),
+                key.clone(),
+                "snapshot".into(),
+                "save".into(),
+                snap.display().to_string(),
+            ],
+        ),
+    ];
+    steps
+        .into_iter()
+        .map(|(eps, args)| {
+            let _ = std::fs::remove_file(&snap);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = etcdctl(eps, &refs, None);
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            let text = if args.iter().any(|a| a == "snapshot") {
+                stdout
+            } else {
+                format!("{stdout}{stderr}")
+            };
+            let text: String = text
+                .lines()
+                .filter(|l| !l.starts_with("{\"level\":"))
+                .map(|l| match l.split_once(" took = ") {
+                    Some((head, _)) => format!("{head} took = T\n"),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            format!(
+                "$ etcdctl --endpoints={eps} {}\n[exit {:?}]\n{text}",
+                args.join(" "),
+                out.status.code()
+            )
+        })
+        .collect()
+}
+
+/// Steps of two transcripts that differ, each pair labelled.
+fn differing(want: &[String], got: &[String], labels: (&str, &str)) -> Vec<String> {
+    assert_eq!(want.len(), got.len(), "sessions of different lengths");
+    want.iter()
+        .zip(got)
+        .filter(|(w, g)| w != g)
+        .map(|(w, g)| format!("--- {}\n{w}--- {}\n{g}", labels.0, labels.1))
+        .collect()
+}
+
+#[test]
+fn cairnctl_tls_flags_answer_as_etcdctls_against_etcd_and_cairn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    let other = Pki::new(&dir.path().join("other"));
+    let probe = Creds {
+        ca: pki.ca_file(),
+        cert: Some(pki.issue("probe", "root", false)),
+    };
+    for server in [common::Server::Etcd, common::Server::Cairn] {
+        let sdir = dir.path().join(server.label());
+        std::fs::create_dir_all(&sdir).expect("dir");
+        let m = start_single_tls(server, &sdir, &pki, "c1");
+        common::poll_until(WAIT, "healthy over TLS", || {
+            match ctl(&m.endpoint(), &probe, &["endpoint", "health"]) {
+                (true, _) => Ok(()),
+                (false, text) => Err(text),
+            }
+        });
+        let want = tls_flags_session(&m, &pki, &other.ca_file());
+        let got = common::with_ctl(common::cairnctl_bin(), || {
+            tls_flags_session(&m, &pki, &other.ca_file())
+        });
+        let diffs = differing(&want, &got, ("etcdctl", "cairnctl"));
+        assert!(
+            diffs.is_empty(),
+            "against {}: {} steps differ:\n{}",
+            server.label(),
+            diffs.len(),
+            diffs.join("\n")
+        );
+        // The session means something: TLS calls answered, bad ones refused.
+        assert!(got[1].contains("tls/k\nv1"), "{}", got[1]);
+        assert!(got[3].contains("[exit Some(0)]\nv1"), "{}", got[3]);
+        assert!(got[4].contains("[exit Some(1)]"), "{}", got[4]);
+        assert!(got[7].contains("[exit Some(128)]"), "{}", got[7]);
+        assert!(got[10].contains("Snapshot saved at"), "{}", got[10]);
+    }
 }

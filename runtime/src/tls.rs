@@ -50,6 +50,10 @@ pub struct TlsInfo {
     /// TLS cipher suites by Go's names; empty means rustls's defaults.
     /// Checked by [`check_cipher_suites`].
     pub cipher_suites: Vec<String>,
+    /// When dialing: the name the server's certificate must carry (and
+    /// the SNI sent) instead of the URL's host — etcdctl's `ServerName`,
+    /// the domain of a secure `--discovery-srv`.
+    pub server_name: Option<String>,
 }
 
 /// The rustls cipher suites a Go name can stand for.
@@ -219,6 +223,26 @@ mod sim {
 
         pub fn client(_info: &TlsInfo) -> Result<Dialer, String> {
             Err(NO_TLS.to_owned())
+        }
+
+        pub fn command_line(_info: &TlsInfo) -> Result<Dialer, String> {
+            Err(NO_TLS.to_owned())
+        }
+
+        pub async fn connect_tuned(
+            &self,
+            url: &str,
+            connect_timeout: Duration,
+            tune: impl FnOnce(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
+        ) -> Result<tonic::transport::Channel, String> {
+            tune(
+                tonic::transport::Endpoint::from_shared(url.to_owned())
+                    .map_err(|e| format!("invalid url {url}: {e}"))?
+                    .connect_timeout(connect_timeout),
+            )
+            .connect()
+            .await
+            .map_err(|e| e.to_string())
         }
 
         pub fn lazy_channel(

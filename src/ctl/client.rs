@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::AuthenticateRequest;
+use cairn_runtime::tls::{Dialer, TlsInfo};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
@@ -32,7 +33,15 @@ pub struct Global {
     pub keepalive_time: Duration,
     pub keepalive_timeout: Duration,
     pub insecure_transport: bool,
-    pub tls: bool,
+    /// The TLS dialer when the command line configures TLS (`--cacert`,
+    /// `--cert`, `--key`, or `--insecure-transport=false`): endpoints
+    /// without a scheme are dialed with it. `https://` endpoints are
+    /// always dialed with TLS (with the system's CAs when nothing is
+    /// configured), `http://` ones never (clientv3's rules).
+    pub tls: Option<Dialer>,
+    /// `--insecure-skip-tls-verify`: the dialer for `https://` endpoints
+    /// when no TLS is configured skips verification too.
+    pub skip_verify: bool,
     /// (name, password) to log in as: both given (clientv3 logs in only
     /// then).
     pub credentials: Option<(String, String)>,
@@ -43,6 +52,14 @@ pub struct Global {
 
 impl Global {
     pub fn from_flags(f: &Flags) -> Result<Global, Failure> {
+        Global::from_flags_discovering(f, true)
+    }
+
+    /// The global flags; `discover`: the endpoints come from
+    /// `--discovery-srv` when it is given. etcdctl's endpoint and defrag
+    /// commands without `--cluster` act on the `--endpoints` flag's
+    /// (`endpointsFromCluster`) and do not look DNS up.
+    pub fn from_flags_discovering(f: &Flags, discover: bool) -> Result<Global, Failure> {
         let endpoints: Vec<String> = f
             .str_or("endpoints", "127.0.0.1:2379")
             .split(',')
@@ -57,10 +74,39 @@ impl Global {
                 ));
             }
         }
-        let tls = ["cert", "key", "cacert"]
-            .iter()
-            .any(|n| f.get(n).is_some_and(|v| !v.is_empty()))
-            || endpoints.iter().any(|e| e.starts_with("https://"));
+        let domain = f.str_or("discovery-srv", "");
+        let insecure_discovery = f.bool_or("insecure-discovery", true)?;
+        let endpoints = if domain.is_empty() || !discover {
+            endpoints
+        } else {
+            let found = srv_endpoints(
+                &domain,
+                &f.str_or("discovery-srv-name", ""),
+                insecure_discovery,
+            )?;
+            // No endpoint found: the `--endpoints` flag's (etcdctl's
+            // `endpointsFromCmd`).
+            if found.is_empty() {
+                endpoints
+            } else {
+                found
+            }
+        };
+        let insecure_transport = f.bool_or("insecure-transport", true)?;
+        let skip_verify = f.bool("insecure-skip-tls-verify")?;
+        // Secure discovery verifies servers as the domain (etcdctl's
+        // `secureCfgFromCmd`), which also turns TLS on.
+        let server_name = (!insecure_discovery)
+            .then_some(domain)
+            .filter(|d| !d.is_empty());
+        let tls = tls_dialer(
+            f.get("cert").unwrap_or(""),
+            f.get("key").unwrap_or(""),
+            f.get("cacert").unwrap_or(""),
+            server_name,
+            insecure_transport,
+            skip_verify,
+        )?;
         let g = Global {
             endpoints,
             format: Format::Simple,
@@ -69,8 +115,9 @@ impl Global {
             command_timeout: f.duration_or("command-timeout", Duration::from_secs(5))?,
             keepalive_time: f.duration_or("keepalive-time", Duration::from_secs(2))?,
             keepalive_timeout: f.duration_or("keepalive-timeout", Duration::from_secs(6))?,
-            insecure_transport: f.bool_or("insecure-transport", true)?,
+            insecure_transport,
             tls,
+            skip_verify,
             credentials: None,
             ask_password_of: None,
         };
@@ -80,7 +127,6 @@ impl Global {
             Credentials::Given(name, password) => g.credentials = login_pair(name, password),
             Credentials::Ask(name) => g.ask_password_of = Some(name),
         }
-        f.bool("insecure-skip-tls-verify")?;
         f.bool_or("insecure-discovery", true)?;
         f.bool("debug")?;
         Ok(g)
@@ -105,6 +151,122 @@ impl Global {
         }
         Ok(())
     }
+}
+
+/// The client endpoints DNS lists for `domain` (etcdctl's
+/// `--discovery-srv`): `https://` ones from `_etcd-client-ssl._tcp.DOMAIN`,
+/// `http://` ones from `_etcd-client._tcp.DOMAIN` (`-NAME` after the
+/// service with `--discovery-srv-name`), targets with their trailing dot;
+/// an error (exit 1) only when both lookups fail; without
+/// `--insecure-discovery` the `http://` ones are dropped, each with a line
+/// on stderr.
+pub fn srv_endpoints(domain: &str, name: &str, insecure: bool) -> Result<Vec<String>, Failure> {
+    let suffix = if name.is_empty() {
+        String::new()
+    } else {
+        format!("-{name}")
+    };
+    let lookups = runtime()?.block_on(async {
+        let mut out = Vec::new();
+        for (service, scheme) in [("etcd-client-ssl", "https"), ("etcd-client", "http")] {
+            let record = format!("_{service}{suffix}._tcp.{domain}");
+            out.push((scheme, crate::discovery::srv::lookup_targets(&record).await));
+        }
+        out
+    });
+    let mut endpoints = Vec::new();
+    let mut errors = Vec::new();
+    for (scheme, found) in lookups {
+        match found {
+            Ok(targets) => endpoints.extend(
+                targets
+                    .into_iter()
+                    .map(|(target, port)| format!("{scheme}://{target}:{port}")),
+            ),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.len() == 2 {
+        return Err(Failure(
+            EXIT_ERROR,
+            format!("dns lookup errors: {} and {}", errors[0], errors[1]),
+        ));
+    }
+    if insecure {
+        return Ok(endpoints);
+    }
+    Ok(endpoints
+        .into_iter()
+        .filter(|ep| {
+            let plain = ep.starts_with("http://");
+            if plain {
+                eprintln!("ignoring discovered insecure endpoint {ep:?}");
+            }
+            !plain
+        })
+        .collect())
+}
+
+/// Go's text for a file that cannot be opened (`open PATH: REASON`).
+pub fn go_open_error(path: &str, e: &std::io::Error) -> String {
+    let reason = match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        std::io::ErrorKind::IsADirectory => "is a directory".to_owned(),
+        _ => {
+            let text = e.to_string();
+            match text.split_once(" (os error") {
+                Some((head, _)) => head.to_lowercase(),
+                None => text,
+            }
+        }
+    };
+    format!("open {path}: {reason}")
+}
+
+/// The TLS dialer of the command line, made as etcdctl 3.4 makes its TLS
+/// configuration (`newClientCfg`): TLS when any of `--cert`, `--key`,
+/// `--cacert` is given (the certificate and key both or neither) or when
+/// `--insecure-transport=false`, or when a server name is given (secure
+/// DNS discovery); the files read now, so a missing one ends the command
+/// with exit 128 and Go's message.
+pub fn tls_dialer(
+    cert: &str,
+    key: &str,
+    cacert: &str,
+    server_name: Option<String>,
+    insecure_transport: bool,
+    skip_verify: bool,
+) -> Result<Option<Dialer>, Failure> {
+    let configured =
+        !cert.is_empty() || !key.is_empty() || !cacert.is_empty() || server_name.is_some();
+    if !configured && insecure_transport {
+        return Ok(None);
+    }
+    if (!cert.is_empty() || !key.is_empty()) && (cert.is_empty() || key.is_empty()) {
+        return Err(Failure(
+            EXIT_BAD_ARGS,
+            format!("KeyFile and CertFile must both be present[key: {key}, cert: {cert}]"),
+        ));
+    }
+    for path in [cert, key, cacert] {
+        if !path.is_empty() {
+            if let Err(e) = std::fs::read(path) {
+                return Err(Failure(EXIT_BAD_ARGS, go_open_error(path, &e)));
+            }
+        }
+    }
+    let info = TlsInfo {
+        cert_file: cert.into(),
+        key_file: key.into(),
+        trusted_ca_file: (!cacert.is_empty()).then(|| cacert.into()),
+        self_signed: skip_verify,
+        server_name,
+        ..TlsInfo::default()
+    };
+    Dialer::command_line(&info)
+        .map(Some)
+        .map_err(|e| Failure(EXIT_BAD_ARGS, e))
 }
 
 /// The credentials of the command line.
@@ -200,16 +362,46 @@ pub async fn before<T>(
     }
 }
 
+/// The URL to dial for `ep` and the dialer to dial it with, by clientv3's
+/// rules: `http://` plain, `https://` TLS (the configured TLS, else the
+/// system's CAs), no scheme TLS only when TLS is configured.
+pub fn dial_target(g: &Global, ep: &str) -> Result<(String, Dialer), String> {
+    if ep.starts_with("http://") {
+        return Ok((ep.to_owned(), Dialer::plain()));
+    }
+    let tls = |g: &Global| -> Result<Dialer, String> {
+        match &g.tls {
+            Some(d) => Ok(d.clone()),
+            None => Dialer::command_line(&TlsInfo {
+                self_signed: g.skip_verify,
+                ..TlsInfo::default()
+            }),
+        }
+    };
+    if ep.starts_with("https://") {
+        return Ok((ep.to_owned(), tls(g)?));
+    }
+    if ep.contains("://") {
+        return Err(format!("bad endpoint {ep}: unsupported scheme"));
+    }
+    match &g.tls {
+        Some(d) => Ok((format!("https://{ep}"), d.clone())),
+        None => Ok((format!("http://{ep}"), Dialer::plain())),
+    }
+}
+
 /// One dial of `ep`, given up after `dial_timeout` or at `deadline`.
 pub async fn dial(g: &Global, ep: &str, deadline: Instant) -> Result<Channel, String> {
-    let url = endpoint_url(ep);
-    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-        .map_err(|e| format!("bad endpoint {url}: {e}"))?
-        .connect_timeout(g.dial_timeout)
-        .http2_keep_alive_interval(g.keepalive_time.max(Duration::from_secs(1)))
-        .keep_alive_timeout(g.keepalive_timeout.max(Duration::from_secs(1)));
-    match tokio::time::timeout(time_left(deadline)?, endpoint.connect()).await {
+    let (url, dialer) = dial_target(g, ep)?;
+    let keepalive = g.keepalive_time.max(Duration::from_secs(1));
+    let keepalive_timeout = g.keepalive_timeout.max(Duration::from_secs(1));
+    let connect = dialer.connect_tuned(&url, g.dial_timeout, |e| {
+        e.http2_keep_alive_interval(keepalive)
+            .keep_alive_timeout(keepalive_timeout)
+    });
+    match tokio::time::timeout(time_left(deadline)?, connect).await {
         Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(e)) if e.starts_with("invalid url") => Err(format!("bad endpoint {url}: {e}")),
         Ok(Err(e)) => Err(format!("dial {url}: {e}")),
         Err(_) => Err(DEADLINE_EXCEEDED.to_owned()),
     }
@@ -273,8 +465,17 @@ impl Ctx {
     }
 }
 
-fn is_unreachable(s: &tonic::Status) -> bool {
-    s.code() == tonic::Code::Unavailable && !s.message().starts_with("etcdserver: ")
+/// A member that cannot be reached: Unavailable (not etcd's own), or the
+/// transport failing under the call (a plain dial of a TLS port connects,
+/// then the HTTP/2 exchange fails: tonic's `transport error` or `h2
+/// protocol error`); gRPC-Go dials again until the deadline in both cases.
+pub fn is_unreachable(s: &tonic::Status) -> bool {
+    match s.code() {
+        tonic::Code::Unavailable => !s.message().starts_with("etcdserver: "),
+        tonic::Code::Unknown => s.message().starts_with("transport error"),
+        tonic::Code::Internal => s.message().starts_with("h2 protocol error"),
+        _ => false,
+    }
 }
 
 impl Client {

@@ -92,21 +92,21 @@ pub fn run(g: Global, f: &Flags, args: &[String]) -> Result<(), Failure> {
     let prefix = f.str_or("prefix", "");
     let mut dest_prefix = f.str_or("dest-prefix", "");
     let no_dest_prefix = f.bool("no-dest-prefix")?;
-    f.bool_or("dest-insecure-transport", true)?;
-    let tls = ["dest-cert", "dest-key", "dest-cacert"]
-        .iter()
-        .any(|n| f.get(n).is_some_and(|v| !v.is_empty()))
-        || dest.starts_with("https://");
-    if tls {
-        return Err(Failure(
-            EXIT_BAD_CONNECTION,
-            "a TLS destination (https://, --dest-cert, --dest-key, --dest-cacert) is not supported by cairnctl: mirror to a plain endpoint".into(),
-        ));
-    }
-    // The destination: its one endpoint, the source's timeouts, no user.
+    // The destination: its one endpoint, its own TLS (`--dest-*`, no
+    // skipping verification), the source's timeouts, no user.
+    let tls = super::client::tls_dialer(
+        &f.str_or("dest-cert", ""),
+        &f.str_or("dest-key", ""),
+        &f.str_or("dest-cacert", ""),
+        None,
+        f.bool_or("dest-insecure-transport", true)?,
+        false,
+    )?;
     let dg = Global {
         endpoints: vec![dest.clone()],
         credentials: None,
+        tls,
+        skip_verify: false,
         ..g.clone()
     };
     super::client::runtime()?.block_on(async move {

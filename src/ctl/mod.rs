@@ -222,7 +222,9 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
     }
     // The command's own words are the first `used` positional ones.
     let rest: Vec<String> = f.words.iter().skip(used).cloned().collect();
-    let g = Global::from_flags(&f)?;
+    let own_endpoints =
+        matches!(path, ["endpoint", _] | ["defrag"]) && !f.bool("cluster").unwrap_or(false);
+    let g = Global::from_flags_discovering(&f, !own_endpoints)?;
     match path {
         ["get"] => kv::get(g, &f, &rest),
         ["put"] => kv::put(g, &f, &rest),

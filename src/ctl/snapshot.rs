@@ -20,7 +20,7 @@
 //! prints.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
@@ -125,10 +125,11 @@ where
             let Ok(channel) = dial(g, ep, deadline).await else {
                 continue;
             };
-            match before(deadline, call(channel)).await {
-                Ok(answer) => return Ok(answer),
-                Err(e) if e.starts_with("rpc error: code = Unavailable") => {}
-                Err(e) => return Err(e),
+            match tokio::time::timeout(time_left(deadline)?, call(channel)).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(s)) if super::client::is_unreachable(&s) => {}
+                Ok(Err(s)) => return Err(super::client::rpc_error(&s)),
+                Err(_) => return Err(super::client::DEADLINE_EXCEEDED.to_owned()),
             }
         }
         let pause = REDIAL.min(time_left(deadline)?);
@@ -148,8 +149,8 @@ fn save(line: &Global, file: &std::path::Path) -> Result<(), Failure> {
     let credentials = line.credentials.clone();
     let mut progress = Progress::on_stderr();
     let result = runtime()?.block_on(fetch(
-        &url,
-        line.dial_timeout,
+        line,
+        &line.endpoints[0],
         credentials.as_ref(),
         &part,
         &mut progress,
@@ -179,17 +180,16 @@ fn save(line: &Global, file: &std::path::Path) -> Result<(), Failure> {
 /// checks its SHA-256 trailer, syncs it; shows the bytes received, of how
 /// many (the server's `remaining_bytes`), and the rate on `progress`.
 async fn fetch(
-    url: &str,
-    dial_timeout: Duration,
+    line: &Global,
+    ep: &str,
     credentials: Option<&(String, String)>,
     part: &std::path::Path,
     progress: &mut Progress<std::io::Stderr>,
 ) -> Result<u64, Failure> {
     use std::io::Write as _;
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| error(format!("bad endpoint {url}: {e}")))?
-        .connect_timeout(dial_timeout)
-        .connect()
+    let (url, dialer) = super::client::dial_target(line, ep).map_err(error)?;
+    let channel = dialer
+        .connect_tuned(&url, line.dial_timeout, |e| e)
         .await
         .map_err(|e| {
             error(format!(

@@ -708,7 +708,7 @@ impl Node {
                 MemberChange::Add { peer_urls, .. } => members::new_member_id(
                     peer_urls,
                     self.shared.config.cluster_id,
-                    self.clock.now().0.as_secs(),
+                    self.clock.unix_now().as_secs(),
                 ),
                 MemberChange::Remove { id } | MemberChange::Promote { id } => *id,
             };

@@ -138,6 +138,48 @@ async fn value(s: &Server, k: &str, serializable: bool) -> Option<Vec<u8>> {
     resp.kvs.first().map(|kv| kv.value.clone())
 }
 
+/// etcd makes a new member's id from its peer URLs and the wall clock's
+/// second (so adding the same URLs twice within one second of the calendar
+/// repeats the id: `member ID already exist`). cairn used its monotonic
+/// clock, seconds since the process started, so whether two adds fell in
+/// one "second" depended on when the member started: cairnctl's member
+/// session (tests/membership_interop.rs) found it.
+#[tokio::test]
+async fn a_new_member_id_hashes_its_peer_urls_with_the_wall_clocks_second() {
+    let listener = Listener::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let cfg = fast(ServerConfig::single("one", 1));
+    let cluster_id = cfg.cluster_id;
+    let m = start_member(cfg, &SimDisk::new(), listener).await;
+    wait_leader(&[&m.server]).await;
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+    };
+    let urls = vec!["http://127.0.0.1:1".to_owned()];
+    let before = wall();
+    let added = m
+        .server
+        .member_add(
+            MemberAddRequest {
+                peer_ur_ls: urls.clone(),
+                is_learner: true,
+            },
+            false,
+        )
+        .await
+        .expect("add a learner");
+    let after = wall();
+    let id = added.member.expect("the new member").id;
+    assert!(
+        (before..=after).any(|s| super::members::new_member_id(&urls, cluster_id, s) == id),
+        "id {id:x} is not the hash of the URLs with a wall-clock second in {before}..={after}"
+    );
+}
+
 #[tokio::test]
 async fn single_member_serves_kv_and_recovers_acknowledged_writes_after_crash() {
     let disk = SimDisk::new();

@@ -460,6 +460,38 @@ impl Dialer {
         })
     }
 
+    /// A dialer for a command-line client (cairnctl, as etcdctl's
+    /// `--cacert --cert --key --insecure-skip-tls-verify`): it verifies
+    /// servers with `info.trusted_ca_file`, or with the system's CA bundle
+    /// when none is given (as Go does), or not at all when
+    /// `info.self_signed`; it presents `info`'s certificate only when
+    /// `info.cert_file` is not empty.
+    pub fn command_line(info: &TlsInfo) -> Result<Dialer, String> {
+        Ok(Dialer {
+            tls: Some(Arc::new(Reloading::new(
+                info.clone(),
+                build_command_line_config,
+            )?)),
+        })
+    }
+
+    /// A channel to `url`, connected, through `endpoint` after `tune` set
+    /// what the caller wants of it (keep-alives, …).
+    pub async fn connect_tuned(
+        &self,
+        url: &str,
+        connect_timeout: Duration,
+        tune: impl FnOnce(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
+    ) -> Result<tonic::transport::Channel, String> {
+        let (endpoint, connector) = self.endpoint(url, connect_timeout)?;
+        let endpoint = tune(endpoint);
+        match connector {
+            None => endpoint.connect().await,
+            Some(c) => endpoint.connect_with_connector(c).await,
+        }
+        .map_err(|e| error_chain(&e))
+    }
+
     /// A channel to `url` that connects on first use.
     pub fn lazy_channel(
         &self,
@@ -545,6 +577,64 @@ fn build_client_config(info: &TlsInfo, flags: &Flags) -> Result<ClientConfig, St
     Ok(config)
 }
 
+/// Where Debian, Ubuntu and Alpine keep the system's CA bundle (the first
+/// of the files Go's crypto/x509 reads on Linux).
+const SYSTEM_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+];
+
+/// The system's trusted CAs: the first bundle found, else none.
+fn system_roots() -> Arc<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    if let Some(path) = SYSTEM_CA_FILES.iter().map(Path::new).find(|p| p.exists()) {
+        if let Ok(pem) = std::fs::read(path) {
+            for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
+                // A bundle may hold certificates webpki cannot parse; Go
+                // skips them too.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    Arc::new(roots)
+}
+
+const COMMAND_LINE_FLAGS: Flags = Flags {
+    cert: "--cert",
+    key: "--key",
+    ca: "--cacert",
+};
+
+fn build_command_line_config(info: &TlsInfo) -> Result<ClientConfig, String> {
+    let provider = provider(&info.cipher_suites)?;
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match (&info.trusted_ca_file, info.self_signed) {
+        (_, true) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SkipServerVerification(provider.clone()))),
+        (Some(ca), false) => builder.with_root_certificates(load_roots(ca, COMMAND_LINE_FLAGS.ca)?),
+        (None, false) => builder.with_root_certificates(system_roots()),
+    };
+    let mut config = if info.cert_file.as_os_str().is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let (certs, key) = load_identity(info, &COMMAND_LINE_FLAGS, &provider)?;
+        builder.with_client_auth_cert(certs, key).map_err(|e| {
+            format!(
+                "{} {}: {e}",
+                COMMAND_LINE_FLAGS.cert,
+                info.cert_file.display()
+            )
+        })?
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
 /// Accepts any server certificate (for self-signed `--auto-tls` members),
 /// still checking the handshake signatures.
 #[derive(Debug)]
@@ -624,6 +714,7 @@ impl tower_service::Service<http::Uri> for TlsConnector {
 
     fn call(&mut self, uri: http::Uri) -> ConnectFuture {
         let config = self.tls.get();
+        let named = self.tls.info.server_name.clone();
         Box::pin(async move {
             let bad =
                 |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {uri}"));
@@ -633,7 +724,10 @@ impl tower_service::Service<http::Uri> for TlsConnector {
                 .trim_end_matches(']')
                 .to_owned();
             let port = uri.port_u16().ok_or_else(|| bad("no port in url"))?;
-            let server_name = ServerName::try_from(host.clone())
+            // A name from an SRV record keeps its trailing dot; the
+            // certificate names the host without it.
+            let name = named.unwrap_or_else(|| host.trim_end_matches('.').to_owned());
+            let server_name = ServerName::try_from(name)
                 .map_err(|_| bad("host is not a valid TLS server name"))?;
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             let _ = tcp.set_nodelay(true);
