@@ -287,15 +287,7 @@ fn ctl_with_resolv(program: &str, resolv: &Path, args: &[String]) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
     .replace(&name, "etcdctl");
-    let text: String = text
-        .lines()
-        // etcdctl's retry log lines (times and client ids).
-        .filter(|l| !l.starts_with("{\"level\":"))
-        .map(|l| match l.split_once(" took = ") {
-            Some((head, _)) => format!("{head} took = T\n"),
-            None => format!("{l}\n"),
-        })
-        .collect();
+    let text = mask_ctl_noise(&text);
     format!(
         "$ etcdctl {}\n[exit {:?}]\n{text}",
         args.join(" "),

@@ -249,4 +249,20 @@ fn etcdctl_calls_that_dial_a_member_by_url_succeed_as_on_etcd() {
         assert!(w.contains("[exit 0]"), "etcd fails it: {w}");
         assert_eq!(g, w, "cairn (left) vs etcd 3.4 (right)");
     }
+    // cairnctl's endpoint status and hashkv, defrag, by URL and with
+    // --cluster, against both servers: the same as etcdctl's.
+    let ctl = cairnctl_bin();
+    let (by_ctl_on_etcd, by_ctl_on_cairn) = with_ctl(ctl, || (run(&etcd), run(&cairn)));
+    for (w, g) in want.iter().zip(&by_ctl_on_etcd) {
+        assert_eq!(
+            g, w,
+            "cairnctl on etcd 3.4 (left) vs etcdctl on etcd 3.4 (right)"
+        );
+    }
+    for (w, g) in want.iter().zip(&by_ctl_on_cairn) {
+        assert_eq!(
+            g, w,
+            "cairnctl on cairn (left) vs etcdctl on etcd 3.4 (right)"
+        );
+    }
 }

@@ -1461,14 +1461,7 @@ fn tls_flags_session(m: &Member, pki: &Pki, wrong_ca: &Path) -> Vec<String> {
             } else {
                 format!("{stdout}{stderr}")
             };
-            let text: String = text
-                .lines()
-                .filter(|l| !l.starts_with("{\"level\":"))
-                .map(|l| match l.split_once(" took = ") {
-                    Some((head, _)) => format!("{head} took = T\n"),
-                    None => format!("{l}\n"),
-                })
-                .collect();
+            let text = common::mask_ctl_noise(&text);
             format!(
                 "$ etcdctl --endpoints={eps} {}\n[exit {:?}]\n{text}",
                 args.join(" "),

@@ -97,6 +97,20 @@ pub type HttpHandler = Arc<
 /// The largest request body the HTTP side reads (larger: 413).
 pub const MAX_HTTP_BODY: usize = 64 * 1024 * 1024;
 
+/// Runs blocking `f` off the async threads (tokio's blocking pool) and
+/// gives its result, `None` if it panicked; a simulation build, which has
+/// no blocking pool, runs it in place.
+pub async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    #[cfg(not(madsim))]
+    {
+        tokio::task::spawn_blocking(f).await.ok()
+    }
+    #[cfg(madsim)]
+    {
+        Some(f())
+    }
+}
+
 /// SIGINT and SIGTERM, caught from when this is made (cairnctl's `lock`
 /// and `elect`: a signal right after the key is printed must release it,
 /// not kill the process). Never fires in a simulation build (madsim has no

@@ -267,20 +267,15 @@ async fn connections(g: &Global, n: usize) -> Result<(Client, Vec<Ctx>), Failure
 async fn ensure_empty(c: &mut Client, prefix: &[u8], within: Duration) -> Result<(), Failure> {
     let deadline = std::time::Instant::now() + within;
     let r = c
-        .call_until(deadline, |ctx| {
-            let req = ctx.req(RangeRequest {
+        .range_until(
+            deadline,
+            RangeRequest {
                 key: prefix.to_vec(),
                 range_end: prefix_end(prefix),
                 limit: 1,
                 ..RangeRequest::default()
-            });
-            async move {
-                KvClient::new(ctx.channel)
-                    .range(req)
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
-        })
+            },
+        )
         .await
         .map_err(|e| Failure(EXIT_ERROR, e))?;
     if !r.kvs.is_empty() {
@@ -568,14 +563,10 @@ async fn datascale(
         let first = first.clone();
         let when = when.to_owned();
         async move {
-            // A blocking HTTP GET; the simulation world has no blocking
-            // pool (cairnctl does not run there, but compiles).
-            #[cfg(not(madsim))]
-            let bytes = tokio::task::spawn_blocking(move || resident_memory(&first))
+            // A blocking HTTP GET.
+            let bytes = cairn_runtime::client_port::run_blocking(move || resident_memory(&first))
                 .await
                 .unwrap_or(0.0);
-            #[cfg(madsim)]
-            let bytes = resident_memory(&first);
             if bytes == 0.0 {
                 println!(
                     "FAIL: Could not read process_resident_memory_bytes {when} the put operations."

@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb::auth_client::AuthClient;
-use cairn_proto::etcdserverpb::AuthenticateRequest;
+use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::{AuthenticateRequest, RangeRequest, RangeResponse};
 use cairn_runtime::tls::{Dialer, TlsInfo};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -605,6 +606,33 @@ impl Client {
                 Err(_) => return Err(DEADLINE_EXCEEDED.to_owned()),
             }
         }
+    }
+
+    /// One Range call within the command timeout, passed on as [`call`]
+    /// passes calls on.
+    ///
+    /// [`call`]: Client::call
+    pub async fn range(&mut self, req: RangeRequest) -> Result<RangeResponse, String> {
+        let deadline = Instant::now() + self.g.command_timeout;
+        self.range_until(deadline, req).await
+    }
+
+    /// One Range call, until `deadline`.
+    pub async fn range_until(
+        &mut self,
+        deadline: Instant,
+        req: RangeRequest,
+    ) -> Result<RangeResponse, String> {
+        self.call_until(deadline, |ctx| {
+            let req = ctx.req(req.clone());
+            async move {
+                KvClient::new(ctx.channel)
+                    .range(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
     }
 
     /// A context for a long-running stream (watch, keep-alive): connected,

@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
-use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, HashKvRequest, HashKvResponse, Member,
@@ -333,17 +332,9 @@ fn health(g: Global, cluster: bool) -> Result<(), Failure> {
                 }
                 let start = Instant::now();
                 let r = c
-                    .call(|ctx| {
-                        let req = ctx.req(RangeRequest {
-                            key: b"health".to_vec(),
-                            ..RangeRequest::default()
-                        });
-                        async move {
-                            KvClient::new(ctx.channel)
-                                .range(req)
-                                .await
-                                .map(tonic::Response::into_inner)
-                        }
+                    .range(RangeRequest {
+                        key: b"health".to_vec(),
+                        ..RangeRequest::default()
                     })
                     .await;
                 let took = go_duration_string(start.elapsed());

@@ -131,17 +131,9 @@ pub fn run(g: Global, f: &Flags, args: &[String]) -> Result<(), Failure> {
         };
         // The revision of the initial sync: the source's current one.
         let rev = sc
-            .call(|ctx| {
-                let req = ctx.req(RangeRequest {
-                    key: b"foo".to_vec(),
-                    ..RangeRequest::default()
-                });
-                async move {
-                    KvClient::new(ctx.channel)
-                        .range(req)
-                        .await
-                        .map(tonic::Response::into_inner)
-                }
+            .range(RangeRequest {
+                key: b"foo".to_vec(),
+                ..RangeRequest::default()
             })
             .await
             .map_err(|e| Failure(EXIT_ERROR, e))?
@@ -182,20 +174,12 @@ async fn sync_base(m: &Mirror, sc: &mut Client, dc: &mut Client, rev: i64) -> Re
     let (mut key, end) = m.range();
     loop {
         let page = sc
-            .call(|ctx| {
-                let req = ctx.req(RangeRequest {
-                    key: key.clone(),
-                    range_end: end.clone(),
-                    limit: PAGE,
-                    revision: rev,
-                    ..RangeRequest::default()
-                });
-                async move {
-                    KvClient::new(ctx.channel)
-                        .range(req)
-                        .await
-                        .map(tonic::Response::into_inner)
-                }
+            .range(RangeRequest {
+                key: key.clone(),
+                range_end: end.clone(),
+                limit: PAGE,
+                revision: rev,
+                ..RangeRequest::default()
             })
             .await?;
         for kv in &page.kvs {

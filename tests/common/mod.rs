@@ -284,6 +284,19 @@ pub fn ctl_ok(endpoints: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// A CLI's output without what differs from run to run: etcdctl's JSON
+/// log lines (retries: times and client ids) dropped, `endpoint health`'s
+/// `took = …` masked.
+pub fn mask_ctl_noise(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with("{\"level\":"))
+        .map(|l| match l.split_once(" took = ") {
+            Some((head, _)) => format!("{head} took = T\n"),
+            None => format!("{l}\n"),
+        })
+        .collect()
+}
+
 /// Replaces the digits that follow each occurrence of `pat` with `N`
 /// (a sign is kept: etcd's TTL -1 of a missing lease stays visible).
 pub fn mask_digits_after(text: &str, pat: &str) -> String {

@@ -558,6 +558,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn build_client_config(info: &TlsInfo, flags: &Flags) -> Result<ClientConfig, String> {
+    client_config(info, flags, || Arc::new(RootCertStore::empty()), true)
+}
+
+/// A client configuration for `info`: servers verified with
+/// `info.trusted_ca_file`, else with `roots_without_ca()`, or not at all
+/// when `info.self_signed`; `info`'s certificate presented when
+/// `identity`.
+fn client_config(
+    info: &TlsInfo,
+    flags: &Flags,
+    roots_without_ca: fn() -> Arc<RootCertStore>,
+    identity: bool,
+) -> Result<ClientConfig, String> {
     let provider = provider(&info.cipher_suites)?;
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -567,12 +580,16 @@ fn build_client_config(info: &TlsInfo, flags: &Flags) -> Result<ClientConfig, St
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(SkipServerVerification(provider.clone()))),
         (Some(ca), false) => builder.with_root_certificates(load_roots(ca, flags.ca)?),
-        (None, false) => builder.with_root_certificates(RootCertStore::empty()),
+        (None, false) => builder.with_root_certificates(roots_without_ca()),
     };
-    let (certs, key) = load_identity(info, flags, &provider)?;
-    let mut config = builder
-        .with_client_auth_cert(certs, key)
-        .map_err(|e| format!("{} {}: {e}", flags.cert, info.cert_file.display()))?;
+    let mut config = if identity {
+        let (certs, key) = load_identity(info, flags, &provider)?;
+        builder
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| format!("{} {}: {e}", flags.cert, info.cert_file.display()))?
+    } else {
+        builder.with_no_client_auth()
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
@@ -608,31 +625,12 @@ const COMMAND_LINE_FLAGS: Flags = Flags {
 };
 
 fn build_command_line_config(info: &TlsInfo) -> Result<ClientConfig, String> {
-    let provider = provider(&info.cipher_suites)?;
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?;
-    let builder = match (&info.trusted_ca_file, info.self_signed) {
-        (_, true) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SkipServerVerification(provider.clone()))),
-        (Some(ca), false) => builder.with_root_certificates(load_roots(ca, COMMAND_LINE_FLAGS.ca)?),
-        (None, false) => builder.with_root_certificates(system_roots()),
-    };
-    let mut config = if info.cert_file.as_os_str().is_empty() {
-        builder.with_no_client_auth()
-    } else {
-        let (certs, key) = load_identity(info, &COMMAND_LINE_FLAGS, &provider)?;
-        builder.with_client_auth_cert(certs, key).map_err(|e| {
-            format!(
-                "{} {}: {e}",
-                COMMAND_LINE_FLAGS.cert,
-                info.cert_file.display()
-            )
-        })?
-    };
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    client_config(
+        info,
+        &COMMAND_LINE_FLAGS,
+        system_roots,
+        !info.cert_file.as_os_str().is_empty(),
+    )
 }
 
 /// Accepts any server certificate (for self-signed `--auto-tls` members),
