@@ -21,11 +21,15 @@
 //! member as any read of corrupt data does, and ends the reply with its
 //! status.
 //!
-//! Memory per Range: 32 bytes per kv returned (its revision, kept while the
-//! response is planned and sent), the kv being read and one chunk
-//! (`cairn_runtime::large_reply::CHUNK`), plus what HTTP/2 flow control
-//! lets hyper buffer. Ranges sorted by value, the gateway's JSON Range and
-//! Range inside a txn still build their response whole. In the simulation
+//! Memory per Range (the bound): 32 bytes per kv considered (its revision,
+//! kept while the response is planned and sent: every kv of the range when
+//! it sorts or filters, else at most `limit + 1`), at most `WHOLE_UP_TO`
+//! (1 MiB) of kvs while deciding whether to answer whole, the kv being
+//! read, one chunk (`cairn_runtime::large_reply::CHUNK`, 256 KiB) and what
+//! HTTP/2 flow control lets hyper buffer (its send buffer, 400 KiB). For
+//! 1 M keys: 32 MiB + ~2 MiB, whatever the values' size. Ranges sorted by
+//! value, the gateway's JSON Range and Range inside a txn still build
+//! their response whole. In the simulation
 //! world the layer does not exist and `KvService::range` answers.
 //! Tests: the unit tests below (the encoding, quickcheck against prost),
 //! `tests/large_range.rs` (peak RSS of a real server, responses equal to
