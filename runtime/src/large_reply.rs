@@ -67,11 +67,13 @@ pub struct LargeUnary {
 }
 
 /// The layer serving a `LargeUnary`; with `None`, it passes everything on.
+#[cfg(not(madsim))]
 #[derive(Clone, Default)]
 pub struct LargeUnaryLayer {
     route: Option<LargeUnary>,
 }
 
+#[cfg(not(madsim))]
 impl LargeUnaryLayer {
     pub fn new(route: Option<LargeUnary>) -> Self {
         LargeUnaryLayer { route }
