@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift ;;
     --cairn) CAIRN="$2"; shift ;;
     --bench) BENCH="$2"; shift ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "footprint.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift

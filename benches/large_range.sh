@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift ;;
     --cairn) CAIRN="$2"; shift ;;
     --label) LABEL="$2"; shift ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "large_range.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
