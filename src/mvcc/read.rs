@@ -60,7 +60,7 @@ impl View<'_> {
     }
 
     /// etcd's rules: future → error, ≤ 0 → head, older than compaction → error.
-    fn resolve(&self, requested: i64) -> Result<Revision, MvccError> {
+    pub(super) fn resolve(&self, requested: i64) -> Result<Revision, MvccError> {
         if requested > self.head().0 {
             return Err(MvccError::FutureRevision);
         }

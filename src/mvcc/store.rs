@@ -114,7 +114,7 @@ impl MvccStore {
         &self.storage
     }
 
-    fn view(&self) -> View<'_> {
+    pub(super) fn view(&self) -> View<'_> {
         View {
             store: self,
             pending: None,

@@ -381,6 +381,42 @@ fn range_at_past_revision_sees_old_values() {
 }
 
 #[test]
+fn range_read_pieces_survive_a_later_compaction_and_overwrite() {
+    let (_, mut s) = fresh();
+    for i in 0..20u8 {
+        put(&mut s, &[b'k', i], &[i; 100]);
+    }
+    let req = range_req(b"k", b"l");
+    let want = s.range(&req).expect("range");
+    let RangeRead::Pieces(pieces) = s.range_read(&req, 1000).expect("range_read") else {
+        panic!("20 kvs of 100 bytes are more than 1000 bytes");
+    };
+    // Overwrite and delete everything, then compact the planned revisions away.
+    for i in 0..20u8 {
+        put(&mut s, &[b'k', i], b"new");
+    }
+    delete(&mut s, b"k", b"l");
+    let rev = s.current_revision().0;
+    s.compact(
+        &CompactionRequest {
+            revision: rev,
+            physical: true,
+        },
+        WriteBatch::new(),
+    )
+    .expect("compact");
+    let got: Vec<_> = (0..pieces.len())
+        .map(|i| pieces.kv(i).expect("kv"))
+        .collect();
+    assert_eq!(got, want.kvs);
+    assert_eq!((pieces.count, pieces.more), (20, false));
+    let RangeRead::Whole(small) = s.range_read(&req, usize::MAX).expect("range_read") else {
+        panic!("an empty range is answered whole");
+    };
+    assert_eq!(small.count, 0);
+}
+
+#[test]
 fn range_at_future_revision_fails() {
     let (_, mut s) = fresh();
     put(&mut s, b"k", b"1");

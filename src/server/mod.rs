@@ -639,6 +639,42 @@ impl Server {
         Ok(resp)
     }
 
+    /// `range_as` for a response that may be large (the client port's
+    /// Range, `api/range_stream.rs`): the same checks, barrier, auth and
+    /// metrics, but a response whose kvs encode to more than `whole_up_to`
+    /// bytes comes as `RangePieces` to read after the store's lock is
+    /// released, with the header to send before them
+    /// (`mvcc::MvccStore::range_read`).
+    pub async fn range_read_as(
+        &self,
+        who: &Caller,
+        req: RangeRequest,
+        whole_up_to: usize,
+    ) -> Result<(ResponseHeader, mvcc::RangeRead), ServerError> {
+        mvcc::check_range_request(&req)?;
+        if !req.serializable {
+            self.linearizable_barrier().await?;
+        }
+        self.check_read(who, &req.key, &req.range_end)?;
+        let read = {
+            let store = self.shared.mvcc();
+            self.shared.metrics.mvcc.ranged();
+            let read = self.halt_if_corrupt(store.range_read(&req, whole_up_to))?;
+            (self.header(store.current_revision().0), read)
+        };
+        self.check_still_current(who)?;
+        Ok(read)
+    }
+
+    /// `halt_if_corrupt` for a kv of `RangePieces` read after the lock.
+    pub fn read_piece(
+        &self,
+        pieces: &mvcc::RangePieces,
+        i: usize,
+    ) -> Result<cairn_proto::mvccpb::KeyValue, ServerError> {
+        self.halt_if_corrupt(pieces.kv(i))
+    }
+
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse, ServerError> {
         self.put_as(&Caller::default(), req).await
     }

@@ -147,9 +147,13 @@ impl GrpcStats {
     }
 }
 
-/// The layer stack of the client port's router: `GrpcMetricsLayer` only.
+/// The layer stack of the client port's router: `GrpcMetricsLayer` over
+/// `LargeUnaryLayer` (so calls it serves are counted too).
 #[cfg(not(madsim))]
-pub type ClientLayer = tower_layer::Stack<GrpcMetricsLayer, tower_layer::Identity>;
+pub type ClientLayer = tower_layer::Stack<
+    crate::large_reply::LargeUnaryLayer,
+    tower_layer::Stack<GrpcMetricsLayer, tower_layer::Identity>,
+>;
 
 /// The client port's gRPC server builder, counting into a `GrpcStats`
 /// (`counted_server`). madsim-tonic ignores layers and its layered types
@@ -167,13 +171,25 @@ pub type ClientRouter = tonic::transport::server::Router;
 
 /// A gRPC server builder whose every call is counted in `stats`.
 pub fn counted_server(stats: &Arc<GrpcStats>) -> ClientServer {
+    counted_server_with(stats, None)
+}
+
+/// `counted_server` with `large` served by `LargeUnaryLayer`
+/// (`crate::large_reply`); under madsim the router's own service answers
+/// its calls.
+pub fn counted_server_with(
+    stats: &Arc<GrpcStats>,
+    large: Option<crate::large_reply::LargeUnary>,
+) -> ClientServer {
     #[cfg(not(madsim))]
     {
-        tonic::transport::Server::builder().layer(stats.layer())
+        tonic::transport::Server::builder()
+            .layer(stats.layer())
+            .layer(crate::large_reply::LargeUnaryLayer::new(large))
     }
     #[cfg(madsim)]
     {
-        let _ = stats;
+        let _ = (stats, large);
         tonic::transport::Server::builder()
     }
 }
