@@ -344,6 +344,14 @@ impl Session {
             for (id, name) in &ids {
                 l = l.replace(id.as_str(), &format!("<{name}>"));
             }
+            // etcdctl prints ids with `%16x`: an id with a leading zero
+            // digit comes padded with a space ("cluster  87bc…"); one space
+            // between words before the cluster id is looked for.
+            l = l
+                .split(' ')
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
             if let Some(i) = l.find(" cluster ") {
                 let rest = &l[i + " cluster ".len()..];
                 let hex = rest.split_whitespace().next().unwrap_or("");
