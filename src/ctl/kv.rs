@@ -280,18 +280,7 @@ pub fn get(g: Global, f: &Flags, args: &[String]) -> Result<(), Failure> {
     let req = get_op(f, args)?;
     let g = g.with_format(f)?;
     let format = g.format;
-    let resp = unary(g.clone(), |mut c| async move {
-        c.call(|ctx| {
-            let req = ctx.req(req.clone());
-            async move {
-                KvClient::new(ctx.channel)
-                    .range(req)
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
-        })
-        .await
-    })?;
+    let resp = unary(g.clone(), |mut c| async move { c.range(req).await })?;
     if f.bool("count-only")? && format != Format::Fields {
         return Err(bad_args("--count-only is only for `--write-out=fields`"));
     }
