@@ -26,6 +26,7 @@ mod minimize;
 mod nemesis;
 mod net;
 mod report;
+mod wire;
 mod workload;
 
 use std::path::{Path, PathBuf};

@@ -8,9 +8,10 @@
 //!   that do not hear each other, one member hearing both), or one-way (a
 //!   member hears no one; the others still hear it) — nftables rules inside
 //!   the members' namespaces;
-//! - `net`: a slow, lossy link: netem delay / jitter / reorder / duplicate /
-//!   loss on one or two members where the kernel has netem (else a tbf rate
-//!   limit), plus 20 % random drops between members by nftables;
+//! - `net`: a slow, lossy link: delay / jitter / reorder / duplicate / loss
+//!   on one or two members' outgoing packets, by netem where the kernel has
+//!   it, else by the harness's user-space wire (`wire`), plus 20 % random
+//!   drops between members by nftables;
 //! - `clock`: one member's clock jumps by ±1–60 s (libfaketime, see
 //!   `cluster`), back to true time on heal;
 //! - `lose`: kill -9 a member and drop every write its data directory's
@@ -251,7 +252,7 @@ impl Nemesis {
                 let mut how = Vec::new();
                 for m in &slowed {
                     let delay = self.rng.random_range(50..300);
-                    let q = net.slow(*m, delay)?;
+                    let q = net.slow(*m, delay, self.rng.random())?;
                     how.push(format!("n{} {q} {delay}ms", m + 1));
                 }
                 for m in 0..n {
@@ -318,9 +319,14 @@ impl Nemesis {
             }
             "pause" => a.members.iter().try_for_each(|m| cluster.resume(*m)),
             "partition" => net.heal(),
-            "net" => net
-                .heal()
-                .and_then(|()| a.members.iter().try_for_each(|m| net.unslow(*m))),
+            "net" => net.heal().and_then(|()| {
+                for m in &a.members {
+                    if let Some(said) = net.unslow(*m)? {
+                        detail = format!("{detail}; {said}");
+                    }
+                }
+                Ok(())
+            }),
             _ => a.members.iter().try_for_each(|m| cluster.set_clock(*m, 0)),
         };
         println!("{} nemesis: healed {detail}", wall_now());

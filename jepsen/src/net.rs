@@ -7,13 +7,18 @@
 //!   given peers (both directions: a rule on each side; one-way: one side);
 //! - loss: nftables dropping a random share of peer packets;
 //! - slow links: `tc netem` delay with jitter, reordering and duplication
-//!   where the kernel has it, else a `tbf` rate limit (queueing delay).
+//!   where the kernel has it, else the same impairments in user space: the
+//!   member's bridge port replaced by a tap this process feeds (`wire`).
 //! Client traffic is never partitioned: the faults are between members.
 //!
 //! Tests: `tests` below (names and addresses); the namespaces themselves in
 //! the smoke run (`jepsen/smoke.sh`).
 
+use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use crate::wire::{Impairment, Wire};
 
 /// Runs a command; the error carries its stderr.
 pub fn sh(program: &str, args: &[&str]) -> Result<String, String> {
@@ -45,15 +50,23 @@ pub struct Net {
     /// Prefix of every name this run creates (unique per harness process).
     pub prefix: String,
     pub members: usize,
+    /// Members whose link runs through a user-space wire, by index.
+    wires: Arc<Mutex<BTreeMap<usize, Wire>>>,
 }
 
 pub const SUBNET: &str = "10.213.0";
+
+/// The hub's end of member (or client) link `k`'s veth pair.
+fn hub_end(k: usize) -> String {
+    format!("h{k}")
+}
 
 impl Net {
     pub fn new(members: usize) -> Net {
         Net {
             prefix: format!("cj{}", std::process::id()),
             members,
+            wires: Arc::default(),
         }
     }
 
@@ -70,7 +83,7 @@ impl Net {
         format!("{}-c", self.prefix)
     }
 
-    fn hub_ns(&self) -> String {
+    pub fn hub_ns(&self) -> String {
         format!("{}-hub", self.prefix)
     }
 
@@ -101,7 +114,7 @@ impl Net {
             sh("ip", &["netns", "add", ns])?;
             in_ns(ns, "ip", &["link", "set", "lo", "up"])?;
             // Created inside the member's namespace, the hub end moved out.
-            let hub_end = format!("h{k}");
+            let hub_end = hub_end(k);
             in_ns(
                 ns,
                 "ip",
@@ -133,8 +146,13 @@ impl Net {
     }
 
     /// Deletes every namespace this run made (their veths and rules go with
-    /// them); returns what could not be removed.
+    /// them, wires stop first); returns what could not be removed.
     pub fn teardown(&self) -> Vec<String> {
+        if let Ok(mut wires) = self.wires.lock() {
+            std::mem::take(&mut *wires)
+                .into_values()
+                .for_each(Wire::stop);
+        }
         let existing = sh("ip", &["netns", "list"]).unwrap_or_default();
         self.namespaces()
             .into_iter()
@@ -169,13 +187,25 @@ impl Net {
         Ok(())
     }
 
-    /// Slows member `at`'s outgoing packets: netem delay, jitter, reordering
-    /// and duplication if the kernel has netem, else a tbf rate limit.
-    /// Returns which one was used.
-    pub fn slow(&self, at: usize, delay_ms: u32) -> Result<&'static str, String> {
+    /// Slows member `at`'s outgoing packets: delay ± half of it, 10 %
+    /// reordered, 5 % duplicated, 2 % lost — netem if the kernel has it,
+    /// else the user-space wire. Returns which one was used.
+    pub fn slow(&self, at: usize, delay_ms: u32, seed: u64) -> Result<&'static str, String> {
         let ns = self.member_ns(at);
-        let delay = format!("{delay_ms}ms");
-        let jitter = format!("{}ms", delay_ms / 2);
+        let imp = Impairment {
+            delay_ms,
+            jitter_ms: delay_ms / 2,
+            reorder_pct: 10,
+            duplicate_pct: 5,
+            loss_pct: 2,
+            seed,
+        };
+        let (delay, jitter) = (format!("{delay_ms}ms"), format!("{}ms", imp.jitter_ms));
+        let (reorder, duplicate) = (
+            format!("{}%", imp.reorder_pct),
+            format!("{}%", imp.duplicate_pct),
+        );
+        let loss = format!("{}%", imp.loss_pct);
         let netem = in_ns(
             &ns,
             "tc",
@@ -190,28 +220,43 @@ impl Net {
                 &delay,
                 &jitter,
                 "reorder",
-                "10%",
+                &reorder,
                 "duplicate",
-                "2%",
+                &duplicate,
                 "loss",
-                "2%",
+                &loss,
             ],
         );
         if netem.is_ok() {
             return Ok("netem");
         }
-        in_ns(
-            &ns,
-            "tc",
-            &[
-                "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "256kbit", "burst",
-                "4kb", "latency", &delay,
-            ],
-        )
-        .map(|_| "tbf")
+        let mut wires = self.wires.lock().expect("wires");
+        if let Some(old) = wires.remove(&at) {
+            old.stop();
+        }
+        let wire = Wire::start(&self.hub_ns(), &hub_end(at), &format!("w{at}"), imp)?;
+        wires.insert(at, wire);
+        Ok("wire")
     }
 
-    pub fn unslow(&self, at: usize) -> Result<(), String> {
+    /// Undoes `slow`: the member's frames go straight to the bridge again.
+    /// For a wire, says what it did to them.
+    pub fn unslow(&self, at: usize) -> Result<Option<String>, String> {
+        if let Some(w) = self.wires.lock().expect("wires").remove(&at) {
+            let c = &w.counts;
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            let said = format!(
+                "n{} wire: {} frames out, {} duplicated, {} sent ahead of held ones, {} lost",
+                at + 1,
+                load(&c.out_frames),
+                load(&c.duplicated),
+                load(&c.reordered),
+                load(&c.lost)
+            );
+            w.stop();
+            return Ok(Some(said));
+        }
         let out = in_ns(
             &self.member_ns(at),
             "tc",
@@ -219,24 +264,14 @@ impl Net {
         );
         match out {
             Err(e) if !e.contains("No such file") && !e.contains("Cannot delete") => Err(e),
-            _ => Ok(()),
+            _ => Ok(None),
         }
     }
 
     /// Moves the calling thread into the clients' namespace: threads and
     /// processes it starts afterwards are there too.
     pub fn enter_client_ns(&self) -> Result<(), String> {
-        use std::os::fd::AsRawFd;
-        let path = format!("/run/netns/{}", self.client_ns());
-        let f = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-        // SAFETY: setns on a valid namespace fd only changes this thread's
-        // network namespace.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(format!("setns {path}: {}", std::io::Error::last_os_error()))
-        }
+        crate::wire::enter_ns(&self.client_ns())
     }
 }
 
