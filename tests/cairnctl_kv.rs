@@ -297,3 +297,59 @@ fn cairnctl_reads_etcdctl_variables() {
     assert_eq!(want.0, Some(0), "{want:?}");
     assert_eq!(run(cairnctl_bin()), want);
 }
+
+/// Help: a group without (or with an unknown) subcommand, `--help`,
+/// `help <command>` and a bad flag on a group print what etcdctl prints,
+/// byte for byte; the top-level help lists the same commands, less the ones
+/// cairnctl does not have (shell completion, the v2 migration) and with its
+/// own version.
+#[test]
+fn cairnctl_help_prints_what_etcdctl_prints() {
+    let run = |program: &str, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .env("ETCDCTL_API", "3")
+            .args(args)
+            .output()
+            .expect("run the CLI");
+        let name = std::path::Path::new(program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).replace(&name, "etcdctl");
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let groups = [
+        "alarm", "auth", "check", "endpoint", "lease", "member", "role", "snapshot", "user",
+    ];
+    let mut cases: Vec<Vec<&str>> = Vec::new();
+    for g in groups {
+        cases.push(vec![g]);
+        cases.push(vec![g, "--help"]);
+        cases.push(vec!["help", g]);
+    }
+    cases.push(vec!["member", "bogus"]);
+    cases.push(vec!["mem", "-h"]);
+    cases.push(vec!["member", "--bogusflag"]);
+    cases.push(vec!["help", "member", "add"]);
+    cases.push(vec!["help", "member", "bogus"]);
+    cases.push(vec!["help", "get"]);
+    for args in &cases {
+        let want = run("etcdctl", args);
+        assert_eq!(run(cairnctl_bin(), args), want, "{args:?}");
+    }
+    let top_cases: [&[&str]; 4] = [&[], &["--help"], &["help"], &["help", "bogus"]];
+    for args in top_cases {
+        let (code, stdout, stderr) = run("etcdctl", args);
+        let mut lines: Vec<&str> = stdout
+            .lines()
+            .filter(|l| !l.starts_with("\tcompletion ") && !l.starts_with("\tmigrate\t"))
+            .collect();
+        let version = lines.iter().position(|l| *l == "VERSION:").expect("VERSION") + 1;
+        let ours = format!("\t{}", env!("CARGO_PKG_VERSION"));
+        lines[version] = &ours;
+        let want = (code, lines.join("\n") + "\n", stderr);
+        let got = run(cairnctl_bin(), args);
+        assert_eq!(got, want, "{args:?}");
+        assert!(got.1.contains("\tmember add\t"), "{}", got.1);
+    }
+}

@@ -195,7 +195,9 @@ fn corrupt(what: &str, k: &[u8], e: impl std::fmt::Display) -> StorageError {
 }
 
 /// Whether `[key, range_end)` may be granted (etcd's rules): a non-empty
-/// key, and no range end, `\0` (open-ended) or one above the key.
+/// key, and no range end, `\0` (open-ended) or one above the key. etcd
+/// rejects empty ranges such as `[b, a)` since 3.4.24 and 3.5.8 (etcd pull
+/// request 15294); Debian's 3.4.23 and PyPI's 3.5.1 still grant them.
 pub fn is_valid_permission_range(key: &[u8], range_end: &[u8]) -> bool {
     !key.is_empty() && (range_end.is_empty() || range_end == [0] || key < range_end)
 }

@@ -50,6 +50,143 @@ pub fn tabwriter(text: &str) -> String {
     out
 }
 
+/// etcdctl's command groups (commands that only hold subcommands): name,
+/// summary, synopsis after the program name.
+pub const GROUPS: &[(&str, &str, &str)] = &[
+    (
+        "alarm",
+        "Alarm related commands",
+        "alarm <subcommand> [flags]",
+    ),
+    (
+        "auth",
+        "Enable or disable authentication",
+        "auth <enable or disable> [flags]",
+    ),
+    (
+        "check",
+        "commands for checking properties of the etcd cluster",
+        "check <subcommand> [flags]",
+    ),
+    (
+        "endpoint",
+        "Endpoint related commands",
+        "endpoint <subcommand> [flags]",
+    ),
+    (
+        "lease",
+        "Lease related commands",
+        "lease <subcommand> [flags]",
+    ),
+    (
+        "member",
+        "Membership related commands",
+        "member <subcommand> [flags]",
+    ),
+    ("role", "Role related commands", "role <subcommand> [flags]"),
+    (
+        "snapshot",
+        "Manages etcd node snapshots",
+        "snapshot <subcommand> [flags]",
+    ),
+    ("user", "User related commands", "user <subcommand> [flags]"),
+];
+
+/// A command's one-line summary.
+fn short(path: &str) -> Option<&'static str> {
+    HELPS
+        .iter()
+        .chain(super::auth::HELPS)
+        .find(|h| h.path == path)
+        .map(|h| h.short)
+}
+
+/// cobra's command list: `name<TAB>summary` lines aligned as one block,
+/// each behind a tab.
+fn command_list(rows: &[(String, &str)]) -> String {
+    let block: Vec<String> = rows.iter().map(|(n, s)| format!("{n}\t{s}")).collect();
+    let mut out = String::new();
+    for line in tabwriter(&block.join("\n")).split('\n') {
+        out += &format!("\t{line}\n");
+    }
+    out
+}
+
+/// The global flags' lines, with `help` (for `name`) in its sorted place
+/// when given.
+fn global_flags(help_for: Option<&str>) -> String {
+    let mut t = String::new();
+    let mut help = help_for.map(|n| format!("  -h, --help[=false]\thelp for {n}\n"));
+    for (f, u) in GLOBAL_HELP {
+        let long = f.split("--").nth(1).unwrap_or("");
+        if long > "help" {
+            if let Some(h) = help.take() {
+                t += &h;
+            }
+        }
+        t += &format!("{f}\t{u}\n");
+    }
+    t
+}
+
+/// What etcdctl prints for a command group named without (or with an
+/// unknown) subcommand, or with `--help`: its subcommands (`subs`, as
+/// `program` has them) and flags.
+pub fn group_usage(group: &str, subs: &[&str], program: &str) -> Option<String> {
+    let (name, summary, synopsis) = GROUPS.iter().find(|g| g.0 == group)?;
+    let mut rows: Vec<(String, &str)> = subs
+        .iter()
+        .map(|s| (s.to_string(), short(&format!("{group} {s}")).unwrap_or("")))
+        .collect();
+    rows.sort();
+    let head = format!(
+        "NAME:\n\t{name} - {summary}\n\nUSAGE:\n\t{program} {synopsis}\n\nAPI VERSION:\n\t3.4\n\n\nCOMMANDS:\n"
+    );
+    // The endpoint commands' persistent flag comes first.
+    let own = if *name == "endpoint" {
+        "      --cluster[=false]\tuse all endpoints from the cluster member list\n"
+    } else {
+        ""
+    };
+    let tail = format!(
+        "\nOPTIONS:\n{own}  -h, --help[=false]\thelp for {name}\n\nGLOBAL OPTIONS:\n{}\n",
+        global_flags(None)
+    );
+    Some(tabwriter(&head) + &command_list(&rows) + &tabwriter(&tail))
+}
+
+/// What etcdctl prints with no command, `--help` or `help`: every command
+/// (`paths`, as `program` has them, plus `help`) and the global flags
+/// (`with_help`: the help flag among them, as cobra lists it once it has
+/// parsed the command line).
+pub fn top_usage(paths: &[String], program: &str, version: &str, with_help: bool) -> String {
+    let version_line = format!("Prints the version of {program}");
+    let mut rows: Vec<(String, &str)> = paths
+        .iter()
+        .map(|p| {
+            let s = if p == "version" {
+                ""
+            } else {
+                short(p).unwrap_or("")
+            };
+            (p.clone(), s)
+        })
+        .collect();
+    rows.push(("help".into(), "Help about any command"));
+    rows.sort();
+    for r in rows.iter_mut().filter(|r| r.0 == "version") {
+        r.1 = &version_line;
+    }
+    let head = format!(
+        "NAME:\n\t{program} - A simple command line client for etcd3.\n\nUSAGE:\n\t{program} [flags]\n\nVERSION:\n\t{version}\n\nAPI VERSION:\n\t3.4\n\n\nCOMMANDS:\n"
+    );
+    let tail = format!(
+        "\nOPTIONS:\n{}\n",
+        global_flags(with_help.then_some(program))
+    );
+    tabwriter(&head) + &command_list(&rows) + &tabwriter(&tail)
+}
+
 /// The usage of the command `path` as `program` prints it.
 pub fn usage(path: &str, program: &str) -> Option<String> {
     let h = HELPS

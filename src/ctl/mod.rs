@@ -127,9 +127,17 @@ fn all_specs() -> Vec<&'static [Spec]> {
     v
 }
 
+/// What the words of a command line name.
+enum Found {
+    /// `COMMANDS[i]`, named by the first `used` words.
+    Command(usize, usize),
+    /// A group (`member`, `user`, …) without a subcommand it has.
+    Group(&'static str),
+}
+
 /// Finds the command `words` start with (cobra's prefix matching: a unique
 /// prefix of a command's word names it).
-fn lookup(words: &[String]) -> Result<(usize, usize), Failure> {
+fn lookup(words: &[String]) -> Result<Found, Failure> {
     let Some(first) = words.first() else {
         return Err(Failure(EXIT_ERROR, String::new()));
     };
@@ -156,21 +164,54 @@ fn lookup(words: &[String]) -> Result<(usize, usize), Failure> {
         .collect();
     if let [only] = group.as_slice() {
         if COMMANDS[*only].0.len() == 1 {
-            return Ok((*only, 1));
+            return Ok(Found::Command(*only, 1));
         }
     }
     let sub = words
         .get(1)
         .and_then(|w| match_word(group.iter().map(|&i| COMMANDS[i].0[1]).collect(), w));
-    match sub.and_then(|s| group.iter().find(|&&i| COMMANDS[i].0[1] == s)) {
-        Some(&i) => Ok((i, 2)),
-        None => Err(Failure(
-            EXIT_ERROR,
-            match words.get(1) {
-                Some(w) => format!("unknown command {w:?} for \"{PROGRAM} {top}\""),
-                None => format!("\"{PROGRAM} {top}\" needs a subcommand"),
-            },
-        )),
+    // cobra: a group given no (or an unknown) subcommand prints its help.
+    Ok(
+        match sub.and_then(|s| group.iter().find(|&&i| COMMANDS[i].0[1] == s)) {
+            Some(&i) => Found::Command(i, 2),
+            None => Found::Group(top),
+        },
+    )
+}
+
+/// A group's subcommands, as cairnctl has them.
+fn group_usage(top: &str) -> String {
+    let subs: Vec<&str> = COMMANDS
+        .iter()
+        .filter(|(w, _)| w.len() == 2 && w[0] == top)
+        .map(|(w, _)| w[1])
+        .collect();
+    help::group_usage(top, &subs, PROGRAM).unwrap_or_default()
+}
+
+/// Every command's words, for the top-level help.
+fn top_usage(with_help: bool) -> String {
+    let paths: Vec<String> = COMMANDS.iter().map(|(w, _)| w.join(" ")).collect();
+    help::top_usage(&paths, PROGRAM, env!("CARGO_PKG_VERSION"), with_help)
+}
+
+/// `cairnctl help [command…]`: that command's (or group's) help; for no
+/// command every command's; for one it does not know, cobra's complaint and
+/// every command's.
+fn help_command(topic: &[String]) -> Result<(), Failure> {
+    if topic.is_empty() {
+        return out(top_usage(true).as_bytes());
+    }
+    match lookup(topic) {
+        Ok(Found::Command(i, _)) => out(help::usage(&COMMANDS[i].0.join(" "), PROGRAM)
+            .unwrap_or_default()
+            .as_bytes()),
+        Ok(Found::Group(top)) => out(group_usage(top).as_bytes()),
+        Err(_) => {
+            let quoted: Vec<String> = topic.iter().map(|t| format!("`{t}`")).collect();
+            eprintln!("Unknown help topic [{}]", quoted.join(" "));
+            out(top_usage(false).as_bytes())
+        }
     }
 }
 
@@ -195,8 +236,35 @@ const HELP: &[Spec] = &[flags::short(switch("help"), 'h')];
 
 fn run(args: Vec<String>) -> Result<(), Failure> {
     let words = flags::words_only(&args, &all_specs());
+    if words.is_empty() {
+        // No command: cobra's root prints every command (after checking
+        // the flags).
+        return match flags::parse(&args, &[GLOBAL, HELP]) {
+            Ok(_) => out(top_usage(true).as_bytes()),
+            Err(Failure(code, msg)) => {
+                eprintln!("Error: {msg}");
+                out(top_usage(true).as_bytes())?;
+                eprintln!();
+                Err(Failure(code, msg))
+            }
+        };
+    }
+    if words[0] == "help" {
+        return help_command(&words[1..]);
+    }
     let (i, used) = match lookup(&words) {
-        Ok(found) => found,
+        Ok(Found::Command(i, used)) => (i, used),
+        Ok(Found::Group(top)) => {
+            return match flags::parse(&args, &[GLOBAL, HELP]) {
+                Ok(_) => out(group_usage(top).as_bytes()),
+                Err(Failure(code, msg)) => {
+                    eprintln!("Error: {msg}");
+                    out(group_usage(top).as_bytes())?;
+                    eprintln!();
+                    Err(Failure(code, msg))
+                }
+            };
+        }
         Err(Failure(code, msg)) if !msg.is_empty() => {
             // cobra says it, then etcdctl says it again.
             eprintln!("Error: {msg}\nRun '{PROGRAM} --help' for usage.");
