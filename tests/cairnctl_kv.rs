@@ -344,7 +344,11 @@ fn cairnctl_help_prints_what_etcdctl_prints() {
             .lines()
             .filter(|l| !l.starts_with("\tcompletion ") && !l.starts_with("\tmigrate\t"))
             .collect();
-        let version = lines.iter().position(|l| *l == "VERSION:").expect("VERSION") + 1;
+        let version = lines
+            .iter()
+            .position(|l| *l == "VERSION:")
+            .expect("VERSION")
+            + 1;
         let ours = format!("\t{}", env!("CARGO_PKG_VERSION"));
         lines[version] = &ours;
         let want = (code, lines.join("\n") + "\n", stderr);

@@ -617,16 +617,23 @@ impl Server {
         self.range_as(&Caller::default(), req).await
     }
 
+    /// What every client Range does before it reads (`range_as` and
+    /// `range_read_as`): the request's checks, ReadIndex unless
+    /// serializable, the caller's read permission.
+    async fn before_range(&self, who: &Caller, req: &RangeRequest) -> Result<(), ServerError> {
+        mvcc::check_range_request(req)?;
+        if !req.serializable {
+            self.linearizable_barrier().await?;
+        }
+        self.check_read(who, &req.key, &req.range_end)
+    }
+
     pub async fn range_as(
         &self,
         who: &Caller,
         req: RangeRequest,
     ) -> Result<RangeResponse, ServerError> {
-        mvcc::check_range_request(&req)?;
-        if !req.serializable {
-            self.linearizable_barrier().await?;
-        }
-        self.check_read(who, &req.key, &req.range_end)?;
+        self.before_range(who, &req).await?;
         let resp = {
             let store = self.shared.mvcc();
             // Counted whether it succeeds or not, as etcd counts its ranges.
@@ -651,11 +658,7 @@ impl Server {
         req: RangeRequest,
         whole_up_to: usize,
     ) -> Result<(ResponseHeader, mvcc::RangeRead), ServerError> {
-        mvcc::check_range_request(&req)?;
-        if !req.serializable {
-            self.linearizable_barrier().await?;
-        }
-        self.check_read(who, &req.key, &req.range_end)?;
+        self.before_range(who, &req).await?;
         let read = {
             let store = self.shared.mvcc();
             self.shared.metrics.mvcc.ranged();
