@@ -359,17 +359,11 @@ fn cairnctl_finds_endpoints_through_srv_records_as_etcdctl_does() {
     std::fs::write(&resolv, format!("nameserver {CLIENT_DNS}\n")).expect("resolv.conf");
     let want = srv_session("etcdctl", &resolv, cp);
     let got = srv_session(cairnctl_bin(), &resolv, cp);
-    let diffs: Vec<String> = want
-        .iter()
-        .zip(&got)
-        .filter(|(w, g)| w != g)
-        .map(|(w, g)| format!("--- etcdctl\n{w}--- cairnctl\n{g}"))
-        .collect();
-    assert!(
-        diffs.is_empty(),
-        "{} steps differ:\n{}",
-        diffs.len(),
-        diffs.join("\n")
+    assert_same_steps(
+        &want,
+        &got,
+        ("etcdctl", "cairnctl"),
+        "SRV discovery session",
     );
     // The session means something: found through DNS, with the target's
     // trailing dot; the insecure endpoint dropped; an unknown domain an

@@ -1200,18 +1200,7 @@ fn auth_over_tls_with_client_certificate_users_answers_as_etcd() {
     let mut cairn = start_single_tls(common::Server::Cairn, &cairn_dir, &pki, "e1");
     wait_healthy(&mut cairn, &root);
     let got = tls_auth_session(&cairn.endpoint(), &pki);
-    let diffs: Vec<String> = want
-        .iter()
-        .zip(&got)
-        .filter(|(w, g)| w != g)
-        .map(|(w, g)| format!("--- etcd\n{w}--- cairn\n{g}"))
-        .collect();
-    assert!(
-        diffs.is_empty(),
-        "{} steps differ:\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
+    common::assert_same_steps(&want, &got, ("etcd", "cairn"), "TLS auth session");
     // cairnctl, on a fresh cairn, answers as etcdctl did on etcd.
     drop(cairn);
     let ctl_dir = dir.path().join("cairnctl");
@@ -1221,16 +1210,11 @@ fn auth_over_tls_with_client_certificate_users_answers_as_etcd() {
     let by_cairnctl = common::with_ctl(common::cairnctl_bin(), || {
         tls_auth_session(&fresh.endpoint(), &pki)
     });
-    let diffs = differing(
+    common::assert_same_steps(
         &want,
         &by_cairnctl,
         ("etcdctl on etcd", "cairnctl on cairn"),
-    );
-    assert!(
-        diffs.is_empty(),
-        "{} steps differ:\n{}",
-        diffs.len(),
-        diffs.join("\n")
+        "TLS auth session by cairnctl",
     );
     // The session means something: the CN is the user.
     assert!(
@@ -1471,16 +1455,6 @@ fn tls_flags_session(m: &Member, pki: &Pki, wrong_ca: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Steps of two transcripts that differ, each pair labelled.
-fn differing(want: &[String], got: &[String], labels: (&str, &str)) -> Vec<String> {
-    assert_eq!(want.len(), got.len(), "sessions of different lengths");
-    want.iter()
-        .zip(got)
-        .filter(|(w, g)| w != g)
-        .map(|(w, g)| format!("--- {}\n{w}--- {}\n{g}", labels.0, labels.1))
-        .collect()
-}
-
 #[test]
 fn cairnctl_tls_flags_answer_as_etcdctls_against_etcd_and_cairn() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1504,13 +1478,11 @@ fn cairnctl_tls_flags_answer_as_etcdctls_against_etcd_and_cairn() {
         let got = common::with_ctl(common::cairnctl_bin(), || {
             tls_flags_session(&m, &pki, &other.ca_file())
         });
-        let diffs = differing(&want, &got, ("etcdctl", "cairnctl"));
-        assert!(
-            diffs.is_empty(),
-            "against {}: {} steps differ:\n{}",
-            server.label(),
-            diffs.len(),
-            diffs.join("\n")
+        common::assert_same_steps(
+            &want,
+            &got,
+            ("etcdctl", "cairnctl"),
+            &format!("TLS flags against {}", server.label()),
         );
         // The session means something: TLS calls answered, bad ones refused.
         assert!(got[1].contains("tls/k\nv1"), "{}", got[1]);

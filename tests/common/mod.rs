@@ -737,3 +737,26 @@ pub fn json_number(text: &str, field: &str) -> u64 {
         .parse()
         .expect("a number")
 }
+
+/// Asserts two transcripts are equal step by step; on a difference the
+/// message shows each differing pair of steps under its label.
+pub fn assert_same_steps(want: &[String], got: &[String], labels: (&str, &str), what: &str) {
+    assert_eq!(
+        want.len(),
+        got.len(),
+        "{what}: sessions of different lengths"
+    );
+    let diffs: Vec<String> = want
+        .iter()
+        .zip(got)
+        .filter(|(w, g)| w != g)
+        .map(|(w, g)| format!("--- {}\n{w}--- {}\n{g}", labels.0, labels.1))
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{what}: {} of {} steps differ:\n{}",
+        diffs.len(),
+        want.len(),
+        diffs.join("\n")
+    );
+}
