@@ -21,7 +21,9 @@
 //! The universe: the named operations; for every key they touch, the eight
 //! operations on it that returned last before the first named call and the
 //! four that began first after the last named return; and every operation on
-//! those keys overlapping the named ones; at most 48.
+//! those keys overlapping the named ones; at most 48 — past that the named
+//! operations, then the others by how close in time they come to a named
+//! one.
 //!
 //! Tests: `tests` below (a stale read minimised to the write it missed and
 //! the read).
@@ -99,20 +101,30 @@ pub fn universe(ops: &[Operation], named: &BTreeSet<usize>) -> Vec<usize> {
             o.call <= t1 && o.ret.is_none_or(|r| r >= t0)
         }));
     }
-    // Closest in time to the named operations first, if there are too many.
+    // If there are too many: the named operations, then the others by how
+    // close they come in time to a named one (0 when they overlap one).
     let mut v: Vec<usize> = out.into_iter().collect();
     if v.len() > MAX {
-        let dist = |i: &usize| {
-            let o = &ops[*i];
-            if named.contains(i) {
-                0
-            } else if o.call > t1 {
-                o.call - t1
+        // An unknown operation counts as the moment of its call.
+        let span = |i: usize| (ops[i].call, ops[i].ret.unwrap_or(ops[i].call));
+        let gap = |(a0, a1): (u64, u64), (b0, b1): (u64, u64)| {
+            if a1 < b0 {
+                b0 - a1
+            } else if b1 < a0 {
+                a0 - b1
             } else {
-                t0.saturating_sub(o.ret.unwrap_or(o.call))
+                0
             }
         };
-        v.sort_by_key(dist);
+        let key = |i: &usize| {
+            if named.contains(i) {
+                (0, 0)
+            } else {
+                let d = named.iter().map(|n| gap(span(*i), span(*n))).min();
+                (1, d.unwrap_or(u64::MAX))
+            }
+        };
+        v.sort_by_key(key);
         v.truncate(MAX);
         v.sort_unstable();
     }
@@ -328,5 +340,45 @@ mod tests {
             minimize(&ops, &BTreeSet::from([5]), &options, Duration::from_secs(5)),
             None
         );
+    }
+
+    /// Regression (the local-reads mutant under jepsen, seed 1): a stale read
+    /// that ran for seconds, named with operations seconds before it. Every
+    /// operation between overlapped the named span, so all tied at distance 0
+    /// and the cut to 48 kept the earliest — dropping the stale read itself,
+    /// and no minimal set was found.
+    #[test]
+    fn a_long_stale_read_stays_in_the_universe_past_many_overlapping_writes() {
+        let mut ops = vec![put(1, 0, 10, "k", "a", 2)];
+        for i in 0..60u64 {
+            ops.push(put(
+                2,
+                20 + i * 10,
+                25 + i * 10,
+                "k",
+                &format!("v{i}"),
+                3 + i,
+            ));
+        }
+        // Began after every put returned, answered at revision 2.
+        ops.push(get(
+            3,
+            700,
+            5_000,
+            "k",
+            Some(KeyValue::new("a", 2, 2, 1)),
+            2,
+        ));
+        let read = ops.len() - 1;
+        let named = BTreeSet::from([0, 1, read]);
+        let u = universe(&ops, &named);
+        assert!(
+            u.len() <= 48 && named.iter().all(|n| u.contains(n)),
+            "{u:?}"
+        );
+        let options = CheckOptions::default();
+        let m = minimize(&ops, &named, &options, Duration::from_secs(30)).expect("minimised");
+        assert_eq!(m.ops.len(), 2, "{m:?}");
+        assert_eq!(m.ops[1], read, "{m:?}");
     }
 }
