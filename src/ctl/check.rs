@@ -24,14 +24,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::kv_client::KvClient;
-use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use cairn_proto::etcdserverpb::{
-    CompactionRequest, DefragmentRequest, DeleteRangeRequest, PutRequest, RangeRequest,
-};
+use cairn_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest};
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use super::client::{before, dial_until, endpoint_url, login, Client, Ctx, Global};
+use super::client::{defrag_member, dial_until, endpoint_url, Client, Ctx, Global};
 use super::flags::{switch, value, Flags, Spec};
 use super::kv::prefix_end;
 use super::{Failure, EXIT_BAD_FEATURE, EXIT_ERROR, EXIT_INVALID_INPUT, PROGRAM};
@@ -351,32 +348,14 @@ async fn clean_up(
     if opts.defrag {
         for ep in &g.endpoints {
             println!("Defragmenting {}", super::output::go_quote(ep));
-            defrag(g, ep).await.map_err(|e| Failure(EXIT_ERROR, e))?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            defrag_member(g, ep, g.credentials.as_ref(), deadline)
+                .await
+                .map_err(|e| Failure(EXIT_ERROR, e))?;
             println!("Defragmented {}", super::output::go_quote(ep));
         }
     }
     Ok(())
-}
-
-/// Defragments the member at `ep` within 30 seconds.
-async fn defrag(g: &Global, ep: &str) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let channel = dial_until(g, ep, deadline).await?;
-    let mut request = tonic::Request::new(DefragmentRequest {});
-    if let Some(c) = &g.credentials {
-        if let Some(token) = before(deadline, login(channel.clone(), c)).await? {
-            let value = token
-                .parse()
-                .map_err(|_| format!("the server's token {token:?} is not a header value"))?;
-            request.metadata_mut().insert("token", value);
-        }
-    }
-    before(
-        deadline,
-        MaintenanceClient::new(channel).defragment(request),
-    )
-    .await
-    .map(|_| ())
 }
 
 fn print_errors(errors: &BTreeMap<String, usize>) {

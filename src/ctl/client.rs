@@ -719,3 +719,27 @@ mod tests {
         );
     }
 }
+
+/// Defragments the member at `ep` by the given `deadline` (dialling,
+/// logging in at that member with `credentials`, the call itself).
+pub async fn defrag_member(
+    g: &Global,
+    ep: &str,
+    credentials: Option<&(String, String)>,
+    deadline: Instant,
+) -> Result<(), String> {
+    let channel = dial_until(g, ep, deadline).await?;
+    let mut request = tonic::Request::new(cairn_proto::etcdserverpb::DefragmentRequest {});
+    if let Some(c) = credentials {
+        if let Some(token) = before(deadline, login(channel.clone(), c)).await? {
+            let value = token
+                .parse()
+                .map_err(|_| format!("the server's token {token:?} is not a header value"))?;
+            request.metadata_mut().insert("token", value);
+        }
+    }
+    let mut maintenance =
+        cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient::new(channel);
+    before(deadline, maintenance.defragment(request)).await?;
+    Ok(())
+}

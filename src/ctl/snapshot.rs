@@ -25,17 +25,13 @@ use std::time::Instant;
 use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use cairn_proto::etcdserverpb::{
-    AuthenticateRequest, DefragmentRequest, MemberListRequest, SnapshotRequest,
-};
+use cairn_proto::etcdserverpb::{AuthenticateRequest, MemberListRequest, SnapshotRequest};
 use tonic::transport::Channel;
 
 use crate::backup::progress::{human_bytes, rate, seconds, Progress};
 use crate::backup::{self, etcd, RestoreOptions, RestoreStep, SHA256_LEN};
 
-use super::client::{
-    before, dial, dial_until, endpoint_url, login, runtime, time_left, Global, REDIAL,
-};
+use super::client::{defrag_member, dial, endpoint_url, login, runtime, time_left, Global, REDIAL};
 use super::flags::Flags;
 use super::output::table;
 use super::{Failure, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_ERROR};
@@ -305,7 +301,12 @@ fn defrag(line: &Global, cluster: bool) -> Result<(), Failure> {
         let mut failures = 0;
         for ep in &members {
             let mut progress = Progress::on_stderr();
-            let work = defrag_member(ep, line, credentials.as_ref());
+            let work = defrag_member(
+                line,
+                ep,
+                credentials.as_ref(),
+                Instant::now() + line.command_timeout,
+            );
             let result = if progress.enabled() {
                 tokio::pin!(work);
                 let mut tick = tokio::time::interval(backup::progress::REFRESH);
@@ -370,32 +371,6 @@ pub async fn member_client_urls(line: &Global) -> Result<Vec<String>, Failure> {
         .into_iter()
         .flat_map(|m| m.client_ur_ls)
         .collect())
-}
-
-/// Defragments the member at `ep`, within the command timeout (dialling,
-/// logging in at that member, the call itself).
-async fn defrag_member(
-    ep: &str,
-    line: &Global,
-    credentials: Option<&(String, String)>,
-) -> Result<(), String> {
-    let deadline = Instant::now() + line.command_timeout;
-    let channel = dial_until(line, ep, deadline).await?;
-    let mut request = tonic::Request::new(DefragmentRequest {});
-    if let Some(c) = credentials {
-        if let Some(token) = before(deadline, login(channel.clone(), c)).await? {
-            let value = token
-                .parse()
-                .map_err(|_| format!("the server's token {token:?} is not a header value"))?;
-            request.metadata_mut().insert("token", value);
-        }
-    }
-    before(
-        deadline,
-        MaintenanceClient::new(channel).defragment(request),
-    )
-    .await?;
-    Ok(())
 }
 
 fn status(write_out: &str, file: &std::path::Path) -> Result<(), Failure> {
