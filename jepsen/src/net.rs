@@ -189,7 +189,8 @@ impl Net {
 
     /// Slows member `at`'s outgoing packets: delay ± half of it, 10 %
     /// reordered, 5 % duplicated, 2 % lost — netem if the kernel has it,
-    /// else the user-space wire. Returns which one was used.
+    /// else the user-space wire, else (no tap device) a tbf rate limit.
+    /// Returns which one was used.
     pub fn slow(&self, at: usize, delay_ms: u32, seed: u64) -> Result<&'static str, String> {
         let ns = self.member_ns(at);
         let imp = Impairment {
@@ -234,9 +235,26 @@ impl Net {
         if let Some(old) = wires.remove(&at) {
             old.stop();
         }
-        let wire = Wire::start(&self.hub_ns(), &hub_end(at), &format!("w{at}"), imp)?;
-        wires.insert(at, wire);
-        Ok("wire")
+        match Wire::start(&self.hub_ns(), &hub_end(at), &format!("w{at}"), imp) {
+            Ok(wire) => {
+                wires.insert(at, wire);
+                Ok("wire")
+            }
+            // No tap or packet socket here (no /dev/net/tun?): queueing
+            // delay and tail drops at least, from a rate limit.
+            Err(e) => {
+                eprintln!("user-space wire unavailable ({e}); a tbf rate limit instead");
+                in_ns(
+                    &ns,
+                    "tc",
+                    &[
+                        "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "256kbit",
+                        "burst", "4kb", "latency", &delay,
+                    ],
+                )
+                .map(|_| "tbf")
+            }
+        }
     }
 
     /// Undoes `slow`: the member's frames go straight to the bridge again.
