@@ -49,17 +49,32 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 /// Real time in production; madsim's virtual time under `--cfg madsim`.
+/// Clones share the last reading, which keeps `now()` from going backwards
+/// even where the OS's monotonic clock is made to (libfaketime in the jepsen
+/// suite): a backward jump reads as time standing still until the clock
+/// catches up, as `SkewedClock` does in simulation.
 #[derive(Debug, Clone)]
 pub struct TokioClock {
     origin: tokio::time::Instant,
+    /// The latest reading returned, in nanoseconds since `origin`.
+    last: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl TokioClock {
     pub fn new() -> Self {
         Self {
             origin: tokio::time::Instant::now(),
+            last: Arc::default(),
         }
     }
+}
+
+/// A reading kept from going below the latest one returned (`last`,
+/// nanoseconds), which it raises.
+fn never_backwards(last: &std::sync::atomic::AtomicU64, reading: Duration) -> Duration {
+    let nanos = u64::try_from(reading.as_nanos()).unwrap_or(u64::MAX);
+    let before = last.fetch_max(nanos, std::sync::atomic::Ordering::SeqCst);
+    Duration::from_nanos(before.max(nanos))
 }
 
 impl Default for TokioClock {
@@ -70,7 +85,8 @@ impl Default for TokioClock {
 
 impl Clock for TokioClock {
     fn now(&self) -> MonoTime {
-        MonoTime(tokio::time::Instant::now().saturating_duration_since(self.origin))
+        let reading = tokio::time::Instant::now().saturating_duration_since(self.origin);
+        MonoTime(never_backwards(&self.last, reading))
     }
 
     fn sleep(&self, d: Duration) -> SleepFuture {
@@ -210,5 +226,32 @@ mod tests {
             elapsed >= Duration::from_secs(11) && elapsed < Duration::from_millis(11_001),
             "{elapsed:?}"
         );
+    }
+
+    /// The OS's monotonic clock stepped back (libfaketime under the jepsen
+    /// `clock` nemesis): the reading stands at the latest one until the
+    /// clock passes it again. Before, a leader whose clock stepped back 49 s
+    /// answered TimeToLive with 57 s left of a 3 s lease (jepsen: `--workload
+    /// lease --nemesis clock --seed 2`).
+    #[test]
+    fn a_reading_never_goes_below_the_latest_one() {
+        let last = std::sync::atomic::AtomicU64::new(0);
+        let s = Duration::from_secs;
+        assert_eq!(never_backwards(&last, s(10)), s(10));
+        assert_eq!(never_backwards(&last, s(59)), s(59));
+        // Back by 49 s: still 59 s, and again until the clock passes it.
+        assert_eq!(never_backwards(&last, s(10)), s(59));
+        assert_eq!(never_backwards(&last, s(58)), s(59));
+        assert_eq!(never_backwards(&last, s(60)), s(60));
+    }
+
+    #[tokio::test]
+    async fn clones_of_a_tokio_clock_share_their_latest_reading() {
+        let a = TokioClock::new();
+        let b = a.clone();
+        let late = a.origin + Duration::from_secs(3600);
+        // A reading an hour ahead, as if the OS clock had jumped forward.
+        never_backwards(&a.last, late.saturating_duration_since(a.origin));
+        assert!(b.now().0 >= Duration::from_secs(3600));
     }
 }
