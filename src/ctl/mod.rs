@@ -37,7 +37,7 @@ pub mod watch;
 use std::io::Write;
 
 use client::Global;
-use flags::{switch, value, Spec, GLOBAL};
+use flags::{switch, value, Flags, Spec, GLOBAL};
 
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_BAD_CONNECTION: u8 = 2;
@@ -234,20 +234,25 @@ pub const PROGRAM: &str = "cairnctl";
 /// `-h`, `--help`: every command has it.
 const HELP: &[Spec] = &[flags::short(switch("help"), 'h')];
 
+/// The flags of a command line; on a bad one cobra's answer: the error,
+/// the usage (on stdout), an empty line — then etcdctl's own `Error:` line
+/// (`main`'s).
+fn parse_with_usage(args: &[String], specs: &[&[Spec]], usage: &str) -> Result<Flags, Failure> {
+    flags::parse(args, specs).map_err(|Failure(code, msg)| {
+        eprintln!("Error: {msg}");
+        let _ = out(usage.as_bytes());
+        eprintln!();
+        Failure(code, msg)
+    })
+}
+
 fn run(args: Vec<String>) -> Result<(), Failure> {
     let words = flags::words_only(&args, &all_specs());
     if words.is_empty() {
         // No command: cobra's root prints every command (after checking
         // the flags).
-        return match flags::parse(&args, &[GLOBAL, HELP]) {
-            Ok(_) => out(top_usage(true).as_bytes()),
-            Err(Failure(code, msg)) => {
-                eprintln!("Error: {msg}");
-                out(top_usage(true).as_bytes())?;
-                eprintln!();
-                Err(Failure(code, msg))
-            }
-        };
+        return parse_with_usage(&args, &[GLOBAL, HELP], &top_usage(true))
+            .and_then(|_| out(top_usage(true).as_bytes()));
     }
     if words[0] == "help" {
         return help_command(&words[1..]);
@@ -255,15 +260,9 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
     let (i, used) = match lookup(&words) {
         Ok(Found::Command(i, used)) => (i, used),
         Ok(Found::Group(top)) => {
-            return match flags::parse(&args, &[GLOBAL, HELP]) {
-                Ok(_) => out(group_usage(top).as_bytes()),
-                Err(Failure(code, msg)) => {
-                    eprintln!("Error: {msg}");
-                    out(group_usage(top).as_bytes())?;
-                    eprintln!();
-                    Err(Failure(code, msg))
-                }
-            };
+            let usage = group_usage(top);
+            return parse_with_usage(&args, &[GLOBAL, HELP], &usage)
+                .and_then(|_| out(usage.as_bytes()));
         }
         Err(Failure(code, msg)) if !msg.is_empty() => {
             // cobra says it, then etcdctl says it again.
@@ -273,20 +272,10 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         Err(e) => return Err(e),
     };
     let (path, specs) = COMMANDS[i];
-    let usage = || help::usage(&path.join(" "), PROGRAM).unwrap_or_default();
-    let f = match flags::parse(&args, &[GLOBAL, specs, HELP]) {
-        Ok(f) => f,
-        Err(Failure(code, msg)) => {
-            // cobra: the error, the usage (on stdout), an empty line; then
-            // etcdctl's own `Error:` line.
-            eprintln!("Error: {msg}");
-            out(usage().as_bytes())?;
-            eprintln!();
-            return Err(Failure(code, msg));
-        }
-    };
+    let usage = help::usage(&path.join(" "), PROGRAM).unwrap_or_default();
+    let f = parse_with_usage(&args, &[GLOBAL, specs, HELP], &usage)?;
     if f.bool("help").unwrap_or(false) {
-        return out(usage().as_bytes());
+        return out(usage.as_bytes());
     }
     // The command's own words are the first `used` positional ones.
     let rest: Vec<String> = f.words.iter().skip(used).cloned().collect();
