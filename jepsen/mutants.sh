@@ -9,13 +9,14 @@
 #
 # Needs root (as cairn-jepsen does). Environment: CARGO_TARGET_DIR (where the
 # cairn-jepsen binary is built, default ./target), CAIRN_MUTANT_TARGET (the
-# mutants' build dir, default $CARGO_TARGET_DIR/mutants), SEED (default 1),
-# TIME (seconds per run, default 40).
+# mutants' build dir, default $CARGO_TARGET_DIR/mutants), SEEDS (the seeds to
+# try, in turn, until one shows the bug; default "1 2 3"), TIME (seconds per
+# run, default 40).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 mtarget="${CAIRN_MUTANT_TARGET:-$target/mutants}"
-seed="${SEED:-1}"
+seeds="${SEEDS:-1 2 3}"
 time="${TIME:-40}"
 work="$(mktemp -d /var/tmp/cairn-mutants.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
@@ -40,16 +41,23 @@ for p in "${patches[@]}"; do
   echo "== $p: building"
   (cd "$work/src" && CARGO_TARGET_DIR="$mtarget" cargo build --release --bin cairn -q)
   cp "$mtarget/release/cairn" "$work/cairn-$p"
-  echo "== $p: cairn-jepsen ${args[*]} --seed $seed --time $time"
-  set +e
-  "$target/debug/cairn-jepsen" --bin "$work/cairn-$p" --seed "$seed" --time "$time" \
-    "${args[@]}" --out "$out/$p" > "$out/$p.log" 2>&1
-  rc=$?
-  set -e
+  # A fault must land at the right moment to show a bug: each seed in turn
+  # until one catches it.
+  rc=0
+  for seed in $seeds; do
+    echo "== $p: cairn-jepsen ${args[*]} --seed $seed --time $time"
+    set +e
+    "$target/debug/cairn-jepsen" --bin "$work/cairn-$p" --seed "$seed" --time "$time" \
+      "${args[@]}" --out "$out/$p" > "$out/$p.log" 2>&1
+    rc=$?
+    set -e
+    [ "$rc" -eq 0 ] || break
+    echo "== $p: not shown with seed $seed"
+  done
   grep -E "^[a-z]+: (VIOLATION|MALFORMED)|^  " "$out/$p.log" | head -8 || true
   case $rc in
-    1) echo "== $p: CAUGHT (report: $out/$p/report.html)" ;;
-    0) echo "== $p: MISSED"; missed=$((missed + 1)) ;;
+    1) echo "== $p: CAUGHT with seed $seed (report: $out/$p/report.html)" ;;
+    0) echo "== $p: MISSED (seeds $seeds)"; missed=$((missed + 1)) ;;
     *) echo "== $p: harness error $rc (log: $out/$p.log)"; tail -5 "$out/$p.log"; missed=$((missed + 1)) ;;
   esac
 done
