@@ -163,20 +163,13 @@ pub fn top_usage(paths: &[String], program: &str, version: &str, with_help: bool
     let version_line = format!("Prints the version of {program}");
     let mut rows: Vec<(String, &str)> = paths
         .iter()
-        .map(|p| {
-            let s = if p == "version" {
-                ""
-            } else {
-                short(p).unwrap_or("")
-            };
-            (p.clone(), s)
+        .map(|p| match p.as_str() {
+            "version" => (p.clone(), version_line.as_str()),
+            _ => (p.clone(), short(p).unwrap_or("")),
         })
         .collect();
     rows.push(("help".into(), "Help about any command"));
     rows.sort();
-    for r in rows.iter_mut().filter(|r| r.0 == "version") {
-        r.1 = &version_line;
-    }
     let head = format!(
         "NAME:\n\t{program} - A simple command line client for etcd3.\n\nUSAGE:\n\t{program} [flags]\n\nVERSION:\n\t{version}\n\nAPI VERSION:\n\t3.4\n\n\nCOMMANDS:\n"
     );
