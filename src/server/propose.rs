@@ -173,16 +173,34 @@ impl Server {
         self.refuse_learner()?;
         let (done, rx) = oneshot::channel();
         self.send(Command::ReadIndex { done }).await?;
-        let index = self.wait(rx).await.and_then(|r| r).inspect_err(|_| {
+        // One deadline over both steps (a timer is armed per deadline, and
+        // keep-alives and linearizable reads come here once per request).
+        let mut indexed = false;
+        let done = self
+            .within_request_timeout(async {
+                let index = rx.await.map_err(|_| self.answer_dropped())??;
+                indexed = true;
+                let applied = self.shared.applied.wait_for(index);
+                applied.await.map_err(|_| ServerError::Stopped)
+            })
+            .await;
+        if done.is_err() && !indexed {
             self.shared
                 .metrics
                 .read_indexes_failed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        })?;
-        let applied = self.shared.applied.wait_for(index);
-        self.within_request_timeout(async { applied.await.map_err(|_| ServerError::Stopped) })
-            .await
-            .map(|_| ())
+        }
+        done.map(|_| ())
+    }
+
+    /// Why the node loop dropped a command's answer: the member stopped,
+    /// or the entry was lost to a leader change.
+    fn answer_dropped(&self) -> ServerError {
+        if self.is_stopped() {
+            ServerError::Stopped
+        } else {
+            ServerError::LeaderChanged
+        }
     }
 
     /// Runs `fut` under the request timeout (the one deadline mapping).
@@ -200,16 +218,8 @@ impl Server {
     /// The node loop's answer to a command: a dropped answer means the
     /// member stopped or the entry was lost to a leader change.
     pub(super) async fn wait<T>(&self, rx: oneshot::Receiver<T>) -> Result<T, ServerError> {
-        self.within_request_timeout(async {
-            rx.await.map_err(|_| {
-                if self.is_stopped() {
-                    ServerError::Stopped
-                } else {
-                    ServerError::LeaderChanged
-                }
-            })
-        })
-        .await
+        self.within_request_timeout(async { rx.await.map_err(|_| self.answer_dropped()) })
+            .await
     }
 
     pub(super) async fn send(&self, cmd: Command) -> Result<(), ServerError> {
