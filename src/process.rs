@@ -117,6 +117,7 @@ pub fn server_config(config: &Config, rng_seed: u64) -> ServerConfig {
         bcrypt_cost: config.bcrypt_cost,
         jwt: None,
         client_dialer: Dialer::plain(),
+        peer_dialer: Dialer::plain(),
         metrics_extensive: config.metrics_extensive,
         peer_stats: cairn_runtime::metrics::peer::PeerStats::new(),
     }
@@ -345,6 +346,7 @@ pub async fn run_until(
     let tls = member_tls(config)?;
     // The server's own calls to other members' client ports use TLS too.
     sc.client_dialer = tls.client_dialer.clone();
+    sc.peer_dialer = tls.peer_dialer.clone();
     let has_data = stored_identity(&mut sc, storage.as_ref())?;
     if !has_data && !config.is_new_cluster() {
         join_cluster(config, &mut sc, &tls.peer_dialer).await?;

@@ -127,6 +127,9 @@ pub struct ServerConfig {
     /// Dials other members' client URLs (lease and membership forwarding,
     /// the corruption checks): TLS for `https://` ones.
     pub client_dialer: cairn_runtime::tls::Dialer,
+    /// Dials other members' peer URLs outside the transport (asking a peer
+    /// for the members): TLS for `https://` ones.
+    pub peer_dialer: cairn_runtime::tls::Dialer,
     /// `--metrics extensive`: client RPC handling-time histograms too.
     pub metrics_extensive: bool,
     /// Where the member's Raft transport counts its traffic
@@ -172,6 +175,7 @@ impl ServerConfig {
             bcrypt_cost: 4,
             jwt: None,
             client_dialer: cairn_runtime::tls::Dialer::plain(),
+            peer_dialer: cairn_runtime::tls::Dialer::plain(),
             metrics_extensive: false,
             peer_stats: cairn_runtime::metrics::peer::PeerStats::new(),
         }

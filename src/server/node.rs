@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use cairn_proto::cairnpb::{
     internal_request, ConfChangeContext, InternalRequest, MemberAttributes, MemberRecord,
@@ -241,6 +242,7 @@ pub(super) fn spawn(
         conf_waiters: BTreeMap::new(),
         next_conf_id,
         connected: BTreeMap::new(),
+        unknown_senders: BTreeMap::new(),
         removed_ticks: None,
         compactor: None,
     };
@@ -285,6 +287,9 @@ struct Node {
     next_conf_id: u64,
     /// The peers heard from without a break (for the membership health checks).
     connected: BTreeMap<u64, Connected>,
+    /// Senders this member has no address for, and when it last asked its
+    /// peers for one (`look_up_unknown_sender`).
+    unknown_senders: BTreeMap<u64, MonoTime>,
     /// The automatic compaction schedule (`--auto-compaction-*`), from the first tick.
     compactor: Option<AutoCompactor>,
     /// Set once this member applied its own removal: ticks until it stops
@@ -305,6 +310,11 @@ struct Connected {
 /// ("transport is closing": the member had stopped first), seen in
 /// `growing_from_1_to_3_to_5_members_and_shrinking_to_3_under_writes_ends_with_equal_hash_kv`.
 const REMOVED_STOP_TICKS: u32 = 10;
+
+/// How often a member asks its peers for the address of a sender it does
+/// not know, and how long it waits for each answer.
+const UNKNOWN_SENDER_ASK_EVERY: Duration = Duration::from_secs(1);
+const UNKNOWN_SENDER_ASK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Adds the transport peers of `members` that are new or moved, removes
 /// those of `old` that are gone.
@@ -447,6 +457,65 @@ impl Node {
         self.stop_removed();
     }
 
+    /// A message came from a member this one has no address for: one added
+    /// in a change this member has not applied yet (it was cut off or down
+    /// meanwhile). If that member leads, every answer to it would be
+    /// dropped for want of an address, and this member could never catch up
+    /// (simulation churn seed 3865: the new member was elected while this
+    /// one lagged). Asks the members it knows for the sender's peer URL, at
+    /// most once a second per sender, and gives it to the transport; the
+    /// change's apply later records the same address.
+    fn look_up_unknown_sender(&mut self, from: u64) {
+        let me = self.shared.config.member_id;
+        if from == me || from == 0 || self.shared.members().contains_key(&from) {
+            return;
+        }
+        if self.shared.removed().contains(&from) {
+            return;
+        }
+        let now = self.clock.now();
+        if let Some(asked) = self.unknown_senders.get(&from) {
+            if now.saturating_duration_since(*asked) < UNKNOWN_SENDER_ASK_EVERY {
+                return;
+            }
+        }
+        self.unknown_senders.insert(from, now);
+        let urls: Vec<String> = self
+            .shared
+            .members()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .filter_map(|(_, m)| m.peer_urls.first().cloned())
+            .collect();
+        let (transport, dialer, cluster_id) = (
+            self.transport.clone(),
+            self.shared.config.peer_dialer.clone(),
+            self.shared.config.cluster_id,
+        );
+        tokio::spawn(async move {
+            for url in urls {
+                let Ok(listed) = cairn_runtime::transport::fetch_members_with(
+                    &dialer,
+                    &url,
+                    UNKNOWN_SENDER_ASK_TIMEOUT,
+                )
+                .await
+                else {
+                    continue;
+                };
+                if listed.cluster_id != cluster_id {
+                    continue;
+                }
+                let found = listed.members.iter().find(|m| m.id == from);
+                if let Some(peer_url) = found.and_then(|m| m.peer_urls.first()) {
+                    tracing::info!(member = %NodeId(from), url = %peer_url, asked = %url, "learned the address of a member not yet applied here");
+                    transport.add_peer(NodeId(from), peer_url.clone());
+                    return;
+                }
+            }
+        });
+    }
+
     fn on_tick(&mut self) {
         if let Some(ticks) = &mut self.removed_ticks {
             *ticks += 1;
@@ -540,6 +609,7 @@ impl Node {
                 let silence = self.shared.config.heartbeat_interval
                     * self.shared.config.election_ticks as u32;
                 for msg in msgs {
+                    self.look_up_unknown_sender(msg.from);
                     let c = self.connected.entry(msg.from).or_insert(Connected {
                         since: now,
                         last: now,

@@ -786,13 +786,29 @@ impl Membership {
     }
 
     async fn restart_removed(&mut self, i: usize) {
-        let (name, exit) = {
+        let (name, exit, knew) = {
             let mut cluster = self.cluster();
+            if cluster.members[i].alive {
+                cluster.kill(i, false, false, None);
+            }
+            // What its disk says: a member that made its removal durable (it
+            // applied it, or a peer refused it) must refuse to start; one
+            // whose disk lost the removal (its storage failed first) learns
+            // it again from a peer's refusal and stops (`process::run`
+            // returns Ok, as etcd exits).
+            let knew = knows_it_was_removed(&cluster.members[i]);
             cluster.restart(i);
             let m = &cluster.members[i];
-            (m.name.clone(), m.exit.clone())
+            (m.name.clone(), m.exit.clone(), knew)
         };
-        self.log(format!("restart removed {name} on its old disk"));
+        self.log(format!(
+            "restart removed {name} on its old disk ({})",
+            if knew {
+                "its disk records the removal"
+            } else {
+                "its disk lost the removal"
+            }
+        ));
         let end = tokio::time::Instant::now() + Duration::from_secs(10);
         let outcome = loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -810,6 +826,9 @@ impl Membership {
             Some(Err(e)) => self.failures.push(format!(
                 "membership: removed {name} restarted on its old disk failed with {e:?}, not \"permanently removed\""
             )),
+            Some(Ok(())) if !knew => {
+                self.log(format!("{name} stopped when a peer refused it as removed"))
+            }
             Some(Ok(())) => self.failures.push(format!(
                 "membership: removed {name} restarted on its old disk ran and returned Ok instead of refusing (\"permanently removed\")"
             )),
@@ -842,4 +861,14 @@ impl Membership {
             }
         )
     }
+}
+
+/// Whether a stopped member's disk records that it was removed (what its
+/// next start reads first). A disk that cannot be opened counts as not.
+fn knows_it_was_removed(m: &super::cluster::SimMember) -> bool {
+    let families = cairn::server::apply::all_column_families();
+    cairn_runtime::SimStorage::open(&m.disk, &families)
+        .ok()
+        .and_then(|storage| cairn::server::apply::is_removed_self(&storage, m.id).ok())
+        .unwrap_or(false)
 }
