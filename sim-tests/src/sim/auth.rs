@@ -237,10 +237,14 @@ pub async fn run_operator(
         setup.push((format!("r{i}"), 2));
         setup.push((format!("{i}"), 3));
     }
-    for (name, what) in setup {
+    // Stopped before the setup is done (a schedule of crashes can outlast
+    // the fault phase): straight to turning auth off — an enable whose
+    // answer was lost may have taken effect, and the clients' final phase
+    // needs auth off either way.
+    'setup: for (name, what) in setup {
         loop {
             if stop.load(Ordering::SeqCst) {
-                return report;
+                break 'setup;
             }
             let url = urls.pick(&mut rng);
             let Some(mut c) = auth_client(&url).await else {
@@ -304,7 +308,7 @@ pub async fn run_operator(
         }
     }
     // Auth on from the start (the changes below turn it off now and then).
-    loop {
+    while !stop.load(Ordering::SeqCst) {
         let url = urls.pick(&mut rng);
         if let Some(mut c) = auth_client(&url).await {
             if within(c.auth_enable(AuthEnableRequest {})).await.is_ok() {
