@@ -275,15 +275,7 @@ fn draw_auto_compaction(master_seed: u64) -> u64 {
 /// up (churn seed 5175). Returns how many were resolved.
 fn resolve_unknown_compactions(history: &mut [Operation], applied: &[i64]) -> usize {
     let applied: std::collections::BTreeSet<u64> = applied.iter().map(|r| *r as u64).collect();
-    let mut taken: std::collections::BTreeSet<u64> = history
-        .iter()
-        .filter_map(|op| match (&op.input, &op.output) {
-            (Request::Compact { revision }, Outcome::Ok(Response::Compact { .. })) => {
-                Some(revision.0)
-            }
-            _ => None,
-        })
-        .collect();
+    let mut taken = acknowledged_compactions(history);
     // In call order: of several to one revision, the earliest called stays
     // (it may have taken effect whenever any of them could).
     let mut unknown: Vec<usize> = (0..history.len())
@@ -307,11 +299,9 @@ fn resolve_unknown_compactions(history: &mut [Operation], applied: &[i64]) -> us
     resolved
 }
 
-fn add_auto_compactions(history: &mut Vec<Operation>, revisions: &[i64]) -> usize {
-    // A revision compacts once: where a client's compaction to it
-    // succeeded, that was the one. Any other (a client's that failed or
-    // timed out, say because the auto-compactor got there first) is added.
-    let asked: std::collections::BTreeSet<u64> = history
+/// The revisions a client's compaction was acknowledged to.
+fn acknowledged_compactions(history: &[Operation]) -> std::collections::BTreeSet<u64> {
+    history
         .iter()
         .filter_map(|op| match (&op.input, &op.output) {
             (Request::Compact { revision }, Outcome::Ok(Response::Compact { .. })) => {
@@ -319,7 +309,14 @@ fn add_auto_compactions(history: &mut Vec<Operation>, revisions: &[i64]) -> usiz
             }
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+fn add_auto_compactions(history: &mut Vec<Operation>, revisions: &[i64]) -> usize {
+    // A revision compacts once: where a client's compaction to it
+    // succeeded, that was the one. Any other (a client's that failed or
+    // timed out, say because the auto-compactor got there first) is added.
+    let asked = acknowledged_compactions(history);
     let mut added = 0;
     for r in revisions {
         let r = *r as u64;
