@@ -221,8 +221,8 @@ fn child(name: &str, seed: u64) -> ExitCode {
     }
 }
 
-/// What the environment tells a child to leave out of its schedule (see
-/// the module header).
+/// What the environment tells a child to leave out of its schedule, and
+/// the checker's step budget (see the module header).
 fn shrink_from_env(cfg: &mut RunConfig) -> Result<(), String> {
     let slots = |var: &str, s: &str| -> Result<BTreeSet<usize>, String> {
         s.split(',')
@@ -254,6 +254,13 @@ fn shrink_from_env(cfg: &mut RunConfig) -> Result<(), String> {
             .parse()
             .map_err(|_| format!("CAIRN_SIM_FAULT_SECS: {s:?} is not a number"))?;
         cfg.fault_time = Duration::from_secs(secs);
+    }
+    // Not a cut: another search budget, to study a history the default one
+    // gave up on.
+    if let Ok(s) = std::env::var("CAIRN_SIM_CHECK_STEPS") {
+        cfg.check_steps = s
+            .parse()
+            .map_err(|_| format!("CAIRN_SIM_CHECK_STEPS: {s:?} is not a number"))?;
     }
     Ok(())
 }

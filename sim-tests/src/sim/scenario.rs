@@ -1160,13 +1160,9 @@ pub fn check_linearizability(cfg: &RunConfig, report: &mut RunReport) {
             .push("linearizability: NOT CHECKED in this scenario".into());
         return;
     }
-    // `CAIRN_SIM_CHECK_STEPS`: another search budget, to study a history
-    // the default one gave up on.
-    let max_steps = std::env::var("CAIRN_SIM_CHECK_STEPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(cfg.check_steps);
-    let options = CheckOptions { max_steps };
+    let options = CheckOptions {
+        max_steps: cfg.check_steps,
+    };
     let started = std::time::Instant::now();
     let result = check_linearizable_against(&report.history, &report.committed, &options);
     let ms = started.elapsed().as_millis();
