@@ -13,7 +13,8 @@
 # seed set (every scenario, regression seeds included, no determinism
 # re-runs) until the first failure. The scenarios a patch names on its
 # `Scenarios:` line (text before the diff, which git apply skips) run first.
-# A patch is caught when a run fails. The last line is `caught / applied`.
+# A patch is caught when a run fails and that run's HTML report (the
+# runner's `<scenario>-seed<N>.html`) names a failed check. The last line is `caught / applied`.
 # Exit status: 0 only when every patch applies, builds and is caught.
 #
 # Environment:
@@ -88,6 +89,7 @@ for patch in "${patches[@]}"; do
   cp "$exe" "$dir/bin/sim"
   first=$(sed -n 's/^Scenarios: *//p' "$patch" | head -1 | tr -d ' ')
   order=$(printf '%s\n' ${first//,/ } ${all_scenarios//,/ } | awk 'NF && !seen[$0]++' | paste -sd, -)
+  rm -rf "$dir/failures/$name"
   set +e
   CAIRN_SIM_SCENARIOS="$order" CAIRN_SIM_FAIL_FAST=1 CAIRN_SIM_DET_EVERY=0 CAIRN_SIM_COVERAGE_GATE=0 \
     CAIRN_SIM_OUT="$dir/failures/$name" CAIRN_SIM_JOBS="${CAIRN_SIM_JOBS:-2}" \
@@ -103,7 +105,15 @@ for patch in "${patches[@]}"; do
     why=$(awk '/^FAILED /{f=1; next} f && /^  FAILURE /{sub(/^  FAILURE /, ""); w=$0
       if (w ~ /panicked or crashed/ && (getline l) > 0) w = w ": " l
       print w; exit}' "$log" | cut -c1-140)
+    # The failed run's HTML report must exist and name a failed check.
+    report=$(grep -m1 '^  report: ' "$log" | sed 's/^  report: //')
+    if [ -z "$report" ] || ! grep -q 'class="bad"' "$report"; then
+      printf '  %-8s %-42s %s\n' "NO REPORT" "$name" "caught, but no HTML report naming a failed check (${report:-none}; see $log)"
+      problems=$((problems + 1))
+      continue
+    fi
     printf '  %-8s %-42s %s after %s runs, %s s: %s\n' "caught" "$name" "$what" "$runs" "$secs" "$why"
+    printf '  %-8s %-42s report: %s\n' "" "" "$report"
   else
     printf '  %-8s %-42s %s\n' "MISSED" "$name" "$runs runs passed ($secs s; see $log)"
     problems=$((problems + 1))

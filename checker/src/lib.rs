@@ -17,6 +17,10 @@
 //!   in order, without gaps.
 //! - `jsonl`: the JSON-lines history format (README.md) and its reader;
 //!   the `cairn-check` binary checks such files.
+//! - `minimize`: the smallest set of operations still showing a
+//!   linearizability violation (delta debugging over the checker).
+//! - `report`: the HTML report of a checked history and its faults, written
+//!   by the jepsen harness and by the simulation suite alike.
 //!
 //! - `auth` (feature `auth`): a model of etcd's auth rules over cairn's
 //!   protobuf requests.
@@ -34,7 +38,9 @@ pub mod history;
 pub mod jsonl;
 pub mod lease;
 pub mod linearizability;
+pub mod minimize;
 pub mod model;
+pub mod report;
 pub mod serializable;
 pub mod watch;
 

@@ -16,16 +16,15 @@
 //! Ctrl-C / SIGTERM; only `--out` (history, faults, report, member logs)
 //! stays. Modules: `net` (namespaces and network faults), `cluster` (the
 //! member processes), `workload` (clients), `nemesis` (the fault schedule),
-//! `report` (HTML). The whole flow: docs/jepsen.md.
+//! and the HTML report (`cairn_check::report`, with `cairn_check::minimize`;
+//! the simulation suite writes the same report). The whole flow: docs/jepsen.md.
 //!
 //! Tests: each module's unit tests; whole runs in `jepsen/smoke.sh`.
 
 mod cluster;
 mod lazyfs;
-mod minimize;
 mod nemesis;
 mod net;
-mod report;
 mod wire;
 mod workload;
 
@@ -36,12 +35,13 @@ use std::time::{Duration, Instant};
 
 use cairn_check::checks::{self, Status, Verdict};
 use cairn_check::jsonl::{History, Record, Revisions};
+use cairn_check::{minimize, report};
 use cairn_check::{CheckOptions, CommittedChange, Revision};
 use etcd_client as ec;
 use tokio::sync::watch;
 
 use crate::cluster::{Cluster, Target};
-use crate::nemesis::{wall_now, Nemesis, KINDS};
+use crate::nemesis::{wall_now, FaultLog, Nemesis, KINDS};
 use crate::net::Net;
 use crate::workload::{connect, Shared};
 
@@ -698,7 +698,7 @@ async fn run(args: &Args, net: &Net) -> Result<bool, String> {
         .iter()
         .find(|v| v.check == "linearizable" && v.status == Status::Violation)
         .and_then(|v| {
-            let named = report::named_ops(std::slice::from_ref(v), history.ops.len());
+            let named = report::named_in(&v.details, history.ops.len());
             println!(
                 "{} minimising the violation ({} operations named)",
                 wall_now(),
@@ -722,17 +722,22 @@ async fn run(args: &Args, net: &Net) -> Result<bool, String> {
             println!("  #{i} {}", history.ops[*i]);
         }
     }
+    let faults: Vec<report::FaultSpan> = nemesis.log.iter().map(FaultLog::span).collect();
+    let checks: Vec<report::CheckRow> = verdicts.iter().map(report::CheckRow::from).collect();
     let html = report::render(&report::ReportInput {
         title,
         settings,
         ops: &history.ops,
         holds: &history.holds,
         lease_ops: &lease_ops,
-        faults: &nemesis.log,
-        verdicts: &verdicts,
+        faults: &faults,
+        checks: &checks,
         notes: &notes,
         end_ns,
         minimal: minimal.as_ref(),
+        // A worker's successive client ids share its row.
+        clients_per_row: workload::CLIENTS_PER_STREAM,
+        time_axis: "UTC",
     });
     write("report.html", html)?;
     for i in 0..args.nodes {

@@ -60,6 +60,18 @@ pub struct FaultLog {
 }
 
 impl FaultLog {
+    /// The fault as the HTML report draws it.
+    pub fn span(&self) -> cairn_check::report::FaultSpan {
+        cairn_check::report::FaultSpan {
+            kind: self.kind.to_owned(),
+            detail: self.detail.clone(),
+            start_ns: self.start_ns,
+            end_ns: self.end_ns,
+            start: self.wall_start.clone(),
+            end: self.wall_end.clone(),
+        }
+    }
+
     pub fn json(&self) -> serde_json::Value {
         json!({"fault": {
             "kind": self.kind,

@@ -106,6 +106,12 @@ impl Timeline {
     pub fn entries(&self) -> Vec<String> {
         self.entries.lock().expect("timeline lock").clone()
     }
+
+    /// When the timeline began: the zero of its times (and of the report's
+    /// time axis).
+    pub fn start(&self) -> tokio::time::Instant {
+        self.start
+    }
 }
 
 impl Default for Timeline {

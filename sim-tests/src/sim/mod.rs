@@ -13,6 +13,7 @@
 //! - `backup`: snapshot saves under faults, each image checked against the
 //!   oracle's state at its applied index;
 //! - `scenario`: one run end to end, and its checks;
+//! - `report`: a run's HTML report (history, checks, fault timeline);
 //! - `runner`: seeds, one process per seed, replay commands, determinism.
 //! Tests: `tests/sim.rs` is the entry point.
 
@@ -24,6 +25,7 @@ pub mod leases;
 pub mod locks;
 pub mod membership;
 pub mod oracle;
+pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod space;

@@ -3,8 +3,10 @@
 //! `tests/sim.rs` calls `main`. Without `CAIRN_SIM_CHILD` it is the parent:
 //! it runs every (scenario, seed) in a child process of its own (statics
 //! cannot leak between seeds), `CAIRN_SIM_JOBS` at a time, and prints for
-//! each failure one command that replays it, plus the file holding its
-//! history and fault timeline. A sample of seeds (every `CAIRN_SIM_DET_EVERY`-th,
+//! each failure one command that replays it, plus the files holding its
+//! history and fault timeline: `<scenario>-seed<N>.txt` and the HTML report
+//! `<scenario>-seed<N>.html` in `CAIRN_SIM_OUT` (default
+//! `target/sim-failures`). A sample of seeds (every `CAIRN_SIM_DET_EVERY`-th,
 //! default 20th) runs twice — the second time under madsim's own determinism
 //! check — and the two trace hashes must be equal.
 //!
@@ -24,6 +26,8 @@
 //! - `CAIRN_SIM_CHECK_STEPS=N`: the linearizability search's step budget
 //!   (a history it gives up on is written to `CAIRN_SIM_OUT` like a failure);
 //! - `CAIRN_SIM_SHRINK=1` (or `--shrink`): shrink the first failure, below;
+//! - `CAIRN_SIM_REPORT=1`: every run writes its text file and HTML report
+//!   (`sim::report`) to `CAIRN_SIM_OUT`, not only a failed one;
 //! - what a shrink leaves out, which a child reads (and the parent passes
 //!   on): `CAIRN_SIM_ONLY_FAULTS=3,7` (inject only these fault slots, the
 //!   `#N` of the timeline; `CAIRN_SIM_SKIP_FAULTS` leaves the listed ones
@@ -186,23 +190,29 @@ fn child(name: &str, seed: u64) -> ExitCode {
     let wall = wall.elapsed().as_secs_f64();
     let status = if report.passed() { "pass" } else { "FAIL" };
     let mut detail = String::new();
+    let mut html = String::new();
     // A history the checker gave up on is written out too: a seed to study.
     let not_checked = report.notes.iter().any(|n| n.contains("NOT CHECKED ("));
-    if !report.passed() || not_checked {
+    if !report.passed() || not_checked || env_flag("CAIRN_SIM_REPORT") {
         let dir = failure_dir();
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join(format!("{name}-seed{seed}.txt"));
+        let replay = replay_command(name, seed);
         let body = format!(
-            "scenario {name}, seed {seed}\nreplay: {}\n\n{}",
-            replay_command(name, seed),
+            "scenario {name}, seed {seed}\nreplay: {replay}\n\n{}",
             report.dump()
         );
         if std::fs::write(&path, body).is_ok() {
             detail = path.display().to_string();
         }
+        let path = dir.join(format!("{name}-seed{seed}.html"));
+        let page = super::report::render_run(name, seed, &replay, &report, cfg.check_steps);
+        if std::fs::write(&path, page).is_ok() {
+            html = path.display().to_string();
+        }
     }
     println!(
-        "RESULT status={status} hash={:016x} sim_secs={:.1} wall_secs={wall:.1} details={detail}",
+        "RESULT status={status} hash={:016x} sim_secs={:.1} wall_secs={wall:.1} details={detail} report={html}",
         report.trace_hash, report.simulated_secs
     );
     for f in &report.failures {
@@ -367,6 +377,10 @@ fn run_one_with(scenario: &str, seed: u64, check_det: bool, env: &[(String, Stri
                     if !d.is_empty() {
                         out.lines.push(format!("details: {d}"));
                     }
+                } else if let Some(d) = field.strip_prefix("report=") {
+                    if !d.is_empty() {
+                        out.lines.push(format!("report: {d}"));
+                    }
                 }
             }
             out.passed = rest.starts_with("status=pass") && output.status.success();
@@ -404,6 +418,22 @@ fn run_one_with(scenario: &str, seed: u64, check_det: bool, env: &[(String, Stri
         );
         if std::fs::write(&path, body).is_ok() {
             out.lines.push(format!("details: {}", path.display()));
+        }
+        let path = dir.join(format!("{scenario}-seed{seed}.html"));
+        let why = format!(
+            "the simulation panicked or crashed ({}){reason}",
+            output.status
+        );
+        let page = super::report::render_crash(
+            scenario,
+            seed,
+            &replay_command(scenario, seed),
+            &why,
+            &out.faults,
+            out.sim_secs,
+        );
+        if std::fs::write(&path, page).is_ok() {
+            out.lines.push(format!("report: {}", path.display()));
         }
     }
     out

@@ -192,6 +192,12 @@ pub struct RunReport {
     /// A hash of everything observable: equal for two runs of one seed.
     pub trace_hash: u64,
     pub simulated_secs: f64,
+    /// The simulated time of each tick of the history's logical clock
+    /// (`Operation::call` / `ret`; tick `t` at index `t - 1`), in
+    /// nanoseconds after the timeline's start, and the run's end on that
+    /// axis: the HTML report's time axis.
+    pub tick_ns: Vec<u64>,
+    pub end_ns: u64,
     /// How often each fault fired and each interesting event happened
     /// (`fault Kill`, `event election won`, …; the coverage report).
     pub counts: BTreeMap<String, u64>,
@@ -885,6 +891,8 @@ pub async fn run(cfg: RunConfig) -> RunReport {
     }
     report.lock_holds = holds;
     report.simulated_secs = started.elapsed().as_secs_f64();
+    report.tick_ns = recorder.tick_times(timeline.start());
+    report.end_ns = u64::try_from(timeline.start().elapsed().as_nanos()).unwrap_or(u64::MAX);
     report.trace_hash = trace_hash(&report);
     report
 }

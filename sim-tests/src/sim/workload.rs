@@ -38,7 +38,9 @@ pub const LIST_KEYS: usize = 4;
 /// Everything the clients observed.
 #[derive(Default)]
 pub struct Recorder {
-    clock: AtomicU64,
+    /// The logical clock: the simulated time of each tick so far (tick `t`
+    /// at index `t - 1`), which the HTML report's time axis uses.
+    clock: Mutex<Vec<tokio::time::Instant>>,
     /// Operations checked for linearizability.
     pub history: Mutex<Vec<Operation>>,
     /// Serializable Gets (checked against the committed history instead).
@@ -48,7 +50,22 @@ pub struct Recorder {
 impl Recorder {
     /// The next tick of the history's logical clock (strictly increasing).
     pub fn tick(&self) -> u64 {
-        self.clock.fetch_add(1, Ordering::SeqCst) + 1
+        let mut ticks = self.clock.lock().expect("clock lock");
+        ticks.push(tokio::time::Instant::now());
+        ticks.len() as u64
+    }
+
+    /// Each tick's simulated time in nanoseconds after `origin` (tick `t`
+    /// at index `t - 1`; earlier ticks count as `origin`).
+    pub fn tick_times(&self, origin: tokio::time::Instant) -> Vec<u64> {
+        self.clock
+            .lock()
+            .expect("clock lock")
+            .iter()
+            .map(|t| {
+                u64::try_from(t.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
+            })
+            .collect()
     }
 
     /// Adds an operation the caller classified itself.

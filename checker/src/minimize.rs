@@ -31,8 +31,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use cairn_check::history::{Operation, Outcome, Request, TxnOp};
-use cairn_check::{check_linearizable_with, CheckOptions, CheckResult};
+use crate::history::{Operation, Outcome, Request, TxnOp};
+use crate::{check_linearizable_with, CheckOptions, CheckResult};
 
 /// A minimised set and how it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,7 +243,7 @@ pub fn minimize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_check::history::{KeyValue, Response, Revision};
+    use crate::history::{KeyValue, Response, Revision};
 
     fn put(client: u64, call: u64, ret: u64, key: &str, value: &str, rev: u64) -> Operation {
         Operation::ok(

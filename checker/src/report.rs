@@ -1,38 +1,83 @@
-//! The HTML report: one self-contained file (inline SVG and CSS, no script,
-//! no network) with the run's settings, each check's verdict, the fault
-//! timeline, and an SVG timeline of every client's operations — a bar from
-//! call to return per operation (green ok, amber unknown, grey failed), lock
-//! holds in blue, faults shaded across all rows, and — on a linearizability
-//! violation — the smallest set of operations that still shows it
-//! (`minimize`) outlined in red and listed below the timeline; without one,
-//! the operations a violation names (`#<index>` in its explanation).
+//! The HTML report of a checked history: one self-contained file (inline
+//! SVG and CSS, no script, no network) with the run's settings, each check's
+//! verdict, the fault timeline, and an SVG timeline of every client's
+//! operations — a bar from call to return per operation (green ok, amber
+//! unknown, grey failed), lock holds in blue, faults shaded across all rows,
+//! and — on a linearizability violation — the smallest set of operations
+//! that still shows it (`minimize`) outlined in red and listed below the
+//! timeline; without one, the operations a violation names (`#<index>` in
+//! its explanation).
+//!
+//! Both the jepsen harness (wall-clock times, real processes) and the
+//! simulation suite (simulated times, `sim-tests`' runner) write it; each
+//! turns its own fault log into `FaultSpan`s and its findings into
+//! `CheckRow`s.
 //!
 //! Tests: `tests` below.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use cairn_check::checks::{Status, Verdict};
-use cairn_check::history::{Operation, Outcome};
-use cairn_check::jsonl::HoldRecord;
-use cairn_check::lease::{LeaseOp, LeaseOutcome};
-
+use crate::checks::{Status, Verdict};
+use crate::history::{Operation, Outcome};
+use crate::jsonl::HoldRecord;
+use crate::lease::{LeaseOp, LeaseOutcome};
 use crate::minimize::Minimal;
-use crate::nemesis::FaultLog;
-use crate::workload::CLIENTS_PER_STREAM;
+
+/// One fault as the report draws it: a span of the time axis, shaded
+/// across every row, and a line of the fault table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultSpan {
+    /// Picks the colour: `kill`, `lose`, `pause`, `partition`, `net`,
+    /// `member`, `clock`, `disk`; anything else is drawn in violet.
+    pub kind: String,
+    pub detail: String,
+    /// Nanoseconds on the report's time axis (that of the operations).
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// The start and end as the fault table shows them (wall-clock time,
+    /// or simulated seconds).
+    pub start: String,
+    pub end: String,
+}
+
+/// One check's result as the report lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRow {
+    pub name: String,
+    pub status: Status,
+    /// What was found (a violation's explanation names operations `#<n>`).
+    pub details: Vec<String>,
+}
+
+impl From<&Verdict> for CheckRow {
+    fn from(v: &Verdict) -> CheckRow {
+        CheckRow {
+            name: v.check.to_owned(),
+            status: v.status,
+            details: v.details.clone(),
+        }
+    }
+}
 
 pub struct ReportInput<'a> {
     pub title: String,
     pub settings: Vec<(String, String)>,
+    /// Call and return times in nanoseconds from the start of the run.
     pub ops: &'a [Operation],
     pub holds: &'a [HoldRecord],
     pub lease_ops: &'a [LeaseOp],
-    pub faults: &'a [FaultLog],
-    pub verdicts: &'a [Verdict],
+    pub faults: &'a [FaultSpan],
+    pub checks: &'a [CheckRow],
     pub notes: &'a [String],
     pub end_ns: u64,
     /// The minimised set of a linearizability violation, if one was found.
     pub minimal: Option<&'a Minimal>,
+    /// Client ids sharing a row: row `client / clients_per_row` (the
+    /// jepsen workers' successive ids share one; 1: a row per client).
+    pub clients_per_row: u64,
+    /// What the fault table's times are (`UTC`, `simulated`).
+    pub time_axis: &'a str,
 }
 
 pub fn escape(s: &str) -> String {
@@ -42,22 +87,29 @@ pub fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Indices of operations a verdict's details name as `#<n>`.
-pub fn named_ops(verdicts: &[Verdict], ops: usize) -> BTreeSet<usize> {
+/// Indices of operations (below `ops`) that explanations name as `#<n>`.
+pub fn named_in(details: &[String], ops: usize) -> BTreeSet<usize> {
     let mut out = BTreeSet::new();
-    for v in verdicts.iter().filter(|v| v.status == Status::Violation) {
-        for d in &v.details {
-            for part in d.split('#').skip(1) {
-                let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
-                if let Ok(n) = digits.parse::<usize>() {
-                    if n < ops {
-                        out.insert(n);
-                    }
+    for d in details {
+        for part in d.split('#').skip(1) {
+            let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+            if let Ok(n) = digits.parse::<usize>() {
+                if n < ops {
+                    out.insert(n);
                 }
             }
         }
     }
     out
+}
+
+/// Indices of operations the violations among `checks` name as `#<n>`.
+pub fn named_ops(checks: &[CheckRow], ops: usize) -> BTreeSet<usize> {
+    checks
+        .iter()
+        .filter(|c| c.status == Status::Violation)
+        .flat_map(|c| named_in(&c.details, ops))
+        .collect()
 }
 
 const WIDTH: f64 = 1400.0;
@@ -67,8 +119,8 @@ const ROW: f64 = 9.0;
 pub fn render(r: &ReportInput) -> String {
     let end = r.end_ns.max(1) as f64;
     let x = |ns: u64| LEFT + (ns as f64 / end) * (WIDTH - LEFT - 10.0);
-    // One row per worker (its successive client ids share it).
-    let row_of = |client: u64| client / CLIENTS_PER_STREAM;
+    let per_row = r.clients_per_row.max(1);
+    let row_of = |client: u64| client / per_row;
     let mut rows: BTreeMap<u64, usize> = BTreeMap::new();
     for op in r.ops {
         let next = rows.len();
@@ -91,7 +143,7 @@ pub fn render(r: &ReportInput) -> String {
     let height = top + nrows as f64 * ROW + 20.0;
     let highlighted: BTreeSet<usize> = match r.minimal {
         Some(m) => m.ops.iter().copied().filter(|i| *i < r.ops.len()).collect(),
-        None => named_ops(r.verdicts, r.ops.len()),
+        None => named_ops(r.checks, r.ops.len()),
     };
 
     let mut svg = String::new();
@@ -101,23 +153,25 @@ pub fn render(r: &ReportInput) -> String {
     );
     for f in r.faults {
         let (a, b) = (x(f.start_ns), x(f.end_ns.max(f.start_ns)));
-        let color = match f.kind {
+        let color = match f.kind.as_str() {
             "kill" => "#f4a6a6",
             "lose" => "#e07070",
             "pause" => "#f7d08a",
             "partition" => "#b9c7f0",
             "net" => "#c9e7c0",
             "member" => "#9fd6d2",
+            "clock" => "#d8d0a0",
+            "disk" => "#c8b4a0",
             _ => "#e0c2ee",
         };
         let _ = write!(
             svg,
-            r#"<rect x="{a:.1}" y="{top}" width="{:.1}" height="{:.1}" fill="{color}" opacity="0.6"><title>{}</title></rect><text x="{a:.1}" y="{:.1}">{}</text>"#,
+            r#"<rect x="{a:.1}" y="{top}" width="{:.1}" height="{:.1}" fill="{color}" opacity="0.6" class="fault"><title>{}</title></rect><text x="{a:.1}" y="{:.1}">{}</text>"#,
             (b - a).max(1.0),
             nrows as f64 * ROW,
-            escape(&format!("{} {} – {}", f.detail, f.wall_start, f.wall_end)),
+            escape(&format!("{} {} – {}", f.detail, f.start, f.end)),
             top - 4.0,
-            escape(f.kind)
+            escape(&f.kind)
         );
     }
     for s in 0..=10 {
@@ -204,18 +258,24 @@ pub fn render(r: &ReportInput) -> String {
         );
     }
     html.push_str("</table><h2>Checks</h2><table>");
-    for v in r.verdicts {
-        let class = match v.status {
-            Status::Ok => "ok",
-            Status::Skipped | Status::Inconclusive => "meh",
-            Status::Violation | Status::Malformed => "bad",
+    for c in r.checks {
+        let (class, status) = match c.status {
+            Status::Ok => ("ok", "ok"),
+            Status::Skipped => ("meh", "skipped"),
+            Status::Inconclusive => ("meh", "inconclusive"),
+            Status::Violation => ("bad", "VIOLATION"),
+            Status::Malformed => ("bad", "MALFORMED"),
         };
-        let first = v.to_string();
+        let mut text = format!("{}: {status}", c.name);
+        for d in &c.details {
+            text.push_str("\n  ");
+            text.push_str(d);
+        }
         let _ = write!(
             html,
             "<tr><td class=\"{class}\">{}</td><td><pre>{}</pre></td></tr>",
-            escape(v.check),
-            escape(&first)
+            escape(&c.name),
+            escape(&text)
         );
     }
     html.push_str("</table>");
@@ -228,7 +288,7 @@ pub fn render(r: &ReportInput) -> String {
     }
     let _ = write!(
         html,
-        "<h2>Timeline</h2><p>{} operations, one row per client worker ({}); green ok, amber unknown (a stub at the call: it may take effect any time later), grey failed, blue lock acquisitions, purple lease calls; shaded: faults (hover for details).</p>",
+        "<h2>Timeline</h2><p>{} operations, one row per client ({} rows); green ok, amber unknown (a stub at the call: it may take effect any time later), grey failed, blue lock acquisitions, purple lease calls; shaded: faults (hover for details).</p>",
         r.ops.len(),
         rows.len()
     );
@@ -256,14 +316,18 @@ pub fn render(r: &ReportInput) -> String {
         }
         html.push_str("</ul>");
     }
-    html.push_str("<h2>Faults</h2><table><tr><th>start (UTC)</th><th>end (UTC)</th><th>kind</th><th>what</th></tr>");
+    let _ = write!(
+        html,
+        "<h2>Faults</h2><table><tr><th>start ({0})</th><th>end ({0})</th><th>kind</th><th>what</th></tr>",
+        escape(r.time_axis)
+    );
     for f in r.faults {
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&f.wall_start),
-            escape(&f.wall_end),
-            escape(f.kind),
+            escape(&f.start),
+            escape(&f.end),
+            escape(&f.kind),
             escape(&f.detail)
         );
     }
@@ -274,7 +338,7 @@ pub fn render(r: &ReportInput) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_check::history::{Request, Response, Revision};
+    use crate::history::{Request, Response, Revision};
 
     #[test]
     fn the_report_shades_faults_and_outlines_named_operations() {
@@ -290,21 +354,19 @@ mod tests {
             ),
             Operation::unknown(2, 500_000_000, Request::put("k", "c")),
         ];
-        let faults = vec![FaultLog {
-            kind: "kill",
+        let faults = vec![FaultSpan {
+            kind: "kill".into(),
             detail: "kill -9 n2".into(),
-            members: vec![1],
             start_ns: 200_000_000,
             end_ns: 800_000_000,
-            wall_start: "2026-01-01T00:00:00.000Z".into(),
-            wall_end: "2026-01-01T00:00:00.600Z".into(),
-            offset_s: None,
+            start: "2026-01-01T00:00:00.000Z".into(),
+            end: "2026-01-01T00:00:00.600Z".into(),
         }];
-        let verdicts = vec![Verdict {
+        let verdicts = vec![CheckRow::from(&Verdict {
             check: "linearizable",
             status: Status::Violation,
             details: vec!["cannot linearize #1 client 2".into()],
-        }];
+        })];
         let html = render(&ReportInput {
             title: "t".into(),
             settings: vec![("seed".into(), "1".into())],
@@ -312,12 +374,21 @@ mod tests {
             holds: &[],
             lease_ops: &[],
             faults: &faults,
-            verdicts: &verdicts,
+            checks: &verdicts,
             notes: &[],
             end_ns: 2_000_000_000,
             minimal: None,
+            clients_per_row: 1,
+            time_axis: "UTC",
         });
         assert!(html.contains("kill -9 n2"));
+        assert!(html.contains("<th>start (UTC)</th>"));
+        assert_eq!(html.matches("class=\"fault\"").count(), 1);
+        assert!(
+            html.contains("<td class=\"bad\">linearizable</td>"),
+            "{html}"
+        );
+        assert!(html.contains("linearizable: VIOLATION\n  cannot linearize #1"));
         assert_eq!(html.matches("stroke=\"red\"").count(), 1, "{html}");
         assert!(html.contains("a&lt;b"), "escaped");
         assert!(
@@ -344,8 +415,8 @@ mod tests {
                 )
             })
             .collect();
-        let verdicts = vec![Verdict {
-            check: "linearizable",
+        let verdicts = vec![CheckRow {
+            name: "linearizable".into(),
             status: Status::Violation,
             details: vec!["cannot linearize #3, too late for #0".into()],
         }];
@@ -362,10 +433,12 @@ mod tests {
             holds: &[],
             lease_ops: &[],
             faults: &[],
-            verdicts: &verdicts,
+            checks: &verdicts,
             notes: &[],
             end_ns: 100,
             minimal: Some(&minimal),
+            clients_per_row: 1,
+            time_axis: "simulated",
         });
         assert_eq!(html.matches("class=\"minimal\"").count(), 2, "{html}");
         assert!(html.contains("<title>#1 ") && html.contains("<title>#3 "));
