@@ -106,7 +106,8 @@ for patch in "${patches[@]}"; do
       if (w ~ /panicked or crashed/ && (getline l) > 0) w = w ": " l
       print w; exit}' "$log" | cut -c1-140)
     # The failed run's HTML report must exist and name a failed check.
-    report=$(grep -m1 '^  report: ' "$log" | sed 's/^  report: //')
+    report=$(grep '^  report: ' "$log" | sed 's/^  report: //' |
+      grep -m1 -F "/$(echo "$what" | awk '{print $1 "-seed" $3}').html" || true)
     if [ -z "$report" ] || ! grep -q 'class="bad"' "$report"; then
       printf '  %-8s %-42s %s\n' "NO REPORT" "$name" "caught, but no HTML report naming a failed check (${report:-none}; see $log)"
       problems=$((problems + 1))

@@ -5,8 +5,8 @@
 //!   the simulated time it was taken (`RunReport::tick_ns`);
 //! - the faults: the run's timeline (`faults::Timeline`), each fault a span
 //!   from when it was injected to what ended it — a partition until the
-//!   network is next reset, a kill or a failed fsync until the member's
-//!   restart, a pause until its resume, a slow disk or a buggify phase until
+//!   network is next reset, a kill, a pause or a failed fsync until the
+//!   member next comes back (restarted or resumed), a slow disk or a buggify phase until
 //!   it is replaced or healed, a clock change until the next change of that
 //!   clock (nothing resets clocks); membership changes, alarms and backups
 //!   as instants;
@@ -38,10 +38,9 @@ enum Ends {
     NetworkReset,
     /// The next network degradation or reset of the network.
     NetworkChange,
-    /// `restart <member>` or `heal everything`.
-    Restart(String),
-    /// `resume <member>` or `heal everything`.
-    Resume(String),
+    /// The member's next `restart` or `resume` (a paused member may be
+    /// killed, and comes back with a restart), or `heal everything`.
+    BackUp(String),
     /// The next entry beginning with this text; `heal everything` too when
     /// `healed`.
     Replaced { prefix: String, healed: bool },
@@ -84,9 +83,9 @@ fn classify(text: &str) -> Option<(&'static str, Ends)> {
             } else {
                 "kill"
             };
-            (kind, Ends::Restart(member_after(text, "kill")))
+            (kind, Ends::BackUp(member_after(text, "kill")))
         } else if starts("pause ") {
-            ("pause", Ends::Resume(member_after(text, "pause")))
+            ("pause", Ends::BackUp(member_after(text, "pause")))
         } else if starts("disk ") {
             let m = member_after(text, "disk");
             if text.contains("fsync takes") {
@@ -101,7 +100,7 @@ fn classify(text: &str) -> Option<(&'static str, Ends)> {
             } else {
                 // A failed fsync or a flipped record: the member halts
                 // until the scheduler restarts it.
-                ("disk", Ends::Restart(m))
+                ("disk", Ends::BackUp(m))
             }
         } else if starts("clock ") {
             let prefix = format!("clock {}:", member_after(text, "clock"));
@@ -177,19 +176,15 @@ pub fn fault_spans(timeline: &[String], end_ns: u64) -> Vec<FaultSpan> {
                 .iter()
                 .find(|(_, t)| network_reset(t) || t.starts_with("network:"))
                 .map(|e| e.0),
-            Ends::Restart(m) | Ends::Resume(m) => {
-                let word = if matches!(ends, Ends::Restart(_)) {
-                    "restart"
-                } else {
-                    "resume"
-                };
-                later
-                    .iter()
-                    .find(|(_, t)| {
-                        heal_all(t) || (t.starts_with(word) && member_after(t, word) == *m)
-                    })
-                    .map(|e| e.0)
-            }
+            Ends::BackUp(m) => later
+                .iter()
+                .find(|(_, t)| {
+                    heal_all(t)
+                        || ["restart", "resume"]
+                            .iter()
+                            .any(|w| t.starts_with(w) && member_after(t, w) == *m)
+                })
+                .map(|e| e.0),
             Ends::Replaced { prefix, healed } => later
                 .iter()
                 .find(|(_, t)| t.starts_with(prefix.as_str()) || (*healed && heal_all(t)))
@@ -413,6 +408,9 @@ mod tests {
             line(4.2, "#6 pause n10 for 300 ms"),
             line(4.3, "resume n1"),
             line(4.6, "resume n10"),
+            line(4.7, "#7 pause n3 for 800 ms"),
+            line(4.8, "#8 kill n3 (lose unsynced: false, kept 0 unsynced batches first, torn batch: false), back in 900 ms"),
+            line(4.9, "restart n3"),
             line(5.0, "membership: add n4"),
             line(6.0, "heal everything: network, paused, killed and halted members"),
         ];
@@ -432,6 +430,9 @@ mod tests {
                 ("clock", 3_500_000_000, 9_000_000_000, "end of run"),
                 // n10's pause is not ended by n1's resume.
                 ("pause", 4_200_000_000, 4_600_000_000, "4.600 s"),
+                // A paused member killed comes back with a restart.
+                ("pause", 4_700_000_000, 4_900_000_000, "4.900 s"),
+                ("kill", 4_800_000_000, 4_900_000_000, "4.900 s"),
                 ("member", 5_000_000_000, 5_000_000_000, "5.000 s"),
                 ("heal", 6_000_000_000, 6_000_000_000, "6.000 s"),
             ]
