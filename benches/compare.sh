@@ -8,7 +8,8 @@
 # (--heartbeat-interval, --election-timeout) and --snapshot-count; both fsync
 # every commit (etcd by default, cairn always). Against each it runs the same
 # cairn-bench workloads and prints a markdown table: throughput, p99 latency,
-# the ratio cairn/etcd, each server's peak RSS (VmHWM, the largest member)
+# the ratio cairn/etcd, the servers' CPU time per request (all members), each
+# server's peak RSS (VmHWM, the largest member)
 # and the on-disk size of member 1's data dir after the put workload.
 #
 # Usage: benches/compare.sh [--quick] [--nodes "1 3"] [--etcd 3.4|3.5|both] [--repeat N]
@@ -192,6 +193,15 @@ stop_cluster() {
   for p in "${MEMBER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 
+members_cpu_s() { # CPU seconds (user + system) the members have used so far, summed
+  local p sum=0 t
+  for p in "${MEMBER_PIDS[@]}"; do
+    t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+    sum=$((sum + ${t:-0}))
+  done
+  awk -v t="$sum" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
+
 peak_rss_mb() { # largest VmHWM over the members, in MiB
   local p max=0 kb
   for p in "${MEMBER_PIDS[@]}"; do
@@ -213,7 +223,10 @@ bench() {
   for r in $(seq 1 "$REPEAT"); do
     f="$RES/$key.round${ROUND}run$r.json"
     rc=0
+    local cpu0 cpu1
+    cpu0=$(members_cpu_s)
     "$BENCH" --json --endpoints "$ENDPOINTS" "$@" >"$f" 2>"$RES/$key.run$r.err" || rc=$?
+    cpu1=$(members_cpu_s)
     case $rc in
       0) ;;
       3) jq -r .unimplemented "$f" >"$RES/$key.unimplemented"; rm -f "$f"; log "  $key: Unimplemented — skipped"; return 0 ;;
@@ -221,6 +234,9 @@ bench() {
     esac
     local errs; errs=$(jq .errors "$f")
     [ "$errs" != 0 ] && log "  $key (run $r): $errs failed requests: $(jq -c .error_messages "$f")"
+    # The servers' CPU per request (watch: per put), all members together.
+    awk -v a="$cpu0" -v b="$cpu1" -v n="$(jq .total "$f")" \
+      'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / n; else print "–" }' >"${f%.json}.cpu"
   done
   local runs=() median
   for f in "$RES/$key".round*run*.json; do [ -f "$f" ] && runs+=("$f"); done
@@ -229,6 +245,7 @@ bench() {
       echo "$(jq '(.events.events_per_sec // .requests_per_sec)' "$f") $f"
     done | sort -n | awk '{ a[NR] = $2 } END { print a[int((NR + 1) / 2)] }')
   cp "$median" "$RES/$key.json"
+  cp "${median%.json}.cpu" "$RES/$key.cpu" 2>/dev/null || true
   return 0
 }
 
@@ -298,6 +315,9 @@ p99_of() {
     *) jq -r '.latency_ms.p99 * 100 | round / 100' "$f" ;;
   esac
 }
+cpu_of() { # KEY -> the servers' CPU µs per request of the reported run
+  cat "$RES/$1.cpu" 2>/dev/null || echo "–"
+}
 all_rates() { # KEY -> every run's req/s (watch: events/s), in run order
   local f out=""
   for f in "$RES/$1".round*run*.json; do
@@ -335,19 +355,21 @@ version_of() { # SERVER -> its version
     echo
     echo "Settings: --heartbeat-interval=$HEARTBEAT_MS --election-timeout=$ELECTION_MS --snapshot-count=$SNAPSHOT_COUNT;"
     echo "fsync on every commit; loopback; load generator cairn-bench on the same machine$([ $QUICK = 1 ] && echo '; --quick totals')$([ "$RUNS" -gt 1 ] && echo "; median of $RUNS runs$([ "$ROUNDS" -gt 1 ] && echo " ($ROUNDS rounds, etcd and cairn taking turns)")")."
-    echo "Latency p99 in ms (watch: put → event)."
+    echo "Latency p99 in ms (watch: put → event). CPU: the servers' user + system CPU time per request"
+    echo "(watch: per put), all members together, in µs, over the reported run — on a machine the load"
+    echo "generator shares, the measure of a server's own cost."
     echo
     if [ "$RUNS" -gt 1 ]; then
-      echo "| members | workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms | every run, etcd / cairn |"
-      echo "|---|---|---:|---:|---:|---:|---:|---|"
+      echo "| members | workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms | CPU µs/req etcd / cairn | every run, etcd / cairn |"
+      echo "|---|---|---:|---:|---:|---:|---:|---:|---|"
     else
-      echo "| members | workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms |"
-      echo "|---|---|---:|---:|---:|---:|---:|"
+      echo "| members | workload | etcd req/s | cairn req/s | cairn/etcd | etcd p99 ms | cairn p99 ms | CPU µs/req etcd / cairn |"
+      echo "|---|---|---:|---:|---:|---:|---:|---:|"
     fi
     for n in $NODES; do
       for w in $WORKLOADS; do
         e=$(rate_of "$b-$n-$w"); c=$(rate_of "cairn-$n-$w")
-        row="| $n | $(describe "$w") | $e | $c | $(ratio "$e" "$c") | $(p99_of "$b-$n-$w") | $(p99_of "cairn-$n-$w") |"
+        row="| $n | $(describe "$w") | $e | $c | $(ratio "$e" "$c") | $(p99_of "$b-$n-$w") | $(p99_of "cairn-$n-$w") | $(cpu_of "$b-$n-$w") / $(cpu_of "cairn-$n-$w") |"
         [ "$RUNS" -gt 1 ] && row="$row $(all_rates "$b-$n-$w") / $(all_rates "cairn-$n-$w") |"
         echo "$row"
       done
