@@ -302,6 +302,48 @@ impl Operation {
         }
     }
 
+    /// An acknowledged Put of `key` = `value` at `revision` (for tests and
+    /// harnesses: here, in sim-tests and in the jepsen suite).
+    pub fn put_ok(
+        client: u64,
+        call: u64,
+        ret: u64,
+        key: &str,
+        value: &str,
+        revision: u64,
+    ) -> Operation {
+        Operation::ok(
+            client,
+            call,
+            ret,
+            Request::put(key, value),
+            Response::Put {
+                header_revision: Revision(revision),
+            },
+        )
+    }
+
+    /// A Get of `key` answered at revision `header` with `kv` (as `put_ok`).
+    pub fn get_ok(
+        client: u64,
+        call: u64,
+        ret: u64,
+        key: &str,
+        header: u64,
+        kv: Option<KeyValue>,
+    ) -> Operation {
+        Operation::ok(
+            client,
+            call,
+            ret,
+            Request::get(key),
+            Response::Get {
+                header_revision: Revision(header),
+                kv,
+            },
+        )
+    }
+
     /// A call that definitely failed (no effect), reported at `ret`.
     pub fn failed(client: u64, call: u64, ret: u64, input: Request) -> Operation {
         Operation {

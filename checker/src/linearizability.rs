@@ -1089,38 +1089,6 @@ mod tests {
     use super::*;
     use crate::history::{KeyValue, Request, Revision};
 
-    fn put(client: u64, call: u64, ret: u64, key: &str, value: &str, revision: u64) -> Operation {
-        Operation::ok(
-            client,
-            call,
-            ret,
-            Request::put(key, value),
-            Response::Put {
-                header_revision: Revision(revision),
-            },
-        )
-    }
-
-    fn get(
-        client: u64,
-        call: u64,
-        ret: u64,
-        key: &str,
-        header: u64,
-        kv: Option<KeyValue>,
-    ) -> Operation {
-        Operation::ok(
-            client,
-            call,
-            ret,
-            Request::get(key),
-            Response::Get {
-                header_revision: Revision(header),
-                kv,
-            },
-        )
-    }
-
     #[test]
     fn empty_history_is_linearizable() {
         assert_eq!(check_linearizable(&[]), CheckResult::Ok);
@@ -1129,22 +1097,28 @@ mod tests {
     #[test]
     fn sequential_put_then_get_is_linearizable() {
         let history = [
-            put(1, 1, 2, "a", "x", 2),
-            get(1, 3, 4, "a", 2, Some(KeyValue::new("x", 2, 2, 1))),
+            Operation::put_ok(1, 1, 2, "a", "x", 2),
+            Operation::get_ok(1, 3, 4, "a", 2, Some(KeyValue::new("x", 2, 2, 1))),
         ];
         assert_eq!(check_linearizable(&history), CheckResult::Ok);
     }
 
     #[test]
     fn stale_read_after_put_is_a_violation() {
-        let history = [put(1, 1, 2, "a", "x", 2), get(2, 3, 4, "a", 1, None)];
+        let history = [
+            Operation::put_ok(1, 1, 2, "a", "x", 2),
+            Operation::get_ok(2, 3, 4, "a", 1, None),
+        ];
         let result = check_linearizable(&history);
         assert!(result.is_violation(), "{result}");
     }
 
     #[test]
     fn explanation_names_prefix_and_blocking_operation() {
-        let history = [put(1, 1, 2, "a", "x", 2), get(2, 3, 4, "a", 1, None)];
+        let history = [
+            Operation::put_ok(1, 1, 2, "a", "x", 2),
+            Operation::get_ok(2, 3, 4, "a", 1, None),
+        ];
         let CheckResult::Violation { explanation } = check_linearizable(&history) else {
             panic!("expected a violation");
         };
@@ -1167,7 +1141,10 @@ mod tests {
     #[test]
     fn equal_times_count_as_concurrent() {
         // The get is called at the put's return time: it may precede it.
-        let history = [put(1, 1, 3, "a", "x", 2), get(2, 3, 4, "a", 1, None)];
+        let history = [
+            Operation::put_ok(1, 1, 3, "a", "x", 2),
+            Operation::get_ok(2, 3, 4, "a", 1, None),
+        ];
         assert_eq!(check_linearizable(&history), CheckResult::Ok);
     }
 
@@ -1177,15 +1154,15 @@ mod tests {
         timed_out.ret = Some(2);
         let history = [
             timed_out,
-            get(2, 10, 11, "a", 1, None),
-            get(2, 12, 13, "a", 2, Some(KeyValue::new("x", 2, 2, 1))),
+            Operation::get_ok(2, 10, 11, "a", 1, None),
+            Operation::get_ok(2, 12, 13, "a", 2, Some(KeyValue::new("x", 2, 2, 1))),
         ];
         assert_eq!(check_linearizable(&history), CheckResult::Ok);
     }
 
     #[test]
     fn malformed_history_is_reported_not_checked() {
-        let mut op = put(1, 1, 2, "a", "x", 2);
+        let mut op = Operation::put_ok(1, 1, 2, "a", "x", 2);
         op.ret = None;
         assert!(matches!(
             check_linearizable(&[op]),
@@ -1195,7 +1172,10 @@ mod tests {
 
     #[test]
     fn budget_exhaustion_is_inconclusive() {
-        let history = [put(1, 1, 2, "a", "x", 2), put(1, 3, 4, "a", "y", 3)];
+        let history = [
+            Operation::put_ok(1, 1, 2, "a", "x", 2),
+            Operation::put_ok(1, 3, 4, "a", "y", 3),
+        ];
         let result = check_linearizable_with(&history, &CheckOptions { max_steps: 1 });
         assert!(
             matches!(result, CheckResult::Inconclusive { .. }),
@@ -1218,8 +1198,15 @@ mod tests {
             .collect();
         for i in 0..200 {
             let value = format!("v{i}");
-            history.push(put(1, 100 + 4 * i, 101 + 4 * i, "a", &value, i + 2));
-            history.push(get(
+            history.push(Operation::put_ok(
+                1,
+                100 + 4 * i,
+                101 + 4 * i,
+                "a",
+                &value,
+                i + 2,
+            ));
+            history.push(Operation::get_ok(
                 2,
                 102 + 4 * i,
                 103 + 4 * i,
@@ -1232,7 +1219,7 @@ mod tests {
             check_linearizable_with(&history, &CheckOptions { max_steps: 50_000 }),
             CheckResult::Ok
         );
-        history.push(get(
+        history.push(Operation::get_ok(
             3,
             10_000,
             10_001,
@@ -1269,14 +1256,17 @@ mod tests {
         #[test]
         fn a_stale_read_is_caught_and_a_fresh_one_passes() {
             let fresh = [
-                put(1, 1, 2, "a", "x", 2),
-                get(2, 3, 4, "a", 2, Some(KeyValue::new("x", 2, 2, 1))),
+                Operation::put_ok(1, 1, 2, "a", "x", 2),
+                Operation::get_ok(2, 3, 4, "a", 2, Some(KeyValue::new("x", 2, 2, 1))),
             ];
             assert_eq!(
                 check(&fresh, vec![change(2, "a", Some("x"))]),
                 CheckResult::Ok
             );
-            let stale = [put(1, 1, 2, "a", "x", 2), get(2, 3, 4, "a", 1, None)];
+            let stale = [
+                Operation::put_ok(1, 1, 2, "a", "x", 2),
+                Operation::get_ok(2, 3, 4, "a", 1, None),
+            ];
             let result = check(&stale, vec![change(2, "a", Some("x"))]);
             assert!(result.is_violation(), "{result}");
         }
@@ -1288,7 +1278,7 @@ mod tests {
             let history = [
                 Operation::unknown(1, 1, Request::put("a", "u1")),
                 Operation::unknown(2, 2, Request::put("a", "u2")),
-                get(3, 10, 11, "a", 3, Some(KeyValue::new("u1", 2, 2, 1))),
+                Operation::get_ok(3, 10, 11, "a", 3, Some(KeyValue::new("u1", 2, 2, 1))),
             ];
             let changes = vec![change(2, "a", Some("u1")), change(3, "b", Some("lock"))];
             assert_eq!(check(&history, changes.clone()), CheckResult::Ok);
@@ -1299,7 +1289,7 @@ mod tests {
             assert!(result.is_violation(), "{result}");
             // A value that committed after a read that returned nothing newer.
             let mut missed = history.clone();
-            missed[2] = get(3, 10, 11, "a", 3, None);
+            missed[2] = Operation::get_ok(3, 10, 11, "a", 3, None);
             let result = check(&missed, changes);
             assert!(result.is_violation(), "{result}");
         }
@@ -1308,9 +1298,9 @@ mod tests {
         fn changes_from_outside_the_history_are_replayed_at_their_revision() {
             // A lease expiry deletes a at 3: reads at 3 must not see it.
             let history = [
-                put(1, 1, 2, "a", "x", 2),
-                get(2, 5, 6, "a", 3, None),
-                get(2, 7, 8, "a", 2, Some(KeyValue::new("x", 2, 2, 1))),
+                Operation::put_ok(1, 1, 2, "a", "x", 2),
+                Operation::get_ok(2, 5, 6, "a", 3, None),
+                Operation::get_ok(2, 7, 8, "a", 2, Some(KeyValue::new("x", 2, 2, 1))),
             ];
             let changes = vec![change(2, "a", Some("x")), change(3, "a", None)];
             let result = check(&history, changes.clone());
@@ -1328,7 +1318,7 @@ mod tests {
             let failed = [Operation::failed(1, 1, 2, Request::put("a", "x"))];
             let result = check(&failed, vec![change(2, "a", Some("x"))]);
             assert!(result.to_string().contains("reported failed"), "{result}");
-            let lost = [put(1, 1, 2, "a", "x", 2)];
+            let lost = [Operation::put_ok(1, 1, 2, "a", "x", 2)];
             let result = check(&lost, vec![change(2, "a", Some("y"))]);
             assert!(result.is_violation(), "{result}");
             // An acknowledged delete whose revision deleted another key.
@@ -1342,7 +1332,7 @@ mod tests {
                     deleted: 1,
                 },
             )];
-            let mut history = vec![put(1, 1, 2, "a", "x", 2)];
+            let mut history = vec![Operation::put_ok(1, 1, 2, "a", "x", 2)];
             history.extend(delete);
             let changes = vec![change(2, "a", Some("x")), change(3, "b", None)];
             let result = check(&history, changes);
@@ -1351,7 +1341,7 @@ mod tests {
 
         #[test]
         fn an_incomplete_committed_history_is_malformed() {
-            let history = [put(1, 1, 2, "a", "x", 3)];
+            let history = [Operation::put_ok(1, 1, 2, "a", "x", 3)];
             let result = check(&history, vec![change(3, "a", Some("x"))]);
             assert!(matches!(result, CheckResult::Malformed { .. }), "{result}");
         }
@@ -1368,7 +1358,7 @@ mod tests {
                 time += 10;
                 revision += 1;
                 let value = format!("v{i}");
-                history.push(put(1, time, time + 3, "a", &value, revision));
+                history.push(Operation::put_ok(1, time, time + 3, "a", &value, revision));
                 changes.push(change(revision, "a", Some(&value)));
                 let timed_out = format!("t{i}");
                 history.push(Operation::unknown(
@@ -1386,7 +1376,7 @@ mod tests {
                     revision += 1;
                     changes.push(change(revision, "c", None));
                 }
-                history.push(get(
+                history.push(Operation::get_ok(
                     3,
                     time + 4,
                     time + 5,
@@ -1411,7 +1401,14 @@ mod tests {
             let Outcome::Ok(Response::Get { kv, .. }) = history[last - 3].output.clone() else {
                 panic!("a get");
             };
-            history.push(get(4, time + 100, time + 101, "a", revision, kv));
+            history.push(Operation::get_ok(
+                4,
+                time + 100,
+                time + 101,
+                "a",
+                revision,
+                kv,
+            ));
             let result = check_linearizable_against(&history, &committed, &options);
             assert!(result.is_violation(), "{result}");
         }

@@ -243,54 +243,22 @@ pub fn minimize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{KeyValue, Response, Revision};
-
-    fn put(client: u64, call: u64, ret: u64, key: &str, value: &str, rev: u64) -> Operation {
-        Operation::ok(
-            client,
-            call,
-            ret,
-            Request::put(key, value),
-            Response::Put {
-                header_revision: Revision(rev),
-            },
-        )
-    }
-
-    fn get(
-        client: u64,
-        call: u64,
-        ret: u64,
-        key: &str,
-        kv: Option<KeyValue>,
-        rev: u64,
-    ) -> Operation {
-        Operation::ok(
-            client,
-            call,
-            ret,
-            Request::get(key),
-            Response::Get {
-                header_revision: Revision(rev),
-                kv,
-            },
-        )
-    }
+    use crate::history::KeyValue;
 
     /// A stale read (#5 answers at revision 3, after k=b at revision 4 was
     /// acknowledged) among writes and reads that are fine.
     fn stale_read() -> Vec<Operation> {
         vec![
-            put(1, 0, 10, "k", "a", 2),
-            put(2, 5, 15, "z", "x", 3),
-            put(1, 20, 30, "k", "b", 4),
+            Operation::put_ok(1, 0, 10, "k", "a", 2),
+            Operation::put_ok(2, 5, 15, "z", "x", 3),
+            Operation::put_ok(1, 20, 30, "k", "b", 4),
             // Saw revision 4, but still reading when the stale read began.
-            get(2, 25, 65, "z", Some(KeyValue::new("x", 3, 3, 1)), 4),
+            Operation::get_ok(2, 25, 65, "z", 4, Some(KeyValue::new("x", 3, 3, 1))),
             // Concurrent with the stale read: it does not precede it.
-            put(3, 55, 75, "z", "y", 5),
-            get(1, 60, 70, "k", Some(KeyValue::new("a", 2, 2, 1)), 3),
-            get(2, 80, 90, "k", Some(KeyValue::new("b", 2, 4, 2)), 5),
-            get(4, 95, 99, "z", Some(KeyValue::new("y", 3, 5, 2)), 5),
+            Operation::put_ok(3, 55, 75, "z", "y", 5),
+            Operation::get_ok(1, 60, 70, "k", 3, Some(KeyValue::new("a", 2, 2, 1))),
+            Operation::get_ok(2, 80, 90, "k", 5, Some(KeyValue::new("b", 2, 4, 2))),
+            Operation::get_ok(4, 95, 99, "z", 5, Some(KeyValue::new("y", 3, 5, 2))),
         ]
     }
 
@@ -333,7 +301,7 @@ mod tests {
     #[test]
     fn a_linearizable_history_has_no_minimal_set() {
         let mut ops = stale_read();
-        ops[5] = get(1, 60, 70, "k", Some(KeyValue::new("b", 2, 4, 2)), 4);
+        ops[5] = Operation::get_ok(1, 60, 70, "k", 4, Some(KeyValue::new("b", 2, 4, 2)));
         let options = CheckOptions::default();
         assert!(check_linearizable_with(&ops, &options).is_ok());
         assert_eq!(
@@ -349,9 +317,9 @@ mod tests {
     /// and no minimal set was found.
     #[test]
     fn a_long_stale_read_stays_in_the_universe_past_many_overlapping_writes() {
-        let mut ops = vec![put(1, 0, 10, "k", "a", 2)];
+        let mut ops = vec![Operation::put_ok(1, 0, 10, "k", "a", 2)];
         for i in 0..60u64 {
-            ops.push(put(
+            ops.push(Operation::put_ok(
                 2,
                 20 + i * 10,
                 25 + i * 10,
@@ -361,13 +329,13 @@ mod tests {
             ));
         }
         // Began after every put returned, answered at revision 2.
-        ops.push(get(
+        ops.push(Operation::get_ok(
             3,
             700,
             5_000,
             "k",
-            Some(KeyValue::new("a", 2, 2, 1)),
             2,
+            Some(KeyValue::new("a", 2, 2, 1)),
         ));
         let read = ops.len() - 1;
         let named = BTreeSet::from([0, 1, read]);

@@ -184,12 +184,26 @@ pub fn render(r: &ReportInput) -> String {
             ns as f64 / 1e9
         );
     }
+    // A bar from call to return; an unknown outcome has no end: a short
+    // stub at its call.
+    let bar = |svg: &mut String,
+               row: usize,
+               call: u64,
+               ret: Option<u64>,
+               fill: &str,
+               extra: &str,
+               title: &str| {
+        let (y, a) = (top + row as f64 * ROW + 1.0, x(call));
+        let b = ret.map_or(a + 4.0, x);
+        let _ = write!(
+            svg,
+            r#"<rect x="{a:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{fill}"{extra}><title>{}</title></rect>"#,
+            (b - a).max(1.0),
+            ROW - 2.0,
+            escape(title)
+        );
+    };
     for (i, op) in r.ops.iter().enumerate() {
-        let row = rows[&row_of(op.client)];
-        let y = top + row as f64 * ROW + 1.0;
-        let a = x(op.call);
-        // An unknown outcome has no end: a short stub at its call.
-        let b = op.ret.map_or(a + 4.0, x);
         let color = match op.output {
             Outcome::Ok(_) => "#3a3",
             Outcome::Unknown => "#e9a23b",
@@ -200,12 +214,15 @@ pub fn render(r: &ReportInput) -> String {
         } else {
             ""
         };
-        let _ = write!(
-            svg,
-            r#"<rect x="{a:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{color}"{stroke}><title>#{i} {}</title></rect>"#,
-            (b - a).max(1.0),
-            ROW - 2.0,
-            escape(&op.to_string())
+        let row = rows[&row_of(op.client)];
+        bar(
+            &mut svg,
+            row,
+            op.call,
+            op.ret,
+            color,
+            stroke,
+            &format!("#{i} {op}"),
         );
     }
     for h in r.holds {
@@ -223,21 +240,20 @@ pub fn render(r: &ReportInput) -> String {
         );
     }
     for (i, o) in r.lease_ops.iter().enumerate() {
-        let row = lease_rows[&row_of(o.client)];
-        let y = top + row as f64 * ROW + 1.0;
-        let a = x(o.call);
-        let b = o.ret.map_or(a + 4.0, x);
         let color = match o.output {
             LeaseOutcome::Ok(_) => "#7a4fc9",
             LeaseOutcome::Unknown => "#e9a23b",
             LeaseOutcome::Failed => "#999",
         };
-        let _ = write!(
-            svg,
-            r#"<rect x="{a:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{color}"><title>lease #{i} {}</title></rect>"#,
-            (b - a).max(1.0),
-            ROW - 2.0,
-            escape(&o.to_string())
+        let row = lease_rows[&row_of(o.client)];
+        bar(
+            &mut svg,
+            row,
+            o.call,
+            o.ret,
+            color,
+            "",
+            &format!("lease #{i} {o}"),
         );
     }
     svg.push_str("</svg>");

@@ -17,38 +17,6 @@ use cairn_sim_tests::checker::{
 
 // ---------------------------------------------------------------- helpers
 
-fn put(client: u64, call: u64, ret: u64, key: &str, value: &str, revision: u64) -> Operation {
-    Operation::ok(
-        client,
-        call,
-        ret,
-        Request::put(key, value),
-        Response::Put {
-            header_revision: Revision(revision),
-        },
-    )
-}
-
-fn get(
-    client: u64,
-    call: u64,
-    ret: u64,
-    key: &str,
-    header: u64,
-    kv: Option<KeyValue>,
-) -> Operation {
-    Operation::ok(
-        client,
-        call,
-        ret,
-        Request::get(key),
-        Response::Get {
-            header_revision: Revision(header),
-            kv,
-        },
-    )
-}
-
 fn kv(value: &str, create: u64, modified: u64, version: u64) -> Option<KeyValue> {
     Some(KeyValue::new(value, create, modified, version))
 }
@@ -92,30 +60,30 @@ fn assert_violation(history: &[Operation]) {
 #[test]
 fn sequential_puts_and_gets_are_linearizable() {
     assert_linearizable(&[
-        get(1, 1, 2, "a", 1, None),
-        put(1, 3, 4, "a", "1", 2),
-        put(2, 5, 6, "b", "2", 3),
-        get(2, 7, 8, "a", 3, kv("1", 2, 2, 1)),
-        put(1, 9, 10, "a", "3", 4),
-        get(1, 11, 12, "a", 4, kv("3", 2, 4, 2)),
+        Operation::get_ok(1, 1, 2, "a", 1, None),
+        Operation::put_ok(1, 3, 4, "a", "1", 2),
+        Operation::put_ok(2, 5, 6, "b", "2", 3),
+        Operation::get_ok(2, 7, 8, "a", 3, kv("1", 2, 2, 1)),
+        Operation::put_ok(1, 9, 10, "a", "3", 4),
+        Operation::get_ok(1, 11, 12, "a", 4, kv("3", 2, 4, 2)),
     ]);
 }
 
 #[test]
 fn concurrent_get_may_see_the_old_value() {
     assert_linearizable(&[
-        put(1, 1, 2, "a", "1", 2),
-        put(1, 3, 10, "a", "2", 3),
-        get(2, 4, 5, "a", 2, kv("1", 2, 2, 1)),
+        Operation::put_ok(1, 1, 2, "a", "1", 2),
+        Operation::put_ok(1, 3, 10, "a", "2", 3),
+        Operation::get_ok(2, 4, 5, "a", 2, kv("1", 2, 2, 1)),
     ]);
 }
 
 #[test]
 fn concurrent_get_may_see_the_new_value() {
     assert_linearizable(&[
-        put(1, 1, 2, "a", "1", 2),
-        put(1, 3, 10, "a", "2", 3),
-        get(2, 4, 5, "a", 3, kv("2", 2, 3, 2)),
+        Operation::put_ok(1, 1, 2, "a", "1", 2),
+        Operation::put_ok(1, 3, 10, "a", "2", 3),
+        Operation::get_ok(2, 4, 5, "a", 3, kv("2", 2, 3, 2)),
     ]);
 }
 
@@ -123,16 +91,19 @@ fn concurrent_get_may_see_the_new_value() {
 fn concurrent_get_may_be_linearized_before_a_put_that_returned_earlier() {
     // The get is called before the put returns, and the put's response is the
     // only thing that orders them.
-    assert_linearizable(&[get(2, 1, 10, "a", 1, None), put(1, 2, 3, "a", "1", 2)]);
+    assert_linearizable(&[
+        Operation::get_ok(2, 1, 10, "a", 1, None),
+        Operation::put_ok(1, 2, 3, "a", "1", 2),
+    ]);
 }
 
 #[test]
 fn timed_out_put_that_took_effect_is_linearizable() {
     assert_linearizable(&[
         Operation::unknown(1, 1, Request::put("a", "1")),
-        get(2, 5, 6, "a", 1, None),
-        get(2, 20, 21, "a", 2, kv("1", 2, 2, 1)),
-        put(2, 22, 23, "a", "2", 3),
+        Operation::get_ok(2, 5, 6, "a", 1, None),
+        Operation::get_ok(2, 20, 21, "a", 2, kv("1", 2, 2, 1)),
+        Operation::put_ok(2, 22, 23, "a", "2", 3),
     ]);
 }
 
@@ -140,8 +111,8 @@ fn timed_out_put_that_took_effect_is_linearizable() {
 fn timed_out_put_that_never_took_effect_is_linearizable() {
     assert_linearizable(&[
         Operation::unknown(1, 1, Request::put("a", "1")),
-        put(2, 5, 6, "a", "2", 2),
-        get(2, 20, 21, "a", 2, kv("2", 2, 2, 1)),
+        Operation::put_ok(2, 5, 6, "a", "2", 2),
+        Operation::get_ok(2, 20, 21, "a", 2, kv("2", 2, 2, 1)),
     ]);
 }
 
@@ -149,16 +120,16 @@ fn timed_out_put_that_never_took_effect_is_linearizable() {
 fn failed_put_never_seen_is_linearizable() {
     assert_linearizable(&[
         Operation::failed(1, 1, 2, Request::put("a", "1")),
-        get(2, 3, 4, "a", 1, None),
-        put(2, 5, 6, "a", "2", 2),
-        get(1, 7, 8, "a", 2, kv("2", 2, 2, 1)),
+        Operation::get_ok(2, 3, 4, "a", 1, None),
+        Operation::put_ok(2, 5, 6, "a", "2", 2),
+        Operation::get_ok(1, 7, 8, "a", 2, kv("2", 2, 2, 1)),
     ]);
 }
 
 #[test]
 fn cas_race_with_exactly_one_winner_is_linearizable() {
     assert_linearizable(&[
-        put(1, 1, 2, "a", "0", 2),
+        Operation::put_ok(1, 1, 2, "a", "0", 2),
         Operation::ok(
             1,
             3,
@@ -173,7 +144,7 @@ fn cas_race_with_exactly_one_winner_is_linearizable() {
             cas("a", 1, "y"),
             txn_ok(3, true, vec![TxnOpResult::Put]),
         ),
-        get(3, 11, 12, "a", 3, kv("y", 2, 3, 2)),
+        Operation::get_ok(3, 11, 12, "a", 3, kv("y", 2, 3, 2)),
     ]);
 }
 
@@ -192,8 +163,8 @@ fn read_at_past_revision_returns_the_old_value() {
         )
     };
     assert_linearizable(&[
-        put(1, 1, 2, "a", "1", 2),
-        put(1, 3, 4, "a", "2", 3),
+        Operation::put_ok(1, 1, 2, "a", "1", 2),
+        Operation::put_ok(1, 3, 4, "a", "2", 3),
         at(2, 3, kv("1", 2, 2, 1)),
         at(1, 3, None),
     ]);
@@ -202,8 +173,8 @@ fn read_at_past_revision_returns_the_old_value() {
 #[test]
 fn read_at_compacted_revision_errors_after_compaction() {
     assert_linearizable(&[
-        put(1, 1, 2, "a", "1", 2),
-        put(1, 3, 4, "a", "2", 3),
+        Operation::put_ok(1, 1, 2, "a", "1", 2),
+        Operation::put_ok(1, 3, 4, "a", "2", 3),
         Operation::ok(
             1,
             5,
@@ -243,8 +214,8 @@ fn read_at_compacted_revision_errors_after_compaction() {
 #[test]
 fn timed_out_compaction_may_explain_a_compacted_error() {
     assert_linearizable(&[
-        put(1, 1, 2, "a", "1", 2),
-        put(1, 3, 4, "a", "2", 3),
+        Operation::put_ok(1, 1, 2, "a", "1", 2),
+        Operation::put_ok(1, 3, 4, "a", "2", 3),
         Operation::unknown(1, 5, Request::compact(3)),
         Operation::ok(
             2,
@@ -261,25 +232,25 @@ fn timed_out_compaction_may_explain_a_compacted_error() {
 #[test]
 fn stale_read_is_a_violation() {
     assert_violation(&[
-        put(1, 1, 2, "a", "1", 2),
-        put(1, 3, 4, "a", "2", 3),
-        get(2, 5, 6, "a", 2, kv("1", 2, 2, 1)),
+        Operation::put_ok(1, 1, 2, "a", "1", 2),
+        Operation::put_ok(1, 3, 4, "a", "2", 3),
+        Operation::get_ok(2, 5, 6, "a", 2, kv("1", 2, 2, 1)),
     ]);
 }
 
 #[test]
 fn stale_read_with_current_header_is_a_violation() {
     assert_violation(&[
-        put(1, 1, 2, "a", "1", 2),
-        put(1, 3, 4, "a", "2", 3),
-        get(2, 5, 6, "a", 3, kv("1", 2, 2, 1)),
+        Operation::put_ok(1, 1, 2, "a", "1", 2),
+        Operation::put_ok(1, 3, 4, "a", "2", 3),
+        Operation::get_ok(2, 5, 6, "a", 3, kv("1", 2, 2, 1)),
     ]);
 }
 
 #[test]
 fn lost_update_two_cas_winners_is_a_violation() {
     assert_violation(&[
-        put(1, 1, 2, "a", "0", 2),
+        Operation::put_ok(1, 1, 2, "a", "0", 2),
         Operation::ok(
             1,
             3,
@@ -300,7 +271,7 @@ fn lost_update_two_cas_winners_is_a_violation() {
 #[test]
 fn lost_update_hidden_by_shared_revision_is_a_violation() {
     assert_violation(&[
-        put(1, 1, 2, "a", "0", 2),
+        Operation::put_ok(1, 1, 2, "a", "0", 2),
         Operation::ok(
             1,
             3,
@@ -322,22 +293,22 @@ fn lost_update_hidden_by_shared_revision_is_a_violation() {
 fn read_of_a_failed_write_is_a_violation() {
     assert_violation(&[
         Operation::failed(1, 1, 4, Request::put("a", "1")),
-        get(2, 2, 3, "a", 2, kv("1", 2, 2, 1)),
+        Operation::get_ok(2, 2, 3, "a", 2, kv("1", 2, 2, 1)),
     ]);
 }
 
 #[test]
 fn read_of_a_never_issued_write_is_a_violation() {
     assert_violation(&[
-        put(1, 1, 2, "a", "1", 2),
-        get(2, 3, 4, "a", 2, kv("ghost", 2, 2, 1)),
+        Operation::put_ok(1, 1, 2, "a", "1", 2),
+        Operation::get_ok(2, 3, 4, "a", 2, kv("ghost", 2, 2, 1)),
     ]);
 }
 
 #[test]
 fn read_of_a_timed_out_write_before_its_call_is_a_violation() {
     assert_violation(&[
-        get(2, 1, 2, "a", 2, kv("1", 2, 2, 1)),
+        Operation::get_ok(2, 1, 2, "a", 2, kv("1", 2, 2, 1)),
         Operation::unknown(1, 3, Request::put("a", "1")),
     ]);
 }
@@ -345,16 +316,16 @@ fn read_of_a_timed_out_write_before_its_call_is_a_violation() {
 #[test]
 fn revision_going_backwards_for_one_client_is_a_violation() {
     assert_violation(&[
-        put(1, 1, 2, "a", "1", 2),
-        put(1, 3, 4, "b", "2", 3),
-        get(1, 5, 6, "a", 2, kv("1", 2, 2, 1)),
+        Operation::put_ok(1, 1, 2, "a", "1", 2),
+        Operation::put_ok(1, 3, 4, "b", "2", 3),
+        Operation::get_ok(1, 5, 6, "a", 2, kv("1", 2, 2, 1)),
     ]);
 }
 
 #[test]
 fn get_at_future_revision_returning_data_is_a_violation() {
     assert_violation(&[
-        put(1, 1, 2, "a", "1", 2),
+        Operation::put_ok(1, 1, 2, "a", "1", 2),
         Operation::ok(
             1,
             3,
@@ -370,7 +341,10 @@ fn get_at_future_revision_returning_data_is_a_violation() {
 
 #[test]
 fn duplicate_revision_for_two_writes_is_a_violation() {
-    assert_violation(&[put(1, 1, 2, "a", "1", 2), put(2, 3, 4, "b", "1", 2)]);
+    assert_violation(&[
+        Operation::put_ok(1, 1, 2, "a", "1", 2),
+        Operation::put_ok(2, 3, 4, "b", "1", 2),
+    ]);
 }
 
 #[test]
@@ -387,10 +361,10 @@ fn wrong_version_after_delete_is_a_violation() {
     );
     let history = |observed| {
         [
-            put(1, 1, 2, "a", "1", 2),
+            Operation::put_ok(1, 1, 2, "a", "1", 2),
             delete.clone(),
-            put(1, 5, 6, "a", "2", 4),
-            get(1, 7, 8, "a", 4, observed),
+            Operation::put_ok(1, 5, 6, "a", "2", 4),
+            Operation::get_ok(1, 7, 8, "a", 4, observed),
         ]
     };
     assert_linearizable(&history(kv("2", 4, 4, 1)));

@@ -480,30 +480,11 @@ mod tests {
     #[test]
     fn a_stale_read_runs_report_names_the_failed_check_and_draws_every_fault() {
         use crate::checker::committed::change;
-        use crate::checker::{CommittedHistory, KeyValue, Request, Response, Revision};
+        use crate::checker::{CommittedHistory, KeyValue};
 
-        let put = |client, call, ret, key: &str, value: &str, rev| {
-            Operation::ok(
-                client,
-                call,
-                ret,
-                Request::put(key, value),
-                Response::Put {
-                    header_revision: Revision(rev),
-                },
-            )
-        };
-        let get = |client, call, ret, key: &str, kv: KeyValue, rev| {
-            Operation::ok(
-                client,
-                call,
-                ret,
-                Request::get(key),
-                Response::Get {
-                    header_revision: Revision(rev),
-                    kv: Some(kv),
-                },
-            )
+        let put = Operation::put_ok;
+        let get = |client, call, ret, key, kv, rev| {
+            Operation::get_ok(client, call, ret, key, rev, Some(kv))
         };
         let mut run = RunReport {
             history: vec![
