@@ -6,10 +6,10 @@
 //! - the faults: the run's timeline (`faults::Timeline`), each fault a span
 //!   from when it was injected to what ended it — a partition until the
 //!   network is next reset, a kill, a pause or a failed fsync until the
-//!   member next comes back (restarted or resumed), a slow disk or a buggify phase until
-//!   it is replaced or healed, a clock change until the next change of that
-//!   clock (nothing resets clocks); membership changes, alarms and backups
-//!   as instants;
+//!   member next comes back (restarted or resumed), a slow disk or a
+//!   buggify phase until it is replaced or healed, a clock change until the
+//!   next change of that clock (nothing resets clocks); membership changes,
+//!   alarms and backups as instants;
 //! - the checks: each failed check (the text before `:` of a failure) with
 //!   its failures, the linearizability check's own verdict, and on a
 //!   linearizability violation the smallest set of operations that still
@@ -48,6 +48,23 @@ enum Ends {
     Instant,
 }
 
+/// Timeline entries that reset the whole network first (`heal_network` in
+/// `faults`): every partition shape but a one-way link.
+const NETWORK_RESETS: [&str; 3] = ["partition ", "isolate leader ", "bridge:"];
+
+/// A failure's check: the text before its first `:` (at most 60
+/// characters). The report groups failures by it; a shrink keeps a cut
+/// only while the same checks fail.
+pub fn check_name(failure: &str) -> String {
+    failure
+        .split(':')
+        .next()
+        .unwrap_or(failure)
+        .chars()
+        .take(60)
+        .collect()
+}
+
 /// The member named right after `word ` in `text` (`kill n2 (…` → `n2`).
 fn member_after(text: &str, word: &str) -> String {
     text.strip_prefix(word)
@@ -69,11 +86,7 @@ fn classify(text: &str) -> Option<(&'static str, Ends)> {
     }
     let starts = |p: &str| text.starts_with(p);
     Some(
-        if starts("partition ")
-            || starts("isolate leader ")
-            || starts("bridge:")
-            || starts("one-way:")
-        {
+        if NETWORK_RESETS.iter().any(|p| starts(p)) || starts("one-way:") {
             ("partition", Ends::NetworkReset)
         } else if starts("network:") {
             ("net", Ends::NetworkChange)
@@ -162,12 +175,8 @@ pub fn fault_spans(timeline: &[String], end_ns: u64) -> Vec<FaultSpan> {
             continue;
         };
         let later = &entries[i + 1..];
-        let network_reset = |t: &str| {
-            t.starts_with("partition ")
-                || t.starts_with("isolate leader ")
-                || t.starts_with("bridge:")
-                || t.starts_with("heal ")
-        };
+        let network_reset =
+            |t: &str| t.starts_with("heal ") || NETWORK_RESETS.iter().any(|p| t.starts_with(p));
         let heal_all = |t: &str| t.starts_with("heal everything");
         let end = match &ends {
             Ends::Instant => Some(at),
@@ -209,8 +218,7 @@ pub fn fault_spans(timeline: &[String], end_ns: u64) -> Vec<FaultSpan> {
 pub fn check_rows(failures: &[String], notes: &[String]) -> Vec<CheckRow> {
     let mut failed: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for f in failures {
-        let head: String = f.split(':').next().unwrap_or(f).chars().take(60).collect();
-        failed.entry(head).or_default().push(f.clone());
+        failed.entry(check_name(f)).or_default().push(f.clone());
     }
     let mut rows: Vec<CheckRow> = Vec::new();
     if !failed.contains_key("linearizability") {

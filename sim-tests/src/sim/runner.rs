@@ -790,8 +790,7 @@ fn failure_signature(o: &Outcome) -> BTreeSet<String> {
             });
             sig.insert(format!("panic at {}", at.unwrap_or_else(|| "?".into())));
         } else {
-            let head: String = f.split(':').next().unwrap_or(f).chars().take(60).collect();
-            sig.insert(head);
+            sig.insert(super::report::check_name(f));
         }
     }
     sig
