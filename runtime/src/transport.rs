@@ -8,10 +8,18 @@
 //!
 //! Sending: one worker task per peer owns a bounded queue (`PEER_QUEUE_LEN`
 //! messages; when full, new messages are dropped and counted) and sends what
-//! it drains as one `MessageBatch`, each call under a deadline — a partition in
-//! simulation is unbounded latency, not an error. A failed or timed-out call is
-//! reported upward as `Inbound::Unreachable` so Raft can probe again; the next
-//! call reconnects (tonic's lazy channel; madsim-tonic connects per call).
+//! it drains as one `MessageBatch` on a long-lived `Stream` call to the peer
+//! (one DATA frame per batch; etcd's rafthttp keeps a stream per peer too).
+//! The receiver acknowledges the count of batches it took, at most every
+//! `STREAM_ACK_INTERVAL`; a batch unacknowledged for the call deadline means
+//! the stream is dead — a partition in simulation is unbounded latency, not
+//! an error, and a killed peer's new incarnation never answers its old
+//! stream. A stream that fails, ends or misses its deadline is reported upward
+//! as `Inbound::Unreachable` so Raft can probe again; the next batch opens a
+//! new stream on a fresh connection (tonic's lazy channel; madsim-tonic
+//! connects per call). A peer that answers `Stream` with Unimplemented (an
+//! older cairn) gets each batch as a unary `Send` call under the deadline,
+//! until a call fails.
 //! Snapshots are streamed in `SNAPSHOT_CHUNK_BYTES` chunks on their own call.
 //!
 //! Receiving: `PeerService` implements the gRPC service and forwards to the
@@ -26,7 +34,7 @@
 //! Tests: `runtime/tests/transport_tokio.rs` (real TCP) and
 //! `runtime/tests/sim_transport.rs` (two simulated nodes under madsim).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +46,7 @@ use cairn_proto::raftpb::raft_peer_server::RaftPeer;
 pub use cairn_proto::raftpb::raft_peer_server::RaftPeerServer;
 use cairn_proto::raftpb::{
     MembersRequest, MembersResponse, Message, MessageBatch, MessageBatchResponse, MessageType,
-    PeerMember, SnapshotChunk, SnapshotResponse,
+    PeerMember, SnapshotChunk, SnapshotResponse, StreamAck,
 };
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -55,6 +63,12 @@ pub const PEER_QUEUE_LEN: usize = 4096;
 pub const MAX_BATCH_MESSAGES: usize = 256;
 /// Bytes of application state per snapshot chunk.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// How often at most the receiver of a `Stream` acknowledges it; well under
+/// any call deadline, so a live stream never looks dead.
+pub const STREAM_ACK_INTERVAL: Duration = Duration::from_millis(50);
+/// Batches handed to a stream and not yet taken by the connection; past it
+/// new batches are dropped (the connection is slower than Raft).
+const STREAM_BUFFER_BATCHES: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
@@ -343,6 +357,38 @@ fn snapshot_chunks(cluster_id: u64, message: Message, data: Vec<u8>) -> Vec<Snap
     chunks
 }
 
+/// What a worker remembers of a batch it handed to a stream until the peer
+/// acknowledges it.
+struct InFlight {
+    seq: u64,
+    at: tokio::time::Instant,
+    messages: usize,
+    bytes: usize,
+    /// Small enough to time as a round trip (etcd's RTT histogram).
+    small: bool,
+}
+
+type StreamCall =
+    Pin<Box<dyn Future<Output = Result<Response<Streaming<StreamAck>>, Status>> + Send + 'static>>;
+
+/// One peer's `Stream` call as the worker holds it: the batches go into
+/// `batches`; `call` resolves to the acknowledgements once the peer answers.
+struct PeerStream {
+    batches: mpsc::Sender<MessageBatch>,
+    call: Option<StreamCall>,
+    acks: Option<Streaming<StreamAck>>,
+    next_seq: u64,
+    in_flight: VecDeque<InFlight>,
+}
+
+enum StreamEvent {
+    Batch(Vec<Message>),
+    Closed,
+    Opened(Result<Response<Streaming<StreamAck>>, Status>),
+    Ack(Result<Option<StreamAck>, Status>),
+    Deadline,
+}
+
 struct PeerWorker {
     url: String,
     dialer: Dialer,
@@ -358,43 +404,198 @@ struct PeerWorker {
 impl PeerWorker {
     async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
         let mut batch = Vec::with_capacity(MAX_BATCH_MESSAGES);
-        while rx.recv_many(&mut batch, MAX_BATCH_MESSAGES).await > 0 {
-            let messages = std::mem::take(&mut batch);
-            let req = MessageBatch {
-                cluster_id: self.cluster_id,
-                from: self.me.0,
-                messages,
+        let mut stream: Option<PeerStream> = None;
+        // Set once the peer answers `Stream` with Unimplemented (an older
+        // version): batches go by `Send` until a call fails and the worker
+        // reconnects (the peer may have been upgraded by then).
+        let mut unary = false;
+        loop {
+            let event = {
+                let (call, acks, deadline) = match stream.as_mut() {
+                    Some(s) => (
+                        s.call.as_mut(),
+                        s.acks.as_mut(),
+                        s.in_flight.front().map(|f| f.at + self.call_timeout),
+                    ),
+                    None => (None, None, None),
+                };
+                let has_call = call.is_some();
+                let has_acks = acks.is_some();
+                // Fixed priorities keep the simulation deterministic; an
+                // answer that came in time wins over its deadline.
+                tokio::select! {
+                    biased;
+                    r = async { call.expect("guarded").await }, if has_call => StreamEvent::Opened(r),
+                    a = async { acks.expect("guarded").message().await }, if has_acks => StreamEvent::Ack(a),
+                    () = async {
+                        match deadline {
+                            Some(d) => tokio::time::sleep_until(d).await,
+                            None => std::future::pending().await,
+                        }
+                    } => StreamEvent::Deadline,
+                    n = rx.recv_many(&mut batch, MAX_BATCH_MESSAGES) => {
+                        if n == 0 { StreamEvent::Closed } else { StreamEvent::Batch(std::mem::take(&mut batch)) }
+                    }
+                }
             };
-            let (count, bytes) = (req.messages.len(), req.encoded_len());
-            let small =
-                bytes <= RTT_MAX_REQUEST_BYTES && req.messages.iter().all(|m| m.entries.is_empty());
-            let began = tokio::time::Instant::now();
-            let outcome = tokio::time::timeout(self.call_timeout, self.client.send(req)).await;
-            match &outcome {
-                Ok(Ok(_)) => self
-                    .stats
-                    .sent(self.to.0, bytes, small.then(|| began.elapsed())),
-                _ => self.stats.send_failed(self.to.0, count),
-            }
-            if let Ok(Err(status)) = &outcome {
-                if status.code() == tonic::Code::PermissionDenied
-                    && status.message() == MEMBER_REMOVED
-                {
-                    tracing::warn!(peer = %self.to, "peer refused us: {MEMBER_REMOVED}");
-                    let _ = self.inbound.try_send(Inbound::Removed);
-                    continue;
+            match event {
+                StreamEvent::Closed => return,
+                StreamEvent::Batch(messages) if unary => {
+                    if !self.send_unary(messages).await {
+                        unary = false;
+                    }
+                }
+                StreamEvent::Batch(messages) => {
+                    let s = stream.get_or_insert_with(|| self.open_stream());
+                    let req = MessageBatch {
+                        cluster_id: self.cluster_id,
+                        from: self.me.0,
+                        messages,
+                    };
+                    let (count, bytes) = (req.messages.len(), req.encoded_len());
+                    let small = bytes <= RTT_MAX_REQUEST_BYTES
+                        && req.messages.iter().all(|m| m.entries.is_empty());
+                    match s.batches.try_send(req) {
+                        Ok(()) => {
+                            s.next_seq += 1;
+                            s.in_flight.push_back(InFlight {
+                                seq: s.next_seq,
+                                at: tokio::time::Instant::now(),
+                                messages: count,
+                                bytes,
+                                small,
+                            });
+                        }
+                        // The connection takes batches slower than Raft makes
+                        // them: drop this one, as a full queue does.
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            self.stats.send_failed(self.to.0, count)
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.stats.send_failed(self.to.0, count);
+                            self.stream_failed(stream.take(), None);
+                        }
+                    }
+                }
+                StreamEvent::Opened(Ok(response)) => {
+                    if let Some(s) = stream.as_mut() {
+                        s.call = None;
+                        s.acks = Some(response.into_inner());
+                    }
+                }
+                StreamEvent::Opened(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                    tracing::info!(peer = %self.to, "peer has no Raft stream; sending by unary calls");
+                    if let Some(s) = stream.take() {
+                        let lost = s.in_flight.iter().map(|f| f.messages).sum();
+                        self.stats.send_failed(self.to.0, lost);
+                    }
+                    unary = true;
+                }
+                StreamEvent::Opened(Err(status)) | StreamEvent::Ack(Err(status)) => {
+                    self.stream_failed(stream.take(), Some(status))
+                }
+                StreamEvent::Ack(Ok(Some(ack))) => {
+                    if let Some(s) = stream.as_mut() {
+                        while s.in_flight.front().is_some_and(|f| f.seq <= ack.received) {
+                            let f = s.in_flight.pop_front().expect("front");
+                            let rtt = (f.small && ack.immediate && f.seq == ack.received)
+                                .then(|| f.at.elapsed());
+                            self.stats.sent(self.to.0, f.bytes, rtt);
+                        }
+                    }
+                }
+                StreamEvent::Ack(Ok(None)) | StreamEvent::Deadline => {
+                    self.stream_failed(stream.take(), None)
                 }
             }
-            if !matches!(outcome, Ok(Ok(_))) {
-                tracing::debug!(peer = %self.to, ?outcome, "peer send failed");
-                // Start over with a fresh connection: the old one may lead to
-                // a dead incarnation of the peer that still holds the socket.
-                if let Some(channel) = lazy_channel(&self.dialer, &self.url) {
-                    self.client = RaftPeerClient::new(channel);
-                }
-                // Raft re-probes an unreachable peer; losing this report under
-                // load is harmless, the next failure reports again.
-                let _ = self.inbound.try_send(Inbound::Unreachable(self.to));
+        }
+    }
+
+    /// Starts a `Stream` call; batches can be handed to it at once (they are
+    /// sent as the connection comes up).
+    fn open_stream(&mut self) -> PeerStream {
+        let (batches, rx) = mpsc::channel(STREAM_BUFFER_BATCHES);
+        let mut client = self.client.clone();
+        let call: StreamCall = Box::pin(async move {
+            client
+                .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        });
+        PeerStream {
+            batches,
+            call: Some(call),
+            acks: None,
+            next_seq: 0,
+            in_flight: VecDeque::new(),
+        }
+    }
+
+    /// A stream broke, ended, or left a batch unanswered past the call
+    /// deadline: what it carried is lost (Raft resends), Raft hears the peer
+    /// is unreachable, and the next batch opens a stream on a fresh connection.
+    fn stream_failed(&mut self, stream: Option<PeerStream>, status: Option<Status>) {
+        if let Some(s) = stream {
+            let lost = s.in_flight.iter().map(|f| f.messages).sum();
+            if lost > 0 {
+                self.stats.send_failed(self.to.0, lost);
+            }
+        }
+        tracing::debug!(peer = %self.to, ?status, "peer stream failed");
+        self.after_failure(status.as_ref());
+    }
+
+    /// What a failed call or stream leads to: a member the peer says was
+    /// removed stops; anything else reconnects and reports the peer
+    /// unreachable.
+    fn after_failure(&mut self, status: Option<&Status>) {
+        if let Some(status) = status {
+            if status.code() == tonic::Code::PermissionDenied && status.message() == MEMBER_REMOVED
+            {
+                tracing::warn!(peer = %self.to, "peer refused us: {MEMBER_REMOVED}");
+                let _ = self.inbound.try_send(Inbound::Removed);
+                return;
+            }
+        }
+        // Start over with a fresh connection: the old one may lead to a dead
+        // incarnation of the peer that still holds the socket.
+        if let Some(channel) = lazy_channel(&self.dialer, &self.url) {
+            self.client = RaftPeerClient::new(channel);
+        }
+        // Raft re-probes an unreachable peer; losing this report under load is
+        // harmless, the next failure reports again.
+        let _ = self.inbound.try_send(Inbound::Unreachable(self.to));
+    }
+
+    /// One batch by a unary `Send` call (a peer without `Stream`); false when
+    /// the call failed.
+    async fn send_unary(&mut self, messages: Vec<Message>) -> bool {
+        let req = MessageBatch {
+            cluster_id: self.cluster_id,
+            from: self.me.0,
+            messages,
+        };
+        let (count, bytes) = (req.messages.len(), req.encoded_len());
+        let small =
+            bytes <= RTT_MAX_REQUEST_BYTES && req.messages.iter().all(|m| m.entries.is_empty());
+        let began = tokio::time::Instant::now();
+        let outcome = tokio::time::timeout(self.call_timeout, self.client.send(req)).await;
+        match outcome {
+            Ok(Ok(_)) => {
+                self.stats
+                    .sent(self.to.0, bytes, small.then(|| began.elapsed()));
+                true
+            }
+            Ok(Err(status)) => {
+                self.stats.send_failed(self.to.0, count);
+                tracing::debug!(peer = %self.to, ?status, "peer send failed");
+                self.after_failure(Some(&status));
+                false
+            }
+            Err(_) => {
+                self.stats.send_failed(self.to.0, count);
+                tracing::debug!(peer = %self.to, "peer send timed out");
+                self.after_failure(None);
+                false
             }
         }
     }
@@ -454,6 +655,85 @@ impl PeerService {
     }
 }
 
+impl PeerService {
+    /// Takes one peer's `Stream`: every batch is checked as a `Send` is and
+    /// handed to the node (dropped and counted when the node's queue is
+    /// full; Raft resends); the count taken so far is acknowledged at once
+    /// when the last acknowledgement is `STREAM_ACK_INTERVAL` old, else when
+    /// it becomes so. A refused batch ends the stream with the refusal.
+    async fn take_stream(
+        self,
+        mut incoming: Streaming<MessageBatch>,
+        acks: mpsc::Sender<Result<StreamAck, Status>>,
+    ) {
+        let (mut received, mut acked) = (0u64, 0u64);
+        let mut last_ack: Option<tokio::time::Instant> = None;
+        loop {
+            let due = (received > acked).then(|| {
+                last_ack.map_or_else(tokio::time::Instant::now, |t| t + STREAM_ACK_INTERVAL)
+            });
+            let next = tokio::select! {
+                biased;
+                m = incoming.message() => Some(m),
+                () = async {
+                    match due {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => None,
+                () = acks.closed() => return,
+            };
+            let batch = match next {
+                // An acknowledgement held back is due.
+                None => {
+                    if acks
+                        .try_send(Ok(StreamAck {
+                            received,
+                            immediate: false,
+                        }))
+                        .is_ok()
+                    {
+                        acked = received;
+                    }
+                    last_ack = Some(tokio::time::Instant::now());
+                    continue;
+                }
+                Some(Ok(Some(batch))) => batch,
+                // The sender ended the stream, or it broke.
+                Some(Ok(None)) | Some(Err(_)) => return,
+            };
+            let (from, bytes) = (batch.from, batch.encoded_len());
+            if let Err(status) = self
+                .check_cluster(batch.cluster_id)
+                .and_then(|()| self.check_sender(batch.from))
+            {
+                self.stats.receive_failed(from);
+                let _ = acks.send(Err(status)).await;
+                return;
+            }
+            match self.inbound.try_send(Inbound::Messages(batch.messages)) {
+                Ok(()) => self.stats.received(from, bytes),
+                Err(mpsc::error::TrySendError::Full(_)) => self.stats.receive_failed(from),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    let _ = acks.send(Err(Status::unavailable("node stopped"))).await;
+                    return;
+                }
+            }
+            received += 1;
+            if last_ack.is_none_or(|t| t.elapsed() >= STREAM_ACK_INTERVAL) {
+                let ack = StreamAck {
+                    received,
+                    immediate: true,
+                };
+                if acks.try_send(Ok(ack)).is_ok() {
+                    acked = received;
+                }
+                last_ack = Some(tokio::time::Instant::now());
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn send(
@@ -475,6 +755,20 @@ impl RaftPeer for PeerService {
             Err(_) => self.stats.receive_failed(from),
         }
         accepted.map(|()| Response::new(MessageBatchResponse {}))
+    }
+
+    type StreamStream = tokio_stream::wrappers::ReceiverStream<Result<StreamAck, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<MessageBatch>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let incoming = request.into_inner();
+        let (acks, rx) = mpsc::channel(4);
+        tokio::spawn(self.clone().take_stream(incoming, acks));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn send_snapshot(

@@ -1,7 +1,7 @@
 //! The node loop: the one task that owns a member's `RawNode` (DESIGN §4).
 //!
-//! Each turn: tick on the Clock, step inbound peer messages, take proposals
-//! and read requests from handlers, then drain Ready, following its contract
+//! Each turn: tick on the Clock, step every inbound peer message queued, take
+//! every proposal and read request queued by handlers, then drain Ready, following its contract
 //! (the field docs of `raft::Ready`): send its early messages, write its
 //! batch and start the sync (every proposal that arrived meanwhile shares it:
 //! group commit), apply while the sync runs and answer the waiting handler
@@ -364,7 +364,14 @@ impl Node {
                     self.raw.tick();
                     self.on_tick();
                 }
-                Some(m) = inbound.recv() => self.on_inbound(m),
+                Some(m) = inbound.recv() => {
+                    // Take everything queued: one Ready (one fsync on a
+                    // follower) for all the appends that came meanwhile.
+                    self.on_inbound(m);
+                    while let Ok(m) = inbound.try_recv() {
+                        self.on_inbound(m);
+                    }
+                }
                 Some((to, ok)) = snapshot_reports.recv() => {
                     let status = if ok { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
                     self.raw.report_snapshot(to, status);

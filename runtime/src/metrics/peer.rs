@@ -2,10 +2,12 @@
 //! families count it: bytes sent to and received from each member, messages
 //! that could not be sent, and round-trip times. `GrpcTransport` and
 //! `PeerService` (`crate::transport`) record into one shared `PeerStats`.
-//! Round trips are the durations of successful calls carrying no log
-//! entries or snapshot (heartbeats, votes, acknowledgements): the time to
-//! reach the peer and back, not to ship data (etcd probes its peers with a
-//! small request for the same figure).
+//! Round trips are timed on batches carrying no log entries or snapshot
+//! (heartbeats, votes, acknowledgements): from handing the batch to the
+//! peer's stream to the acknowledgement the peer sent the moment it took it
+//! (a unary call's duration for a peer without streams) — the time to reach
+//! the peer and back, not to ship data (etcd probes its peers with a small
+//! request for the same figure).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use super::{Histogram, PEER_RTT_BUCKETS_SECS};
 
-/// Calls whose request encodes to at most this many bytes count as round trips.
+/// Batches that encode to at most this many bytes count as round trips.
 pub const RTT_MAX_REQUEST_BYTES: usize = 4096;
 
 /// Counters for one peer.

@@ -867,7 +867,7 @@ mod tests {
     use cairn_proto::raftpb::raft_peer_server::{RaftPeer, RaftPeerServer};
     use cairn_proto::raftpb::{
         MembersRequest, MembersResponse, MessageBatch, MessageBatchResponse, PeerMember,
-        SnapshotChunk, SnapshotResponse,
+        SnapshotChunk, SnapshotResponse, StreamAck,
     };
     use tonic::{Request, Response, Status, Streaming};
 
@@ -892,6 +892,15 @@ mod tests {
             &self,
             _: Request<Streaming<SnapshotChunk>>,
         ) -> Result<Response<SnapshotResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+
+        type StreamStream = tokio_stream::Empty<Result<StreamAck, Status>>;
+
+        async fn stream(
+            &self,
+            _: Request<Streaming<MessageBatch>>,
+        ) -> Result<Response<Self::StreamStream>, Status> {
             Err(Status::unimplemented("test"))
         }
 
