@@ -51,14 +51,18 @@ async fn serve(addr: SocketAddr, cluster: u64, tx: mpsc::Sender<Inbound>) -> one
         });
         rt.shutdown_background();
     });
-    // Wait until the port accepts connections.
+    wait_for_port(addr).await;
+    stop
+}
+
+/// Waits until `addr` accepts connections (at most 2 s).
+async fn wait_for_port(addr: SocketAddr) {
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    stop
 }
 
 fn heartbeat(to: u64, term: u64) -> Message {
@@ -289,12 +293,7 @@ async fn serve_service<S: RaftPeer>(addr: SocketAddr, service: S) {
             .await
             .expect("serve");
     });
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_port(addr).await;
 }
 
 #[tokio::test]
