@@ -76,6 +76,17 @@ fn heartbeat(to: u64, term: u64) -> Message {
     m
 }
 
+/// Waits (at most 5 s) for the transport to report peer 2 unreachable.
+async fn expect_unreachable(reports: &mut mpsc::Receiver<Inbound>) {
+    match tokio::time::timeout(Duration::from_secs(5), reports.recv())
+        .await
+        .expect("a report")
+    {
+        Some(Inbound::Unreachable(NodeId(2))) => {}
+        other => panic!("expected Unreachable(2), got {other:?}"),
+    }
+}
+
 async fn next_messages(rx: &mut mpsc::Receiver<Inbound>) -> Vec<Message> {
     loop {
         match tokio::time::timeout(Duration::from_secs(5), rx.recv())
@@ -159,13 +170,7 @@ async fn transport_reports_unreachable_and_reconnects_after_peer_restart() {
     stop.send(()).expect("stop server");
     tokio::time::sleep(Duration::from_millis(200)).await;
     t.send(vec![heartbeat(2, 2)]);
-    match tokio::time::timeout(Duration::from_secs(5), reports.recv())
-        .await
-        .expect("a report")
-    {
-        Some(Inbound::Unreachable(NodeId(2))) => {}
-        other => panic!("expected Unreachable(2), got {other:?}"),
-    }
+    expect_unreachable(&mut reports).await;
 
     let _server = serve(addr, CLUSTER, tx).await;
     let mut delivered = false;
@@ -191,13 +196,7 @@ async fn transport_refuses_messages_from_another_cluster() {
     let (rtx, mut reports) = mpsc::channel(64);
     let t = transport(addr, rtx);
     t.send(vec![heartbeat(2, 1)]);
-    match tokio::time::timeout(Duration::from_secs(5), reports.recv())
-        .await
-        .expect("a report")
-    {
-        Some(Inbound::Unreachable(NodeId(2))) => {}
-        other => panic!("expected the call to fail, got {other:?}"),
-    }
+    expect_unreachable(&mut reports).await;
     assert!(
         inbox.try_recv().is_err(),
         "nothing from another cluster reaches the node"
@@ -313,13 +312,7 @@ async fn transport_gives_up_on_a_stream_left_unacknowledged_past_the_deadline_an
     let t = transport(addr, rtx);
     let began = std::time::Instant::now();
     t.send(vec![heartbeat(2, 1)]);
-    match tokio::time::timeout(Duration::from_secs(5), reports.recv())
-        .await
-        .expect("a report")
-    {
-        Some(Inbound::Unreachable(NodeId(2))) => {}
-        other => panic!("expected Unreachable(2), got {other:?}"),
-    }
+    expect_unreachable(&mut reports).await;
     let waited = began.elapsed();
     assert!(
         waited >= Duration::from_millis(450),
