@@ -24,6 +24,8 @@ pub mod sim_storage;
 pub mod storage;
 pub mod tls;
 pub mod transport;
+#[cfg(not(madsim))]
+pub mod write_batch;
 
 pub use clock::{Clock, MonoTime, Skew, SkewedClock, TokioClock};
 #[cfg(not(madsim))]

@@ -1,7 +1,8 @@
 //! RocksStorage durability across `kill -9`: a child process (this test binary,
 //! re-executed) writes synced batches and prints each acknowledgement; the
 //! parent kills it with SIGKILL mid-stream, reopens the directory and checks
-//! that every acknowledged batch is there, whole.
+//! that every acknowledged batch is there, whole — and so is every unsynced
+//! write made before it (the WAL is flushed by hand: a sync must carry them).
 #![cfg(not(madsim))]
 
 use std::io::{BufRead, BufReader};
@@ -20,6 +21,10 @@ async fn kill9_child_writer() {
     };
     let s = RocksStorage::open(std::path::Path::new(&dir), CFS).expect("open");
     for i in 0u64.. {
+        // An unsynced write first, as the apply path makes them.
+        let mut applied = WriteBatch::new();
+        applied.put("state", b"applied".to_vec(), i.to_be_bytes().to_vec());
+        s.write(applied).expect("unsynced write");
         let mut b = WriteBatch::new();
         b.put("log", i.to_be_bytes().to_vec(), vec![i as u8; 1000]);
         b.put("state", b"last".to_vec(), i.to_be_bytes().to_vec());
@@ -76,4 +81,16 @@ fn rocks_synced_batches_survive_kill_9() {
     let last = u64::from_be_bytes(last.try_into().expect("8 bytes"));
     assert!(last >= last_acked);
     assert!(s.get("log", &last.to_be_bytes()).expect("get").is_some());
+    // The unsynced write before each acknowledged sync went out with it, and
+    // what survives is a prefix: never an applied mark past the last log entry.
+    let applied = s
+        .get("state", b"applied")
+        .expect("get")
+        .expect("unsynced writes before a sync survive");
+    let applied = u64::from_be_bytes(applied.try_into().expect("8 bytes"));
+    assert!(
+        applied >= last_acked,
+        "applied {applied} < acked {last_acked}"
+    );
+    assert!(applied <= last + 1, "applied {applied} beyond log {last}");
 }
