@@ -6,6 +6,9 @@
 //! - `options`: the command line of `cairn-bench`.
 //! - `report`: a run's results as text or JSON.
 //! - `load`: the workloads over gRPC (not under madsim: real sockets).
+//! - `write_batch`: the server's `BatchedWrites` (`runtime/src/write_batch.rs`,
+//!   included by path: the load generator needs no part of the server's
+//!   crates), under each client connection.
 //!
 //! Run the load generator: `target/release/cairn-bench --help`; compare with
 //! etcd: `benches/compare.sh --quick`; micro-benchmarks:
@@ -17,3 +20,6 @@ pub mod histogram;
 pub mod load;
 pub mod options;
 pub mod report;
+#[cfg(not(madsim))]
+#[path = "../../runtime/src/write_batch.rs"]
+mod write_batch;

@@ -12,6 +12,11 @@
 //!   keep-alive stream before the clock starts; a request is one keep-alive
 //!   sent and its answer received.
 //!
+//! Connections write through `BatchedWrites` (the server's, see
+//! `write_batch`): requests that several client tasks make at about the same
+//! time leave in one `send`, so the load generator, which shares the machine
+//! with the servers it measures, spends less of it.
+//!
 //! Every awaited request or event has a deadline (`--request-timeout`). A
 //! gRPC `Unimplemented` answer stops the run and is reported as such.
 //! Each task records into its own histogram; they are merged at the end.
@@ -86,13 +91,61 @@ async fn connect(o: &Options) -> Result<Vec<Channel>, RunError> {
             .map_err(|e| RunError::Connect(format!("bad endpoint {url:?}: {e}")))?
             .connect_timeout(o.dial_timeout)
             .tcp_nodelay(true);
-        let channel = tokio::time::timeout(o.dial_timeout, endpoint.connect())
-            .await
-            .map_err(|_| RunError::Connect(format!("connecting to {url}: timed out")))?
-            .map_err(|e| RunError::Connect(format!("connecting to {url}: {e}")))?;
+        let channel = tokio::time::timeout(
+            o.dial_timeout,
+            endpoint.connect_with_connector(BatchedConnector),
+        )
+        .await
+        .map_err(|_| RunError::Connect(format!("connecting to {url}: timed out")))?
+        .map_err(|e| RunError::Connect(format!("connecting to {url}: {e}")))?;
         channels.push(channel);
     }
     Ok(channels)
+}
+
+/// Dials plain TCP (no-delay) and puts `BatchedWrites` under the HTTP/2
+/// client.
+#[derive(Clone, Copy)]
+struct BatchedConnector;
+
+type BatchedConn =
+    hyper_util::rt::TokioIo<crate::write_batch::BatchedWrites<tokio::net::TcpStream>>;
+
+impl tower_service::Service<tonic::codegen::http::Uri> for BatchedConnector {
+    type Response = BatchedConn;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<BatchedConn, std::io::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::io::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: tonic::codegen::http::Uri) -> Self::Future {
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| std::io::Error::other(format!("no host in {uri}")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            if uri.scheme_str() == Some("https") {
+                return Err(std::io::Error::other(
+                    "cairn-bench speaks plain HTTP/2 only (no TLS)",
+                ));
+            }
+            let port = uri.port_u16().unwrap_or(80);
+            let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            stream.set_nodelay(true)?;
+            Ok(hyper_util::rt::TokioIo::new(
+                crate::write_batch::BatchedWrites::new(stream),
+            ))
+        })
+    }
 }
 
 // ---- keys and values ----
