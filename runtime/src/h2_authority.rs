@@ -380,15 +380,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<S> {
     }
 }
 
-impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected
-    for AuthorityFix<S>
-{
-    type ConnectInfo = S::ConnectInfo;
-
-    fn connect_info(&self) -> S::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
+crate::write_batch::connected_through_inner!(AuthorityFix);
 
 #[cfg(test)]
 mod tests {

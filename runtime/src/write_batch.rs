@@ -194,15 +194,25 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<S> {
     }
 }
 
-impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected
-    for BatchedWrites<S>
-{
-    type ConnectInfo = S::ConnectInfo;
+/// Implements tonic's `Connected` for a connection wrapper `$wrapper<S>`
+/// (a struct with an `inner: S` field) by asking `inner`.
+macro_rules! connected_through_inner {
+    ($wrapper:ident) => {
+        impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected
+            for $wrapper<S>
+        {
+            type ConnectInfo = S::ConnectInfo;
 
-    fn connect_info(&self) -> S::ConnectInfo {
-        self.inner.connect_info()
-    }
+            fn connect_info(&self) -> S::ConnectInfo {
+                self.inner.connect_info()
+            }
+        }
+    };
 }
+#[allow(unused_imports)] // only the server's crate has a second wrapper
+pub(crate) use connected_through_inner;
+
+connected_through_inner!(BatchedWrites);
 
 #[cfg(test)]
 mod tests {
