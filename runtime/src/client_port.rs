@@ -460,9 +460,8 @@ async fn serve_client_port_plain(
     http: HttpHandler,
 ) -> Result<(), std::io::Error> {
     use crate::h2_authority::AuthorityFix;
-    use crate::write_batch::BatchedWrites;
     use tokio::sync::mpsc;
-    type Conn = AuthorityFix<BatchedWrites<tokio::net::TcpStream>>;
+    type Conn = AuthorityFix<tokio::net::TcpStream>;
     let (tx, rx) = mpsc::channel::<Result<Conn, std::io::Error>>(128);
     let grpc_task =
         tokio::spawn(grpc.serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)));
@@ -472,9 +471,7 @@ async fn serve_client_port_plain(
         let (tx, http) = (tx.clone(), http.clone());
         tokio::spawn(async move {
             if is_http2(&stream).await {
-                let _ = tx
-                    .send(Ok(AuthorityFix::new(BatchedWrites::new(stream))))
-                    .await;
+                let _ = tx.send(Ok(AuthorityFix::new(stream))).await;
             } else {
                 let _ = answer_http1(stream, &http).await;
             }
@@ -495,9 +492,8 @@ async fn serve_client_port_tls(
 ) -> Result<(), std::io::Error> {
     use crate::h2_authority::AuthorityFix;
     use crate::tls::TlsConn;
-    use crate::write_batch::BatchedWrites;
     use tokio::sync::mpsc;
-    type Conn = AuthorityFix<BatchedWrites<TlsConn>>;
+    type Conn = AuthorityFix<TlsConn>;
     let (tx, rx) = mpsc::channel::<Result<Conn, std::io::Error>>(128);
     let grpc_task =
         tokio::spawn(grpc.serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)));
@@ -516,9 +512,7 @@ async fn serve_client_port_tls(
             let info = tls.conn_info(&stream);
             if TlsConn::alpn(&stream).as_deref() == Some(b"h2") {
                 let conn = TlsConn::new(stream, Vec::new(), info);
-                let _ = tx
-                    .send(Ok(AuthorityFix::new(BatchedWrites::new(conn))))
-                    .await;
+                let _ = tx.send(Ok(AuthorityFix::new(conn))).await;
                 return;
             }
             let (stream, prefix) = match read_prefix(stream, 4).await {
@@ -527,9 +521,7 @@ async fn serve_client_port_tls(
             };
             let conn = TlsConn::new(stream, prefix.clone(), info);
             if prefix == b"PRI " {
-                let _ = tx
-                    .send(Ok(AuthorityFix::new(BatchedWrites::new(conn))))
-                    .await;
+                let _ = tx.send(Ok(AuthorityFix::new(conn))).await;
             } else {
                 let _ = answer_http1(conn, &http).await;
             }

@@ -8,7 +8,12 @@
 //! On loopback a `writev` is also the receiver's TCP processing; together
 //! they were 37 % of the server's CPU on serializable ranges.
 //!
-//! `BatchedWrites` sits under the gRPC server on each client connection. A
+//! Where it is used: under `cairn-bench`'s client connections. It sat under
+//! the server's client port too (`c3ee817`) and was taken out after a jepsen
+//! smoke failure that its commit may have caused (docs/benchmarks.md,
+//! "Reverted"); it goes back only with that understood.
+//!
+//! `BatchedWrites` sits under an HTTP/2 connection. A
 //! write is copied into its buffer; a flush with bytes buffered does not
 //! write them at once but asks tokio to wake the connection's task once its
 //! worker has run every other task that is ready (`tokio::task::yield_now`'s
