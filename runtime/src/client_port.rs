@@ -461,8 +461,8 @@ async fn serve_client_port_plain(
 ) -> Result<(), std::io::Error> {
     use crate::h2_authority::AuthorityFix;
     use tokio::sync::mpsc;
-    type Conn = AuthorityFix<tokio::net::TcpStream>;
-    let (tx, rx) = mpsc::channel::<Result<Conn, std::io::Error>>(128);
+    let (tx, rx) =
+        mpsc::channel::<Result<AuthorityFix<tokio::net::TcpStream>, std::io::Error>>(128);
     let grpc_task =
         tokio::spawn(grpc.serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)));
     loop {
@@ -493,8 +493,7 @@ async fn serve_client_port_tls(
     use crate::h2_authority::AuthorityFix;
     use crate::tls::TlsConn;
     use tokio::sync::mpsc;
-    type Conn = AuthorityFix<TlsConn>;
-    let (tx, rx) = mpsc::channel::<Result<Conn, std::io::Error>>(128);
+    let (tx, rx) = mpsc::channel::<Result<AuthorityFix<TlsConn>, std::io::Error>>(128);
     let grpc_task =
         tokio::spawn(grpc.serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)));
     loop {

@@ -81,9 +81,9 @@ impl RocksStorage {
         opts.increase_parallelism(2);
         // A crash keeps a prefix of the writes (module docs).
         opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
-        // Not `manual_wal_flush`: with it (unsynced writes held in RocksDB's
-        // WAL buffer until the next sync) a follower stopped applying after a
-        // clock jump in the jepsen smoke run (docs/benchmarks.md, "Reverted").
+        // Not `manual_wal_flush` for now: it went in with a change that failed
+        // the jepsen smoke's clock run and was reverted with it, though reruns
+        // point at the other half (docs/benchmarks.md, "Reverted").
         tune_db(&mut opts);
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let descriptors = families
