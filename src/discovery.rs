@@ -130,7 +130,7 @@ async fn call(
         parse_answer(&raw).ok_or_else(|| Unreachable("not an HTTP answer".into()))
     };
     match timeout {
-        Some(d) => tokio::time::timeout(d, work)
+        Some(d) => cairn_runtime::timer::timeout(d, work)
             .await
             .unwrap_or_else(|_| Err(Unreachable("timed out".into()))),
         None => work.await,

@@ -278,3 +278,77 @@ async fn watch_stream_replays_history_then_delivers_live_events_with_prev_kv() {
         ]
     );
 }
+
+/// libfaketime moves a process's `CLOCK_MONOTONIC` (the jepsen `clock`
+/// nemesis runs members under it); a real monotonic clock never steps back.
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// A member whose monotonic clock jumped 49 s ahead and came back (stepped
+/// back 49 s, under libfaketime) still commits proposals and answers
+/// linearizable reads and lease calls. tokio's timer wheel does not run
+/// backwards, so for the next 49 s a timer set for "now + d" fired at once:
+/// every request timed out before it started ("etcdserver: request timed
+/// out" for every put; a CI jepsen run saw a member silent after its clock
+/// came back). The client here sends no deadline of its own (tonic would
+/// enforce a `grpc-timeout` on arrival in that window, out of cairn's reach).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_whose_monotonic_clock_stepped_back_still_commits_and_reads() {
+    assert!(
+        std::path::Path::new(FAKETIME_LIB).exists(),
+        "{FAKETIME_LIB} missing: install Debian's libfaketime (scripts/test-all.sh does)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let offset = dir.path().join("faketime");
+    std::fs::write(&offset, "+0\n").expect("offset file");
+    let name = "c1";
+    let peer_port = free_port();
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let env = [
+        ("LD_PRELOAD".to_owned(), FAKETIME_LIB.to_owned()),
+        (
+            "FAKETIME_TIMESTAMP_FILE".to_owned(),
+            offset.display().to_string(),
+        ),
+        // Rereads the offset file at most once a second.
+        ("FAKETIME_CACHE_DURATION".to_owned(), "1".to_owned()),
+    ];
+    let p = spawn_member(
+        Server::Cairn,
+        name,
+        dir.path(),
+        free_port(),
+        peer_port,
+        &founding_flags(name, &peer, &format!("{name}={peer}")),
+        &env,
+    );
+    wait_healthy(&p);
+    let mut c = client(&p).await;
+    c.put("before", "1", None)
+        .await
+        .expect("put before the jump");
+
+    std::fs::write(&offset, "+49\n").expect("clock ahead");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    c.put("ahead", "1", None)
+        .await
+        .expect("put with the clock ahead");
+    std::fs::write(&offset, "+0\n").expect("clock back");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+
+    // The member's clock now reads ~46 s behind the latest it read.
+    for i in 0..5 {
+        let key = format!("after/{i}");
+        let r = c.put(key.as_str(), "v", None).await;
+        assert!(r.is_ok(), "put {key} after the step back: {r:?}");
+    }
+    let got = c
+        .get("after/", Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("linearizable get after the step back");
+    assert_eq!(got.kvs().len(), 5);
+    let lease = c.lease_grant(30, None).await.expect("lease grant");
+    let (mut keeper, mut answers) = c.lease_keep_alive(lease.id()).await.expect("keep-alive");
+    keeper.keep_alive().await.expect("keep-alive sent");
+    let answer = answers.message().await.expect("keep-alive answer");
+    assert!(answer.is_some_and(|a| a.ttl() > 0), "lease renewed");
+}

@@ -68,6 +68,10 @@ pub struct Cluster {
     pub lazy: Vec<Option<Mounted>>,
     token: String,
     initial: String,
+    /// Each member's clock offset (`clock` nemesis), and when the real
+    /// clock catches up with the furthest any member's clock has read: the
+    /// latest real instant plus the offset then in force.
+    clock_high: std::sync::Mutex<(Vec<i64>, Option<Instant>)>,
 }
 
 impl Cluster {
@@ -97,6 +101,7 @@ impl Cluster {
             members,
             token: net.prefix.clone(),
             initial,
+            clock_high: std::sync::Mutex::new((vec![0; net.members], None)),
         }
     }
 
@@ -247,7 +252,29 @@ impl Cluster {
             .clock_file
             .as_ref()
             .ok_or("clock faults need --nemesis clock at start")?;
-        std::fs::write(f, format!("{offset_s:+}\n")).map_err(|e| e.to_string())
+        std::fs::write(f, format!("{offset_s:+}\n")).map_err(|e| e.to_string())?;
+        let mut guard = self.clock_high.lock().expect("clock_high lock");
+        let (offsets, high) = &mut *guard;
+        // The clock read furthest ahead just before this change.
+        if let Ok(ahead) = u64::try_from(offsets[i]) {
+            let at = Instant::now() + Duration::from_secs(ahead);
+            *high = Some(high.map_or(at, |h| h.max(at)));
+        }
+        offsets[i] = offset_s;
+        Ok(())
+    }
+
+    /// How long until every member's clock has caught up with the furthest
+    /// it was stepped ahead. After a clock that stood ahead comes back, the
+    /// process's monotonic clock has stepped back (libfaketime moves it; a
+    /// real one never does), and until it catches up tokio's timer wheel
+    /// fires every new timer at once: cairn's own timeouts stand still
+    /// (`cairn_runtime::timer`), but the deadline a client sends in
+    /// `grpc-timeout` expires on arrival in tonic, so such requests to that
+    /// member fail. The read-back waits this out.
+    pub fn clock_catch_up(&self) -> Option<Duration> {
+        let high = self.clock_high.lock().expect("clock_high lock").1?;
+        high.checked_duration_since(Instant::now())
     }
 
     /// A member that exited by itself (crashed) since the last look.

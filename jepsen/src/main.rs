@@ -149,6 +149,9 @@ fn parse_args() -> Result<Args, String> {
 struct Cleanup {
     net: Net,
     dir: PathBuf,
+    /// Where the members' logs go if the run ends early (an error): a
+    /// completed run has copied them already.
+    out: PathBuf,
 }
 
 impl Drop for Cleanup {
@@ -164,6 +167,13 @@ impl Drop for Cleanup {
         }
         for e in self.net.teardown() {
             eprintln!("cleanup: {e}");
+        }
+        for i in 1..=self.net.members {
+            let log = format!("n{i}.log");
+            let kept = self.out.join(&log);
+            if !kept.exists() && self.dir.join(&log).exists() {
+                let _ = std::fs::copy(self.dir.join(&log), kept);
+            }
         }
         if self.dir.exists() {
             if let Err(e) = std::fs::remove_dir_all(&self.dir) {
@@ -185,6 +195,7 @@ fn main() -> ExitCode {
     let cleanup = Cleanup {
         net: net.clone(),
         dir: args.dir.clone(),
+        out: args.out.clone(),
     };
     let setup = net
         .setup()
@@ -504,6 +515,15 @@ async fn run(args: &Args, net: &Net) -> Result<bool, String> {
 
     // Read back: the current revision, the committed history, convergence.
     let mut failures: Vec<String> = crashed;
+    if let Some(wait) = cluster.clock_catch_up() {
+        println!(
+            "{} waiting {:.1}s for clocks stepped back to catch up",
+            wall_now(),
+            wait.as_secs_f64()
+        );
+        // libfaketime rereads its file at most once a second.
+        tokio::time::sleep(wait + Duration::from_millis(1500)).await;
+    }
     wait_ready(&cluster, Duration::from_secs(60)).await?;
     if args.workload == "lease" {
         // Leases left behind expire after the workload: let them, so that no

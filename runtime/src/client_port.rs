@@ -586,7 +586,7 @@ async fn read_prefix<S: tokio::io::AsyncRead + Unpin>(
         }
         Ok::<_, std::io::Error>(())
     };
-    tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, read)
+    crate::timer::timeout(crate::tls::HANDSHAKE_TIMEOUT, read)
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     prefix.truncate(filled);

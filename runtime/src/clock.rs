@@ -71,7 +71,7 @@ impl TokioClock {
 
 /// A reading kept from going below the latest one returned (`last`,
 /// nanoseconds), which it raises.
-fn never_backwards(last: &std::sync::atomic::AtomicU64, reading: Duration) -> Duration {
+pub(crate) fn never_backwards(last: &std::sync::atomic::AtomicU64, reading: Duration) -> Duration {
     let nanos = u64::try_from(reading.as_nanos()).unwrap_or(u64::MAX);
     let before = last.fetch_max(nanos, std::sync::atomic::Ordering::SeqCst);
     Duration::from_nanos(before.max(nanos))
@@ -85,7 +85,7 @@ impl Default for TokioClock {
 
 impl Clock for TokioClock {
     fn now(&self) -> MonoTime {
-        let reading = tokio::time::Instant::now().saturating_duration_since(self.origin);
+        let reading = crate::timer::now().saturating_duration_since(self.origin);
         MonoTime(never_backwards(&self.last, reading))
     }
 

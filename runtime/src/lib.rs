@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod rocks_storage;
 pub mod sim_storage;
 pub mod storage;
+pub mod timer;
 pub mod tls;
 pub mod transport;
 #[cfg(not(madsim))]

@@ -126,7 +126,7 @@ pub async fn fetch_members_with(
             .map(|r| r.into_inner())
             .map_err(|s| s.message().to_owned())
     };
-    tokio::time::timeout(timeout, call)
+    crate::timer::timeout(timeout, call)
         .await
         .map_err(|_| format!("no answer from {url} within {timeout:?}"))?
 }
@@ -271,7 +271,7 @@ impl Transport for GrpcTransport {
             let chunks = snapshot_chunks(cluster_id, message, data);
             let mut client = RaftPeerClient::new(channel);
             let call = client.send_snapshot(tokio_stream::iter(chunks));
-            let outcome = match tokio::time::timeout(deadline, call).await {
+            let outcome = match crate::timer::timeout(deadline, call).await {
                 Err(_) => Err(TransportError::Timeout(to)),
                 Ok(Err(status)) => {
                     Err(TransportError::Unreachable(to, status.message().to_owned()))
@@ -460,7 +460,7 @@ impl PeerWorker {
                             s.next_seq += 1;
                             s.in_flight.push_back(InFlight {
                                 seq: s.next_seq,
-                                at: tokio::time::Instant::now(),
+                                at: crate::timer::now(),
                                 messages: count,
                                 bytes,
                                 small,
@@ -578,7 +578,7 @@ impl PeerWorker {
         let small =
             bytes <= RTT_MAX_REQUEST_BYTES && req.messages.iter().all(|m| m.entries.is_empty());
         let began = tokio::time::Instant::now();
-        let outcome = tokio::time::timeout(self.call_timeout, self.client.send(req)).await;
+        let outcome = crate::timer::timeout(self.call_timeout, self.client.send(req)).await;
         match outcome {
             Ok(Ok(_)) => {
                 self.stats

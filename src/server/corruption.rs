@@ -51,7 +51,7 @@ async fn peer_hash_kv(
             .map(|r| r.into_inner())
             .map_err(|s| format!("{url}: {}", s.message()))
     };
-    tokio::time::timeout(PEER_TIMEOUT, call)
+    cairn_runtime::timer::timeout(PEER_TIMEOUT, call)
         .await
         .unwrap_or_else(|_| Err(format!("{url}: no answer within {PEER_TIMEOUT:?}")))
 }

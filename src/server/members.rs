@@ -436,7 +436,7 @@ impl Server {
             request.metadata_mut().insert("token", token);
         }
         request.set_timeout(timeout);
-        match tokio::time::timeout(timeout, forward(client, request)).await {
+        match cairn_runtime::timer::timeout(timeout, forward(client, request)).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
             Ok(Err(status)) => Err(error_of_status(&status)),
             Err(_) => Err(ServerError::Timeout),
@@ -603,7 +603,7 @@ impl Server {
                 }
             }
         };
-        match tokio::time::timeout(deadline, wait).await {
+        match cairn_runtime::timer::timeout(deadline, wait).await {
             Ok(r) => r,
             Err(_) => Err(ServerError::LeaderTransferTimeout),
         }
@@ -639,7 +639,7 @@ impl Server {
                 }
                 Some(())
             };
-            if tokio::time::timeout(SHUTDOWN_HANDOFF_TIMEOUT, handoff)
+            if cairn_runtime::timer::timeout(SHUTDOWN_HANDOFF_TIMEOUT, handoff)
                 .await
                 .ok()
                 .flatten()

@@ -208,7 +208,7 @@ impl Server {
         &self,
         fut: impl Future<Output = Result<T, ServerError>>,
     ) -> Result<T, ServerError> {
-        match tokio::time::timeout(self.shared.config.request_timeout, fut).await {
+        match cairn_runtime::timer::timeout(self.shared.config.request_timeout, fut).await {
             Ok(r) => r,
             Err(_) if self.leader().is_none() => Err(ServerError::NoLeader),
             Err(_) => Err(ServerError::Timeout),

@@ -252,7 +252,7 @@ impl ServerTls {
         stream: TcpStream,
     ) -> Result<tokio_rustls::server::TlsStream<TcpStream>, String> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.inner.get());
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        match crate::timer::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Err(_) => Err("TLS handshake timed out".to_owned()),
             Ok(r) => r.map_err(|e| format!("TLS handshake failed: {e}")),
         }

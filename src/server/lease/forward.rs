@@ -151,7 +151,7 @@ impl Server {
     ) -> Result<Option<i64>, ServerError> {
         let forwarder = self.leases.follower.forwarder(token);
         let call = forwarder.renew(url, id);
-        match tokio::time::timeout(self.forward_timeout(), call).await {
+        match cairn_runtime::timer::timeout(self.forward_timeout(), call).await {
             Ok(Some(ttl)) if ttl > 0 => Ok(Some(ttl)),
             Ok(Some(_)) => Err(LeaseError::NotFound.into()),
             Ok(None) | Err(_) => Ok(None),
@@ -172,7 +172,7 @@ impl Server {
             request.metadata_mut().insert("token", token);
         }
         let call = client.lease_time_to_live(request);
-        match tokio::time::timeout(self.forward_timeout(), call).await {
+        match cairn_runtime::timer::timeout(self.forward_timeout(), call).await {
             Ok(Ok(resp)) => Some(resp.into_inner()),
             Ok(Err(_)) | Err(_) => {
                 self.leases.follower.forget(url);
@@ -371,7 +371,7 @@ async fn open(
         req.metadata_mut().insert("token", t);
     }
     let mut client = LeaseClient::new(channel.clone());
-    let responses = tokio::time::timeout(timeout, client.lease_keep_alive(req))
+    let responses = cairn_runtime::timer::timeout(timeout, client.lease_keep_alive(req))
         .await
         .ok()?
         .ok()?
@@ -442,7 +442,7 @@ async fn run(
                     stream.take().expect("checked").fail();
                     continue;
                 }
-                s.in_flight.push_back((Instant::now(), reply));
+                s.in_flight.push_back((cairn_runtime::timer::now(), reply));
             }
         }
     }
