@@ -86,7 +86,10 @@ fn a_member_with_altered_data_refuses_to_start_and_is_caught_by_the_leaders_peri
     // Alter c's data while it is down.
     procs[2].kill9();
     let altered = flip_newest_value(&procs[2].data_dir);
-    assert_eq!(altered, "k19");
+    // The last put's apply may not have reached c's WAL before the kill (an
+    // unsynced write goes out with the next sync; c replays it from its Raft
+    // log on restart): the newest value on disk is k19's or k18's.
+    assert!(altered == "k19" || altered == "k18", "altered {altered}");
 
     // The initial check: c refuses to start, in etcd's words.
     let mut c = start(2, &[]);

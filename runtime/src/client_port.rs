@@ -460,9 +460,10 @@ async fn serve_client_port_plain(
     http: HttpHandler,
 ) -> Result<(), std::io::Error> {
     use crate::h2_authority::AuthorityFix;
+    use crate::write_batch::BatchedWrites;
     use tokio::sync::mpsc;
-    let (tx, rx) =
-        mpsc::channel::<Result<AuthorityFix<tokio::net::TcpStream>, std::io::Error>>(128);
+    type Conn = AuthorityFix<BatchedWrites<tokio::net::TcpStream>>;
+    let (tx, rx) = mpsc::channel::<Result<Conn, std::io::Error>>(128);
     let grpc_task =
         tokio::spawn(grpc.serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)));
     loop {
@@ -471,7 +472,9 @@ async fn serve_client_port_plain(
         let (tx, http) = (tx.clone(), http.clone());
         tokio::spawn(async move {
             if is_http2(&stream).await {
-                let _ = tx.send(Ok(AuthorityFix::new(stream))).await;
+                let _ = tx
+                    .send(Ok(AuthorityFix::new(BatchedWrites::new(stream))))
+                    .await;
             } else {
                 let _ = answer_http1(stream, &http).await;
             }
@@ -492,8 +495,10 @@ async fn serve_client_port_tls(
 ) -> Result<(), std::io::Error> {
     use crate::h2_authority::AuthorityFix;
     use crate::tls::TlsConn;
+    use crate::write_batch::BatchedWrites;
     use tokio::sync::mpsc;
-    let (tx, rx) = mpsc::channel::<Result<AuthorityFix<TlsConn>, std::io::Error>>(128);
+    type Conn = AuthorityFix<BatchedWrites<TlsConn>>;
+    let (tx, rx) = mpsc::channel::<Result<Conn, std::io::Error>>(128);
     let grpc_task =
         tokio::spawn(grpc.serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx)));
     loop {
@@ -511,7 +516,9 @@ async fn serve_client_port_tls(
             let info = tls.conn_info(&stream);
             if TlsConn::alpn(&stream).as_deref() == Some(b"h2") {
                 let conn = TlsConn::new(stream, Vec::new(), info);
-                let _ = tx.send(Ok(AuthorityFix::new(conn))).await;
+                let _ = tx
+                    .send(Ok(AuthorityFix::new(BatchedWrites::new(conn))))
+                    .await;
                 return;
             }
             let (stream, prefix) = match read_prefix(stream, 4).await {
@@ -520,7 +527,9 @@ async fn serve_client_port_tls(
             };
             let conn = TlsConn::new(stream, prefix.clone(), info);
             if prefix == b"PRI " {
-                let _ = tx.send(Ok(AuthorityFix::new(conn))).await;
+                let _ = tx
+                    .send(Ok(AuthorityFix::new(BatchedWrites::new(conn))))
+                    .await;
             } else {
                 let _ = answer_http1(conn, &http).await;
             }

@@ -5,7 +5,12 @@
 //! then asks a dedicated writer thread to sync the write-ahead log; the thread
 //! drains every sync request queued meanwhile and serves them all with one
 //! `FlushWAL(sync)` — group commit. A batch is durable once its sync resolves,
-//! and so is everything written before it (one WAL, written in order).
+//! and so is everything written before it (one WAL, written in order). The WAL
+//! is flushed by hand (`manual_wal_flush`): a `write` only appends to RocksDB's
+//! WAL buffer, and the sync writes the buffer out in one system call before it
+//! syncs, so unsynced writes reach the file with the next sync (or when the
+//! buffer fills, or the storage is dropped) — after a process crash, as after a
+//! power loss, a suffix of the unsynced writes may be missing.
 //!
 //! What survives a power loss is a prefix of the writes, in call order, and
 //! never part of a batch — the property cairn's restart relies on (the
@@ -81,9 +86,12 @@ impl RocksStorage {
         opts.increase_parallelism(2);
         // A crash keeps a prefix of the writes (module docs).
         opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
-        // Not `manual_wal_flush` for now: it went in with a change that failed
-        // the jepsen smoke's clock run and was reverted with it, though reruns
-        // point at the other half (docs/benchmarks.md, "Reverted").
+        // Unsynced writes (the applied state, one batch per entry) stay in
+        // RocksDB's WAL buffer until the next sync writes them with the Raft
+        // log in one `write` (`flush_wal` below): a put cost two system calls
+        // of its own before. A crash loses them either way until a sync — the
+        // applied index in each batch and the Raft log replay them (module docs).
+        opts.set_manual_wal_flush(true);
         tune_db(&mut opts);
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let descriptors = families
@@ -238,8 +246,8 @@ impl Drop for RocksStorage {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
-        // Sync what the last sync did not carry, so a member stopped cleanly
-        // restarts with everything it applied.
+        // What the last sync did not carry (the WAL is flushed by hand), so a
+        // member stopped cleanly restarts with everything it applied.
         if !self.halted.load(Ordering::SeqCst) {
             let _ = self.db.flush_wal(true);
         }

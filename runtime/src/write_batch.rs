@@ -8,12 +8,11 @@
 //! On loopback a `writev` is also the receiver's TCP processing; together
 //! they were 37 % of the server's CPU on serializable ranges.
 //!
-//! Where it is used: under `cairn-bench`'s client connections. It sat under
-//! the server's client port too (`c3ee817`) and was taken out after a jepsen
-//! smoke failure that its commit may have caused (docs/benchmarks.md,
-//! "Reverted"); it goes back only with that understood.
-//!
-//! `BatchedWrites` sits under an HTTP/2 connection. A
+//! `BatchedWrites` sits under the gRPC server on each client connection
+//! (`client_port.rs`) and under `cairn-bench`'s connections. It was taken
+//! out once (`da6f291`) after a jepsen smoke failure it turned out not to
+//! cause: a member's monotonic clock stepping back under libfaketime
+//! (docs/jepsen.md, "A second one"). A
 //! write is copied into its buffer; a flush with bytes buffered does not
 //! write them at once but asks tokio to wake the connection's task once its
 //! worker has run every other task that is ready (`tokio::task::yield_now`'s

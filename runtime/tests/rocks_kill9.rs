@@ -2,7 +2,7 @@
 //! re-executed) writes synced batches and prints each acknowledgement; the
 //! parent kills it with SIGKILL mid-stream, reopens the directory and checks
 //! that every acknowledged batch is there, whole — and so is every unsynced
-//! write made before it (a sync covers everything written before it).
+//! write made before it (the WAL is flushed by hand: a sync must carry them).
 #![cfg(not(madsim))]
 
 use std::io::{BufRead, BufReader};
