@@ -5,6 +5,8 @@
 //! With RocksDB's defaults that small family pins every log file written since
 //! its one write, so the logs grew with the data: a member loaded with 1 M keys
 //! kept hundreds of MiB of them (docs/benchmarks.md, "Memory and disk").
+//! And the WAL file written at open is reused: synced writes overwrite it in
+//! place instead of growing a new file.
 #![cfg(not(madsim))]
 
 use cairn_runtime::{RocksStorage, Storage, WriteBatch};
@@ -53,5 +55,45 @@ fn write_ahead_logs_stay_bounded_while_a_small_family_pins_the_oldest() {
     assert_eq!(
         storage.get("kv", b"000255-000255").expect("get"),
         Some(value)
+    );
+}
+
+/// The WAL file being written (the highest-numbered `.log`) and its size.
+fn current_wal(dir: &std::path::Path) -> (String, u64) {
+    std::fs::read_dir(dir)
+        .expect("read data dir")
+        .map(|e| e.expect("dir entry"))
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| {
+            let len = e.metadata().expect("metadata").len();
+            (e.file_name().to_string_lossy().into_owned(), len)
+        })
+        .max()
+        .expect("a WAL file")
+}
+
+#[tokio::test]
+async fn synced_writes_after_open_overwrite_a_reused_wal_file_in_place() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = RocksStorage::open(dir.path(), &["kv", "meta", "raft_log"]).expect("open");
+    let (file, len) = current_wal(dir.path());
+    // The file written at open for reuse (PRECREATED_WAL_BYTES, 64 MiB).
+    assert!(
+        len >= 64 << 20,
+        "the WAL after open is {file} of {len} bytes, not a reused 64 MiB file"
+    );
+    // A sync that stays inside the file's size flushes data only: the file
+    // must neither grow nor be replaced while 4 MiB go through it.
+    for i in 0u32..1024 {
+        let mut batch = WriteBatch::new();
+        batch.put("raft_log", &i.to_be_bytes(), vec![b'e'; 4096]);
+        storage.write_sync(batch).await.expect("synced write");
+    }
+    assert_eq!(current_wal(dir.path()), (file, len));
+    assert_eq!(
+        storage
+            .get("raft_log", &1023u32.to_be_bytes())
+            .expect("get"),
+        Some(vec![b'e'; 4096])
     );
 }
