@@ -493,7 +493,7 @@ fn promtool_checks_and_unit_tests_the_alerting_rules() {
 }
 
 /// A real Prometheus scraping a real 3-member cluster: with every member
-/// up nothing fires; killing one fires etcdMembersDown; killing a second
+/// up nothing fires; killing a follower fires etcdMembersDown; killing a second
 /// leaves the last without a leader and fires etcdNoLeader. The rules are
 /// deploy/prometheus's with their `for:` durations cut to 0 s and the job
 /// scraped every second, so the test takes seconds rather than minutes.
@@ -580,7 +580,16 @@ fn prometheus_fires_members_down_and_no_leader_on_a_live_cluster() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    members[2].kill9();
+    // A follower first: killing the leader would leave the other two without
+    // one for an election, and with `for: 0s` etcdNoLeader may fire then.
+    let leader = poll_until(Duration::from_secs(10), "a leader", || {
+        members
+            .iter()
+            .position(|m| scrape(&m.endpoint()).sum("etcd_server_is_leader", &[]) == 1.0)
+            .ok_or_else(|| "no member says it leads".to_owned())
+    });
+    let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    members[follower].kill9();
     poll_until(Duration::from_secs(30), "etcdMembersDown fires", || {
         let now = firing();
         match now.contains("etcdMembersDown") {
@@ -592,7 +601,7 @@ fn prometheus_fires_members_down_and_no_leader_on_a_live_cluster() {
         !firing().contains("etcdNoLeader"),
         "two of three keep a leader"
     );
-    members[1].kill9();
+    members[other].kill9();
     poll_until(Duration::from_secs(30), "etcdNoLeader fires", || {
         let now = firing();
         match now.contains("etcdNoLeader") && now.contains("etcdInsufficientMembers") {
