@@ -241,6 +241,17 @@ fn check_required(server: &str, families: &BTreeMap<String, (String, BTreeSet<St
     }
 }
 
+/// The index in `members` of the one whose metrics say it leads (waits up to
+/// 10 s for one to).
+fn leader_of(members: &[Proc]) -> usize {
+    poll_until(Duration::from_secs(10), "a leader", || {
+        members
+            .iter()
+            .position(|m| scrape(&m.endpoint()).sum("etcd_server_is_leader", &[]) == 1.0)
+            .ok_or_else(|| "no member says it leads".to_owned())
+    })
+}
+
 /// Starts a 3-member cluster of `server` with `flags` on every member.
 fn start_cluster(server: Server, dir: &Path, flags: &[&str]) -> Vec<Proc> {
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
@@ -302,12 +313,7 @@ fn families_have_etcds_names_types_and_labels_on_a_three_member_cluster() {
         check_required(server.label(), &s.families());
         // A killed follower: the leader's sends to it fail, labelled with
         // its id (followers send nothing to each other).
-        let leader = poll_until(Duration::from_secs(10), "a leader", || {
-            members
-                .iter()
-                .position(|m| scrape(&m.endpoint()).sum("etcd_server_is_leader", &[]) == 1.0)
-                .ok_or_else(|| "no member says it leads".to_owned())
-        });
+        let leader = leader_of(&members);
         let victim = (leader + 1) % members.len();
         let leader_ep = members[leader].endpoint();
         let dead_id = hex_id_of(&leader_ep, &members[victim].peer_url);
@@ -582,12 +588,7 @@ fn prometheus_fires_members_down_and_no_leader_on_a_live_cluster() {
     }
     // A follower first: killing the leader would leave the other two without
     // one for an election, and with `for: 0s` etcdNoLeader may fire then.
-    let leader = poll_until(Duration::from_secs(10), "a leader", || {
-        members
-            .iter()
-            .position(|m| scrape(&m.endpoint()).sum("etcd_server_is_leader", &[]) == 1.0)
-            .ok_or_else(|| "no member says it leads".to_owned())
-    });
+    let leader = leader_of(&members);
     let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
     members[follower].kill9();
     poll_until(Duration::from_secs(30), "etcdMembersDown fires", || {

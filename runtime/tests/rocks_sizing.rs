@@ -11,13 +11,21 @@
 
 use cairn_runtime::{RocksStorage, Storage, WriteBatch};
 
-fn wal_bytes(dir: &std::path::Path) -> u64 {
+/// The WAL files in `dir`, by name, with their sizes.
+fn wal_files(dir: &std::path::Path) -> Vec<(String, u64)> {
     std::fs::read_dir(dir)
         .expect("read data dir")
         .map(|e| e.expect("dir entry"))
         .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-        .map(|e| e.metadata().expect("metadata").len())
-        .sum()
+        .map(|e| {
+            let len = e.metadata().expect("metadata").len();
+            (e.file_name().to_string_lossy().into_owned(), len)
+        })
+        .collect()
+}
+
+fn wal_bytes(dir: &std::path::Path) -> u64 {
+    wal_files(dir).iter().map(|(_, len)| len).sum()
 }
 
 #[test]
@@ -60,16 +68,7 @@ fn write_ahead_logs_stay_bounded_while_a_small_family_pins_the_oldest() {
 
 /// The WAL file being written (the highest-numbered `.log`) and its size.
 fn current_wal(dir: &std::path::Path) -> (String, u64) {
-    std::fs::read_dir(dir)
-        .expect("read data dir")
-        .map(|e| e.expect("dir entry"))
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-        .map(|e| {
-            let len = e.metadata().expect("metadata").len();
-            (e.file_name().to_string_lossy().into_owned(), len)
-        })
-        .max()
-        .expect("a WAL file")
+    wal_files(dir).into_iter().max().expect("a WAL file")
 }
 
 #[tokio::test]
