@@ -16,8 +16,8 @@ use super::auth::{caller, credentials};
 use super::{reply, status_of};
 use crate::server::{serve_forwarded_keep_alives, Credentials, Server, LEASE_FORWARDED_HEADER};
 
-/// Keep-alive answers buffered per stream before the stream stops reading
-/// requests (the client is not reading its answers).
+/// Answers buffered per forwarded keep-alive stream before it stops reading
+/// requests (the forwarding member is not reading its answers).
 const KEEP_ALIVE_BUFFER: usize = 16;
 
 /// The Lease service.
@@ -32,48 +32,51 @@ fn is_forwarded<T>(request: &Request<T>) -> bool {
     request.metadata().contains_key(LEASE_FORWARDED_HEADER)
 }
 
-type KeepAliveAnswers = mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>;
-
-/// A client's keep-alive stream: one renewal at a time, in order (as etcd).
-/// Ends when the client closes its side (the stream then ends cleanly), the
-/// client goes away, or a renewal fails.
-async fn serve_client<S>(server: Server, creds: Credentials, mut requests: S, tx: KeepAliveAnswers)
-where
-    S: tokio_stream::Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + Unpin + 'static,
-{
-    use tokio_stream::StreamExt as _;
-    while let Some(Ok(req)) = requests.next().await {
-        // Each renewal needs write permission on the lease's keys (etcd's
-        // `checkLeaseRenew`), with the token as it stands now.
-        let checked = match server.caller(creds.clone()).await {
-            Ok(who) => server.check_lease_renew(&who, req.id),
-            Err(e) => Err(e),
-        };
-        let answer = match checked {
-            Ok(()) => {
-                server
-                    .lease_keep_alive_as(creds.token.as_deref(), req.id, false)
-                    .await
-            }
-            Err(e) => Err(e),
-        }
-        .map_err(status_of);
-        let failed = answer.is_err();
-        if tx.send(answer).await.is_err() || failed {
-            break;
-        }
-    }
+/// One renewal of a client's keep-alive stream: write permission on the
+/// lease's keys (etcd's `checkLeaseRenew`, with the token as it stands now),
+/// then the renewal itself.
+async fn renew_for_client(
+    server: &Server,
+    creds: &Credentials,
+    id: i64,
+) -> Result<LeaseKeepAliveResponse, Status> {
+    let who = server.caller(creds.clone()).await.map_err(status_of)?;
+    server.check_lease_renew(&who, id).map_err(status_of)?;
+    server
+        .lease_keep_alive_as(creds.token.as_deref(), id, false)
+        .await
+        .map_err(status_of)
 }
 
 /// Serves a client's keep-alive stream whose requests come from `requests`
-/// (a gRPC stream, or the JSON gateway's decoded body); its answers.
+/// (a gRPC stream, or the JSON gateway's decoded body); its answers: one
+/// renewal at a time, in order (as etcd), each made when the stream of
+/// answers is polled for it — so in the task that writes the answers, with
+/// no task or channel of its own per stream, and a client that stops reading
+/// its answers stops its renewals (HTTP/2 flow control). Ends when the client
+/// closes its side (the stream then ends cleanly), the client goes away, or a
+/// renewal fails (after that failure's status).
 pub(crate) fn keep_alive<S>(server: &Server, creds: Credentials, requests: S) -> KeepAliveStream
 where
     S: tokio_stream::Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + Unpin + 'static,
 {
-    let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
-    tokio::spawn(serve_client(server.clone(), creds, requests, tx));
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    use tokio_stream::StreamExt as _;
+    let state = (server.clone(), creds, requests, false);
+    Box::pin(futures::stream::unfold(
+        state,
+        |(server, creds, mut requests, failed)| async move {
+            if failed {
+                return None;
+            }
+            let req = match requests.next().await {
+                Some(Ok(req)) => req,
+                Some(Err(_)) | None => return None,
+            };
+            let answer = renew_for_client(&server, &creds, req.id).await;
+            let failed = answer.is_err();
+            Some((answer, (server, creds, requests, failed)))
+        },
+    ))
 }
 
 #[tonic::async_trait]

@@ -170,27 +170,26 @@ impl Server {
     /// Returns once this member has applied everything committed before the
     /// call: the ReadIndex protocol, then waiting for apply.
     pub(super) async fn linearizable_barrier(&self) -> Result<(), ServerError> {
+        // One deadline over both steps (a timer is armed per deadline, and
+        // linearizable reads come here once per request).
+        self.within_request_timeout(self.linearizable_barrier_untimed())
+            .await
+    }
+
+    /// `linearizable_barrier` for a caller that already runs under the
+    /// request deadline (a lease renewal, once per keep-alive: one timer
+    /// per renewal, not two).
+    pub(super) async fn linearizable_barrier_untimed(&self) -> Result<(), ServerError> {
         self.refuse_learner()?;
         let (done, rx) = oneshot::channel();
         self.send(Command::ReadIndex { done }).await?;
-        // One deadline over both steps (a timer is armed per deadline, and
-        // keep-alives and linearizable reads come here once per request).
-        let mut indexed = false;
-        let done = self
-            .within_request_timeout(async {
-                let index = rx.await.map_err(|_| self.answer_dropped())??;
-                indexed = true;
-                let applied = self.shared.applied.wait_for(index);
-                applied.await.map_err(|_| ServerError::Stopped)
-            })
-            .await;
-        if done.is_err() && !indexed {
-            self.shared
-                .metrics
-                .read_indexes_failed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        done.map(|_| ())
+        // Counts a round that ends without its index: failed, timed out (the
+        // caller's deadline drops this future), or the member stopped.
+        let mut unindexed = ReadIndexFailure(Some(&self.shared.metrics));
+        let index = rx.await.map_err(|_| self.answer_dropped())??;
+        unindexed.0 = None;
+        let applied = self.shared.applied.wait_for(index);
+        applied.await.map_err(|_| ServerError::Stopped)
     }
 
     /// Why the node loop dropped a command's answer: the member stopped,
@@ -230,5 +229,19 @@ impl Server {
             mpsc::error::TrySendError::Full(_) => ServerError::TooManyRequests,
             mpsc::error::TrySendError::Closed(_) => ServerError::Stopped,
         })
+    }
+}
+
+/// Counts a ReadIndex round as failed (`etcd_server_read_indexes_failed_total`)
+/// when dropped still holding the metrics: the round ended, or was given up,
+/// before its index came back.
+struct ReadIndexFailure<'a>(Option<&'a super::metrics::Metrics>);
+
+impl Drop for ReadIndexFailure<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = self.0 {
+            m.read_indexes_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }

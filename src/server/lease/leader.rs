@@ -62,6 +62,8 @@ impl Server {
     /// renewal it answered would be lost — the new leader's lessor expires
     /// the lease on its own schedule (simulation lease3 seed 1055). etcd's
     /// LeaseRenew confirms leadership the same way since etcd-io/etcd#15247.
+    /// Both callers run it under the request deadline, so the barrier arms
+    /// no timer of its own.
     pub(super) async fn renew_local_batch(
         &self,
         ids: &[i64],
@@ -74,7 +76,7 @@ impl Server {
                 .load(std::sync::atomic::Ordering::SeqCst)
         };
         let term_before = term();
-        match self.linearizable_barrier().await {
+        match self.linearizable_barrier_untimed().await {
             Ok(()) => {}
             Err(ServerError::NoLeader | ServerError::LeaderChanged) => return Ok(None),
             Err(e) => return Err(e),
