@@ -211,13 +211,13 @@ impl SimDisk {
         for batch in logged.chain(st.pending.iter().cloned()) {
             for op in batch.ops() {
                 match op {
-                    BatchOp::Put { cf: c, key, .. } if c == cf => {
+                    BatchOp::Put { cf: c, key, .. } if *c == cf => {
                         keys.insert(key.clone());
                     }
-                    BatchOp::Delete { cf: c, key } if c == cf => {
+                    BatchOp::Delete { cf: c, key } if *c == cf => {
                         keys.remove(key);
                     }
-                    BatchOp::DeleteRange { cf: c, start, end } if c == cf => {
+                    BatchOp::DeleteRange { cf: c, start, end } if *c == cf => {
                         keys.retain(|k| k < start || k >= end);
                     }
                     _ => {}
@@ -403,7 +403,7 @@ impl Storage for SimStorage {
             for op in batch.ops() {
                 match op {
                     BatchOp::Put { cf, key, .. } | BatchOp::Delete { cf, key } => {
-                        damaged.remove(&(cf.clone(), key.clone()));
+                        damaged.remove(&(cf.to_string(), key.clone()));
                     }
                     BatchOp::DeleteRange { cf, start, end } => {
                         damaged.retain(|(c, k)| c != cf || k < start || k >= end);
@@ -680,12 +680,12 @@ fn decode_batch(bytes: &[u8]) -> Result<WriteBatch, StorageError> {
         match tag {
             0 => {
                 let (k, v) = (r.bytes()?, r.bytes()?);
-                batch.put(&cf, k, v);
+                batch.put(cf, k, v);
             }
-            1 => batch.delete(&cf, r.bytes()?),
+            1 => batch.delete(cf, r.bytes()?),
             2 => {
                 let (s, e) = (r.bytes()?, r.bytes()?);
-                batch.delete_range(&cf, s, e);
+                batch.delete_range(cf, s, e);
             }
             t => return Err(StorageError::Corruption(format!("unknown op tag {t}"))),
         }

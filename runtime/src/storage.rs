@@ -16,6 +16,7 @@
 //! - `scan` walks `[start, end)` in key order (or reverse order), bytewise.
 //! - A `snapshot` is a consistent, immutable view: writes after it are not seen.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -62,17 +63,17 @@ pub enum Direction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOp {
     Put {
-        cf: String,
+        cf: Cow<'static, str>,
         key: Vec<u8>,
         value: Vec<u8>,
     },
     Delete {
-        cf: String,
+        cf: Cow<'static, str>,
         key: Vec<u8>,
     },
     /// Deletes every key in `[start, end)`.
     DeleteRange {
-        cf: String,
+        cf: Cow<'static, str>,
         start: Vec<u8>,
         end: Vec<u8>,
     },
@@ -91,30 +92,46 @@ impl WriteBatch {
         Self::default()
     }
 
-    pub fn put(&mut self, cf: &str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+    /// An empty batch with room for `ops` operations (a large batch then
+    /// holds no slack from growing).
+    pub fn with_capacity(ops: usize) -> Self {
+        WriteBatch {
+            ops: Vec::with_capacity(ops),
+            size_bytes: 0,
+        }
+    }
+
+    pub fn put(
+        &mut self,
+        cf: impl Into<Cow<'static, str>>,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) {
         let (key, value) = (key.into(), value.into());
         self.size_bytes += key.len() + value.len();
         self.ops.push(BatchOp::Put {
-            cf: cf.to_owned(),
+            cf: cf.into(),
             key,
             value,
         });
     }
 
-    pub fn delete(&mut self, cf: &str, key: impl Into<Vec<u8>>) {
+    pub fn delete(&mut self, cf: impl Into<Cow<'static, str>>, key: impl Into<Vec<u8>>) {
         let key = key.into();
         self.size_bytes += key.len();
-        self.ops.push(BatchOp::Delete {
-            cf: cf.to_owned(),
-            key,
-        });
+        self.ops.push(BatchOp::Delete { cf: cf.into(), key });
     }
 
-    pub fn delete_range(&mut self, cf: &str, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
+    pub fn delete_range(
+        &mut self,
+        cf: impl Into<Cow<'static, str>>,
+        start: impl Into<Vec<u8>>,
+        end: impl Into<Vec<u8>>,
+    ) {
         let (start, end) = (start.into(), end.into());
         self.size_bytes += start.len() + end.len();
         self.ops.push(BatchOp::DeleteRange {
-            cf: cf.to_owned(),
+            cf: cf.into(),
             start,
             end,
         });

@@ -549,6 +549,57 @@ fn delete_counts_deleted_keys_and_returns_prev_kvs() {
 }
 
 #[test]
+fn a_lone_delete_range_holds_one_exactly_sized_pending_list() {
+    // Memory of a large DeleteRange (issue 24, item 3): the tombstones come
+    // straight from the index into a list sized by counting first.
+    let mut s = fresh().1;
+    for i in 0..1000 {
+        put(&mut s, format!("k{i:04}").as_bytes(), b"v");
+    }
+    let req = DeleteRangeRequest {
+        key: b"k0".to_vec(),
+        range_end: b"k1".to_vec(),
+        prev_kv: false,
+    };
+    let mut exec = write::Exec::single(&s);
+    let resp = exec.delete_range(&req).expect("delete executes");
+    assert_eq!(resp.deleted, 1000);
+    assert_eq!(exec.p.changes.len(), 1000);
+    assert_eq!(exec.p.changes.capacity(), 1000);
+    assert!(exec.p.changes.iter().all(|c| c.tombstone));
+    assert!(exec.p.overlay.is_empty(), "a lone delete keeps no overlay");
+}
+
+#[test]
+fn a_txn_deleting_before_and_after_its_puts_sees_each_step() {
+    // The first delete of a txn takes the index's keys directly; a later one
+    // must see the txn's own puts (the overlay).
+    let mut s = five_keys();
+    let t = TxnRequest {
+        success: vec![
+            op_delete(b"a", b"c"),
+            op_put(b"b", b"new"),
+            op_range(b"a", b"z"),
+            op_delete(b"a", b"d"),
+            op_range(b"a", b"z"),
+        ],
+        ..Default::default()
+    };
+    let out = txn(&mut s, &t);
+    let r = &out.response.responses;
+    let deleted = |i: usize| match &r[i].response {
+        Some(Response::ResponseDeleteRange(d)) => d.deleted,
+        other => panic!("not a delete: {other:?}"),
+    };
+    let count = |i: usize| match &r[i].response {
+        Some(Response::ResponseRange(g)) => g.count,
+        other => panic!("not a range: {other:?}"),
+    };
+    assert_eq!((deleted(0), count(2), deleted(3), count(4)), (2, 4, 2, 2));
+    assert_eq!(s.range(&range_req(b"a", b"z")).expect("range").count, 2);
+}
+
+#[test]
 fn deleting_nothing_does_not_bump_the_revision() {
     let mut s = five_keys();
     let before = s.current_revision();

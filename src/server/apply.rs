@@ -873,7 +873,7 @@ pub fn install_state_snapshot_batch(
         b.delete_range(cf, Vec::new(), vec![0xff; 64]);
     }
     for p in snap.pairs {
-        b.put(&p.cf, p.key, p.value);
+        b.put(p.cf, p.key, p.value);
     }
     if let Some(id) = member_id {
         b.put(CF_SERVER, KEY_MEMBER_ID, id.to_be_bytes().to_vec());
