@@ -176,15 +176,35 @@ pub async fn termination_signal() -> Result<&'static str, std::io::Error> {
 /// Opens the member's storage in `dir`: RocksDB in production; in a
 /// simulation build (which never runs the binary) an in-memory SimStorage.
 pub fn open_storage(dir: &Path, families: &[&str]) -> Result<Arc<dyn Storage>, StorageError> {
+    open_storage_with(dir, families, true)
+}
+
+/// `open_storage` for a tool that fills a data dir and closes it (snapshot
+/// restore): RocksDB without the WAL file a member writes for reuse.
+pub fn open_storage_for_tool(
+    dir: &Path,
+    families: &[&str],
+) -> Result<Arc<dyn Storage>, StorageError> {
+    open_storage_with(dir, families, false)
+}
+
+fn open_storage_with(
+    dir: &Path,
+    families: &[&str],
+    member: bool,
+) -> Result<Arc<dyn Storage>, StorageError> {
     #[cfg(not(madsim))]
     {
         std::fs::create_dir_all(dir)
             .map_err(|e| StorageError::Io(format!("creating {}: {e}", dir.display())))?;
-        Ok(Arc::new(crate::RocksStorage::open(dir, families)?))
+        Ok(Arc::new(match member {
+            true => crate::RocksStorage::open(dir, families)?,
+            false => crate::RocksStorage::open_for_tool(dir, families)?,
+        }))
     }
     #[cfg(madsim)]
     {
-        let _ = dir;
+        let _ = (dir, member);
         Ok(Arc::new(crate::SimStorage::new(families)))
     }
 }

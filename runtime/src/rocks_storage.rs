@@ -92,8 +92,25 @@ fn io_err(e: rocksdb::Error) -> StorageError {
 }
 
 impl RocksStorage {
-    /// Opens (creating if needed) a RocksDB at `path` with `families`.
+    /// Opens (creating if needed) a RocksDB at `path` with `families`, for
+    /// a member: a WAL file is written for reuse (module docs, "WAL files").
     pub fn open(path: &Path, families: &[&str]) -> Result<RocksStorage, StorageError> {
+        Self::open_with(path, families, true)
+    }
+
+    /// `open` for a tool that fills a data dir and closes it (`cairnctl
+    /// snapshot restore`): no WAL file is written for reuse, since the
+    /// member that opens the dir later writes its own and this one would
+    /// only be deleted (64 MiB of writes and ~0.3 s saved per restore).
+    pub fn open_for_tool(path: &Path, families: &[&str]) -> Result<RocksStorage, StorageError> {
+        Self::open_with(path, families, false)
+    }
+
+    fn open_with(
+        path: &Path,
+        families: &[&str],
+        precreate: bool,
+    ) -> Result<RocksStorage, StorageError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -117,7 +134,9 @@ impl RocksStorage {
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(*cf, family_options(cf, &cache)));
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, descriptors).map_err(io_err)?);
-        precreate_wal(&db)?;
+        if precreate {
+            precreate_wal(&db)?;
+        }
         let halted = Arc::new(AtomicBool::new(false));
         let (sync_tx, sync_rx) = mpsc::channel::<SyncReply>();
         let writer = {

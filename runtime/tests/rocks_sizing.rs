@@ -96,3 +96,25 @@ async fn synced_writes_after_open_overwrite_a_reused_wal_file_in_place() {
         Some(vec![b'e'; 4096])
     );
 }
+
+#[tokio::test]
+async fn a_tool_opening_a_data_dir_writes_no_wal_file_for_reuse() {
+    // `cairnctl snapshot restore` fills a data dir and closes it; the member
+    // that opens it later writes its own WAL file for reuse.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage =
+        RocksStorage::open_for_tool(dir.path(), &["kv", "meta", "raft_log"]).expect("open");
+    let mut batch = WriteBatch::new();
+    batch.put("kv", b"k".to_vec(), b"v".to_vec());
+    storage.write_sync(batch).await.expect("synced write");
+    assert!(
+        wal_bytes(dir.path()) < 1 << 20,
+        "a tool's open wrote {:?}",
+        wal_files(dir.path())
+    );
+    drop(storage);
+    // The member's open afterwards reads the tool's write and writes its file.
+    let storage = RocksStorage::open(dir.path(), &["kv", "meta", "raft_log"]).expect("reopen");
+    assert_eq!(storage.get("kv", b"k").expect("get"), Some(b"v".to_vec()));
+    assert!(current_wal(dir.path()).1 >= 64 << 20);
+}

@@ -213,7 +213,7 @@ async fn restore_into(
     config: &crate::config::Config,
     observe: &mut (dyn FnMut(RestoreStep) + Send),
 ) -> Result<Restored, String> {
-    let storage = cairn_runtime::client_port::open_storage(
+    let storage = cairn_runtime::client_port::open_storage_for_tool(
         &config.data_dir,
         &crate::server::apply::all_column_families(),
     )
