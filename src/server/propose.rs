@@ -11,7 +11,7 @@
 //! Tests: `src/server/tests.rs` and the integration tests in `tests/`.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
 use cairn_proto::etcdserverpb::{
@@ -25,6 +25,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::apply::Applied;
 use super::{Caller, Command, Server, ServerError, MAX_APPLY_GAP};
 use crate::mvcc::MvccError;
+
+/// How far a linearizable barrier got (`barrier_steps`).
+const UNSENT: u8 = 0;
+const SENT: u8 = 1;
+const INDEXED: u8 = 2;
 
 /// A client request applied through Raft, and the answer its apply gives.
 pub(super) trait Proposal {
@@ -172,24 +177,49 @@ impl Server {
     pub(super) async fn linearizable_barrier(&self) -> Result<(), ServerError> {
         // One deadline over both steps (a timer is armed per deadline, and
         // linearizable reads come here once per request).
-        self.within_request_timeout(self.linearizable_barrier_untimed())
-            .await
+        let stage = AtomicU8::new(UNSENT);
+        let done = self
+            .within_request_timeout(self.barrier_steps(&stage))
+            .await;
+        self.count_failed_read_index(&done, &stage);
+        done
     }
 
     /// `linearizable_barrier` for a caller that already runs under the
     /// request deadline (a lease renewal, once per keep-alive: one timer
-    /// per renewal, not two).
+    /// per renewal, not two). A round that caller's deadline gives up is not
+    /// counted as failed (nor was it when the barrier had its own deadline:
+    /// the caller's, armed first, fired first).
     pub(super) async fn linearizable_barrier_untimed(&self) -> Result<(), ServerError> {
+        let stage = AtomicU8::new(UNSENT);
+        let done = self.barrier_steps(&stage).await;
+        self.count_failed_read_index(&done, &stage);
+        done
+    }
+
+    /// The barrier's two steps; `stage` says how far it got (`SENT`, then
+    /// `INDEXED` once the read index came back).
+    async fn barrier_steps(&self, stage: &AtomicU8) -> Result<(), ServerError> {
         self.refuse_learner()?;
         let (done, rx) = oneshot::channel();
         self.send(Command::ReadIndex { done }).await?;
-        // Counts a round that ends without its index: failed, timed out (the
-        // caller's deadline drops this future), or the member stopped.
-        let mut unindexed = ReadIndexFailure(Some(&self.shared.metrics));
+        stage.store(SENT, Ordering::Relaxed);
         let index = rx.await.map_err(|_| self.answer_dropped())??;
-        unindexed.0 = None;
+        stage.store(INDEXED, Ordering::Relaxed);
         let applied = self.shared.applied.wait_for(index);
         applied.await.map_err(|_| ServerError::Stopped)
+    }
+
+    /// `etcd_server_read_indexes_failed_total`: a barrier whose ReadIndex
+    /// was sent and failed before its index came back (not one refused or
+    /// never sent).
+    fn count_failed_read_index(&self, done: &Result<(), ServerError>, stage: &AtomicU8) {
+        if done.is_err() && stage.load(Ordering::Relaxed) == SENT {
+            self.shared
+                .metrics
+                .read_indexes_failed
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Why the node loop dropped a command's answer: the member stopped,
@@ -229,19 +259,5 @@ impl Server {
             mpsc::error::TrySendError::Full(_) => ServerError::TooManyRequests,
             mpsc::error::TrySendError::Closed(_) => ServerError::Stopped,
         })
-    }
-}
-
-/// Counts a ReadIndex round as failed (`etcd_server_read_indexes_failed_total`)
-/// when dropped still holding the metrics: the round ended, or was given up,
-/// before its index came back.
-struct ReadIndexFailure<'a>(Option<&'a super::metrics::Metrics>);
-
-impl Drop for ReadIndexFailure<'_> {
-    fn drop(&mut self) {
-        if let Some(m) = self.0 {
-            m.read_indexes_failed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
     }
 }

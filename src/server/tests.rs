@@ -858,7 +858,7 @@ async fn checkpointed_remaining_ttl_survives_a_failover_so_long_leases_do_not_re
 }
 
 #[tokio::test]
-async fn keep_alive_and_time_to_live_without_a_leader_fail_with_no_leader() {
+async fn without_a_leader_keep_alives_fail_and_a_read_counts_one_failed_read_index() {
     let (_configs, disks, mut members) = three_serving_members(Duration::from_secs(300)).await;
     wait_leader(&live(&members)).await;
     wait_published(&live(&members)).await;
@@ -878,6 +878,23 @@ async fn keep_alive_and_time_to_live_without_a_leader_fail_with_no_leader() {
         .await
         .expect_err("no quorum");
     assert_eq!(err, ServerError::NoLeader);
+    // A linearizable read whose ReadIndex cannot be had counts as a failed
+    // read index (etcd_server_read_indexes_failed_total); a refused one, by
+    // a stopped member, does not.
+    let failed = || {
+        alone
+            .shared
+            .metrics
+            .read_indexes_failed
+            .load(Ordering::Relaxed)
+    };
+    let before = failed();
+    alone.range(get("k")).await.expect_err("no quorum");
+    assert_eq!(failed(), before + 1);
+    alone.shutdown();
+    alone.stopped().await;
+    alone.range(get("k")).await.expect_err("stopped");
+    assert_eq!(failed(), before + 1);
 }
 
 #[tokio::test]
