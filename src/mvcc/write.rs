@@ -78,6 +78,17 @@ impl Pending {
         }
     }
 
+    /// Records the deletion of `key`: a tombstone has only the key and
+    /// this write's revision.
+    fn record_tombstone(&mut self, key: Vec<u8>, prev: Option<Kv>) {
+        let tomb = Kv {
+            key,
+            mod_revision: self.rev.0,
+            ..Default::default()
+        };
+        self.record(tomb, true, prev);
+    }
+
     fn record(&mut self, kv: Kv, tombstone: bool, prev: Option<Kv>) {
         if self.track {
             self.overlay
@@ -182,12 +193,7 @@ impl<'a> Exec<'a> {
             let deleted = store.index.range(&range, at).count();
             self.p.changes.reserve_exact(deleted);
             for (key, _) in store.index.range(&range, at) {
-                let tomb = Kv {
-                    key: key.to_vec(),
-                    mod_revision: self.p.rev.0,
-                    ..Default::default()
-                };
-                self.p.record(tomb, true, None);
+                self.p.record_tombstone(key.to_vec(), None);
             }
             return Ok(DeleteRangeResponse {
                 deleted: deleted as i64,
@@ -202,12 +208,7 @@ impl<'a> Exec<'a> {
         };
         if !need_prev {
             for (key, _) in found {
-                let tomb = Kv {
-                    key,
-                    mod_revision: self.p.rev.0,
-                    ..Default::default()
-                };
-                self.p.record(tomb, true, None);
+                self.p.record_tombstone(key, None);
             }
             return Ok(resp);
         }
@@ -222,13 +223,8 @@ impl<'a> Exec<'a> {
                     false,
                 ));
             }
-            let tomb = Kv {
-                key,
-                mod_revision: self.p.rev.0,
-                ..Default::default()
-            };
             self.p
-                .record(tomb, true, prev.filter(|_| self.store.events_prev_kv));
+                .record_tombstone(key, prev.filter(|_| self.store.events_prev_kv));
         }
         Ok(resp)
     }
