@@ -29,7 +29,7 @@
 //! Tests: `tests.rs` (scenarios), `model_tests.rs` (quickcheck against a
 //! model).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
 use cairn_proto::mvccpb::Event;
@@ -38,10 +38,28 @@ use prost::Message as _;
 use super::catch_up::{deliver_history, group_by_revision, CatchUp, HistoryRead};
 use super::config::HubConfig;
 use super::ids::{StreamId, WatchId, PROGRESS_WATCH_ID};
-use super::stream::{events_response, header, Stream};
+use super::stream::{events_response, header, Queued, Stream};
 use super::synced::SyncedIndex;
 use super::watcher::Watcher;
 use super::{fragment, WatchError};
+
+/// Above this size a response takes no more merged events (`WatchHub::take`):
+/// well below the 4 MiB a gRPC client receives by default.
+const MERGED_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Whether a queued response is a watcher's events and nothing else, so that
+/// the same watcher's next events may join it (`WatchHub::take`).
+fn is_plain_events(q: &Queued) -> bool {
+    let r = &q.response;
+    !q.fragment
+        && !r.events.is_empty()
+        && r.watch_id != PROGRESS_WATCH_ID.0
+        && !r.created
+        && !r.canceled
+        && !r.fragment
+        && r.compact_revision == 0
+        && r.cancel_reason.is_empty()
+}
 
 /// Every watcher of a member (module docs).
 #[derive(Debug)]
@@ -498,18 +516,50 @@ impl WatchHub {
             .is_some_and(|s| !s.is_full(&self.config))
     }
 
-    /// Removes up to `max` queued responses of `stream` (fragmented where the
-    /// watcher asked for it; fragments of one response are never separated).
+    /// Removes queued responses of `stream`, up to `max` of them as they go
+    /// out (fragmented where the watcher asked for it; fragments of one
+    /// response are never separated).
+    ///
+    /// A watcher's events from several revisions queued meanwhile go out as
+    /// one response (as etcd sends a catching-up watcher's history), up to
+    /// `MERGED_RESPONSE_BYTES`, its header at the newest revision: fewer,
+    /// larger messages for a stream that is behind. Only events move, never
+    /// across a response that is not events (a progress notification, a
+    /// create or cancel answer), so what such a response promises still
+    /// holds; a watcher's own events stay in order.
     pub fn take(&mut self, stream_id: StreamId, max: usize) -> Vec<WatchResponse> {
-        let mut out = Vec::new();
+        let mut out: Vec<WatchResponse> = Vec::new();
         let Some(stream) = self.streams.get_mut(&stream_id) else {
             return out;
         };
-        while out.len() < max {
-            let Some(q) = stream.queue.pop_front() else {
+        // Per watcher, the response in `out` its next events may join, and its size.
+        let mut open: HashMap<WatchId, (usize, usize)> = HashMap::new();
+        while let Some(q) = stream.queue.pop_front() {
+            let id = WatchId(q.response.watch_id);
+            if is_plain_events(&q) {
+                if let Some((at, size)) = open.get_mut(&id) {
+                    if *size + q.bytes <= MERGED_RESPONSE_BYTES {
+                        stream.queued_bytes -= q.bytes;
+                        *size += q.bytes;
+                        let merged = &mut out[*at];
+                        merged.header = q.response.header;
+                        merged.events.extend(q.response.events);
+                        continue;
+                    }
+                }
+            }
+            if out.len() >= max {
+                stream.queue.push_front(q);
                 break;
-            };
+            }
             stream.queued_bytes -= q.bytes;
+            if is_plain_events(&q) {
+                open.insert(id, (out.len(), q.bytes));
+            } else if id == PROGRESS_WATCH_ID {
+                open.clear();
+            } else {
+                open.remove(&id);
+            }
             if q.fragment {
                 out.extend(fragment(q.response, self.config.max_response_bytes));
             } else {

@@ -302,10 +302,15 @@ fn synced_watchers_get_each_revision_whole_filtered_and_with_prev_kv_only_if_ask
             },
         )
         .expect("prev_kv");
+    // A consumer that keeps up (takes after each revision; one that falls
+    // behind gets them merged: `a_watchers_events_queued_over_several_...`).
+    let mut out = rig.pump(s);
     rig.txn_puts(&[(b"k1", b"a"), (b"k2", b"b"), (b"x", b"c")]); // 2
+    out.extend(rig.pump(s));
     rig.put(b"k1", b"b"); // 3
+    out.extend(rig.pump(s));
     rig.delete(b"k", b"l"); // 4: two deletes
-    let out = rig.pump(s);
+    out.extend(rig.pump(s));
     let txn_resp: Vec<&WatchResponse> = out
         .iter()
         .filter(|r| r.watch_id == prefix.0 && !r.created)
@@ -590,6 +595,109 @@ fn progress_tick_notifies_only_idle_synced_progress_notify_watchers() {
     assert_eq!(out[0].watch_id, idle.0);
     assert_eq!(out[0].header.as_ref().map(|h| h.revision), Some(2));
     assert!(out[0].events.is_empty());
+}
+
+// ---- merged responses ----
+
+/// `(watch_id, header revision, event revisions)` of each response.
+fn shapes(out: &[WatchResponse]) -> Vec<(i64, i64, Vec<i64>)> {
+    out.iter()
+        .map(|r| {
+            (
+                r.watch_id,
+                r.header.as_ref().map_or(-1, |h| h.revision),
+                r.events
+                    .iter()
+                    .map(|e| e.kv.as_ref().map_or(-1, |kv| kv.mod_revision))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_watchers_events_queued_over_several_revisions_go_out_as_one_response_at_the_newest() {
+    let mut rig = Rig::new(HubConfig::new(1 << 20));
+    let s = rig.hub.open_stream();
+    let a = rig.hub.create(s, &create(b"a", b"", 0)).expect("create");
+    let b = rig.hub.create(s, &create(b"b", b"", 0)).expect("create");
+    rig.hub.take(s, usize::MAX);
+    rig.put(b"a", b"1"); // 2
+    rig.put(b"b", b"1"); // 3
+    rig.put(b"a", b"2"); // 4
+    rig.txn_puts(&[(b"a", b"3"), (b"b", b"2")]); // 5
+    let out = rig.hub.take(s, usize::MAX);
+    assert_eq!(
+        shapes(&out),
+        vec![(a.0, 5, vec![2, 4, 5]), (b.0, 5, vec![3, 5])],
+        "one response per watcher, in the order each first had events"
+    );
+    assert!(!rig.hub.has_output(s));
+    rig.hub.check_invariants();
+    // A consumer that keeps up gets a response per revision, as before.
+    rig.put(b"a", b"4"); // 6
+    assert_eq!(
+        shapes(&rig.hub.take(s, usize::MAX)),
+        vec![(a.0, 6, vec![6])]
+    );
+    rig.put(b"a", b"5"); // 7
+    assert_eq!(
+        shapes(&rig.hub.take(s, usize::MAX)),
+        vec![(a.0, 7, vec![7])]
+    );
+}
+
+#[test]
+fn events_are_not_merged_across_a_progress_notification_or_a_cancel() {
+    let mut rig = Rig::new(HubConfig::new(1 << 20));
+    let s = rig.hub.open_stream();
+    let a = rig.hub.create(s, &create(b"a", b"", 0)).expect("create");
+    let b = rig.hub.create(s, &create(b"b", b"", 0)).expect("create");
+    rig.hub.take(s, usize::MAX);
+    rig.put(b"a", b"1"); // 2
+    rig.hub.request_progress(s); // answered at 2, after a's event
+    rig.put(b"a", b"2"); // 3
+    rig.put(b"b", b"1"); // 4
+    assert!(rig.hub.cancel(s, b));
+    rig.put(b"a", b"3"); // 5
+    let out = rig.hub.take(s, usize::MAX);
+    let shaped = shapes(&out);
+    assert_eq!(
+        shaped,
+        vec![
+            (a.0, 2, vec![2]),
+            (-1, 2, vec![]),
+            (a.0, 5, vec![3, 5]),
+            (b.0, 4, vec![4]),
+            (b.0, 4, vec![]),
+        ],
+        "a progress response still follows exactly the events it covers; \
+         a cancelled watcher's events stay before its cancel"
+    );
+    assert!(out[4].canceled);
+}
+
+#[test]
+fn merging_stops_at_the_size_limit_and_take_counts_the_responses_it_returns() {
+    let mut rig = Rig::new(HubConfig::new(1 << 20));
+    let s = rig.hub.open_stream();
+    let a = rig.hub.create(s, &create(b"a", b"", 0)).expect("create");
+    let b = rig.hub.create(s, &create(b"b", b"", 0)).expect("create");
+    rig.hub.take(s, usize::MAX);
+    let big = vec![b'x'; 20 * 1024];
+    for _ in 0..4 {
+        rig.put(b"a", &big); // 2..=5
+    }
+    rig.put(b"b", b"1"); // 6
+    let out = rig.hub.take(s, 1);
+    assert_eq!(
+        shapes(&out),
+        vec![(a.0, 4, vec![2, 3, 4])],
+        "three 20 KiB events fit in one merged response, the fourth does not"
+    );
+    let rest = rig.hub.take(s, usize::MAX);
+    assert_eq!(shapes(&rest), vec![(a.0, 5, vec![5]), (b.0, 6, vec![6])]);
+    rig.hub.check_invariants();
 }
 
 // ---- snapshot install ----
