@@ -377,7 +377,21 @@ impl Node {
                     self.raw.report_snapshot(to, status);
                 }
                 cmd = commands.recv() => match cmd {
-                    Some(cmd) => self.on_commands(cmd, &mut commands),
+                    Some(cmd) => {
+                        let proposed = self.on_commands(cmd, &mut commands);
+                        // Before a Ready with proposals is made: let the
+                        // runtime poll the sockets once, so writes that
+                        // already arrived join this batch (one fsync)
+                        // instead of waiting for the next. (Not for reads
+                        // alone: no fsync to share, and the extra turn
+                        // cost linearizable ranges 10 %.)
+                        if proposed && !self.shared.stopped.load(Ordering::SeqCst) {
+                            tokio::task::yield_now().await;
+                            if let Ok(cmd) = commands.try_recv() {
+                                self.on_commands(cmd, &mut commands);
+                            }
+                        }
+                    }
                     None => return,
                 },
             }
@@ -648,7 +662,9 @@ impl Node {
         }
     }
 
-    fn on_commands(&mut self, first: Command, rx: &mut mpsc::Receiver<Command>) {
+    /// Takes `first` and what is queued behind it; returns whether any of
+    /// it was a proposal.
+    fn on_commands(&mut self, first: Command, rx: &mut mpsc::Receiver<Command>) -> bool {
         let mut reads = Vec::new();
         let mut proposals = Vec::new();
         let mut next = Some(first);
@@ -675,16 +691,18 @@ impl Node {
                 }
                 Command::Halt => {
                     self.stop();
-                    return;
+                    return false;
                 }
             }
             if reads.len() + proposals.len() + self.waiters.len() > COMMAND_QUEUE_LEN * 4 {
                 break;
             }
         }
+        let proposed = !proposals.is_empty();
         self.propose(proposals);
         self.start_read_round(reads);
         self.propose_queued_conf_changes();
+        proposed
     }
 
     /// Starts a leader transfer to the voter with the longest log among
