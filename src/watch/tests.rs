@@ -615,13 +615,19 @@ fn shapes(out: &[WatchResponse]) -> Vec<(i64, i64, Vec<i64>)> {
         .collect()
 }
 
-#[test]
-fn a_watchers_events_queued_over_several_revisions_go_out_as_one_response_at_the_newest() {
+/// A stream with watchers on `a` and `b`, their created responses taken.
+fn two_watchers_created_and_answered() -> (Rig, StreamId, WatchId, WatchId) {
     let mut rig = Rig::new(HubConfig::new(1 << 20));
     let s = rig.hub.open_stream();
     let a = rig.hub.create(s, &create(b"a", b"", 0)).expect("create");
     let b = rig.hub.create(s, &create(b"b", b"", 0)).expect("create");
     rig.hub.take(s, usize::MAX);
+    (rig, s, a, b)
+}
+
+#[test]
+fn a_watchers_events_queued_over_several_revisions_go_out_as_one_response_at_the_newest() {
+    let (mut rig, s, a, b) = two_watchers_created_and_answered();
     rig.put(b"a", b"1"); // 2
     rig.put(b"b", b"1"); // 3
     rig.put(b"a", b"2"); // 4
@@ -649,11 +655,7 @@ fn a_watchers_events_queued_over_several_revisions_go_out_as_one_response_at_the
 
 #[test]
 fn events_are_not_merged_across_a_progress_notification_or_a_cancel() {
-    let mut rig = Rig::new(HubConfig::new(1 << 20));
-    let s = rig.hub.open_stream();
-    let a = rig.hub.create(s, &create(b"a", b"", 0)).expect("create");
-    let b = rig.hub.create(s, &create(b"b", b"", 0)).expect("create");
-    rig.hub.take(s, usize::MAX);
+    let (mut rig, s, a, b) = two_watchers_created_and_answered();
     rig.put(b"a", b"1"); // 2
     rig.hub.request_progress(s); // answered at 2, after a's event
     rig.put(b"a", b"2"); // 3
@@ -679,11 +681,7 @@ fn events_are_not_merged_across_a_progress_notification_or_a_cancel() {
 
 #[test]
 fn merging_stops_at_the_size_limit_and_take_counts_the_responses_it_returns() {
-    let mut rig = Rig::new(HubConfig::new(1 << 20));
-    let s = rig.hub.open_stream();
-    let a = rig.hub.create(s, &create(b"a", b"", 0)).expect("create");
-    let b = rig.hub.create(s, &create(b"b", b"", 0)).expect("create");
-    rig.hub.take(s, usize::MAX);
+    let (mut rig, s, a, b) = two_watchers_created_and_answered();
     let big = vec![b'x'; 20 * 1024];
     for _ in 0..4 {
         rig.put(b"a", &big); // 2..=5
