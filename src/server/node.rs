@@ -467,15 +467,21 @@ impl Node {
     }
 
     /// A peer refused this member as removed (it missed its own removal):
-    /// remember it, so the data directory refuses to start again, and stop.
+    /// remember it, so the data directory refuses to start again, and stop
+    /// after the same ticks as when it applies its removal — a `member
+    /// remove` it forwarded to the leader is answered through it, and the
+    /// leader's refusal can arrive before that answer (stopping at once
+    /// closed the client's connection first: "transport is closing", seen
+    /// in `growing_from_1_to_3_to_5_members_and_shrinking_to_3_under_writes_ends_with_equal_hash_kv`).
     fn on_removed_by_peer(&mut self) {
-        if self.shared.stopped.load(Ordering::SeqCst) {
+        if self.shared.stopped.load(Ordering::SeqCst) || self.removed_ticks.is_some() {
             return;
         }
         if let Err(e) = self.shared.storage.write(apply::removed_self_batch()) {
             tracing::error!(error = %e, "cannot record the removal");
         }
-        self.stop_removed();
+        tracing::warn!(member = %NodeId(self.shared.config.member_id), "a peer refused this member as removed: stopping in {REMOVED_STOP_TICKS} ticks");
+        self.removed_ticks = Some(0);
     }
 
     /// A message came from a member this one has no address for: one added
